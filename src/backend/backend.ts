@@ -1,0 +1,37 @@
+// The narrow interface between models and whatever executes their graphs.
+//
+// Models build a Graph (src/onnx/graph.ts) and hand it to a Backend; they only
+// ever see Sessions that take and return host tensors. ONNX Runtime is the one
+// backend today (src/backend/ort.ts); another can be added behind this
+// interface without touching the models.
+
+import type { Graph } from "../onnx/graph.js";
+
+export type HostData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Float64Array;
+
+export interface HostTensor {
+  data: HostData;
+  shape: number[];
+}
+
+export type Device = "cpu" | "webgpu" | "cuda";
+
+export interface SessionOptions {
+  /** A stable key for the graph + weights, used to cache serialized models on disk. */
+  cacheKey?: string;
+  /** Force external-data serialization even for small graphs (tests). */
+  external?: boolean;
+}
+
+export interface Session {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, HostTensor>, outputs?: string[]): Promise<Record<string, HostTensor>>;
+  release(): Promise<void>;
+}
+
+export interface Backend {
+  readonly name: string;
+  readonly device: Device;
+  createSession(graph: Graph, options?: SessionOptions): Promise<Session>;
+}

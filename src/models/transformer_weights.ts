@@ -1,0 +1,200 @@
+// Where each transformer weight lives, for both checkpoint layouts.
+//
+// The graph asks for weights by their diffusers names (spec §7.1). For a BFL
+// single file (spec §7.2–7.3) the same request is answered with a zero-copy
+// byte range of the BFL tensor: q/k/v are row chunks of the fused `qkv`
+// matrix, and the two halves of `final_layer.adaLN_modulation.1` are swapped
+// (BFL stores shift first, diffusers scale first). Nothing is converted or
+// copied. LoRA fusing can override any weight with computed data.
+
+import { WeightSet, type TensorInfo } from "../io/safetensors.js";
+import { dataSource, fileSource, rowSlice, type Graph, type Value, type WeightSource } from "../onnx/graph.js";
+import type { TransformerConfig } from "./transformer.js";
+
+export type TransformerFormat = "diffusers" | "bfl";
+
+/** A BFL tensor name plus the row range of it that a diffusers tensor occupies. */
+interface BflRef {
+  name: string;
+  /** Which third of a fused qkv (0, 1, 2), if any. */
+  third?: number;
+}
+
+const BFL_PREFIXES = ["model.diffusion_model.", "diffusion_model."];
+
+function bflName(name: string): BflRef | null {
+  const simple: Record<string, string> = {
+    "x_embedder.weight": "img_in.weight",
+    "context_embedder.weight": "txt_in.weight",
+    "time_guidance_embed.timestep_embedder.linear_1.weight": "time_in.in_layer.weight",
+    "time_guidance_embed.timestep_embedder.linear_2.weight": "time_in.out_layer.weight",
+    "time_guidance_embed.guidance_embedder.linear_1.weight": "guidance_in.in_layer.weight",
+    "time_guidance_embed.guidance_embedder.linear_2.weight": "guidance_in.out_layer.weight",
+    "double_stream_modulation_img.linear.weight": "double_stream_modulation_img.lin.weight",
+    "double_stream_modulation_txt.linear.weight": "double_stream_modulation_txt.lin.weight",
+    "single_stream_modulation.linear.weight": "single_stream_modulation.lin.weight",
+    "proj_out.weight": "final_layer.linear.weight",
+    "norm_out.linear.weight": "final_layer.adaLN_modulation.1.weight",
+  };
+  if (simple[name]) return { name: simple[name] };
+  let m = name.match(/^transformer_blocks\.(\d+)\.(.+)$/);
+  if (m) {
+    const [, i, rest] = m;
+    const qkv: Record<string, [string, number]> = {
+      "attn.to_q.weight": ["img_attn.qkv.weight", 0], "attn.to_k.weight": ["img_attn.qkv.weight", 1],
+      "attn.to_v.weight": ["img_attn.qkv.weight", 2], "attn.add_q_proj.weight": ["txt_attn.qkv.weight", 0],
+      "attn.add_k_proj.weight": ["txt_attn.qkv.weight", 1], "attn.add_v_proj.weight": ["txt_attn.qkv.weight", 2],
+    };
+    if (qkv[rest]) return { name: `double_blocks.${i}.${qkv[rest][0]}`, third: qkv[rest][1] };
+    const other: Record<string, string> = {
+      "attn.norm_q.weight": "img_attn.norm.query_norm.scale", "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+      "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale", "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+      "attn.to_out.0.weight": "img_attn.proj.weight", "attn.to_add_out.weight": "txt_attn.proj.weight",
+      "ff.linear_in.weight": "img_mlp.0.weight", "ff.linear_out.weight": "img_mlp.2.weight",
+      "ff_context.linear_in.weight": "txt_mlp.0.weight", "ff_context.linear_out.weight": "txt_mlp.2.weight",
+    };
+    return other[rest] ? { name: `double_blocks.${i}.${other[rest]}` } : null;
+  }
+  m = name.match(/^single_transformer_blocks\.(\d+)\.attn\.(.+)$/);
+  if (m) {
+    const [, i, rest] = m;
+    const other: Record<string, string> = {
+      "to_qkv_mlp_proj.weight": "linear1.weight", "to_out.weight": "linear2.weight",
+      "norm_q.weight": "norm.query_norm.scale", "norm_k.weight": "norm.key_norm.scale",
+    };
+    return other[rest] ? { name: `single_blocks.${i}.${other[rest]}` } : null;
+  }
+  return null;
+}
+
+export class TransformerWeights {
+  /** Weights replaced by computed data (LoRA fusing), by diffusers name. */
+  readonly overrides = new Map<string, { data: Float32Array; shape: number[] }>();
+  private prefix = "";
+
+  constructor(readonly set: WeightSet, readonly format: TransformerFormat) {
+    if (format === "bfl") {
+      const probe = set.keys().find((k) => k.endsWith("single_stream_modulation.lin.weight"));
+      if (!probe) throw new Error(`${set.source}: not a FLUX.2 BFL transformer file (no single_stream_modulation.lin.weight)`);
+      this.prefix = probe.slice(0, probe.length - "single_stream_modulation.lin.weight".length);
+      if (this.prefix && !BFL_PREFIXES.includes(this.prefix)) throw new Error(`${set.source}: unexpected key prefix "${this.prefix}"`);
+    }
+  }
+
+  /** Detect the layout of a weight file by its keys. */
+  static detectFormat(set: WeightSet): TransformerFormat {
+    return set.keys().some((k) => k.endsWith("single_stream_modulation.lin.weight")) ? "bfl" : "diffusers";
+  }
+
+  private stored(name: string): TensorInfo {
+    if (!this.set.has(name)) {
+      throw new Error(`${this.set.source}: missing tensor "${name}" — the file is incomplete or not a FLUX.2 ${this.format} transformer`);
+    }
+    return this.set.info(name);
+  }
+
+  /** The stored location of a diffusers-named weight (whole tensor). */
+  source(name: string): WeightSource {
+    const o = this.overrides.get(name);
+    if (o) return dataSource(o.data, "F32", o.shape);
+    if (this.format === "diffusers") return fileSource(this.stored(name));
+    const ref = bflName(name);
+    if (!ref) throw new Error(`no BFL equivalent for transformer weight "${name}"`);
+    const t = this.stored(this.prefix + ref.name);
+    if (ref.third !== undefined) return rowSlice(t, ref.third * (t.shape[0] / 3), t.shape[0] / 3);
+    if (name === "norm_out.linear.weight") throw new Error("norm_out.linear.weight must be read by rows (its halves are swapped in BFL files)");
+    return fileSource(t);
+  }
+
+  /** Shape of a diffusers-named weight. */
+  shape(name: string): number[] {
+    if (name === "norm_out.linear.weight" && this.format === "bfl") return this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight").shape;
+    return this.source(name).shape;
+  }
+
+  has(name: string): boolean {
+    if (this.overrides.has(name)) return true;
+    if (this.format === "diffusers") return this.set.has(name);
+    const ref = bflName(name);
+    return !!ref && this.set.has(this.prefix + ref.name);
+  }
+
+  /** A graph value for a whole weight. */
+  value(g: Graph, name: string): Value {
+    return g.weight(name, this.source(name));
+  }
+
+  /** A graph value for rows [start, start+count) of a weight, in diffusers row order. */
+  rows(g: Graph, name: string, start: number, count: number): Value {
+    const o = this.overrides.get(name);
+    if (o) {
+      const cols = o.shape[1];
+      return g.weight(`${name}[${start}:${start + count}]`, dataSource(o.data.slice(start * cols, (start + count) * cols), "F32", [count, cols]));
+    }
+    if (this.format === "bfl" && name === "norm_out.linear.weight") {
+      const t = this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight");
+      const half = t.shape[0] / 2;
+      if (start % half + count > half) throw new Error("norm_out rows must stay within one half");
+      // diffusers (scale, shift) = BFL rows (second half, first half).
+      return g.weight(`${name}[${start}:${start + count}]`, rowSlice(t, (start + half) % t.shape[0], count));
+    }
+    const whole = this.source(name);
+    if (whole.kind !== "file") throw new Error("unreachable");
+    const info = { name, dtype: whole.dtype, shape: whole.shape, file: whole.file, offset: whole.offset, byteLength: whole.byteLength };
+    return g.weight(`${name}[${start}:${start + count}]`, rowSlice(info, start, count));
+  }
+
+  /** Infer the config of a BFL file from tensor shapes (golden README, "transformer" kind). */
+  inferConfig(): TransformerConfig {
+    const p = this.prefix;
+    const shape = (n: string) => this.stored(p + n).shape;
+    const [inner, inChannels] = shape("img_in.weight");
+    const joint = shape("txt_in.weight")[1];
+    const tgc = shape("time_in.in_layer.weight")[1];
+    const headDim = shape("double_blocks.0.img_attn.norm.query_norm.scale")[0];
+    const count = (re: RegExp) => new Set(this.set.keys().map((k) => k.slice(p.length).match(re)?.[1]).filter((x) => x !== undefined)).size;
+    const mlpIn = shape("double_blocks.0.img_mlp.0.weight")[0];
+    return {
+      patch_size: 1, in_channels: inChannels, out_channels: inChannels,
+      num_layers: count(/^double_blocks\.(\d+)\./), num_single_layers: count(/^single_blocks\.(\d+)\./),
+      attention_head_dim: headDim, num_attention_heads: inner / headDim, joint_attention_dim: joint,
+      timestep_guidance_channels: tgc, mlp_ratio: mlpIn / 2 / inner,
+      axes_dims_rope: [headDim / 4, headDim / 4, headDim / 4, headDim / 4], rope_theta: 2000, eps: 1e-6,
+      guidance_embeds: this.set.keys().some((k) => k.startsWith(p + "guidance_in.")),
+    };
+  }
+
+  /** Every weight the config needs exists with the right shape; say which one is wrong otherwise. */
+  check(c: TransformerConfig): void {
+    const D = c.num_attention_heads * c.attention_head_dim;
+    const M = Math.floor(D * c.mlp_ratio);
+    const J = c.joint_attention_dim, T = c.timestep_guidance_channels, Dh = c.attention_head_dim;
+    const want: [string, number[]][] = [
+      ["x_embedder.weight", [D, c.in_channels]], ["context_embedder.weight", [D, J]],
+      ["time_guidance_embed.timestep_embedder.linear_1.weight", [D, T]],
+      ["time_guidance_embed.timestep_embedder.linear_2.weight", [D, D]],
+      ["double_stream_modulation_img.linear.weight", [6 * D, D]], ["double_stream_modulation_txt.linear.weight", [6 * D, D]],
+      ["single_stream_modulation.linear.weight", [3 * D, D]], ["norm_out.linear.weight", [2 * D, D]],
+      ["proj_out.weight", [(c.out_channels ?? c.in_channels) * c.patch_size ** 2, D]],
+    ];
+    if (c.guidance_embeds) {
+      want.push(["time_guidance_embed.guidance_embedder.linear_1.weight", [D, T]], ["time_guidance_embed.guidance_embedder.linear_2.weight", [D, D]]);
+    }
+    for (let i = 0; i < c.num_layers; i++) {
+      const p = `transformer_blocks.${i}`;
+      for (const n of ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"]) want.push([`${p}.attn.${n}.weight`, [D, D]]);
+      for (const n of ["norm_q", "norm_k", "norm_added_q", "norm_added_k"]) want.push([`${p}.attn.${n}.weight`, [Dh]]);
+      for (const n of ["ff", "ff_context"]) want.push([`${p}.${n}.linear_in.weight`, [2 * M, D]], [`${p}.${n}.linear_out.weight`, [D, M]]);
+    }
+    for (let i = 0; i < c.num_single_layers; i++) {
+      const p = `single_transformer_blocks.${i}.attn`;
+      want.push([`${p}.to_qkv_mlp_proj.weight`, [3 * D + 2 * M, D]], [`${p}.to_out.weight`, [D, D + M]], [`${p}.norm_q.weight`, [Dh]], [`${p}.norm_k.weight`, [Dh]]);
+    }
+    for (const [name, shape] of want) {
+      const got = this.shape(name);
+      if (got.join(",") !== shape.join(",")) {
+        throw new Error(`${this.set.source}: transformer weight "${name}" has shape [${got}] but the config needs [${shape}] — the weights do not match this config (wrong model size or config.json?)`);
+      }
+    }
+  }
+}
