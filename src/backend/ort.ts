@@ -79,6 +79,8 @@ export class OrtBackend implements Backend {
     const opts: ort.InferenceSession.SessionOptions = {
       executionProviders: providers,
       graphOptimizationLevel: this.options.optimization ?? "all",
+      // Warnings only (ORT otherwise prints shape-merge notes for symbolic dims).
+      logSeverityLevel: 3,
     };
     if (this.options.threads) opts.intraOpNumThreads = this.options.threads;
     if (this.options.optimizedModelPath) opts.optimizedModelFilePath = this.options.optimizedModelPath;

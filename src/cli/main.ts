@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// The `flux2` command line. Each subcommand lives in its own file and exports
+// `run(argv)`; this file only dispatches and prints errors the same way.
+
+import { runConformanceCommand } from "./conformance.js";
+
+const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  conformance: { summary: "run a golden reference set through the engine and compare", run: runConformanceCommand },
+};
+
+function usage(): string {
+  const lines = ["usage: flux2 <command> [options]", "", "commands:"];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(14)}${c.summary}`);
+  lines.push("", "Run `flux2 <command> --help` for a command's options.");
+  return lines.join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
+    console.log(usage());
+    return cmd ? 0 : 1;
+  }
+  const c = COMMANDS[cmd];
+  if (!c) {
+    console.error(`flux2: unknown command "${cmd}"\n\n${usage()}`);
+    return 2;
+  }
+  return c.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: Error) => {
+    console.error(`flux2: ${e.message}`);
+    if (process.env.FLUX2_DEBUG) console.error(e.stack);
+    process.exitCode = 1;
+  },
+);
