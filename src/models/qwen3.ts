@@ -1,0 +1,465 @@
+// The Qwen3 text encoder of FLUX.2 [klein] (transformers `Qwen3ForCausalLM`), spec §1.4, §2.1, §2.4, §7.5.
+//
+// Only the forward pass is needed, never generation: the pipeline takes a few
+// hidden states (layers 9, 18, 27 of 36) and concatenates them per token. The
+// graph is therefore built only as deep as the deepest requested hidden state;
+// the final norm and the (tied) lm_head are added only when asked for.
+//
+// As in transformer.ts, what depends only on positions and the padding mask is
+// computed here in TypeScript and fed as graph inputs: the rotate-half RoPE
+// cos/sin tables (float32, as transformers rounds them) and the additive
+// attention bias (causal ∧ key-not-padding).
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Backend, HostTensor, Session } from "../backend/backend.js";
+import { Graph, Value, fileSource } from "../onnx/graph.js";
+import { WeightSet, type TensorInfo } from "../io/safetensors.js";
+
+export interface Qwen3Config {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  head_dim: number;
+  rms_norm_eps: number;
+  rope_theta: number;
+  tie_word_embeddings: boolean;
+  attention_bias: boolean;
+}
+
+/**
+ * transformers `Qwen3Config` defaults. Note head_dim: Qwen3Config declares `head_dim=128`, so a
+ * config.json without the field means 128, NOT hidden_size / num_attention_heads (that fallback
+ * in the modeling file never fires because the config class always sets the attribute).
+ */
+export const QWEN3_DEFAULTS: Qwen3Config = {
+  vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32,
+  num_attention_heads: 32, num_key_value_heads: 32, head_dim: 128, rms_norm_eps: 1e-6,
+  rope_theta: 10000, tie_word_embeddings: false, attention_bias: false,
+};
+
+/** The hidden-state indices FLUX.2 [klein] stacks into its prompt embeddings. */
+export const KLEIN_TEXT_LAYERS = [9, 18, 27];
+
+/** Read a transformers Qwen3 `config.json`, refusing features this encoder does not implement. */
+export function readQwen3Config(file: string): Qwen3Config {
+  let raw: Record<string, any>;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: cannot read the text encoder config (${(e as Error).message})`);
+  }
+  return parseQwen3Config(raw, file);
+}
+
+export function parseQwen3Config(raw: Record<string, any>, where = "text encoder config"): Qwen3Config {
+  if (raw.model_type !== undefined && raw.model_type !== "qwen3") {
+    throw new Error(`${where}: model_type is "${raw.model_type}", expected "qwen3" (is this the FLUX.2 klein text_encoder folder?)`);
+  }
+  const cfg = { ...QWEN3_DEFAULTS };
+  for (const k of Object.keys(cfg) as (keyof Qwen3Config)[]) if (raw[k] !== undefined && raw[k] !== null) (cfg as any)[k] = raw[k];
+  // num_key_value_heads: null means "same as attention heads" (Qwen3Config.__post_init__); absent means 32.
+  if (raw.num_key_value_heads === null) cfg.num_key_value_heads = cfg.num_attention_heads;
+  // Newer transformers files keep rope_theta inside rope_parameters.
+  const rope = raw.rope_parameters ?? raw.rope_scaling;
+  if (rope && typeof rope === "object") {
+    const type = rope.rope_type ?? rope.type ?? "default";
+    if (type !== "default") throw new Error(`${where}: RoPE scaling "${type}" is not supported (only the default rotary embedding)`);
+    if (raw.rope_theta === undefined && typeof rope.rope_theta === "number") cfg.rope_theta = rope.rope_theta;
+  }
+  if (raw.use_sliding_window) throw new Error(`${where}: use_sliding_window is true; sliding-window attention is not supported`);
+  if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") throw new Error(`${where}: hidden_act "${raw.hidden_act}" is not supported (Qwen3 uses silu)`);
+  for (const k of ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"] as const) {
+    if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${where}: ${k} must be a positive integer, got ${JSON.stringify(cfg[k])}`);
+  }
+  if (cfg.num_attention_heads % cfg.num_key_value_heads !== 0) {
+    throw new Error(`${where}: num_attention_heads (${cfg.num_attention_heads}) is not a multiple of num_key_value_heads (${cfg.num_key_value_heads})`);
+  }
+  if (cfg.head_dim % 2 !== 0) throw new Error(`${where}: head_dim (${cfg.head_dim}) must be even for rotary embeddings`);
+  return cfg;
+}
+
+// ---------------------------------------------------------------------------
+// Host-side inputs: rotary tables and the attention bias
+
+/**
+ * Rotate-half RoPE tables (L, head_dim/2) for positions 0..L-1, rounded like transformers'
+ * float32 computation: inv_freq_k = 1 / θ^(2k/d) in float32, angle = f32(pos · inv_freq_k),
+ * cos/sin of the float32 angle rounded to float32.
+ */
+export function qwen3RopeTables(seq: number, headDim: number, theta: number) {
+  const f = Math.fround;
+  const half = headDim / 2;
+  const invFreq = new Float32Array(half);
+  for (let k = 0; k < half; k++) invFreq[k] = f(1 / f(f(theta) ** f((2 * k) / headDim)));
+  const cos = new Float32Array(seq * half);
+  const sin = new Float32Array(seq * half);
+  for (let p = 0; p < seq; p++) {
+    for (let k = 0; k < half; k++) {
+      const angle = f(p * invFreq[k]);
+      cos[p * half + k] = Math.cos(angle);
+      sin[p * half + k] = Math.sin(angle);
+    }
+  }
+  return { cos, sin, half };
+}
+
+/** The most negative float32 (torch.finfo(float32).min), what transformers adds for a masked key. */
+export const MASKED = -3.4028234663852886e38;
+
+/**
+ * Additive attention bias (B, 1, L, L): 0 where key k is visible from query q (k <= q and
+ * attention_mask[b, k] = 1), MASKED elsewhere. With right padding every query sees key 0, so no
+ * row is fully masked; a fully masked row (left padding, an all-zero mask) gets the reference's
+ * eager behaviour: every score rounds to MASKED and softmax spreads uniformly over all keys.
+ */
+export function causalPaddingBias(attentionMask: ArrayLike<bigint | number>, B: number, L: number): Float32Array {
+  const bias = new Float32Array(B * L * L);
+  for (let b = 0; b < B; b++) {
+    for (let q = 0; q < L; q++) {
+      const row = (b * L + q) * L;
+      for (let k = 0; k < L; k++) {
+        if (k > q || Number(attentionMask[b * L + k]) === 0) bias[row + k] = MASKED;
+      }
+    }
+  }
+  return bias;
+}
+
+// ---------------------------------------------------------------------------
+// Weights
+
+const EMBED = "model.embed_tokens.weight";
+const FINAL_NORM = "model.norm.weight";
+const LM_HEAD = "lm_head.weight";
+
+/** The transformers Qwen3 state dict, checked against a config. */
+export class Qwen3Weights {
+  constructor(readonly set: WeightSet) {}
+
+  info(name: string): TensorInfo {
+    if (!this.set.has(name)) {
+      throw new Error(`${this.set.source}: missing tensor "${name}" — the file is incomplete or not a Qwen3 text encoder (transformers key names)`);
+    }
+    return this.set.info(name);
+  }
+
+  has(name: string): boolean {
+    return this.set.has(name);
+  }
+
+  /** A graph value for a weight, in float32. */
+  value(g: Graph, name: string): Value {
+    return g.weight(name, fileSource(this.info(name)));
+  }
+
+  /** A graph value for a weight in its stored dtype (no Cast). */
+  raw(g: Graph, name: string): { value: Value; dtype: TensorInfo["dtype"] } {
+    const info = this.info(name);
+    return { value: g.weight(name, fileSource(info), info.dtype), dtype: info.dtype };
+  }
+
+  /**
+   * Every weight a graph of `layers` decoder layers (plus the final norm / lm_head when asked)
+   * needs exists with the shape the config implies; otherwise name the tensor.
+   */
+  check(c: Qwen3Config, layers: number, extra: { norm?: boolean; lmHead?: boolean } = {}): void {
+    const D = c.hidden_size, Dh = c.head_dim, I = c.intermediate_size;
+    const qDim = c.num_attention_heads * Dh, kvDim = c.num_key_value_heads * Dh;
+    const want: [string, number[]][] = [[EMBED, [c.vocab_size, D]]];
+    for (let i = 0; i < layers; i++) {
+      const p = `model.layers.${i}`;
+      want.push(
+        [`${p}.input_layernorm.weight`, [D]], [`${p}.post_attention_layernorm.weight`, [D]],
+        [`${p}.self_attn.q_proj.weight`, [qDim, D]], [`${p}.self_attn.k_proj.weight`, [kvDim, D]],
+        [`${p}.self_attn.v_proj.weight`, [kvDim, D]], [`${p}.self_attn.o_proj.weight`, [D, qDim]],
+        [`${p}.self_attn.q_norm.weight`, [Dh]], [`${p}.self_attn.k_norm.weight`, [Dh]],
+        [`${p}.mlp.gate_proj.weight`, [I, D]], [`${p}.mlp.up_proj.weight`, [I, D]], [`${p}.mlp.down_proj.weight`, [D, I]],
+      );
+      if (c.attention_bias) {
+        want.push([`${p}.self_attn.q_proj.bias`, [qDim]], [`${p}.self_attn.k_proj.bias`, [kvDim]],
+                  [`${p}.self_attn.v_proj.bias`, [kvDim]], [`${p}.self_attn.o_proj.bias`, [D]]);
+      }
+    }
+    if (extra.norm || extra.lmHead) want.push([FINAL_NORM, [D]]);
+    if (extra.lmHead && !c.tie_word_embeddings) want.push([LM_HEAD, [c.vocab_size, D]]);
+    for (const [name, shape] of want) {
+      const got = this.info(name).shape;
+      if (got.join(",") !== shape.join(",")) {
+        const hint = name.includes(".self_attn.")
+          ? " (head_dim defaults to 128 when config.json has none, as in transformers' Qwen3Config)" : "";
+        throw new Error(`${this.set.source}: text encoder weight "${name}" has shape [${got}] but the config needs [${shape}] — the weights do not match this config (wrong model size or config.json?)${hint}`);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The graph
+
+export interface Qwen3GraphOptions {
+  /**
+   * `hidden_states` indices to output as `hidden_state_<k>` (B, L, hidden): 0 = token embeddings,
+   * k = output of decoder layer k (1-based); k = num_hidden_layers is the final-norm output, as
+   * transformers reports the last hidden state.
+   */
+  outputLayers: number[];
+  /** Also output `last_hidden_state`, the final-norm output (B, L, hidden). */
+  finalNorm?: boolean;
+  /** Also output `logits` (B, L, vocab) of the lm_head (tied to the embedding when configured). */
+  logits?: boolean;
+}
+
+interface Ctx {
+  g: Graph;
+  w: Qwen3Weights;
+  c: Qwen3Config;
+  H: number; // query heads
+  KV: number; // key/value heads
+  Dh: number; // head dim
+  rope: { pos: Value; cos: Value; sin: Value };
+  bias: Value; // (B, 1, L, L) additive attention bias
+}
+
+function linear(ctx: Ctx, x: Value, name: string, withBias = false): Value {
+  const { g, w } = ctx;
+  return g.linear(x, w.value(g, `${name}.weight`), withBias ? w.value(g, `${name}.bias`) : null);
+}
+
+function rmsNorm(ctx: Ctx, x: Value, name: string): Value {
+  return ctx.g.rmsNorm(x, ctx.w.value(ctx.g, `${name}.weight`), ctx.c.rms_norm_eps);
+}
+
+/** RMSNorm over each head's dims, for (B, L, heads*Dh). */
+function headNorm(ctx: Ctx, x: Value, heads: number, name: string): Value {
+  const { g } = ctx;
+  const n = rmsNorm(ctx, g.reshape(x, [0, 0, heads, ctx.Dh]), name);
+  return g.reshape(n, [0, 0, heads * ctx.Dh]);
+}
+
+/** Rotate-half RoPE: x·cos + rotate_half(x)·sin, rotate_half([x1, x2]) = [-x2, x1]. */
+function rope(ctx: Ctx, x: Value, heads: number): Value {
+  const { g, rope } = ctx;
+  return g.op("RotaryEmbedding", [x, rope.pos, rope.cos, rope.sin], { interleaved: 0, num_heads: heads }, { domain: "com.microsoft" })[0];
+}
+
+/** Grouped-query attention: KV head j serves query heads j*rep .. j*rep+rep-1; repeat it for each. */
+function repeatKv(ctx: Ctx, x: Value): Value {
+  const { g, H, KV, Dh } = ctx;
+  if (H === KV) return x;
+  const perHead = g.reshape(x, [0, 0, KV, 1, Dh]);
+  const repeated = g.op("Expand", [perHead, g.constant([1, 1, 1, H / KV, 1])])[0];
+  return g.reshape(repeated, [0, 0, H * Dh]);
+}
+
+function attention(ctx: Ctx, x: Value, p: string): Value {
+  const { g, c, H, KV, Dh } = ctx;
+  const b = c.attention_bias;
+  const q = rope(ctx, headNorm(ctx, linear(ctx, x, `${p}.q_proj`, b), H, `${p}.q_norm`), H);
+  const k = rope(ctx, headNorm(ctx, linear(ctx, x, `${p}.k_proj`, b), KV, `${p}.k_norm`), KV);
+  const v = linear(ctx, x, `${p}.v_proj`, b);
+  const a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.bias],
+    { num_heads: H, scale: { float: 1 / Math.sqrt(Dh) } }, { domain: "com.microsoft" })[0];
+  return linear(ctx, a, `${p}.o_proj`, b);
+}
+
+/** down(silu(gate(x)) * up(x)) */
+function mlp(ctx: Ctx, x: Value, p: string): Value {
+  const { g } = ctx;
+  return linear(ctx, g.mul(g.silu(linear(ctx, x, `${p}.gate_proj`)), linear(ctx, x, `${p}.up_proj`)), `${p}.down_proj`);
+}
+
+function decoderLayer(ctx: Ctx, i: number, x: Value): Value {
+  const { g } = ctx;
+  const p = `model.layers.${i}`;
+  x = g.add(x, attention(ctx, rmsNorm(ctx, x, `${p}.input_layernorm`), `${p}.self_attn`));
+  return g.add(x, mlp(ctx, rmsNorm(ctx, x, `${p}.post_attention_layernorm`), `${p}.mlp`));
+}
+
+/** Check requested hidden-state indices; return how many decoder layers and whether the final norm is needed. */
+export function graphDepth(c: Qwen3Config, opts: Qwen3GraphOptions): { layers: number; norm: boolean } {
+  const N = c.num_hidden_layers;
+  if (!opts.outputLayers.length && !opts.finalNorm && !opts.logits) throw new Error("Qwen3 graph: nothing to output (no layers, final norm or logits requested)");
+  for (const k of opts.outputLayers) {
+    if (!Number.isInteger(k) || k < 0 || k > N) {
+      throw new Error(`text encoder hidden-state layer ${k} is out of range: this Qwen3 has ${N} decoder layers, so valid indices are 0..${N} (${N} = final-norm output)`);
+    }
+  }
+  const norm = !!opts.finalNorm || !!opts.logits || opts.outputLayers.includes(N);
+  return { layers: norm ? N : Math.max(...opts.outputLayers), norm };
+}
+
+export function buildQwen3Graph(c: Qwen3Config, w: Qwen3Weights, opts: Qwen3GraphOptions): Graph {
+  const depth = graphDepth(c, opts);
+  w.check(c, depth.layers, { norm: depth.norm, lmHead: !!opts.logits });
+  const g = new Graph("qwen3_text_encoder");
+  const D = c.hidden_size;
+  const ctx: Ctx = {
+    g, w, c, H: c.num_attention_heads, KV: c.num_key_value_heads, Dh: c.head_dim,
+    rope: {
+      pos: g.input("position_ids", "I64", ["batch", "seq"]),
+      cos: g.input("rope_cos", "F32", ["seq", c.head_dim / 2]),
+      sin: g.input("rope_sin", "F32", ["seq", c.head_dim / 2]),
+    },
+    bias: g.input("attention_bias", "F32", ["batch", 1, "seq", "seq"]),
+  };
+  const ids = g.input("input_ids", "I64", ["batch", "seq"]);
+
+  // Gather rows in the stored dtype, then cast only the gathered rows: the 151936-row table is
+  // never converted as a whole (a full float32 copy of it would cost 1.5 GB for Qwen3-4B).
+  const table = w.raw(g, EMBED);
+  const gathered = g.op("Gather", [table.value, ids], { axis: 0 })[0];
+  let x = table.dtype === "F32" ? gathered : g.op("Cast", [gathered], { to: 1 /* FLOAT */ })[0];
+
+  const want = new Set(opts.outputLayers);
+  const emit = (k: number, v: Value) => { if (want.has(k)) g.output(v, `hidden_state_${k}`, "F32", ["batch", "seq", D]); };
+  emit(0, x);
+  for (let i = 0; i < depth.layers; i++) {
+    x = g.scope(`layer.${i}`, () => decoderLayer(ctx, i, x));
+    if (i + 1 < c.num_hidden_layers) emit(i + 1, x);
+  }
+  if (!depth.norm) return g;
+
+  const normed = rmsNorm(ctx, x, "model.norm");
+  emit(c.num_hidden_layers, normed);
+  if (opts.finalNorm) g.output(normed, "last_hidden_state", "F32", ["batch", "seq", D]);
+  if (opts.logits) {
+    // Tied: the lm_head is the embedding table itself (here the whole table is cast to float32;
+    // only the logits need it, FLUX.2 never asks for them).
+    const head = c.tie_word_embeddings
+      ? (table.dtype === "F32" ? table.value : g.op("Cast", [table.value], { to: 1 /* FLOAT */ })[0])
+      : w.value(g, LM_HEAD);
+    g.output(g.linear(normed, head), "logits", "F32", ["batch", "seq", c.vocab_size]);
+  }
+  return g;
+}
+
+// ---------------------------------------------------------------------------
+// The runnable encoder
+
+export interface Qwen3EncoderOptions {
+  /** hidden_states indices the first session outputs (default: FLUX.2 klein's 9, 18, 27). */
+  outputLayers?: number[];
+  finalNorm?: boolean;
+  logits?: boolean;
+}
+
+export interface Qwen3HiddenStates {
+  /** One (B, L, hidden) tensor per requested index, in the order requested. */
+  hiddenStates: HostTensor[];
+  /** (B, L, hidden), when requested. */
+  lastHiddenState: HostTensor | null;
+  /** (B, L, vocab), when requested. */
+  logits: HostTensor | null;
+}
+
+interface Built {
+  layers: Set<number>;
+  finalNorm: boolean;
+  logits: boolean;
+  session: Session;
+}
+
+export class Qwen3Encoder {
+  private built: Built | null = null;
+
+  private constructor(readonly config: Qwen3Config, readonly weights: Qwen3Weights, private backend: Backend) {}
+
+  static async load(backend: Backend, config: Qwen3Config, weights: Qwen3Weights, opts: Qwen3EncoderOptions = {}): Promise<Qwen3Encoder> {
+    const enc = new Qwen3Encoder(config, weights, backend);
+    await enc.session({ outputLayers: opts.outputLayers ?? KLEIN_TEXT_LAYERS, finalNorm: opts.finalNorm, logits: opts.logits });
+    return enc;
+  }
+
+  /**
+   * Open a transformers Qwen3 checkpoint: `weightsPath` is a `text_encoder/` folder (single file or
+   * sharded with `model.safetensors.index.json`), a .safetensors file or an index; `configPath`
+   * defaults to `config.json` inside the folder.
+   */
+  static async fromFiles(backend: Backend, weightsPath: string, configPath: string | null = null, opts: Qwen3EncoderOptions = {}): Promise<Qwen3Encoder> {
+    const cfgFile = configPath ?? path.join(fs.statSync(weightsPath, { throwIfNoEntry: false })?.isDirectory() ? weightsPath : path.dirname(weightsPath), "config.json");
+    if (!fs.existsSync(cfgFile)) throw new Error(`${cfgFile}: no text encoder config.json; pass its path explicitly`);
+    const config = readQwen3Config(cfgFile);
+    const weights = new Qwen3Weights(WeightSet.open(weightsPath));
+    return Qwen3Encoder.load(backend, config, weights, opts);
+  }
+
+  /** A session that outputs at least what is asked; rebuilt (replacing the old one) when it does not. */
+  private async session(opts: Qwen3GraphOptions): Promise<Session> {
+    const b = this.built;
+    if (b && opts.outputLayers.every((k) => b.layers.has(k)) && (!opts.finalNorm || b.finalNorm) && (!opts.logits || b.logits)) return b.session;
+    const graph = buildQwen3Graph(this.config, this.weights, opts);
+    if (b) {
+      this.built = null;
+      await b.session.release();
+    }
+    const session = await this.backend.createSession(graph);
+    this.built = { layers: new Set(opts.outputLayers), finalNorm: !!opts.finalNorm, logits: !!opts.logits, session };
+    return session;
+  }
+
+  private feeds(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number): Record<string, HostTensor> {
+    const c = this.config;
+    if (!Number.isInteger(B) || !Number.isInteger(L) || B < 1 || L < 1) throw new Error(`text encoder: invalid batch ${B} / length ${L}`);
+    if (inputIds.length !== B * L) throw new Error(`text encoder: input_ids has ${inputIds.length} values, expected B*L = ${B}*${L}`);
+    if (attentionMask.length !== B * L) throw new Error(`text encoder: attention_mask has ${attentionMask.length} values, expected B*L = ${B}*${L}`);
+    for (let i = 0; i < inputIds.length; i++) {
+      const id = inputIds[i];
+      if (id < 0n || id >= BigInt(c.vocab_size)) throw new Error(`text encoder: token id ${id} at [${Math.floor(i / L)}, ${i % L}] is outside the vocabulary (0..${c.vocab_size - 1})`);
+    }
+    for (let i = 0; i < attentionMask.length; i++) {
+      if (attentionMask[i] !== 0n && attentionMask[i] !== 1n) throw new Error(`text encoder: attention_mask must be 0 or 1, got ${attentionMask[i]} at [${Math.floor(i / L)}, ${i % L}]`);
+    }
+    const { cos, sin, half } = qwen3RopeTables(L, c.head_dim, c.rope_theta);
+    const positions = new BigInt64Array(B * L);
+    for (let i = 0; i < B * L; i++) positions[i] = BigInt(i % L); // 0..L-1, padding does not shift them
+    return {
+      input_ids: { data: inputIds, shape: [B, L] },
+      position_ids: { data: positions, shape: [B, L] },
+      rope_cos: { data: cos, shape: [L, half] },
+      rope_sin: { data: sin, shape: [L, half] },
+      attention_bias: { data: causalPaddingBias(attentionMask, B, L), shape: [B, 1, L, L] },
+    };
+  }
+
+  /** transformers `hidden_states[k]` for each k of `layers` (default: all), plus final norm / logits when asked. */
+  async hiddenStates(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number,
+                     layers: number[] = Array.from({ length: this.config.num_hidden_layers + 1 }, (_, k) => k),
+                     opts: { finalNorm?: boolean; logits?: boolean } = {}): Promise<Qwen3HiddenStates> {
+    const session = await this.session({ outputLayers: layers, ...opts });
+    const names = [...new Set(layers)].map((k) => `hidden_state_${k}`);
+    if (opts.finalNorm) names.push("last_hidden_state");
+    if (opts.logits) names.push("logits");
+    const out = await session.run(this.feeds(inputIds, attentionMask, B, L), names);
+    return {
+      hiddenStates: layers.map((k) => out[`hidden_state_${k}`]),
+      lastHiddenState: opts.finalNorm ? out.last_hidden_state : null,
+      logits: opts.logits ? out.logits : null,
+    };
+  }
+
+  /**
+   * FLUX.2 [klein] prompt embeddings (B, L, layers.length * hidden): per token, hidden_states[k]
+   * for k in `layers` concatenated in that order. Padded positions are kept.
+   */
+  async promptEmbeds(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number, layers: number[] = KLEIN_TEXT_LAYERS): Promise<HostTensor> {
+    if (!layers.length) throw new Error("text encoder: promptEmbeds needs at least one layer");
+    const { hiddenStates } = await this.hiddenStates(inputIds, attentionMask, B, L, layers);
+    const D = this.config.hidden_size, n = layers.length;
+    const out = new Float32Array(B * L * n * D);
+    hiddenStates.forEach((h, j) => {
+      const src = h.data as Float32Array;
+      for (let t = 0; t < B * L; t++) out.set(src.subarray(t * D, (t + 1) * D), (t * n + j) * D);
+    });
+    return { data: out, shape: [B, L, n * D] };
+  }
+
+  async release(): Promise<void> {
+    const b = this.built;
+    this.built = null;
+    if (b) await b.session.release();
+  }
+}
