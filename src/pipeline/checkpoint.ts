@@ -1,0 +1,209 @@
+// Finding the parts of a FLUX.2 checkpoint on disk (spec §1.7, §7).
+//
+// Accepted layouts:
+//  - a diffusers folder: model_index.json + scheduler/ text_encoder/ tokenizer/
+//    transformer/ vae/ (each possibly sharded);
+//  - a BFL single transformer file (flux-2-*.safetensors), with the text
+//    encoder, tokenizer and VAE taken from a diffusers folder or given one by one.
+// The variant (klein, klein base, klein KV, dev) decides the sampling defaults.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { WeightSet } from "../io/safetensors.js";
+import { readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
+import { TransformerWeights, type TransformerFormat } from "../models/transformer_weights.js";
+
+export type Variant = "klein" | "klein-base" | "klein-kv" | "dev";
+
+export interface VariantDefaults {
+  steps: number;
+  guidance: number;
+  /** true: classifier-free guidance with an empty negative prompt (klein base). */
+  cfg: boolean;
+  /** true: guidance is fed to the model's guidance embedder (dev). */
+  embeddedGuidance: boolean;
+  /** The model ignores steps/guidance choices beyond these (distilled klein). */
+  distilled: boolean;
+}
+
+export const VARIANT_DEFAULTS: Record<Variant, VariantDefaults> = {
+  "klein": { steps: 4, guidance: 1.0, cfg: false, embeddedGuidance: false, distilled: true },
+  "klein-kv": { steps: 4, guidance: 1.0, cfg: false, embeddedGuidance: false, distilled: true },
+  "klein-base": { steps: 50, guidance: 4.0, cfg: true, embeddedGuidance: false, distilled: false },
+  "dev": { steps: 50, guidance: 4.0, cfg: false, embeddedGuidance: true, distilled: false },
+};
+
+export interface ComponentFiles {
+  /** A .safetensors file, a shard index, or a folder holding either. */
+  weights: string;
+  config: string | null;
+}
+
+export interface Checkpoint {
+  source: string;
+  variant: Variant;
+  defaults: VariantDefaults;
+  transformer: ComponentFiles & { format: TransformerFormat };
+  vae: ComponentFiles & { format: "diffusers" | "bfl" };
+  textEncoder: ComponentFiles & { kind: "qwen3" | "mistral3" };
+  tokenizer: string;
+}
+
+export class CheckpointError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CheckpointError";
+  }
+}
+
+const KNOWN_PIPELINES: Record<string, (isDistilled: boolean) => Variant> = {
+  Flux2Pipeline: () => "dev",
+  Flux2KleinPipeline: (d) => (d ? "klein" : "klein-base"),
+  Flux2KleinKVPipeline: () => "klein-kv",
+  Flux2KleinInpaintPipeline: (d) => (d ? "klein" : "klein-base"),
+};
+
+const EXPECTED_CLASSES: Record<string, string[]> = {
+  transformer: ["Flux2Transformer2DModel"],
+  vae: ["AutoencoderKLFlux2"],
+  text_encoder: ["Qwen3ForCausalLM", "Qwen3Model", "Mistral3ForConditionalGeneration"],
+};
+
+function readJson(file: string): any {
+  try {
+    return JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new CheckpointError(`${file}: cannot read (${(e as Error).message})`);
+  }
+}
+
+function requireDir(root: string, sub: string, what: string): string {
+  const d = path.join(root, sub);
+  if (!fs.existsSync(d)) {
+    throw new CheckpointError(`${root}: the ${what} folder "${sub}/" is missing — download the complete repository (flux2 pull REPO_ID) or pass --${sub.replace("_", "-")} PATH`);
+  }
+  return d;
+}
+
+function componentConfig(dir: string, role: string): string {
+  const cfg = path.join(dir, "config.json");
+  if (!fs.existsSync(cfg)) throw new CheckpointError(`${dir}: no config.json for the ${role}`);
+  const raw = readJson(cfg);
+  const cls = raw._class_name ?? raw.architectures?.[0];
+  if (cls && EXPECTED_CLASSES[role] && !EXPECTED_CLASSES[role].includes(cls)) {
+    throw new CheckpointError(`${cfg}: unknown ${role} class "${cls}" (expected ${EXPECTED_CLASSES[role].join(" or ")}); is this a FLUX.2 repository?`);
+  }
+  return cfg;
+}
+
+function textEncoderKind(configPath: string): "qwen3" | "mistral3" {
+  const raw = readJson(configPath);
+  const t = raw.model_type ?? "";
+  if (t.startsWith("qwen3")) return "qwen3";
+  if (t.startsWith("mistral")) return "mistral3";
+  throw new CheckpointError(`${configPath}: text encoder model_type "${t}" is not Qwen3 or Mistral 3`);
+}
+
+export interface OpenOptions {
+  /** Replace parts of the checkpoint (e.g. a BFL transformer file, an ae.safetensors). */
+  transformer?: string;
+  vae?: string;
+  textEncoder?: string;
+  tokenizer?: string;
+  variant?: Variant;
+}
+
+/** Open a diffusers folder, or a BFL single file plus separately given parts. */
+export function openCheckpoint(source: string, opts: OpenOptions = {}): Checkpoint {
+  const st = fs.statSync(source, { throwIfNoEntry: false });
+  if (!st) throw new CheckpointError(`${source}: no such file or folder`);
+  if (st.isFile()) return openSingleFile(source, opts);
+  const indexPath = path.join(source, "model_index.json");
+  if (!fs.existsSync(indexPath)) {
+    throw new CheckpointError(`${source}: no model_index.json — this is not a diffusers FLUX.2 folder (for a BFL single file, pass the .safetensors file itself)`);
+  }
+  const index = readJson(indexPath);
+  const make = KNOWN_PIPELINES[index._class_name];
+  if (!make) {
+    throw new CheckpointError(`${indexPath}: unknown pipeline class "${index._class_name}" (expected one of ${Object.keys(KNOWN_PIPELINES).join(", ")})`);
+  }
+  const variant = opts.variant ?? make(index.is_distilled === true);
+  const transformer = opts.transformer ? singleTransformer(opts.transformer) : diffusersTransformer(source);
+  const vae = opts.vae ? vaeFromPath(opts.vae, source) : diffusersVae(source);
+  const teDir = opts.textEncoder ?? requireDir(source, "text_encoder", "text encoder");
+  const teConfig = componentConfig(teDir, "text_encoder");
+  const tokenizer = opts.tokenizer ?? requireDir(source, "tokenizer", "tokenizer");
+  return {
+    source, variant, defaults: VARIANT_DEFAULTS[variant], transformer, vae,
+    textEncoder: { weights: teDir, config: teConfig, kind: textEncoderKind(teConfig) }, tokenizer,
+  };
+}
+
+function diffusersTransformer(root: string) {
+  const dir = requireDir(root, "transformer", "transformer");
+  return { weights: dir, config: componentConfig(dir, "transformer"), format: "diffusers" as const };
+}
+
+function diffusersVae(root: string) {
+  const dir = requireDir(root, "vae", "VAE");
+  return { weights: dir, config: componentConfig(dir, "vae"), format: "diffusers" as const };
+}
+
+function singleTransformer(file: string) {
+  const set = WeightSet.open(file);
+  try {
+    return { weights: file, config: null, format: TransformerWeights.detectFormat(set) };
+  } finally {
+    set.close();
+  }
+}
+
+/** A VAE given as a diffusers vae/ folder or a BFL ae.safetensors (config from the checkpoint's vae/). */
+function vaeFromPath(p: string, root: string | null) {
+  if (fs.statSync(p).isDirectory()) return { weights: p, config: componentConfig(p, "vae"), format: "diffusers" as const };
+  const set = WeightSet.open(p);
+  const bfl = set.keys().some((k) => k.startsWith("encoder.down.") || k.startsWith("decoder.up."));
+  set.close();
+  const cfgDir = root ? path.join(root, "vae") : null;
+  const config = cfgDir && fs.existsSync(path.join(cfgDir, "config.json")) ? path.join(cfgDir, "config.json") : null;
+  return { weights: p, config, format: bfl ? ("bfl" as const) : ("diffusers" as const) };
+}
+
+/**
+ * A BFL single transformer file. The text encoder, tokenizer and VAE must be
+ * given (or found in a diffusers folder next to the file, as in the Hub repos).
+ */
+function openSingleFile(file: string, opts: OpenOptions): Checkpoint {
+  const transformer = singleTransformer(file);
+  const root = path.dirname(file);
+  const hasFolder = fs.existsSync(path.join(root, "model_index.json"));
+  if (hasFolder) return openCheckpoint(root, { ...opts, transformer: file });
+  const need = (v: string | undefined, flag: string) => {
+    if (!v) throw new CheckpointError(`${file} is a single transformer file: also pass --${flag} PATH (or put it inside its diffusers repository folder)`);
+    return v;
+  };
+  const teDir = need(opts.textEncoder, "text-encoder");
+  const teConfig = componentConfig(teDir, "text_encoder");
+  const cfg = inferConfig(file);
+  const variant = opts.variant ?? (cfg.guidance_embeds ? "dev" : /base/i.test(path.basename(file)) ? "klein-base" : /kv/i.test(path.basename(file)) ? "klein-kv" : "klein");
+  return {
+    source: file, variant, defaults: VARIANT_DEFAULTS[variant], transformer,
+    vae: vaeFromPath(need(opts.vae, "vae"), null),
+    textEncoder: { weights: teDir, config: teConfig, kind: textEncoderKind(teConfig) },
+    tokenizer: need(opts.tokenizer, "tokenizer"),
+  };
+}
+
+function inferConfig(file: string): TransformerConfig {
+  const set = WeightSet.open(file);
+  try {
+    return new TransformerWeights(set, TransformerWeights.detectFormat(set)).inferConfig();
+  } finally {
+    set.close();
+  }
+}
+
+/** The transformer config of a checkpoint (from config.json or inferred from a BFL file). */
+export function transformerConfig(ck: Checkpoint): TransformerConfig {
+  return ck.transformer.config ? readTransformerConfig(ck.transformer.config) : inferConfig(ck.transformer.weights);
+}

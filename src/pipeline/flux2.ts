@@ -1,0 +1,411 @@
+// The FLUX.2 pipeline: prompt → text encoder → denoising loop → VAE → pixels
+// (spec §6). One class serves every variant:
+//   klein       distilled, one forward per step, guidance ignored
+//   klein-base  true classifier-free guidance with the empty negative prompt
+//   dev         guidance fed to the model's guidance embedder
+// Reference images (editing, §6.3) are encoded once and appended to the image
+// tokens of every step.
+//
+// Components are loaded when their stage starts and, unless `keepLoaded`,
+// released when it ends, so a run needs the largest stage's memory, not the sum.
+
+import type { Backend, HostTensor } from "../backend/backend.js";
+import { OrtBackend } from "../backend/ort.js";
+import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
+import { Flux2Vae } from "../models/vae.js";
+import { KLEIN_TEXT_LAYERS, Qwen3Encoder } from "../models/qwen3.js";
+import { PromptTokenizer } from "../text/tokenizer.js";
+import { randn } from "../util/random.js";
+import { tensor, type Tensor } from "../util/tensor.js";
+import { openCheckpoint, transformerConfig, VARIANT_DEFAULTS, type Checkpoint, type OpenOptions, type Variant } from "./checkpoint.js";
+import { toUint8Diffusers } from "./image.js";
+import { bnDenormalize, bnNormalize, latentIds, pack, packRefs, patchify, refIds, textIds, unpackWithIds, unpatchify } from "./latents.js";
+import { fitPreviewProbe, previewFromLatents, type PreviewImage, type PreviewProbe } from "./preview.js";
+import { empiricalMu, eulerStep, sigmaSchedule } from "./schedule.js";
+
+const f = Math.fround;
+type F32 = Tensor<Float32Array>;
+
+/** Largest output FLUX.2 supports: 4 megapixels. */
+export const MAX_PIXELS = 4 * 1024 * 1024;
+
+export interface ReferenceImage {
+  /** Packed RGB (H, W, 3), already at its final (cropped) size. */
+  rgb: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export interface GenerateOptions {
+  prompt?: string | string[];
+  /** Negative prompt for classifier-free guidance (klein base); default "". */
+  negativePrompt?: string | string[];
+  /** Prompt embeddings given directly (B, L, joint_dim): the text encoder is skipped. */
+  promptEmbeds?: F32;
+  negativePromptEmbeds?: F32;
+  width?: number;
+  height?: number;
+  steps?: number;
+  guidance?: number;
+  /** Seed of image i is seed + i (so image 0 of a batch equals the single-image run). */
+  seed?: number;
+  numImagesPerPrompt?: number;
+  /** Images per transformer forward (memory vs speed); default: all at once. */
+  batchSize?: number;
+  /** Initial noise (B, 4C, h, w) instead of seeded noise. */
+  latents?: F32;
+  references?: ReferenceImage[];
+  maxSequenceLength?: number;
+  textEncoderLayers?: number[];
+  /** Called after every denoising step. */
+  onStep?: (info: StepInfo) => void;
+  /** Compute a preview image for onStep (costs a tiny VAE decode once, then nearly nothing). */
+  preview?: boolean;
+  /** Called with every intermediate tensor, named as in the golden fixtures. */
+  trace?: (name: string, t: { data: Float32Array | BigInt64Array | Uint8Array | Float64Array | Int32Array; shape: readonly number[] }) => void;
+  /** Called when a stage starts ("encode", "denoise", "decode"). */
+  onStage?: (stage: string) => void;
+}
+
+export interface StepInfo {
+  step: number;
+  steps: number;
+  sigma: number;
+  elapsedMs: number;
+  preview?: PreviewImage;
+}
+
+export interface GeneratedImage {
+  rgb: Uint8Array;
+  width: number;
+  height: number;
+  seed: number | null;
+  prompt: string | null;
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  width: number;
+  height: number;
+  steps: number;
+  guidance: number;
+  variant: Variant;
+  /** VAE decoder output (B, 3, H, W) in [-1, 1]. */
+  decoded: F32;
+}
+
+/** How to get each component when its stage begins. */
+export interface ComponentSources {
+  transformer: () => Promise<Flux2Transformer>;
+  vae: () => Promise<Flux2Vae>;
+  textEncoder?: () => Promise<Qwen3Encoder>;
+  tokenizer?: () => Promise<PromptTokenizer>;
+  transformerConfig: TransformerConfig;
+}
+
+export class InvalidRequestError extends Error {}
+
+/** Sides must be multiples of 2f (16 for FLUX.2), at least 4 of those, and ≤ 4 MP in all. */
+export function validateSize(width: number, height: number, multiple: number): void {
+  const min = multiple * 4;
+  for (const [name, v] of [["width", width], ["height", height]] as const) {
+    if (!Number.isInteger(v) || v <= 0) throw new InvalidRequestError(`${name} must be a positive integer, got ${v}`);
+    if (v % multiple !== 0) {
+      const lo = Math.max(min, Math.floor(v / multiple) * multiple);
+      throw new InvalidRequestError(`${name} ${v} is not a multiple of ${multiple}: use ${lo} or ${lo + multiple}`);
+    }
+    if (v < min) throw new InvalidRequestError(`${name} ${v} is below the minimum of ${min}`);
+  }
+  if (width * height > MAX_PIXELS) {
+    throw new InvalidRequestError(`${width}×${height} is ${(width * height / 1e6).toFixed(1)} MP; FLUX.2 generates at most 4 MP (e.g. 2048×2048)`);
+  }
+}
+
+export class Flux2Pipeline {
+  private loaded: { transformer?: Flux2Transformer; vae?: Flux2Vae; textEncoder?: Qwen3Encoder; tokenizer?: PromptTokenizer } = {};
+  private probe: PreviewProbe | null = null;
+
+  constructor(
+    readonly variant: Variant,
+    private sources: ComponentSources,
+    readonly options: { keepLoaded?: boolean; checkpoint?: Checkpoint } = {},
+  ) {}
+
+  /** Open a diffusers folder (or a BFL single file plus parts), like `from_pretrained`. */
+  static fromPretrained(source: string, opts: OpenOptions & { backend?: Backend; keepLoaded?: boolean } = {}): Flux2Pipeline {
+    const ck = openCheckpoint(source, opts);
+    const backend = opts.backend ?? new OrtBackend();
+    const tcfg = transformerConfig(ck);
+    return new Flux2Pipeline(ck.variant, {
+      transformerConfig: tcfg,
+      transformer: () => Flux2Transformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
+      vae: () => Flux2Vae.fromFiles(backend, ck.vae.weights, requireConfig(ck.vae.config, "VAE"), ck.vae.format),
+      textEncoder: () => {
+        if (ck.textEncoder.kind !== "qwen3") throw new Error(`${ck.textEncoder.weights}: the Mistral text encoder of FLUX.2 dev is not supported yet; pass prompt embeddings`);
+        return Qwen3Encoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config);
+      },
+      tokenizer: () => PromptTokenizer.load(ck.tokenizer),
+    }, { keepLoaded: opts.keepLoaded, checkpoint: ck });
+  }
+
+  /** A pipeline from separate transformer and VAE files (prompt embeddings must be given). */
+  static fromComponents(variant: Variant, parts: { transformer: { weights: string; config: string }; vae: { weights: string; config: string } }, backend: Backend = new OrtBackend()): Flux2Pipeline {
+    return new Flux2Pipeline(variant, {
+      transformerConfig: readTransformerConfig(parts.transformer.config),
+      transformer: () => Flux2Transformer.fromFiles(backend, parts.transformer.weights, parts.transformer.config),
+      vae: () => Flux2Vae.fromFiles(backend, parts.vae.weights, parts.vae.config),
+    });
+  }
+
+  get defaults() {
+    return VARIANT_DEFAULTS[this.variant];
+  }
+
+  private async component<K extends "transformer" | "vae" | "textEncoder" | "tokenizer">(k: K) {
+    if (!this.loaded[k]) {
+      const src = this.sources[k];
+      if (!src) throw new Error(`this pipeline has no ${k}: pass prompt embeddings instead of prompts`);
+      (this.loaded as any)[k] = await src();
+    }
+    return this.loaded[k]!;
+  }
+
+  private async done(k: "transformer" | "vae" | "textEncoder"): Promise<void> {
+    if (this.options.keepLoaded) return;
+    const c = this.loaded[k];
+    this.loaded[k] = undefined;
+    await c?.release();
+  }
+
+  async release(): Promise<void> {
+    for (const k of ["transformer", "vae", "textEncoder"] as const) {
+      await this.loaded[k]?.release();
+      this.loaded[k] = undefined;
+    }
+  }
+
+  /** Tokenize and encode prompts: (B, L, 3·hidden) stacked hidden states (spec §2.1). */
+  async encodePrompts(prompts: string[], maxLength: number, layers: number[], trace?: GenerateOptions["trace"], prefix = "prompt"): Promise<F32> {
+    const tok = await this.component("tokenizer");
+    const enc = tok.encode(prompts, maxLength);
+    enc.rendered.forEach((s, b) => trace?.(`${prefix}_rendered_${b}`, { data: new TextEncoder().encode(s), shape: [Buffer.byteLength(s)] }));
+    trace?.(`${prefix}_input_ids`, { data: enc.inputIds, shape: [enc.batch, enc.length] });
+    trace?.(`${prefix}_attention_mask`, { data: enc.attentionMask, shape: [enc.batch, enc.length] });
+    const te = await this.component("textEncoder");
+    const out = await te.promptEmbeds(enc.inputIds, enc.attentionMask, enc.batch, enc.length, layers);
+    return tensor(out.data as Float32Array, out.shape);
+  }
+
+  async generate(opts: GenerateOptions): Promise<GenerateResult> {
+    const trace = opts.trace;
+    const d = this.defaults;
+    const steps = opts.steps ?? d.steps;
+    const guidance = opts.guidance ?? d.guidance;
+    const cfg = d.cfg && guidance > 1;
+    const perPrompt = opts.numImagesPerPrompt ?? 1;
+    const L = opts.maxSequenceLength ?? 512;
+    const layers = opts.textEncoderLayers ?? KLEIN_TEXT_LAYERS;
+    const prompts = opts.prompt === undefined ? null : Array.isArray(opts.prompt) ? opts.prompt : [opts.prompt];
+
+    // 1. Text.
+    opts.onStage?.("encode");
+    let embeds = opts.promptEmbeds ?? (prompts ? await this.encodePrompts(prompts, L, layers, trace) : null);
+    if (!embeds) throw new InvalidRequestError("give a prompt (or prompt embeddings)");
+    let negEmbeds: F32 | null = null;
+    if (cfg) {
+      const neg = opts.negativePrompt ?? "";
+      const negs = Array.isArray(neg) ? neg : new Array(embeds.shape[0]).fill(neg);
+      negEmbeds = opts.negativePromptEmbeds ?? await this.encodePrompts(negs, L, layers, trace, "negative");
+    }
+    if (this.sources.textEncoder) await this.done("textEncoder");
+    embeds = repeatRows(embeds, perPrompt);
+    if (negEmbeds) negEmbeds = repeatRows(negEmbeds, perPrompt);
+    const B = embeds.shape[0];
+    trace?.("prompt_embeds", embeds);
+    trace?.("txt_ids", textIds(B, embeds.shape[1]));
+    if (negEmbeds) {
+      trace?.("negative_prompt_embeds", negEmbeds);
+      trace?.("negative_txt_ids", textIds(B, negEmbeds.shape[1]));
+    }
+
+    // 2. References (encoded once), then the output size.
+    const vae = await this.component("vae");
+    const multiple = 2 * vae.scaleFactor;
+    const bn = vae.bnStats();
+    const refs = opts.references ?? [];
+    const width = opts.width ?? refs[0]?.width ?? 1024;
+    const height = opts.height ?? refs[0]?.height ?? 1024;
+    validateSize(width, height, multiple);
+    const refTokens = refs.length ? await this.encodeReferences(vae, refs, multiple, trace) : null;
+    if (!this.options.keepLoaded && !opts.preview) await this.done("vae");
+
+    // 3. Noise and schedule.
+    const h = height / multiple, w = width / multiple;
+    const C = this.sources.transformerConfig.in_channels;
+    const noise = opts.latents ?? seededNoise(opts.seed ?? 0, B, C, h, w);
+    if (noise.shape.join(",") !== [B, C, h, w].join(",")) {
+      throw new InvalidRequestError(`initial latents have shape [${noise.shape}] but this run needs [${B}, ${C}, ${h}, ${w}]`);
+    }
+    let x = pack(noise);
+    const ids = latentIds(B, h, w);
+    trace?.("latent_ids", ids);
+    const mu = empiricalMu(h * w, steps);
+    const sched = sigmaSchedule(steps, mu);
+    trace?.("mu", { data: Float64Array.of(mu), shape: [1] });
+    trace?.("sigmas", { data: sched.sigmas, shape: [steps + 1] });
+    trace?.("timesteps", { data: sched.timesteps, shape: [steps] });
+
+    // 4. Denoise.
+    opts.onStage?.("denoise");
+    if (opts.preview && !this.probe) this.probe = await fitPreviewProbe(vae);
+    const transformer = await this.component("transformer");
+    const start = Date.now();
+    const imgIds0 = refTokens ? concatIds(ids.data.subarray(0, h * w * 4), refTokens.ids.data) : ids.data.subarray(0, h * w * 4);
+    for (let i = 0; i < steps; i++) {
+      const t = sched.transformerTimesteps[i];
+      trace?.(`step${i}_transformer_timestep`, { data: new Float32Array(B).fill(t), shape: [B] });
+      trace?.(`step${i}_transformer_input_latents`, x);
+      const run = (text: F32) => this.velocity(transformer, x, refTokens?.tokens ?? null, text, imgIds0, t, d.embeddedGuidance ? guidance : undefined, opts.batchSize);
+      let v = await run(embeds);
+      trace?.(`step${i}_noise_pred_cond`, v);
+      if (negEmbeds) {
+        const vNeg = await run(negEmbeds);
+        trace?.(`step${i}_noise_pred_uncond`, vNeg);
+        v = tensor(Float32Array.from(v.data, (vp, k) => f(vNeg.data[k] + f(guidance * f(vp - vNeg.data[k])))), v.shape);
+      }
+      const prevX = x;
+      x = tensor(eulerStep(x.data, v.data, sched.sigmas[i], sched.sigmas[i + 1]), x.shape);
+      trace?.(`step${i}_latents_after`, x);
+      if (opts.onStep) {
+        const info: StepInfo = { step: i + 1, steps, sigma: sched.sigmas[i + 1], elapsedMs: Date.now() - start };
+        if (opts.preview && this.probe) info.preview = this.preview(prevX, v, sched.sigmas[i], ids, bn);
+        opts.onStep(info);
+      }
+    }
+    await this.done("transformer");
+
+    // 5. Decode.
+    opts.onStage?.("decode");
+    const latents = toVaeLatents(x, ids, bn);
+    trace?.("decoder_input_latents", latents);
+    const vaeNow = await this.component("vae");
+    const decodedHost = await vaeNow.decode(latents);
+    await this.done("vae");
+    const decoded = tensor(decodedHost.data as Float32Array, decodedHost.shape);
+    trace?.("decoded_raw", decoded);
+    const u8 = toUint8Diffusers(decoded.data, B, height, width);
+    const images: GeneratedImage[] = [];
+    for (let b = 0; b < B; b++) {
+      images.push({
+        rgb: u8.slice(b * width * height * 3, (b + 1) * width * height * 3), width, height,
+        seed: opts.latents ? null : (opts.seed ?? 0) + b,
+        prompt: prompts ? prompts[Math.floor(b / perPrompt)] : null,
+      });
+    }
+    return { images, width, height, steps, guidance, variant: this.variant, decoded };
+  }
+
+  /** One transformer evaluation for all images: returns the target rows of the velocity. */
+  private async velocity(tr: Flux2Transformer, x: F32, ref: F32 | null, text: F32, imgIds: BigInt64Array, t: number, guidance: number | undefined, batchSize?: number): Promise<F32> {
+    const [B, N, C] = x.shape;
+    const chunk = Math.max(1, Math.min(batchSize ?? B, B));
+    const out = new Float32Array(B * N * C);
+    for (let b0 = 0; b0 < B; b0 += chunk) {
+      const nb = Math.min(chunk, B - b0);
+      const xs = x.data.subarray(b0 * N * C, (b0 + nb) * N * C);
+      const R = ref ? ref.shape[1] : 0;
+      const hidden = new Float32Array(nb * (N + R) * C);
+      for (let b = 0; b < nb; b++) {
+        hidden.set(xs.subarray(b * N * C, (b + 1) * N * C), b * (N + R) * C);
+        if (ref) hidden.set(ref.data, (b * (N + R) + N) * C);
+      }
+      const L = text.shape[1], J = text.shape[2];
+      const res = await tr.forward({
+        hidden: { data: hidden, shape: [nb, N + R, C] },
+        text: { data: text.data.subarray(b0 * L * J, (b0 + nb) * L * J), shape: [nb, L, J] },
+        timestep: new Float32Array(nb).fill(t),
+        imgIds, txtIds: textIds(1, L).data,
+        guidance: guidance === undefined ? undefined : new Float32Array(nb).fill(guidance),
+      });
+      const o = res.data as Float32Array;
+      for (let b = 0; b < nb; b++) out.set(o.subarray(b * (N + R) * C, (b * (N + R) + N) * C), (b0 + b) * N * C);
+    }
+    return tensor(out, [B, N, C]);
+  }
+
+  private preview(x: F32, v: F32, sigma: number, ids: Tensor<BigInt64Array>, bn: BnStats): PreviewImage {
+    const [, N, C] = x.shape;
+    const x0 = new Float32Array(N * C);
+    for (let k = 0; k < N * C; k++) x0[k] = x.data[k] - sigma * v.data[k];
+    const one = tensor(x0, [1, N, C]);
+    const lat = toVaeLatents(one, tensor(ids.data.subarray(0, N * 4), [1, N, 4]), bn);
+    return previewFromLatents(this.probe!, lat);
+  }
+
+  /** VAE-encode references: mode → patchify → BN normalize → pack; ids t = 10, 20, … (spec §6.3). */
+  private async encodeReferences(vae: Flux2Vae, refs: ReferenceImage[], multiple: number, trace?: GenerateOptions["trace"]) {
+    const { mean, std } = vae.bnStats();
+    const latents: F32[] = [];
+    for (const [n, r] of refs.entries()) {
+      if (r.width % multiple || r.height % multiple) {
+        throw new InvalidRequestError(`reference ${n} is ${r.width}×${r.height}; it must be cropped to multiples of ${multiple} first (see prepareReference)`);
+      }
+      const pixels = toSignedUnit(r);
+      trace?.(`ref${n}_preprocessed`, pixels);
+      const enc = await vae.encode(pixels);
+      trace?.(`ref${n}_latent_mode`, enc.mean);
+      latents.push(bnNormalize(patchify(tensor(enc.mean.data as Float32Array, enc.mean.shape)), mean, std));
+    }
+    const tokens = packRefs(latents);
+    const ids = refIds(latents.map((l) => ({ h: l.shape[2], w: l.shape[3] })));
+    trace?.("ref_tokens", tokens);
+    trace?.("ref_ids", ids);
+    return { tokens, ids };
+  }
+}
+
+type BnStats = { mean: Float32Array; std: Float32Array };
+
+/** Packed normalized tokens → VAE-space latents (B, C/4, 2h, 2w): unpack, de-normalize, unpatchify. */
+function toVaeLatents(x: F32, ids: Tensor<BigInt64Array>, bn: BnStats): HostTensor {
+  return unpatchify(bnDenormalize(unpackWithIds(x, ids), bn.mean, bn.std));
+}
+
+function requireConfig(p: string | null, what: string): string {
+  if (!p) throw new Error(`no config.json for the ${what}: pass the checkpoint folder as well`);
+  return p;
+}
+
+/** u8 (H, W, 3) → float32 (1, 3, H, W) in [-1, 1]: u8/255·2 − 1 in float32. */
+export function toSignedUnit(r: ReferenceImage): F32 {
+  const hw = r.width * r.height;
+  const out = new Float32Array(3 * hw);
+  for (let p = 0; p < hw; p++)
+    for (let c = 0; c < 3; c++) out[c * hw + p] = f(f(f(r.rgb[p * 3 + c] / 255) * 2) - 1);
+  return tensor(out, [1, 3, r.height, r.width]);
+}
+
+/** Image b gets noise from seed + b: a batch is the same as running its images one by one. */
+export function seededNoise(seed: number, B: number, C: number, h: number, w: number): F32 {
+  const per = C * h * w;
+  const data = new Float32Array(B * per);
+  for (let b = 0; b < B; b++) data.set(randn(seed + b, per), b * per);
+  return tensor(data, [B, C, h, w]);
+}
+
+/** Repeat each row `times` times consecutively ([p0, p0, p1, p1, …]), as num_images_per_prompt does. */
+function repeatRows(t: F32, times: number): F32 {
+  if (times === 1) return t;
+  const [B, ...rest] = t.shape;
+  const per = rest.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(B * times * per);
+  for (let b = 0; b < B; b++) for (let k = 0; k < times; k++) out.set(t.data.subarray(b * per, (b + 1) * per), (b * times + k) * per);
+  return tensor(out, [B * times, ...rest]);
+}
+
+function concatIds(a: BigInt64Array, b: BigInt64Array): BigInt64Array {
+  const out = new BigInt64Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
