@@ -3,8 +3,10 @@
 // `run(argv)`; this file only dispatches and prints errors the same way.
 
 import { runConformanceCommand } from "./conformance.js";
+import { runGenerateCommand } from "./generate.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
   conformance: { summary: "run a golden reference set through the engine and compare", run: runConformanceCommand },
 };
 

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value } from "../onnx/graph.js";
 import { WeightSet } from "../io/safetensors.js";
-import { TransformerWeights } from "./transformer_weights.js";
+import { TransformerWeights, type LoraGraphHook } from "./transformer_weights.js";
 
 export interface TransformerConfig {
   patch_size: number;
@@ -124,7 +124,9 @@ interface Ctx {
 }
 
 function linear(ctx: Ctx, x: Value, name: string): Value {
-  return ctx.g.linear(x, ctx.w.value(ctx.g, `${name}.weight`));
+  const y = ctx.g.linear(x, ctx.w.value(ctx.g, `${name}.weight`));
+  // Runtime LoRA adapters add their side paths here (src/lora/apply.ts).
+  return ctx.w.lora ? ctx.w.lora.linear(ctx.g, x, y, `${name}.weight`) : y;
 }
 
 /** (1 + scale) * LN(x) + shift */
@@ -274,7 +276,23 @@ export class Flux2Transformer {
   static async load(backend: Backend, config: TransformerConfig, weights: TransformerWeights): Promise<Flux2Transformer> {
     weights.check(config);
     const graph = buildTransformerGraph(config, weights);
-    return new Flux2Transformer(config, await backend.createSession(graph));
+    const session = await backend.createSession(graph);
+    return new Flux2Transformer(config, weights.lora ? Flux2Transformer.withLoraFeeds(session, weights.lora) : session);
+  }
+
+  /** A session that also feeds the runtime LoRA strength inputs, read from the hook on every run. */
+  private static withLoraFeeds(session: Session, hook: LoraGraphHook): Session {
+    const declared = new Set(session.inputNames);
+    return {
+      inputNames: session.inputNames,
+      outputNames: session.outputNames,
+      run(feeds, outputs) {
+        const all = { ...feeds };
+        for (const [k, v] of Object.entries(hook.feeds())) if (declared.has(k)) all[k] = v;
+        return session.run(all, outputs);
+      },
+      release: () => session.release(),
+    };
   }
 
   /** Open weights from a diffusers folder / file, or a BFL single file (config inferred when absent). */

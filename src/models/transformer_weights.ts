@@ -7,8 +7,9 @@
 // (BFL stores shift first, diffusers scale first). Nothing is converted or
 // copied. LoRA fusing can override any weight with computed data.
 
-import { WeightSet, type TensorInfo } from "../io/safetensors.js";
+import { WeightSet, readTensorBytes, toFloat32, type TensorInfo } from "../io/safetensors.js";
 import { dataSource, fileSource, rowSlice, type Graph, type Value, type WeightSource } from "../onnx/graph.js";
+import type { HostTensor } from "../backend/backend.js";
 import type { TransformerConfig } from "./transformer.js";
 
 export type TransformerFormat = "diffusers" | "bfl";
@@ -67,9 +68,25 @@ function bflName(name: string): BflRef | null {
   return null;
 }
 
+/**
+ * Runtime LoRA side paths (implemented by src/lora/apply.ts). While a hook is set, the
+ * transformer graph hands it every linear layer and the row blocks of norm_out, so adapters
+ * can add their low-rank terms with strengths that are graph inputs.
+ */
+export interface LoraGraphHook {
+  /** `y = x Wᵀ` was computed for weight `name` (diffusers name): return y plus any LoRA terms. */
+  linear(g: Graph, x: Value, y: Value, name: string): Value;
+  /** `base` holds rows [start, start+count) of weight `name`: return it plus any LoRA delta rows. */
+  rows(g: Graph, name: string, start: number, count: number, base: Value): Value;
+  /** Current values of the graph inputs the hook declared (read on every run). */
+  feeds(): Record<string, HostTensor>;
+}
+
 export class TransformerWeights {
   /** Weights replaced by computed data (LoRA fusing), by diffusers name. */
   readonly overrides = new Map<string, { data: Float32Array; shape: number[] }>();
+  /** Runtime LoRA adapters (src/lora/); null = none. Read when a graph is built. */
+  lora: LoraGraphHook | null = null;
   private prefix = "";
 
   constructor(readonly set: WeightSet, readonly format: TransformerFormat) {
@@ -126,6 +143,30 @@ export class TransformerWeights {
 
   /** A graph value for rows [start, start+count) of a weight, in diffusers row order. */
   rows(g: Graph, name: string, start: number, count: number): Value {
+    const v = this.storedRows(g, name, start, count);
+    return this.lora ? this.lora.rows(g, name, start, count, v) : v;
+  }
+
+  /** A weight's values as float32 in diffusers row order (for LoRA fusing); an override wins. */
+  float32(name: string): { data: Float32Array; shape: number[] } {
+    const o = this.overrides.get(name);
+    if (o) return { data: o.data.slice(), shape: [...o.shape] };
+    if (this.format === "bfl" && name === "norm_out.linear.weight") {
+      const t = this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight");
+      const v = toFloat32(t.dtype, readTensorBytes(t));
+      const half = v.length / 2;
+      const out = new Float32Array(v.length);
+      out.set(v.subarray(half), 0); // diffusers (scale, shift) = BFL (second half, first half)
+      out.set(v.subarray(0, half), half);
+      return { data: out, shape: [...t.shape] };
+    }
+    const s = this.source(name);
+    const bytes = s.kind === "data" ? s.bytes
+      : readTensorBytes({ name, dtype: s.dtype, shape: s.shape, file: s.file, offset: s.offset, byteLength: s.byteLength });
+    return { data: toFloat32(s.dtype, bytes), shape: [...s.shape] };
+  }
+
+  private storedRows(g: Graph, name: string, start: number, count: number): Value {
     const o = this.overrides.get(name);
     if (o) {
       const cols = o.shape[1];
