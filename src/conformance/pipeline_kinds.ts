@@ -6,6 +6,9 @@ import * as path from "node:path";
 import { Flux2Pipeline, type GenerateOptions, type GenerateResult, type ReferenceImage } from "../pipeline/flux2.js";
 import { toUnitRange, toUint8Diffusers } from "../pipeline/image.js";
 import { tensor } from "../util/tensor.js";
+import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
+import { prepareInpaintImage, prepareReferences } from "../pipeline/reference.js";
+import { resizeLanczos } from "../pipeline/resize.js";
 import type { NamedTensor } from "./cases.js";
 import { input, type CaseContext, type CaseImage, type CaseOutput, type KindHandler } from "./kinds.js";
 
@@ -122,8 +125,45 @@ const checkpointT2iKind: KindHandler = async (ctx) => {
   return withU8(ctx, out, res);
 };
 
+/** Multiple of the checkpoint's VAE: 2 × its scale factor (16 for FLUX.2). */
+function checkpointMultiple(ctx: CaseContext): number {
+  return 2 * vaeScaleFactor(readVaeConfig(path.join(ctx.models.root, ctx.spec.model.checkpoint!, "vae")));
+}
+
+/** Editing with several references (cropped as diffusers does), or with the KV cache. */
+function referenceEditKind(kvCache: boolean): KindHandler {
+  return async (ctx) => {
+    const pipe = await checkpointPipeline(ctx);
+    const refs = prepareReferences((ctx.params.call.image as { tensor: string }[]).map((a) => imageArg(input(ctx, a.tensor))), { multiple: checkpointMultiple(ctx) });
+    const { out, trace } = collector();
+    const res = await pipe.p.generate({ ...callOptions(ctx), references: refs.map((r) => r.image), kvCache, trace });
+    return withU8(ctx, out, res);
+  };
+}
+
+/** Inpainting: image + mask + strength, the image also given as reference 0. */
+const inpaintKind: KindHandler = async (ctx) => {
+  const pipe = await checkpointPipeline(ctx);
+  const call = ctx.params.call;
+  const img = imageArg(input(ctx, call.image.tensor));
+  const maskT = input(ctx, call.mask_image.tensor);
+  const prepared = prepareInpaintImage(img, { multiple: checkpointMultiple(ctx) });
+  const { width, height } = prepared.image;
+  const [mh, mw] = maskT.shape;
+  const mask = mh === height && mw === width ? (maskT.data as Uint8Array) : resizeLanczos(maskT.data as Uint8Array, mw, mh, 1, width, height);
+  const { out, trace } = collector();
+  const res = await pipe.p.generate({
+    ...callOptions(ctx), latents: tensorArg(ctx, ctx.params.noise),
+    init: { image: prepared.image, mask, strength: call.strength }, trace,
+  });
+  return withU8(ctx, out, res, "output_u8");
+};
+
 export const PIPELINE_KINDS: Record<string, KindHandler> = {
   pipeline_from_embeddings: fromEmbeddingsKind,
   pipeline_edit: editKind,
   checkpoint_t2i: checkpointT2iKind,
+  edit_multi_ref: referenceEditKind(false),
+  edit_kv: referenceEditKind(true),
+  inpaint: inpaintKind,
 };

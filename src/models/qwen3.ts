@@ -1,4 +1,5 @@
-// The Qwen3 text encoder of FLUX.2 [klein] (transformers `Qwen3ForCausalLM`), spec §1.4, §2.1, §2.4, §7.5.
+// The Qwen3 text encoder of FLUX.2 [klein] (transformers `Qwen3ForCausalLM`), spec §1.4, §2.1, §2.4, §7.5,
+// and the decoder-only LLM graph it shares with the Mistral encoder of FLUX.2 [dev] (mistral.ts).
 //
 // Only the forward pass is needed, never generation: the pipeline takes a few
 // hidden states (layers 9, 18, 27 of 36) and concatenates them per token. The
@@ -9,6 +10,13 @@
 // computed here in TypeScript and fed as graph inputs: the rotate-half RoPE
 // cos/sin tables (float32, as transformers rounds them) and the additive
 // attention bias (causal ∧ key-not-padding).
+//
+// The generic part (`DecoderConfig`, `DecoderLayout`, `DecoderWeights`, `buildDecoderGraph`,
+// `DecoderEncoder`) covers both Llama-style encoders FLUX.2 uses: pre-norm RMSNorm decoder
+// layers, GQA with an explicit head_dim (Mistral Small: 32·128 ≠ 5120), rotate-half RoPE and a
+// SwiGLU MLP. What differs is described by a `DecoderLayout`: the key prefix of the decoder stack
+// (`model.` for Qwen3, `model.language_model.` / `language_model.model.` for Mistral 3), whether
+// q/k get a per-head RMSNorm (Qwen3 only) and what a query row without any visible key yields.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -16,7 +24,8 @@ import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value, fileSource } from "../onnx/graph.js";
 import { WeightSet, type TensorInfo } from "../io/safetensors.js";
 
-export interface Qwen3Config {
+/** The transformers config fields a Llama-style decoder needs (Qwen3Config / MistralConfig names). */
+export interface DecoderConfig {
   vocab_size: number;
   hidden_size: number;
   intermediate_size: number;
@@ -28,7 +37,11 @@ export interface Qwen3Config {
   rope_theta: number;
   tie_word_embeddings: boolean;
   attention_bias: boolean;
+  /** Sliding-window attention width (key k visible from q only if q - k < window); null/absent: none. */
+  sliding_window?: number | null;
 }
+
+export interface Qwen3Config extends DecoderConfig {}
 
 /**
  * transformers `Qwen3Config` defaults. Note head_dim: Qwen3Config declares `head_dim=128`, so a
@@ -46,13 +59,18 @@ export const KLEIN_TEXT_LAYERS = [9, 18, 27];
 
 /** Read a transformers Qwen3 `config.json`, refusing features this encoder does not implement. */
 export function readQwen3Config(file: string): Qwen3Config {
-  let raw: Record<string, any>;
+  return parseQwen3Config(readJsonConfig(file), file);
+}
+
+/** Parse a config.json file into a plain object, naming the file on failure. */
+export function readJsonConfig(file: string): Record<string, any> {
   try {
-    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+    const raw = JSON.parse(fs.readFileSync(file, "utf8"));
+    if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new Error("not a JSON object");
+    return raw;
   } catch (e) {
     throw new Error(`${file}: cannot read the text encoder config (${(e as Error).message})`);
   }
-  return parseQwen3Config(raw, file);
 }
 
 export function parseQwen3Config(raw: Record<string, any>, where = "text encoder config"): Qwen3Config {
@@ -63,15 +81,25 @@ export function parseQwen3Config(raw: Record<string, any>, where = "text encoder
   for (const k of Object.keys(cfg) as (keyof Qwen3Config)[]) if (raw[k] !== undefined && raw[k] !== null) (cfg as any)[k] = raw[k];
   // num_key_value_heads: null means "same as attention heads" (Qwen3Config.__post_init__); absent means 32.
   if (raw.num_key_value_heads === null) cfg.num_key_value_heads = cfg.num_attention_heads;
-  // Newer transformers files keep rope_theta inside rope_parameters.
+  applyRopeParameters(cfg, raw, where);
+  if (raw.use_sliding_window) throw new Error(`${where}: use_sliding_window is true; sliding-window attention is not supported`);
+  if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") throw new Error(`${where}: hidden_act "${raw.hidden_act}" is not supported (Qwen3 uses silu)`);
+  validateDecoderConfig(cfg, where);
+  return cfg;
+}
+
+/** Newer transformers files keep rope_theta inside rope_parameters; only the default rotary embedding is implemented. */
+export function applyRopeParameters(cfg: DecoderConfig, raw: Record<string, any>, where: string): void {
   const rope = raw.rope_parameters ?? raw.rope_scaling;
   if (rope && typeof rope === "object") {
     const type = rope.rope_type ?? rope.type ?? "default";
     if (type !== "default") throw new Error(`${where}: RoPE scaling "${type}" is not supported (only the default rotary embedding)`);
     if (raw.rope_theta === undefined && typeof rope.rope_theta === "number") cfg.rope_theta = rope.rope_theta;
   }
-  if (raw.use_sliding_window) throw new Error(`${where}: use_sliding_window is true; sliding-window attention is not supported`);
-  if (raw.hidden_act !== undefined && raw.hidden_act !== "silu") throw new Error(`${where}: hidden_act "${raw.hidden_act}" is not supported (Qwen3 uses silu)`);
+}
+
+/** Sizes are positive integers, heads group evenly, head_dim is even. */
+export function validateDecoderConfig(cfg: DecoderConfig, where: string): void {
   for (const k of ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"] as const) {
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${where}: ${k} must be a positive integer, got ${JSON.stringify(cfg[k])}`);
   }
@@ -79,7 +107,10 @@ export function parseQwen3Config(raw: Record<string, any>, where = "text encoder
     throw new Error(`${where}: num_attention_heads (${cfg.num_attention_heads}) is not a multiple of num_key_value_heads (${cfg.num_key_value_heads})`);
   }
   if (cfg.head_dim % 2 !== 0) throw new Error(`${where}: head_dim (${cfg.head_dim}) must be even for rotary embeddings`);
-  return cfg;
+  if (!(typeof cfg.rms_norm_eps === "number" && cfg.rms_norm_eps > 0)) throw new Error(`${where}: rms_norm_eps must be a positive number, got ${JSON.stringify(cfg.rms_norm_eps)}`);
+  if (!(typeof cfg.rope_theta === "number" && cfg.rope_theta > 0)) throw new Error(`${where}: rope_theta must be a positive number, got ${JSON.stringify(cfg.rope_theta)}`);
+  const w = cfg.sliding_window;
+  if (w !== undefined && w !== null && (!Number.isInteger(w) || w <= 0)) throw new Error(`${where}: sliding_window must be null or a positive integer, got ${JSON.stringify(w)}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -107,44 +138,92 @@ export function qwen3RopeTables(seq: number, headDim: number, theta: number) {
   return { cos, sin, half };
 }
 
+/** The same tables under a model-neutral name (Qwen3 θ = 1e6, Mistral Small θ = 1e9). */
+export const rotaryTables = qwen3RopeTables;
+
 /** The most negative float32 (torch.finfo(float32).min), what transformers adds for a masked key. */
 export const MASKED = -3.4028234663852886e38;
 
 /**
  * Additive attention bias (B, 1, L, L): 0 where key k is visible from query q (k <= q and
- * attention_mask[b, k] = 1), MASKED elsewhere. With right padding every query sees key 0, so no
- * row is fully masked; a fully masked row (left padding, an all-zero mask) gets the reference's
- * eager behaviour: every score rounds to MASKED and softmax spreads uniformly over all keys.
+ * attention_mask[b, k] = 1, and q - k < window when a sliding window is given), MASKED elsewhere.
+ * With right padding every query sees key 0, so no row is fully masked; a fully masked row (left
+ * padding, an all-zero mask) gets the reference's eager behaviour: every score rounds to MASKED and
+ * softmax spreads uniformly over all keys (see `fullyMaskedRowScale` for the SDPA behaviour).
  */
-export function causalPaddingBias(attentionMask: ArrayLike<bigint | number>, B: number, L: number): Float32Array {
+export function causalPaddingBias(attentionMask: ArrayLike<bigint | number>, B: number, L: number, window: number | null = null): Float32Array {
   const bias = new Float32Array(B * L * L);
   for (let b = 0; b < B; b++) {
     for (let q = 0; q < L; q++) {
       const row = (b * L + q) * L;
       for (let k = 0; k < L; k++) {
-        if (k > q || Number(attentionMask[b * L + k]) === 0) bias[row + k] = MASKED;
+        if (k > q || Number(attentionMask[b * L + k]) === 0 || (window !== null && q - k >= window)) bias[row + k] = MASKED;
       }
     }
   }
   return bias;
 }
 
+/**
+ * Per query row (B, L, 1): 1 where the row of `bias` (from causalPaddingBias) has at least one
+ * visible key, 0 where every key is masked. Multiplying the attention output by it reproduces
+ * PyTorch SDPA ≥ 2.5, which returns zeros for fully masked rows, where ONNX Runtime's
+ * MultiHeadAttention (like eager attention with a finite mask) averages all values instead.
+ */
+export function fullyMaskedRowScale(bias: Float32Array, B: number, L: number): Float32Array {
+  const scale = new Float32Array(B * L);
+  for (let r = 0; r < B * L; r++) {
+    const row = r * L;
+    for (let k = 0; k < L; k++) {
+      if (bias[row + k] === 0) {
+        scale[r] = 1;
+        break;
+      }
+    }
+  }
+  return scale;
+}
+
 // ---------------------------------------------------------------------------
 // Weights
 
-const EMBED = "model.embed_tokens.weight";
-const FINAL_NORM = "model.norm.weight";
-const LM_HEAD = "lm_head.weight";
+/** How a decoder's state dict is laid out and which variant of the layer it uses. */
+export interface DecoderLayout {
+  /** Model name for messages ("Qwen3", "Mistral"). */
+  model: string;
+  /** Prefix of `embed_tokens`, `layers.N.*` and `norm` (e.g. "model.", "model.language_model."). */
+  prefix: string;
+  /** Full key of the untied lm_head. */
+  lmHead: string;
+  /** Per-head RMSNorm of q and k before RoPE (`self_attn.{q,k}_norm`, Qwen3). */
+  qkNorm: boolean;
+  /** Appended to shape-mismatch errors of attention weights. */
+  shapeHint?: string;
+}
 
-/** The transformers Qwen3 state dict, checked against a config. */
-export class Qwen3Weights {
-  constructor(readonly set: WeightSet) {}
+export const QWEN3_LAYOUT: DecoderLayout = {
+  model: "Qwen3", prefix: "model.", lmHead: "lm_head.weight", qkNorm: true,
+  shapeHint: " (head_dim defaults to 128 when config.json has none, as in transformers' Qwen3Config)",
+};
+
+/** A transformers decoder-LLM state dict, checked against a config. */
+export class DecoderWeights {
+  constructor(readonly set: WeightSet, readonly layout: DecoderLayout) {}
+
+  /** The full key of a tensor of the decoder stack ("layers.0.mlp.up_proj.weight" → "model.layers.0.mlp.up_proj.weight"). */
+  key(rel: string): string {
+    return this.layout.prefix + rel;
+  }
 
   info(name: string): TensorInfo {
     if (!this.set.has(name)) {
-      throw new Error(`${this.set.source}: missing tensor "${name}" — the file is incomplete or not a Qwen3 text encoder (transformers key names)`);
+      throw new Error(`${this.set.source}: missing tensor "${name}" — the file is incomplete or not a ${this.layout.model} text encoder (transformers key names${this.layoutNote()})`);
     }
     return this.set.info(name);
+  }
+
+  protected layoutNote(): string {
+    return "";
   }
 
   has(name: string): boolean {
@@ -166,41 +245,47 @@ export class Qwen3Weights {
    * Every weight a graph of `layers` decoder layers (plus the final norm / lm_head when asked)
    * needs exists with the shape the config implies; otherwise name the tensor.
    */
-  check(c: Qwen3Config, layers: number, extra: { norm?: boolean; lmHead?: boolean } = {}): void {
+  check(c: DecoderConfig, layers: number, extra: { norm?: boolean; lmHead?: boolean } = {}): void {
     const D = c.hidden_size, Dh = c.head_dim, I = c.intermediate_size;
     const qDim = c.num_attention_heads * Dh, kvDim = c.num_key_value_heads * Dh;
-    const want: [string, number[]][] = [[EMBED, [c.vocab_size, D]]];
+    const want: [string, number[]][] = [[this.key("embed_tokens.weight"), [c.vocab_size, D]]];
     for (let i = 0; i < layers; i++) {
-      const p = `model.layers.${i}`;
+      const p = this.key(`layers.${i}`);
       want.push(
         [`${p}.input_layernorm.weight`, [D]], [`${p}.post_attention_layernorm.weight`, [D]],
         [`${p}.self_attn.q_proj.weight`, [qDim, D]], [`${p}.self_attn.k_proj.weight`, [kvDim, D]],
         [`${p}.self_attn.v_proj.weight`, [kvDim, D]], [`${p}.self_attn.o_proj.weight`, [D, qDim]],
-        [`${p}.self_attn.q_norm.weight`, [Dh]], [`${p}.self_attn.k_norm.weight`, [Dh]],
-        [`${p}.mlp.gate_proj.weight`, [I, D]], [`${p}.mlp.up_proj.weight`, [I, D]], [`${p}.mlp.down_proj.weight`, [D, I]],
       );
+      if (this.layout.qkNorm) want.push([`${p}.self_attn.q_norm.weight`, [Dh]], [`${p}.self_attn.k_norm.weight`, [Dh]]);
+      want.push([`${p}.mlp.gate_proj.weight`, [I, D]], [`${p}.mlp.up_proj.weight`, [I, D]], [`${p}.mlp.down_proj.weight`, [D, I]]);
       if (c.attention_bias) {
         want.push([`${p}.self_attn.q_proj.bias`, [qDim]], [`${p}.self_attn.k_proj.bias`, [kvDim]],
                   [`${p}.self_attn.v_proj.bias`, [kvDim]], [`${p}.self_attn.o_proj.bias`, [D]]);
       }
     }
-    if (extra.norm || extra.lmHead) want.push([FINAL_NORM, [D]]);
-    if (extra.lmHead && !c.tie_word_embeddings) want.push([LM_HEAD, [c.vocab_size, D]]);
+    if (extra.norm || extra.lmHead) want.push([this.key("norm.weight"), [D]]);
+    if (extra.lmHead && !c.tie_word_embeddings) want.push([this.layout.lmHead, [c.vocab_size, D]]);
     for (const [name, shape] of want) {
       const got = this.info(name).shape;
       if (got.join(",") !== shape.join(",")) {
-        const hint = name.includes(".self_attn.")
-          ? " (head_dim defaults to 128 when config.json has none, as in transformers' Qwen3Config)" : "";
+        const hint = name.includes(".self_attn.") ? this.layout.shapeHint ?? "" : "";
         throw new Error(`${this.set.source}: text encoder weight "${name}" has shape [${got}] but the config needs [${shape}] — the weights do not match this config (wrong model size or config.json?)${hint}`);
       }
     }
   }
 }
 
+/** The transformers Qwen3 state dict (`model.*`, with q/k norms). */
+export class Qwen3Weights extends DecoderWeights {
+  constructor(set: WeightSet) {
+    super(set, QWEN3_LAYOUT);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The graph
 
-export interface Qwen3GraphOptions {
+export interface DecoderGraphOptions {
   /**
    * `hidden_states` indices to output as `hidden_state_<k>` (B, L, hidden): 0 = token embeddings,
    * k = output of decoder layer k (1-based); k = num_hidden_layers is the final-norm output, as
@@ -211,17 +296,25 @@ export interface Qwen3GraphOptions {
   finalNorm?: boolean;
   /** Also output `logits` (B, L, vocab) of the lm_head (tied to the embedding when configured). */
   logits?: boolean;
+  /**
+   * Add a graph input `attention_row_scale` (B, L, 1) multiplied into every attention output
+   * before o_proj (see `fullyMaskedRowScale`): zero attention for fully masked query rows.
+   */
+  rowScale?: boolean;
 }
+
+export type Qwen3GraphOptions = DecoderGraphOptions;
 
 interface Ctx {
   g: Graph;
-  w: Qwen3Weights;
-  c: Qwen3Config;
+  w: DecoderWeights;
+  c: DecoderConfig;
   H: number; // query heads
   KV: number; // key/value heads
   Dh: number; // head dim
   rope: { pos: Value; cos: Value; sin: Value };
   bias: Value; // (B, 1, L, L) additive attention bias
+  rowScale: Value | null; // (B, L, 1) multiplier of the attention output
 }
 
 function linear(ctx: Ctx, x: Value, name: string, withBias = false): Value {
@@ -258,11 +351,18 @@ function repeatKv(ctx: Ctx, x: Value): Value {
 function attention(ctx: Ctx, x: Value, p: string): Value {
   const { g, c, H, KV, Dh } = ctx;
   const b = c.attention_bias;
-  const q = rope(ctx, headNorm(ctx, linear(ctx, x, `${p}.q_proj`, b), H, `${p}.q_norm`), H);
-  const k = rope(ctx, headNorm(ctx, linear(ctx, x, `${p}.k_proj`, b), KV, `${p}.k_norm`), KV);
+  let q = linear(ctx, x, `${p}.q_proj`, b);
+  let k = linear(ctx, x, `${p}.k_proj`, b);
+  if (ctx.w.layout.qkNorm) {
+    q = headNorm(ctx, q, H, `${p}.q_norm`);
+    k = headNorm(ctx, k, KV, `${p}.k_norm`);
+  }
+  q = rope(ctx, q, H);
+  k = rope(ctx, k, KV);
   const v = linear(ctx, x, `${p}.v_proj`, b);
-  const a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.bias],
+  let a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.bias],
     { num_heads: H, scale: { float: 1 / Math.sqrt(Dh) } }, { domain: "com.microsoft" })[0];
+  if (ctx.rowScale) a = g.mul(a, ctx.rowScale);
   return linear(ctx, a, `${p}.o_proj`, b);
 }
 
@@ -274,28 +374,29 @@ function mlp(ctx: Ctx, x: Value, p: string): Value {
 
 function decoderLayer(ctx: Ctx, i: number, x: Value): Value {
   const { g } = ctx;
-  const p = `model.layers.${i}`;
+  const p = ctx.w.key(`layers.${i}`);
   x = g.add(x, attention(ctx, rmsNorm(ctx, x, `${p}.input_layernorm`), `${p}.self_attn`));
   return g.add(x, mlp(ctx, rmsNorm(ctx, x, `${p}.post_attention_layernorm`), `${p}.mlp`));
 }
 
 /** Check requested hidden-state indices; return how many decoder layers and whether the final norm is needed. */
-export function graphDepth(c: Qwen3Config, opts: Qwen3GraphOptions): { layers: number; norm: boolean } {
+export function graphDepth(c: DecoderConfig, opts: DecoderGraphOptions, model = "Qwen3"): { layers: number; norm: boolean } {
   const N = c.num_hidden_layers;
-  if (!opts.outputLayers.length && !opts.finalNorm && !opts.logits) throw new Error("Qwen3 graph: nothing to output (no layers, final norm or logits requested)");
+  if (!opts.outputLayers.length && !opts.finalNorm && !opts.logits) throw new Error(`${model} graph: nothing to output (no layers, final norm or logits requested)`);
   for (const k of opts.outputLayers) {
     if (!Number.isInteger(k) || k < 0 || k > N) {
-      throw new Error(`text encoder hidden-state layer ${k} is out of range: this Qwen3 has ${N} decoder layers, so valid indices are 0..${N} (${N} = final-norm output)`);
+      throw new Error(`text encoder hidden-state layer ${k} is out of range: this ${model} has ${N} decoder layers, so valid indices are 0..${N} (${N} = final-norm output)`);
     }
   }
   const norm = !!opts.finalNorm || !!opts.logits || opts.outputLayers.includes(N);
   return { layers: norm ? N : Math.max(...opts.outputLayers), norm };
 }
 
-export function buildQwen3Graph(c: Qwen3Config, w: Qwen3Weights, opts: Qwen3GraphOptions): Graph {
-  const depth = graphDepth(c, opts);
+/** The decoder graph for any layout (inputs: input_ids, position_ids, rope_cos/sin, attention_bias[, attention_row_scale]). */
+export function buildDecoderGraph(c: DecoderConfig, w: DecoderWeights, opts: DecoderGraphOptions, name = `${w.layout.model.toLowerCase()}_text_encoder`): Graph {
+  const depth = graphDepth(c, opts, w.layout.model);
   w.check(c, depth.layers, { norm: depth.norm, lmHead: !!opts.logits });
-  const g = new Graph("qwen3_text_encoder");
+  const g = new Graph(name);
   const D = c.hidden_size;
   const ctx: Ctx = {
     g, w, c, H: c.num_attention_heads, KV: c.num_key_value_heads, Dh: c.head_dim,
@@ -305,12 +406,13 @@ export function buildQwen3Graph(c: Qwen3Config, w: Qwen3Weights, opts: Qwen3Grap
       sin: g.input("rope_sin", "F32", ["seq", c.head_dim / 2]),
     },
     bias: g.input("attention_bias", "F32", ["batch", 1, "seq", "seq"]),
+    rowScale: opts.rowScale ? g.input("attention_row_scale", "F32", ["batch", "seq", 1]) : null,
   };
   const ids = g.input("input_ids", "I64", ["batch", "seq"]);
 
-  // Gather rows in the stored dtype, then cast only the gathered rows: the 151936-row table is
-  // never converted as a whole (a full float32 copy of it would cost 1.5 GB for Qwen3-4B).
-  const table = w.raw(g, EMBED);
+  // Gather rows in the stored dtype, then cast only the gathered rows: the vocabulary table is
+  // never converted as a whole (a full float32 copy would cost 1.5 GB for Qwen3-4B, 2.7 GB for Mistral Small).
+  const table = w.raw(g, w.key("embed_tokens.weight"));
   const gathered = g.op("Gather", [table.value, ids], { axis: 0 })[0];
   let x = table.dtype === "F32" ? gathered : g.op("Cast", [gathered], { to: 1 /* FLOAT */ })[0];
 
@@ -323,7 +425,7 @@ export function buildQwen3Graph(c: Qwen3Config, w: Qwen3Weights, opts: Qwen3Grap
   }
   if (!depth.norm) return g;
 
-  const normed = rmsNorm(ctx, x, "model.norm");
+  const normed = rmsNorm(ctx, x, w.key("norm"));
   emit(c.num_hidden_layers, normed);
   if (opts.finalNorm) g.output(normed, "last_hidden_state", "F32", ["batch", "seq", D]);
   if (opts.logits) {
@@ -331,10 +433,14 @@ export function buildQwen3Graph(c: Qwen3Config, w: Qwen3Weights, opts: Qwen3Grap
     // only the logits need it, FLUX.2 never asks for them).
     const head = c.tie_word_embeddings
       ? (table.dtype === "F32" ? table.value : g.op("Cast", [table.value], { to: 1 /* FLOAT */ })[0])
-      : w.value(g, LM_HEAD);
+      : w.value(g, w.layout.lmHead);
     g.output(g.linear(normed, head), "logits", "F32", ["batch", "seq", c.vocab_size]);
   }
   return g;
+}
+
+export function buildQwen3Graph(c: Qwen3Config, w: Qwen3Weights, opts: Qwen3GraphOptions): Graph {
+  return buildDecoderGraph(c, w, opts, "qwen3_text_encoder");
 }
 
 // ---------------------------------------------------------------------------
@@ -347,7 +453,7 @@ export interface Qwen3EncoderOptions {
   logits?: boolean;
 }
 
-export interface Qwen3HiddenStates {
+export interface DecoderHiddenStates {
   /** One (B, L, hidden) tensor per requested index, in the order requested. */
   hiddenStates: HostTensor[];
   /** (B, L, hidden), when requested. */
@@ -356,6 +462,15 @@ export interface Qwen3HiddenStates {
   logits: HostTensor | null;
 }
 
+export type Qwen3HiddenStates = DecoderHiddenStates;
+
+/**
+ * What a query row with no visible key (left padding) yields: "uniform" = softmax over all-equal
+ * MASKED scores, the mean of all values (eager attention with a finite mask, ORT's behaviour);
+ * "zero" = a zero attention output (PyTorch SDPA ≥ 2.5 with transformers' boolean masks).
+ */
+export type FullyMaskedRows = "uniform" | "zero";
+
 interface Built {
   layers: Set<number>;
   finalNorm: boolean;
@@ -363,35 +478,18 @@ interface Built {
   session: Session;
 }
 
-export class Qwen3Encoder {
+/** A runnable decoder encoder: sessions built on demand, host-side feeds, stacked prompt embeddings. */
+export class DecoderEncoder {
   private built: Built | null = null;
 
-  private constructor(readonly config: Qwen3Config, readonly weights: Qwen3Weights, private backend: Backend) {}
-
-  static async load(backend: Backend, config: Qwen3Config, weights: Qwen3Weights, opts: Qwen3EncoderOptions = {}): Promise<Qwen3Encoder> {
-    const enc = new Qwen3Encoder(config, weights, backend);
-    await enc.session({ outputLayers: opts.outputLayers ?? KLEIN_TEXT_LAYERS, finalNorm: opts.finalNorm, logits: opts.logits });
-    return enc;
-  }
-
-  /**
-   * Open a transformers Qwen3 checkpoint: `weightsPath` is a `text_encoder/` folder (single file or
-   * sharded with `model.safetensors.index.json`), a .safetensors file or an index; `configPath`
-   * defaults to `config.json` inside the folder.
-   */
-  static async fromFiles(backend: Backend, weightsPath: string, configPath: string | null = null, opts: Qwen3EncoderOptions = {}): Promise<Qwen3Encoder> {
-    const cfgFile = configPath ?? path.join(fs.statSync(weightsPath, { throwIfNoEntry: false })?.isDirectory() ? weightsPath : path.dirname(weightsPath), "config.json");
-    if (!fs.existsSync(cfgFile)) throw new Error(`${cfgFile}: no text encoder config.json; pass its path explicitly`);
-    const config = readQwen3Config(cfgFile);
-    const weights = new Qwen3Weights(WeightSet.open(weightsPath));
-    return Qwen3Encoder.load(backend, config, weights, opts);
-  }
+  protected constructor(readonly config: DecoderConfig, readonly weights: DecoderWeights, private backend: Backend,
+                        readonly fullyMaskedRows: FullyMaskedRows, readonly defaultLayers: number[]) {}
 
   /** A session that outputs at least what is asked; rebuilt (replacing the old one) when it does not. */
-  private async session(opts: Qwen3GraphOptions): Promise<Session> {
+  protected async session(opts: DecoderGraphOptions): Promise<Session> {
     const b = this.built;
     if (b && opts.outputLayers.every((k) => b.layers.has(k)) && (!opts.finalNorm || b.finalNorm) && (!opts.logits || b.logits)) return b.session;
-    const graph = buildQwen3Graph(this.config, this.weights, opts);
+    const graph = buildDecoderGraph(this.config, this.weights, { ...opts, rowScale: this.fullyMaskedRows === "zero" });
     if (b) {
       this.built = null;
       await b.session.release();
@@ -416,19 +514,22 @@ export class Qwen3Encoder {
     const { cos, sin, half } = qwen3RopeTables(L, c.head_dim, c.rope_theta);
     const positions = new BigInt64Array(B * L);
     for (let i = 0; i < B * L; i++) positions[i] = BigInt(i % L); // 0..L-1, padding does not shift them
-    return {
+    const bias = causalPaddingBias(attentionMask, B, L, c.sliding_window ?? null);
+    const feeds: Record<string, HostTensor> = {
       input_ids: { data: inputIds, shape: [B, L] },
       position_ids: { data: positions, shape: [B, L] },
       rope_cos: { data: cos, shape: [L, half] },
       rope_sin: { data: sin, shape: [L, half] },
-      attention_bias: { data: causalPaddingBias(attentionMask, B, L), shape: [B, 1, L, L] },
+      attention_bias: { data: bias, shape: [B, 1, L, L] },
     };
+    if (this.fullyMaskedRows === "zero") feeds.attention_row_scale = { data: fullyMaskedRowScale(bias, B, L), shape: [B, L, 1] };
+    return feeds;
   }
 
   /** transformers `hidden_states[k]` for each k of `layers` (default: all), plus final norm / logits when asked. */
   async hiddenStates(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number,
                      layers: number[] = Array.from({ length: this.config.num_hidden_layers + 1 }, (_, k) => k),
-                     opts: { finalNorm?: boolean; logits?: boolean } = {}): Promise<Qwen3HiddenStates> {
+                     opts: { finalNorm?: boolean; logits?: boolean } = {}): Promise<DecoderHiddenStates> {
     const session = await this.session({ outputLayers: layers, ...opts });
     const names = [...new Set(layers)].map((k) => `hidden_state_${k}`);
     if (opts.finalNorm) names.push("last_hidden_state");
@@ -442,10 +543,10 @@ export class Qwen3Encoder {
   }
 
   /**
-   * FLUX.2 [klein] prompt embeddings (B, L, layers.length * hidden): per token, hidden_states[k]
-   * for k in `layers` concatenated in that order. Padded positions are kept.
+   * FLUX.2 prompt embeddings (B, L, layers.length * hidden): per token, hidden_states[k] for k in
+   * `layers` concatenated in that order (the model's default layers when omitted). Padded positions are kept.
    */
-  async promptEmbeds(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number, layers: number[] = KLEIN_TEXT_LAYERS): Promise<HostTensor> {
+  async promptEmbeds(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number, layers: number[] = this.defaultLayers): Promise<HostTensor> {
     if (!layers.length) throw new Error("text encoder: promptEmbeds needs at least one layer");
     const { hiddenStates } = await this.hiddenStates(inputIds, attentionMask, B, L, layers);
     const D = this.config.hidden_size, n = layers.length;
@@ -461,5 +562,47 @@ export class Qwen3Encoder {
     const b = this.built;
     this.built = null;
     if (b) await b.session.release();
+  }
+}
+
+/** The config file next to a weights folder / file, unless given explicitly. */
+export function defaultConfigPath(weightsPath: string, configPath: string | null): string {
+  const cfgFile = configPath ?? path.join(fs.statSync(weightsPath, { throwIfNoEntry: false })?.isDirectory() ? weightsPath : path.dirname(weightsPath), "config.json");
+  if (!fs.existsSync(cfgFile)) throw new Error(`${cfgFile}: no text encoder config.json; pass its path explicitly`);
+  return cfgFile;
+}
+
+export class Qwen3Encoder extends DecoderEncoder {
+  declare readonly config: Qwen3Config;
+  declare readonly weights: Qwen3Weights;
+
+  private constructor(config: Qwen3Config, weights: Qwen3Weights, backend: Backend) {
+    // Right padding (klein) never leaves a row without keys; keep the eager/ORT behaviour for the rest.
+    super(config, weights, backend, "uniform", KLEIN_TEXT_LAYERS);
+  }
+
+  static async load(backend: Backend, config: Qwen3Config, weights: Qwen3Weights, opts: Qwen3EncoderOptions = {}): Promise<Qwen3Encoder> {
+    const enc = new Qwen3Encoder(config, weights, backend);
+    await enc.session({ outputLayers: opts.outputLayers ?? KLEIN_TEXT_LAYERS, finalNorm: opts.finalNorm, logits: opts.logits });
+    return enc;
+  }
+
+  /**
+   * Open a transformers Qwen3 checkpoint: `weightsPath` is a `text_encoder/` folder (single file or
+   * sharded with `model.safetensors.index.json`), a .safetensors file or an index; `configPath`
+   * defaults to `config.json` inside the folder.
+   */
+  static async fromFiles(backend: Backend, weightsPath: string, configPath: string | null = null, opts: Qwen3EncoderOptions = {}): Promise<Qwen3Encoder> {
+    const config = readQwen3Config(defaultConfigPath(weightsPath, configPath));
+    const weights = new Qwen3Weights(WeightSet.open(weightsPath));
+    return Qwen3Encoder.load(backend, config, weights, opts);
+  }
+
+  /**
+   * FLUX.2 [klein] prompt embeddings (B, L, layers.length * hidden): per token, hidden_states[k]
+   * for k in `layers` concatenated in that order. Padded positions are kept.
+   */
+  override async promptEmbeds(inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number, layers: number[] = KLEIN_TEXT_LAYERS): Promise<HostTensor> {
+    return super.promptEmbeds(inputIds, attentionMask, B, L, layers);
   }
 }

@@ -112,7 +112,7 @@ export function ropeTables(ids: ArrayLike<bigint | number>, seq: number, axesDim
 // ---------------------------------------------------------------------------
 // The graph
 
-interface Ctx {
+export interface Ctx {
   g: Graph;
   w: TransformerWeights;
   c: TransformerConfig;
@@ -123,33 +123,33 @@ interface Ctx {
   rope: { pos: Value; cos: Value; sin: Value };
 }
 
-function linear(ctx: Ctx, x: Value, name: string): Value {
+export function linear(ctx: Ctx, x: Value, name: string): Value {
   const y = ctx.g.linear(x, ctx.w.value(ctx.g, `${name}.weight`));
   // Runtime LoRA adapters add their side paths here (src/lora/apply.ts).
   return ctx.w.lora ? ctx.w.lora.linear(ctx.g, x, y, `${name}.weight`) : y;
 }
 
 /** (1 + scale) * LN(x) + shift */
-function modulate(ctx: Ctx, x: Value, shift: Value, scale: Value): Value {
+export function modulate(ctx: Ctx, x: Value, shift: Value, scale: Value): Value {
   const { g } = ctx;
   const n = g.layerNorm(x, ctx.D, ctx.c.eps);
   return g.add(g.mul(n, g.add(scale, g.scalar(1))), shift);
 }
 
 /** RMSNorm over each head's dims, for (B, S, H*Dh). */
-function headNorm(ctx: Ctx, x: Value, name: string): Value {
+export function headNorm(ctx: Ctx, x: Value, name: string): Value {
   const { g } = ctx;
   const heads = g.reshape(x, [0, 0, ctx.H, ctx.Dh]);
   const n = g.rmsNorm(heads, ctx.w.value(g, `${name}.weight`), ctx.c.eps);
   return g.reshape(n, [0, 0, ctx.H * ctx.Dh]);
 }
 
-function rope(ctx: Ctx, x: Value): Value {
+export function rope(ctx: Ctx, x: Value): Value {
   const { g, rope } = ctx;
   return g.op("RotaryEmbedding", [x, rope.pos, rope.cos, rope.sin], { interleaved: 1, num_heads: ctx.H }, { domain: "com.microsoft" })[0];
 }
 
-function attention(ctx: Ctx, q: Value, k: Value, v: Value): Value {
+export function attention(ctx: Ctx, q: Value, k: Value, v: Value): Value {
   return ctx.g.op("MultiHeadAttention", [q, k, v], { num_heads: ctx.H, scale: { float: 1 / Math.sqrt(ctx.Dh) } }, { domain: "com.microsoft" })[0];
 }
 
@@ -159,7 +159,7 @@ function swiglu(ctx: Ctx, h: Value): Value {
   return ctx.g.mul(ctx.g.silu(gate), value);
 }
 
-function feedForward(ctx: Ctx, x: Value, name: string): Value {
+export function feedForward(ctx: Ctx, x: Value, name: string): Value {
   return linear(ctx, swiglu(ctx, linear(ctx, x, `${name}.linear_in`)), `${name}.linear_out`);
 }
 
@@ -168,12 +168,12 @@ function chunks(ctx: Ctx, mod: Value, k: number): Value[] {
   return ctx.g.split(mod, -1, new Array(k).fill(ctx.D));
 }
 
-function timeEmbedding(ctx: Ctx, feats: Value, name: string): Value {
+export function timeEmbedding(ctx: Ctx, feats: Value, name: string): Value {
   const { g } = ctx;
   return linear(ctx, g.silu(linear(ctx, feats, `${name}.linear_1`)), `${name}.linear_2`);
 }
 
-function modulation(ctx: Ctx, sTemb: Value, name: string, sets: number): Value[] {
+export function modulation(ctx: Ctx, sTemb: Value, name: string, sets: number): Value[] {
   const mod = ctx.g.unsqueeze(linear(ctx, sTemb, `${name}.linear`), [1]);
   return chunks(ctx, mod, 3 * sets);
 }

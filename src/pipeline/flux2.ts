@@ -12,6 +12,7 @@
 import type { Backend, HostTensor } from "../backend/backend.js";
 import { OrtBackend } from "../backend/ort.js";
 import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
+import { Flux2KvTransformer, type KvCache } from "../models/transformer_kv.js";
 import { Flux2Vae } from "../models/vae.js";
 import { KLEIN_TEXT_LAYERS, Qwen3Encoder } from "../models/qwen3.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
@@ -19,9 +20,12 @@ import { randn } from "../util/random.js";
 import { tensor, type Tensor } from "../util/tensor.js";
 import { openCheckpoint, transformerConfig, VARIANT_DEFAULTS, type Checkpoint, type OpenOptions, type Variant } from "./checkpoint.js";
 import { toUint8Diffusers } from "./image.js";
-import { bnDenormalize, bnNormalize, latentIds, pack, packRefs, patchify, refIds, textIds, unpackWithIds, unpatchify } from "./latents.js";
+import { bnDenormalize, bnNormalize, latentIds, maskToLatent, noiseTo, pack, packRefs, patchify, refIds, textIds, unpackWithIds, unpatchify } from "./latents.js";
+import type { ReferenceImage } from "./reference.js";
 import { fitPreviewProbe, previewFromLatents, type PreviewImage, type PreviewProbe } from "./preview.js";
-import { empiricalMu, eulerStep, sigmaSchedule } from "./schedule.js";
+import { empiricalMu, eulerStep, img2imgStart, sigmaSchedule } from "./schedule.js";
+
+export type { ReferenceImage };
 
 const f = Math.fround;
 type F32 = Tensor<Float32Array>;
@@ -29,11 +33,13 @@ type F32 = Tensor<Float32Array>;
 /** Largest output FLUX.2 supports: 4 megapixels. */
 export const MAX_PIXELS = 4 * 1024 * 1024;
 
-export interface ReferenceImage {
-  /** Packed RGB (H, W, 3), already at its final (cropped) size. */
-  rgb: Uint8Array;
-  width: number;
-  height: number;
+/** img2img / inpainting input (spec §6.5): the image to start from, sized to the output. */
+export interface InitImage {
+  image: ReferenceImage;
+  /** Single-channel mask (H, W), 255 = repaint; absent = repaint everything (img2img). */
+  mask?: Uint8Array;
+  /** 0 keeps the image, 1 starts from pure noise. */
+  strength: number;
 }
 
 export interface GenerateOptions {
@@ -55,6 +61,10 @@ export interface GenerateOptions {
   /** Initial noise (B, 4C, h, w) instead of seeded noise. */
   latents?: F32;
   references?: ReferenceImage[];
+  /** Reuse the references' keys/values from step 0 (klein KV checkpoints; default: on for klein-kv). */
+  kvCache?: boolean;
+  /** img2img / inpainting. The image is also given to the model as reference 0. */
+  init?: InitImage;
   maxSequenceLength?: number;
   textEncoderLayers?: number[];
   /** Called after every denoising step. */
@@ -97,6 +107,7 @@ export interface GenerateResult {
 /** How to get each component when its stage begins. */
 export interface ComponentSources {
   transformer: () => Promise<Flux2Transformer>;
+  kvTransformer?: () => Promise<Flux2KvTransformer>;
   vae: () => Promise<Flux2Vae>;
   textEncoder?: () => Promise<Qwen3Encoder>;
   tokenizer?: () => Promise<PromptTokenizer>;
@@ -122,7 +133,7 @@ export function validateSize(width: number, height: number, multiple: number): v
 }
 
 export class Flux2Pipeline {
-  private loaded: { transformer?: Flux2Transformer; vae?: Flux2Vae; textEncoder?: Qwen3Encoder; tokenizer?: PromptTokenizer } = {};
+  private loaded: { transformer?: Flux2Transformer; kvTransformer?: Flux2KvTransformer; vae?: Flux2Vae; textEncoder?: Qwen3Encoder; tokenizer?: PromptTokenizer } = {};
   private probe: PreviewProbe | null = null;
 
   constructor(
@@ -139,6 +150,7 @@ export class Flux2Pipeline {
     return new Flux2Pipeline(ck.variant, {
       transformerConfig: tcfg,
       transformer: () => Flux2Transformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
+      kvTransformer: async () => Flux2KvTransformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
       vae: () => Flux2Vae.fromFiles(backend, ck.vae.weights, requireConfig(ck.vae.config, "VAE"), ck.vae.format),
       textEncoder: () => {
         if (ck.textEncoder.kind !== "qwen3") throw new Error(`${ck.textEncoder.weights}: the Mistral text encoder of FLUX.2 dev is not supported yet; pass prompt embeddings`);
@@ -161,7 +173,7 @@ export class Flux2Pipeline {
     return VARIANT_DEFAULTS[this.variant];
   }
 
-  private async component<K extends "transformer" | "vae" | "textEncoder" | "tokenizer">(k: K) {
+  private async component<K extends "transformer" | "kvTransformer" | "vae" | "textEncoder" | "tokenizer">(k: K) {
     if (!this.loaded[k]) {
       const src = this.sources[k];
       if (!src) throw new Error(`this pipeline has no ${k}: pass prompt embeddings instead of prompts`);
@@ -170,7 +182,7 @@ export class Flux2Pipeline {
     return this.loaded[k]!;
   }
 
-  private async done(k: "transformer" | "vae" | "textEncoder"): Promise<void> {
+  private async done(k: "transformer" | "kvTransformer" | "vae" | "textEncoder"): Promise<void> {
     if (this.options.keepLoaded) return;
     const c = this.loaded[k];
     this.loaded[k] = undefined;
@@ -178,7 +190,7 @@ export class Flux2Pipeline {
   }
 
   async release(): Promise<void> {
-    for (const k of ["transformer", "vae", "textEncoder"] as const) {
+    for (const k of ["transformer", "kvTransformer", "vae", "textEncoder"] as const) {
       await this.loaded[k]?.release();
       this.loaded[k] = undefined;
     }
@@ -228,25 +240,27 @@ export class Flux2Pipeline {
       trace?.("negative_txt_ids", textIds(B, negEmbeds.shape[1]));
     }
 
-    // 2. References (encoded once), then the output size.
+    // 2. Output size, init image and references (encoded once).
     const vae = await this.component("vae");
     const multiple = 2 * vae.scaleFactor;
     const bn = vae.bnStats();
+    const init = opts.init;
     const refs = opts.references ?? [];
-    const width = opts.width ?? refs[0]?.width ?? 1024;
-    const height = opts.height ?? refs[0]?.height ?? 1024;
+    const width = init ? init.image.width : opts.width ?? refs[0]?.width ?? 1024;
+    const height = init ? init.image.height : opts.height ?? refs[0]?.height ?? 1024;
     validateSize(width, height, multiple);
-    const refTokens = refs.length ? await this.encodeReferences(vae, refs, multiple, trace) : null;
-    if (!this.options.keepLoaded && !opts.preview) await this.done("vae");
-
-    // 3. Noise and schedule.
     const h = height / multiple, w = width / multiple;
     const C = this.sources.transformerConfig.in_channels;
+    const x0 = init ? await this.encodeInit(vae, init, trace) : null;
+    const encoded = refs.length ? await this.encodeReferences(vae, refs, multiple, trace) : null;
+    const refTokens = x0 ? this.withInitReference(x0, encoded, trace) : encoded;
+    if (!opts.preview) await this.done("vae");
+
+    // 3. Noise and schedule (img2img starts part-way, from the noised image).
     const noise = opts.latents ?? seededNoise(opts.seed ?? 0, B, C, h, w);
     if (noise.shape.join(",") !== [B, C, h, w].join(",")) {
       throw new InvalidRequestError(`initial latents have shape [${noise.shape}] but this run needs [${B}, ${C}, ${h}, ${w}]`);
     }
-    let x = pack(noise);
     const ids = latentIds(B, h, w);
     trace?.("latent_ids", ids);
     const mu = empiricalMu(h * w, steps);
@@ -254,35 +268,76 @@ export class Flux2Pipeline {
     trace?.("mu", { data: Float64Array.of(mu), shape: [1] });
     trace?.("sigmas", { data: sched.sigmas, shape: [steps + 1] });
     trace?.("timesteps", { data: sched.timesteps, shape: [steps] });
+    const first = init ? img2imgStart(steps, init.strength) : 0;
+    if (first >= steps) throw new InvalidRequestError(`strength ${init!.strength} with ${steps} steps leaves no step to run: raise the strength or the steps`);
+    let x: F32;
+    if (x0) {
+      trace?.("timesteps_used", { data: sched.timesteps.slice(first), shape: [steps - first] });
+      trace?.("latent_timestep", { data: sched.timesteps.slice(first, first + 1), shape: [1] });
+      const start = tensor(noiseTo(repeatBatch(x0.data, B), noise.data, sched.sigmas[first]), noise.shape);
+      trace?.("initial_latents", start);
+      x = pack(start);
+    } else {
+      x = pack(noise);
+    }
+    const mask = init?.mask ? maskToLatent(init.mask, height, width, h, w) : null;
+    if (mask) trace?.("mask_latents", mask);
+    const packedX0 = x0 ? pack(tensor(repeatBatch(x0.data, B), [B, C, h, w])) : null;
+    const packedNoise = x0 ? pack(noise) : null;
 
     // 4. Denoise.
     opts.onStage?.("denoise");
     if (opts.preview && !this.probe) this.probe = await fitPreviewProbe(vae);
-    const transformer = await this.component("transformer");
-    const start = Date.now();
-    const imgIds0 = refTokens ? concatIds(ids.data.subarray(0, h * w * 4), refTokens.ids.data) : ids.data.subarray(0, h * w * 4);
-    for (let i = 0; i < steps; i++) {
-      const t = sched.transformerTimesteps[i];
+    const useKv = !!refTokens && (opts.kvCache ?? this.variant === "klein-kv");
+    const transformer = useKv ? await this.component("kvTransformer") : await this.component("transformer");
+    const targetIds = ids.data.subarray(0, h * w * 4);
+    const allIds = refTokens ? concatIds(targetIds, refTokens.ids.data) : targetIds;
+    let kv: KvCache | null = null;
+    const startTime = Date.now();
+    for (let i = 0; i < steps - first; i++) {
+      const k = first + i;
+      const t = sched.transformerTimesteps[k];
       trace?.(`step${i}_transformer_timestep`, { data: new Float32Array(B).fill(t), shape: [B] });
       trace?.(`step${i}_transformer_input_latents`, x);
-      const run = (text: F32) => this.velocity(transformer, x, refTokens?.tokens ?? null, text, imgIds0, t, d.embeddedGuidance ? guidance : undefined, opts.batchSize);
+      const g = d.embeddedGuidance ? guidance : undefined;
+      const run = async (text: F32): Promise<F32> => {
+        if (!useKv) return this.velocity(transformer as Flux2Transformer, x, refTokens?.tokens ?? null, text, allIds, t, g, opts.batchSize);
+        const kvt = transformer as Flux2KvTransformer;
+        const inp = { hidden: x, text, timestep: new Float32Array(B).fill(t), imgIds: targetIds, txtIds: textIds(1, text.shape[1]).data, guidance: g === undefined ? undefined : new Float32Array(B).fill(g) };
+        if (kv) return asF32(await kvt.cached(inp, kv));
+        const refs = repeatBatch(refTokens!.tokens.data, B);
+        const R = refTokens!.tokens.shape[1];
+        trace?.("step0_transformer_hidden_states", tensor(concatRows(refs, x.data, B, R, x.shape[1], C), [B, R + x.shape[1], C]));
+        trace?.("step0_transformer_img_ids", tensor(concatIds(refTokens!.ids.data, targetIds), [1, R + x.shape[1], 4]));
+        const res = await kvt.extract(inp, { data: refs, shape: [B, R, C] }, refTokens!.ids.data);
+        kv = res.cache;
+        for (const [name, v] of Object.entries(kv.tensors)) trace?.(name, { data: v.data, shape: [v.shape[0], v.shape[1], this.sources.transformerConfig.num_attention_heads, this.sources.transformerConfig.attention_head_dim] });
+        return asF32(res.output);
+      };
       let v = await run(embeds);
       trace?.(`step${i}_noise_pred_cond`, v);
       if (negEmbeds) {
+        if (useKv) throw new InvalidRequestError("the KV cache does not support classifier-free guidance");
         const vNeg = await run(negEmbeds);
         trace?.(`step${i}_noise_pred_uncond`, vNeg);
-        v = tensor(Float32Array.from(v.data, (vp, k) => f(vNeg.data[k] + f(guidance * f(vp - vNeg.data[k])))), v.shape);
+        v = tensor(Float32Array.from(v.data, (vp, n) => f(vNeg.data[n] + f(guidance * f(vp - vNeg.data[n])))), v.shape);
       }
       const prevX = x;
-      x = tensor(eulerStep(x.data, v.data, sched.sigmas[i], sched.sigmas[i + 1]), x.shape);
+      x = tensor(eulerStep(x.data, v.data, sched.sigmas[k], sched.sigmas[k + 1]), x.shape);
+      if (mask && packedX0 && packedNoise) {
+        const last = k === steps - 1;
+        const keep = last ? packedX0.data : noiseTo(packedX0.data, packedNoise.data, sched.sigmas[k + 1]);
+        if (!last) trace?.(`step${i}_reference_noised`, tensor(keep, x.shape));
+        x = tensor(blend(x.data, keep, mask.data, C), x.shape);
+      }
       trace?.(`step${i}_latents_after`, x);
       if (opts.onStep) {
-        const info: StepInfo = { step: i + 1, steps, sigma: sched.sigmas[i + 1], elapsedMs: Date.now() - start };
-        if (opts.preview && this.probe) info.preview = this.preview(prevX, v, sched.sigmas[i], ids, bn);
+        const info: StepInfo = { step: i + 1, steps: steps - first, sigma: sched.sigmas[k + 1], elapsedMs: Date.now() - startTime };
+        if (opts.preview && this.probe) info.preview = this.preview(prevX, v, sched.sigmas[k], ids, bn);
         opts.onStep(info);
       }
     }
-    await this.done("transformer");
+    await this.done(useKv ? "kvTransformer" : "transformer");
 
     // 5. Decode.
     opts.onStage?.("decode");
@@ -303,6 +358,39 @@ export class Flux2Pipeline {
       });
     }
     return { images, width, height, steps, guidance, variant: this.variant, decoded };
+  }
+
+  /** VAE-encode the init image: mode → patchify → BN normalize, (1, 4C, h, w). */
+  private async encodeInit(vae: Flux2Vae, init: InitImage, trace?: GenerateOptions["trace"]): Promise<F32> {
+    if (!(init.strength >= 0 && init.strength <= 1)) throw new InvalidRequestError(`strength must be between 0 and 1, got ${init.strength}`);
+    if (init.mask && init.mask.length !== init.image.width * init.image.height) {
+      throw new InvalidRequestError(`the mask has ${init.mask.length} pixels but the image is ${init.image.width}×${init.image.height}; give a mask of the same size`);
+    }
+    const pixels = toSignedUnit(init.image);
+    trace?.("image_preprocessed", pixels);
+    const enc = await vae.encode(pixels);
+    trace?.("image_latent_mode", enc.mean);
+    const { mean, std } = vae.bnStats();
+    const x0 = bnNormalize(patchify(tensor(enc.mean.data as Float32Array, enc.mean.shape)), mean, std);
+    trace?.("image_latents", x0);
+    return x0;
+  }
+
+  /** The init image's latents become reference 0 (t = 10), before any other reference. */
+  private withInitReference(x0: F32, others: { tokens: F32; ids: Tensor<BigInt64Array> } | null, trace?: GenerateOptions["trace"]) {
+    const [, , h, w] = x0.shape;
+    const tokens = pack(x0);
+    const ids = latentIds(1, h, w, 10);
+    trace?.("condition_tokens", tokens);
+    trace?.("condition_ids", ids);
+    if (!others) return { tokens, ids };
+    // Shift the other references' t by one slot (20, 30, …).
+    const shifted = others.ids.data.map((v, n) => (n % 4 === 0 ? v + 10n : v));
+    const C = tokens.shape[2];
+    return {
+      tokens: tensor(concatF32(tokens.data, others.tokens.data), [1, tokens.shape[1] + others.tokens.shape[1], C]),
+      ids: tensor(concatIds(ids.data, shifted), [1, tokens.shape[1] + others.tokens.shape[1], 4]),
+    };
   }
 
   /** One transformer evaluation for all images: returns the target rows of the velocity. */
@@ -401,6 +489,46 @@ function repeatRows(t: F32, times: number): F32 {
   const out = new Float32Array(B * times * per);
   for (let b = 0; b < B; b++) for (let k = 0; k < times; k++) out.set(t.data.subarray(b * per, (b + 1) * per), (b * times + k) * per);
   return tensor(out, [B * times, ...rest]);
+}
+
+function asF32(t: HostTensor): F32 {
+  return tensor(t.data as Float32Array, t.shape);
+}
+
+/** One (1, …) tensor's data repeated for B batch rows. */
+function repeatBatch(data: Float32Array, B: number): Float32Array {
+  if (B === 1) return data;
+  const out = new Float32Array(data.length * B);
+  for (let b = 0; b < B; b++) out.set(data, b * data.length);
+  return out;
+}
+
+/** Per batch row: R rows of `a` then N rows of `b` (C features each). */
+function concatRows(a: Float32Array, b: Float32Array, B: number, R: number, N: number, C: number): Float32Array {
+  const out = new Float32Array(B * (R + N) * C);
+  for (let i = 0; i < B; i++) {
+    out.set(a.subarray(i * R * C, (i + 1) * R * C), i * (R + N) * C);
+    out.set(b.subarray(i * N * C, (i + 1) * N * C), (i * (R + N) + R) * C);
+  }
+  return out;
+}
+
+/** Inpainting blend (1 − m)·keep + m·x per token (mask (1, N, 1) broadcast over batch and channels). */
+function blend(x: Float32Array, keep: Float32Array, mask: Float32Array, C: number): Float32Array {
+  const N = mask.length;
+  const out = new Float32Array(x.length);
+  for (let n = 0; n < x.length; n++) {
+    const m = mask[Math.floor(n / C) % N];
+    out[n] = f(f(f(1 - m) * keep[n]) + f(m * x[n]));
+  }
+  return out;
+}
+
+function concatF32(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 function concatIds(a: BigInt64Array, b: BigInt64Array): BigInt64Array {

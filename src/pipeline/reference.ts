@@ -58,10 +58,10 @@ export interface PrepareOptions {
   label?: string;
 }
 
-export class ReferenceError extends Error {
+export class ReferenceImageError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = "ReferenceError";
+    this.name = "ReferenceImageError";
   }
 }
 
@@ -74,14 +74,14 @@ export function referencePixelCap(count: number, mode: PixelCapMode = "diffusers
 /** Refuse references diffusers refuses (Flux2ImageProcessor.check_image_input). */
 export function validateReference(width: number, height: number, label = "reference"): void {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-    throw new ReferenceError(`${label} has an invalid size ${width}×${height}`);
+    throw new ReferenceImageError(`${label} has an invalid size ${width}×${height}`);
   }
   if (width < MIN_REFERENCE_SIDE || height < MIN_REFERENCE_SIDE) {
-    throw new ReferenceError(`${label} is ${width}×${height}: both sides must be at least ${MIN_REFERENCE_SIDE} px`);
+    throw new ReferenceImageError(`${label} is ${width}×${height}: both sides must be at least ${MIN_REFERENCE_SIDE} px`);
   }
   const aspect = Math.max(width / height, height / width);
   if (aspect > MAX_REFERENCE_ASPECT) {
-    throw new ReferenceError(
+    throw new ReferenceImageError(
       `${label} is ${width}×${height}: aspect ratio ${aspect.toFixed(1)}:1 is more than the maximum ${MAX_REFERENCE_ASPECT}:1`,
     );
   }
@@ -107,7 +107,7 @@ export function preparedSize(width: number, height: number, opts: PrepareOptions
 
 function checkImage(img: ReferenceImage, label: string): void {
   if (img.rgb.length !== img.width * img.height * 3) {
-    throw new ReferenceError(`${label}: buffer has ${img.rgb.length} bytes, expected ${img.width}×${img.height}×3`);
+    throw new ReferenceImageError(`${label}: buffer has ${img.rgb.length} bytes, expected ${img.width}×${img.height}×3`);
   }
 }
 
@@ -153,7 +153,7 @@ export function prepareReference(img: ReferenceImage, opts: PrepareOptions): Pre
   }
   const target = flooredSize(cur.width, cur.height, opts.multiple);
   if (target.width < 1 || target.height < 1) {
-    throw new ReferenceError(`${label} is ${cur.width}×${cur.height}: smaller than one ${opts.multiple}-pixel block`);
+    throw new ReferenceImageError(`${label} is ${cur.width}×${cur.height}: smaller than one ${opts.multiple}-pixel block`);
   }
   if (target.width === cur.width && target.height === cur.height) {
     return { image: cur === img ? { rgb: img.rgb.slice(), width: img.width, height: img.height } : cur, original, resizedTo, cropped: null };
@@ -178,7 +178,7 @@ export function prepareReferences(
   opts: { multiple: number; pixelCap?: PixelCapMode },
 ): PreparedReference[] {
   if (imgs.length > MAX_REFERENCES) {
-    throw new ReferenceError(`${imgs.length} reference images given; at most ${MAX_REFERENCES} are supported`);
+    throw new ReferenceImageError(`${imgs.length} reference images given; at most ${MAX_REFERENCES} are supported`);
   }
   // Validate every reference before any (possibly slow) resizing.
   imgs.forEach((r, i) => validateReference(r.width, r.height, `reference ${i + 1}`));
@@ -212,7 +212,7 @@ export function prepareInpaintImage(img: ReferenceImage, opts: PrepareOptions): 
   }
   const target = flooredSize(cur.width, cur.height, opts.multiple);
   if (target.width < 1 || target.height < 1) {
-    throw new ReferenceError(`${label} is ${cur.width}×${cur.height}: smaller than one ${opts.multiple}-pixel block`);
+    throw new ReferenceImageError(`${label} is ${cur.width}×${cur.height}: smaller than one ${opts.multiple}-pixel block`);
   }
   return { image: resizeExact(cur, target.width, target.height), original, resizedTo };
 }
@@ -238,9 +238,9 @@ export function recommendedReferences(variant: ReferenceVariant): number {
  * variant's recommended count, otherwise null.
  */
 export function checkReferenceCount(n: number, variant: ReferenceVariant): string | null {
-  if (!Number.isInteger(n) || n < 0) throw new ReferenceError(`invalid number of reference images: ${n}`);
+  if (!Number.isInteger(n) || n < 0) throw new ReferenceImageError(`invalid number of reference images: ${n}`);
   if (n > MAX_REFERENCES) {
-    throw new ReferenceError(`${n} reference images given; at most ${MAX_REFERENCES} are supported`);
+    throw new ReferenceImageError(`${n} reference images given; at most ${MAX_REFERENCES} are supported`);
   }
   const rec = recommendedReferences(variant);
   if (n > rec) {

@@ -1,0 +1,349 @@
+// Applying LoRA adapters (src/lora/formats.ts) to the FLUX.2 transformer, two ways:
+//
+// * fused: W' = W + lora_scale · Σ_a weight_a · scale_a · B_a A_a, computed once in
+//   float32 (float64 accumulation) and written into TransformerWeights.overrides. The
+//   graph is the plain one; changing an adapter or its strength means fusing again and
+//   building a new session. Memory: a float32 copy of every changed weight.
+// * runtime: every targeted linear layer computes y = x Wᵀ + Σ_a s_a · ((x A_aᵀ) B_aᵀ)
+//   (dense deltas: s_a · x ΔW_aᵀ), where s_a = weight_a · lora_scale · scale_a and
+//   weight_a · lora_scale is a scalar graph INPUT per adapter. Strengths can change on
+//   every run, and a strength of 0 disables an adapter, without rebuilding the session.
+//   norm_out (read by row blocks) gets its delta rows added to the weight in the graph.
+//
+// Switching to a different LoRA set between jobs (Flux2LoraHost): the base checkpoint
+// stays one opened WeightSet (headers only in JS; ONNX Runtime maps or reads the tensor
+// bytes from the same files), a fresh TransformerWeights view is made over it, the new
+// adapters are fused / attached, and a new session is built; the old one is released.
+// Nothing of the base is converted or copied in JS. To switch among a known set of
+// adapters without any rebuild, attach all of them at runtime and set the strengths of
+// the unused ones to 0.
+
+import type { Backend, HostTensor } from "../backend/backend.js";
+import { WeightSet } from "../io/safetensors.js";
+import { dataSource, type Graph, type Value } from "../onnx/graph.js";
+import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
+import { TransformerWeights, type LoraGraphHook, type TransformerFormat } from "../models/transformer_weights.js";
+import { LoraError, type LoraAdapter, type LoraDelta, type LoraReport } from "./formats.js";
+
+export interface AdapterUse {
+  adapter: LoraAdapter;
+  /** Per-adapter strength (diffusers `set_adapters` weight); default 1. */
+  weight?: number;
+}
+
+export interface Binding {
+  adapter: LoraAdapter;
+  /** Targets the model has, in the adapter's order. */
+  targets: string[];
+  /** The adapter's report against this model: targets it lacks move to `unknown`. */
+  report: LoraReport;
+}
+
+/**
+ * Check an adapter against a model: every target the model has must have the delta's
+ * shape (else refuse, naming the first mismatch); targets the model lacks are reported;
+ * an adapter of which nothing applies is refused.
+ */
+export function bindAdapter(adapter: LoraAdapter, weights: TransformerWeights): Binding {
+  const targets: string[] = [];
+  const missing: string[] = [];
+  for (const [name, d] of adapter.deltas) {
+    if (!weights.has(name)) {
+      missing.push(name);
+      continue;
+    }
+    const shape = weights.shape(name);
+    if (shape.length !== 2 || shape[0] !== d.outFeatures || shape[1] !== d.inFeatures) {
+      throw new LoraError(
+        `LoRA "${adapter.name}" (${adapter.source}) does not fit this transformer: weight "${name}" is [${shape}] ` +
+          `in the model but the LoRA's delta for it is [${d.outFeatures}, ${d.inFeatures}] (from ${d.source}). ` +
+          `It was made for a different FLUX.2 model (e.g. klein 9B vs klein 4B, or dev); load it with the model it was trained on`,
+      );
+    }
+    targets.push(name);
+  }
+  if (!targets.length) {
+    const seen = [...missing, ...adapter.report.unknown].slice(0, 5);
+    throw new LoraError(
+      `LoRA "${adapter.name}" (${adapter.source}): nothing in it applies to this FLUX.2 transformer` +
+        (seen.length ? ` (e.g. ${seen.map((k) => `"${k}"`).join(", ")})` : " (no LoRA tensors found)") +
+        (adapter.report.unsupportedTextEncoder.length ? `; it has ${adapter.report.unsupportedTextEncoder.length} text-encoder keys, which are not supported` : ""),
+    );
+  }
+  const r = adapter.report;
+  const report: LoraReport = {
+    applied: targets, ignored: [...r.ignored], unknown: [...r.unknown, ...missing],
+    unsupportedTextEncoder: [...r.unsupportedTextEncoder],
+    notes: missing.length ? [...r.notes, `${missing.length} target weight(s) are not in this model, e.g. "${missing[0]}"`] : [...r.notes],
+  };
+  return { adapter, targets, report };
+}
+
+// ---------------------------------------------------------------------------
+// Fusing
+
+export interface FuseResult {
+  /** Diffusers names of the weights written into overrides. */
+  changed: string[];
+  /** One per adapter, in order. */
+  reports: LoraReport[];
+  /** What overrides held before (undefined: nothing), for unfuseLoras. */
+  previous: Map<string, { data: Float32Array; shape: number[] } | undefined>;
+}
+
+/** W' = W + loraScale · Σ weight_a · scale_a · B_a A_a into weights.overrides (float32). */
+export function fuseLoras(weights: TransformerWeights, uses: AdapterUse[], loraScale = 1): FuseResult {
+  const bound = uses.map((u) => ({ use: u, b: bindAdapter(u.adapter, weights) }));
+  const changed: string[] = [];
+  const seen = new Set<string>();
+  for (const { b } of bound) for (const t of b.targets) if (!seen.has(t)) { seen.add(t); changed.push(t); }
+  const previous = new Map<string, { data: Float32Array; shape: number[] } | undefined>();
+  for (const name of changed) {
+    const terms: { d: LoraDelta; coef: number }[] = [];
+    for (const { use, b } of bound) {
+      if (!b.targets.includes(name)) continue;
+      const d = use.adapter.deltas.get(name)!;
+      terms.push({ d, coef: loraScale * (use.weight ?? 1) * d.scale });
+    }
+    const base = weights.float32(name);
+    const [out, inF] = base.shape;
+    const W = base.data;
+    const acc = new Float64Array(inF);
+    for (let o = 0; o < out; o++) {
+      acc.fill(0);
+      for (const { d, coef } of terms) {
+        if (coef === 0) continue;
+        if (d.kind === "lowrank") {
+          for (let k = 0; k < d.rank; k++) {
+            const bv = coef * d.B[o * d.rank + k];
+            if (bv === 0) continue;
+            const ao = k * inF;
+            for (let i = 0; i < inF; i++) acc[i] += bv * d.A[ao + i];
+          }
+        } else {
+          const wo = o * inF;
+          for (let i = 0; i < inF; i++) acc[i] += coef * d.W[wo + i];
+        }
+      }
+      const wo = o * inF;
+      for (let i = 0; i < inF; i++) W[wo + i] += acc[i];
+    }
+    previous.set(name, weights.overrides.get(name));
+    weights.overrides.set(name, { data: W, shape: base.shape });
+  }
+  return { changed, reports: bound.map(({ b }) => b.report), previous };
+}
+
+/** Undo fuseLoras exactly (restores what overrides held before; the files were never changed). */
+export function unfuseLoras(weights: TransformerWeights, fused: FuseResult): void {
+  for (const [name, prev] of fused.previous) {
+    if (prev) weights.overrides.set(name, prev);
+    else weights.overrides.delete(name);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Runtime side paths
+
+interface RuntimeEntry {
+  id: string;
+  adapter: LoraAdapter;
+  weight: number;
+  input: string;
+  targets: Set<string>;
+  report: LoraReport;
+}
+
+/** Runtime LoRA adapters: the graph hook of TransformerWeights.lora. */
+export class RuntimeLoras implements LoraGraphHook {
+  private entries: RuntimeEntry[] = [];
+  private loraScale: number;
+  private perGraph = new WeakMap<Graph, Map<string, Value>>();
+
+  constructor(weights: TransformerWeights, uses: AdapterUse[], opts: { loraScale?: number } = {}) {
+    this.loraScale = opts.loraScale ?? 1;
+    uses.forEach((u, i) => {
+      const id = u.adapter.name;
+      if (this.entries.some((e) => e.id === id)) throw new LoraError(`two runtime adapters are named "${id}"; give each a distinct name`);
+      const b = bindAdapter(u.adapter, weights);
+      this.entries.push({ id, adapter: u.adapter, weight: u.weight ?? 1, input: `lora_strength_${i}`, targets: new Set(b.targets), report: b.report });
+    });
+  }
+
+  /** Adapter names, in order. */
+  get names(): string[] {
+    return this.entries.map((e) => e.id);
+  }
+
+  get reports(): LoraReport[] {
+    return this.entries.map((e) => e.report);
+  }
+
+  /** Set one adapter's strength (0 disables it); takes effect on the next run. */
+  setWeight(name: string, weight: number): void {
+    this.entry(name).weight = weight;
+  }
+
+  /** Set several strengths; adapters not named keep theirs (or all others to 0 with `exclusive`). */
+  setWeights(weights: Record<string, number>, exclusive = false): void {
+    for (const name of Object.keys(weights)) this.entry(name);
+    for (const e of this.entries) {
+      if (Object.prototype.hasOwnProperty.call(weights, e.id)) e.weight = weights[e.id];
+      else if (exclusive) e.weight = 0;
+    }
+  }
+
+  weight(name: string): number {
+    return this.entry(name).weight;
+  }
+
+  /** The global multiplier (diffusers `attention_kwargs={"scale": s}` / lora_scale). */
+  setScale(scale: number): void {
+    this.loraScale = scale;
+  }
+
+  private entry(name: string): RuntimeEntry {
+    const e = this.entries.find((x) => x.id === name);
+    if (!e) throw new LoraError(`no runtime adapter named "${name}" (have: ${this.names.join(", ") || "none"})`);
+    return e;
+  }
+
+  /** A value per graph, created once (graph inputs and LoRA matrices). */
+  private once(g: Graph, key: string, make: () => Value): Value {
+    let m = this.perGraph.get(g);
+    if (!m) this.perGraph.set(g, (m = new Map()));
+    let v = m.get(key);
+    if (!v) m.set(key, (v = make()));
+    return v;
+  }
+
+  private coef(g: Graph, i: number, scale: number): Value {
+    const strength = this.once(g, `in:${i}`, () => g.input(this.entries[i].input, "F32", []));
+    return scale === 1 ? strength : g.mul(strength, g.scalar(scale));
+  }
+
+  linear(g: Graph, x: Value, y: Value, name: string): Value {
+    let sum: Value | null = null;
+    for (let i = 0; i < this.entries.length; i++) {
+      const e = this.entries[i];
+      if (!e.targets.has(name)) continue;
+      const d = e.adapter.deltas.get(name)!;
+      const tag = `lora${i}:${name}`;
+      const coef = this.coef(g, i, d.scale);
+      let t: Value;
+      if (d.kind === "lowrank") {
+        const A = this.once(g, `${tag}:A`, () => g.weight(`${tag}:A`, dataSource(d.A, "F32", [d.rank, d.inFeatures])));
+        const B = this.once(g, `${tag}:B`, () => g.weight(`${tag}:B`, dataSource(d.B, "F32", [d.outFeatures, d.rank])));
+        t = g.linear(g.mul(g.linear(x, A), coef), B);
+      } else {
+        const W = this.once(g, `${tag}:W`, () => g.weight(`${tag}:W`, dataSource(d.W, "F32", [d.outFeatures, d.inFeatures])));
+        t = g.mul(g.linear(x, W), coef);
+      }
+      sum = sum ? g.add(sum, t) : t;
+    }
+    return sum ? g.add(y, sum) : y;
+  }
+
+  rows(g: Graph, name: string, start: number, count: number, base: Value): Value {
+    let sum: Value | null = null;
+    for (let i = 0; i < this.entries.length; i++) {
+      const e = this.entries[i];
+      if (!e.targets.has(name)) continue;
+      const d = e.adapter.deltas.get(name)!;
+      const tag = `lora${i}:${name}[${start}:${start + count}]`;
+      const coef = this.coef(g, i, d.scale);
+      let t: Value;
+      if (d.kind === "lowrank") {
+        const A = this.once(g, `lora${i}:${name}:A`, () => g.weight(`lora${i}:${name}:A`, dataSource(d.A, "F32", [d.rank, d.inFeatures])));
+        const B = g.weight(`${tag}:B`, dataSource(d.B.slice(start * d.rank, (start + count) * d.rank), "F32", [count, d.rank]));
+        t = g.mul(g.matmul(B, A), coef);
+      } else {
+        const W = g.weight(`${tag}:W`, dataSource(d.W.slice(start * d.inFeatures, (start + count) * d.inFeatures), "F32", [count, d.inFeatures]));
+        t = g.mul(W, coef);
+      }
+      sum = sum ? g.add(sum, t) : t;
+    }
+    return sum ? g.add(base, sum) : base;
+  }
+
+  feeds(): Record<string, HostTensor> {
+    const out: Record<string, HostTensor> = {};
+    for (const e of this.entries) out[e.input] = { data: Float32Array.of(e.weight * this.loraScale), shape: [] };
+    return out;
+  }
+}
+
+/** Attach runtime adapters to weights (before building the transformer from them). */
+export function attachRuntimeLoras(weights: TransformerWeights, uses: AdapterUse[], opts: { loraScale?: number } = {}): RuntimeLoras {
+  const r = new RuntimeLoras(weights, uses, opts);
+  weights.lora = r;
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// One base checkpoint, changing LoRA sets
+
+export interface LoraSetup {
+  /** Fused into the weights (fixed strengths). */
+  fused?: AdapterUse[];
+  /** Runtime side paths (strengths adjustable per run). */
+  runtime?: AdapterUse[];
+  /** Global multiplier for both; default 1. */
+  loraScale?: number;
+}
+
+export interface ActiveLoras {
+  model: Flux2Transformer;
+  weights: TransformerWeights;
+  runtime: RuntimeLoras | null;
+  fused: FuseResult | null;
+}
+
+/**
+ * A base transformer checkpoint opened once, serving jobs with different LoRA sets.
+ * activate() builds the session for a set and releases the previous one.
+ */
+export class Flux2LoraHost {
+  private active: ActiveLoras | null = null;
+
+  constructor(readonly backend: Backend, readonly set: WeightSet, readonly format: TransformerFormat, readonly config: TransformerConfig) {}
+
+  static open(backend: Backend, weightsPath: string, configPath: string | null, format?: TransformerFormat): Flux2LoraHost {
+    const set = WeightSet.open(weightsPath);
+    try {
+      const fmt = format ?? TransformerWeights.detectFormat(set);
+      const config = configPath ? readTransformerConfig(configPath) : new TransformerWeights(set, fmt).inferConfig();
+      return new Flux2LoraHost(backend, set, fmt, config);
+    } catch (e) {
+      set.close();
+      throw e;
+    }
+  }
+
+  /** The current session, if any. */
+  get current(): ActiveLoras | null {
+    return this.active;
+  }
+
+  /** Build a session for `setup` (no adapters: the plain model). The previous session is released first. */
+  async activate(setup: LoraSetup = {}): Promise<ActiveLoras> {
+    const weights = new TransformerWeights(this.set, this.format);
+    const fused = setup.fused?.length ? fuseLoras(weights, setup.fused, setup.loraScale ?? 1) : null;
+    const runtime = setup.runtime?.length ? attachRuntimeLoras(weights, setup.runtime, { loraScale: setup.loraScale }) : null;
+    await this.releaseModel();
+    const model = await Flux2Transformer.load(this.backend, this.config, weights);
+    this.active = { model, weights, runtime, fused };
+    return this.active;
+  }
+
+  private async releaseModel(): Promise<void> {
+    const a = this.active;
+    this.active = null;
+    await a?.model.release();
+  }
+
+  async release(): Promise<void> {
+    await this.releaseModel();
+    this.set.close();
+  }
+}
