@@ -499,6 +499,24 @@ describe("applying LoRAs", () => {
     assertClose(await run(both), expectedOutput("lora/stacked__fused"), 1e-4, "stacked fused");
   });
 
+  test("fusing into a spill file (for real checkpoints) == fusing in memory", async () => {
+    const uses = [{ adapter: golden("lora/lora_kohya.safetensors") }];
+    for (const file of [DIFFUSERS_WEIGHTS, BFL_WEIGHTS]) {
+      const w = openWeights(file);
+      const spillFile = path.join(tmp, `fused-${path.basename(file)}`);
+      const f = fuseLoras(w, uses, 0.7, { spillFile });
+      assert.equal(w.overrides.size, 0);
+      assert.equal(w.fileOverrides.size, 28);
+      assert.equal(f.spillFile, spillFile);
+      const mem = openWeights(file);
+      fuseLoras(mem, uses, 0.7);
+      for (const name of f.changed) assert.deepEqual(w.float32(name).data, mem.float32(name).data, name);
+      assertClose(await run(w), expectedOutput("lora/kohya__fused"), 1e-4, `spilled (${path.basename(file)})`);
+      unfuseLoras(w, f);
+      assert.equal(w.fileOverrides.size, 0);
+    }
+  });
+
   test("unfuse restores the base weights exactly", async () => {
     const w = openWeights();
     const f = fuseLoras(w, [{ adapter: golden("lora/lora_kohya.safetensors") }], 0.7);

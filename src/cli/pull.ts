@@ -97,6 +97,10 @@ export async function runPullCommand(argv: string[]): Promise<number> {
       return 2;
     }
   }
+  // Ctrl-C: stop the transfer cleanly (the .incomplete file stays for the next run); a second one kills.
+  const stop = new AbortController();
+  const onSigint = () => stop.abort(new PullError("interrupted", "stopped by Ctrl-C"));
+  process.once("SIGINT", onSigint);
   try {
     await pull({
       repo: positionals[0],
@@ -108,6 +112,7 @@ export async function runPullCommand(argv: string[]): Promise<number> {
       retries,
       dryRun: values["dry-run"],
       progress: values.quiet ? null : process.stderr,
+      signal: stop.signal,
     });
     return 0;
   } catch (e) {
@@ -116,5 +121,7 @@ export async function runPullCommand(argv: string[]): Promise<number> {
       return e.kind === "usage" ? 2 : 1;
     }
     throw e;
+  } finally {
+    process.removeListener("SIGINT", onSigint);
   }
 }

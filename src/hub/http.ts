@@ -5,7 +5,7 @@
 // X-Error-Code header (RepoNotFound / RevisionNotFound / GatedRepo …), and
 // its Blob.stream() reduces a failed request to the error's message string.
 
-import { HubApiError } from "@huggingface/hub";
+import { HubApiError, InvalidApiResponseFormatError } from "@huggingface/hub";
 import { PullError } from "./errors.js";
 
 export interface ResponseNote {
@@ -135,11 +135,17 @@ export function toPullError(e: unknown, ctx: ErrorContext): PullError {
       const tokenHint = ctx.tokenSent
         ? `; a token was sent but it was refused or its account has no access: accept the license at ${repoUrl} with that account and use a token that may read gated repositories`
         : `; no token was sent (set HF_TOKEN or pass --token)`;
-      return new PullError("gated", `${repo}: access denied (HTTP ${status}): this repository is gated: accept its license on the Hub and set HF_TOKEN${tokenHint}${detail}`);
+      return new PullError(
+        "gated",
+        `${repo}: access denied (HTTP ${status}): this repository is gated: accept its license on the Hub and set HF_TOKEN (license page: ${repoUrl})${tokenHint}${detail}`,
+      );
     }
     const what = file ? `downloading ${file}` : `listing ${repo}`;
     const retryable = status === 408 || status === 429 || status >= 500;
     return new PullError("http", `${what}: the Hub at ${http.hubUrl} answered HTTP ${status}${detail}`, { retryable, cause: e });
+  }
+  if (e instanceof InvalidApiResponseFormatError) {
+    return new PullError("http", `${file ? `downloading ${file}` : `listing ${repo}`}: the server at ${http.hubUrl} does not answer like the Hugging Face Hub (${e.message}); check HF_ENDPOINT / --endpoint and any proxy in between`, { cause: e });
   }
   const code = networkCode(e);
   if (code !== null || (e instanceof TypeError && /fetch failed/.test(e.message))) {

@@ -134,10 +134,14 @@ export class Progress {
     const filled = Math.round(frac * width);
     const bar = "█".repeat(filled) + "░".repeat(width - filled);
     const overall = this.totalBytes > 0 ? ` | all ${Math.floor((100 * this.doneBytes) / this.totalBytes)}%` : "";
-    const cols = (this.out as NodeJS.WriteStream).columns ?? 120;
-    let line = `[${this.fileIndex}/${this.totalFiles}] ${this.file} ${bar} ${this.figures()}${overall}`;
-    if (line.length > cols - 1) line = "…" + line.slice(line.length - cols + 2);
-    this.out.write(`\r\x1b[K${line}`);
+    const columns = (this.out as NodeJS.WriteStream).columns;
+    const cols = columns && columns > 40 ? columns : 120;
+    const head = `[${this.fileIndex}/${this.totalFiles}] `;
+    const tail = ` ${bar} ${this.figures()}${overall}`;
+    let name = this.file;
+    const room = cols - 1 - head.length - tail.length;
+    if (name.length > room) name = room > 1 ? "…" + name.slice(name.length - room + 1) : "";
+    this.out.write(`\r\x1b[K${head}${name}${tail}`);
     this.lineShown = true;
   }
 

@@ -138,6 +138,8 @@ function fileSize(p: string): number | null {
   return st ? st.size : null;
 }
 
+const secs = (ms: number) => (ms < 10_000 ? (ms / 1000).toFixed(1).replace(/\.0$/, "") : String(Math.round(ms / 1000)));
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (ms <= 0) return resolve();
@@ -178,7 +180,7 @@ class ManifestStore {
   private data: Manifest;
   private readonly file: string;
 
-  constructor(dir: string, repo: string, revision: string) {
+  constructor(dir: string, repo: string, revision: string, private readonly warn?: (line: string) => void) {
     this.file = path.join(dir, MANIFEST_NAME);
     this.data = { version: 1, repo, revision, files: {} };
     try {
@@ -208,8 +210,14 @@ class ManifestStore {
       ...(f.expected.gitSha1 && { gitSha1: f.expected.gitSha1 }),
     };
     const tmp = `${this.file}.${process.pid}.tmp`;
-    await fsp.writeFile(tmp, JSON.stringify(this.data, null, 1) + "\n");
-    await fsp.rename(tmp, this.file);
+    try {
+      await fsp.writeFile(tmp, JSON.stringify(this.data, null, 1) + "\n");
+      await fsp.rename(tmp, this.file);
+    } catch (e) {
+      // Not fatal: without the record the next run hashes the file once more.
+      await fsp.rm(tmp, { force: true }).catch(() => {});
+      this.warn?.(`warning: cannot update ${this.file} (${(e as Error).message}); the next run will re-check ${f.path}`);
+    }
   }
 }
 
@@ -301,7 +309,7 @@ async function transferOnce(ctx: Ctx, f: RepoFile, inc: string, hasher: FileHash
   let timedOut = false;
   const idle = setTimeout(() => {
     timedOut = true;
-    http.abortAll(new PullError("interrupted", `no data for ${Math.round(ctx.idleTimeoutMs / 1000)} s`, { retryable: true }));
+    http.abortAll(new PullError("interrupted", `no data for ${secs(ctx.idleTimeoutMs)} s`, { retryable: true }));
     reader.cancel().catch(() => {});
   }, ctx.idleTimeoutMs);
   let failure: unknown = null;
@@ -356,11 +364,11 @@ async function transferOnce(ctx: Ctx, f: RepoFile, inc: string, hasher: FileHash
     }
   }
   await fh.close().catch(() => {});
+  if (timedOut) {
+    throw new PullError("interrupted", `downloading ${f.path}: no data for ${secs(ctx.idleTimeoutMs)} s`, { retryable: true });
+  }
   if (failure !== null) {
     if (writeFailed) throw diskError(failure, inc, f.size);
-    if (timedOut) {
-      throw new PullError("interrupted", `downloading ${f.path}: no data for ${Math.round(ctx.idleTimeoutMs / 1000)} s`, { retryable: true });
-    }
     if ((failure as NodeJS.ErrnoException)?.code && ["ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "EIO"].includes((failure as NodeJS.ErrnoException).code!)) {
       throw diskError(failure, inc, f.size);
     }
@@ -397,7 +405,11 @@ async function downloadOne(ctx: Ctx, f: RepoFile): Promise<"downloaded" | "resum
     }
     if (!hasher || hasher.size !== partial) {
       hasher = new FileHasher(f.expected);
-      if (partial > 0) await hashFileInto(hasher, inc, partial);
+      try {
+        if (partial > 0) await hashFileInto(hasher, inc, partial);
+      } catch (e) {
+        throw new PullError("io", `cannot read ${inc}: ${(e as Error).message}`, { cause: e });
+      }
     }
     try {
       if (f.size > 0) await transferOnce(ctx, f, inc, hasher);
@@ -504,13 +516,18 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   progress.note(`pulling ${repo}@${revision} from ${hubUrl} into ${dir}: ${selected.length} files, ${formatBytes(selected.reduce((a, f) => a + f.size, 0))}`);
   if (skipped.length > 0) {
     const bytes = skipped.reduce((a, s) => a + s.file.size, 0);
-    progress.note(`leaving out ${skipped.length} file${skipped.length > 1 ? "s" : ""} (${formatBytes(bytes)}) flux2.ts does not need${opts.include?.length ? " (--include)" : " (--include '*' takes everything)"}:`);
-    for (const s of skipped.slice(0, 20)) progress.note(`  - ${s.file.path} (${formatBytes(s.file.size)}): ${s.reason}`);
-    if (skipped.length > 20) progress.note(`  … and ${skipped.length - 20} more`);
+    const n = `${skipped.length} file${skipped.length > 1 ? "s" : ""} (${formatBytes(bytes)})`;
+    if (opts.include?.length) {
+      progress.note(`leaving out ${n} not matched by --include`);
+    } else {
+      progress.note(`leaving out ${n} flux2.ts does not need (--include '*' takes everything):`);
+      for (const s of skipped.slice(0, 20)) progress.note(`  - ${s.file.path} (${formatBytes(s.file.size)}): ${s.reason}`);
+    }
+    if (!opts.include?.length && skipped.length > 20) progress.note(`  … and ${skipped.length - 20} more`);
   }
 
   // 3. What is there already.
-  const manifest = new ManifestStore(dir, repo, revision);
+  const manifest = new ManifestStore(dir, repo, revision, (l) => progress.note(l));
   const todo: RepoFile[] = [];
   for (const f of selected) {
     const final = path.join(dir, ...f.path.split("/"));
@@ -567,8 +584,13 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     }
     progress.begin(todo.length, todo.reduce((a, f) => a + f.size, 0));
   }
+  const onAbort = () => http.abortAll(opts.signal?.reason);
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
     for (const f of todo) {
+      if (opts.signal?.aborted) {
+        throw new PullError("interrupted", `stopped before ${f.path}; run pull again to continue`);
+      }
       const t0 = Date.now();
       const before = ctx.downloadedBytes;
       const status = await downloadOne(ctx, f);
@@ -580,6 +602,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       result.files.push({ path: f.path, size: f.size, status });
     }
   } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
     progress.end();
     result.downloadedBytes = ctx.downloadedBytes;
   }

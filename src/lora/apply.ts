@@ -18,8 +18,10 @@
 // adapters without any rebuild, attach all of them at runtime and set the strengths of
 // the unused ones to 0.
 
+import * as fs from "node:fs";
+import * as path from "node:path";
 import type { Backend, HostTensor } from "../backend/backend.js";
-import { WeightSet } from "../io/safetensors.js";
+import { SafetensorsFile, WeightSet, type TensorInfo } from "../io/safetensors.js";
 import { dataSource, type Graph, type Value } from "../onnx/graph.js";
 import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
 import { TransformerWeights, type LoraGraphHook, type TransformerFormat } from "../models/transformer_weights.js";
@@ -82,63 +84,175 @@ export function bindAdapter(adapter: LoraAdapter, weights: TransformerWeights): 
 // ---------------------------------------------------------------------------
 // Fusing
 
+interface Previous {
+  mem?: { data: Float32Array; shape: number[] };
+  file?: TensorInfo;
+}
+
 export interface FuseResult {
   /** Diffusers names of the weights written into overrides. */
   changed: string[];
   /** One per adapter, in order. */
   reports: LoraReport[];
-  /** What overrides held before (undefined: nothing), for unfuseLoras. */
-  previous: Map<string, { data: Float32Array; shape: number[] } | undefined>;
+  /** The file holding the fused weights (with `spillFile`), else null. */
+  spillFile: string | null;
+  /** What the overrides held before, for unfuseLoras. */
+  previous: Map<string, Previous>;
 }
 
-/** W' = W + loraScale · Σ weight_a · scale_a · B_a A_a into weights.overrides (float32). */
-export function fuseLoras(weights: TransformerWeights, uses: AdapterUse[], loraScale = 1): FuseResult {
+export interface FuseOptions {
+  /**
+   * Write the fused weights (float32) to this .safetensors file and point
+   * TransformerWeights.fileOverrides at it, instead of holding them in memory. Needed for
+   * real checkpoints: in-memory overrides are inlined into the ONNX protobuf (2 GB cap),
+   * while a file is mapped by ONNX Runtime like the base weights. The caller owns the file.
+   */
+  spillFile?: string;
+}
+
+/** In-memory fused weights above this need `spillFile` (they are inlined into the ONNX model). */
+const MAX_INLINE_FUSED = 1 << 30;
+
+/**
+ * W' = W + loraScale · Σ weight_a · scale_a · B_a A_a for every targeted weight, into
+ * weights.overrides (float32) or, with `spillFile`, weights.fileOverrides.
+ */
+export function fuseLoras(weights: TransformerWeights, uses: AdapterUse[], loraScale = 1, opts: FuseOptions = {}): FuseResult {
   const bound = uses.map((u) => ({ use: u, b: bindAdapter(u.adapter, weights) }));
   const changed: string[] = [];
   const seen = new Set<string>();
   for (const { b } of bound) for (const t of b.targets) if (!seen.has(t)) { seen.add(t); changed.push(t); }
-  const previous = new Map<string, { data: Float32Array; shape: number[] } | undefined>();
-  for (const name of changed) {
-    const terms: { d: LoraDelta; coef: number }[] = [];
-    for (const { use, b } of bound) {
-      if (!b.targets.includes(name)) continue;
-      const d = use.adapter.deltas.get(name)!;
-      terms.push({ d, coef: loraScale * (use.weight ?? 1) * d.scale });
-    }
-    const base = weights.float32(name);
-    const [out, inF] = base.shape;
-    const W = base.data;
-    const acc = new Float64Array(inF);
-    for (let o = 0; o < out; o++) {
-      acc.fill(0);
-      for (const { d, coef } of terms) {
-        if (coef === 0) continue;
-        if (d.kind === "lowrank") {
-          for (let k = 0; k < d.rank; k++) {
-            const bv = coef * d.B[o * d.rank + k];
-            if (bv === 0) continue;
-            const ao = k * inF;
-            for (let i = 0; i < inF; i++) acc[i] += bv * d.A[ao + i];
-          }
-        } else {
-          const wo = o * inF;
-          for (let i = 0; i < inF; i++) acc[i] += coef * d.W[wo + i];
-        }
-      }
-      const wo = o * inF;
-      for (let i = 0; i < inF; i++) W[wo + i] += acc[i];
-    }
-    previous.set(name, weights.overrides.get(name));
-    weights.overrides.set(name, { data: W, shape: base.shape });
+  const shapes = changed.map((n) => weights.shape(n));
+  const bytes = shapes.reduce((a, s) => a + 4 * s[0] * s[1], 0);
+  if (!opts.spillFile && bytes > MAX_INLINE_FUSED) {
+    throw new LoraError(
+      `fusing would hold ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights in memory and inline them into the ONNX model ` +
+        `(protobuf caps models at 2 GB); pass a spillFile to fuse into a file, or apply the adapters at runtime instead`,
+    );
   }
-  return { changed, reports: bound.map(({ b }) => b.report), previous };
+  const spill = opts.spillFile ? new F32Writer(opts.spillFile, changed.map((n, i) => ({ name: n, shape: shapes[i] }))) : null;
+  const fusedMem = new Map<string, { data: Float32Array; shape: number[] }>();
+  try {
+    for (const name of changed) {
+      const W = fusedWeight(weights, bound, name, loraScale);
+      if (spill) spill.append(W.data);
+      else fusedMem.set(name, W);
+    }
+  } catch (e) {
+    spill?.abort();
+    throw e;
+  }
+  const infos = spill?.finish();
+  const previous = new Map<string, Previous>();
+  for (const name of changed) {
+    previous.set(name, { mem: weights.overrides.get(name), file: weights.fileOverrides.get(name) });
+    if (infos) {
+      weights.overrides.delete(name);
+      weights.fileOverrides.set(name, infos.get(name)!);
+    } else {
+      weights.overrides.set(name, fusedMem.get(name)!);
+    }
+  }
+  return { changed, reports: bound.map(({ b }) => b.report), spillFile: opts.spillFile ?? null, previous };
 }
 
-/** Undo fuseLoras exactly (restores what overrides held before; the files were never changed). */
+/** One fused weight, from the current weights (float32, float64 accumulation of the deltas). */
+function fusedWeight(
+  weights: TransformerWeights, bound: { use: AdapterUse; b: Binding }[], name: string, loraScale: number,
+): { data: Float32Array; shape: number[] } {
+  const terms: { d: LoraDelta; coef: number }[] = [];
+  for (const { use, b } of bound) {
+    if (!b.targets.includes(name)) continue;
+    const d = use.adapter.deltas.get(name)!;
+    terms.push({ d, coef: loraScale * (use.weight ?? 1) * d.scale });
+  }
+  const base = weights.float32(name);
+  const [out, inF] = base.shape;
+  const W = base.data;
+  const acc = new Float64Array(inF);
+  for (let o = 0; o < out; o++) {
+    acc.fill(0);
+    for (const { d, coef } of terms) {
+      if (coef === 0) continue;
+      if (d.kind === "lowrank") {
+        for (let k = 0; k < d.rank; k++) {
+          const bv = coef * d.B[o * d.rank + k];
+          if (bv === 0) continue;
+          const ao = k * inF;
+          for (let i = 0; i < inF; i++) acc[i] += bv * d.A[ao + i];
+        }
+      } else {
+        const wo = o * inF;
+        for (let i = 0; i < inF; i++) acc[i] += coef * d.W[wo + i];
+      }
+    }
+    const wo = o * inF;
+    for (let i = 0; i < inF; i++) W[wo + i] += acc[i];
+  }
+  return { data: W, shape: base.shape };
+}
+
+/** Undo fuseLoras exactly (restores what the overrides held before; base files are never changed). */
 export function unfuseLoras(weights: TransformerWeights, fused: FuseResult): void {
   for (const [name, prev] of fused.previous) {
-    if (prev) weights.overrides.set(name, prev);
+    if (prev.mem) weights.overrides.set(name, prev.mem);
     else weights.overrides.delete(name);
+    if (prev.file) weights.fileOverrides.set(name, prev.file);
+    else weights.fileOverrides.delete(name);
+  }
+}
+
+/** Streams float32 tensors into a .safetensors file (the header first: every shape is known up front). */
+class F32Writer {
+  private fd: number;
+  private tmp: string;
+  private next = 0;
+
+  constructor(readonly file: string, readonly entries: { name: string; shape: number[] }[]) {
+    const header: Record<string, unknown> = { __metadata__: { format: "pt", producer: "flux2.ts lora fuse" } };
+    let off = 0;
+    for (const e of entries) {
+      const n = 4 * e.shape.reduce((a, b) => a * b, 1);
+      header[e.name] = { dtype: "F32", shape: e.shape, data_offsets: [off, off + n] };
+      off += n;
+    }
+    let json = JSON.stringify(header);
+    json += " ".repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    this.tmp = `${file}.tmp-${process.pid}`;
+    this.fd = fs.openSync(this.tmp, "w");
+    this.write(len);
+    this.write(Buffer.from(json, "utf8"));
+  }
+
+  private write(b: Uint8Array) {
+    for (let done = 0; done < b.byteLength;) done += fs.writeSync(this.fd, b, done, Math.min(b.byteLength - done, 1 << 30));
+  }
+
+  append(data: Float32Array) {
+    const e = this.entries[this.next++];
+    if (!e || data.length !== e.shape.reduce((a, b) => a * b, 1)) throw new Error("F32Writer: tensors out of order");
+    this.write(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  finish(): Map<string, TensorInfo> {
+    fs.closeSync(this.fd);
+    fs.renameSync(this.tmp, this.file);
+    const f = SafetensorsFile.open(this.file);
+    try {
+      return new Map(this.entries.map((e) => [e.name, f.info(e.name)]));
+    } finally {
+      f.close();
+    }
+  }
+
+  abort() {
+    try {
+      fs.closeSync(this.fd);
+    } catch { /* already closed */ }
+    fs.rmSync(this.tmp, { force: true });
   }
 }
 
@@ -290,6 +404,8 @@ export interface LoraSetup {
   runtime?: AdapterUse[];
   /** Global multiplier for both; default 1. */
   loraScale?: number;
+  /** Fuse into this file instead of memory (see FuseOptions.spillFile). */
+  spillFile?: string;
 }
 
 export interface ActiveLoras {
@@ -328,7 +444,7 @@ export class Flux2LoraHost {
   /** Build a session for `setup` (no adapters: the plain model). The previous session is released first. */
   async activate(setup: LoraSetup = {}): Promise<ActiveLoras> {
     const weights = new TransformerWeights(this.set, this.format);
-    const fused = setup.fused?.length ? fuseLoras(weights, setup.fused, setup.loraScale ?? 1) : null;
+    const fused = setup.fused?.length ? fuseLoras(weights, setup.fused, setup.loraScale ?? 1, { spillFile: setup.spillFile }) : null;
     const runtime = setup.runtime?.length ? attachRuntimeLoras(weights, setup.runtime, { loraScale: setup.loraScale }) : null;
     await this.releaseModel();
     const model = await Flux2Transformer.load(this.backend, this.config, weights);

@@ -9,13 +9,16 @@
 //
 // Fully masked query rows. The dev prompt is LEFT-padded (§2.2), so the pad rows at the start have
 // no visible key (causal ∧ key-not-padding). transformers with PyTorch ≥ 2.5 hands SDPA a boolean
-// mask for which SDPA returns a ZERO attention output on such rows; ONNX Runtime's MultiHeadAttention
+// mask, and SDPA returns a ZERO attention output on such rows; ONNX Runtime's MultiHeadAttention
 // instead softmaxes the all-MASKED row uniformly (the mean of all values, like eager attention with a
-// finite mask). By default ("zero") the graph multiplies the attention output, before o_proj, by a
-// per-row factor computed on the host (0 for rows without any visible key, 1 otherwise), so pad rows
-// evolve as x ← x + 0; x ← x + MLP(RMSNorm(x)). `fullyMaskedRows: "uniform"` keeps ORT's mean (what an
-// eager / old-PyTorch reference computes). [verify] against a real transformers run of FLUX.2-dev
-// with left padding: no golden fixture covers the Mistral encoder yet.
+// finite mask). By default ("zero") the host computes a per-row flag (`attention_row_scale`: 0 for
+// rows without any visible key, 1 otherwise) and the graph replaces the attention output of flagged
+// rows by zeros before o_proj (a Where, so even a NaN from some kernel is cleared), so pad rows evolve
+// as x ← x + 0; x ← x + MLP(RMSNorm(x)). `fullyMaskedRows: "uniform"` keeps ORT's mean instead (what
+// eager attention computes). Note that PyTorch < 2.5 with transformers' `allow_torch_fix` gives yet
+// another result (the row attends to every key with real scores); not offered.
+// [verify] against a real transformers run of FLUX.2-dev with left padding: no golden fixture covers
+// the Mistral encoder yet.
 
 import type { Backend, HostTensor } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
@@ -61,9 +64,10 @@ export function parseMistralConfig(raw: Record<string, any>, where = "text encod
   let text: Record<string, any> = raw;
   let at = where;
   if (raw.model_type === "mistral3" || raw.text_config !== undefined) {
-    if (raw.text_config !== undefined && (raw.text_config === null || typeof raw.text_config !== "object" || Array.isArray(raw.text_config))) {
+    if (raw.text_config != null && (typeof raw.text_config !== "object" || Array.isArray(raw.text_config))) {
       throw new Error(`${where}: text_config must be an object`);
     }
+    // Absent or null: Mistral3Config's built-in text config.
     text = raw.text_config ?? MISTRAL3_DEFAULT_TEXT_CONFIG;
     at = `${where} (text_config)`;
   }

@@ -166,7 +166,7 @@ export function causalPaddingBias(attentionMask: ArrayLike<bigint | number>, B: 
 
 /**
  * Per query row (B, L, 1): 1 where the row of `bias` (from causalPaddingBias) has at least one
- * visible key, 0 where every key is masked. Multiplying the attention output by it reproduces
+ * visible key, 0 where every key is masked. Zeroing the attention output where it is 0 reproduces
  * PyTorch SDPA ≥ 2.5, which returns zeros for fully masked rows, where ONNX Runtime's
  * MultiHeadAttention (like eager attention with a finite mask) averages all values instead.
  */
@@ -297,8 +297,8 @@ export interface DecoderGraphOptions {
   /** Also output `logits` (B, L, vocab) of the lm_head (tied to the embedding when configured). */
   logits?: boolean;
   /**
-   * Add a graph input `attention_row_scale` (B, L, 1) multiplied into every attention output
-   * before o_proj (see `fullyMaskedRowScale`): zero attention for fully masked query rows.
+   * Add a graph input `attention_row_scale` (B, L, 1) (see `fullyMaskedRowScale`): every attention
+   * output row whose scale is 0 is replaced by zeros before o_proj (fully masked query rows).
    */
   rowScale?: boolean;
 }
@@ -362,7 +362,8 @@ function attention(ctx: Ctx, x: Value, p: string): Value {
   const v = linear(ctx, x, `${p}.v_proj`, b);
   let a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.bias],
     { num_heads: H, scale: { float: 1 / Math.sqrt(Dh) } }, { domain: "com.microsoft" })[0];
-  if (ctx.rowScale) a = g.mul(a, ctx.rowScale);
+  // Where, not Mul: a kernel that turns a fully masked row into NaN (0·NaN = NaN) is zeroed too.
+  if (ctx.rowScale) a = g.op("Where", [g.op("Greater", [ctx.rowScale, g.scalar(0.5)])[0], a, g.scalar(0)])[0];
   return linear(ctx, a, `${p}.o_proj`, b);
 }
 

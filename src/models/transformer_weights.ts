@@ -87,6 +87,8 @@ export class TransformerWeights {
   readonly overrides = new Map<string, { data: Float32Array; shape: number[] }>();
   /** Runtime LoRA adapters (src/lora/); null = none. Read when a graph is built. */
   lora: LoraGraphHook | null = null;
+  /** Weights replaced by computed data held in a file (LoRA fusing of large models), by diffusers name. */
+  readonly fileOverrides = new Map<string, TensorInfo>();
   private prefix = "";
 
   constructor(readonly set: WeightSet, readonly format: TransformerFormat) {
@@ -114,6 +116,8 @@ export class TransformerWeights {
   source(name: string): WeightSource {
     const o = this.overrides.get(name);
     if (o) return dataSource(o.data, "F32", o.shape);
+    const fo = this.fileOverrides.get(name);
+    if (fo) return fileSource(fo);
     if (this.format === "diffusers") return fileSource(this.stored(name));
     const ref = bflName(name);
     if (!ref) throw new Error(`no BFL equivalent for transformer weight "${name}"`);
@@ -130,7 +134,7 @@ export class TransformerWeights {
   }
 
   has(name: string): boolean {
-    if (this.overrides.has(name)) return true;
+    if (this.overrides.has(name) || this.fileOverrides.has(name)) return true;
     if (this.format === "diffusers") return this.set.has(name);
     const ref = bflName(name);
     return !!ref && this.set.has(this.prefix + ref.name);
@@ -151,7 +155,7 @@ export class TransformerWeights {
   float32(name: string): { data: Float32Array; shape: number[] } {
     const o = this.overrides.get(name);
     if (o) return { data: o.data.slice(), shape: [...o.shape] };
-    if (this.format === "bfl" && name === "norm_out.linear.weight") {
+    if (this.format === "bfl" && name === "norm_out.linear.weight" && !this.fileOverrides.has(name)) {
       const t = this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight");
       const v = toFloat32(t.dtype, readTensorBytes(t));
       const half = v.length / 2;
@@ -172,7 +176,7 @@ export class TransformerWeights {
       const cols = o.shape[1];
       return g.weight(`${name}[${start}:${start + count}]`, dataSource(o.data.slice(start * cols, (start + count) * cols), "F32", [count, cols]));
     }
-    if (this.format === "bfl" && name === "norm_out.linear.weight") {
+    if (this.format === "bfl" && name === "norm_out.linear.weight" && !this.fileOverrides.has(name)) {
       const t = this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight");
       const half = t.shape[0] / 2;
       if (start % half + count > half) throw new Error("norm_out rows must stay within one half");

@@ -14,8 +14,10 @@ import { OrtBackend } from "../backend/ort.js";
 import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
 import { Flux2KvTransformer, type KvCache } from "../models/transformer_kv.js";
 import { Flux2Vae } from "../models/vae.js";
-import { KLEIN_TEXT_LAYERS, Qwen3Encoder } from "../models/qwen3.js";
-import { PromptTokenizer } from "../text/tokenizer.js";
+import { KLEIN_TEXT_LAYERS, Qwen3Encoder, type DecoderEncoder } from "../models/qwen3.js";
+import { DEV_TEXT_LAYERS, MistralEncoder } from "../models/mistral.js";
+import { PromptTokenizer, type EncodedPrompts } from "../text/tokenizer.js";
+import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { randn } from "../util/random.js";
 import { tensor, type Tensor } from "../util/tensor.js";
 import { openCheckpoint, transformerConfig, VARIANT_DEFAULTS, type Checkpoint, type OpenOptions, type Variant } from "./checkpoint.js";
@@ -109,12 +111,17 @@ export interface ComponentSources {
   transformer: () => Promise<Flux2Transformer>;
   kvTransformer?: () => Promise<Flux2KvTransformer>;
   vae: () => Promise<Flux2Vae>;
-  textEncoder?: () => Promise<Qwen3Encoder>;
-  tokenizer?: () => Promise<PromptTokenizer>;
+  textEncoder?: () => Promise<DecoderEncoder>;
+  tokenizer?: () => Promise<PromptEncoder>;
   transformerConfig: TransformerConfig;
 }
 
 export class InvalidRequestError extends Error {}
+
+/** What the pipeline needs of a tokenizer: Qwen3 (klein) and Mistral (dev) prompts differ only inside. */
+export interface PromptEncoder {
+  encode(prompts: string[], maxLength: number): EncodedPrompts;
+}
 
 /** Sides must be multiples of 2f (16 for FLUX.2), at least 4 of those, and ≤ 4 MP in all. */
 export function validateSize(width: number, height: number, multiple: number): void {
@@ -133,7 +140,7 @@ export function validateSize(width: number, height: number, multiple: number): v
 }
 
 export class Flux2Pipeline {
-  private loaded: { transformer?: Flux2Transformer; kvTransformer?: Flux2KvTransformer; vae?: Flux2Vae; textEncoder?: Qwen3Encoder; tokenizer?: PromptTokenizer } = {};
+  private loaded: { transformer?: Flux2Transformer; kvTransformer?: Flux2KvTransformer; vae?: Flux2Vae; textEncoder?: DecoderEncoder; tokenizer?: PromptEncoder } = {};
   private probe: PreviewProbe | null = null;
 
   constructor(
@@ -152,11 +159,10 @@ export class Flux2Pipeline {
       transformer: () => Flux2Transformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
       kvTransformer: async () => Flux2KvTransformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
       vae: () => Flux2Vae.fromFiles(backend, ck.vae.weights, requireConfig(ck.vae.config, "VAE"), ck.vae.format),
-      textEncoder: () => {
-        if (ck.textEncoder.kind !== "qwen3") throw new Error(`${ck.textEncoder.weights}: the Mistral text encoder of FLUX.2 dev is not supported yet; pass prompt embeddings`);
-        return Qwen3Encoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config);
-      },
-      tokenizer: () => PromptTokenizer.load(ck.tokenizer),
+      textEncoder: () => ck.textEncoder.kind === "mistral3"
+        ? MistralEncoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config)
+        : Qwen3Encoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config),
+      tokenizer: () => ck.textEncoder.kind === "mistral3" ? MistralPromptTokenizer.load(ck.tokenizer) : PromptTokenizer.load(ck.tokenizer),
     }, { keepLoaded: opts.keepLoaded, checkpoint: ck });
   }
 
@@ -216,7 +222,7 @@ export class Flux2Pipeline {
     const cfg = d.cfg && guidance > 1;
     const perPrompt = opts.numImagesPerPrompt ?? 1;
     const L = opts.maxSequenceLength ?? 512;
-    const layers = opts.textEncoderLayers ?? KLEIN_TEXT_LAYERS;
+    const layers = opts.textEncoderLayers ?? (this.variant === "dev" ? DEV_TEXT_LAYERS : KLEIN_TEXT_LAYERS);
     const prompts = opts.prompt === undefined ? null : Array.isArray(opts.prompt) ? opts.prompt : [opts.prompt];
 
     // 1. Text.

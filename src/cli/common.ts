@@ -1,0 +1,155 @@
+// What `flux2 generate` and `flux2 edit` share: model options, number
+// parsing, the memory plan, running the pipeline with progress, and writing
+// images with their parameters.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { OrtBackend } from "../backend/ort.js";
+import type { Device } from "../backend/backend.js";
+import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
+import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult } from "../pipeline/flux2.js";
+import { encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
+import { assertFits, describePlan, planMemory } from "../pipeline/memory.js";
+import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
+import { PromptTokenizer } from "../text/tokenizer.js";
+import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
+import { ProgressBar } from "./progress.js";
+
+export const MODEL_HELP = `Model:
+  --model PATH            diffusers folder (model_index.json, transformer/, vae/,
+                          text_encoder/, tokenizer/), or a BFL single transformer
+                          file (then also --vae, --text-encoder, --tokenizer)
+  --transformer FILE      use this transformer file instead (BFL or diffusers)
+  --vae PATH              VAE folder or ae.safetensors
+  --text-encoder DIR      text encoder folder
+  --tokenizer DIR         tokenizer folder
+  --variant V             klein | klein-base | klein-kv | dev (default: detected)
+  --device D              cpu (default) | webgpu | cuda`;
+
+export const MODEL_OPTIONS = {
+  model: { type: "string" }, transformer: { type: "string" }, vae: { type: "string" },
+  "text-encoder": { type: "string" }, tokenizer: { type: "string" }, variant: { type: "string" },
+  device: { type: "string" }, prompt: { type: "string", multiple: true }, "negative-prompt": { type: "string" },
+  "max-sequence-length": { type: "string" }, width: { type: "string" }, height: { type: "string" },
+  steps: { type: "string" }, guidance: { type: "string" }, seed: { type: "string" },
+  "num-images": { type: "string" }, batch: { type: "string" },
+  out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
+  quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
+} as const;
+
+export interface ModelArgs {
+  model?: string;
+  transformer?: string;
+  vae?: string;
+  "text-encoder"?: string;
+  tokenizer?: string;
+  variant?: string;
+  device?: string;
+  force?: boolean;
+  quiet?: boolean;
+  "preview-dir"?: string;
+}
+
+export function intOption(v: string | undefined, name: string, lo: number, hi: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < lo || n > hi) throw new InvalidRequestError(`--${name} must be an integer from ${lo} to ${hi}, got "${v}"`);
+  return n;
+}
+
+export function numOption(v: string | undefined, name: string, lo: number, hi: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < lo || n > hi) throw new InvalidRequestError(`--${name} must be a number from ${lo} to ${hi}, got "${v}"`);
+  return n;
+}
+
+export function outputFormat(file: string): ImageFormat {
+  const ext = path.extname(file).toLowerCase();
+  if (ext === ".png") return "png";
+  if (ext === ".jpg" || ext === ".jpeg") return "jpg";
+  if (ext === ".webp") return "webp";
+  throw new InvalidRequestError(`--out ${file}: use a .png, .jpg or .webp file name`);
+}
+
+export function outputPaths(out: string, count: number): string[] {
+  if (count === 1) return [out];
+  const ext = path.extname(out);
+  const base = out.slice(0, out.length - ext.length);
+  return Array.from({ length: count }, (_, i) => `${base}-${i}${ext}`);
+}
+
+export function logger(quiet?: boolean): (s: string) => void {
+  return quiet ? () => {} : (s: string) => process.stderr.write(s + "\n");
+}
+
+export function openModel(v: ModelArgs): Checkpoint {
+  if (!v.model) throw new InvalidRequestError("--model is required (a FLUX.2 diffusers folder or single file); see --help");
+  return openCheckpoint(v.model, {
+    transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
+    variant: v.variant as Variant | undefined,
+  });
+}
+
+/** Print the memory plan and refuse (unless --force) a run that cannot fit. */
+export function checkMemory(ck: Checkpoint, v: ModelArgs, width: number, height: number, batch: number, maxLen: number): void {
+  const log = logger(v.quiet);
+  const teHidden = JSON.parse(fs.readFileSync(ck.textEncoder.config!, "utf8")).hidden_size ?? 2560;
+  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden);
+  log(`model: ${ck.source} (${ck.variant})\nmemory plan:\n${describePlan(plan)}`);
+  if (!v.force) assertFits(plan);
+}
+
+export async function warnLongPrompts(ck: Checkpoint, prompts: string[], maxLen: number, log: (s: string) => void): Promise<void> {
+  const tok = ck.textEncoder.kind === "mistral3" ? await MistralPromptTokenizer.load(ck.tokenizer) : await PromptTokenizer.load(ck.tokenizer);
+  for (const p of prompts) {
+    if (tok.truncated(p, maxLen)) log(`warning: a prompt is ${tok.tokenCount(p)} tokens; only the first ${maxLen} are used`);
+  }
+}
+
+/** Run the pipeline with a progress bar (and per-step previews), releasing models at the end. */
+export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: number): Promise<GenerateResult> {
+  const log = logger(v.quiet);
+  const pipe = Flux2Pipeline.fromPretrained(v.model!, {
+    transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
+    variant: v.variant as Variant | undefined, backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }),
+  });
+  const bar = v.quiet ? null : new ProgressBar("denoise", steps);
+  const previewDir = v["preview-dir"];
+  if (previewDir) fs.mkdirSync(previewDir, { recursive: true });
+  const writes: Promise<void>[] = [];
+  try {
+    return await pipe.generate({
+      ...opts,
+      preview: !!previewDir,
+      onStage: (s) => { if (s !== "denoise") log(`${s}...`); },
+      onStep: (info) => {
+        bar?.update(info.step);
+        const p = info.preview;
+        if (previewDir && p) {
+          const file = path.join(previewDir, `step-${String(info.step).padStart(2, "0")}.png`);
+          writes.push(encodeImage(p.rgb, p.width, p.height, "png").then((b) => fs.writeFileSync(file, b)));
+        }
+      },
+    });
+  } finally {
+    bar?.done();
+    await Promise.all(writes);
+    await pipe.release();
+  }
+}
+
+/** Write each image with its A1111 "parameters" text (and, for PNG, a "flux2" JSON chunk). */
+export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void): Promise<string[]> {
+  const format = outputFormat(out);
+  const paths = outputPaths(out, result.images.length);
+  for (const [i, img] of result.images.entries()) {
+    const r = record(i);
+    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(r));
+    if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(r));
+    fs.mkdirSync(path.dirname(path.resolve(paths[i])), { recursive: true });
+    fs.writeFileSync(paths[i], buf);
+    log(`wrote ${paths[i]}`);
+  }
+  return paths;
+}

@@ -1,0 +1,247 @@
+// Cost of LoRA on session building and on the forward pass, fused vs runtime.
+//
+//   node dist/src/lora/bench.js [--big] [--reps N]
+//
+// Always measures the golden tiny klein transformer with the golden LoRAs (diffusers +
+// BFL stacked). With --big it also writes a synthetic ~0.5B-parameter FLUX.2-shaped
+// checkpoint (random bf16, diffusers names) and a rank-16 ai-toolkit LoRA on every
+// attention / MLP projection into a temporary folder, and measures that (fused weights
+// spilled to a file, since in memory they would exceed the protobuf limit).
+
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { OrtBackend } from "../backend/ort.js";
+import type { Backend } from "../backend/backend.js";
+import { WeightSet, f32ToBf16Bits, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import { Flux2Transformer, innerDim, mlpDim, readTransformerConfig, type TransformerConfig, type TransformerInputs, TRANSFORMER_DEFAULTS } from "../models/transformer.js";
+import { TransformerWeights } from "../models/transformer_weights.js";
+import { loadLoraFile, parseLora, type LoraAdapter, type LoraTensor } from "./formats.js";
+import { attachRuntimeLoras, fuseLoras, type AdapterUse } from "./apply.js";
+
+const args = process.argv.slice(2);
+const reps = Number(args[args.indexOf("--reps") + 1]) || 5;
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+const ms = (t0: number) => performance.now() - t0;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function time<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
+  const t0 = performance.now();
+  const r = await fn();
+  return [r, ms(t0)];
+}
+
+interface Row {
+  mode: string;
+  prepare: number;
+  build: number;
+  forward: number;
+  note?: string;
+}
+
+async function measure(
+  backend: Backend, label: string, weightsPath: string, config: TransformerConfig, inputs: TransformerInputs,
+  uses: AdapterUse[], spillDir: string | null, n: number,
+): Promise<void> {
+  const rows: Row[] = [];
+  const set = WeightSet.open(weightsPath);
+  const forwardTimes = async (m: Flux2Transformer, k: number) => {
+    await m.forward(inputs); // warm-up
+    const t: number[] = [];
+    for (let i = 0; i < k; i++) t.push((await time(() => m.forward(inputs)))[1]);
+    return median(t);
+  };
+  try {
+    // plain
+    {
+      const builds: number[] = [];
+      let model: Flux2Transformer | null = null;
+      for (let i = 0; i < n; i++) {
+        await model?.release();
+        model = null;
+        const [m, t] = await time(() => Flux2Transformer.load(backend, config, new TransformerWeights(set, "diffusers")));
+        model = m;
+        builds.push(t);
+      }
+      rows.push({ mode: "no LoRA", prepare: 0, build: median(builds), forward: await forwardTimes(model!, n) });
+      await model!.release();
+    }
+    // fused
+    {
+      const builds: number[] = [], prep: number[] = [];
+      let model: Flux2Transformer | null = null;
+      for (let i = 0; i < n; i++) {
+        await model?.release();
+        model = null;
+        const weights = new TransformerWeights(set, "diffusers");
+        const spillFile = spillDir ? path.join(spillDir, `fused-${i}.safetensors`) : undefined;
+        prep.push((await time(() => fuseLoras(weights, uses, 1, { spillFile })))[1]);
+        const [m, t] = await time(() => Flux2Transformer.load(backend, config, weights));
+        model = m;
+        builds.push(t);
+      }
+      rows.push({ mode: spillDir ? "fused (spill file)" : "fused (in memory)", prepare: median(prep), build: median(builds), forward: await forwardTimes(model!, n) });
+      await model!.release();
+    }
+    // runtime
+    {
+      const builds: number[] = [], prep: number[] = [];
+      let model: Flux2Transformer | null = null;
+      let rt = null as ReturnType<typeof attachRuntimeLoras> | null;
+      for (let i = 0; i < n; i++) {
+        await model?.release();
+        model = null;
+        const weights = new TransformerWeights(set, "diffusers");
+        const [r, tp] = await time(() => attachRuntimeLoras(weights, uses));
+        rt = r;
+        prep.push(tp);
+        const [m, t] = await time(() => Flux2Transformer.load(backend, config, weights));
+        model = m;
+        builds.push(t);
+      }
+      const fwd = await forwardTimes(model!, n);
+      // Switching strengths / disabling an adapter: no rebuild, only the next run.
+      const [, tSwitch] = await time(async () => {
+        rt!.setWeights({ [uses[0].adapter.name]: 0 }, false);
+        await model!.forward(inputs);
+      });
+      rows.push({ mode: "runtime side paths", prepare: median(prep), build: median(builds), forward: fwd, note: `strength change + next forward: ${tSwitch.toFixed(1)} ms (no rebuild)` });
+      await model!.release();
+    }
+  } finally {
+    set.close();
+  }
+  console.log(`\n${label}`);
+  console.log("mode                   prepare (ms)  build session (ms)  forward (ms)");
+  for (const r of rows) {
+    console.log(`${r.mode.padEnd(22)} ${r.prepare.toFixed(1).padStart(12)}  ${r.build.toFixed(1).padStart(18)}  ${r.forward.toFixed(1).padStart(12)}${r.note ? `   ${r.note}` : ""}`);
+  }
+}
+
+function tinyInputs(): TransformerInputs {
+  const dir = path.join(root, "testdata/golden/lora");
+  const set = WeightSet.open(path.join(dir, "base.inputs.safetensors"));
+  const f = (n: string) => set.float32(n);
+  const ids = (n: string) => new BigInt64Array(set.bytes(n).buffer.slice(0, set.info(n).byteLength));
+  const inp: TransformerInputs = {
+    hidden: { data: f("hidden_states"), shape: set.info("hidden_states").shape },
+    text: { data: f("encoder_hidden_states"), shape: set.info("encoder_hidden_states").shape },
+    timestep: f("timestep"), imgIds: ids("img_ids"), txtIds: ids("txt_ids"),
+  };
+  set.close();
+  return inp;
+}
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
+}
+
+/** A random bf16 checkpoint with diffusers names for `c`. */
+function writeSyntheticCheckpoint(dir: string, c: TransformerConfig): string {
+  const D = innerDim(c), M = mlpDim(c), rand = rng(1);
+  const shapes: [string, number[]][] = [
+    ["x_embedder.weight", [D, c.in_channels]], ["context_embedder.weight", [D, c.joint_attention_dim]],
+    ["time_guidance_embed.timestep_embedder.linear_1.weight", [D, c.timestep_guidance_channels]],
+    ["time_guidance_embed.timestep_embedder.linear_2.weight", [D, D]],
+    ["double_stream_modulation_img.linear.weight", [6 * D, D]], ["double_stream_modulation_txt.linear.weight", [6 * D, D]],
+    ["single_stream_modulation.linear.weight", [3 * D, D]], ["norm_out.linear.weight", [2 * D, D]], ["proj_out.weight", [c.in_channels, D]],
+  ];
+  for (let i = 0; i < c.num_layers; i++) {
+    const p = `transformer_blocks.${i}`;
+    for (const n of ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"]) shapes.push([`${p}.attn.${n}.weight`, [D, D]]);
+    for (const n of ["norm_q", "norm_k", "norm_added_q", "norm_added_k"]) shapes.push([`${p}.attn.${n}.weight`, [c.attention_head_dim]]);
+    for (const n of ["ff", "ff_context"]) shapes.push([`${p}.${n}.linear_in.weight`, [2 * M, D]], [`${p}.${n}.linear_out.weight`, [D, M]]);
+  }
+  for (let i = 0; i < c.num_single_layers; i++) {
+    const p = `single_transformer_blocks.${i}.attn`;
+    shapes.push([`${p}.to_qkv_mlp_proj.weight`, [3 * D + 2 * M, D]], [`${p}.to_out.weight`, [D, D + M]], [`${p}.norm_q.weight`, [c.attention_head_dim]], [`${p}.norm_k.weight`, [c.attention_head_dim]]);
+  }
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const k = shape.length === 1 ? 0 : 1.7 / Math.sqrt(shape[1]);
+    const data = new Uint16Array(n);
+    for (let j = 0; j < n; j++) data[j] = f32ToBf16Bits(shape.length === 1 ? 1 + 0.3 * rand() : k * rand());
+    tensors[name] = { dtype: "BF16", shape, data };
+  }
+  const file = path.join(dir, "diffusion_pytorch_model.safetensors");
+  writeSafetensors(file, tensors, { format: "pt" });
+  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ _class_name: "Flux2Transformer2DModel", ...c }));
+  return file;
+}
+
+/** A rank-r ai-toolkit (BFL names) LoRA on every attention / MLP projection. */
+function syntheticLora(c: TransformerConfig, rank: number): LoraAdapter {
+  const D = innerDim(c), M = mlpDim(c), rand = rng(2);
+  const t = new Map<string, LoraTensor>();
+  const add = (m: string, out: number, inF: number) => {
+    t.set(`diffusion_model.${m}.lora_A.weight`, { shape: [rank, inF], data: Float32Array.from({ length: rank * inF }, () => rand() / Math.sqrt(inF)) });
+    t.set(`diffusion_model.${m}.lora_B.weight`, { shape: [out, rank], data: Float32Array.from({ length: out * rank }, () => 0.1 * rand()) });
+  };
+  for (let i = 0; i < c.num_layers; i++) {
+    for (const s of ["img", "txt"]) {
+      add(`double_blocks.${i}.${s}_attn.qkv`, 3 * D, D);
+      add(`double_blocks.${i}.${s}_attn.proj`, D, D);
+      add(`double_blocks.${i}.${s}_mlp.0`, 2 * M, D);
+      add(`double_blocks.${i}.${s}_mlp.2`, D, M);
+    }
+  }
+  for (let i = 0; i < c.num_single_layers; i++) {
+    add(`single_blocks.${i}.linear1`, 3 * D + 2 * M, D);
+    add(`single_blocks.${i}.linear2`, D, D + M);
+  }
+  return parseLora(t, {}, { name: "synthetic" });
+}
+
+function syntheticInputs(c: TransformerConfig, sImg: number, sTxt: number): TransformerInputs {
+  const rand = rng(3);
+  const imgIds = new BigInt64Array(sImg * 4), txtIds = new BigInt64Array(sTxt * 4);
+  const side = Math.ceil(Math.sqrt(sImg));
+  for (let i = 0; i < sImg; i++) { imgIds[i * 4 + 1] = BigInt(Math.floor(i / side)); imgIds[i * 4 + 2] = BigInt(i % side); }
+  for (let i = 0; i < sTxt; i++) txtIds[i * 4 + 3] = BigInt(i);
+  return {
+    hidden: { data: Float32Array.from({ length: sImg * c.in_channels }, rand), shape: [1, sImg, c.in_channels] },
+    text: { data: Float32Array.from({ length: sTxt * c.joint_attention_dim }, rand), shape: [1, sTxt, c.joint_attention_dim] },
+    timestep: Float32Array.of(0.7), imgIds, txtIds,
+  };
+}
+
+async function main() {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-lora-bench-"));
+  process.env.FLUX2_CACHE ??= path.join(work, "cache");
+  const backend = new OrtBackend();
+  console.log(`ONNX Runtime CPU, ${os.cpus().length} cores (${os.cpus()[0]?.model}); median of ${reps}; build = TransformerWeights + graph + session`);
+  try {
+    const g = (p: string) => path.join(root, "testdata/golden", p);
+    const [lora, tParse] = await time(() => [loadLoraFile(g("lora/lora_diffusers.safetensors"), "style"), loadLoraFile(g("lora/lora_bfl.safetensors"), "detail")]);
+    console.log(`parsing the two golden LoRA files: ${tParse.toFixed(1)} ms`);
+    await measure(backend, "golden tiny klein (D=48, 2+2 blocks) + diffusers LoRA (0.5) + BFL LoRA (1.0)",
+      g("checkpoints/klein_distilled/transformer/diffusion_pytorch_model.safetensors"),
+      readTransformerConfig(g("checkpoints/klein_distilled/transformer/config.json")), tinyInputs(),
+      [{ adapter: lora[0], weight: 0.5 }, { adapter: lora[1], weight: 1 }], null, reps);
+    if (args.includes("--big")) {
+      const c: TransformerConfig = {
+        ...TRANSFORMER_DEFAULTS, in_channels: 64, num_layers: 4, num_single_layers: 8, num_attention_heads: 12,
+        attention_head_dim: 128, joint_attention_dim: 1536, guidance_embeds: false,
+      };
+      const dir = path.join(work, "big");
+      fs.mkdirSync(dir);
+      const [file, tw] = await time(() => writeSyntheticCheckpoint(dir, c));
+      const [adapter, tl] = await time(() => syntheticLora(c, 16));
+      const params = (fs.statSync(file).size / 2 / 1e6).toFixed(0);
+      console.log(`\nsynthetic checkpoint: ${params}M params bf16 (${(fs.statSync(file).size / 2 ** 30).toFixed(2)} GiB), written in ${(tw / 1000).toFixed(1)} s; rank-16 LoRA on ${adapter.deltas.size} weights built in ${tl.toFixed(0)} ms`);
+      await measure(backend, `synthetic D=${innerDim(c)}, ${c.num_layers}+${c.num_single_layers} blocks, 128 image + 32 text tokens, rank-16 LoRA on all attention/MLP`,
+        file, c, syntheticInputs(c, 128, 32), [{ adapter }], work, Math.min(reps, 3));
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();
