@@ -20,6 +20,11 @@ import { TransformerWeights } from "../models/transformer_weights.js";
 import { loadLoraFile, parseLora, type LoraAdapter, type LoraTensor } from "./formats.js";
 import { attachRuntimeLoras, fuseLoras, type AdapterUse } from "./apply.js";
 
+export const BIG_CONFIG: TransformerConfig = {
+  ...TRANSFORMER_DEFAULTS, in_channels: 64, num_layers: 4, num_single_layers: 8, num_attention_heads: 12,
+  attention_head_dim: 128, joint_attention_dim: 1536, guidance_embeds: false,
+};
+
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf("--reps") + 1]) || 5;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -143,7 +148,7 @@ function rng(seed: number) {
 }
 
 /** A random bf16 checkpoint with diffusers names for `c`. */
-function writeSyntheticCheckpoint(dir: string, c: TransformerConfig): string {
+export function writeSyntheticCheckpoint(dir: string, c: TransformerConfig): string {
   const D = innerDim(c), M = mlpDim(c), rand = rng(1);
   const shapes: [string, number[]][] = [
     ["x_embedder.weight", [D, c.in_channels]], ["context_embedder.weight", [D, c.joint_attention_dim]],
@@ -177,7 +182,7 @@ function writeSyntheticCheckpoint(dir: string, c: TransformerConfig): string {
 }
 
 /** A rank-r ai-toolkit (BFL names) LoRA on every attention / MLP projection. */
-function syntheticLora(c: TransformerConfig, rank: number): LoraAdapter {
+export function syntheticLora(c: TransformerConfig, rank: number): LoraAdapter {
   const D = innerDim(c), M = mlpDim(c), rand = rng(2);
   const t = new Map<string, LoraTensor>();
   const add = (m: string, out: number, inF: number) => {
@@ -199,7 +204,7 @@ function syntheticLora(c: TransformerConfig, rank: number): LoraAdapter {
   return parseLora(t, {}, { name: "synthetic" });
 }
 
-function syntheticInputs(c: TransformerConfig, sImg: number, sTxt: number): TransformerInputs {
+export function syntheticInputs(c: TransformerConfig, sImg: number, sTxt: number): TransformerInputs {
   const rand = rng(3);
   const imgIds = new BigInt64Array(sImg * 4), txtIds = new BigInt64Array(sTxt * 4);
   const side = Math.ceil(Math.sqrt(sImg));
@@ -226,10 +231,7 @@ async function main() {
       readTransformerConfig(g("checkpoints/klein_distilled/transformer/config.json")), tinyInputs(),
       [{ adapter: lora[0], weight: 0.5 }, { adapter: lora[1], weight: 1 }], null, reps);
     if (args.includes("--big")) {
-      const c: TransformerConfig = {
-        ...TRANSFORMER_DEFAULTS, in_channels: 64, num_layers: 4, num_single_layers: 8, num_attention_heads: 12,
-        attention_head_dim: 128, joint_attention_dim: 1536, guidance_embeds: false,
-      };
+      const c = BIG_CONFIG;
       const dir = path.join(work, "big");
       fs.mkdirSync(dir);
       const [file, tw] = await time(() => writeSyntheticCheckpoint(dir, c));
@@ -244,4 +246,4 @@ async function main() {
   }
 }
 
-await main();
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) await main();

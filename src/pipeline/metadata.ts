@@ -33,7 +33,7 @@ export function formatParameters(r: ImageRecord): string {
     ["Model", r.model], ["Variant", r.variant],
   ];
   if (r.strength !== undefined) pairs.push(["Denoising strength", r.strength]);
-  if (r.references?.length) pairs.push(["References", r.references.map((x) => `${x.width}x${x.height}${x.resizedFrom ? ` (resized from ${x.resizedFrom})` : ""}`).join(" ")]);
+  if (r.references?.length) pairs.push(["References", r.references.map((x) => `${x.width}x${x.height}${x.resizedFrom ? ` (from ${x.resizedFrom})` : ""}`).join(" ")]);
   if (r.loras?.length) pairs.push(["Lora hashes", r.loras.map((l) => `${l.name}: ${l.strength}`).join(" ")]);
   pairs.push(["Version", VERSION]);
   lines.push(pairs.map(([k, v]) => `${k}: ${v}`).join(", "));

@@ -1,0 +1,130 @@
+// The flux2 command as a user runs it: generate and edit end to end on the
+// tiny golden checkpoints, reproducibility, and clear errors for bad input.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import sharp from "sharp";
+import { readPngText } from "../src/pipeline/image.js";
+import { goldenPath, repoRoot } from "./golden.js";
+
+const cli = path.join(repoRoot, "dist", "src", "cli", "main.js");
+const distilled = goldenPath("checkpoints/klein_distilled");
+const base = goldenPath("checkpoints/klein_base");
+
+function flux2(args: string[], cwd: string) {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd, encoding: "utf8", timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function tmpdir() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), "flux2-cli-"));
+}
+
+async function pixels(file: string) {
+  return (await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true }));
+}
+
+test("generate from the golden initial latents reproduces the reference images", async () => {
+  const dir = tmpdir();
+  const r = flux2(["generate", "--model", distilled, "--prompt", "A photo of a red fox sitting in the snow, 35mm",
+    "--prompt", "Café sign that says \"OPEN 24/7\"  ☕\nwatercolor, soft light", "--width", "64", "--height", "48",
+    "--initial-latents", goldenPath("checkpoints/klein_distilled__t2i.inputs.safetensors"), "--out", "case.png", "--quiet"], dir);
+  assert.equal(r.code, 0, r.err);
+  for (const i of [0, 1]) {
+    const mine = await pixels(path.join(dir, `case-${i}.png`));
+    const ref = await pixels(goldenPath(`checkpoints/klein_distilled__t2i.expected_${i}.png`));
+    assert.equal(mine.info.width, ref.info.width);
+    let same = 0, worst = 0;
+    for (let p = 0; p < ref.data.length / 3; p++) {
+      let eq = true;
+      for (let c = 0; c < 3; c++) {
+        const d = Math.abs(mine.data[p * 3 + c] - ref.data[p * 3 + c]);
+        worst = Math.max(worst, d);
+        if (d) eq = false;
+      }
+      if (eq) same++;
+    }
+    assert.ok(worst <= 1, `image ${i}: max diff ${worst}`);
+    assert.ok(same / (ref.data.length / 3) >= 0.99, `image ${i}: only ${same} identical pixels`);
+  }
+});
+
+test("the same seed and parameters give byte-identical files, with parameters embedded", () => {
+  const dir = tmpdir();
+  const args = ["generate", "--model", distilled, "--prompt", '{"scene": "a lighthouse", "palette": ["#1B3A5C"]}', "--width", "32", "--height", "32", "--seed", "42", "--quiet"];
+  assert.equal(flux2([...args, "--out", "a.png"], dir).code, 0);
+  assert.equal(flux2([...args, "--out", "b.png"], dir).code, 0);
+  const a = fs.readFileSync(path.join(dir, "a.png")), b = fs.readFileSync(path.join(dir, "b.png"));
+  assert.ok(a.equals(b));
+  const text = readPngText(a);
+  assert.match(text.parameters, /^\{"scene": "a lighthouse", "palette": \["#1B3A5C"\]\}\nSteps: 4, .*Seed: 42, Size: 32x32/);
+  assert.equal(JSON.parse(text.flux2).seed, 42);
+  assert.equal(flux2([...args, "--seed", "43", "--out", "c.png"], dir).code, 0);
+  assert.ok(!a.equals(fs.readFileSync(path.join(dir, "c.png"))));
+});
+
+test("bad sizes are refused with a message that says what to use", () => {
+  const dir = tmpdir();
+  const r = flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "30", "--height", "32"], dir);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /width 30 is not a multiple of 4: use 28 or 32/);
+  const big = flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "4096", "--height", "2048"], dir);
+  assert.match(big.err, /at most 4 MP/);
+  const steps = flux2(["generate", "--model", distilled, "--prompt", "x", "--steps", "0"], dir);
+  assert.match(steps.err, /--steps must be an integer from 1 to 50/);
+});
+
+test("a checkpoint without its tokenizer, or with a corrupt shard, gives a clear error", () => {
+  const dir = tmpdir();
+  const ck = path.join(dir, "ck");
+  fs.cpSync(base, ck, { recursive: true });
+  fs.rmSync(path.join(ck, "tokenizer"), { recursive: true });
+  const r = flux2(["generate", "--model", ck, "--prompt", "x", "--width", "32", "--height", "32"], dir);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /tokenizer folder "tokenizer\/" is missing/);
+
+  fs.cpSync(path.join(base, "tokenizer"), path.join(ck, "tokenizer"), { recursive: true });
+  const shard = path.join(ck, "transformer", "diffusion_pytorch_model-00002-of-00002.safetensors");
+  fs.truncateSync(shard, fs.statSync(shard).size - 4096);
+  const c = flux2(["generate", "--model", ck, "--prompt", "x", "--width", "32", "--height", "32"], dir);
+  assert.equal(c.code, 1);
+  assert.match(c.err, /diffusion_pytorch_model-00002-of-00002\.safetensors.*truncated/);
+});
+
+test("edit with references reports crops and records them in the metadata", () => {
+  const dir = tmpdir();
+  const r = flux2(["edit", "--model", distilled, "-i", goldenPath("edit/klein_multi_ref__ref0.png"), "-i", goldenPath("edit/klein_multi_ref__ref1.png"),
+    "--prompt", "two objects on a table", "--out", "e.png"], dir);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /reference 1: centre-cropped to 68×64/);
+  const meta = JSON.parse(readPngText(fs.readFileSync(path.join(dir, "e.png"))).flux2);
+  assert.deepEqual([meta.width, meta.height], [68, 64]);
+  assert.equal(meta.references.length, 2);
+  assert.equal(meta.references[0].resizedFrom, "70x65");
+});
+
+test("inpainting, outpainting and their input errors", async () => {
+  const dir = tmpdir();
+  const img = goldenPath("edit/klein_inpaint__image.png");
+  const ok = flux2(["edit", "--model", base, "-i", img, "--mask", goldenPath("edit/klein_inpaint__mask.png"), "--strength", "0.6", "--steps", "5", "--prompt", "a small red boat", "--out", "in.png", "--quiet"], dir);
+  assert.equal(ok.code, 0, ok.err);
+  assert.equal(JSON.parse(readPngText(fs.readFileSync(path.join(dir, "in.png"))).flux2).strength, 0.6);
+
+  const out = flux2(["edit", "--model", distilled, "-i", img, "--expand", "8,4,0,4", "--prompt", "wider", "--out", "out.png"], dir);
+  assert.equal(out.code, 0, out.err);
+  const meta = await sharp(path.join(dir, "out.png")).metadata();
+  const src = await sharp(img).metadata();
+  assert.deepEqual([meta.width, meta.height], [src.width! + 8, src.height! + 8]);
+
+  const mismatch = flux2(["edit", "--model", base, "-i", img, "--mask", goldenPath("edit/klein_kv__ref1.png"), "--prompt", "x"], dir);
+  assert.match(mismatch.err, /the mask is 72×69 but the image is/);
+  const bad = path.join(dir, "bad.png");
+  fs.writeFileSync(bad, "not an image");
+  assert.match(flux2(["edit", "--model", distilled, "-i", bad, "--prompt", "x"], dir).err, /bad\.png/);
+  const many = Array.from({ length: 11 }, () => ["-i", img]).flat();
+  assert.match(flux2(["edit", "--model", distilled, ...many, "--prompt", "x"], dir).err, /11 images given; at most 10/);
+  assert.match(flux2(["edit", "--model", distilled, "-i", img, "--max-pixels", "100", "--prompt", "x"], dir).err, /pixels|limit/i);
+});
