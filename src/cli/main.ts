@@ -6,11 +6,13 @@ import { runConformanceCommand } from "./conformance.js";
 import { runGenerateCommand } from "./generate.js";
 import { runEditCommand } from "./edit.js";
 import { runPullCommand } from "./pull.js";
+import { runKvBenchCommand } from "./kv_bench.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
   edit: { summary: "edit with reference images, img2img, inpaint (--mask) or outpaint (--expand)", run: runEditCommand },
   pull: { summary: "download a FLUX.2 repository from the Hugging Face Hub", run: runPullCommand },
+  "bench-kv": { summary: "measure the speed-up of KV-cached references", run: runKvBenchCommand },
   conformance: { summary: "run a golden reference set through the engine and compare", run: runConformanceCommand },
 };
 

@@ -211,6 +211,18 @@ export class TransformerWeights {
 
   /** Every weight the config needs exists with the right shape; say which one is wrong otherwise. */
   check(c: TransformerConfig): void {
+    const want = expectedTransformerShapes(c);
+    for (const [name, shape] of want) {
+      const got = this.shape(name);
+      if (got.join(",") !== shape.join(",")) {
+        throw new Error(`${this.set.source}: transformer weight "${name}" has shape [${got}] but the config needs [${shape}] — the weights do not match this config (wrong model size or config.json?)`);
+      }
+    }
+  }
+}
+
+/** Every diffusers-named transformer weight a config needs, with its shape (spec §7.1). */
+export function expectedTransformerShapes(c: TransformerConfig): [string, number[]][] {
     const D = c.num_attention_heads * c.attention_head_dim;
     const M = Math.floor(D * c.mlp_ratio);
     const J = c.joint_attention_dim, T = c.timestep_guidance_channels, Dh = c.attention_head_dim;
@@ -235,11 +247,5 @@ export class TransformerWeights {
       const p = `single_transformer_blocks.${i}.attn`;
       want.push([`${p}.to_qkv_mlp_proj.weight`, [3 * D + 2 * M, D]], [`${p}.to_out.weight`, [D, D + M]], [`${p}.norm_q.weight`, [Dh]], [`${p}.norm_k.weight`, [Dh]]);
     }
-    for (const [name, shape] of want) {
-      const got = this.shape(name);
-      if (got.join(",") !== shape.join(",")) {
-        throw new Error(`${this.set.source}: transformer weight "${name}" has shape [${got}] but the config needs [${shape}] — the weights do not match this config (wrong model size or config.json?)`);
-      }
-    }
-  }
+    return want;
 }
