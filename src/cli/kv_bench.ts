@@ -16,7 +16,7 @@ import { intOption } from "./common.js";
 
 const HELP = `usage: flux2 bench-kv [--heads N] [--double N] [--single N] [--size PX] [--refs 1,4] [--steps N]
 
-Times a denoising run with reference images two ways on random weights:
+Times (median of 3 runs, after a warm-up) a denoising run with reference images two ways on random weights:
 every step over [text ; target ; references] (the default path), and the
 KV-cached path (step 0 extracts the references' keys/values, later steps
 attend to the cache). The model is FLUX.2 klein-shaped (head dim 128, MLP
@@ -51,10 +51,17 @@ function randomTensor(rng: Xoshiro128, shape: number[]) {
   return { data, shape };
 }
 
-async function time<T>(fn: () => Promise<T>): Promise<[T, number]> {
-  const t0 = process.hrtime.bigint();
-  const r = await fn();
-  return [r, Number(process.hrtime.bigint() - t0) / 1e9];
+/** Median wall time of `repeats` runs (after the caller's warm-up), with the last result. */
+async function time<T>(fn: () => Promise<T>, repeats = 3): Promise<[T, number]> {
+  const times: number[] = [];
+  let r!: T;
+  for (let i = 0; i < repeats; i++) {
+    const t0 = process.hrtime.bigint();
+    r = await fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  times.sort((a, b) => a - b);
+  return [r, times[Math.floor(repeats / 2)]];
 }
 
 export async function runKvBenchCommand(argv: string[]): Promise<number> {
@@ -100,7 +107,7 @@ export async function runKvBenchCommand(argv: string[]): Promise<number> {
       const hidden = { data: new Float32Array([...x.data, ...ref.data]), shape: [1, N + R * N, 128] };
       await plain.forward({ ...base, hidden, imgIds: allIds }); // warm-up
       const [, tPlain] = await time(() => plain.forward({ ...base, hidden, imgIds: allIds }));
-      const [res] = await time(() => kv.extract({ ...base, hidden: x }, ref, rIds)); // warm-up (builds the session)
+      const res = await kv.extract({ ...base, hidden: x }, ref, rIds); // warm-up (builds the session)
       const [, tExtract] = await time(() => kv.extract({ ...base, hidden: x }, ref, rIds));
       await kv.cached({ ...base, hidden: x }, res.cache); // warm-up
       const [, tCached] = await time(() => kv.cached({ ...base, hidden: x }, res.cache));

@@ -135,36 +135,41 @@ function planFuse(weights: TransformerWeights, uses: AdapterUse[], opts: FuseOpt
   return { bound, changed, shapes };
 }
 
-/** Compute every fused weight (in order) and store them: in memory or streamed to the spill file. */
-async function runFuse(
-  weights: TransformerWeights, plan: FusePlan, opts: FuseOptions,
-  compute: (name: string) => { data: Float32Array; shape: number[] } | Promise<{ data: Float32Array; shape: number[] }>,
-): Promise<FuseResult> {
-  const { changed, shapes } = plan;
-  const spill = opts.spillFile ? new F32Writer(opts.spillFile, changed.map((n, i) => ({ name: n, shape: shapes[i] }))) : null;
-  const fusedMem = new Map<string, { data: Float32Array; shape: number[] }>();
-  try {
-    for (const name of changed) {
-      const W = await compute(name);
-      if (spill) spill.append(W.data);
-      else fusedMem.set(name, W);
-    }
-  } catch (e) {
-    spill?.abort();
-    throw e;
+/** Where fused weights go, in order: memory, or streamed to the spill file; then committed to the weights. */
+class FuseSink {
+  private spill: F32Writer | null;
+  private mem = new Map<string, { data: Float32Array; shape: number[] }>();
+  private next = 0;
+
+  constructor(private weights: TransformerWeights, private plan: FusePlan, private opts: FuseOptions) {
+    this.spill = opts.spillFile ? new F32Writer(opts.spillFile, plan.changed.map((n, i) => ({ name: n, shape: plan.shapes[i] }))) : null;
   }
-  const infos = spill?.finish();
-  const previous = new Map<string, Previous>();
-  for (const name of changed) {
-    previous.set(name, { mem: weights.overrides.get(name), file: weights.fileOverrides.get(name) });
-    if (infos) {
-      weights.overrides.delete(name);
-      weights.fileOverrides.set(name, infos.get(name)!);
-    } else {
-      weights.overrides.set(name, fusedMem.get(name)!);
-    }
+
+  add(W: { data: Float32Array; shape: number[] }): void {
+    const name = this.plan.changed[this.next++];
+    if (this.spill) this.spill.append(W.data);
+    else this.mem.set(name, W);
   }
-  return { changed, reports: plan.bound.map(({ b }) => b.report), spillFile: opts.spillFile ?? null, previous };
+
+  abort(): void {
+    this.spill?.abort();
+  }
+
+  commit(): FuseResult {
+    const { weights, plan } = this;
+    const infos = this.spill?.finish();
+    const previous = new Map<string, Previous>();
+    for (const name of plan.changed) {
+      previous.set(name, { mem: weights.overrides.get(name), file: weights.fileOverrides.get(name) });
+      if (infos) {
+        weights.overrides.delete(name);
+        weights.fileOverrides.set(name, infos.get(name)!);
+      } else {
+        weights.overrides.set(name, this.mem.get(name)!);
+      }
+    }
+    return { changed: plan.changed, reports: plan.bound.map(({ b }) => b.report), spillFile: this.opts.spillFile ?? null, previous };
+  }
 }
 
 /**
@@ -174,11 +179,14 @@ async function runFuse(
  */
 export function fuseLoras(weights: TransformerWeights, uses: AdapterUse[], loraScale = 1, opts: FuseOptions = {}): FuseResult {
   const plan = planFuse(weights, uses, opts);
-  let result: FuseResult | null = null;
-  let error: unknown = null;
-  // runFuse is async only for fuseLorasWith; with a synchronous compute it settles at once.
-  runFuse(weights, plan, opts, (name) => fusedWeight(weights, plan.bound, name, loraScale)).then((r) => (result = r), (e) => (error = e));
-  return drain(() => result, () => error);
+  const sink = new FuseSink(weights, plan, opts);
+  try {
+    for (const name of plan.changed) sink.add(fusedWeight(weights, plan.bound, name, loraScale));
+  } catch (e) {
+    sink.abort();
+    throw e;
+  }
+  return sink.commit();
 }
 
 /**
@@ -190,8 +198,9 @@ export async function fuseLorasWith(backend: Backend, weights: TransformerWeight
   const g = new Graph("lora_fuse_delta");
   g.output(g.matmul(g.input("B", "F32", ["out", "rank"]), g.input("A", "F32", ["rank", "in"])), "delta", "F32", ["out", "in"]);
   const session = await backend.createSession(g);
+  const sink = new FuseSink(weights, plan, opts);
   try {
-    return await runFuse(weights, plan, opts, async (name) => {
+    for (const name of plan.changed) {
       const terms = fuseTerms(plan.bound, name, loraScale).filter((t) => t.coef !== 0);
       const base = weights.float32(name);
       const [out, inF] = base.shape;
@@ -215,20 +224,15 @@ export async function fuseLorasWith(backend: Backend, weights: TransformerWeight
         if (d.kind !== "dense") continue;
         for (let i = 0; i < W.length; i++) W[i] += coef * d.W[i];
       }
-      return { data: W, shape: base.shape };
-    });
+      sink.add({ data: W, shape: base.shape });
+    }
+  } catch (e) {
+    sink.abort();
+    throw e;
   } finally {
     await session.release();
   }
-}
-
-/** Value of a promise that settled synchronously (see fuseLoras). */
-function drain<T>(value: () => T | null, error: () => unknown): T {
-  const e = error();
-  if (e) throw e;
-  const v = value();
-  if (v === null) throw new Error("internal: synchronous fuse did not settle");
-  return v;
+  return sink.commit();
 }
 
 function fuseTerms(bound: { use: AdapterUse; b: Binding }[], name: string, loraScale: number): { d: LoraDelta; coef: number }[] {

@@ -18,7 +18,7 @@ import { WeightSet, f32ToBf16Bits, writeSafetensors, type TensorToWrite } from "
 import { Flux2Transformer, innerDim, mlpDim, readTransformerConfig, type TransformerConfig, type TransformerInputs, TRANSFORMER_DEFAULTS } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
 import { loadLoraFile, parseLora, type LoraAdapter, type LoraTensor } from "./formats.js";
-import { attachRuntimeLoras, fuseLoras, type AdapterUse } from "./apply.js";
+import { attachRuntimeLoras, fuseLoras, fuseLorasWith, type AdapterUse } from "./apply.js";
 
 export const BIG_CONFIG: TransformerConfig = {
   ...TRANSFORMER_DEFAULTS, in_channels: 64, num_layers: 4, num_single_layers: 8, num_attention_heads: 12,
@@ -38,91 +38,76 @@ async function time<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
   return [r, ms(t0)];
 }
 
-interface Row {
-  mode: string;
-  prepare: number;
-  build: number;
-  forward: number;
-  note?: string;
-}
+type Mode = "no LoRA" | "fused" | "runtime";
 
+/**
+ * Build times and forward times per mode. Modes are interleaved round by round (builds),
+ * and forward passes of the three live sessions alternate, so that load from other
+ * processes on the machine affects every mode alike.
+ */
 async function measure(
   backend: Backend, label: string, weightsPath: string, config: TransformerConfig, inputs: TransformerInputs,
   uses: AdapterUse[], spillDir: string | null, n: number,
 ): Promise<void> {
-  const rows: Row[] = [];
   const set = WeightSet.open(weightsPath);
-  const forwardTimes = async (m: Flux2Transformer, k: number) => {
-    await m.forward(inputs); // warm-up
-    const t: number[] = [];
-    for (let i = 0; i < k; i++) t.push((await time(() => m.forward(inputs)))[1]);
-    return median(t);
+  const modes: Mode[] = ["no LoRA", "fused", "runtime"];
+  const prep = new Map<Mode, number[]>(modes.map((m) => [m, []]));
+  const build = new Map<Mode, number[]>(modes.map((m) => [m, []]));
+  const fwd = new Map<Mode, number[]>(modes.map((m) => [m, []]));
+  let spills = 0;
+  const make = async (mode: Mode) => {
+    const weights = new TransformerWeights(set, "diffusers");
+    let runtime: ReturnType<typeof attachRuntimeLoras> | null = null;
+    const t0 = performance.now();
+    if (mode === "fused") {
+      const spillFile = spillDir ? path.join(spillDir, `fused-${spills++}.safetensors`) : undefined;
+      await fuseLorasWith(backend, weights, uses, 1, { spillFile });
+    } else if (mode === "runtime") {
+      runtime = attachRuntimeLoras(weights, uses);
+    }
+    const t1 = performance.now();
+    const model = await Flux2Transformer.load(backend, config, weights);
+    prep.get(mode)!.push(t1 - t0);
+    build.get(mode)!.push(ms(t1));
+    return { model, runtime };
   };
+  let jsFuse = 0, switchCost = 0;
   try {
-    // plain
-    {
-      const builds: number[] = [];
-      let model: Flux2Transformer | null = null;
-      for (let i = 0; i < n; i++) {
-        await model?.release();
-        model = null;
-        const [m, t] = await time(() => Flux2Transformer.load(backend, config, new TransformerWeights(set, "diffusers")));
-        model = m;
-        builds.push(t);
-      }
-      rows.push({ mode: "no LoRA", prepare: 0, build: median(builds), forward: await forwardTimes(model!, n) });
-      await model!.release();
+    for (let r = 0; r < n; r++) {
+      for (const mode of modes) await (await make(mode)).model.release();
     }
-    // fused
     {
-      const builds: number[] = [], prep: number[] = [];
-      let model: Flux2Transformer | null = null;
-      for (let i = 0; i < n; i++) {
-        await model?.release();
-        model = null;
-        const weights = new TransformerWeights(set, "diffusers");
-        const spillFile = spillDir ? path.join(spillDir, `fused-${i}.safetensors`) : undefined;
-        prep.push((await time(() => fuseLoras(weights, uses, 1, { spillFile })))[1]);
-        const [m, t] = await time(() => Flux2Transformer.load(backend, config, weights));
-        model = m;
-        builds.push(t);
-      }
-      rows.push({ mode: spillDir ? "fused (spill file)" : "fused (in memory)", prepare: median(prep), build: median(builds), forward: await forwardTimes(model!, n) });
-      await model!.release();
+      const w = new TransformerWeights(set, "diffusers");
+      const spillFile = spillDir ? path.join(spillDir, "fused-js.safetensors") : undefined;
+      jsFuse = (await time(() => fuseLoras(w, uses, 1, { spillFile })))[1];
     }
-    // runtime
-    {
-      const builds: number[] = [], prep: number[] = [];
-      let model: Flux2Transformer | null = null;
-      let rt = null as ReturnType<typeof attachRuntimeLoras> | null;
-      for (let i = 0; i < n; i++) {
-        await model?.release();
-        model = null;
-        const weights = new TransformerWeights(set, "diffusers");
-        const [r, tp] = await time(() => attachRuntimeLoras(weights, uses));
-        rt = r;
-        prep.push(tp);
-        const [m, t] = await time(() => Flux2Transformer.load(backend, config, weights));
-        model = m;
-        builds.push(t);
+    const live = new Map<Mode, Awaited<ReturnType<typeof make>>>();
+    for (const mode of modes) live.set(mode, await make(mode));
+    try {
+      for (const mode of modes) await live.get(mode)!.model.forward(inputs); // warm-up
+      for (let r = 0; r < n; r++) {
+        for (const mode of modes) fwd.get(mode)!.push((await time(() => live.get(mode)!.model.forward(inputs)))[1]);
       }
-      const fwd = await forwardTimes(model!, n);
-      // Switching strengths / disabling an adapter: no rebuild, only the next run.
-      const [, tSwitch] = await time(async () => {
-        rt!.setWeights({ [uses[0].adapter.name]: 0 }, false);
-        await model!.forward(inputs);
-      });
-      rows.push({ mode: "runtime side paths", prepare: median(prep), build: median(builds), forward: fwd, note: `strength change + next forward: ${tSwitch.toFixed(1)} ms (no rebuild)` });
-      await model!.release();
+      // Changing a runtime strength (here: disabling the first adapter) costs only the next run.
+      const rt = live.get("runtime")!;
+      switchCost = (await time(async () => {
+        rt.runtime!.setWeight(uses[0].adapter.name, 0);
+        await rt.model.forward(inputs);
+      }))[1];
+    } finally {
+      for (const l of live.values()) await l.model.release();
     }
   } finally {
     set.close();
   }
   console.log(`\n${label}`);
-  console.log("mode                   prepare (ms)  build session (ms)  forward (ms)");
-  for (const r of rows) {
-    console.log(`${r.mode.padEnd(22)} ${r.prepare.toFixed(1).padStart(12)}  ${r.build.toFixed(1).padStart(18)}  ${r.forward.toFixed(1).padStart(12)}${r.note ? `   ${r.note}` : ""}`);
+  console.log("mode        prepare (ms)  build session (ms)  forward (ms)");
+  for (const mode of modes) {
+    const what = mode === "fused" ? `fused${spillDir ? "*" : ""}` : mode;
+    console.log(`${what.padEnd(10)} ${median(prep.get(mode)!).toFixed(1).padStart(13)}  ${median(build.get(mode)!).toFixed(1).padStart(18)}  ${median(fwd.get(mode)!).toFixed(1).padStart(12)}`);
   }
+  console.log(`fused: prepare = fuseLorasWith (backend MatMul)${spillDir ? ", fused weights spilled to a float32 file" : ""}; the same fuse in JS (fuseLoras): ${jsFuse.toFixed(1)} ms`);
+  console.log(`runtime: changing a strength (disable "${uses[0].adapter.name}") + next forward: ${switchCost.toFixed(1)} ms, no rebuild`);
 }
 
 function tinyInputs(): TransformerInputs {

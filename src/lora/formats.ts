@@ -369,6 +369,8 @@ export function parseLora(
     const alpha = alphaT ? alphaT.data[0] : undefined;
     const source = allKeys.join(", ");
     let made: { delta: LoraDelta; perTarget?: (t: Target) => number } | null = null;
+    // Roles the chosen kind of adapter reads; any other key of the module is reported.
+    let used: Role[] = [];
 
     if (g.keys.has("A") || g.keys.has("B")) {
       const A = get(g.keys.get("A")), B = get(g.keys.get("B"));
@@ -389,6 +391,7 @@ export function parseLora(
         } : undefined,
       };
       styles.add(resolved.style);
+      used = ["A", "B", "alpha"];
     } else if (g.keys.has("hada_w1_a")) {
       if (g.keys.has("hada_t1") || g.keys.has("hada_t2")) throw new LoraError(`module "${g.path}": LoHa Tucker cores (hada_t1/hada_t2) are for convolutions; not supported on FLUX.2 linear layers`);
       const need = (r: Role) => {
@@ -403,6 +406,7 @@ export function parseLora(
       const dim = as2d(need("hada_w1_b"), g.keys.get("hada_w1_b")!)[0];
       made = { delta: { kind: "dense", W: m1.data, outFeatures: m1.rows, inFeatures: m1.cols, scale: alpha !== undefined ? alpha / dim : 1, source } };
       styles.add("lycoris");
+      used = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"];
     } else if ([...g.keys.keys()].some((r) => r.startsWith("lokr_"))) {
       if (g.keys.has("lokr_t2")) throw new LoraError(`module "${g.path}": LoKr Tucker core (lokr_t2) is for convolutions; not supported on FLUX.2 linear layers`);
       let dim: number | undefined;
@@ -421,16 +425,23 @@ export function parseLora(
       const W = kron(w1, w2);
       made = { delta: { kind: "dense", W: W.data, outFeatures: W.rows, inFeatures: W.cols, scale: alpha !== undefined && dim !== undefined ? alpha / dim : 1, source } };
       styles.add("lycoris");
+      used = ["lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "alpha"];
     } else if (g.keys.has("diff")) {
       const d = get(g.keys.get("diff"))!;
       const [r, c] = as2d(d, g.keys.get("diff")!);
       made = { delta: { kind: "dense", W: d.data, outFeatures: r, inFeatures: c, scale: 1, source } };
       styles.add("lycoris");
+      used = ["diff"];
     } else {
       report.ignored.push(...allKeys); // an alpha without weights
       continue;
     }
 
+    const unused = [...g.keys].filter(([r]) => !used.includes(r)).map(([, k]) => k);
+    if (unused.length) {
+      report.ignored.push(...unused);
+      report.notes.push(`module "${g.path}" mixes adapter kinds; used ${made.delta.kind === "lowrank" ? "its LoRA up/down" : "its " + used[0].replace(/_.*/, "") + " weights"}, ignored ${unused.join(", ")}`);
+    }
     for (const t of resolved.targets) {
       let d = targetDelta(made.delta, t, g.path);
       if (made.perTarget) d = { ...d, scale: made.perTarget(t) };
