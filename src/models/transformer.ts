@@ -217,14 +217,7 @@ function singleBlock(ctx: Ctx, i: number, h: Value, mod: Value[]): Value {
 export function buildTransformerGraph(c: TransformerConfig, w: TransformerWeights): Graph {
   const g = new Graph("flux2_transformer");
   const D = innerDim(c);
-  const ctx: Ctx = {
-    g, w, c, D, H: c.num_attention_heads, Dh: c.attention_head_dim, M: mlpDim(c),
-    rope: {
-      pos: g.input("rope_positions", "I64", ["batch", "seq"]),
-      cos: g.input("rope_cos", "F32", ["seq", c.attention_head_dim / 2]),
-      sin: g.input("rope_sin", "F32", ["seq", c.attention_head_dim / 2]),
-    },
-  };
+  const ctx = graphContext(g, c, w);
   const hidden = g.input("hidden_states", "F32", ["batch", "img_seq", c.in_channels]);
   const text = g.input("encoder_hidden_states", "F32", ["batch", "txt_seq", c.joint_attention_dim]);
   const tFeat = g.input("timestep_features", "F32", ["batch", c.timestep_guidance_channels]);
@@ -250,12 +243,78 @@ export function buildTransformerGraph(c: TransformerConfig, w: TransformerWeight
   for (let i = 0; i < c.num_single_layers; i++) h = g.scope(`single.${i}`, () => singleBlock(ctx, i, h, modSingle));
   x = g.sliceDyn(h, 1, txtLen, g.constant([Number.MAX_SAFE_INTEGER]));
 
+  outputLayer(ctx, x, sTemb);
+  return g;
+}
+
+/** The model context shared by every block, with the host-computed RoPE tables as inputs. */
+export function graphContext(g: Graph, c: TransformerConfig, w: TransformerWeights): Ctx {
+  return {
+    g, w, c, D: innerDim(c), H: c.num_attention_heads, Dh: c.attention_head_dim, M: mlpDim(c),
+    rope: {
+      pos: g.input("rope_positions", "I64", ["batch", "seq"]),
+      cos: g.input("rope_cos", "F32", ["seq", c.attention_head_dim / 2]),
+      sin: g.input("rope_sin", "F32", ["seq", c.attention_head_dim / 2]),
+    },
+  };
+}
+
+/** AdaLN-modulated final norm and projection (spec §4.8), declared as the "output" of the graph. */
+export function outputLayer(ctx: Ctx, x: Value, sTemb: Value): void {
+  const { g, w, c, D } = ctx;
   // norm_out: rows [0, D) of its weight give the scale, [D, 2D) the shift.
   const scale = g.unsqueeze(g.linear(sTemb, w.rows(g, "norm_out.linear.weight", 0, D)), [1]);
   const shift = g.unsqueeze(g.linear(sTemb, w.rows(g, "norm_out.linear.weight", D, D)), [1]);
   const out = linear(ctx, g.add(g.mul(g.layerNorm(x, D, c.eps), g.add(scale, g.scalar(1))), shift), "proj_out");
   g.output(out, "output", "F32", ["batch", "img_seq", c.out_channels ?? c.in_channels]);
-  return g;
+}
+
+/**
+ * The host-computed inputs of a forward: sinusoidal timestep (and guidance)
+ * features, and the RoPE tables of the joint sequence whose ids are `ids` (seq, 4).
+ */
+export function hostFeeds(c: TransformerConfig, B: number, ids: BigInt64Array, seq: number, timestep: ArrayLike<number>, guidance?: ArrayLike<number>): Record<string, HostTensor> {
+  const T = c.timestep_guidance_channels;
+  const { cos, sin, pairs } = ropeTables(ids, seq, c.axes_dims_rope, c.rope_theta);
+  const positions = new BigInt64Array(B * seq);
+  for (let b = 0; b < B; b++) for (let s = 0; s < seq; s++) positions[b * seq + s] = BigInt(s);
+  const feeds: Record<string, HostTensor> = {
+    timestep_features: { data: timestepFeatures(timestep, T), shape: [B, T] },
+    rope_positions: { data: positions, shape: [B, seq] },
+    rope_cos: { data: cos, shape: [seq, pairs] },
+    rope_sin: { data: sin, shape: [seq, pairs] },
+  };
+  if (c.guidance_embeds) {
+    // diffusers silently falls back to the timestep embedding alone; BFL raises. A missing
+    // guidance for dev is a caller bug, so say so instead of producing a different image.
+    if (!guidance) throw new Error("this transformer has a guidance embedder (FLUX.2 dev): pass a guidance value");
+    feeds.guidance_features = { data: timestepFeatures(guidance, T), shape: [B, T] };
+  }
+  return feeds;
+}
+
+/** Concatenate position ids given as (n, 4) rows, in order. */
+export function joinIds(parts: ArrayLike<bigint | number>[]): BigInt64Array {
+  const out = new BigInt64Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) for (let i = 0; i < p.length; i++) out[o++] = BigInt(p[i]);
+  return out;
+}
+
+/** A session that also feeds the runtime LoRA strength inputs, read from the hook on every run. */
+export function withLoraFeeds(session: Session, hook: LoraGraphHook | null | undefined): Session {
+  if (!hook) return session;
+  const declared = new Set(session.inputNames);
+  return {
+    inputNames: session.inputNames,
+    outputNames: session.outputNames,
+    run(feeds, outputs) {
+      const all = { ...feeds };
+      for (const [k, v] of Object.entries(hook.feeds())) if (declared.has(k)) all[k] = v;
+      return session.run(all, outputs);
+    },
+    release: () => session.release(),
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -277,22 +336,7 @@ export class Flux2Transformer {
     weights.check(config);
     const graph = buildTransformerGraph(config, weights);
     const session = await backend.createSession(graph);
-    return new Flux2Transformer(config, weights.lora ? Flux2Transformer.withLoraFeeds(session, weights.lora) : session);
-  }
-
-  /** A session that also feeds the runtime LoRA strength inputs, read from the hook on every run. */
-  private static withLoraFeeds(session: Session, hook: LoraGraphHook): Session {
-    const declared = new Set(session.inputNames);
-    return {
-      inputNames: session.inputNames,
-      outputNames: session.outputNames,
-      run(feeds, outputs) {
-        const all = { ...feeds };
-        for (const [k, v] of Object.entries(hook.feeds())) if (declared.has(k)) all[k] = v;
-        return session.run(all, outputs);
-      },
-      release: () => session.release(),
-    };
+    return new Flux2Transformer(config, withLoraFeeds(session, weights.lora));
   }
 
   /** Open weights from a diffusers folder / file, or a BFL single file (config inferred when absent). */
@@ -304,31 +348,10 @@ export class Flux2Transformer {
   }
 
   async forward(inp: TransformerInputs): Promise<HostTensor> {
-    const c = this.config;
     const [B, sImg] = inp.hidden.shape;
-    const sTxt = inp.text.shape[1];
-    const seq = sTxt + sImg;
-    const ids = new BigInt64Array(seq * 4);
-    for (let i = 0; i < sTxt * 4; i++) ids[i] = BigInt(inp.txtIds[i]);
-    for (let i = 0; i < sImg * 4; i++) ids[sTxt * 4 + i] = BigInt(inp.imgIds[i]);
-    const { cos, sin, pairs } = ropeTables(ids, seq, c.axes_dims_rope, c.rope_theta);
-    const positions = new BigInt64Array(B * seq);
-    for (let b = 0; b < B; b++) for (let s = 0; s < seq; s++) positions[b * seq + s] = BigInt(s);
-    const feeds: Record<string, HostTensor> = {
-      hidden_states: inp.hidden,
-      encoder_hidden_states: inp.text,
-      timestep_features: { data: timestepFeatures(inp.timestep, c.timestep_guidance_channels), shape: [B, c.timestep_guidance_channels] },
-      rope_positions: { data: positions, shape: [B, seq] },
-      rope_cos: { data: cos, shape: [seq, pairs] },
-      rope_sin: { data: sin, shape: [seq, pairs] },
-    };
-    if (c.guidance_embeds) {
-      // diffusers silently falls back to the timestep embedding alone; BFL raises. A missing
-      // guidance for dev is a caller bug, so say so instead of producing a different image.
-      if (!inp.guidance) throw new Error("this transformer has a guidance embedder (FLUX.2 dev): pass a guidance value");
-      feeds.guidance_features = { data: timestepFeatures(inp.guidance, c.timestep_guidance_channels), shape: [B, c.timestep_guidance_channels] };
-    }
-    const out = await this.session.run(feeds);
+    const seq = inp.text.shape[1] + sImg;
+    const feeds = hostFeeds(this.config, B, joinIds([inp.txtIds, inp.imgIds]), seq, inp.timestep, inp.guidance);
+    const out = await this.session.run({ ...feeds, hidden_states: inp.hidden, encoder_hidden_states: inp.text });
     return out.output;
   }
 

@@ -16,8 +16,8 @@ import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value } from "../onnx/graph.js";
 import { WeightSet } from "../io/safetensors.js";
 import {
-  attention, feedForward, headNorm, innerDim, linear, mlpDim, modulate, modulation, readTransformerConfig, rope,
-  ropeTables, timeEmbedding, timestepFeatures, type Ctx, type TransformerConfig,
+  attention, feedForward, graphContext, headNorm, hostFeeds, innerDim, joinIds, linear, modulate, modulation, outputLayer,
+  readTransformerConfig, rope, timeEmbedding, timestepFeatures, withLoraFeeds, type Ctx, type TransformerConfig,
 } from "./transformer.js";
 import { TransformerWeights } from "./transformer_weights.js";
 
@@ -115,14 +115,7 @@ export function buildKvTransformerGraph(c: TransformerConfig, w: TransformerWeig
   const g = new Graph(`flux2_transformer_kv_${mode}`);
   const D = innerDim(c);
   const T = c.timestep_guidance_channels;
-  const ctx: Ctx = {
-    g, w, c, D, H: c.num_attention_heads, Dh: c.attention_head_dim, M: mlpDim(c),
-    rope: {
-      pos: g.input("rope_positions", "I64", ["batch", "seq"]),
-      cos: g.input("rope_cos", "F32", ["seq", c.attention_head_dim / 2]),
-      sin: g.input("rope_sin", "F32", ["seq", c.attention_head_dim / 2]),
-    },
-  };
+  const ctx = graphContext(g, c, w);
   const hidden = g.input("hidden_states", "F32", ["batch", "img_seq", c.in_channels]);
   const text = g.input("encoder_hidden_states", "F32", ["batch", "txt_seq", c.joint_attention_dim]);
   const embed = (feats: Value, guidance: Value | null) => {
@@ -163,10 +156,7 @@ export function buildKvTransformerGraph(c: TransformerConfig, w: TransformerWeig
   for (let i = 0; i < c.num_layers; i++) s = g.scope(`double.${i}`, () => doubleBlock(ctx, i, s, mods, blockIo(`kv_double${i}`)));
   for (let i = 0; i < c.num_single_layers; i++) s = g.scope(`single.${i}`, () => singleBlock(ctx, i, s, mods, blockIo(`kv_single${i}`)));
 
-  const scale = g.unsqueeze(g.linear(sTemb, w.rows(g, "norm_out.linear.weight", 0, D)), [1]);
-  const shift = g.unsqueeze(g.linear(sTemb, w.rows(g, "norm_out.linear.weight", D, D)), [1]);
-  const out = linear(ctx, g.add(g.mul(g.layerNorm(s.x, D, c.eps), g.add(scale, g.scalar(1))), shift), "proj_out");
-  g.output(out, "output", "F32", ["batch", "img_seq", c.out_channels ?? c.in_channels]);
+  outputLayer(ctx, s.x, sTemb);
   return g;
 }
 
@@ -198,28 +188,14 @@ export class Flux2KvTransformer {
   }
 
   private session(mode: KvMode): Promise<Session> {
-    this.sessions[mode] ??= this.backend.createSession(buildKvTransformerGraph(this.config, this.weights, mode));
+    this.sessions[mode] ??= this.backend.createSession(buildKvTransformerGraph(this.config, this.weights, mode))
+      .then((s) => withLoraFeeds(s, this.weights.lora));
     return this.sessions[mode]!;
   }
 
   private feeds(inp: KvInputs, ids: BigInt64Array, seq: number): Record<string, HostTensor> {
-    const c = this.config;
-    const B = inp.hidden.shape[0];
-    const T = c.timestep_guidance_channels;
-    const { cos, sin, pairs } = ropeTables(ids, seq, c.axes_dims_rope, c.rope_theta);
-    const positions = new BigInt64Array(B * seq);
-    for (let b = 0; b < B; b++) for (let s = 0; s < seq; s++) positions[b * seq + s] = BigInt(s);
-    const feeds: Record<string, HostTensor> = {
-      hidden_states: inp.hidden, encoder_hidden_states: inp.text,
-      timestep_features: { data: timestepFeatures(inp.timestep, T), shape: [B, T] },
-      rope_positions: { data: positions, shape: [B, seq] },
-      rope_cos: { data: cos, shape: [seq, pairs] }, rope_sin: { data: sin, shape: [seq, pairs] },
-    };
-    if (c.guidance_embeds) {
-      if (!inp.guidance) throw new Error("this transformer has a guidance embedder (FLUX.2 dev): pass a guidance value");
-      feeds.guidance_features = { data: timestepFeatures(inp.guidance, T), shape: [B, T] };
-    }
-    return feeds;
+    const feeds = hostFeeds(this.config, inp.hidden.shape[0], ids, seq, inp.timestep, inp.guidance);
+    return { ...feeds, hidden_states: inp.hidden, encoder_hidden_states: inp.text };
   }
 
   /** Step 0: the forward with references, returning the target rows and the reference K/V cache. */
@@ -246,11 +222,4 @@ export class Flux2KvTransformer {
     for (const s of Object.values(this.sessions)) await (await s)?.release();
     this.sessions = {};
   }
-}
-
-function joinIds(parts: ArrayLike<bigint | number>[]): BigInt64Array {
-  const out = new BigInt64Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) for (let i = 0; i < p.length; i++) out[o++] = BigInt(p[i]);
-  return out;
 }

@@ -133,17 +133,8 @@ export function resizeExact(img: ReferenceImage, width: number, height: number):
   return { rgb: resizeLanczos(img.rgb, img.width, img.height, 3, width, height), width, height };
 }
 
-/**
- * diffusers' reference preprocessing (§6.3 steps 1–3): validate, Lanczos-shrink to
- * the pixel cap if needed, centre-crop to multiples of `opts.multiple`.
- * The returned image never aliases the input.
- */
-export function prepareReference(img: ReferenceImage, opts: PrepareOptions): PreparedReference {
-  const label = opts.label ?? "reference";
-  checkMultiple(opts.multiple);
-  checkImage(img, label);
-  validateReference(img.width, img.height, label);
-  const original = { width: img.width, height: img.height };
+/** Shrink to the pixel cap (Lanczos) if needed, and the size floored to the multiple. */
+function capAndFloor(img: ReferenceImage, opts: PrepareOptions, label: string) {
   const cap = cappedSize(img.width, img.height, opts.pixelCap ?? REFERENCE_PIXEL_CAP);
   let cur = img;
   let resizedTo: Size | null = null;
@@ -155,6 +146,21 @@ export function prepareReference(img: ReferenceImage, opts: PrepareOptions): Pre
   if (target.width < 1 || target.height < 1) {
     throw new ReferenceImageError(`${label} is ${cur.width}×${cur.height}: smaller than one ${opts.multiple}-pixel block`);
   }
+  return { cur, resizedTo, target };
+}
+
+/**
+ * diffusers' reference preprocessing (§6.3 steps 1–3): validate, Lanczos-shrink to
+ * the pixel cap if needed, centre-crop to multiples of `opts.multiple`.
+ * The returned image never aliases the input.
+ */
+export function prepareReference(img: ReferenceImage, opts: PrepareOptions): PreparedReference {
+  const label = opts.label ?? "reference";
+  checkMultiple(opts.multiple);
+  checkImage(img, label);
+  validateReference(img.width, img.height, label);
+  const original = { width: img.width, height: img.height };
+  const { cur, resizedTo, target } = capAndFloor(img, opts, label);
   if (target.width === cur.width && target.height === cur.height) {
     return { image: cur === img ? { rgb: img.rgb.slice(), width: img.width, height: img.height } : cur, original, resizedTo, cropped: null };
   }
@@ -203,17 +209,7 @@ export function prepareInpaintImage(img: ReferenceImage, opts: PrepareOptions): 
   checkMultiple(opts.multiple);
   checkImage(img, label);
   const original = { width: img.width, height: img.height };
-  const cap = cappedSize(img.width, img.height, opts.pixelCap ?? REFERENCE_PIXEL_CAP);
-  let cur = img;
-  let resizedTo: Size | null = null;
-  if (cap.width !== img.width || cap.height !== img.height) {
-    cur = resizeExact(img, cap.width, cap.height);
-    resizedTo = cap;
-  }
-  const target = flooredSize(cur.width, cur.height, opts.multiple);
-  if (target.width < 1 || target.height < 1) {
-    throw new ReferenceImageError(`${label} is ${cur.width}×${cur.height}: smaller than one ${opts.multiple}-pixel block`);
-  }
+  const { cur, resizedTo, target } = capAndFloor(img, opts, label);
   return { image: resizeExact(cur, target.width, target.height), original, resizedTo };
 }
 

@@ -23,7 +23,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
-import { TokenizerLoadError, type EncodedPrompts, type PaddingSide } from "./tokenizer.js";
+import { TokenizerLoadError, defaultTemplate, parseTemplate, tokenContent, type EncodedPrompts, type PaddingSide } from "./tokenizer.js";
 
 /**
  * The FLUX.2 [dev] system message, byte-exact: 168 characters, one "\n" after "object" (the classic
@@ -262,33 +262,8 @@ async function findChatTemplate(dir: string, config: Config): Promise<{ source: 
   return { source: "builtin", text: null };
 }
 
-// Older files store several named templates (a list of {name, template} or a map); use "default".
-function defaultTemplate(value: unknown): string | null {
-  if (typeof value === "string") return value;
-  if (Array.isArray(value)) {
-    const entry = value.find((t) => t?.name === "default");
-    return typeof entry?.template === "string" ? entry.template : null;
-  }
-  if (value !== null && typeof value === "object") {
-    const entry = (value as Record<string, unknown>).default;
-    return typeof entry === "string" ? entry : null;
-  }
-  return null;
-}
 
-function parseTemplate(dir: string, text: string): Template {
-  try {
-    return new Template(text);
-  } catch (e) {
-    throw new TokenizerLoadError(`the chat template in ${dir} does not parse: ${(e as Error).message}`);
-  }
-}
 
-function tokenContent(value: unknown): string | null {
-  if (typeof value === "string") return value;
-  if (value !== null && typeof value === "object" && typeof (value as Config).content === "string") return (value as Config).content as string;
-  return null;
-}
 
 function readSide(dir: string, config: Config, key: "padding_side" | "truncation_side"): PaddingSide | null {
   const value = config[key];

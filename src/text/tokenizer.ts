@@ -180,7 +180,7 @@ async function findChatTemplate(dir: string, config: Config): Promise<string> {
 }
 
 // Older configs store several named templates (a list of {name, template} or a map); the pipeline uses "default".
-function defaultTemplate(value: unknown): string | null {
+export function defaultTemplate(value: unknown): string | null {
   if (typeof value === "string") return value;
   if (Array.isArray(value)) {
     const entry = value.find((t) => t?.name === "default");
@@ -193,7 +193,7 @@ function defaultTemplate(value: unknown): string | null {
   return null;
 }
 
-function parseTemplate(dir: string, text: string): Template {
+export function parseTemplate(dir: string, text: string): Template {
   try {
     return new Template(text);
   } catch (e) {
@@ -202,7 +202,7 @@ function parseTemplate(dir: string, text: string): Template {
 }
 
 // Special tokens appear either as plain strings or as serialised AddedToken objects ({content, ...}).
-function tokenContent(value: unknown): string | null {
+export function tokenContent(value: unknown): string | null {
   if (typeof value === "string") return value;
   if (value !== null && typeof value === "object" && typeof (value as Config).content === "string") {
     return (value as Config).content as string;
