@@ -1,0 +1,24 @@
+// The memory plan printed before a run, and the refusal when it cannot fit.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { openCheckpoint, transformerConfig } from "../src/pipeline/checkpoint.js";
+import { assertFits, describePlan, planMemory, InsufficientMemoryError } from "../src/pipeline/memory.js";
+import { goldenPath } from "./golden.js";
+
+test("the plan counts float32 weights per stage and the largest stage is the peak", () => {
+  const ck = openCheckpoint(goldenPath("checkpoints/klein_distilled"));
+  const plan = planMemory(ck, transformerConfig(ck), 64, 64, 1, 512, 16);
+  const denoise = plan.stages.find((s) => s.stage === "denoise")!;
+  // The tiny transformer stores 237,504 bf16 values: 950,016 float32 bytes once cast.
+  assert.equal(denoise.weightBytes, 237504 * 4);
+  assert.equal(plan.peakBytes, Math.max(...plan.stages.map((s) => s.weightBytes + s.activationBytes)));
+  assert.match(describePlan(plan), /denoise\s+weights\s+927\.8 KiB/);
+  assert.doesNotThrow(() => assertFits(plan));
+});
+
+test("a run that cannot fit is refused with the plan and what to do", () => {
+  const ck = openCheckpoint(goldenPath("checkpoints/klein_distilled"));
+  const plan = { ...planMemory(ck, transformerConfig(ck), 64, 64, 1, 512, 16), availableBytes: 1000 };
+  assert.throws(() => assertFits(plan), (e: Error) =>
+    e instanceof InsufficientMemoryError && /needs about .* but only 1\.0 KiB is available/.test(e.message) && /use a smaller size/.test(e.message));
+});
