@@ -128,3 +128,20 @@ test("inpainting, outpainting and their input errors", async () => {
   assert.match(flux2(["edit", "--model", distilled, ...many, "--prompt", "x"], dir).err, /11 images given; at most 10/);
   assert.match(flux2(["edit", "--model", distilled, "-i", img, "--max-pixels", "100", "--prompt", "x"], dir).err, /pixels|limit/i);
 });
+
+test("--lora applies stacked LoRAs, reports them and records them; strength 0 is the base image", () => {
+  const dir = tmpdir();
+  const args = ["generate", "--model", distilled, "--prompt", "fox", "--width", "32", "--height", "32", "--seed", "5"];
+  assert.equal(flux2([...args, "--out", "base.png", "--quiet"], dir).code, 0);
+  const r = flux2([...args, "--lora", goldenPath("lora/lora_kohya.safetensors") + ":0.8", "--lora", goldenPath("lora/lora_bfl.safetensors"), "--out", "l.png"], dir);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /lora lora_kohya \(kohya, strength 0\.8\): \d+ weights applied/);
+  const l = fs.readFileSync(path.join(dir, "l.png"));
+  assert.deepEqual(JSON.parse(readPngText(l).flux2).loras, [{ name: "lora_kohya", strength: 0.8 }, { name: "lora_bfl", strength: 1 }]);
+  assert.match(readPngText(l).parameters, /LoRAs: "lora_kohya: 0\.8, lora_bfl: 1"/);
+  assert.equal(flux2([...args, "--lora", goldenPath("lora/lora_kohya.safetensors") + ":0", "--out", "zero.png", "--quiet"], dir).code, 0);
+  const px = (f: string) => spawnSync(process.execPath, ["-e", `require("sharp")(${JSON.stringify(path.join(dir, f))}).raw().toBuffer().then(b=>process.stdout.write(b.toString("hex")))`], { cwd: repoRoot, encoding: "utf8" }).stdout;
+  assert.equal(px("zero.png"), px("base.png"));
+  assert.notEqual(px("l.png"), px("base.png"));
+  assert.match(flux2([...args, "--lora", "missing.safetensors"], dir).err, /no such file "missing\.safetensors"/);
+});

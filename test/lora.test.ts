@@ -17,7 +17,7 @@ import {
   LoraError, denseOf, loadLoraFile, parseLora, type LoraAdapter, type LoraTensor,
 } from "../src/lora/formats.js";
 import {
-  Flux2LoraHost, attachRuntimeLoras, bindAdapter, fuseLoras, unfuseLoras, type AdapterUse, type LoraSetup,
+  Flux2LoraHost, attachRuntimeLoras, bindAdapter, fuseLoras, fuseLorasWith, unfuseLoras, type AdapterUse, type LoraSetup,
 } from "../src/lora/apply.js";
 import { loraForwardKind, loraFuseKind, LORA_KINDS } from "../src/lora/conformance.js";
 import { goldenDir, goldenPath, loadTensors, maxAbsDiff } from "./golden.js";
@@ -365,14 +365,23 @@ describe("LoRA formats", () => {
     t.set("diffusion_model.double_blocks.0.img_attn.nonsense.lora_A.weight", randomTensor([2, 48], rand));
     t.set("diffusion_model.double_blocks.0.img_attn.nonsense.lora_B.weight", randomTensor([48, 2], rand));
     t.set("some_random_tensor", randomTensor([3], rand));
+    t.set("diffusion_model.double_blocks.1.txt_mlp.0.lora_A.default.weight", randomTensor([2, 48], rand)); // its B is missing
     const a = parseLora(t);
     assert.deepEqual(a.report.unsupportedTextEncoder.sort(), [
       "lora_te_model_layers_0_self_attn_q_proj.lora_down.weight", "text_encoder.model.layers.0.self_attn.q_proj.lora_A.weight"]);
     assert.deepEqual(a.report.ignored.sort(), [
-      "diffusion_model.double_blocks.0.img_attn.proj.dora_scale", "diffusion_model.double_blocks.0.img_attn.proj.lora_B.bias"]);
+      "diffusion_model.double_blocks.0.img_attn.proj.dora_scale", "diffusion_model.double_blocks.0.img_attn.proj.lora_B.bias",
+      "diffusion_model.double_blocks.1.txt_mlp.0.lora_A.default.weight"]);
+    assert.ok(a.report.notes.some((n) => n.includes("incomplete")));
     assert.deepEqual(a.report.unknown.sort(), [
       "diffusion_model.double_blocks.0.img_attn.nonsense.lora_A.weight", "diffusion_model.double_blocks.0.img_attn.nonsense.lora_B.weight", "some_random_tensor"]);
     assertSameDeltas(a, golden("lora/lora_bfl.safetensors"), 0);
+    // A module with both LoRA and LoKr weights: the LoRA is used, the rest reported.
+    const mixed = new Map(loraTensors("lora/lora_bfl.safetensors"));
+    mixed.set("diffusion_model.single_blocks.0.linear2.lokr_w1", randomTensor([4, 4], rand));
+    const m = parseLora(mixed);
+    assert.deepEqual(m.report.ignored, ["diffusion_model.single_blocks.0.linear2.lokr_w1"]);
+    assert.ok(m.report.notes.some((n) => n.includes("mixes adapter kinds")));
   });
 });
 
@@ -515,6 +524,25 @@ describe("applying LoRAs", () => {
       unfuseLoras(w, f);
       assert.equal(w.fileOverrides.size, 0);
     }
+  });
+
+  test("fusing with the backend's MatMul (fuseLorasWith) == fusing in JS", async () => {
+    const t = fullKohya(31);
+    const rand = rng(32);
+    for (const k of [...t.keys()]) if (k.startsWith("lora_unet_txt_in.")) t.delete(k);
+    t.set("lora_unet_txt_in.lokr_w1", randomTensor([6, 4], rand));
+    t.set("lora_unet_txt_in.lokr_w2", randomTensor([8, 12], rand));
+    const uses: AdapterUse[] = [
+      { adapter: parseLora(t, {}, { name: "all" }), weight: 0.6 },
+      { adapter: golden("lora/lora_bfl.safetensors", "detail"), weight: 0.9 },
+      { adapter: golden("lora/lora_diffusers.safetensors", "off"), weight: 0 },
+    ];
+    const js = openWeights(), ort = openWeights();
+    const a = fuseLoras(js, uses, 0.8);
+    const b = await fuseLorasWith(backend, ort, uses, 0.8, { spillFile: path.join(tmp, "with.safetensors") });
+    assert.deepEqual(a.changed, b.changed);
+    for (const name of a.changed) assertClose(js.float32(name).data, ort.float32(name).data, 1e-6, name);
+    assertClose(await run(ort), await run(js), 1e-5, "outputs");
   });
 
   test("unfuse restores the base weights exactly", async () => {

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
-import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult } from "../pipeline/flux2.js";
+import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult, type LoraUse } from "../pipeline/flux2.js";
 import { encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory } from "../pipeline/memory.js";
 import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
@@ -24,7 +24,10 @@ export const MODEL_HELP = `Model:
   --text-encoder DIR      text encoder folder
   --tokenizer DIR         tokenizer folder
   --variant V             klein | klein-base | klein-kv | dev (default: detected)
-  --device D              cpu (default) | webgpu | cuda`;
+  --device D              cpu (default) | webgpu | cuda
+  --lora FILE[:STRENGTH]  apply a LoRA (kohya, diffusers/PEFT, BFL/ai-toolkit/fal,
+                          DiffSynth, LoKr/LoHa); repeatable to stack; strength
+                          default 1. What each one applied is printed`;
 
 export const MODEL_OPTIONS = {
   model: { type: "string" }, transformer: { type: "string" }, vae: { type: "string" },
@@ -34,7 +37,7 @@ export const MODEL_OPTIONS = {
   steps: { type: "string" }, guidance: { type: "string" }, seed: { type: "string" },
   "num-images": { type: "string" }, batch: { type: "string" },
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
-  quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
+  quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
 } as const;
 
 export interface ModelArgs {
@@ -48,6 +51,17 @@ export interface ModelArgs {
   force?: boolean;
   quiet?: boolean;
   "preview-dir"?: string;
+  lora?: string[];
+}
+
+/** --lora FILE[:STRENGTH] (a Windows drive letter or a colon in the path is kept when no number follows). */
+export function parseLoraArg(arg: string): LoraUse {
+  const m = arg.match(/^(.*):(-?\d+(?:\.\d+)?)$/);
+  const file = m ? m[1] : arg;
+  const strength = m ? Number(m[2]) : 1;
+  if (!fs.existsSync(file)) throw new InvalidRequestError(`--lora ${arg}: no such file "${file}"`);
+  if (!(strength >= -4 && strength <= 4)) throw new InvalidRequestError(`--lora ${arg}: strength must be between -4 and 4`);
+  return { file, strength, name: path.basename(file).replace(/\.safetensors$/, "") };
 }
 
 export function intOption(v: string | undefined, name: string, lo: number, hi: number): number | undefined {
@@ -108,18 +122,26 @@ export async function warnLongPrompts(ck: Checkpoint, prompts: string[], maxLen:
 }
 
 /** Run the pipeline with a progress bar (and per-step previews), releasing models at the end. */
-export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: number): Promise<GenerateResult> {
+export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: number): Promise<GenerateResult & { loras: LoraUse[] }> {
   const log = logger(v.quiet);
+  const loras = (v.lora ?? []).map(parseLoraArg);
   const pipe = Flux2Pipeline.fromPretrained(v.model!, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
-    variant: v.variant as Variant | undefined, backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }),
+    variant: v.variant as Variant | undefined, backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }), loras,
   });
+  for (const l of pipe.loraReports) {
+    const r = l.report;
+    log(`lora ${l.name} (${l.format}, strength ${l.strength}): ${r.applied.length} weights applied, ${r.ignored.length} keys ignored, ${r.unknown.length} unknown` +
+      (r.unsupportedTextEncoder.length ? `, ${r.unsupportedTextEncoder.length} text-encoder keys not supported` : ""));
+    if (r.unknown.length) log(`  unknown: ${r.unknown.slice(0, 5).join(", ")}${r.unknown.length > 5 ? ", ..." : ""}`);
+    for (const n of r.notes) log(`  ${n}`);
+  }
   const bar = v.quiet ? null : new ProgressBar("denoise", steps);
   const previewDir = v["preview-dir"];
   if (previewDir) fs.mkdirSync(previewDir, { recursive: true });
   const writes: Promise<void>[] = [];
   try {
-    return await pipe.generate({
+    const result = await pipe.generate({
       ...opts,
       preview: !!previewDir,
       onStage: (s) => { if (s !== "denoise") log(`${s}...`); },
@@ -132,6 +154,7 @@ export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: nu
         }
       },
     });
+    return { ...result, loras };
   } finally {
     bar?.done();
     await Promise.all(writes);

@@ -194,6 +194,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   await writeImages(result, out, (i) => ({
     prompt: prompts[0], negativePrompt: v["negative-prompt"] ?? null, width: result.width, height: result.height,
     steps, guidance, seed: result.images[i].seed, variant: ck.variant, model: path.basename(path.resolve(v.model!)),
+    loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     references, strength: init?.strength,
   }), log);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);

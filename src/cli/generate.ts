@@ -91,6 +91,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     prompt: result.images[i].prompt ?? prompts[0], negativePrompt: v["negative-prompt"] ?? null,
     width: result.width, height: result.height, steps, guidance, seed: result.images[i].seed,
     variant: ck.variant, model: path.basename(path.resolve(v.model!)),
+    loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     initialLatents: v["initial-latents"] ? path.basename(v["initial-latents"]) : null,
   }), log);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -12,6 +12,7 @@ import { empiricalMu, sigmaSchedule } from "../pipeline/schedule.js";
 import { bnDenormalize, bnNormalize, latentIds, pack, packRefs, patchify, refIds, textIds, unpackWithIds, unpatchify } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { PIPELINE_KINDS } from "./pipeline_kinds.js";
+import { loraForwardKind, loraFuseKind } from "../lora/conformance.js";
 import type { CaseSet, CaseSpec, ComponentSpec, NamedTensor } from "./cases.js";
 
 export interface CaseContext {
@@ -201,4 +202,6 @@ export const KINDS: Record<string, KindHandler> = {
   bn_norm: bnNormKind,
   text_encoder: textEncoderKind,
   ...PIPELINE_KINDS,
+  lora_forward: loraForwardKind,
+  lora_fuse: loraFuseKind,
 };

@@ -374,7 +374,11 @@ export function parseLora(
 
     if (g.keys.has("A") || g.keys.has("B")) {
       const A = get(g.keys.get("A")), B = get(g.keys.get("B"));
-      if (!A || !B) throw new LoraError(`module "${g.path}" has ${A ? "lora_A/down" : "lora_B/up"} but not ${A ? "lora_B/up" : "lora_A/down"}; the file is incomplete`);
+      if (!A || !B) {
+        report.ignored.push(...allKeys);
+        report.notes.push(`module "${g.path}" has ${A ? "lora_A/down" : "lora_B/up"} but no ${A ? "lora_B/up" : "lora_A/down"}: not applied (incomplete file?)`);
+        continue;
+      }
       const [rank, inF] = as2d(A, g.keys.get("A")!);
       const [outF, rankB] = as2d(B, g.keys.get("B")!);
       if (rank !== rankB) throw new LoraError(`module "${g.path}": lora_A is [${A.shape}] but lora_B is [${B.shape}]; their ranks differ`);

@@ -183,6 +183,11 @@ export class Flux2KvTransformer {
   static fromFiles(backend: Backend, weightsPath: string, configPath: string | null, format: "diffusers" | "bfl" = "diffusers") {
     const weights = new TransformerWeights(WeightSet.open(weightsPath), format);
     const config = configPath ? readTransformerConfig(configPath) : weights.inferConfig();
+    return Flux2KvTransformer.create(backend, config, weights);
+  }
+
+  /** Sessions are built on first use (extract and cached separately). */
+  static create(backend: Backend, config: TransformerConfig, weights: TransformerWeights) {
     weights.check(config);
     return new Flux2KvTransformer(backend, config, weights);
   }

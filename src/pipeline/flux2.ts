@@ -12,6 +12,10 @@
 import type { Backend, HostTensor } from "../backend/backend.js";
 import { OrtBackend } from "../backend/ort.js";
 import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
+import { TransformerWeights } from "../models/transformer_weights.js";
+import { WeightSet } from "../io/safetensors.js";
+import { attachRuntimeLoras } from "../lora/apply.js";
+import { loadLoraFile, type LoraReport } from "../lora/formats.js";
 import { Flux2KvTransformer, type KvCache } from "../models/transformer_kv.js";
 import { Flux2Vae } from "../models/vae.js";
 import { KLEIN_TEXT_LAYERS, Qwen3Encoder, type DecoderEncoder } from "../models/qwen3.js";
@@ -118,6 +122,13 @@ export interface ComponentSources {
 
 export class InvalidRequestError extends Error {}
 
+/** A LoRA file and its strength. */
+export interface LoraUse {
+  file: string;
+  strength: number;
+  name?: string;
+}
+
 /** What the pipeline needs of a tokenizer: Qwen3 (klein) and Mistral (dev) prompts differ only inside. */
 export interface PromptEncoder {
   encode(prompts: string[], maxLength: number): EncodedPrompts;
@@ -149,22 +160,41 @@ export class Flux2Pipeline {
     readonly options: { keepLoaded?: boolean; checkpoint?: Checkpoint } = {},
   ) {}
 
-  /** Open a diffusers folder (or a BFL single file plus parts), like `from_pretrained`. */
-  static fromPretrained(source: string, opts: OpenOptions & { backend?: Backend; keepLoaded?: boolean } = {}): Flux2Pipeline {
+  /**
+   * Open a diffusers folder (or a BFL single file plus parts), like `from_pretrained`.
+   * LoRAs run as a low-rank side path next to the memory-mapped base weights
+   * (no fused copy of any weight); their strengths are graph inputs.
+   */
+  static fromPretrained(source: string, opts: OpenOptions & { backend?: Backend; keepLoaded?: boolean; loras?: LoraUse[] } = {}): Flux2Pipeline {
     const ck = openCheckpoint(source, opts);
     const backend = opts.backend ?? new OrtBackend();
     const tcfg = transformerConfig(ck);
-    return new Flux2Pipeline(ck.variant, {
+    const adapters = (opts.loras ?? []).map((l, i) => ({ adapter: loadLoraFile(l.file, l.name ?? `lora${i}`), weight: l.strength }));
+    let loraReports: LoraReport[] = [];
+    const weights = () => {
+      const w = new TransformerWeights(WeightSet.open(ck.transformer.weights), ck.transformer.format);
+      w.check(tcfg);
+      if (adapters.length) loraReports = attachRuntimeLoras(w, adapters).reports;
+      return w;
+    };
+    // Validate the LoRAs against this model now (shape mismatches are refused before any work).
+    if (adapters.length) weights().set.close();
+    const pipe = new Flux2Pipeline(ck.variant, {
       transformerConfig: tcfg,
-      transformer: () => Flux2Transformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
-      kvTransformer: async () => Flux2KvTransformer.fromFiles(backend, ck.transformer.weights, ck.transformer.config, ck.transformer.format),
+      transformer: () => Flux2Transformer.load(backend, tcfg, weights()),
+      kvTransformer: async () => Flux2KvTransformer.create(backend, tcfg, weights()),
       vae: () => Flux2Vae.fromFiles(backend, ck.vae.weights, requireConfig(ck.vae.config, "VAE"), ck.vae.format),
       textEncoder: () => ck.textEncoder.kind === "mistral3"
         ? MistralEncoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config)
         : Qwen3Encoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config),
       tokenizer: () => ck.textEncoder.kind === "mistral3" ? MistralPromptTokenizer.load(ck.tokenizer) : PromptTokenizer.load(ck.tokenizer),
     }, { keepLoaded: opts.keepLoaded, checkpoint: ck });
+    pipe.loraReports = loraReports.map((r, i) => ({ name: adapters[i].adapter.name, file: opts.loras![i].file, strength: adapters[i].weight, format: adapters[i].adapter.format, report: r }));
+    return pipe;
   }
+
+  /** What each LoRA applied, ignored or did not recognise (for the CLI, the API and metadata). */
+  loraReports: { name: string; file: string; strength: number; format: string; report: LoraReport }[] = [];
 
   /** A pipeline from separate transformer and VAE files (prompt embeddings must be given). */
   static fromComponents(variant: Variant, parts: { transformer: { weights: string; config: string }; vae: { weights: string; config: string } }, backend: Backend = new OrtBackend()): Flux2Pipeline {

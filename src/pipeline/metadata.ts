@@ -34,7 +34,8 @@ export function formatParameters(r: ImageRecord): string {
   ];
   if (r.strength !== undefined) pairs.push(["Denoising strength", r.strength]);
   if (r.references?.length) pairs.push(["References", r.references.map((x) => `${x.width}x${x.height}${x.resizedFrom ? ` (from ${x.resizedFrom})` : ""}`).join(" ")]);
-  if (r.loras?.length) pairs.push(["Lora hashes", r.loras.map((l) => `${l.name}: ${l.strength}`).join(" ")]);
+  // Quoted, as A1111 quotes values that contain commas.
+  if (r.loras?.length) pairs.push(["LoRAs", `"${r.loras.map((l) => `${l.name}: ${l.strength}`).join(", ")}"`]);
   pairs.push(["Version", VERSION]);
   lines.push(pairs.map(([k, v]) => `${k}: ${v}`).join(", "));
   return lines.join("\n");
