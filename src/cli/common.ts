@@ -14,6 +14,8 @@ import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
+import { specFor } from "../quant/blockwise.js";
+import type { LoadQuantOptions } from "../quant/quantize.js";
 
 export const MODEL_HELP = `Model:
   --model PATH            diffusers folder (model_index.json, transformer/, vae/,
@@ -25,6 +27,9 @@ export const MODEL_HELP = `Model:
   --tokenizer DIR         tokenizer folder
   --variant V             klein | klein-base | klein-kv | dev (default: detected)
   --device D              cpu (default) | webgpu | cuda
+  --quantize int8|int4    block-quantize the transformer and text-encoder Linear
+                          weights at load (written once to $FLUX2_CACHE/quant,
+                          then memory-mapped); see docs/performance.md
   --lora FILE[:STRENGTH]  apply a LoRA (kohya, diffusers/PEFT, BFL/ai-toolkit/fal,
                           DiffSynth, LoKr/LoHa); repeatable to stack; strength
                           default 1. What each one applied is printed`;
@@ -38,6 +43,7 @@ export const MODEL_OPTIONS = {
   "num-images": { type: "string" }, batch: { type: "string" },
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
   quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
+  quantize: { type: "string" },
 } as const;
 
 export interface ModelArgs {
@@ -52,6 +58,28 @@ export interface ModelArgs {
   quiet?: boolean;
   "preview-dir"?: string;
   lora?: string[];
+  quantize?: string;
+}
+
+/** --quantize as pipeline options, printing progress the first time a component is quantized (then it is cached). */
+export function quantizeOptions(v: string | undefined, log: (s: string) => void): LoadQuantOptions | undefined {
+  const q = quantizeArg(v);
+  if (!q) return undefined;
+  let last = -1;
+  return {
+    spec: specFor(q),
+    progress: (done, total) => {
+      const pct = Math.floor((100 * done) / total);
+      if (pct >= last + 10 || done === total) log(`quantizing to ${q} (once, cached): ${(last = pct)}%`);
+    },
+  };
+}
+
+/** --quantize int8|int4 (undefined when absent). */
+export function quantizeArg(v: string | undefined): "int8" | "int4" | undefined {
+  if (v === undefined) return undefined;
+  if (v !== "int8" && v !== "int4") throw new InvalidRequestError(`--quantize must be int8 or int4, got "${v}"`);
+  return v;
 }
 
 /** --lora FILE[:STRENGTH] (a Windows drive letter or a colon in the path is kept when no number follows). */
@@ -128,6 +156,7 @@ export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: nu
   const pipe = Flux2Pipeline.fromPretrained(v.model!, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
     variant: v.variant as Variant | undefined, backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }), loras,
+    quantize: quantizeOptions(v.quantize, log),
   });
   for (const l of pipe.loraReports) {
     const r = l.report;

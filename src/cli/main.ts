@@ -7,10 +7,16 @@ import { runGenerateCommand } from "./generate.js";
 import { runEditCommand } from "./edit.js";
 import { runPullCommand } from "./pull.js";
 import { runKvBenchCommand } from "./kv_bench.js";
+import { runServeCommand } from "./serve.js";
+import { runWorkerCommand } from "./worker.js";
+import { runKeysCommand } from "./keys.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
   edit: { summary: "edit with reference images, img2img, inpaint (--mask) or outpaint (--expand)", run: runEditCommand },
+  serve: { summary: "run the HTTP API (BFL-compatible) and the web studio", run: runServeCommand },
+  worker: { summary: "pull generation jobs from a shared Redis queue", run: runWorkerCommand },
+  keys: { summary: "manage API keys: add, list, revoke", run: runKeysCommand },
   pull: { summary: "download a FLUX.2 repository from the Hugging Face Hub", run: runPullCommand },
   "bench-kv": { summary: "measure the speed-up of KV-cached references", run: runKvBenchCommand },
   conformance: { summary: "run a golden reference set through the engine and compare", run: runConformanceCommand },

@@ -1,0 +1,151 @@
+// flux2 serve: the HTTP API (a superset of Black Forest Labs' API).
+
+import { parseArgs } from "node:util";
+import { defaultConfig, defaultDataDir, isLoopbackHost, type ServerConfig } from "../server/config.js";
+import { startServer } from "../server/app.js";
+import { parseModelSpec } from "../server/models.js";
+import { SIGNATURE_HEADER } from "../server/webhooks.js";
+
+const HELP = `usage: flux2 serve [--port P] [--host H] [--model ID=DIR ...] [--data DIR]
+                   [--queue redis://HOST:PORT] [--require-keys] [--bfl-key K] [options]
+
+Serves FLUX.2 over HTTP with Black Forest Labs' API (POST /v1/<model>, then
+poll GET /v1/get_result?id=...) plus jobs, cancellation, server-sent progress
+events, webhooks and an OpenAPI document at /openapi.json. See docs/server.md.
+
+Listening:
+  --port P                port (default 8080; 0 picks a free one)
+  --host H                address (default 127.0.0.1). On anything but loopback
+                          every request needs an API key (x-key header)
+  --public-url URL        base of the URLs in results and webhooks (default: the
+                          Host the client used; for webhooks the listen address)
+
+Models:
+  --model ID=DIR          serve the checkpoint folder DIR as model ID, e.g.
+                          flux-2-klein-4b=/models/FLUX.2-klein-4B (repeatable;
+                          the variant, steps/guidance and size limits come from
+                          the folder). Known ids: flux-2-klein-4b, flux-2-klein-9b,
+                          flux-2-klein-base-4b, flux-2-klein-base-9b, flux-2-dev
+  --bfl-key K             Black Forest Labs API key: enables flux-2-pro, flux-2-max
+                          and flux-2-flex (default: $BFL_API_KEY)
+  --bfl-url URL           BFL API base URL (default https://api.bfl.ai or $BFL_BASE_URL)
+  --threads N             ONNX Runtime threads for local generation (default: all cores)
+
+Storage and queue:
+  --data DIR              jobs database (SQLite) and image store (default
+                          $FLUX2_DATA, else $XDG_DATA_HOME/flux2ts, i.e.
+                          ${defaultDataDir()})
+  --queue URL             redis://HOST:PORT[/DB]: run local models on
+                          \`flux2 worker\` processes through Redis (BullMQ) instead
+                          of in this process; workers must share --data's images
+  --lease S               seconds before a silent running job counts as
+                          interrupted (default 30)
+  --max-attempts N        runs a job gets when interrupted by crashes (default 2:
+                          retried once, then Error)
+
+Keys and limits:
+  --require-keys          require an API key even on loopback (manage keys with
+                          \`flux2 keys add|list|revoke\`)
+  --max-active N          queued + running tasks per API key (default 24, as BFL;
+                          0 = no limit); 429 beyond
+  --max-queue N           queued tasks in all before 429 (default 10000)
+  --body-limit MB         largest request body (default 64); 413 beyond
+  --max-input-pixels N    decoded-pixel cap for input images (default 67108864)
+  --allow-private-urls    let image URLs and webhooks reach loopback, private and
+                          link-local addresses (refused by default)
+  --url-timeout S         time limit for fetching an image URL (default 15)
+
+Webhooks (POST of the result JSON to webhook_url, HMAC-SHA256 of the raw body
+with webhook_secret in the ${SIGNATURE_HEADER} header as sha256=<hex>):
+  --webhook-attempts N    deliveries tried before giving up (default 8)
+  --webhook-backoff MS    first retry delay, doubling each time (default 1000)
+
+Other:
+  --poll-interval MS      how often provider tasks are polled (default 500)
+  --log                   one line per request on stderr
+  -h, --help              this text`;
+
+const OPTIONS = {
+  port: { type: "string" }, host: { type: "string" }, "public-url": { type: "string" },
+  model: { type: "string", multiple: true }, "bfl-key": { type: "string" }, "bfl-url": { type: "string" }, threads: { type: "string" },
+  data: { type: "string" }, queue: { type: "string" }, lease: { type: "string" }, "max-attempts": { type: "string" },
+  "require-keys": { type: "boolean" }, "max-active": { type: "string" }, "max-queue": { type: "string" },
+  "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" },
+  "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
+  "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
+} as const;
+
+/** A number flag within [lo, hi]. */
+export function numFlag(v: string | undefined, name: string, lo: number, hi: number, integer = true): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < lo || n > hi) throw new Error(`--${name} must be ${integer ? "an integer" : "a number"} from ${lo} to ${hi}, got "${v}"`);
+  return n;
+}
+
+export function serveConfig(argv: string[]): ServerConfig | null {
+  const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
+  if (v.help) return null;
+  if (v.queue && !/^redis:\/\//.test(v.queue)) throw new Error(`--queue takes a redis://HOST:PORT URL, got "${v.queue}"`);
+  const d = defaultConfig();
+  const body = numFlag(v["body-limit"], "body-limit", 1, 4096, false);
+  const lease = numFlag(v.lease, "lease", 1, 86400, false);
+  const urlTimeout = numFlag(v["url-timeout"], "url-timeout", 1, 600, false);
+  return defaultConfig({
+    host: v.host ?? d.host,
+    port: numFlag(v.port, "port", 0, 65535) ?? d.port,
+    publicUrl: v["public-url"],
+    models: (v.model ?? []).map(parseModelSpec),
+    bflKey: v["bfl-key"] ?? d.bflKey,
+    bflBaseUrl: v["bfl-url"] ?? d.bflBaseUrl,
+    threads: numFlag(v.threads, "threads", 1, 1024),
+    dataDir: v.data ?? d.dataDir,
+    queue: v.queue,
+    leaseMs: lease !== undefined ? lease * 1000 : d.leaseMs,
+    maxAttempts: numFlag(v["max-attempts"], "max-attempts", 1, 100) ?? d.maxAttempts,
+    requireKeys: !!v["require-keys"],
+    maxActivePerKey: numFlag(v["max-active"], "max-active", 0, 1_000_000) ?? d.maxActivePerKey,
+    maxQueued: numFlag(v["max-queue"], "max-queue", 0, 100_000_000) ?? d.maxQueued,
+    bodyLimit: body !== undefined ? Math.round(body * 1024 * 1024) : d.bodyLimit,
+    maxInputPixels: numFlag(v["max-input-pixels"], "max-input-pixels", 1, 2 ** 31) ?? d.maxInputPixels,
+    allowPrivateUrls: !!v["allow-private-urls"],
+    urlTimeoutMs: urlTimeout !== undefined ? urlTimeout * 1000 : d.urlTimeoutMs,
+    webhookMaxAttempts: numFlag(v["webhook-attempts"], "webhook-attempts", 1, 100) ?? d.webhookMaxAttempts,
+    webhookBaseDelayMs: numFlag(v["webhook-backoff"], "webhook-backoff", 1, 3_600_000) ?? d.webhookBaseDelayMs,
+    providerPollMs: numFlag(v["poll-interval"], "poll-interval", 1, 60_000) ?? d.providerPollMs,
+    log: !!v.log,
+  });
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(sig);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
+}
+
+export async function runServeCommand(argv: string[]): Promise<number> {
+  const cfg = serveConfig(argv);
+  if (!cfg) {
+    console.log(HELP);
+    return 0;
+  }
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const stopped = untilSignal();
+  const server = await startServer(cfg, log);
+  const models = cfg.models.map((m) => m.id).concat(cfg.bflKey ? ["flux-2-pro", "flux-2-max", "flux-2-flex"] : []);
+  console.log(`flux2 serve: listening on ${server.url} (data ${cfg.dataDir}, queue ${cfg.queue ?? "embedded"}, models ${models.join(", ") || "none"})`);
+  if (server.keysRequired && server.store.keyCount() === 0) {
+    log(`warning: API keys are required ${isLoopbackHost(cfg.host) ? "(--require-keys)" : `(listening on ${cfg.host})`} but none exist: create one with flux2 keys add --data ${cfg.dataDir}`);
+  }
+  const sig = await stopped;
+  log(`flux2 serve: ${sig}, shutting down (running jobs go back to the queue)`);
+  await server.close();
+  return 0;
+}

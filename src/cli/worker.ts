@@ -1,0 +1,61 @@
+// flux2 worker: runs jobs from Redis for `flux2 serve --queue`.
+
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { defaultConfig, defaultDataDir } from "../server/config.js";
+import { parseModelSpec } from "../server/models.js";
+import { startRedisWorker } from "../server/redis_worker.js";
+import { numFlag, untilSignal } from "./serve.js";
+
+const HELP = `usage: flux2 worker --queue redis://HOST:PORT --model ID=DIR [--model ID=DIR ...]
+                    [--data DIR | --store s3://BUCKET/PREFIX] [options]
+
+Pulls jobs of its models from Redis (BullMQ) for \`flux2 serve --queue\`, runs
+them with the models kept loaded, and writes the images to the store that the
+server reads. Run as many workers as you like, on one machine or several. A
+job whose worker dies is retried once by another worker; its result is
+recorded once.
+
+  --queue URL             redis://HOST:PORT[/DB] (the same as the server's)
+  --model ID=DIR          a model to serve, as for flux2 serve (repeatable)
+  --data DIR              data folder shared with the server; images go to
+                          DIR/images (default ${defaultDataDir()})
+  --store URL             s3://... object storage: not implemented yet; share
+                          --data (e.g. over NFS) instead
+  --threads N             ONNX Runtime threads (default: all cores)
+  --lock S                seconds without a heartbeat before a job counts as
+                          abandoned and is retried (default 30)
+  --max-input-pixels N    decoded-pixel cap for input images (default 67108864)
+  --name NAME             worker name in logs and results (default host/pid)
+  -h, --help              this text
+
+Logs one JSON line per event on stdout: ready, start and done (id, worker,
+attempt), warn.`;
+
+const OPTIONS = {
+  queue: { type: "string" }, model: { type: "string", multiple: true }, data: { type: "string" }, store: { type: "string" },
+  threads: { type: "string" }, lock: { type: "string" }, "max-input-pixels": { type: "string" }, name: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+export async function runWorkerCommand(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
+  if (v.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!v.queue || !/^redis:\/\//.test(v.queue)) throw new Error("--queue redis://HOST:PORT is required");
+  if (!v.model?.length) throw new Error("give at least one --model ID=DIR");
+  if (v.store) throw new Error("--store s3://... is not implemented yet: share the server's --data folder instead");
+  const lock = numFlag(v.lock, "lock", 1, 3600, false);
+  const stopped = untilSignal();
+  const worker = await startRedisWorker({
+    url: v.queue, models: v.model.map(parseModelSpec), dataDir: path.resolve(v.data ?? defaultDataDir()),
+    threads: numFlag(v.threads, "threads", 1, 1024), lockMs: (lock ?? 30) * 1000,
+    maxPixels: numFlag(v["max-input-pixels"], "max-input-pixels", 1, 2 ** 31) ?? defaultConfig().maxInputPixels,
+    name: v.name, log: (line) => console.log(line),
+  });
+  await stopped;
+  await worker.close();
+  return 0;
+}

@@ -1,0 +1,133 @@
+// Putting the server together: storage, queues, webhooks and the fastify app.
+
+import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import * as path from "node:path";
+import { authenticate } from "./auth.js";
+import { keysRequired as needKeys, type ServerConfig } from "./config.js";
+import { ApiError } from "./errors.js";
+import { JobEvents } from "./events.js";
+import { Executor } from "./executor.js";
+import { ImageStore } from "./images.js";
+import { JobService, type Queues } from "./jobs.js";
+import { Lifecycle } from "./lifecycle.js";
+import { ModelRegistry } from "./models.js";
+import { BflClient, providerRunner } from "./providers/bfl.js";
+import { LocalQueue } from "./queue_local.js";
+import { RedisDispatcher } from "./queue_redis.js";
+import { registerRoutes } from "./routes.js";
+import { EventStreams } from "./sse.js";
+import { registerStatic } from "./static.js";
+import { localRunner } from "./run_local.js";
+import { JobStore } from "./store.js";
+import { WebhookSender } from "./webhooks.js";
+import { VERSION } from "../pipeline/metadata.js";
+
+export interface RunningServer {
+  app: FastifyInstance;
+  /** http://host:port as listened on. */
+  url: string;
+  port: number;
+  store: JobStore;
+  /** Whether requests must carry an API key. */
+  keysRequired: boolean;
+  close(): Promise<void>;
+}
+
+/** BFL allows 24 active tasks per key; the provider queue runs that many at once. */
+const PROVIDER_CONCURRENCY = 24;
+
+function errorHandler(bodyLimit: number, log: (s: string) => void) {
+  return (err: FastifyError | ApiError, _req: unknown, reply: { status(n: number): { headers(h: Record<string, string>): { send(b: unknown): void } } }) => {
+    if (err instanceof ApiError) return reply.status(err.status).headers(err.headers).send(err.body);
+    const code = (err as FastifyError).code ?? "";
+    const status = (err as FastifyError).statusCode ?? 500;
+    if (code === "FST_ERR_CTP_BODY_TOO_LARGE") return reply.status(413).headers({}).send({ detail: `Request body is larger than the limit of ${bodyLimit} bytes` });
+    if (code.startsWith("FST_ERR_CTP_") && status === 400) {
+      return reply.status(422).headers({}).send({ detail: [{ loc: ["body"], msg: `JSON decode error: ${err.message}`, type: "json_invalid" }] });
+    }
+    if (status < 500) return reply.status(status).headers({}).send({ detail: err.message });
+    log(`error: ${err.stack ?? err.message}`);
+    return reply.status(500).headers({}).send({ detail: "Internal Server Error" });
+  };
+}
+
+export async function startServer(cfg: ServerConfig, log: (s: string) => void = (s) => process.stderr.write(s + "\n")): Promise<RunningServer> {
+  // Models first: a bad --model fails before anything is opened.
+  const registry = new ModelRegistry(cfg.models, !!cfg.bflKey, cfg.queue ? "redis workers" : "this process");
+  const store = new JobStore(cfg.dataDir);
+  const images = new ImageStore(path.join(cfg.dataDir, "images"));
+  const events = new JobEvents();
+  let listenUrl = "";
+  const baseFor = () => (cfg.publicUrl ?? listenUrl).replace(/\/$/, "");
+  const policy = { allowPrivate: cfg.allowPrivateUrls, timeoutMs: cfg.webhookTimeoutMs, maxBytes: 1024 * 1024 };
+  const webhooks = new WebhookSender(store, { policy, maxAttempts: cfg.webhookMaxAttempts, baseDelayMs: cfg.webhookBaseDelayMs }, log);
+  const lifecycle = new Lifecycle(store, events, baseFor, () => webhooks.poke());
+
+  const queues: Queues = {};
+  let executor: Executor | undefined;
+  if (!cfg.queue && cfg.models.length) {
+    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels });
+    queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts }, localRunner(executor, images));
+  }
+  if (cfg.bflKey) {
+    const bfl = { apiKey: cfg.bflKey, baseUrl: cfg.bflBaseUrl, pollMs: cfg.providerPollMs, backoffMs: cfg.providerBackoffMs };
+    queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3 },
+      providerRunner(new BflClient(bfl), images, store, bfl));
+  }
+  if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log);
+
+  const keysRequired = needKeys(cfg);
+  const service = new JobService(cfg, store, images, registry, lifecycle, queues);
+  const streams = new EventStreams(store, events);
+  const app = Fastify({ bodyLimit: cfg.bodyLimit, logger: false, forceCloseConnections: true, return503OnClosing: true });
+  app.decorateRequest("principal", null as never);
+  app.addHook("onRequest", async (req) => {
+    const p = req.url.split("?")[0];
+    // Public: the model list and images (their names are content hashes, like BFL's signed delivery URLs).
+    const open = req.method === "GET" && (p === "/v1/models" || p.startsWith("/v1/images/"));
+    // Browsers' EventSource cannot send headers: the events stream also takes ?key=.
+    const key = req.headers["x-key"] ?? (p.endsWith("/events") ? (req.query as { key?: string }).key : undefined);
+    if (p.startsWith("/v1/") && !open) req.principal = authenticate(store, key, keysRequired);
+  });
+  if (cfg.log) app.addHook("onResponse", async (req, reply) => log(`${req.method} ${req.url.split("?")[0]} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`));
+  app.setErrorHandler(errorHandler(cfg.bodyLimit, log) as never);
+  app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
+  registerRoutes(app, { cfg, service, images, registry, events, streams, version: VERSION });
+  registerStatic(app);
+
+  let port = cfg.port;
+  try {
+    // A deep accept backlog: bursts of connections (a thousand clients at once) are not refused.
+    await app.listen({ host: cfg.host, port: cfg.port, backlog: 4096 });
+    const addr = app.server.address();
+    port = typeof addr === "object" && addr ? addr.port : cfg.port;
+    const shownHost = cfg.host === "0.0.0.0" || cfg.host === "::" ? "127.0.0.1" : cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host;
+    listenUrl = `http://${shownHost}:${port}`;
+    // After listen, so results recorded by the first sweep link to the right address.
+    await queues.redis?.start(cfg.models.map((m) => m.id));
+  } catch (e) {
+    await app.close();
+    await queues.redis?.close();
+    await executor?.close();
+    store.close();
+    throw e;
+  }
+  queues.local?.start();
+  queues.provider?.start();
+  webhooks.start();
+
+  let closing: Promise<void> | null = null;
+  return {
+    app, url: listenUrl, port, store, keysRequired,
+    close: () => closing ??= (async () => {
+      streams.closeAll();
+      await app.close();
+      await queues.local?.close();
+      await queues.provider?.close();
+      await executor?.close();
+      await queues.redis?.close();
+      await webhooks.close();
+      store.close();
+    })(),
+  };
+}

@@ -1,0 +1,102 @@
+// Server settings with their defaults. The CLI (src/cli/serve.ts) fills these
+// from flags; tests build them directly.
+
+import * as os from "node:os";
+import * as path from "node:path";
+
+export interface ModelSpec {
+  /** API model id, e.g. flux-2-klein-4b (POST /v1/<id>). */
+  id: string;
+  /** Checkpoint folder; the variant comes from the folder. */
+  dir: string;
+}
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  /** SQLite database and content-addressed image store live here. */
+  dataDir: string;
+  models: ModelSpec[];
+  /** redis://host:port: jobs of local models go to BullMQ workers instead of this process. */
+  queue?: string;
+  /** Require x-key even on loopback (always required on other addresses). */
+  requireKeys: boolean;
+  bflKey?: string;
+  bflBaseUrl: string;
+  /** Queued + running jobs one API key may have (BFL allows 24). 0: no limit. */
+  maxActivePerKey: number;
+  /** Queued jobs the whole server accepts before answering 429. */
+  maxQueued: number;
+  /** Largest request body in bytes (413 beyond). */
+  bodyLimit: number;
+  /** Decoded-pixel cap for input images (decompression-bomb guard). */
+  maxInputPixels: number;
+  /** Let URL inputs and webhooks reach loopback / private / link-local addresses. */
+  allowPrivateUrls: boolean;
+  urlTimeoutMs: number;
+  urlMaxBytes: number;
+  /** Base of the URLs in results and webhooks; default: from the request's Host (or the listen address). */
+  publicUrl?: string;
+  /** A running job's lease; a job whose lease lapses (its process died) is retried or errored. */
+  leaseMs: number;
+  /** Runs a job gets in all (the first plus retries after interruptions). */
+  maxAttempts: number;
+  webhookMaxAttempts: number;
+  webhookBaseDelayMs: number;
+  webhookTimeoutMs: number;
+  /** Provider polling interval (BFL recommends about 0.5 s). */
+  providerPollMs: number;
+  /** First delay before resubmitting to a provider that answered 429 / 5xx (doubles each time). */
+  providerBackoffMs: number;
+  /** ONNX Runtime intra-op threads for local generation (default: ORT's choice). */
+  threads?: number;
+  /** Log one line per request to stderr. */
+  log: boolean;
+}
+
+/** Where jobs and images are kept when --data is not given: $FLUX2_DATA, else XDG data home. */
+export function defaultDataDir(): string {
+  if (process.env.FLUX2_DATA) return process.env.FLUX2_DATA;
+  const xdg = process.env.XDG_DATA_HOME || path.join(os.homedir(), ".local", "share");
+  return path.join(xdg, "flux2ts");
+}
+
+export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  return {
+    host: "127.0.0.1",
+    port: 8080,
+    dataDir: defaultDataDir(),
+    models: [],
+    requireKeys: false,
+    bflKey: process.env.BFL_API_KEY || undefined,
+    bflBaseUrl: process.env.BFL_BASE_URL || "https://api.bfl.ai",
+    maxActivePerKey: 24,
+    maxQueued: 10_000,
+    bodyLimit: 64 * 1024 * 1024,
+    maxInputPixels: 64 * 1024 * 1024,
+    allowPrivateUrls: false,
+    urlTimeoutMs: 15_000,
+    urlMaxBytes: 50 * 1024 * 1024,
+    leaseMs: 30_000,
+    maxAttempts: 2,
+    webhookMaxAttempts: 8,
+    webhookBaseDelayMs: 1_000,
+    webhookTimeoutMs: 10_000,
+    providerPollMs: 500,
+    providerBackoffMs: 1_000,
+    log: false,
+    ...overrides,
+  };
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost", "::ffff:127.0.0.1"]);
+
+/** Listening only on loopback? (Anything else requires API keys.) */
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK.has(host) || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Keys are required with --require-keys or when listening beyond loopback. */
+export function keysRequired(cfg: Pick<ServerConfig, "host" | "requireKeys">): boolean {
+  return cfg.requireKeys || !isLoopbackHost(cfg.host);
+}

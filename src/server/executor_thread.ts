@@ -1,0 +1,70 @@
+// The executor's worker thread: owns the loaded pipelines (kept loaded between
+// jobs) and runs one job at a time. ONNX Runtime's session.run blocks the
+// thread it runs on, which is why generation lives here and not on the HTTP
+// event loop. Cancellation arrives through a SharedArrayBuffer flag, read
+// synchronously between denoising steps (a message could not be delivered
+// while the loop is busy).
+
+import { parentPort, workerData } from "node:worker_threads";
+import { OrtBackend } from "../backend/ort.js";
+import { openCheckpoint } from "../pipeline/checkpoint.js";
+import { Flux2Pipeline, InvalidRequestError } from "../pipeline/flux2.js";
+import { ReferenceImageError } from "../pipeline/reference.js";
+import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
+import { CancelledError, runGeneration, type ExecJob } from "./generate_job.js";
+import { ImageStore } from "./images.js";
+import { storeName } from "./inputs.js";
+import type { ExecutorData, ToThread, FromThread } from "./executor.js";
+
+const data = workerData as ExecutorData;
+const store = new ImageStore(data.storeRoot);
+const backend = new OrtBackend({ threads: data.threads });
+const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number }>();
+
+function pipeline(model: string) {
+  let p = loaded.get(model);
+  if (!p) {
+    const spec = data.models.find((m) => m.id === model);
+    if (!spec) throw new InvalidRequestError(`model ${model} is not served by this process`);
+    const ck = openCheckpoint(spec.dir);
+    const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
+    p = { pipe: Flux2Pipeline.fromPretrained(spec.dir, { keepLoaded: true, backend }), multiple };
+    loaded.set(model, p);
+  }
+  return p;
+}
+
+function post(m: FromThread, transfer: ArrayBuffer[] = []): void {
+  parentPort!.postMessage(m, transfer);
+}
+
+function classify(e: unknown): "invalid" | "cancelled" | "internal" {
+  if (e instanceof CancelledError) return "cancelled";
+  if (e instanceof InvalidRequestError || e instanceof ReferenceImageError) return "invalid";
+  if (e instanceof Error && /cannot (read|decode) image|pixels, more than the limit|animated/.test(e.message)) return "invalid";
+  return "internal";
+}
+
+async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void> {
+  const isCancelled = () => Atomics.load(cancel, 0) === 1;
+  try {
+    if (isCancelled()) throw new CancelledError();
+    const { pipe, multiple } = pipeline(job.model);
+    const out = await runGeneration(pipe, job, {
+      multiple, maxPixels: data.maxPixels, isCancelled,
+      readInput: (ref) => store.readSync(storeName(ref)),
+      onProgress: (progress) => post({ type: "progress", seq, progress }),
+    });
+    // Copy into exactly-sized buffers before transferring: a Buffer may share a pooled ArrayBuffer.
+    const images = out.images.map((i) => ({ ext: i.ext, bytes: new Uint8Array(i.bytes) }));
+    post({ type: "done", seq, output: { ...out, images } }, images.map((i) => i.bytes.buffer as ArrayBuffer));
+  } catch (e) {
+    post({ type: "failed", seq, kind: classify(e), message: (e as Error).message ?? String(e) });
+  }
+}
+
+// One job at a time, in arrival order.
+let chain: Promise<void> = Promise.resolve();
+parentPort!.on("message", (m: ToThread) => {
+  if (m.type === "run") chain = chain.then(() => run(m.seq, m.job, new Int32Array(m.cancel)));
+});

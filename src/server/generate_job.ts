@@ -1,0 +1,128 @@
+// One job on a loaded pipeline: the request (with stored input images) →
+// references / img2img / inpaint / outpaint inputs → generate → encoded images
+// with their parameters embedded. Runs inside the executor's worker thread.
+
+import sharp from "sharp";
+import { referenceInputs, type GenerationRequest } from "../api/request.js";
+import { expandCanvas } from "../cli/edit.js";
+import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage } from "../pipeline/flux2.js";
+import { decodeImage, encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
+import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
+import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
+import { resizeLanczos } from "../pipeline/resize.js";
+import type { ProgressInfo } from "./events.js";
+import { pngDataUrl } from "./png.js";
+
+export interface ExecJob {
+  id: string;
+  model: string;
+  /** Validated request; image fields hold "store:<name>" references. */
+  request: GenerationRequest;
+}
+
+export interface ExecImage {
+  bytes: Uint8Array;
+  ext: string;
+}
+
+export interface ExecOutput {
+  images: ExecImage[];
+  width: number;
+  height: number;
+  seed: number | null;
+  steps: number;
+  guidance: number;
+}
+
+export class CancelledError extends Error {
+  constructor() {
+    super("cancelled");
+    this.name = "CancelledError";
+  }
+}
+
+export interface RunContext {
+  multiple: number;
+  maxPixels: number;
+  readInput: (ref: string) => Buffer;
+  onProgress: (p: ProgressInfo) => void;
+  isCancelled: () => boolean;
+}
+
+async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
+  const d = await decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels });
+  return { rgb: d.rgb, width: d.width, height: d.height };
+}
+
+/** White = repaint; alpha flattened onto black, as `flux2 edit --mask` reads masks. */
+async function readMask(ctx: RunContext, ref: string): Promise<{ data: Uint8Array; width: number; height: number }> {
+  const raw = await sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
+    .toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.info.width * raw.info.height), width: raw.info.width, height: raw.info.height };
+}
+
+/** img2img / inpaint / outpaint input from the first image (others stay references). */
+async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitImage> {
+  let base = await readImage(ctx, r.input_image!);
+  let mask: Uint8Array | undefined;
+  if (r.expand) {
+    const e = await expandCanvas(base, r.expand as [number, number, number, number], ctx.multiple);
+    base = e.image;
+    mask = e.mask;
+  } else if (r.mask_image) {
+    const m = await readMask(ctx, r.mask_image);
+    if (m.width !== base.width || m.height !== base.height) {
+      throw new InvalidRequestError(`mask_image is ${m.width}×${m.height} but input_image is ${base.width}×${base.height}: give a mask of the same size`);
+    }
+    mask = m.data;
+  }
+  let image = prepareInpaintImage(base, { multiple: ctx.multiple }).image;
+  if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height);
+  if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height);
+  return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
+}
+
+export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunContext): Promise<ExecOutput> {
+  const r = job.request;
+  const d = pipe.defaults;
+  const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
+  const init = repaint ? await initImage(r, ctx) : undefined;
+  const images = await Promise.all(referenceInputs(r).slice(repaint ? 1 : 0).map((ref) => readImage(ctx, ref)));
+  const refs = prepareReferences(images, { multiple: ctx.multiple });
+  const steps = r.steps ?? d.steps;
+  const guidance = r.guidance ?? d.guidance;
+  const result = await pipe.generate({
+    prompt: r.prompt, negativePrompt: r.negative_prompt, width: r.width, height: r.height, steps, guidance,
+    seed: r.seed, numImagesPerPrompt: r.num_images, references: refs.map((x) => x.image), init, preview: true,
+    onStep: (info) => {
+      // Cancellation is checked between steps: throwing here stops the run.
+      if (ctx.isCancelled()) throw new CancelledError();
+      const p = info.preview;
+      ctx.onProgress({ step: info.step, steps: info.steps, fraction: info.step / info.steps, preview: p ? pngDataUrl(p.rgb, p.width, p.height) : undefined });
+    },
+  });
+  const references = [
+    ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
+    ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
+  ];
+  return {
+    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength),
+    width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
+  };
+}
+
+async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength?: number): Promise<ExecImage[]> {
+  const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
+  const out: ExecImage[] = [];
+  for (const img of result.images) {
+    const record: ImageRecord = {
+      prompt: r.prompt, negativePrompt: r.negative_prompt ?? null, width: img.width, height: img.height,
+      steps: result.steps, guidance: result.guidance, seed: img.seed, variant, model,
+      references: references?.length ? references : undefined, strength,
+    };
+    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(record));
+    if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(record));
+    out.push({ bytes: buf, ext: format });
+  }
+  return out;
+}

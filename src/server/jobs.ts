@@ -1,0 +1,112 @@
+// Submitting, reading and cancelling jobs: the steps every route shares,
+// whichever queue runs the job (this process, Redis workers, or BFL).
+
+import { randomInt, randomUUID } from "node:crypto";
+import type { GenerationRequest } from "../api/request.js";
+import type { Principal } from "./auth.js";
+import type { ServerConfig } from "./config.js";
+import { ApiError, fieldError } from "./errors.js";
+import { checkResolves, type UrlPolicy } from "./fetch_image.js";
+import type { ImageStore } from "./images.js";
+import { storeInputs } from "./inputs.js";
+import type { Lifecycle } from "./lifecycle.js";
+import type { ModelRegistry } from "./models.js";
+import type { LocalQueue } from "./queue_local.js";
+import type { RedisDispatcher } from "./queue_redis.js";
+import type { JobKind, JobRow, JobStore } from "./store.js";
+import { validateRequest } from "./validate.js";
+import { TERMINAL } from "./views.js";
+
+export interface Queues {
+  local?: LocalQueue;
+  provider?: LocalQueue;
+  redis?: RedisDispatcher;
+}
+
+/** BFL-like 429 for a key at its limit of queued + running tasks. */
+function tooManyActive(max: number): ApiError {
+  return new ApiError(429, `You have reached the maximum number of active tasks (${max}) for this API key: wait for some to finish (or cancel them) and try again`, { "retry-after": "5" });
+}
+
+export class JobService {
+  constructor(
+    private cfg: ServerConfig,
+    private store: JobStore,
+    private images: ImageStore,
+    private registry: ModelRegistry,
+    private lifecycle: Lifecycle,
+    private queues: Queues,
+  ) {}
+
+  get policy(): UrlPolicy {
+    return { allowPrivate: this.cfg.allowPrivateUrls, timeoutMs: this.cfg.urlTimeoutMs, maxBytes: this.cfg.urlMaxBytes };
+  }
+
+  private async model(id: string) {
+    let m = this.registry.get(id);
+    if (!m && this.queues.redis) {
+      await this.queues.redis.refreshModels().catch(() => {}); // a worker may have just come up
+      m = this.registry.get(id);
+    }
+    if (m) return m;
+    if (this.registry.isProvider(id)) throw new ApiError(404, `Model ${id} runs on Black Forest Labs' API: start the server with --bfl-key (or BFL_API_KEY) to use it`);
+    const known = this.registry.list().filter((x) => x.available).map((x) => x.id);
+    throw new ApiError(404, `Model not found: ${id} (this server has ${known.join(", ") || "no models"})`);
+  }
+
+  /** Validate, store inputs, insert (within the caller's limits) and hand to a queue. */
+  async submit(modelId: string, body: unknown, who: Principal): Promise<{ id: string }> {
+    const model = await this.model(modelId);
+    const keyMax = who.keyId ? who.maxActive ?? this.cfg.maxActivePerKey : 0;
+    // Cheap early refusal before fetching and decoding images; the insert below re-checks atomically.
+    if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
+    const request: GenerationRequest = validateRequest(body, model);
+    if (request.webhook_url) {
+      await checkResolves(request.webhook_url, this.policy).catch((e: Error) => { throw fieldError("webhook_url", e.message, "url_forbidden"); });
+    }
+    // The seed is fixed now, so a retried run produces the same image.
+    request.seed ??= randomInt(0, 2 ** 32);
+    const stored = await storeInputs(request, this.images, { policy: this.policy, maxPixels: this.cfg.maxInputPixels });
+    const kind: JobKind = model.kind === "provider" ? "provider" : this.cfg.queue ? "redis" : "local";
+    if (kind === "local" && !this.queues.local) throw new ApiError(503, `no local executor for ${modelId}`);
+    const id = randomUUID();
+    const row = { id, model: modelId, kind, key_id: who.keyId, request: JSON.stringify(stored) };
+    const verdict = this.store.submit(row, { keyMax, queueMax: this.cfg.maxQueued });
+    if (verdict === "key_limit") throw tooManyActive(keyMax);
+    if (verdict === "queue_full") throw new ApiError(429, `The server's queue is full (${this.cfg.maxQueued} tasks waiting): try again later`, { "retry-after": "10" });
+    await this.dispatch(row);
+    return { id };
+  }
+
+  private async dispatch(row: Pick<JobRow, "id" | "model" | "kind" | "request">): Promise<void> {
+    if (row.kind === "local") return this.queues.local!.notify();
+    if (row.kind === "provider") return this.queues.provider!.notify();
+    // If Redis cannot be reached now, the row stays queued and the sweep adds it once Redis is back.
+    await this.queues.redis!.enqueue(row).catch(() => {});
+  }
+
+  /** A job the caller may see: its own, or any when the caller is anonymous (keys not required). */
+  get(id: string, who: Principal): JobRow | undefined {
+    const row = this.store.get(id);
+    if (!row || (who.keyId && row.key_id !== who.keyId)) return undefined;
+    return row;
+  }
+
+  list(who: Principal, limit: number, before?: string): JobRow[] {
+    return this.store.list({ keyId: who.keyId, limit, before });
+  }
+
+  /** Cancel: a queued job never runs; a running one stops at its next step. */
+  async cancel(id: string, who: Principal): Promise<JobRow> {
+    const row = this.get(id, who);
+    if (!row) throw new ApiError(404, "Task not found");
+    if (TERMINAL.includes(row.state)) throw new ApiError(409, `The task already ended (${row.state})`);
+    const before = this.store.cancel(id);
+    if (!before) throw new ApiError(409, "The task ended before it could be cancelled");
+    this.lifecycle.cancelled(id);
+    if (before.kind === "local") this.queues.local?.cancel(id);
+    else if (before.kind === "provider") this.queues.provider?.cancel(id);
+    else await this.queues.redis?.cancel(before).catch(() => {});
+    return this.store.get(id)!;
+  }
+}

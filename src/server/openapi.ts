@@ -1,0 +1,82 @@
+// The OpenAPI 3 document served at /openapi.json, generated from the zod
+// schemas with z.toJSONSchema: one POST path per model (as BFL's own document
+// has), each with a body schema holding only the fields that model accepts.
+
+import { z } from "zod";
+import { GenerationRequest } from "../api/request.js";
+import type { ModelRegistry } from "./models.js";
+import * as S from "./schemas.js";
+
+const json = (schema: z.ZodType) => z.toJSONSchema(schema, { target: "openapi-3.0", io: "output", unrepresentable: "any" });
+const input = (schema: z.ZodType) => z.toJSONSchema(schema, { target: "openapi-3.0", io: "input", unrepresentable: "any" });
+const content = (schema: z.ZodType) => ({ "application/json": { schema: json(schema) } });
+
+const errors = {
+  "401": { description: "missing API key", content: content(S.ErrorResponse) },
+  "403": { description: "invalid or revoked API key", content: content(S.ErrorResponse) },
+};
+
+export function buildOpenApi(registry: ModelRegistry, version: string) {
+  const paths: Record<string, unknown> = {};
+  for (const m of registry.list()) {
+    const keys = Object.fromEntries(m.caps.fields.map((f) => [f, true])) as Record<keyof GenerationRequest, true>;
+    paths[`/v1/${m.id}`] = {
+      post: {
+        summary: `Generate with ${m.id} (${m.kind === "provider" ? "Black Forest Labs API" : `local ${m.variant}`})`,
+        security: [{ xKey: [] }],
+        requestBody: { required: true, content: { "application/json": { schema: input(GenerationRequest.pick(keys).strict()) } } },
+        responses: {
+          "200": { description: "queued", content: content(S.SubmitResponse) },
+          "404": { description: "unknown model", content: content(S.ErrorResponse) },
+          "413": { description: "body too large", content: content(S.ErrorResponse) },
+          "422": { description: "invalid request (fields named in loc)", content: content(S.ValidationError) },
+          "429": { description: "too many active tasks for this key, or the queue is full", content: content(S.ErrorResponse) },
+          ...errors,
+        },
+      },
+    };
+  }
+  const idParam = [{ name: "id", in: "path", required: true, schema: { type: "string" } }];
+  Object.assign(paths, {
+    "/v1/get_result": {
+      get: {
+        summary: "Poll a task (BFL-compatible)", security: [{ xKey: [] }],
+        parameters: [{ name: "id", in: "query", required: true, schema: { type: "string" } }],
+        responses: { "200": { description: "the task's state (status Task not found for unknown ids)", content: content(S.ResultResponse) }, ...errors },
+      },
+    },
+    "/v1/jobs": {
+      get: {
+        summary: "Past and current tasks, newest first", security: [{ xKey: [] }],
+        parameters: [
+          { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 200, default: 20 } },
+          { name: "before", in: "query", schema: { type: "string" }, description: "a task id: list older tasks" },
+        ],
+        responses: { "200": { description: "tasks", content: content(S.JobList) }, ...errors },
+      },
+    },
+    "/v1/jobs/{id}": {
+      get: { summary: "One task with its parameters", security: [{ xKey: [] }], parameters: idParam, responses: { "200": { description: "the task", content: content(S.JobView) }, "404": { description: "not found", content: content(S.ErrorResponse) } } },
+      delete: {
+        summary: "Cancel: a queued task never runs, a running one stops at its next step", security: [{ xKey: [] }], parameters: idParam,
+        responses: { "200": { description: "cancelled", content: content(S.JobView) }, "404": { description: "not found", content: content(S.ErrorResponse) }, "409": { description: "already ended", content: content(S.ErrorResponse) } },
+      },
+    },
+    "/v1/jobs/{id}/events": {
+      get: {
+        summary: "Server-sent events: progress (step, steps, fraction, preview), status, done", security: [{ xKey: [] }], parameters: idParam,
+        responses: { "200": { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } } },
+      },
+    },
+    "/v1/models": { get: { summary: "Models with variant, limits and defaults", responses: { "200": { description: "models", content: content(S.ModelList) } } } },
+    "/v1/images/{name}": {
+      get: { summary: "A stored image (<sha256>.<ext>); immutable", parameters: [{ name: "name", in: "path", required: true, schema: { type: "string" } }], responses: { "200": { description: "the image" }, "404": { description: "not found" } } },
+    },
+  });
+  return {
+    openapi: "3.0.3",
+    info: { title: "flux2.ts API", version, description: "A superset of Black Forest Labs' FLUX API, served by flux2.ts. See docs/server.md." },
+    components: { securitySchemes: { xKey: { type: "apiKey", in: "header", name: "x-key" } } },
+    paths,
+  };
+}

@@ -1,0 +1,111 @@
+// `flux2 worker`: pulls jobs of its models from Redis (BullMQ), runs them on a
+// local executor thread, writes the images to the shared content-addressed
+// store and returns the result to BullMQ, which records it once: completing
+// a job needs the job's lock, so a worker that lost its lock (it stalled and
+// the job went to another worker) cannot complete it a second time, and the
+// images of a re-run are the same files (same seed, same bytes, same name).
+
+import { UnrecoverableError, Worker, type Job } from "bullmq";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { ModelSpec } from "./config.js";
+import { ExecError, Executor } from "./executor.js";
+import { ImageStore } from "./images.js";
+import { localModel, type AdvertisedModel } from "./models.js";
+import { cancelKey, MODELS_KEY, queueName, RedisConnections } from "./redis_conn.js";
+import type { RedisJobData } from "./queue_redis.js";
+import type { RespClient } from "./redis_resp.js";
+import { storeOutput } from "./run_local.js";
+import type { JobResult } from "./store.js";
+import type { GenerationRequest } from "../api/request.js";
+
+export interface WorkerOptions {
+  url: string;
+  models: ModelSpec[];
+  /** Shared data folder: images go to <dataDir>/images (the server's store). */
+  dataDir: string;
+  threads?: number;
+  /** BullMQ lock: a worker silent this long is presumed dead and its job retried. */
+  lockMs: number;
+  maxPixels: number;
+  name?: string;
+  log: (line: string) => void;
+}
+
+export interface RunningWorker {
+  name: string;
+  close(): Promise<void>;
+}
+
+const ADVERT_MS = 5000;
+
+export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const name = opts.name ?? `${os.hostname()}/${process.pid}`;
+  const conns = new RedisConnections(opts.url, (s) => opts.log(JSON.stringify({ event: "warn", message: s })));
+  const ctl = await conns.plain();
+  const images = new ImageStore(path.join(opts.dataDir, "images"));
+  const adverts = opts.models.map((m) => localModel(m, "redis workers"));
+  const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels });
+
+  const advertise = async () => {
+    for (const m of adverts) {
+      const a: AdvertisedModel = { id: m.id, variant: m.variant as AdvertisedModel["variant"], multipleOf: m.caps.multipleOf, expires: Date.now() + 3 * ADVERT_MS };
+      await ctl.send("HSET", [MODELS_KEY, m.id, JSON.stringify(a)]);
+    }
+  };
+  await advertise();
+  const advertTimer = setInterval(() => void advertise().catch(() => {}), ADVERT_MS);
+
+  const processJob = (job: Job<RedisJobData>) => runJob(job, { executor, images, ctl, name, log: opts.log });
+  const workers = opts.models.map((m) => new Worker<RedisJobData, JobResult>(queueName(m.id), processJob, {
+    connection: conns.make() as never, concurrency: 1, lockDuration: opts.lockMs, stalledInterval: opts.lockMs, maxStalledCount: 1,
+  }));
+  for (const w of workers) w.on("error", (e) => opts.log(JSON.stringify({ event: "warn", message: e.message })));
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  opts.log(JSON.stringify({ event: "ready", worker: name, models: opts.models.map((m) => m.id) }));
+
+  return {
+    name,
+    async close() {
+      clearInterval(advertTimer);
+      await Promise.all(workers.map((w) => w.close()));
+      await executor.close();
+      ctl.close();
+      conns.closeAll();
+    },
+  };
+}
+
+interface JobDeps {
+  executor: Executor;
+  images: ImageStore;
+  ctl: RespClient;
+  name: string;
+  log: (line: string) => void;
+}
+
+async function runJob(job: Job<RedisJobData>, d: JobDeps): Promise<JobResult> {
+  const { id, model, request } = job.data;
+  const cancelled = async () => (await d.ctl.send("EXISTS", [cancelKey(id)])) === 1;
+  if (await cancelled()) throw new UnrecoverableError("cancelled");
+  d.log(JSON.stringify({ event: "start", id, worker: d.name, attempt: job.attemptsMade + 1 }));
+  const ac = new AbortController();
+  // The cancel flag is polled while the job runs; the executor stops at the next step.
+  const poll = setInterval(() => void cancelled().then((c) => c && ac.abort(), () => {}), 250);
+  const started = Date.now();
+  try {
+    const out = await d.executor.run({ id, model, request: request as GenerationRequest }, {
+      signal: ac.signal, onProgress: (p) => void job.updateProgress(p as never).catch(() => {}),
+    });
+    const result = await storeOutput(d.images, out, started, d.name);
+    d.log(JSON.stringify({ event: "done", id, worker: d.name, attempt: job.attemptsMade + 1 }));
+    return result;
+  } catch (e) {
+    if (!(e instanceof ExecError)) throw e;
+    if (e.kind === "cancelled") throw new UnrecoverableError("cancelled");
+    if (e.kind === "crashed") throw new Error(e.message); // retried (attempts: 2)
+    throw new UnrecoverableError(e.message);
+  } finally {
+    clearInterval(poll);
+  }
+}

@@ -1,0 +1,115 @@
+// HTTP routes: BFL's (POST /v1/<model>, GET /v1/get_result) and ours
+// (jobs, events, models, images, OpenAPI).
+
+import * as fs from "node:fs";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { z } from "zod";
+import type { Principal } from "./auth.js";
+import type { ServerConfig } from "./config.js";
+import { ApiError, unprocessable } from "./errors.js";
+import type { JobEvents } from "./events.js";
+import { IMAGE_TYPES, isImageName, type ImageStore } from "./images.js";
+import type { JobService } from "./jobs.js";
+import type { ModelEntry, ModelRegistry } from "./models.js";
+import { buildOpenApi } from "./openapi.js";
+import type { EventStreams } from "./sse.js";
+import { jobView, notFoundView, resultView } from "./views.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: Principal;
+  }
+}
+
+export interface RouteDeps {
+  cfg: ServerConfig;
+  service: JobService;
+  images: ImageStore;
+  registry: ModelRegistry;
+  events: JobEvents;
+  streams: EventStreams;
+  version: string;
+}
+
+/** Base of the URLs we hand out: --public-url, else what the client used to reach us. */
+export function baseUrl(cfg: ServerConfig, req: FastifyRequest): string {
+  return (cfg.publicUrl ?? `${req.protocol}://${req.host}`).replace(/\/$/, "");
+}
+
+const ListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(200).default(20),
+  before: z.string().min(1).optional(),
+});
+
+function query<T extends z.ZodType>(schema: T, q: unknown): z.infer<T> {
+  const r = schema.safeParse(q);
+  if (!r.success) throw unprocessable(r.error.issues.map((i) => ({ loc: ["query", ...i.path.map(String)], msg: i.message, type: "value_error" })));
+  return r.data;
+}
+
+export function describeModel(m: ModelEntry & { available: boolean }) {
+  const c = m.caps;
+  return {
+    id: m.id, kind: m.kind, variant: m.variant, available: m.available, runs: m.runs,
+    limits: {
+      multiple_of: c.multipleOf, min_side: c.minSide, max_pixels: c.maxPixels, max_references: c.maxReferences,
+      recommended_references: c.recommendedReferences, steps: c.steps, guidance: c.guidance,
+    },
+    fields: c.fields, defaults: m.defaults,
+  };
+}
+
+export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
+  const base = (req: FastifyRequest) => baseUrl(d.cfg, req);
+
+  app.get("/health", async () => ({ status: "ok", queue: d.cfg.queue ? "redis" : "embedded" }));
+  app.get("/openapi.json", async () => buildOpenApi(d.registry, d.version));
+  app.get("/v1/models", async () => ({ models: d.registry.list().map(describeModel) }));
+
+  app.post<{ Params: { model: string } }>("/v1/:model", async (req) => {
+    const { id } = await d.service.submit(req.params.model, req.body, req.principal);
+    return { id, polling_url: `${base(req)}/v1/get_result?id=${encodeURIComponent(id)}` };
+  });
+
+  app.get<{ Querystring: { id?: string } }>("/v1/get_result", async (req) => {
+    const id = req.query.id;
+    if (!id) throw unprocessable([{ loc: ["query", "id"], msg: "Field required", type: "missing" }]);
+    const row = d.service.get(id, req.principal);
+    return row ? resultView(row, base(req), d.events) : notFoundView(id);
+  });
+
+  app.get("/v1/jobs", async (req) => {
+    const q = query(ListQuery, req.query);
+    const rows = d.service.list(req.principal, q.limit, q.before);
+    return { jobs: rows.map((r) => jobView(r, base(req), d.events)), next_before: rows.length === q.limit ? rows[rows.length - 1].id : null };
+  });
+
+  app.get<{ Params: { id: string } }>("/v1/jobs/:id", async (req) => {
+    const row = d.service.get(req.params.id, req.principal);
+    if (!row) throw new ApiError(404, "Task not found");
+    return jobView(row, base(req), d.events);
+  });
+
+  app.delete<{ Params: { id: string } }>("/v1/jobs/:id", async (req) => {
+    const row = await d.service.cancel(req.params.id, req.principal);
+    return jobView(row, base(req), d.events);
+  });
+
+  app.get<{ Params: { id: string } }>("/v1/jobs/:id/events", async (req, reply) => {
+    const row = d.service.get(req.params.id, req.principal);
+    if (!row) throw new ApiError(404, "Task not found");
+    reply.hijack();
+    d.streams.serve(reply.raw, row, base(req));
+  });
+
+  app.get<{ Params: { name: string } }>("/v1/images/:name", async (req, reply) => {
+    const name = req.params.name;
+    if (!isImageName(name) || !d.images.has(name)) throw new ApiError(404, "Image not found");
+    const ext = name.slice(name.lastIndexOf(".") + 1);
+    reply.header("content-type", IMAGE_TYPES[ext]);
+    // The name is the content's hash: it never changes.
+    reply.header("cache-control", "public, max-age=31536000, immutable");
+    reply.header("etag", `"${name.slice(0, 64)}"`);
+    return reply.send(fs.createReadStream(d.images.path(name)));
+  });
+}

@@ -1,0 +1,77 @@
+// Response shapes as zod schemas: the single source for the OpenAPI document
+// (request bodies come from src/api/request.ts).
+
+import { z } from "zod";
+
+export const SubmitResponse = z.object({
+  id: z.string().describe("task id"),
+  polling_url: z.string().describe("GET this URL (get_result) until status is no longer Pending"),
+});
+
+export const Status = z.enum(["Task not found", "Pending", "Request Moderated", "Content Moderated", "Ready", "Error"]);
+export const State = z.enum(["queued", "running", "ready", "error", "cancelled", "request_moderated", "content_moderated"])
+  .describe("flux2.ts extension: the finer state behind `status` (a cancelled task reads as Error)");
+
+export const ResultSample = z.object({
+  sample: z.string().describe("URL of the image on this server (content-addressed, does not expire)"),
+  samples: z.array(z.string()).describe("every image (num_images > 1)"),
+  prompt: z.string(),
+  seed: z.number().int().nullable(),
+  width: z.number().int(),
+  height: z.number().int(),
+  steps: z.number().int().nullable(),
+  guidance: z.number().nullable(),
+  start_time: z.number().nullable().describe("epoch seconds"),
+  end_time: z.number().nullable().describe("epoch seconds"),
+  duration: z.number().describe("seconds"),
+});
+
+export const ResultResponse = z.object({
+  id: z.string(),
+  status: Status,
+  state: State.nullable(),
+  result: ResultSample.nullable(),
+  progress: z.number().min(0).max(1).nullable(),
+  details: z.record(z.string(), z.unknown()).nullable(),
+  preview: z.string().nullable().describe("PNG data URL of the current estimate while running"),
+});
+
+export const FieldErrorSchema = z.object({ loc: z.array(z.union([z.string(), z.number()])), msg: z.string(), type: z.string() });
+export const ValidationError = z.object({ detail: z.array(FieldErrorSchema) });
+export const ErrorResponse = z.object({ detail: z.string() });
+
+export const JobView = z.object({
+  id: z.string(),
+  model: z.string(),
+  status: Status,
+  state: State,
+  attempts: z.number().int().describe("runs started (a run interrupted by a crash is retried once)"),
+  created_at: z.number().nullable(),
+  started_at: z.number().nullable(),
+  ended_at: z.number().nullable(),
+  request: z.record(z.string(), z.unknown()).describe("the parameters; input images as URLs, webhook_secret hidden"),
+  result: ResultSample.nullable(),
+  progress: z.number().nullable(),
+  details: z.record(z.string(), z.unknown()).nullable(),
+});
+
+export const JobList = z.object({
+  jobs: z.array(JobView),
+  next_before: z.string().nullable().describe("pass as ?before= for the next (older) page"),
+});
+
+const Range = z.object({ min: z.number(), max: z.number(), default: z.number() });
+export const ModelInfo = z.object({
+  id: z.string(),
+  kind: z.enum(["local", "provider"]),
+  variant: z.string(),
+  available: z.boolean(),
+  runs: z.string(),
+  limits: z.object({
+    multiple_of: z.number().int(), min_side: z.number().int(), max_pixels: z.number().int(), max_references: z.number().int(),
+    recommended_references: z.number().int(), steps: Range.nullable(), guidance: Range.nullable(),
+  }),
+  fields: z.array(z.string()).describe("request fields this model accepts"),
+  defaults: z.object({ steps: z.number().nullable(), guidance: z.number().nullable(), width: z.number(), height: z.number() }),
+});
+export const ModelList = z.object({ models: z.array(ModelInfo) });
