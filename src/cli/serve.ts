@@ -51,6 +51,8 @@ Keys and limits:
   --max-queue N           queued tasks in all before 429 (default 10000)
   --body-limit MB         largest request body (default 64); 413 beyond
   --max-input-pixels N    decoded-pixel cap for input images (default 67108864)
+  --lora-dir DIR          folder of LoRA .safetensors files that requests may name
+                          in "loras": [{"name": FILE_NAME, "strength": 0.8}]
   --allow-private-urls    let image URLs and webhooks reach loopback, private and
                           link-local addresses (refused by default)
   --url-timeout S         time limit for fetching an image URL (default 15)
@@ -70,7 +72,7 @@ const OPTIONS = {
   model: { type: "string", multiple: true }, "bfl-key": { type: "string" }, "bfl-url": { type: "string" }, threads: { type: "string" },
   data: { type: "string" }, queue: { type: "string" }, lease: { type: "string" }, "max-attempts": { type: "string" },
   "require-keys": { type: "boolean" }, "max-active": { type: "string" }, "max-queue": { type: "string" },
-  "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" },
+  "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
   "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
 } as const;
@@ -114,6 +116,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     webhookBaseDelayMs: numFlag(v["webhook-backoff"], "webhook-backoff", 1, 3_600_000) ?? d.webhookBaseDelayMs,
     providerPollMs: numFlag(v["poll-interval"], "poll-interval", 1, 60_000) ?? d.providerPollMs,
     log: !!v.log,
+    loraDir: v["lora-dir"],
   });
 }
 

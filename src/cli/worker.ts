@@ -26,6 +26,7 @@ recorded once.
   --lock S                seconds without a heartbeat before a job counts as
                           abandoned and is retried (default 30)
   --max-input-pixels N    decoded-pixel cap for input images (default 67108864)
+  --lora-dir DIR          folder of the LoRA files requests may name (as in serve)
   --name NAME             worker name in logs and results (default host/pid)
   -h, --help              this text
 
@@ -34,7 +35,7 @@ attempt), warn.`;
 
 const OPTIONS = {
   queue: { type: "string" }, model: { type: "string", multiple: true }, data: { type: "string" }, store: { type: "string" },
-  threads: { type: "string" }, lock: { type: "string" }, "max-input-pixels": { type: "string" }, name: { type: "string" },
+  threads: { type: "string" }, lock: { type: "string" }, "max-input-pixels": { type: "string" }, "lora-dir": { type: "string" }, name: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -53,6 +54,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     url: v.queue, models: v.model.map(parseModelSpec), dataDir: path.resolve(v.data ?? defaultDataDir()),
     threads: numFlag(v.threads, "threads", 1, 1024), lockMs: (lock ?? 30) * 1000,
     maxPixels: numFlag(v["max-input-pixels"], "max-input-pixels", 1, 2 ** 31) ?? defaultConfig().maxInputPixels,
+    loraDir: v["lora-dir"],
     name: v.name, log: (line) => console.log(line),
   });
   await stopped;

@@ -52,6 +52,8 @@ export interface ServerConfig {
   threads?: number;
   /** Log one line per request to stderr. */
   log: boolean;
+  /** Folder of LoRA files; a request's `loras[].name` is a file name (without .safetensors) in it. */
+  loraDir?: string;
 }
 
 /** Where jobs and images are kept when --data is not given: $FLUX2_DATA, else XDG data home. */

@@ -14,6 +14,7 @@ export interface ExecutorData {
   storeRoot: string;
   threads?: number;
   maxPixels: number;
+  loraDir?: string;
 }
 
 export type ToThread = { type: "run"; seq: number; job: ExecJob; cancel: SharedArrayBuffer };

@@ -14,21 +14,34 @@ import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { CancelledError, runGeneration, type ExecJob } from "./generate_job.js";
 import { ImageStore } from "./images.js";
 import { storeName } from "./inputs.js";
+import { LoraNameError, resolveLoras } from "./loras.js";
 import type { ExecutorData, ToThread, FromThread } from "./executor.js";
 
 const data = workerData as ExecutorData;
 const store = new ImageStore(data.storeRoot);
 const backend = new OrtBackend({ threads: data.threads });
-const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number }>();
+const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number; loras: string }>();
 
-function pipeline(model: string) {
+/**
+ * The model's pipeline with the job's LoRA set. A different LoRA set rebuilds
+ * the transformer session over the same memory-mapped base weights; the
+ * previous pipeline of that model is released first, so only one is held.
+ */
+async function pipeline(model: string, loraList: { name: string; strength: number }[] | undefined) {
+  const loras = resolveLoras(data.loraDir, loraList);
+  const key = JSON.stringify(loras.map((l) => [l.name, l.strength]));
   let p = loaded.get(model);
+  if (p && p.loras !== key) {
+    await p.pipe.release();
+    loaded.delete(model);
+    p = undefined;
+  }
   if (!p) {
     const spec = data.models.find((m) => m.id === model);
     if (!spec) throw new InvalidRequestError(`model ${model} is not served by this process`);
     const ck = openCheckpoint(spec.dir);
     const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
-    p = { pipe: Flux2Pipeline.fromPretrained(spec.dir, { keepLoaded: true, backend }), multiple };
+    p = { pipe: Flux2Pipeline.fromPretrained(spec.dir, { keepLoaded: true, backend, loras }), multiple, loras: key };
     loaded.set(model, p);
   }
   return p;
@@ -39,6 +52,7 @@ function post(m: FromThread, transfer: ArrayBuffer[] = []): void {
 }
 
 function classify(e: unknown): "invalid" | "cancelled" | "internal" {
+  if (e instanceof LoraNameError) return "invalid";
   if (e instanceof CancelledError) return "cancelled";
   if (e instanceof InvalidRequestError || e instanceof ReferenceImageError) return "invalid";
   if (e instanceof Error && /cannot (read|decode) image|pixels, more than the limit|animated/.test(e.message)) return "invalid";
@@ -49,7 +63,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
   const isCancelled = () => Atomics.load(cancel, 0) === 1;
   try {
     if (isCancelled()) throw new CancelledError();
-    const { pipe, multiple } = pipeline(job.model);
+    const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     const out = await runGeneration(pipe, job, {
       multiple, maxPixels: data.maxPixels, isCancelled,
       readInput: (ref) => store.readSync(storeName(ref)),

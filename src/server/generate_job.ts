@@ -32,6 +32,18 @@ export interface ExecOutput {
   seed: number | null;
   steps: number;
   guidance: number;
+  /** What each LoRA applied, ignored or did not recognise. */
+  loras?: LoraSummary[];
+}
+
+export interface LoraSummary {
+  name: string;
+  strength: number;
+  format: string;
+  applied: number;
+  ignored: string[];
+  unknown: string[];
+  unsupported_text_encoder: string[];
 }
 
 export class CancelledError extends Error {
@@ -108,6 +120,10 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   return {
     images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength),
     width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
+    loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
+      name: l.name, strength: l.strength, format: l.format, applied: l.report.applied.length,
+      ignored: l.report.ignored, unknown: l.report.unknown, unsupported_text_encoder: l.report.unsupportedTextEncoder,
+    })) : undefined,
   };
 }
 
@@ -119,6 +135,7 @@ async function encodeAll(result: GenerateResult, r: GenerationRequest, model: st
       prompt: r.prompt, negativePrompt: r.negative_prompt ?? null, width: img.width, height: img.height,
       steps: result.steps, guidance: result.guidance, seed: img.seed, variant, model,
       references: references?.length ? references : undefined, strength,
+      loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
     };
     let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(record));
     if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(record));

@@ -15,6 +15,7 @@ import type { LocalQueue } from "./queue_local.js";
 import type { RedisDispatcher } from "./queue_redis.js";
 import type { JobKind, JobRow, JobStore } from "./store.js";
 import { validateRequest } from "./validate.js";
+import { LoraNameError, resolveLoras } from "./loras.js";
 import { TERMINAL } from "./views.js";
 
 export interface Queues {
@@ -61,6 +62,12 @@ export class JobService {
     // Cheap early refusal before fetching and decoding images; the insert below re-checks atomically.
     if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
     const request: GenerationRequest = validateRequest(body, model);
+    try {
+      resolveLoras(this.cfg.loraDir, request.loras);
+    } catch (e) {
+      if (e instanceof LoraNameError) throw fieldError("loras", e.message);
+      throw e;
+    }
     if (request.webhook_url) {
       await checkResolves(request.webhook_url, this.policy).catch((e: Error) => { throw fieldError("webhook_url", e.message, "url_forbidden"); });
     }

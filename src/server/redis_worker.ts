@@ -28,6 +28,7 @@ export interface WorkerOptions {
   /** BullMQ lock: a worker silent this long is presumed dead and its job retried. */
   lockMs: number;
   maxPixels: number;
+  loraDir?: string;
   name?: string;
   log: (line: string) => void;
 }
@@ -45,7 +46,7 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
   const ctl = await conns.plain();
   const images = new ImageStore(path.join(opts.dataDir, "images"));
   const adverts = opts.models.map((m) => localModel(m, "redis workers"));
-  const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels });
+  const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels, loraDir: opts.loraDir });
 
   const advertise = async () => {
     for (const m of adverts) {

@@ -50,6 +50,7 @@ export interface JobResult {
   seed: number | null;
   steps: number | null;
   guidance: number | null;
+  loras?: import("./generate_job.js").LoraSummary[];
   started_at: number;
   ended_at: number;
   /** Who produced it: "local", a worker name, or "bfl". */
