@@ -1,0 +1,113 @@
+import { useEffect, useRef, useState, type PointerEvent } from "react";
+import type { Reference } from "../images";
+
+interface Props {
+  image: Reference;
+  onChange: (mask: string | null) => void;
+  hasMask: boolean;
+}
+
+/**
+ * A brush over the first reference image. The stroke canvas has the image's
+ * own size; the exported mask is that canvas on black, as a PNG: white =
+ * repaint, black = keep (the server's `mask_image` convention).
+ */
+export function MaskPainter({ image, onChange, hasMask }: Props) {
+  const canvas = useRef<HTMLCanvasElement>(null);
+  const [brush, setBrush] = useState(Math.max(4, Math.round(Math.min(image.width, image.height) / 12)));
+  const [erase, setErase] = useState(false);
+  const drawing = useRef<{ x: number; y: number } | null>(null);
+
+  // A new first image starts a new, empty mask.
+  useEffect(() => {
+    const c = canvas.current;
+    if (!c) return;
+    c.width = image.width;
+    c.height = image.height;
+    c.getContext("2d")!.clearRect(0, 0, c.width, c.height);
+  }, [image.id, image.width, image.height]);
+
+  const point = (e: PointerEvent<HTMLCanvasElement>) => {
+    const c = e.currentTarget;
+    const r = c.getBoundingClientRect();
+    return { x: ((e.clientX - r.left) / r.width) * c.width, y: ((e.clientY - r.top) / r.height) * c.height };
+  };
+
+  const stroke = (from: { x: number; y: number }, to: { x: number; y: number }) => {
+    const ctx = canvas.current!.getContext("2d")!;
+    ctx.globalCompositeOperation = erase ? "destination-out" : "source-over";
+    ctx.strokeStyle = "#fff";
+    ctx.fillStyle = "#fff";
+    ctx.lineWidth = brush;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.beginPath();
+    ctx.moveTo(from.x, from.y);
+    ctx.lineTo(to.x + 0.01, to.y);
+    ctx.stroke();
+  };
+
+  const exportMask = () => {
+    const c = canvas.current!;
+    const ctx = c.getContext("2d")!;
+    const px = ctx.getImageData(0, 0, c.width, c.height).data;
+    let any = false;
+    for (let i = 3; i < px.length; i += 4) if (px[i]) { any = true; break; }
+    if (!any) return onChange(null);
+    const out = document.createElement("canvas");
+    out.width = c.width;
+    out.height = c.height;
+    const o = out.getContext("2d")!;
+    o.fillStyle = "#000";
+    o.fillRect(0, 0, out.width, out.height);
+    o.drawImage(c, 0, 0);
+    onChange(out.toDataURL("image/png"));
+  };
+
+  const fill = (on: boolean) => {
+    const c = canvas.current!;
+    const ctx = c.getContext("2d")!;
+    ctx.globalCompositeOperation = "source-over";
+    ctx.clearRect(0, 0, c.width, c.height);
+    if (on) { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, c.width, c.height); }
+    exportMask();
+  };
+
+  const invert = () => {
+    const c = canvas.current!;
+    const ctx = c.getContext("2d")!;
+    const d = ctx.getImageData(0, 0, c.width, c.height);
+    for (let i = 0; i < d.data.length; i += 4) {
+      d.data[i] = d.data[i + 1] = d.data[i + 2] = 255;
+      d.data[i + 3] = 255 - d.data[i + 3];
+    }
+    ctx.putImageData(d, 0, 0);
+    exportMask();
+  };
+
+  return (
+    <div className="mask" data-testid="mask-painter">
+      <div className="mask-stage" style={{ aspectRatio: `${image.width} / ${image.height}` }}>
+        <img src={image.dataUrl} alt={`First reference, ${image.name}`} draggable={false} />
+        <canvas
+          ref={canvas}
+          aria-label="Mask: paint over the area to repaint"
+          onPointerDown={(e) => { e.currentTarget.setPointerCapture(e.pointerId); const p = point(e); drawing.current = p; stroke(p, p); }}
+          onPointerMove={(e) => { if (!drawing.current) return; const p = point(e); stroke(drawing.current, p); drawing.current = p; }}
+          onPointerUp={() => { if (drawing.current) { drawing.current = null; exportMask(); } }}
+          onPointerCancel={() => { drawing.current = null; exportMask(); }}
+        />
+      </div>
+      <div className="row wrap">
+        <label htmlFor="brush">Brush</label>
+        <input id="brush" type="range" min={1} max={Math.max(8, Math.round(Math.max(image.width, image.height) / 4))} value={brush}
+          onChange={(e) => setBrush(Number(e.target.value))} />
+        <label className="check"><input type="checkbox" checked={erase} onChange={(e) => setErase(e.target.checked)} /> Erase</label>
+        <button type="button" onClick={() => fill(true)}>Fill</button>
+        <button type="button" onClick={invert}>Invert</button>
+        <button type="button" onClick={() => fill(false)} disabled={!hasMask}>Clear</button>
+      </div>
+      <p className="hint">White = repaint. {hasMask ? "The mask is sent with the request (inpainting)." : "No mask: the whole image is used."}</p>
+    </div>
+  );
+}
