@@ -58,11 +58,29 @@ class OrtSession implements Session {
 
 export interface OrtBackendOptions {
   device?: Device;
+  /** GPU index for cuda / webgpu (default: the provider's default device). */
+  deviceId?: number;
   threads?: number;
   /** ORT graph optimization level. */
   optimization?: "disabled" | "basic" | "extended" | "all";
   /** Write the optimized graph here (to check fusions). */
   optimizedModelPath?: string;
+  /** ORT's CPU memory arena (`enableCpuMemArena`, default on). */
+  memArena?: boolean;
+  /** ORT's memory-pattern planner (`enableMemPattern`, default on). */
+  memPattern?: boolean;
+  /** Let kernels repack constant weights at load (default on; `session.disable_prepacking` when off). */
+  prepacking?: boolean;
+  /**
+   * Constant-fold weight conversions (bf16/f16 → float32 Casts) at load, i.e. hold a float32 copy
+   * of every such weight. Default off: weights stay in their stored dtype, memory-mapped, and are
+   * converted just before use (see Graph.serialize and docs/performance.md).
+   */
+  foldWeightConversions?: boolean;
+  /** Extra ORT session config entries, e.g. { "session.use_env_allocators": "1" }. */
+  config?: Record<string, string>;
+  /** Write an ORT profile (chrome-trace JSON) with this file prefix. */
+  profilePrefix?: string;
 }
 
 export class OrtBackend implements Backend {
@@ -73,41 +91,91 @@ export class OrtBackend implements Backend {
     this.device = options.device ?? "cpu";
   }
 
-  private sessionOptions(): ort.InferenceSession.SessionOptions {
-    const providers: ort.InferenceSession.ExecutionProviderConfig[] =
-      this.device === "cpu" ? ["cpu"] : [this.device, "cpu"];
+  private sessionOptions(external: boolean): ort.InferenceSession.SessionOptions {
+    const o = this.options;
+    const gpu = o.deviceId !== undefined ? ({ name: this.device, deviceId: o.deviceId } as ort.InferenceSession.ExecutionProviderConfig) : this.device;
+    const providers: ort.InferenceSession.ExecutionProviderConfig[] = this.device === "cpu" ? ["cpu"] : [gpu, "cpu"];
     const opts: ort.InferenceSession.SessionOptions = {
       executionProviders: providers,
-      graphOptimizationLevel: this.options.optimization ?? "all",
+      graphOptimizationLevel: o.optimization ?? "all",
       // Warnings only (ORT otherwise prints shape-merge notes for symbolic dims).
       logSeverityLevel: 3,
     };
-    if (this.options.threads) opts.intraOpNumThreads = this.options.threads;
-    if (this.options.optimizedModelPath) opts.optimizedModelFilePath = this.options.optimizedModelPath;
+    if (o.threads) opts.intraOpNumThreads = o.threads;
+    if (o.memArena !== undefined) opts.enableCpuMemArena = o.memArena;
+    if (o.memPattern !== undefined) opts.enableMemPattern = o.memPattern;
+    if (o.profilePrefix) {
+      opts.enableProfiling = true;
+      opts.profileFilePrefix = o.profilePrefix;
+    }
+    const config: Record<string, string> = { ...o.config };
+    if (o.prepacking === false) config["session.disable_prepacking"] = "1";
+    if (o.optimizedModelPath) {
+      opts.optimizedModelFilePath = o.optimizedModelPath;
+      // A real checkpoint's optimized graph would exceed protobuf's 2 GB: keep its weights outside.
+      if (external) {
+        config["session.optimized_model_external_initializers_file_name"] = `${path.basename(o.optimizedModelPath)}.data`;
+        config["session.optimized_model_external_initializers_min_size_in_bytes"] = "1024";
+      }
+    }
+    if (Object.keys(config).length) opts.extra = nestConfig(config);
     return opts;
   }
 
   async createSession(graph: Graph, options: SessionOptions = {}): Promise<Session> {
-    const opts = this.sessionOptions();
+    const fold = { foldConversions: !!this.options.foldWeightConversions };
     if (!options.external && graph.weightBytes() < INLINE_LIMIT) {
-      const bytes = graph.serialize(() => null);
-      return new OrtSession(await ort.InferenceSession.create(bytes, opts));
+      const bytes = graph.serialize(() => null, undefined, fold);
+      return new OrtSession(await this.create(bytes, false));
     }
-    const modelPath = writeExternalModel(graph, options.cacheKey);
-    return new OrtSession(await ort.InferenceSession.create(modelPath, opts));
+    const modelPath = writeExternalModel(graph, options.cacheKey, fold);
+    return new OrtSession(await this.create(modelPath, true));
   }
+
+  private async create(model: Uint8Array | string, external: boolean): Promise<ort.InferenceSession> {
+    try {
+      return await (typeof model === "string"
+        ? ort.InferenceSession.create(model, this.sessionOptions(external))
+        : ort.InferenceSession.create(model, this.sessionOptions(external)));
+    } catch (e) {
+      if (this.device === "cpu") throw e;
+      throw new Error(`cannot start ONNX Runtime's ${this.device} execution provider: ${firstLine((e as Error).message)}\n${GPU_HINTS[this.device]}`);
+    }
+  }
+}
+
+const GPU_HINTS: Record<Exclude<Device, "cpu">, string> = {
+  cuda: "The CUDA provider is not downloaded at install: run `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` (needs an NVIDIA GPU, CUDA 12 and cuDNN 9), or use --device cpu.",
+  webgpu: "WebGPU needs a GPU adapter (on Linux a Vulkan driver, libvulkan.so.1); use --device cpu on machines without one.",
+};
+
+function firstLine(s: string): string {
+  const line = s.split("\n").find((l) => l.trim()) ?? s;
+  return line.replace(/^.*?(Failed to|No supported|cannot|could not)/i, "$1").slice(0, 300);
+}
+
+/** { "session.a": "1" } → { session: { a: "1" } } (onnxruntime-node flattens `extra` back into config keys). */
+function nestConfig(config: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, any> = {};
+  for (const [key, value] of Object.entries(config)) {
+    const parts = key.split(".");
+    let o = out;
+    for (const p of parts.slice(0, -1)) o = o[p] ??= {};
+    o[parts[parts.length - 1]] = value;
+  }
+  return out;
 }
 
 /**
  * Write `graph` as <cache>/<key>/model.onnx with external data pointing into
  * hard links of the original weight files. Reuses an existing folder.
  */
-export function writeExternalModel(graph: Graph, cacheKey?: string): string {
+export function writeExternalModel(graph: Graph, cacheKey?: string, opts: { foldConversions?: boolean } = {}): string {
   const files = [...new Set(graph.initializers.flatMap((i) => (i.source.kind === "file" ? [i.source.file] : [])))].sort();
   const linkName = new Map(files.map((f, i) => [f, `weights-${i}${path.extname(f)}`]));
   const place = (init: Initializer) =>
     init.source.kind === "file" ? { location: linkName.get(init.source.file)!, offset: init.source.offset } : null;
-  const model = graph.serialize(place);
+  const model = graph.serialize(place, undefined, opts);
   const dir = path.join(cacheRoot(), "onnx", cacheKey ?? cacheKeyFor(graph.name, model, files));
   fs.mkdirSync(dir, { recursive: true });
   for (const f of files) linkWeightFile(f, path.join(dir, linkName.get(f)!));

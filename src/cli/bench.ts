@@ -30,7 +30,8 @@ machine; --quick runs a scaled-down model in about a minute.
   --resolutions LIST     transformer-step resolutions (default 512,1024)
   --stages LIST          of text_encode, transformer_step, vae_decode (default all)
   --text-length N        text tokens (default 512)
-  --repeats N            timed runs per stage, after a warm-up when N > 1 (default 1)
+  --repeats N            timed runs per stage after one warm-up run (default 1; 0:
+                         time the cold first run only)
   --threads N            ORT intra-op threads (default: all cores)
   --generation RES       also run a whole generation (text, steps, decode) in one
                          process at RES², printing resident memory after every stage
@@ -120,7 +121,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
     resolutions: resolutions(v.resolutions, quick ? [256] : [512, 1024]),
     stages: list<MeasuredStage>(v.stages, MEASURED_STAGES, "stages", [...MEASURED_STAGES]),
     textLength: intOption(v["text-length"], "text-length", 1, 4096) ?? (quick ? 64 : 512),
-    repeats: intOption(v.repeats, "repeats", 1, 100) ?? (quick ? 2 : 1),
+    repeats: intOption(v.repeats, "repeats", 0, 100) ?? (quick ? 2 : 1),
     threads: intOption(v.threads, "threads", 1, 256),
     generation: genRes ? {
       resolution: genRes, steps: intOption(v.steps, "steps", 1, 50) ?? 4,

@@ -23,6 +23,7 @@ import * as path from "node:path";
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value, fileSource } from "../onnx/graph.js";
 import { WeightSet, type TensorInfo } from "../io/safetensors.js";
+import { QuantizedLinears } from "../quant/format.js";
 
 /** The transformers config fields a Llama-style decoder needs (Qwen3Config / MistralConfig names). */
 export interface DecoderConfig {
@@ -208,7 +209,17 @@ export const QWEN3_LAYOUT: DecoderLayout = {
 
 /** A transformers decoder-LLM state dict, checked against a config. */
 export class DecoderWeights {
-  constructor(readonly set: WeightSet, readonly layout: DecoderLayout) {}
+  /** Block-quantized Linear weights (src/quant/): in the checkpoint itself, or attached at load (`--quantize`). */
+  quant: QuantizedLinears | null;
+
+  constructor(readonly set: WeightSet, readonly layout: DecoderLayout) {
+    this.quant = QuantizedLinears.detect(set);
+  }
+
+  /** A weight's shape, quantized or stored. */
+  shapeOf(name: string): number[] {
+    return this.quant?.has(name) ? this.quant.shape(name) : this.info(name).shape;
+  }
 
   /** The full key of a tensor of the decoder stack ("layers.0.mlp.up_proj.weight" → "model.layers.0.mlp.up_proj.weight"). */
   key(rel: string): string {
@@ -227,7 +238,7 @@ export class DecoderWeights {
   }
 
   has(name: string): boolean {
-    return this.set.has(name);
+    return this.set.has(name) || !!this.quant?.has(name);
   }
 
   /** A graph value for a weight, in float32. */
@@ -266,7 +277,7 @@ export class DecoderWeights {
     if (extra.norm || extra.lmHead) want.push([this.key("norm.weight"), [D]]);
     if (extra.lmHead && !c.tie_word_embeddings) want.push([this.layout.lmHead, [c.vocab_size, D]]);
     for (const [name, shape] of want) {
-      const got = this.info(name).shape;
+      const got = this.shapeOf(name);
       if (got.join(",") !== shape.join(",")) {
         const hint = name.includes(".self_attn.") ? this.layout.shapeHint ?? "" : "";
         throw new Error(`${this.set.source}: text encoder weight "${name}" has shape [${got}] but the config needs [${shape}] — the weights do not match this config (wrong model size or config.json?)${hint}`);
@@ -319,7 +330,11 @@ interface Ctx {
 
 function linear(ctx: Ctx, x: Value, name: string, withBias = false): Value {
   const { g, w } = ctx;
-  return g.linear(x, w.value(g, `${name}.weight`), withBias ? w.value(g, `${name}.bias`) : null);
+  const bias = withBias ? w.value(g, `${name}.bias`) : null;
+  // Block-quantized weights (src/quant/) multiply with MatMulNBits.
+  const q = w.quant?.linear(g, x, `${name}.weight`);
+  if (q) return bias ? g.add(q, bias) : q;
+  return g.linear(x, w.value(g, `${name}.weight`), bias);
 }
 
 function rmsNorm(ctx: Ctx, x: Value, name: string): Value {

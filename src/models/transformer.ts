@@ -124,7 +124,8 @@ export interface Ctx {
 }
 
 export function linear(ctx: Ctx, x: Value, name: string): Value {
-  const y = ctx.g.linear(x, ctx.w.value(ctx.g, `${name}.weight`));
+  // Block-quantized weights (src/quant/) multiply with MatMulNBits; the rest as stored.
+  const y = ctx.w.quantizedLinear(ctx.g, x, `${name}.weight`) ?? ctx.g.linear(x, ctx.w.value(ctx.g, `${name}.weight`));
   // Runtime LoRA adapters add their side paths here (src/lora/apply.ts).
   return ctx.w.lora ? ctx.w.lora.linear(ctx.g, x, y, `${name}.weight`) : y;
 }

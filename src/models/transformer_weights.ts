@@ -10,6 +10,7 @@
 import { WeightSet, readTensorBytes, toFloat32, type TensorInfo } from "../io/safetensors.js";
 import { dataSource, fileSource, rowSlice, type Graph, type Value, type WeightSource } from "../onnx/graph.js";
 import type { HostTensor } from "../backend/backend.js";
+import { QuantizedLinears } from "../quant/format.js";
 import type { TransformerConfig } from "./transformer.js";
 
 export type TransformerFormat = "diffusers" | "bfl";
@@ -89,6 +90,12 @@ export class TransformerWeights {
   lora: LoraGraphHook | null = null;
   /** Weights replaced by computed data held in a file (LoRA fusing of large models), by diffusers name. */
   readonly fileOverrides = new Map<string, TensorInfo>();
+  /**
+   * Block-quantized Linear weights (src/quant/), by diffusers name: found in the checkpoint itself
+   * (a `flux2 quantize` folder) or attached at load (`--quantize`). linear() multiplies by them
+   * with MatMulNBits; an override (LoRA fusing) of the same weight wins.
+   */
+  quant: QuantizedLinears | null = null;
   private prefix = "";
 
   constructor(readonly set: WeightSet, readonly format: TransformerFormat) {
@@ -98,6 +105,59 @@ export class TransformerWeights {
       this.prefix = probe.slice(0, probe.length - "single_stream_modulation.lin.weight".length);
       if (this.prefix && !BFL_PREFIXES.includes(this.prefix)) throw new Error(`${set.source}: unexpected key prefix "${this.prefix}"`);
     }
+    this.quant = QuantizedLinears.detect(set);
+  }
+
+  /** The quantized weight `name` applies (not overridden by LoRA fusing), else null. */
+  private quantized(name: string): QuantizedLinears | null {
+    return this.quant && !this.overrides.has(name) && !this.fileOverrides.has(name) && this.quant.has(name) ? this.quant : null;
+  }
+
+  /** x @ Wᵀ through MatMulNBits when weight `name` is quantized; null means use the float weight. */
+  quantizedLinear(g: Graph, x: Value, name: string): Value | null {
+    return this.quantized(name)?.linear(g, x, name) ?? null;
+  }
+
+  /**
+   * Where a diffusers-named weight is stored when it is an unmodified checkpoint tensor (or a row
+   * range of one): the tensor, and the rows of it the weight occupies.
+   */
+  private located(name: string): { info: TensorInfo; start: number; count: number } | null {
+    if (this.overrides.has(name) || this.fileOverrides.has(name)) return null;
+    if (this.format === "diffusers") return this.set.has(name) ? { info: this.set.info(name), start: 0, count: this.set.info(name).shape[0] } : null;
+    const ref = bflName(name);
+    if (!ref || !this.set.has(this.prefix + ref.name)) return null;
+    const info = this.set.info(this.prefix + ref.name);
+    const third = info.shape[0] / 3;
+    return ref.third !== undefined ? { info, start: ref.third * third, count: third } : { info, start: 0, count: info.shape[0] };
+  }
+
+  /**
+   * FP8 checkpoints (spec §7.6): an F8 weight `X.weight` comes with `X.weight_scale`, one float
+   * for the tensor or one per output row. The scale of rows [start, start+count), or null when the
+   * tensor is not FP8 (or has no scale, then it is plain FP8 and only cast).
+   */
+  private fp8Scale(info: TensorInfo, start: number, count: number): Float32Array | null {
+    if (info.dtype !== "F8_E4M3" && info.dtype !== "F8_E5M2") return null;
+    const scaleName = `${info.name}_scale`;
+    if (!this.set.has(scaleName)) return null;
+    const s = this.set.info(scaleName);
+    const v = toFloat32(s.dtype, readTensorBytes(s));
+    if (v.length === 1) return v;
+    if (v.length !== info.shape[0]) {
+      throw new Error(`${s.file}: scale "${scaleName}" has ${v.length} values; expected 1 (per tensor) or ${info.shape[0]} (per row) for ${JSON.stringify(info.shape)}`);
+    }
+    return v.slice(start, start + count);
+  }
+
+  /** A graph value for stored bytes `src` of weight `graphName`: FP8 with a scale is dequantized in the graph. */
+  private storedValue(g: Graph, graphName: string, src: WeightSource, loc: { info: TensorInfo; start: number; count: number } | null): Value {
+    const scale = loc ? this.fp8Scale(loc.info, loc.start, loc.count) : null;
+    if (!scale) return g.weight(graphName, src);
+    // DequantizeLinear keeps the weight in FP8 (1 byte per value, memory-mapped) and is not
+    // constant-folded by ORT, so it is dequantized each time it is used.
+    const sv = scale.length === 1 ? g.constant([scale[0]], "F32", []) : g.weight(`${graphName}.scale`, dataSource(scale, "F32", [scale.length]));
+    return g.dequantizedWeight(graphName, src, sv, 0);
   }
 
   /** Detect the layout of a weight file by its keys. */
@@ -129,12 +189,14 @@ export class TransformerWeights {
 
   /** Shape of a diffusers-named weight. */
   shape(name: string): number[] {
+    const q = this.quantized(name);
+    if (q) return q.shape(name);
     if (name === "norm_out.linear.weight" && this.format === "bfl") return this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight").shape;
     return this.source(name).shape;
   }
 
   has(name: string): boolean {
-    if (this.overrides.has(name) || this.fileOverrides.has(name)) return true;
+    if (this.overrides.has(name) || this.fileOverrides.has(name) || this.quant?.has(name)) return true;
     if (this.format === "diffusers") return this.set.has(name);
     const ref = bflName(name);
     return !!ref && this.set.has(this.prefix + ref.name);
@@ -142,7 +204,13 @@ export class TransformerWeights {
 
   /** A graph value for a whole weight. */
   value(g: Graph, name: string): Value {
-    return g.weight(name, this.source(name));
+    const q = this.quantized(name);
+    if (q) {
+      // A quantized weight used other than by linear(): its dequantized float32 values.
+      const f = q.float32(name);
+      return g.weight(name, dataSource(f.data, "F32", f.shape));
+    }
+    return this.storedValue(g, name, this.source(name), this.located(name));
   }
 
   /** A graph value for rows [start, start+count) of a weight, in diffusers row order. */
@@ -155,6 +223,8 @@ export class TransformerWeights {
   float32(name: string): { data: Float32Array; shape: number[] } {
     const o = this.overrides.get(name);
     if (o) return { data: o.data.slice(), shape: [...o.shape] };
+    const q = this.quantized(name);
+    if (q) return q.float32(name);
     if (this.format === "bfl" && name === "norm_out.linear.weight" && !this.fileOverrides.has(name)) {
       const t = this.stored(this.prefix + "final_layer.adaLN_modulation.1.weight");
       const v = toFloat32(t.dtype, readTensorBytes(t));
@@ -167,7 +237,17 @@ export class TransformerWeights {
     const s = this.source(name);
     const bytes = s.kind === "data" ? s.bytes
       : readTensorBytes({ name, dtype: s.dtype, shape: s.shape, file: s.file, offset: s.offset, byteLength: s.byteLength });
-    return { data: toFloat32(s.dtype, bytes), shape: [...s.shape] };
+    const data = toFloat32(s.dtype, bytes);
+    const loc = this.located(name);
+    const scale = loc ? this.fp8Scale(loc.info, loc.start, loc.count) : null;
+    if (scale) {
+      const cols = data.length / s.shape[0];
+      for (let r = 0; r < s.shape[0]; r++) {
+        const k = scale.length === 1 ? scale[0] : scale[r];
+        for (let i = r * cols; i < (r + 1) * cols; i++) data[i] = Math.fround(data[i] * k);
+      }
+    }
+    return { data, shape: [...s.shape] };
   }
 
   private storedRows(g: Graph, name: string, start: number, count: number): Value {
@@ -181,12 +261,20 @@ export class TransformerWeights {
       const half = t.shape[0] / 2;
       if (start % half + count > half) throw new Error("norm_out rows must stay within one half");
       // diffusers (scale, shift) = BFL rows (second half, first half).
-      return g.weight(`${name}[${start}:${start + count}]`, rowSlice(t, (start + half) % t.shape[0], count));
+      const from = (start + half) % t.shape[0];
+      return this.storedValue(g, `${name}[${start}:${start + count}]`, rowSlice(t, from, count), { info: t, start: from, count });
+    }
+    const q = this.quantized(name);
+    if (q) {
+      const f = q.float32(name);
+      const cols = f.shape[1];
+      return g.weight(`${name}[${start}:${start + count}]`, dataSource(f.data.slice(start * cols, (start + count) * cols), "F32", [count, cols]));
     }
     const whole = this.source(name);
     if (whole.kind !== "file") throw new Error("unreachable");
     const info = { name, dtype: whole.dtype, shape: whole.shape, file: whole.file, offset: whole.offset, byteLength: whole.byteLength };
-    return g.weight(`${name}[${start}:${start + count}]`, rowSlice(info, start, count));
+    const loc = this.located(name);
+    return this.storedValue(g, `${name}[${start}:${start + count}]`, rowSlice(info, start, count), loc && { info: loc.info, start: loc.start + start, count });
   }
 
   /** Infer the config of a BFL file from tensor shapes (golden README, "transformer" kind). */

@@ -71,6 +71,11 @@ export class Graph {
   private counter = 0;
   private consts = new Map<string, Value>();
   private scopes: string[] = [];
+  /**
+   * Nodes that only convert a stored weight (Cast of a bf16/f16 initializer, DequantizeLinear of
+   * an fp8 one), by node name, with the initializer they read. See `serialize()`.
+   */
+  private conversions = new Map<string, string>();
 
   constructor(readonly name: string) {}
 
@@ -108,7 +113,20 @@ export class Graph {
     this.initializers.push({ name, source });
     const v = new Value(name);
     if (source.dtype === compute) return v;
-    return this.op("Cast", [v], { to: onnxType(compute) })[0];
+    const out = this.op("Cast", [v], { to: onnxType(compute) })[0];
+    this.conversions.set(this.nodes[this.nodes.length - 1].name, name);
+    return out;
+  }
+
+  /**
+   * A weight stored quantized (e.g. float8 e4m3 with a scale), dequantized to float32 by a
+   * DequantizeLinear node: `scale` is a scalar (per tensor) or [rows] with `axis` 0 (per row).
+   */
+  dequantizedWeight(name: string, source: WeightSource, scale: Value, axis = 0): Value {
+    this.initializers.push({ name, source });
+    const out = this.op("DequantizeLinear", [new Value(name), scale], { axis })[0];
+    this.conversions.set(this.nodes[this.nodes.length - 1].name, name);
+    return out;
   }
 
   /** A small constant (shapes, axes, scalars), inlined. Deduplicated. */
@@ -162,6 +180,17 @@ export class Graph {
 
   matmul(a: Value, b: Value) { return this.op("MatMul", [a, b])[0]; }
 
+  /**
+   * x @ dequant(B)^T with B block-quantized (ORT `com.microsoft.MatMulNBits`; layout in
+   * src/quant/blockwise.ts). accuracyLevel 4 lets ORT quantize x to int8 per block and use
+   * integer dot products (fast); 0 dequantizes B to float32 (exact float math, slower).
+   */
+  matmulNBits(x: Value, q: Value, scales: Value, zeroPoints: Value | null,
+              a: { K: number; N: number; bits: number; blockSize: number; accuracyLevel: number }): Value {
+    return this.op("MatMulNBits", [x, q, scales, zeroPoints],
+      { K: a.K, N: a.N, bits: a.bits, block_size: a.blockSize, accuracy_level: a.accuracyLevel }, { domain: "com.microsoft" })[0];
+  }
+
   // -- shape -------------------------------------------------------------------
 
   reshape(x: Value, shape: number[]) { return this.op("Reshape", [x, this.constant(shape)])[0]; }
@@ -206,11 +235,28 @@ export class Graph {
     return this.initializers.reduce((n, i) => n + (i.source.kind === "file" ? i.source.byteLength : i.source.bytes.byteLength), 0);
   }
 
+  /** Op types of the nodes, with counts (to check what ORT fused, compare with the optimized model). */
+  opCounts(): Record<string, number> {
+    const c: Record<string, number> = {};
+    for (const n of this.nodes) c[n.opType] = (c[n.opType] ?? 0) + 1;
+    return c;
+  }
+
   /**
    * Serialize. `place` decides, per file-backed initializer, whether its bytes
    * go inline (return null) or as an external-data reference (return location+offset).
+   *
+   * Weight conversions (Cast bf16→f32, DequantizeLinear fp8→f32) are written first in the node
+   * list. ONNX Runtime orders execution by a reverse DFS that visits a node's lower-indexed inputs
+   * last, so a conversion placed first runs just before its consumer instead of all of them at
+   * the start (which would hold every converted weight at once). Unless `opts.foldConversions`,
+   * the converted initializers are also declared as graph inputs (ONNX IR ≥ 4: an overridable
+   * initializer), which stops ORT from constant-folding the conversion into a float32 copy of the
+   * weight: the stored (memory-mapped) bytes are the only resident copy and each weight is
+   * converted when it is used. See docs/performance.md for the measurements behind this.
    */
-  serialize(place: (init: Initializer) => { location: string; offset: number } | null, metadata?: Record<string, string>): Uint8Array {
+  serialize(place: (init: Initializer) => { location: string; offset: number } | null, metadata?: Record<string, string>,
+            opts: { foldConversions?: boolean } = {}): Uint8Array {
     const initializers: TensorProto[] = this.initializers.map((init) => {
       const s = init.source;
       const dims = s.shape;
@@ -225,9 +271,22 @@ export class Graph {
         : s.bytes;
       return { name: init.name, dataType, dims, raw };
     });
+    const first = this.nodes.filter((n) => this.conversions.has(n.name));
+    const nodes = first.length ? [...first, ...this.nodes.filter((n) => !this.conversions.has(n.name))] : this.nodes;
+    const inputs = [...this.inputs];
+    if (!opts.foldConversions) {
+      const converted = new Set(this.conversions.values());
+      const declared = new Set(inputs.map((i) => i.name));
+      for (const init of initializers) {
+        if (converted.has(init.name) && !declared.has(init.name)) {
+          inputs.push({ name: init.name, dataType: init.dataType, dims: init.dims });
+          declared.add(init.name);
+        }
+      }
+    }
     return encodeModel({
-      graphName: this.name, nodes: this.nodes, initializers,
-      inputs: this.inputs, outputs: this.outputs, opsets: this.opsets, metadata,
+      graphName: this.name, nodes, initializers,
+      inputs, outputs: this.outputs, opsets: this.opsets, metadata,
     });
   }
 }

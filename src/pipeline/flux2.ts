@@ -16,6 +16,8 @@ import { TransformerWeights } from "../models/transformer_weights.js";
 import { WeightSet } from "../io/safetensors.js";
 import { attachRuntimeLoras } from "../lora/apply.js";
 import { loadLoraFile, type LoraReport } from "../lora/formats.js";
+import { quantizeTransformerAtLoad } from "../quant/quantize.js";
+import { loadQuantOptions, loadQuantizedQwen3, type QuantizeOption } from "../quant/load.js";
 import { Flux2KvTransformer, type KvCache } from "../models/transformer_kv.js";
 import { Flux2Vae } from "../models/vae.js";
 import { KLEIN_TEXT_LAYERS, Qwen3Encoder, type DecoderEncoder } from "../models/qwen3.js";
@@ -165,7 +167,7 @@ export class Flux2Pipeline {
    * LoRAs run as a low-rank side path next to the memory-mapped base weights
    * (no fused copy of any weight); their strengths are graph inputs.
    */
-  static fromPretrained(source: string, opts: OpenOptions & { backend?: Backend; keepLoaded?: boolean; loras?: LoraUse[] } = {}): Flux2Pipeline {
+  static fromPretrained(source: string, opts: OpenOptions & { backend?: Backend; keepLoaded?: boolean; loras?: LoraUse[]; quantize?: QuantizeOption } = {}): Flux2Pipeline {
     const ck = openCheckpoint(source, opts);
     const backend = opts.backend ?? new OrtBackend();
     const tcfg = transformerConfig(ck);
@@ -174,6 +176,8 @@ export class Flux2Pipeline {
     const weights = () => {
       const w = new TransformerWeights(WeightSet.open(ck.transformer.weights), ck.transformer.format);
       w.check(tcfg);
+      // int8 / int4 Linear weights (src/quant/): quantized once into the cache, then memory-mapped.
+      if (opts.quantize) quantizeTransformerAtLoad(w, tcfg, loadQuantOptions(opts.quantize));
       if (adapters.length) loraReports = attachRuntimeLoras(w, adapters).reports;
       return w;
     };
@@ -186,6 +190,7 @@ export class Flux2Pipeline {
       vae: () => Flux2Vae.fromFiles(backend, ck.vae.weights, requireConfig(ck.vae.config, "VAE"), ck.vae.format),
       textEncoder: () => ck.textEncoder.kind === "mistral3"
         ? MistralEncoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config)
+        : opts.quantize ? loadQuantizedQwen3(backend, ck.textEncoder.weights, ck.textEncoder.config, opts.quantize)
         : Qwen3Encoder.fromFiles(backend, ck.textEncoder.weights, ck.textEncoder.config),
       tokenizer: () => ck.textEncoder.kind === "mistral3" ? MistralPromptTokenizer.load(ck.tokenizer) : PromptTokenizer.load(ck.tokenizer),
     }, { keepLoaded: opts.keepLoaded, checkpoint: ck });

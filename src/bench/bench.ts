@@ -1,0 +1,273 @@
+// `flux2 bench`: speed and memory of FLUX.2 [klein] at real shapes on this machine.
+//
+// Every measurement runs in its own child process (src/bench/stage_main.ts), so each stage's
+// peak resident memory (VmHWM) is its own and stages do not warm each other's caches. The
+// model is a random-weight checkpoint with the real shapes (src/bench/make_model.ts), written
+// once into $FLUX2_CACHE/random/. Quantized variants are prepared once ($FLUX2_CACHE/quant/).
+
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { WeightSet } from "../io/safetensors.js";
+import { buildTransformerGraph, readTransformerConfig } from "../models/transformer.js";
+import { TransformerWeights } from "../models/transformer_weights.js";
+import { specFor } from "../quant/blockwise.js";
+import { quantizeTransformerAtLoad } from "../quant/quantize.js";
+import { MODEL_SPECS, defaultModelDir, makeRandomModel, type ModelVariant } from "./make_model.js";
+import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
+import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
+
+export type MeasuredStage = "text_encode" | "transformer_step" | "vae_decode";
+export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_step", "vae_decode"];
+
+export interface BenchOptions {
+  quick: boolean;
+  variant: ModelVariant;
+  dir?: string;
+  weights: WeightsKind[];
+  resolutions: number[];
+  stages: MeasuredStage[];
+  textLength: number;
+  repeats: number;
+  threads?: number;
+  /** Also run a whole generation in one process at this resolution (per-stage memory). */
+  generation?: { resolution: number; steps: number; weights: WeightsKind[] };
+  log: (s: string) => void;
+  command: string;
+}
+
+export interface StageReport {
+  seconds: number;
+  gflops: number;
+  fraction_of_peak: number;
+  /** The cold first run (weights paged in from disk / page cache, buffers faulted in). */
+  first_run_seconds?: number;
+  /** The same GEMM measured in the stage's process just before it ran (other load on the machine shows here). */
+  gemm_gflops_at_stage?: number;
+  peak_rss_bytes: number;
+  load_seconds: number;
+  gflop: number;
+  /** Measured once and shared by several runs (the text encoder does not depend on the resolution, the VAE not on the weights). */
+  shared?: boolean;
+}
+
+export interface RunReport {
+  model: string;
+  resolution: number;
+  weights: WeightsKind;
+  stages: Partial<Record<MeasuredStage, StageReport>>;
+  /** The largest stage peak: what a whole generation needs when every stage releases its memory. */
+  generation_peak_rss_bytes: number;
+}
+
+export interface BenchReport {
+  date: string;
+  command: string;
+  machine: { cpu: string; cores: number; memory_bytes: number; os: string; node: string; onnxruntime: string; load_average: number[] };
+  gemm_peak_gflops: number;
+  /** The GEMM loop at the start (size³, best seconds) and the rates measured inside each stage's process. */
+  gemm: { size: number; seconds: number; measured_in_stages: number[] };
+  model: { variant: ModelVariant; dir: string; transformer_params: number; text_encoder_params: number; vae_params: number; text_length: number };
+  runs: RunReport[];
+  quantize_seconds: Partial<Record<WeightsKind, number>>;
+  fusions: Partial<Record<WeightsKind, { emitted: Record<string, number>; optimized: Record<string, number> }>>;
+  generations: StageResult[];
+  total_seconds: number;
+}
+
+function stageMain(): string {
+  return path.join(path.dirname(fileURLToPath(import.meta.url)), "stage_main.js");
+}
+
+/** Run one stage in a fresh node process; its stderr (progress) is passed through when `echo`. */
+export function runChild(req: StageRequest, echo: (s: string) => void): Promise<StageResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [stageMain(), JSON.stringify(req)], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "", err = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => {
+      err += d;
+      for (const line of String(d).split("\n")) if (line.trim()) echo(`  ${line}`);
+    });
+    child.on("error", reject);
+    child.on("close", (code) => {
+      const line = out.split("\n").find((l) => l.startsWith(RESULT_PREFIX));
+      if (code === 0 && line) resolve(JSON.parse(line.slice(RESULT_PREFIX.length)));
+      else reject(new Error(`bench stage ${req.stage} (${req.weights}, ${req.resolution}) failed with exit code ${code}${err ? `:\n${err.slice(-2000)}` : ""}`));
+    });
+  });
+}
+
+export function machineInfo(): BenchReport["machine"] {
+  const cpus = os.cpus();
+  let ortVersion = "unknown";
+  try {
+    const pkg = path.join(path.dirname(fileURLToPath(import.meta.url)), "../../../node_modules/onnxruntime-node/package.json");
+    ortVersion = JSON.parse(fs.readFileSync(pkg, "utf8")).version;
+  } catch {
+    // left unknown
+  }
+  return {
+    cpu: cpus[0]?.model ?? "unknown", cores: cpus.length, memory_bytes: os.totalmem(),
+    os: `${os.type()} ${os.release()}`, node: process.version, onnxruntime: ortVersion,
+    // Other processes competing for the cores skew every number: recorded with the report.
+    load_average: os.loadavg().map((x) => Math.round(x * 100) / 100),
+  };
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const t0 = performance.now();
+  const spec = MODEL_SPECS[o.variant];
+  const dir = o.dir ?? defaultModelDir(o.variant);
+  o.log(`model: ${o.variant} random-weight checkpoint in ${dir}`);
+  const made = makeRandomModel(spec, dir, { log: o.log });
+  if (!made.reused) o.log(`model written in ${made.seconds.toFixed(0)} s (${(made.bytes / 1e9).toFixed(1)} GB)`);
+
+  const base = { model: dir, textLength: o.textLength, repeats: o.repeats, threads: o.threads, calibrate: o.quick ? undefined : 2048 };
+  const echo = (s: string) => o.log(s);
+
+  o.log("GEMM peak (float32 MatMul)...");
+  const gemmSize = o.quick ? 1024 : 2048;
+  const gemm = await runChild({ ...base, stage: "gemm", weights: "fp32", resolution: 0, gemmSize, repeats: o.quick ? 3 : 10 }, echo);
+  let peak = gemm.gflops;
+  o.log(`GEMM peak: ${peak.toFixed(1)} GFLOP/s (${gemm.resolution}³, ${gemm.seconds.toFixed(3)} s)`);
+
+  const quantizeSeconds: BenchReport["quantize_seconds"] = {};
+  for (const w of o.weights) {
+    if (w !== "int8" && w !== "int4") continue;
+    o.log(`preparing ${w} weights (once; cached in $FLUX2_CACHE/quant)...`);
+    const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0 }, echo);
+    quantizeSeconds[w] = q.seconds;
+  }
+
+  const report = (r: StageResult, shared = false): StageReport => ({
+    seconds: r.seconds, gflops: r.gflops, fraction_of_peak: r.gflops / peak, peak_rss_bytes: r.peak_rss_bytes,
+    load_seconds: r.load_seconds, gflop: r.gflop, ...(r.gemm_gflops_at_stage ? { gemm_gflops_at_stage: r.gemm_gflops_at_stage } : {}),
+    ...(r.first_run_seconds !== undefined ? { first_run_seconds: r.first_run_seconds } : {}),
+    ...(shared ? { shared: true } : {}),
+  });
+  const runs: RunReport[] = [];
+  const calibrations: number[] = [];
+  const textByWeights = new Map<WeightsKind, StageResult>();
+  const vaeByRes = new Map<number, StageResult>();
+  const measure = async (stage: StageName, weights: WeightsKind, resolution: number) => {
+    o.log(`${stage} ${weights} ${stage === "text_encode" ? `${o.textLength} tokens` : `${resolution}²`}...`);
+    const r = await runChild({ ...base, stage, weights, resolution }, echo);
+    o.log(`  ${r.seconds.toFixed(2)} s, ${r.gflops.toFixed(1)} GFLOP/s (${((100 * r.gflops) / peak).toFixed(0)}% of peak), peak RSS ${gib(r.peak_rss_bytes)}` +
+      (r.gemm_gflops_at_stage ? `; GEMM in the same process: ${r.gemm_gflops_at_stage.toFixed(1)} GFLOP/s` : ""));
+    // The peak is the best GEMM rate seen at any point of the run.
+    if (r.gemm_gflops_at_stage) {
+      calibrations.push(r.gemm_gflops_at_stage);
+      if (r.gemm_gflops_at_stage > peak) peak = r.gemm_gflops_at_stage;
+    }
+    return r;
+  };
+  for (const weights of o.weights) {
+    for (const resolution of o.resolutions) {
+      const stages: RunReport["stages"] = {};
+      if (o.stages.includes("text_encode")) {
+        const had = textByWeights.get(weights);
+        const r = had ?? await measure("text_encode", weights, resolution);
+        textByWeights.set(weights, r);
+        stages.text_encode = report(r, !!had);
+      }
+      if (o.stages.includes("transformer_step")) stages.transformer_step = report(await measure("transformer_step", weights, resolution));
+      if (o.stages.includes("vae_decode")) {
+        // The VAE is float32 whatever the transformer's weights: measured once per resolution.
+        const had = vaeByRes.get(resolution);
+        const r = had ?? await measure("vae_decode", weights, resolution);
+        vaeByRes.set(resolution, r);
+        stages.vae_decode = report(r, !!had);
+      }
+      const peakRss = Math.max(0, ...Object.values(stages).map((s) => s!.peak_rss_bytes));
+      runs.push({ model: o.variant, resolution, weights, stages, generation_peak_rss_bytes: peakRss });
+    }
+  }
+
+  // Fractions against the best GEMM rate seen during the whole run (the initial loop and the
+  // calibration in every stage process), so a busy moment at the start does not inflate them.
+  for (const run of runs) for (const st of Object.values(run.stages)) st!.fraction_of_peak = st!.gflops / peak;
+
+  // Fusions: ORT's optimized graph of the transformer, on the quick model (same graph structure
+  // as the real one at a size whose optimized graph fits in memory and on disk).
+  const fusions: BenchReport["fusions"] = {};
+  const quickDir = o.variant === "quick" ? dir : defaultModelDir("quick");
+  makeRandomModel(MODEL_SPECS.quick, quickDir);
+  for (const w of o.weights) fusions[w] = await transformerFusions(quickDir, w);
+  const f = fusions[o.weights[0]];
+  if (f) o.log(`fusions (${o.weights[0]}, optimized graph): ${FUSED_OPS.filter((k) => f.optimized[k]).map((k) => `${k} ${f.optimized[k]}`).join(", ")}`);
+
+  const generations: StageResult[] = [];
+  if (o.generation) {
+    for (const w of o.generation.weights) {
+      o.log(`whole generation ${w} ${o.generation.resolution}², ${o.generation.steps} steps, one process...`);
+      generations.push(await runChild({ ...base, stage: "generate", weights: w, resolution: o.generation.resolution, steps: o.generation.steps, repeats: 1 }, echo));
+    }
+  }
+
+  return {
+    date: new Date().toISOString(), command: o.command, machine: machineInfo(),
+    gemm_peak_gflops: peak, gemm: { size: gemm.resolution, seconds: gemm.seconds, measured_in_stages: calibrations },
+    model: {
+      variant: o.variant, dir, transformer_params: made.params.transformer, text_encoder_params: made.params.textEncoder,
+      vae_params: made.params.vae, text_length: o.textLength,
+    },
+    runs, quantize_seconds: quantizeSeconds, fusions, generations, total_seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Op counts of the transformer graph as emitted and as ORT optimized it. */
+export async function transformerFusions(modelDir: string, weights: WeightsKind): Promise<{ emitted: Record<string, number>; optimized: Record<string, number> }> {
+  const dir = path.join(modelDir, "transformer");
+  const config = readTransformerConfig(path.join(dir, "config.json"));
+  const w = new TransformerWeights(WeightSet.open(dir), "diffusers");
+  if (weights === "int8" || weights === "int4") quantizeTransformerAtLoad(w, config, { spec: specFor(weights) });
+  w.check(config);
+  const graph = buildTransformerGraph(config, w);
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "flux2-fusion-")), "optimized.onnx");
+  try {
+    return await optimizedOpCounts(graph, file, { foldWeightConversions: weights === "fp32" });
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    w.set.close();
+  }
+}
+
+export function gib(n: number): string {
+  return `${(n / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/** The human-readable table. */
+export function formatReport(r: BenchReport): string {
+  const m = r.machine;
+  const lines = [
+    `flux2 bench — ${r.date.slice(0, 10)} — ${m.cpu}, ${m.cores} cores, ${gib(m.memory_bytes)} RAM, ${m.os}, node ${m.node}, onnxruntime-node ${m.onnxruntime}`,
+    `command: ${r.command} (load average at the end: ${m.load_average.join(", ")})`,
+    `model: ${r.model.variant} (random weights, real shapes: transformer ${(r.model.transformer_params / 1e9).toFixed(3)}B, text encoder ${(r.model.text_encoder_params / 1e9).toFixed(3)}B, VAE ${(r.model.vae_params / 1e6).toFixed(1)}M), ${r.model.text_length} text tokens`,
+    `GEMM peak (float32 MatMul, best run): ${r.gemm_peak_gflops.toFixed(1)} GFLOP/s` +
+      (r.gemm.measured_in_stages.length ? ` (2048³ in each stage's process: ${Math.min(...r.gemm.measured_in_stages).toFixed(0)}–${Math.max(...r.gemm.measured_in_stages).toFixed(0)})` : ""),
+    "",
+    `${"weights".padEnd(8)}${"res".padStart(6)}  ${"stage".padEnd(17)}${"seconds".padStart(9)}${"1st run".padStart(9)}${"load s".padStart(8)}${"GFLOP".padStart(10)}${"GFLOP/s".padStart(9)}${"of peak".padStart(9)}${"peak RSS".padStart(12)}`,
+  ];
+  for (const run of r.runs) {
+    for (const s of MEASURED_STAGES) {
+      const st = run.stages[s];
+      if (!st) continue;
+      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.shared ? "  (shared)" : ""}`);
+    }
+    lines.push(`${"".padEnd(8)}${"".padStart(6)}  ${"whole generation".padEnd(17)} peak RSS = largest stage: ${gib(run.generation_peak_rss_bytes)}`);
+  }
+  const q = Object.entries(r.quantize_seconds);
+  if (q.length) lines.push("", `quantization (once, cached): ${q.map(([k, v]) => `${k} ${v!.toFixed(0)} s`).join(", ")}`);
+  for (const [w, f] of Object.entries(r.fusions)) {
+    lines.push(`fusions (${w}, ORT optimized transformer graph): ${FUSED_OPS.filter((k) => f!.optimized[k]).map((k) => `${k} ${f!.optimized[k]}`).join(", ")}; Cast ${f!.optimized.Cast ?? 0}`);
+  }
+  for (const g of r.generations) {
+    lines.push("", `whole generation in one process (${g.weights}, ${g.resolution}², ${g.runs.length ? g.seconds.toFixed(0) : "?"} s): peak RSS ${gib(g.peak_rss_bytes)}`);
+    for (const m2 of g.memory ?? []) lines.push(`  ${m2.stage.padEnd(18)} rss ${gib(m2.rss_bytes).padStart(10)}  peak so far ${gib(m2.hwm_bytes)}`);
+  }
+  lines.push("", `total ${(r.total_seconds / 60).toFixed(1)} min`);
+  return lines.join("\n");
+}

@@ -1,0 +1,132 @@
+// Quantized weights on disk, and the graph hook that multiplies by them.
+//
+// File format (our own, documented in docs/performance.md): a quantized Linear weight named
+// `NAME` (e.g. "transformer_blocks.0.attn.to_q.weight") is stored as
+//
+//   NAME.qweight      U8  [N, K/blockSize, blockSize*bits/8]   MatMulNBits "B"
+//   NAME.scales       F32 [N, K/blockSize]
+//   NAME.zero_points  U8  [N, ceil(K/blockSize*bits/8)]         asymmetric only
+//
+// and every file of the set carries the metadata entry
+// `flux2_quantization = {"format":"MatMulNBits","bits":8|4,"version":1}`. The block size of each
+// weight follows from its shapes (blob bytes · 8 / bits), so weights may use different ones.
+// Everything else in the file (norm scales, embeddings, the layers we keep in float) is stored as
+// in the original checkpoint. Such a set is what `flux2 quantize` writes, and what
+// `--quantize int8|int4` writes once into $FLUX2_CACHE/quant/ when quantizing at load.
+
+import { WeightSet, readTensorBytes, type TensorInfo } from "../io/safetensors.js";
+import { fileSource, type Graph, type Value } from "../onnx/graph.js";
+import { dequantizeBlockwise, type Bits } from "./blockwise.js";
+
+export const QUANT_METADATA_KEY = "flux2_quantization";
+
+export interface QuantMetadata {
+  format: "MatMulNBits";
+  bits: Bits;
+  version: 1;
+  /** Informational: what was requested when the file was written. */
+  block_size?: number;
+  symmetric?: boolean;
+  source?: string;
+}
+
+export function quantMetadata(bits: Bits, blockSize: number, symmetric: boolean, source?: string): Record<string, string> {
+  const m: QuantMetadata = { format: "MatMulNBits", bits, version: 1, block_size: blockSize, symmetric, ...(source ? { source } : {}) };
+  return { [QUANT_METADATA_KEY]: JSON.stringify(m) };
+}
+
+export interface QuantizedTensor {
+  name: string;
+  N: number;
+  K: number;
+  bits: Bits;
+  blockSize: number;
+  q: TensorInfo;
+  scales: TensorInfo;
+  zeroPoints: TensorInfo | null;
+}
+
+/** MatMulNBits accuracy level: 4 = int8 activations (fast, the default), 0 = float32 math. */
+export type AccuracyLevel = 0 | 1 | 4;
+
+/**
+ * The quantized weights of a WeightSet, by original weight name. Emits MatMulNBits nodes whose
+ * inputs are byte ranges of the set's files (memory-mapped by ORT like any other weight).
+ */
+export class QuantizedLinears {
+  private cache = new Map<string, QuantizedTensor | null>();
+
+  constructor(readonly set: WeightSet, readonly bits: Bits, public accuracyLevel: AccuracyLevel = 4) {}
+
+  /** The quantized linears of `set` when its metadata says it holds any, else null. */
+  static detect(set: WeightSet, accuracyLevel: AccuracyLevel = 4): QuantizedLinears | null {
+    const raw = set.metadata()[QUANT_METADATA_KEY];
+    if (!raw) return null;
+    let m: QuantMetadata;
+    try {
+      m = JSON.parse(raw);
+    } catch {
+      throw new Error(`${set.source}: unreadable ${QUANT_METADATA_KEY} metadata ${JSON.stringify(raw)}`);
+    }
+    if (m.format !== "MatMulNBits" || (m.bits !== 4 && m.bits !== 8)) {
+      throw new Error(`${set.source}: unsupported quantization ${raw} (this version reads MatMulNBits with 4 or 8 bits)`);
+    }
+    return new QuantizedLinears(set, m.bits, accuracyLevel);
+  }
+
+  has(name: string): boolean {
+    return this.tensor(name) !== null;
+  }
+
+  /** Every quantized weight name. */
+  names(): string[] {
+    return this.set.keys().filter((k) => k.endsWith(".qweight")).map((k) => k.slice(0, -".qweight".length));
+  }
+
+  tensor(name: string): QuantizedTensor | null {
+    if (this.cache.has(name)) return this.cache.get(name)!;
+    let t: QuantizedTensor | null = null;
+    if (this.set.has(`${name}.qweight`)) {
+      const q = this.set.info(`${name}.qweight`);
+      const scales = this.set.info(`${name}.scales`);
+      const zeroPoints = this.set.has(`${name}.zero_points`) ? this.set.info(`${name}.zero_points`) : null;
+      if (q.dtype !== "U8" || q.shape.length !== 3 || scales.dtype !== "F32") {
+        throw new Error(`${q.file}: quantized weight "${name}" has ${q.dtype}${JSON.stringify(q.shape)} codes / ${scales.dtype} scales; expected U8 [N, blocks, bytes] and F32 [N, blocks]`);
+      }
+      const [N, blocks, blob] = q.shape;
+      const blockSize = (blob * 8) / this.bits;
+      if (scales.shape.join(",") !== `${N},${blocks}`) throw new Error(`${q.file}: scales of "${name}" have shape ${JSON.stringify(scales.shape)}, expected [${N}, ${blocks}]`);
+      t = { name, N, K: blocks * blockSize, bits: this.bits, blockSize, q, scales, zeroPoints };
+    }
+    this.cache.set(name, t);
+    return t;
+  }
+
+  shape(name: string): number[] {
+    const t = this.tensor(name);
+    if (!t) throw new Error(`${this.set.source}: "${name}" is not quantized`);
+    return [t.N, t.K];
+  }
+
+  /** x @ Wᵀ for quantized weight `name` (null when `name` is not quantized here). */
+  linear(g: Graph, x: Value, name: string): Value | null {
+    const t = this.tensor(name);
+    if (!t) return null;
+    const q = g.weight(`${name}.qweight`, fileSource(t.q), "U8");
+    const s = g.weight(`${name}.scales`, fileSource(t.scales));
+    const z = t.zeroPoints ? g.weight(`${name}.zero_points`, fileSource(t.zeroPoints), "U8") : null;
+    return g.matmulNBits(x, q, s, z, { K: t.K, N: t.N, bits: t.bits, blockSize: t.blockSize, accuracyLevel: this.accuracyLevel });
+  }
+
+  /** The float32 weight [N, K] the quantized one stands for (for LoRA fusing, drift checks). */
+  float32(name: string): { data: Float32Array; shape: number[] } {
+    const t = this.tensor(name);
+    if (!t) throw new Error(`${this.set.source}: "${name}" is not quantized`);
+    const scales = new Float32Array(readTensorBytes(t.scales).slice().buffer);
+    const data = dequantizeBlockwise({
+      N: t.N, K: t.K, bits: t.bits, blockSize: t.blockSize, q: readTensorBytes(t.q), scales,
+      zeroPoints: t.zeroPoints ? readTensorBytes(t.zeroPoints) : null,
+    });
+    return { data, shape: [t.N, t.K] };
+  }
+}

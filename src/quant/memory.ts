@@ -1,0 +1,30 @@
+// How many bytes a component's weights occupy in memory as this engine loads them, for memory
+// plans (src/pipeline/memory.ts counts every tensor as float32, which was right when ORT
+// constant-folded bf16 → float32 casts; see docs/performance.md):
+//   - float weights stay in their stored dtype (memory-mapped, converted just before use);
+//   - MatMulNBits codes are repacked by ORT once (the mapped original is released), 1:1 in size;
+//   - with quantization at load, the quantized Linears count at their quantized size.
+
+import { DTYPE_BYTES, WeightSet, numel } from "../io/safetensors.js";
+import { blockSizeFor, quantizedBytes, type QuantSpec } from "./blockwise.js";
+
+const QUANTIZABLE = [
+  /^(single_)?transformer_blocks\.\d+\..*\.weight$/,
+  /(^|\.)layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/,
+];
+
+/** Resident bytes of the weights at `p` (a file, index or folder), optionally quantized at load with `spec`. */
+export function residentWeightBytes(p: string, spec?: QuantSpec): number {
+  const set = WeightSet.open(p);
+  try {
+    let n = 0;
+    for (const k of set.keys()) {
+      const t = set.info(k);
+      const bs = spec && t.shape.length === 2 && QUANTIZABLE.some((re) => re.test(k)) ? blockSizeFor(t.shape[1], spec.blockSize) : null;
+      n += bs ? quantizedBytes(t.shape[0], t.shape[1], { ...spec!, blockSize: bs }) : numel(t.shape) * DTYPE_BYTES[t.dtype];
+    }
+    return n;
+  } finally {
+    set.close();
+  }
+}
