@@ -197,7 +197,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   makeRandomModel(MODEL_SPECS.quick, quickDir);
   for (const w of o.weights) fusions[w] = await transformerFusions(quickDir, w);
   const f = fusions[o.weights[0]];
-  if (f) o.log(`fusions (${o.weights[0]}, optimized graph): ${FUSED_OPS.filter((k) => f.optimized[k]).map((k) => `${k} ${f.optimized[k]}`).join(", ")}`);
+  if (f) o.log(`fusions (${o.weights[0]}, optimized graph of the quick model): ${FUSED_OPS.filter((k) => f.optimized[k]).map((k) => `${k} ${f.optimized[k]}`).join(", ")}`);
 
   const generations: StageResult[] = [];
   if (o.generation) {
@@ -260,9 +260,11 @@ export function formatReport(r: BenchReport): string {
     lines.push(`${"".padEnd(8)}${"".padStart(6)}  ${"whole generation".padEnd(17)} peak RSS = largest stage: ${gib(run.generation_peak_rss_bytes)}`);
   }
   const q = Object.entries(r.quantize_seconds);
-  if (q.length) lines.push("", `quantization (once, cached): ${q.map(([k, v]) => `${k} ${v!.toFixed(0)} s`).join(", ")}`);
+  if (q.length) lines.push("", `quantization (once, then cached in $FLUX2_CACHE/quant): ${q.map(([k, v]) => `${k} ${v! < 1 ? "cached" : `${v!.toFixed(0)} s`}`).join(", ")}`);
+  const quick = MODEL_SPECS.quick.transformer;
+  lines.push(`ORT's optimized transformer graph (quick model: ${quick.num_layers} double + ${quick.num_single_layers} single blocks, the same per-block ops as ${r.model.variant}):`);
   for (const [w, f] of Object.entries(r.fusions)) {
-    lines.push(`fusions (${w}, ORT optimized transformer graph): ${FUSED_OPS.filter((k) => f!.optimized[k]).map((k) => `${k} ${f!.optimized[k]}`).join(", ")}; Cast ${f!.optimized.Cast ?? 0}`);
+    lines.push(`  ${w.padEnd(5)} ${FUSED_OPS.filter((k) => f!.optimized[k]).map((k) => `${k} ${f!.optimized[k]}`).join(", ")}; Cast ${f!.optimized.Cast ?? 0}`);
   }
   for (const g of r.generations) {
     lines.push("", `whole generation in one process (${g.weights}, ${g.resolution}², ${g.runs.length ? g.seconds.toFixed(0) : "?"} s): peak RSS ${gib(g.peak_rss_bytes)}`);

@@ -68,9 +68,10 @@ export function quantizeOptions(v: string | undefined, log: (s: string) => void)
   let last = -1;
   return {
     spec: specFor(q),
-    progress: (done, total) => {
+    progress: (done, total, name) => {
       const pct = Math.floor((100 * done) / total);
-      if (pct >= last + 10 || done === total) log(`quantizing to ${q} (once, cached): ${(last = pct)}%`);
+      if (pct < last) last = -1; // the next component
+      if (pct >= last + 10 || done === total) log(`quantizing ${name.includes("layers.") ? "the text encoder" : "the transformer"} to ${q} (once, cached): ${(last = pct)}%`);
     },
   };
 }
