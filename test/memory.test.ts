@@ -9,10 +9,12 @@ test("the plan counts float32 weights per stage and the largest stage is the pea
   const ck = openCheckpoint(goldenPath("checkpoints/klein_distilled"));
   const plan = planMemory(ck, transformerConfig(ck), 64, 64, 1, 512, 16);
   const denoise = plan.stages.find((s) => s.stage === "denoise")!;
-  // The tiny transformer stores 237,504 bf16 values: 950,016 float32 bytes once cast.
-  assert.equal(denoise.weightBytes, 237504 * 4);
+  // The tiny transformer stores 237,504 bf16 values, resident as bf16 (converted at use).
+  assert.equal(denoise.weightBytes, 237504 * 2);
+  const int8 = planMemory(ck, transformerConfig(ck), 64, 64, 1, 512, 16, "int8");
+  assert.ok(int8.stages.find((s) => s.stage === "denoise")!.weightBytes < denoise.weightBytes);
   assert.equal(plan.peakBytes, Math.max(...plan.stages.map((s) => s.weightBytes + s.activationBytes)));
-  assert.match(describePlan(plan), /denoise\s+weights\s+927\.8 KiB/);
+  assert.match(describePlan(plan), /denoise\s+weights\s+463\.9 KiB/);
   assert.doesNotThrow(() => assertFits(plan));
 });
 

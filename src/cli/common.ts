@@ -138,7 +138,7 @@ export function openModel(v: ModelArgs): Checkpoint {
 export function checkMemory(ck: Checkpoint, v: ModelArgs, width: number, height: number, batch: number, maxLen: number): void {
   const log = logger(v.quiet);
   const teHidden = JSON.parse(fs.readFileSync(ck.textEncoder.config!, "utf8")).hidden_size ?? 2560;
-  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden);
+  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden, quantizeArg(v.quantize));
   log(`model: ${ck.source} (${ck.variant})\nmemory plan:\n${describePlan(plan)}`);
   if (!v.force) assertFits(plan);
 }

@@ -2,11 +2,13 @@
 //
 // Components run one after another (text encoder → transformer → VAE), each
 // released when its stage is done, so the peak is the largest stage, not the
-// sum. A stage needs its weights as ORT holds them (float32 today: bf16 files
-// are cast at load) plus its largest activations.
+// sum. A stage needs its weights as they stay resident (bf16 stays bf16 and is
+// converted to float32 just before each use; --quantize stores int8/int4 codes
+// and scales) plus its largest activations.
 
 import * as os from "node:os";
-import { DTYPE_BYTES, WeightSet } from "../io/safetensors.js";
+import { residentWeightBytes } from "../quant/memory.js";
+import { specFor } from "../quant/blockwise.js";
 import type { Checkpoint } from "./checkpoint.js";
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
 
@@ -22,22 +24,8 @@ export interface MemoryPlan {
   availableBytes: number;
 }
 
-/** Float32 bytes of every tensor in a weight set (what ORT materializes). */
-export function float32WeightBytes(p: string): number {
-  const set = WeightSet.open(p);
-  try {
-    let n = 0;
-    for (const k of set.keys()) {
-      const t = set.info(k);
-      n += (t.byteLength / DTYPE_BYTES[t.dtype]) * 4;
-    }
-    return n;
-  } finally {
-    set.close();
-  }
-}
-
-export function planMemory(ck: Checkpoint, cfg: TransformerConfig, width: number, height: number, batch: number, textLength: number, teHidden: number): MemoryPlan {
+export function planMemory(ck: Checkpoint, cfg: TransformerConfig, width: number, height: number, batch: number, textLength: number, teHidden: number, quantize?: "int8" | "int4"): MemoryPlan {
+  const spec = quantize ? specFor(quantize) : undefined;
   const D = innerDim(cfg), M = mlpDim(cfg);
   const tokens = (width / 16) * (height / 16) + textLength;
   // The widest live tensors of a single block: the fused qkv+mlp projection and a few D-wide streams.
@@ -45,10 +33,10 @@ export function planMemory(ck: Checkpoint, cfg: TransformerConfig, width: number
   const teAct = batch * textLength * teHidden * 4 * 12;
   // VAE decode: a handful of 128-channel full-resolution feature maps.
   const vaeAct = batch * width * height * 128 * 4 * 4;
-  const vaeWeights = float32WeightBytes(ck.vae.weights);
+  const vaeWeights = residentWeightBytes(ck.vae.weights);
   const stages: StageEstimate[] = [
-    { stage: "text_encode", weightBytes: float32WeightBytes(ck.textEncoder.weights), activationBytes: teAct },
-    { stage: "denoise", weightBytes: float32WeightBytes(ck.transformer.weights), activationBytes: denoiseAct },
+    { stage: "text_encode", weightBytes: residentWeightBytes(ck.textEncoder.weights, spec), activationBytes: teAct },
+    { stage: "denoise", weightBytes: residentWeightBytes(ck.transformer.weights, spec), activationBytes: denoiseAct },
     { stage: "vae_decode", weightBytes: vaeWeights, activationBytes: vaeAct },
   ];
   const peakBytes = Math.max(...stages.map((s) => s.weightBytes + s.activationBytes));
