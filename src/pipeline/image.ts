@@ -89,16 +89,17 @@ export function insertPngText(png: Buffer, keyword: string, text: string): Buffe
 function textChunk(keyword: string, text: string): Buffer {
   const key = Buffer.from(keyword, "latin1");
   // Latin-1 without NUL fits tEXt; anything else goes into an uncompressed iTXt (UTF-8).
-  if (/^[^\0\u0100-\uffff]*$/.test(text)) return chunk("tEXt", Buffer.concat([key, Buffer.from([0]), Buffer.from(text, "latin1")]));
+  if (/^[^\0\u0100-\uffff]*$/.test(text)) return pngChunk("tEXt", Buffer.concat([key, Buffer.from([0]), Buffer.from(text, "latin1")]));
   // iTXt: keyword \0, compression flag 0, method 0, empty language \0, empty translated keyword \0, text.
-  return chunk("iTXt", Buffer.concat([key, Buffer.from([0, 0, 0, 0, 0]), Buffer.from(text, "utf8")]));
+  return pngChunk("iTXt", Buffer.concat([key, Buffer.from([0, 0, 0, 0, 0]), Buffer.from(text, "utf8")]));
 }
 
-function chunk(type: string, data: Buffer): Buffer {
+/** One PNG chunk: length, type, data, CRC-32 of type + data. */
+export function pngChunk(type: string, data: Uint8Array): Buffer {
   const out = Buffer.alloc(12 + data.length);
   out.writeUInt32BE(data.length, 0);
   out.write(type, 4, "latin1");
-  data.copy(out, 8);
+  out.set(data, 8);
   out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
   return out;
 }
