@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { readAll, type DType, type TypedArray } from "../src/io/safetensors.js";
+import type { TransformerInputs } from "../src/models/transformer.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Compiled tests live in dist/test; the data lives at the repository root.
@@ -37,4 +38,16 @@ export function maxAbsDiff(a: ArrayLike<number | bigint>, b: ArrayLike<number | 
     if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
   }
   return m;
+}
+
+/** The transformer inputs of a golden forward case (ids of batch element 0, as the model reads them). */
+export function transformerCaseInputs(rel: string): TransformerInputs {
+  const t = loadTensors(rel);
+  const get = (n: string) => t.get(n)!;
+  const per = (n: string) => (get(n).data as BigInt64Array).subarray(0, get(n).shape.slice(1).reduce((a, b) => a * b, 1));
+  return {
+    hidden: { data: get("hidden_states").data as Float32Array, shape: get("hidden_states").shape },
+    text: { data: get("encoder_hidden_states").data as Float32Array, shape: get("encoder_hidden_states").shape },
+    timestep: get("timestep").data as Float32Array, imgIds: per("img_ids"), txtIds: per("txt_ids"),
+  };
 }

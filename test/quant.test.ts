@@ -15,7 +15,7 @@ process.env.FLUX2_CACHE = cache;
 import { OrtBackend } from "../src/backend/ort.js";
 import { WeightSet, readAll, writeSafetensors, type TensorToWrite } from "../src/io/safetensors.js";
 import { Graph, dataSource } from "../src/onnx/graph.js";
-import { Flux2Transformer, readTransformerConfig, type TransformerInputs } from "../src/models/transformer.js";
+import { Flux2Transformer, readTransformerConfig } from "../src/models/transformer.js";
 import { TransformerWeights } from "../src/models/transformer_weights.js";
 import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../src/models/qwen3.js";
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
@@ -24,7 +24,7 @@ import { f32ToF8e4m3, toFp8PerTensor } from "../src/quant/fp8.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../src/quant/quantize.js";
 import { SafetensorsStreamWriter } from "../src/quant/writer.js";
 import { runQuantizeCommand } from "../src/cli/quantize.js";
-import { goldenPath } from "./golden.js";
+import { goldenPath, transformerCaseInputs } from "./golden.js";
 
 const backend = new OrtBackend();
 const ck = goldenPath("checkpoints/klein_distilled");
@@ -40,16 +40,7 @@ function seeded(n: number, seed: number): Float32Array {
   });
 }
 
-function inputs(): TransformerInputs {
-  const t = readAll(goldenPath("lora/base.inputs.safetensors"));
-  const get = (n: string) => t.get(n)!;
-  const per = (n: string) => (get(n).data as BigInt64Array).subarray(0, get(n).shape.slice(1).reduce((a, b) => a * b, 1));
-  return {
-    hidden: { data: get("hidden_states").data as Float32Array, shape: get("hidden_states").shape },
-    text: { data: get("encoder_hidden_states").data as Float32Array, shape: get("encoder_hidden_states").shape },
-    timestep: get("timestep").data as Float32Array, imgIds: per("img_ids"), txtIds: per("txt_ids"),
-  };
-}
+const inputs = () => transformerCaseInputs("lora/base.inputs.safetensors");
 
 async function forward(w: TransformerWeights): Promise<Float32Array> {
   const m = await Flux2Transformer.load(backend, trConfig, w);

@@ -9,23 +9,14 @@ import { OrtBackend } from "../src/backend/ort.js";
 import { WeightSet, readAll, writeSafetensors } from "../src/io/safetensors.js";
 import { Flux2Transformer, readTransformerConfig, timestepFeatures, ropeTables } from "../src/models/transformer.js";
 import { TransformerWeights } from "../src/models/transformer_weights.js";
-import { goldenPath } from "./golden.js";
+import { goldenPath, transformerCaseInputs } from "./golden.js";
 
 const backend = new OrtBackend();
 const ck = goldenPath("checkpoints/klein_distilled");
 const bflFile = path.join(ck, "flux-2-klein-tiny.safetensors");
 const diffDir = path.join(ck, "transformer");
 
-function inputs() {
-  const t = readAll(goldenPath("lora/base.inputs.safetensors"));
-  const get = (n: string) => t.get(n)!;
-  const per = (n: string) => (get(n).data as BigInt64Array).subarray(0, get(n).shape.slice(1).reduce((a, b) => a * b, 1));
-  return {
-    hidden: { data: get("hidden_states").data as Float32Array, shape: get("hidden_states").shape },
-    text: { data: get("encoder_hidden_states").data as Float32Array, shape: get("encoder_hidden_states").shape },
-    timestep: get("timestep").data as Float32Array, imgIds: per("img_ids"), txtIds: per("txt_ids"),
-  };
-}
+const inputs = () => transformerCaseInputs("lora/base.inputs.safetensors");
 
 test("BFL single file gives the same output as the diffusers folder", async () => {
   const a = await Flux2Transformer.fromFiles(backend, bflFile, null, "bfl");

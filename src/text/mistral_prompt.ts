@@ -23,7 +23,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
-import { TokenizerLoadError, defaultTemplate, parseTemplate, tokenContent, type EncodedPrompts, type PaddingSide } from "./tokenizer.js";
+import { TokenizerLoadError, checkLength, defaultTemplate, encodeBatch, parseTemplate, tokenContent, type EncodedPrompts, type PaddingSide } from "./tokenizer.js";
 
 /**
  * The FLUX.2 [dev] system message, byte-exact: 168 characters, one "\n" after "object" (the classic
@@ -180,23 +180,7 @@ export class MistralPromptTokenizer {
 
   /** Renders, tokenises, truncates and pads every prompt to exactly `maxLength` tokens (default 512). */
   encode(prompts: string[], maxLength: number = DEV_MAX_LENGTH): EncodedPrompts {
-    checkLength(maxLength);
-    const batch = prompts.length;
-    const inputIds = new BigInt64Array(batch * maxLength);
-    const attentionMask = new BigInt64Array(batch * maxLength);
-    const rendered = prompts.map((p) => this.renderChat(p));
-    rendered.forEach((text, b) => {
-      const ids = this.fit(this.tokenize(text), maxLength);
-      const rowIds = inputIds.subarray(b * maxLength, (b + 1) * maxLength);
-      const rowMask = attentionMask.subarray(b * maxLength, (b + 1) * maxLength);
-      const start = this.paddingSide === "right" ? 0 : maxLength - ids.length;
-      rowIds.fill(BigInt(this.padId));
-      ids.forEach((id, i) => {
-        rowIds[start + i] = BigInt(id);
-        rowMask[start + i] = 1n;
-      });
-    });
-    return { rendered, inputIds, attentionMask, batch, length: maxLength };
+    return encodeBatch(prompts.map((p) => this.renderChat(p)), (t) => this.tokenize(t), maxLength, this);
   }
 
   /** Tokens of the rendered prompt before truncation or padding. */
@@ -209,15 +193,6 @@ export class MistralPromptTokenizer {
     checkLength(maxLength);
     return this.tokenCount(prompt) > maxLength;
   }
-
-  private fit(ids: number[], maxLength: number): number[] {
-    if (ids.length <= maxLength) return ids;
-    return this.truncationSide === "right" ? ids.slice(0, maxLength) : ids.slice(ids.length - maxLength);
-  }
-}
-
-function checkLength(maxLength: number): void {
-  if (!Number.isInteger(maxLength) || maxLength < 1) throw new RangeError(`maxLength must be a positive integer, got ${maxLength}`);
 }
 
 async function readText(file: string): Promise<string | null> {

@@ -92,16 +92,7 @@ export class PromptTokenizer {
 
   /** Renders, tokenises, truncates and pads every prompt to exactly `maxLength` tokens. */
   encode(prompts: string[], maxLength: number): EncodedPrompts {
-    checkLength(maxLength);
-    const batch = prompts.length;
-    const inputIds = new BigInt64Array(batch * maxLength);
-    const attentionMask = new BigInt64Array(batch * maxLength);
-    const rendered = prompts.map((p) => this.renderChat(p));
-    rendered.forEach((text, b) => {
-      const ids = this.fit(this.tokenize(text), maxLength);
-      this.writeRow(ids, maxLength, inputIds.subarray(b * maxLength), attentionMask.subarray(b * maxLength));
-    });
-    return { rendered, inputIds, attentionMask, batch, length: maxLength };
+    return encodeBatch(prompts.map((p) => this.renderChat(p)), (t) => this.tokenize(t), maxLength, this);
   }
 
   /** Tokens of the rendered prompt before truncation or padding (for a length indicator). */
@@ -114,23 +105,38 @@ export class PromptTokenizer {
     checkLength(maxLength);
     return this.tokenCount(prompt) > maxLength;
   }
-
-  private fit(ids: number[], maxLength: number): number[] {
-    if (ids.length <= maxLength) return ids;
-    return this.truncationSide === "right" ? ids.slice(0, maxLength) : ids.slice(ids.length - maxLength);
-  }
-
-  private writeRow(ids: number[], maxLength: number, rowIds: BigInt64Array, rowMask: BigInt64Array): void {
-    const start = this.paddingSide === "right" ? 0 : maxLength - ids.length;
-    rowIds.fill(BigInt(this.padId), 0, maxLength);
-    ids.forEach((id, i) => {
-      rowIds[start + i] = BigInt(id);
-      rowMask[start + i] = 1n;
-    });
-  }
 }
 
-function checkLength(maxLength: number): void {
+/** How a tokenizer pads and truncates to a fixed length. */
+export interface PaddingRules {
+  padId: number;
+  paddingSide: PaddingSide;
+  truncationSide: PaddingSide;
+}
+
+/**
+ * Tokenize rendered prompts, truncate each to `maxLength` on the truncation
+ * side and pad it with the pad id on the padding side: row-major B×L ids and
+ * the attention mask (1 on tokens, 0 on padding).
+ */
+export function encodeBatch(rendered: string[], tokenize: (text: string) => number[], maxLength: number, rules: PaddingRules): EncodedPrompts {
+  checkLength(maxLength);
+  const batch = rendered.length;
+  const inputIds = new BigInt64Array(batch * maxLength).fill(BigInt(rules.padId));
+  const attentionMask = new BigInt64Array(batch * maxLength);
+  rendered.forEach((text, b) => {
+    let ids = tokenize(text);
+    if (ids.length > maxLength) ids = rules.truncationSide === "right" ? ids.slice(0, maxLength) : ids.slice(ids.length - maxLength);
+    const start = b * maxLength + (rules.paddingSide === "right" ? 0 : maxLength - ids.length);
+    ids.forEach((id, i) => {
+      inputIds[start + i] = BigInt(id);
+      attentionMask[start + i] = 1n;
+    });
+  });
+  return { rendered, inputIds, attentionMask, batch, length: maxLength };
+}
+
+export function checkLength(maxLength: number): void {
   if (!Number.isInteger(maxLength) || maxLength < 1) {
     throw new RangeError(`maxLength must be a positive integer, got ${maxLength}`);
   }
