@@ -145,7 +145,7 @@ export class OrtBackend implements Backend {
 }
 
 const GPU_HINTS: Record<Exclude<Device, "cpu">, string> = {
-  cuda: "The CUDA provider is not downloaded at install: run `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` (needs an NVIDIA GPU, CUDA 12 and cuDNN 9), or use --device cpu.",
+  cuda: "The CUDA provider is not downloaded at install: run `node node_modules/onnxruntime-node/script/install.js --onnxruntime-node-install=cuda12` (needs an NVIDIA GPU, CUDA 12 and cuDNN 9), or use --device cpu.",
   webgpu: "WebGPU needs a GPU adapter (on Linux a Vulkan driver, libvulkan.so.1); use --device cpu on machines without one.",
 };
 
