@@ -23,7 +23,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import { WeightSet, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
 
 export type LoraExportFormat = "peft" | "comfyui";
 
@@ -183,12 +183,19 @@ export function saveModelFolder(outDir: string, baseDir: string, component: "tra
     fs.mkdirSync(dir, { recursive: true });
     const cfg = fs.statSync(baseWeights).isDirectory() ? path.join(baseWeights, "config.json") : path.join(path.dirname(baseWeights), "config.json");
     if (fs.existsSync(cfg)) fs.copyFileSync(cfg, path.join(dir, "config.json"));
-    const shapes = tensorShapes(baseWeights);
+    // Every tensor of the base, the trained ones replaced (float32); the others (e.g. the VAE's
+    // batch-norm statistics) are copied in their stored dtype.
+    const base = WeightSet.open(baseWeights);
     const tensors: Record<string, TensorToWrite> = {};
-    for (const [name, data] of params) {
-      const shape = shapes.get(name);
-      if (!shape) throw new Error(`trained tensor "${name}" is not in the base weights ${baseWeights}`);
-      tensors[name] = { dtype: "F32", shape, data };
+    try {
+      for (const name of params.keys()) if (!base.has(name)) throw new Error(`trained tensor "${name}" is not in the base weights ${baseWeights}`);
+      for (const name of base.keys()) {
+        const info = base.info(name);
+        const trained = params.get(name);
+        tensors[name] = trained ? { dtype: "F32", shape: info.shape, data: trained } : { dtype: info.dtype, shape: info.shape, data: base.bytes(name) };
+      }
+    } finally {
+      base.close();
     }
     writeSafetensors(path.join(dir, "diffusion_pytorch_model.safetensors"), tensors);
     const old = `${outDir}.old-${process.pid}`;
@@ -199,23 +206,6 @@ export function saveModelFolder(outDir: string, baseDir: string, component: "tra
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-}
-
-/** Tensor shapes of a safetensors file, or of every .safetensors shard in a folder. */
-function tensorShapes(weights: string): Map<string, number[]> {
-  const files = fs.statSync(weights).isDirectory()
-    ? fs.readdirSync(weights).filter((n) => n.endsWith(".safetensors")).map((n) => path.join(weights, n))
-    : [weights];
-  const out = new Map<string, number[]>();
-  for (const f of files) {
-    const sf = SafetensorsFile.open(f);
-    try {
-      for (const [name, t] of sf.tensors) out.set(name, t.shape);
-    } finally {
-      sf.close();
-    }
-  }
-  return out;
 }
 
 function linkTree(src: string, dst: string): void {

@@ -67,6 +67,8 @@ export interface StepLog {
   loss: number;
   lr: number;
   gradNorm: number;
+  /** Every step's loss so far (including those before a resume). */
+  losses: readonly number[];
 }
 
 export interface LoopResult {
@@ -135,7 +137,7 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
     opt.step(sum!, lr);
     step = k + 1;
     losses.push(loss);
-    await o.onStep?.({ step, loss, lr, gradNorm });
+    await o.onStep?.({ step, loss, lr, gradNorm, losses });
     if (o.stopSignal?.stop) {
       const file = save();
       return { status: "interrupted", step, lastCheckpoint: file, losses, message: `interrupted at step ${step}: resumable checkpoint ${file}` };
