@@ -130,7 +130,17 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
     const gradNorm = o.maxGradNorm > 0 ? clipGradNorm(sum!, o.maxGradNorm) : normOf(sum!);
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
       const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${gradNorm}`;
-      const kept = lastCheckpoint ? `the last good checkpoint ${lastCheckpoint} is kept (resume from it with a lower --lr)` : "no checkpoint had been saved yet";
+      // A checkpoint of this very state produces the NaN: set it aside (renamed, not deleted) so that
+      // --resume RUN_DIR picks the last good one.
+      let aside = "";
+      if (lastCheckpoint && path.basename(lastCheckpoint) === checkpointName(step)) {
+        const bad = lastCheckpoint.replace(/\.safetensors$/, ".nan.safetensors");
+        fs.renameSync(lastCheckpoint, bad);
+        aside = ` (the checkpoint of the state that gave it is set aside as ${bad})`;
+        const list = listCheckpoints(ckDir);
+        lastCheckpoint = list.length ? list[list.length - 1] : null;
+      }
+      const kept = (lastCheckpoint ? `the last good checkpoint ${lastCheckpoint} is kept (resume from it with a lower --lr)` : "no good checkpoint had been saved") + aside;
       const message = `training stopped at step ${k + 1}: ${what} (lr ${lr.toExponential(2)}); ${kept}. Lower --lr, keep gradient clipping on, or check the data`;
       return { status: "nan", step, lastCheckpoint, message, losses };
     }
