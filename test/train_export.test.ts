@@ -11,6 +11,11 @@ import { SafetensorsFile, WeightSet } from "../src/io/safetensors.js";
 import { denseOf, loadLoraFile, resolveModule } from "../src/lora/formats.js";
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { randn } from "../src/util/random.js";
+import { OrtBackend } from "../src/backend/ort.js";
+import { Flux2Vae } from "../src/models/vae.js";
+import { bnNormalize, patchify } from "../src/pipeline/latents.js";
+import { tensor } from "../src/util/tensor.js";
+import { writeLatentStats } from "../src/train/vae_stats.js";
 import { bflModuleOf, saveComfyLora, saveModelFolder, savePeftLora } from "../src/train/export.js";
 
 const MODEL = "testdata/golden/checkpoints/klein_base";
@@ -119,4 +124,30 @@ test("--full saves a diffusers model folder: trained tensors with the base's sha
   orig.close();
   assert.ok(fs.existsSync(path.join(out, "transformer", "config.json")));
   assert.ok(!fs.readdirSync(path.dirname(out)).some((n) => n.includes(".tmp-")), "no temporary folder left");
+});
+
+test("--vae: the latent batch-norm statistics are recomputed over the data (normalized latents get mean 0, variance 1)", async () => {
+  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "flux2-vae-")), "vae");
+  fs.mkdirSync(dir);
+  for (const n of fs.readdirSync(path.join(MODEL, "vae"))) fs.copyFileSync(path.join(MODEL, "vae", n), path.join(dir, n.endsWith(".safetensors") ? "diffusion_pytorch_model.safetensors" : n));
+  const pixels = [0, 1, 2].map((i) => ({ data: randn(300 + i, 3 * 32 * 48).map((v) => Math.tanh(v)), width: 48, height: 32 }));
+  const { count } = await writeLatentStats(new OrtBackend(), dir, pixels);
+  assert.equal(count, 3 * (32 / 4) * (48 / 4));
+  const vae = await Flux2Vae.fromFiles(new OrtBackend(), path.join(dir, "diffusion_pytorch_model.safetensors"), path.join(dir, "config.json"));
+  const { mean, std } = vae.bnStats();
+  const C = mean.length;
+  const sum = new Float64Array(C), sq = new Float64Array(C);
+  let per = 0;
+  for (const p of pixels) {
+    const enc = await vae.encode({ data: p.data, shape: [1, 3, p.height, p.width] });
+    const x = bnNormalize(patchify(tensor(enc.mean.data as Float32Array, enc.mean.shape)), mean, std);
+    per = x.shape[2] * x.shape[3];
+    for (let c = 0; c < C; c++) for (let i = 0; i < per; i++) { const v = x.data[c * per + i]; sum[c] += v; sq[c] += v * v; }
+  }
+  await vae.release();
+  const n = pixels.length * per;
+  for (let c = 0; c < C; c++) {
+    assert.ok(Math.abs(sum[c] / n) < 1e-3, `channel ${c} mean ${sum[c] / n}`);
+    assert.ok(Math.abs(sq[c] / (n - 1) - 1) < 1e-2, `channel ${c} variance ${sq[c] / (n - 1)}`);
+  }
 });

@@ -22,6 +22,7 @@ import { LR_SCHEDULERS, readTrainSigmas, type LrScheduler, type SigmaSampling } 
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
 import { smoothed, writeLossPng } from "../train/loss_plot.js";
 import { planTrainMemory } from "../train/memory.js";
+import { writeLatentStats } from "../train/vae_stats.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/step.js";
 import { intOption, numOption } from "./common.js";
 
@@ -186,9 +187,10 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   let task: TrainTask;
   let release: () => Promise<void>;
   let trainableCount = 0;
+  let vaePixels: Float32Array[] = [];
   const stop = { stop: false };
   if (mode === "vae") {
-    const pixels = await loadPixels(samples, ds.images);
+    const pixels = (vaePixels = await loadPixels(samples, ds.images));
     const vcfg = readVaeConfig(ck.vae.config!);
     const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!);
     task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
@@ -283,6 +285,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   } else {
     saveModelFolder(path.join(runDir, "model"), ck.source, "vae", task.params, ck.vae.weights);
     outputs.model = path.join(runDir, "model");
+    // The trained encoder has moved the latent space: new batch-norm statistics over the data.
+    const st = await writeLatentStats(backend, path.join(runDir, "model", "vae"), samples.map((s, i) => ({ data: vaePixels[i], width: s.bucket.width, height: s.bucket.height })));
+    log(`latent batch-norm statistics recomputed over ${samples.length} image(s), ${st.count} latent positions`);
   }
   if (sampleEvery && result.step % sampleEvery !== 0) await sampleFn(result.step);
   await release();
