@@ -7,7 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { OrtBackend } from "../src/backend/ort.js";
 import { runConformance } from "../src/conformance/runner.js";
-import { readAll } from "../src/io/safetensors.js";
+import { f32ToBf16Bits, readAll, writeSafetensors } from "../src/io/safetensors.js";
 import { AdamW, clipGradNorm } from "../src/train/optim.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer, type TransformerBatch } from "../src/train/step.js";
 import { randn } from "../src/util/random.js";
@@ -176,5 +176,33 @@ test("bad training input is refused with a message that says what is wrong", asy
     await assert.rejects(vae.lossAndGrads({ images, shape: [1, 3, 31, 31], eps: randn(2, 4 * 15 * 15), klWeight: 0.1 }), /multiples of 2/);
   } finally {
     await vae.release();
+  }
+});
+
+test("full training of a bf16 checkpoint: every weight is fed as float32 (row blocks of norm_out included) and matches the float32 checkpoint", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-bf16-full-"));
+  const cfg = path.join(model, "transformer.config.json");
+  try {
+    const bf16: Record<string, { dtype: "BF16"; shape: number[]; data: Uint16Array }> = {};
+    for (const [k, v] of readAll(path.join(model, "transformer.safetensors"))) bf16[k] = { dtype: "BF16", shape: v.shape, data: Uint16Array.from(v.data as Float32Array, f32ToBf16Bits) };
+    writeSafetensors(path.join(dir, "t.safetensors"), bf16);
+    const a = await TransformerTrainer.open(backend, path.join(dir, "t.safetensors"), cfg, { kind: "full" });
+    const b = await TransformerTrainer.open(backend, path.join(model, "transformer.safetensors"), cfg, { kind: "full" });
+    try {
+      assert.deepEqual([...a.params.keys()], [...b.params.keys()]);
+      const ra = await a.lossAndGrads(goldenBatch()), rb = await b.lossAndGrads(goldenBatch());
+      assert.ok(Math.abs(ra.loss - rb.loss) < 1e-2 * rb.loss, `loss ${ra.loss} vs ${rb.loss}`);
+      for (const k of ["norm_out.linear.weight", "x_embedder.weight", "single_transformer_blocks.1.attn.norm_q.weight"]) {
+        const ga = ra.grads.get(k)!, gb = rb.grads.get(k)!;
+        const scale = gb.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+        assert.ok(scale > 0);
+        for (let i = 0; i < gb.length; i++) assert.ok(Math.abs(ga[i] - gb[i]) <= 0.05 * scale, `${k}[${i}]: ${ga[i]} vs ${gb[i]} (bf16 rounding only)`);
+      }
+    } finally {
+      await a.release();
+      await b.release();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -302,11 +302,16 @@ class Recompute {
   }
 
   private activations: Set<string> | null = null;
-  /** Values computed from graph inputs (not weights, their conversions or constants). */
+  /**
+   * Values computed by nodes from graph inputs: not weights, their conversions or constants, and
+   * not the graph inputs themselves (tying a trainable weight would copy it for every segment).
+   */
   private isActivation(name: string): boolean {
     if (!this.activations) {
-      const dyn = new Set(this.b.g.inputs.map((i) => i.name));
+      const inputs = new Set(this.b.g.inputs.map((i) => i.name));
+      const dyn = new Set(inputs);
       for (const n of this.b.g.nodes) if (n.inputs.some((i) => dyn.has(i))) for (const o of n.outputs) dyn.add(o);
+      for (const i of inputs) dyn.delete(i);
       this.activations = dyn;
     }
     return this.activations.has(name);
