@@ -4,7 +4,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { OrtBackend } from "../src/backend/ort.js";
-import { Graph, Value } from "../src/onnx/graph.js";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Graph, Value, fileSource } from "../src/onnx/graph.js";
+import { WeightSet, f32ToBf16Bits, writeSafetensors } from "../src/io/safetensors.js";
 import { appendGradients } from "../src/train/autodiff.js";
 import { gradcheck } from "./helpers/gradcheck.js";
 
@@ -192,5 +196,35 @@ test("activation checkpointing gives the same gradients", async () => {
     const a = plain.out[k].data as Float32Array, b = ck.out[k].data as Float32Array;
     assert.ok(a.some((v) => v !== 0));
     for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-6 * Math.max(1, Math.abs(a[i])), `${k}[${i}]: ${a[i]} vs ${b[i]}`);
+  }
+});
+
+test("frozen bf16 weights: no gradient, no float32 copy kept for the backward (converted again from the stored bytes)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-bf16-"));
+  try {
+    const W = Float32Array.from({ length: 12 }, (_, i) => Math.sin(i + 1));
+    const file = path.join(dir, "w.safetensors");
+    writeSafetensors(file, { w: { dtype: "BF16", shape: [3, 4], data: Uint16Array.from(W, f32ToBf16Bits) } });
+    const set = WeightSet.open(file);
+    const g = new Graph("bf16");
+    const x = g.input("x", "F32", [2, 4]);
+    const w = g.weight("w", fileSource(set.info("w")));
+    const loss = g.op("ReduceSum", [g.linear(x, w), g.constant([])], { keepdims: 0 })[0];
+    g.output(loss, "loss", "F32", []);
+    appendGradients(g, loss, ["x"], {});
+    const alias = g.initializers.find((i) => i.name === "w@backward");
+    assert.ok(alias && alias.source.kind === "file" && alias.source.dtype === "BF16", "the backward reads the stored bf16 bytes again");
+    const fwdCast = g.nodes.find((n) => n.opType === "Cast" && n.inputs[0] === "w")!.outputs[0];
+    assert.ok(!g.nodes.some((n) => n.name.startsWith("grad/") && n.inputs.includes(fwdCast)), "no backward node reads the forward's conversion");
+    const s = await backend.createSession(g);
+    const out = await s.run({ x: { data: new Float32Array(8), shape: [2, 4] } });
+    await s.release();
+    set.close();
+    // d loss / d x[b, k] = Σ_o W[o, k] (W as stored in bf16).
+    const wb = Float32Array.from(W, (v) => new Float32Array(new Uint32Array([f32ToBf16Bits(v) << 16]).buffer)[0]);
+    const gx = out["grad.x"].data as Float32Array;
+    for (let k = 0; k < 4; k++) assert.ok(Math.abs(gx[k] - (wb[k] + wb[4 + k] + wb[8 + k])) < 1e-6);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -26,6 +26,11 @@ import { GRAD_RULES } from "./grad_rules.js";
 export interface GradientOptions {
   /** Segment key of a forward node for activation checkpointing (null: not checkpointed). */
   checkpoint?: (node: NodeProto) => string | null;
+  /**
+   * Convert stored non-float32 weights again in the backward instead of keeping the forward's
+   * float32 conversions alive until then (default true; see Reconvert). False only to measure.
+   */
+  reconvertWeights?: boolean;
 }
 
 export interface GradientResult {
@@ -198,6 +203,7 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
   push(loss.name, b.op1("Expand", [b.scalar(1, lossMeta.elem), b.ints(lossMeta.shape)]));
 
   const recompute = opts.checkpoint ? new Recompute(b, forward, opts.checkpoint) : null;
+  const reconvert = new Reconvert(b, opts.reconvertWeights === false ? [] : forward);
 
   for (let idx = forward.length - 1; idx >= 0; idx--) {
     const node = forward[idx];
@@ -207,7 +213,7 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
     if (!rule) throw new Error(`autodiff: no gradient rule for op ${node.opType} (node ${node.name})`);
     const dys = node.outputs.map((o) => total(o));
     const tie = dys.find((d) => d !== null)!;
-    const fwd = (name: string) => new Value(recompute ? recompute.value(name, tie) : name);
+    const fwd = (name: string) => new Value(reconvert.value(name) ?? (recompute ? recompute.value(name, tie) : name));
     const ctx: RuleContext = {
       b, node,
       x: (i) => fwd(node.inputs[i]),
@@ -296,13 +302,61 @@ class Recompute {
   }
 
   private activations: Set<string> | null = null;
-  /** Values computed from graph inputs (not weights, their conversions or constants). */
+  /**
+   * Values computed by nodes from graph inputs: not weights, their conversions or constants, and
+   * not the graph inputs themselves (tying a trainable weight would copy it for every segment).
+   */
   private isActivation(name: string): boolean {
     if (!this.activations) {
-      const dyn = new Set(this.b.g.inputs.map((i) => i.name));
+      const inputs = new Set(this.b.g.inputs.map((i) => i.name));
+      const dyn = new Set(inputs);
       for (const n of this.b.g.nodes) if (n.inputs.some((i) => dyn.has(i))) for (const o of n.outputs) dyn.add(o);
+      for (const i of inputs) dyn.delete(i);
       this.activations = dyn;
     }
     return this.activations.has(name);
+  }
+}
+
+/**
+ * Frozen weights stored in another dtype are converted to float32 by a node (Cast of a bf16
+ * initializer, DequantizeLinear of an fp8 one). If the backward read the forward's converted
+ * value, ONNX Runtime would hold every converted weight from its forward use to its backward
+ * use: a float32 copy of the whole model. So the backward converts again, from a second
+ * initializer over the same stored bytes (a distinct name, so common subexpression elimination
+ * cannot merge it into the forward's), registered as a conversion so that Graph.serialize
+ * places it where ONNX Runtime runs it just before its consumer (see Graph.serialize).
+ */
+class Reconvert {
+  private conversions = new Map<string, { node: NodeProto; init: string }>();
+  private done = new Map<string, string>();
+
+  constructor(private b: Builder, forward: NodeProto[]) {
+    const stored = new Map(b.g.initializers.filter((i) => i.source.kind === "file").map((i) => [i.name, i]));
+    for (const n of forward) {
+      if ((n.opType === "Cast" || n.opType === "DequantizeLinear") && stored.has(n.inputs[0])) {
+        this.conversions.set(n.outputs[0], { node: n, init: n.inputs[0] });
+      }
+    }
+  }
+
+  /** The backward's own conversion of a converted weight, or null for any other value. */
+  value(name: string): string | null {
+    const c = this.conversions.get(name);
+    if (!c) return null;
+    let v = this.done.get(name);
+    if (!v) {
+      const { g } = this.b;
+      const source = g.initializers.find((i) => i.name === c.init)!.source;
+      const alias = `${c.init}@backward`;
+      const out = c.node.opType === "Cast"
+        ? g.weight(alias, source)
+        : g.dequantizedWeight(alias, source, new Value(c.node.inputs[1]), (c.node.attrs?.axis as number | undefined) ?? 1);
+      this.b.metas.set(alias, { shape: [...source.shape], elem: this.b.meta(c.init).elem });
+      inferNode(g.nodes[g.nodes.length - 1], this.b.metas);
+      v = out.name;
+      this.done.set(name, v);
+    }
+    return v;
   }
 }

@@ -142,7 +142,7 @@ export class TransformerTrainer {
     private weights: TransformerWeights,
     private mode: TrainMode,
     params: Map<string, Float32Array>,
-    private checkpointActivations: boolean,
+    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean },
     loraConfig?: { rank: number; alpha: number; targets: string[]; modules: string[] },
   ) {
     this.params = params;
@@ -150,11 +150,13 @@ export class TransformerTrainer {
   }
 
   /**
-   * Open a transformer for training. `weights`: a .safetensors file or a diffusers transformer
+   * Open a transformer for training. opts.checkpointActivations recomputes each block's forward
+   * in the backward (less memory, about one more forward of compute); opts.reconvertWeights
+   * (default true) is for measurements only (src/train/autodiff.ts). `weights`: a .safetensors file or a diffusers transformer
    * folder; `config`: its config.json (or null: beside the weights, else inferred from a BFL file).
    */
   static async open(backend: Backend, weights: string, config: string | null, mode: TrainMode,
-                    opts: { checkpointActivations?: boolean; seed?: number } = {}): Promise<TransformerTrainer> {
+                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean } = {}): Promise<TransformerTrainer> {
     const set = WeightSet.open(weights);
     try {
       const w = new TransformerWeights(set, TransformerWeights.detectFormat(set));
@@ -165,7 +167,7 @@ export class TransformerTrainer {
       if (mode.kind === "full") {
         if (w.quant) throw new Error(`${weights}: full training needs float weights, but this checkpoint is block-quantized (int8/int4); train a LoRA on it, or use the unquantized checkpoint`);
         const params = new Map(shapes.map(([name]) => [name, w.float32(name).data] as [string, Float32Array]));
-        return new TransformerTrainer(backend, cfg, w, mode, params, !!opts.checkpointActivations);
+        return new TransformerTrainer(backend, cfg, w, mode, params, opts);
       }
       if (!Number.isSafeInteger(mode.rank) || mode.rank <= 0) throw new Error(`LoRA rank must be a positive integer, got ${mode.rank}`);
       if (!(mode.alpha > 0)) throw new Error(`LoRA alpha must be a positive number, got ${mode.alpha}`);
@@ -173,7 +175,7 @@ export class TransformerTrainer {
       const modules = selectModules(linears, mode.targets);
       const params = mode.init ? checkLoraInit(mode.init, modules, mode.rank) : initLora(modules, mode.rank, opts.seed ?? 0);
       const loraConfig = { rank: mode.rank, alpha: mode.alpha, targets: [...mode.targets], modules: modules.map((m) => m.module) };
-      const trainer = new TransformerTrainer(backend, cfg, w, mode, params, !!opts.checkpointActivations, loraConfig);
+      const trainer = new TransformerTrainer(backend, cfg, w, mode, params, opts, loraConfig);
       w.lora = new TrainableLora(modules, mode.rank, mode.alpha);
       return trainer;
     } catch (e) {
@@ -203,8 +205,8 @@ export class TransformerTrainer {
       rope_positions: [B, seq], rope_cos: [seq, c.attention_head_dim / 2], rope_sin: [seq, c.attention_head_dim / 2], target: [B, hw, C],
     };
     if (c.guidance_embeds) shapes.guidance_features = [B, T];
-    const checkpoint = this.checkpointActivations ? (n: { name: string }) => n.name.match(/^(double|single)\.\d+(?=\/)/)?.[0] ?? null : undefined;
-    appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint });
+    const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(double|single)\.\d+(?=\/)/)?.[0] ?? null : undefined;
+    appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint, reconvertWeights: this.opts.reconvertWeights });
     return g;
   }
 
