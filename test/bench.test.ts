@@ -96,6 +96,9 @@ test("bench --quick --json prints one report with the documented shape", () => {
       assert.ok(s, `${run.weights}: ${stage} missing`);
       for (const k of ["seconds", "gflops", "fraction_of_peak", "peak_rss_bytes"]) assert.ok(Number.isFinite(s[k]) && s[k] > 0, `${run.weights} ${stage}.${k} = ${s[k]}`);
     }
+    // The LoRA training step runs on float weights only.
+    if (run.weights === "bf16") assert.ok(run.stages.train_step?.seconds > 0, "bf16: train_step missing");
+    else assert.equal(run.stages.train_step, undefined);
   }
   assert.ok(report.fusions.int8.optimized.MatMulNBits > 0);
 });

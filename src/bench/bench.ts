@@ -19,8 +19,8 @@ import { MODEL_SPECS, defaultModelDir, makeRandomModel, type ModelVariant } from
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
 import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
 
-export type MeasuredStage = "text_encode" | "transformer_step" | "vae_decode";
-export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_step", "vae_decode"];
+export type MeasuredStage = "text_encode" | "transformer_step" | "vae_decode" | "train_step";
+export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_step", "vae_decode", "train_step"];
 
 export interface BenchOptions {
   quick: boolean;
@@ -174,6 +174,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         stages.text_encode = report(r, !!had);
       }
       if (o.stages.includes("transformer_step")) stages.transformer_step = report(await measure("transformer_step", weights, resolution));
+      // Training needs float weights (bf16 / fp32 frozen weights; no int8/int4 training).
+      if (o.stages.includes("train_step") && (weights === "bf16" || weights === "fp32")) stages.train_step = report(await measure("train_step", weights, resolution));
       if (o.stages.includes("vae_decode")) {
         // The VAE is float32 whatever the transformer's weights: measured once per resolution.
         const had = vaeByRes.get(resolution);
@@ -181,7 +183,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         vaeByRes.set(resolution, r);
         stages.vae_decode = report(r, !!had);
       }
-      const peakRss = Math.max(0, ...Object.values(stages).map((s) => s!.peak_rss_bytes));
+      // A generation runs the inference stages only (training has its own peak, in its row).
+      const peakRss = Math.max(0, ...(["text_encode", "transformer_step", "vae_decode"] as const).map((s) => stages[s]?.peak_rss_bytes ?? 0));
       runs.push({ model: o.variant, resolution, weights, stages, generation_peak_rss_bytes: peakRss });
     }
   }
@@ -255,7 +258,8 @@ export function formatReport(r: BenchReport): string {
     for (const s of MEASURED_STAGES) {
       const st = run.stages[s];
       if (!st) continue;
-      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.shared ? "  (shared)" : ""}`);
+      const ratio = s === "train_step" && run.stages.transformer_step ? `  (${(st.seconds / run.stages.transformer_step.seconds).toFixed(2)}× the forward step)` : "";
+      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.shared ? "  (shared)" : ""}${ratio}`);
     }
     lines.push(`${"".padEnd(8)}${"".padStart(6)}  ${"whole generation".padEnd(17)} peak RSS = largest stage: ${gib(run.generation_peak_rss_bytes)}`);
   }

@@ -9,6 +9,8 @@
 //   generate          the whole pipeline in one process (text → steps → decode), with the
 //                     resident memory after every stage: shows that stages release memory
 //   gemm              the float32 GEMM peak (an ORT MatMul loop)
+//   train_step        one rank-16 LoRA training step (forward + backward, default klein LoRA targets) at
+//                     `resolution`² with `textLength` text tokens (src/train/step.ts), optimizer excluded
 
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -27,11 +29,12 @@ import type { AccuracyLevel } from "../quant/format.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal } from "./rng.js";
+import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
 
-export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift";
+export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "train_step";
 export type WeightsKind = "fp32" | "bf16" | "int8" | "int4";
 
 export interface StageRequest {
@@ -63,6 +66,8 @@ export interface StageRequest {
    * timed runs, so each stage can be compared with the peak under the same machine load.
    */
   calibrate?: number;
+  /** train_step: recompute each block in the backward (activation checkpointing) */
+  checkpointActivations?: boolean;
 }
 
 export interface StageResult {
@@ -158,6 +163,7 @@ export async function runStage(r: StageRequest): Promise<StageResult> {
     case "vae_decode": return vaeDecode(r);
     case "generate": return generate(r);
     case "drift": return transformerDrift(r);
+    case "train_step": return trainStep(r);
   }
 }
 
@@ -240,6 +246,39 @@ async function transformerStep(r: StageRequest): Promise<StageResult> {
   const img = (r.resolution / 16) ** 2;
   const res = result(r, runs, load, transformerFlops(config, img, r.textLength).total, afterLoad, { tokens: img + r.textLength });
   await model.release();
+  return res;
+}
+
+/**
+ * One LoRA training step (rank 16, alpha 16, the klein script's targets): loss and gradients of
+ * every LoRA tensor for one image at resolution², random latents, text, noise and σ. The work
+ * counted is twice the forward's FLOPs (the forward plus the input-gradient matmuls of the
+ * backward; frozen weights get no weight gradient), so "of peak" compares with the forward stage.
+ */
+async function trainStep(r: StageRequest): Promise<StageResult> {
+  if (r.weights !== "bf16" && r.weights !== "fp32") throw new Error(`train_step: weights must be bf16 or fp32 (training on ${r.weights} codes is not supported)`);
+  const dir = path.join(r.model, "transformer");
+  const config = readTransformerConfig(path.join(dir, "config.json"));
+  const [trainer, load] = await timed(() => TransformerTrainer.open(backendOf(r), dir, path.join(dir, "config.json"),
+    { kind: "lora", targets: [...DEFAULT_LORA_TARGETS], rank: 16, alpha: 16 }, { checkpointActivations: !!r.checkpointActivations, seed: 0 }));
+  const afterLoad = procStatus().rss;
+  const h = r.resolution / 16, C = config.in_channels;
+  const batch = {
+    x0: randomTensor(11, [1, C, h, h]).data, shape: [1, C, h, h] as [number, number, number, number],
+    embeds: randomTensor(12, [1, r.textLength, config.joint_attention_dim]).data, embedShape: [1, r.textLength, config.joint_attention_dim] as [number, number, number],
+    noise: randomTensor(13, [1, C, h, h]).data, sigmas: Float32Array.of(0.5),
+  };
+  const runs = await repeat(r, async () => {
+    const out = await trainer.lossAndGrads(batch);
+    if (!Number.isFinite(out.loss)) throw new Error(`train_step: loss is ${out.loss}`);
+  });
+  const img = h * h;
+  let trainable = 0;
+  for (const p of trainer.params.values()) trainable += p.length;
+  const res = result(r, runs, load, 2 * transformerFlops(config, img, r.textLength).total, afterLoad, {
+    tokens: img + r.textLength, note: `${(trainable / 1e6).toFixed(1)} M LoRA parameters${r.checkpointActivations ? ", activation checkpointing" : ""}; GFLOP = 2 × forward`,
+  });
+  await trainer.release();
   return res;
 }
 

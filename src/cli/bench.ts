@@ -15,7 +15,8 @@ Measures FLUX.2 [klein] at its real shapes on this machine, with random weights
 (a checkpoint with the exact shapes and key names is written once; klein-4B:
 16.1 GB of disk, klein-9B: 34.9 GB): the float32 GEMM peak of ONNX Runtime,
 then for each weight format the text encoder (512 tokens), one transformer step
-per resolution and the VAE decode, each in its own process: seconds, achieved
+per resolution, the VAE decode and one rank-16 LoRA training step (forward +
+backward; bf16/fp32 weights only), each in its own process: seconds, achieved
 GFLOP/s and fraction of the GEMM peak, and peak resident memory (VmHWM). Also
 the fusions ORT applied to the transformer graph. About 20 minutes on a 2-core
 machine; --quick runs a scaled-down model in about a minute.
@@ -28,7 +29,8 @@ machine; --quick runs a scaled-down model in about a minute.
   --weights LIST         of bf16 (stored bf16, converted at use), fp32 (ORT holds
                          float32 copies), int8, int4 (default bf16,int8,int4)
   --resolutions LIST     transformer-step resolutions (default 512,1024)
-  --stages LIST          of text_encode, transformer_step, vae_decode (default all)
+  --stages LIST          of text_encode, transformer_step, vae_decode, train_step
+                         (default all)
   --text-length N        text tokens (default 512)
   --repeats N            timed runs per stage after one warm-up run (default 1; 0:
                          time the cold first run only)

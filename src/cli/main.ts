@@ -12,6 +12,7 @@ import { runWorkerCommand } from "./worker.js";
 import { runKeysCommand } from "./keys.js";
 import { runBenchCommand } from "./bench.js";
 import { runQuantizeCommand } from "./quantize.js";
+import { runTrainCommand } from "./train.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   worker: { summary: "pull generation jobs from a shared Redis queue", run: runWorkerCommand },
   keys: { summary: "manage API keys: add, list, revoke", run: runKeysCommand },
   pull: { summary: "download a FLUX.2 repository from the Hugging Face Hub", run: runPullCommand },
+  train: { summary: "fine-tune on a folder of captioned images: LoRA, --full or --vae", run: runTrainCommand },
   quantize: { summary: "write an 8-bit or 4-bit copy of a checkpoint (MatMulNBits)", run: runQuantizeCommand },
   bench: { summary: "measure speed and memory (npm run bench; --quick, --json)", run: runBenchCommand },
   "bench-kv": { summary: "measure the speed-up of KV-cached references", run: runKvBenchCommand },

@@ -13,6 +13,7 @@ import { bnDenormalize, bnNormalize, latentIds, pack, packRefs, patchify, refIds
 import { tensor } from "../util/tensor.js";
 import { PIPELINE_KINDS } from "./pipeline_kinds.js";
 import { loraForwardKind, loraFuseKind } from "../lora/conformance.js";
+import { TRAIN_KINDS } from "./train_kinds.js";
 import type { CaseSet, CaseSpec, ComponentSpec, NamedTensor } from "./cases.js";
 
 export interface CaseContext {
@@ -204,4 +205,5 @@ export const KINDS: Record<string, KindHandler> = {
   ...PIPELINE_KINDS,
   lora_forward: loraForwardKind,
   lora_fuse: loraFuseKind,
+  ...TRAIN_KINDS,
 };

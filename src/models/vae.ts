@@ -111,11 +111,14 @@ export function vaeScaleFactor(c: VaeConfig): number {
 // ---------------------------------------------------------------------------
 // Building blocks (§3.3)
 
-interface Ctx {
+/** What the building blocks read (exported for the training graph, src/train/step.ts). */
+export interface VaeGraphCtx {
   g: Graph;
   w: VaeWeights;
   c: VaeConfig;
 }
+
+type Ctx = VaeGraphCtx;
 
 /** 2-D convolution with bias; "same" padding unless `pads` ([top, left, bottom, right]) is given. */
 function conv(ctx: Ctx, x: Value, name: string, k: number, stride = 1, pads?: number[]): Value {
@@ -207,7 +210,7 @@ function outputHead(ctx: Ctx, x: Value, part: string, C: number): Value {
 // Encoder and decoder (§3.1, §3.2)
 
 /** (B, in, H, W) → moments (B, 2C, H/f, W/f): encoder, then quant_conv. */
-function encoder(ctx: Ctx, x: Value): Value {
+export function encoder(ctx: Ctx, x: Value): Value {
   const { g, c } = ctx;
   const widths = c.block_out_channels;
   let h = conv(ctx, x, "encoder.conv_in", 3);
@@ -226,7 +229,7 @@ function encoder(ctx: Ctx, x: Value): Value {
 }
 
 /** (B, C, h, w) latents → (B, out, f h, f w): post_quant_conv, then decoder. */
-function decoder(ctx: Ctx, z: Value): Value {
+export function decoder(ctx: Ctx, z: Value): Value {
   const { g, c } = ctx;
   const widths = [...decoderChannels(c)].reverse();
   if (c.use_post_quant_conv) z = conv(ctx, z, "post_quant_conv", 1);

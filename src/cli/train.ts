@@ -1,0 +1,349 @@
+// flux2 train: LoRA fine-tuning (default), full training (--full) or VAE
+// training (--vae) of a FLUX.2 diffusers checkpoint on a folder of captioned
+// images. The parts: src/train/data.ts (folder, buckets, order), cache.ts
+// (latents + text embeddings, once), flow_task.ts / vae_task.ts (what a
+// micro-batch is), loop.ts (optimizer, checkpoints, resume), export.ts (files).
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { OrtBackend } from "../backend/ort.js";
+import type { Device } from "../backend/backend.js";
+import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/checkpoint.js";
+import { Flux2Pipeline, InvalidRequestError } from "../pipeline/flux2.js";
+import { encodeImage } from "../pipeline/image.js";
+import { vaeScaleFactor, readVaeConfig } from "../models/vae.js";
+import { makeSamples, scanDataset, type Sample } from "../train/data.js";
+import { encodeData } from "../train/cache.js";
+import { FlowMatchingTask } from "../train/flow_task.js";
+import { VaeTask, loadPixels } from "../train/vae_task.js";
+import { trainLoop, type LoopResult, type RunIdentity, type StepLog, type TrainTask } from "../train/loop.js";
+import { LR_SCHEDULERS, readTrainSigmas, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
+import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
+import { smoothed, writeLossPng } from "../train/loss_plot.js";
+import { planTrainMemory } from "../train/memory.js";
+import { writeLatentStats } from "../train/vae_stats.js";
+import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/step.js";
+import { intOption, numOption } from "./common.js";
+
+const HELP = `usage: flux2 train --model PATH --data DIR --out RUN_DIR [options]
+
+Fine-tunes a FLUX.2 checkpoint (diffusers folder; klein base is the one made for
+training) on a folder of images with same-name .txt captions. Writes
+RUN_DIR/lora.safetensors (or RUN_DIR/model/ with --full / --vae), resumable
+checkpoints under RUN_DIR/checkpoints/, RUN_DIR/loss.png and samples.
+
+Data (--data DIR):
+  DIR/photo.png + DIR/photo.txt        an image and its caption
+  DIR/10_name/...                      kohya folder: repeated 10 times per epoch
+  images without a .txt get the folder's name (after N_) as caption
+  --trigger WORD          put WORD into every caption ("[trigger]" is replaced; else
+                          "WORD, " is put in front)
+  --caption-dropout P     train with the empty caption with probability P (default 0)
+  --resolution R[,R...]   training resolutions: aspect-ratio buckets of about R²
+                          pixels, sides multiples of 16 (default 512; e.g. 512,768,1024)
+  --max-sequence-length N text tokens (default 512)
+
+What to train:
+  --rank N, --alpha A     LoRA rank and alpha (default 16, 16; scale alpha/rank)
+  --targets LIST          comma-separated module suffixes, PEFT's matching (default:
+                          ${DEFAULT_LORA_TARGETS.join(",")})
+  --full                  train every transformer parameter (from scratch or full fine-tune)
+  --vae                   train the VAE as an autoencoder (MSE + --kl-weight · KL, default 1e-6)
+  --checkpoint-activations recompute each block in the backward (less memory, slower)
+
+Optimization (AdamW, as diffusers' klein LoRA script):
+  --steps N               optimizer steps (default 1000)
+  --lr LR                 learning rate (default 1e-4)
+  --lr-scheduler S        ${LR_SCHEDULERS.join(" | ")} (default constant)
+  --warmup-steps N        warmup steps of the schedule (default 0)
+  --batch-size N          images per micro-batch, one bucket each (default 1)
+  --grad-accum N          micro-batches per optimizer step (default 1)
+  --weight-decay W        AdamW decoupled weight decay (default 1e-4)
+  --max-grad-norm X       clip the gradient's total norm (default 1; 0 = off)
+  --timestep-sampling S   uniform (default) | logit_normal (--logit-mean 0, --logit-std 1)
+  --seed S                seed of the data order, noise, σ and LoRA init (default 0)
+
+Output:
+  --out RUN_DIR           run folder (required)
+  --format F              peft (diffusers, default) | comfyui (BFL names, fused qkv)
+  --save-every N          resumable checkpoint every N steps (default 250; also at the end and on Ctrl-C)
+  --keep-checkpoints N    keep the newest N checkpoints (default 3)
+  --resume PATH           continue from RUN_DIR (its newest checkpoint) or a checkpoint
+                          file; the run's settings (train.json) are reused, a checkpoint
+                          for another model, rank or target list is refused
+  --sample-every N        write sample images every N steps (and at the end)
+  --sample-prompt TEXT    sample prompt, repeatable (default: the first caption)
+  --sample-steps N        denoising steps of the samples (default: the model's)
+  --device D              cpu (default) | webgpu | cuda
+  --json                  one JSON line per step {"step","loss","lr"}, then the outputs
+  --force                 run even if the memory plan says it will not fit
+  --quiet                 no progress output
+  -h, --help              this text`;
+
+const OPTIONS = {
+  model: { type: "string" }, data: { type: "string" }, out: { type: "string" }, steps: { type: "string" },
+  rank: { type: "string" }, alpha: { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
+  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" },
+  "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
+  "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
+  seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
+  "warmup-steps": { type: "string" }, trigger: { type: "string" }, "caption-dropout": { type: "string" }, format: { type: "string" },
+  "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
+  "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
+  "kl-weight": { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" },
+  force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
+} as const;
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
+const SAVED = ["model", "data", "steps", "rank", "alpha", "lr", "batch-size", "resolution", "targets", "full", "vae", "save-every",
+  "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
+  "caption-dropout", "format", "max-sequence-length", "weight-decay", "max-grad-norm", "timestep-sampling", "logit-mean", "logit-std",
+  "kl-weight", "checkpoint-activations"];
+
+export async function runTrainCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  let v: Values = values as Values;
+  if (!v.out) throw new InvalidRequestError("--out RUN_DIR is required (the run folder); see --help");
+  const runDir = v.out as string;
+  const settingsFile = path.join(runDir, "train.json");
+  if (v.resume && fs.existsSync(settingsFile)) {
+    const saved = JSON.parse(fs.readFileSync(settingsFile, "utf8")) as Values;
+    v = { ...saved, ...Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)) };
+  }
+  if (!v.model) throw new InvalidRequestError("--model PATH is required (a FLUX.2 diffusers folder); see --help");
+  if (!v.data) throw new InvalidRequestError("--data DIR is required (a folder of images with same-name .txt captions); see --help");
+  const json = !!v.json;
+  const quiet = !!v.quiet;
+  const log = quiet ? () => {} : (s: string) => process.stderr.write(s + "\n");
+  const say = (s: string) => (json ? process.stderr.write(s + "\n") : console.log(s));
+
+  // Settings.
+  const mode: "lora" | "full" | "vae" = v.vae ? "vae" : v.full ? "full" : "lora";
+  if (v.full && v.vae) throw new InvalidRequestError("--full and --vae train different models; give one of them");
+  const steps = intOption(v.steps as string, "steps", 1, 10_000_000) ?? 1000;
+  const rank = intOption(v.rank as string, "rank", 1, 4096) ?? 16;
+  const alpha = numOption(v.alpha as string, "alpha", 1e-6, 1e6) ?? 16;
+  const lr = numOption(v.lr as string, "lr", 0, 1e30) ?? 1e-4;
+  const batchSize = intOption(v["batch-size"] as string, "batch-size", 1, 1024) ?? 1;
+  const gradAccum = intOption(v["grad-accum"] as string, "grad-accum", 1, 4096) ?? 1;
+  const warmup = intOption(v["warmup-steps"] as string, "warmup-steps", 0, 10_000_000) ?? 0;
+  const seed = intOption(v.seed as string, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0;
+  const saveEvery = intOption(v["save-every"] as string, "save-every", 0, 10_000_000) ?? 250;
+  const keep = intOption(v["keep-checkpoints"] as string, "keep-checkpoints", 1, 1000) ?? 3;
+  const sampleEvery = intOption(v["sample-every"] as string, "sample-every", 0, 10_000_000) ?? 0;
+  const sampleSteps = intOption(v["sample-steps"] as string, "sample-steps", 1, 100);
+  const captionDropout = numOption(v["caption-dropout"] as string, "caption-dropout", 0, 1) ?? 0;
+  const maxLen = intOption(v["max-sequence-length"] as string, "max-sequence-length", 1, 4096) ?? 512;
+  const weightDecay = numOption(v["weight-decay"] as string, "weight-decay", 0, 10) ?? 1e-4;
+  const maxGradNorm = numOption(v["max-grad-norm"] as string, "max-grad-norm", 0, 1e9) ?? 1;
+  const klWeight = numOption(v["kl-weight"] as string, "kl-weight", 0, 1e6) ?? 1e-6;
+  const scheduler = (v["lr-scheduler"] as string | undefined) ?? "constant";
+  if (!LR_SCHEDULERS.includes(scheduler as LrScheduler)) throw new InvalidRequestError(`--lr-scheduler must be one of ${LR_SCHEDULERS.join(", ")}, got "${scheduler}"`);
+  const format = ((v.format as string | undefined) ?? "peft") as LoraExportFormat;
+  if (format !== "peft" && format !== "comfyui") throw new InvalidRequestError(`--format must be peft or comfyui, got "${format}"`);
+  if (format === "comfyui" && mode !== "lora") throw new InvalidRequestError("--format comfyui is for LoRAs; --full and --vae write a diffusers model folder");
+  const resolutions = ((v.resolution as string | undefined) ?? "512").split(",").map((r) => intOption(r.trim(), "resolution", 64, 4096)!);
+  const targets = v.targets ? (v.targets as string).split(",").map((t) => t.trim()).filter(Boolean) : [...DEFAULT_LORA_TARGETS];
+  if (mode !== "lora" && (values.rank || values.alpha || values.targets)) throw new InvalidRequestError("--rank, --alpha and --targets are LoRA settings; they do not apply with --full or --vae");
+  const ts = (v["timestep-sampling"] as string | undefined) ?? "uniform";
+  let sampling: SigmaSampling;
+  if (ts === "uniform") sampling = { kind: "uniform" };
+  else if (ts === "logit_normal") sampling = { kind: "logit_normal", mean: numOption(v["logit-mean"] as string, "logit-mean", -10, 10) ?? 0, std: numOption(v["logit-std"] as string, "logit-std", 1e-6, 10) ?? 1 };
+  else throw new InvalidRequestError(`--timestep-sampling must be uniform or logit_normal, got "${ts}"`);
+  if (sampleEvery && mode === "vae") throw new InvalidRequestError("--sample-every is not supported with --vae (samples need a transformer being trained)");
+  const device = v.device as Device | undefined;
+  if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
+
+  const ck = openCheckpoint(v.model as string);
+  if (!v.resume && fs.existsSync(path.join(runDir, "checkpoints")) && fs.readdirSync(path.join(runDir, "checkpoints")).length) {
+    throw new InvalidRequestError(`${runDir} already holds checkpoints of a run: continue it with --resume ${runDir}, or choose another --out`);
+  }
+  fs.mkdirSync(runDir, { recursive: true });
+  const toSave = Object.fromEntries(SAVED.filter((k) => v[k] !== undefined).map((k) => [k, v[k]]));
+  fs.writeFileSync(settingsFile, JSON.stringify(toSave, null, 2) + "\n");
+
+  // Data.
+  const ds = await scanDataset(v.data as string, { trigger: v.trigger as string | undefined, warn: (s) => process.stderr.write(s + "\n") });
+  const samples = makeSamples(ds, resolutions);
+  const buckets = new Map<string, number>();
+  for (const s of samples) buckets.set(`${s.bucket.width}×${s.bucket.height}`, (buckets.get(`${s.bucket.width}×${s.bucket.height}`) ?? 0) + 1);
+  log(`data: ${ds.images.length} image(s) in ${v.data}${ds.skipped.length ? ` (${ds.skipped.length} skipped)` : ""}, ${samples.length} sample(s); ` +
+    `buckets ${[...buckets].map(([b, n]) => `${b}: ${n}`).join(", ")}${ds.uncaptioned ? `; ${ds.uncaptioned} without a .txt caption` : ""}`);
+
+  const backend = new OrtBackend({ device });
+  const identity: RunIdentity = {
+    model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
+    ...(mode === "lora" ? { rank, alpha, targets } : {}),
+    ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights) } : {}),
+  };
+
+  let task: TrainTask;
+  let release: () => Promise<void>;
+  let trainableCount = 0;
+  let vaePixels: Float32Array[] = [];
+  const stop = { stop: false };
+  if (mode === "vae") {
+    const pixels = (vaePixels = await loadPixels(samples, ds.images));
+    const vcfg = readVaeConfig(ck.vae.config!);
+    const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!);
+    task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
+    release = () => trainer.release();
+  } else {
+    const data = await encodeData(ck, ds.images, samples, { runDir, maxSequenceLength: maxLen, withEmpty: captionDropout > 0, backend, log });
+    const trainer = await TransformerTrainer.open(backend, ck.transformer.weights, ck.transformer.config,
+      mode === "lora" ? { kind: "lora", targets, rank, alpha } : { kind: "full" }, { checkpointActivations: !!v["checkpoint-activations"], seed });
+    if (mode === "lora" && trainer.params.size === 0) {
+      await trainer.release();
+      throw new InvalidRequestError(`--targets ${targets.join(",")} matches no Linear layer of the transformer; use module suffixes such as to_q, to_k, to_v, to_out.0`);
+    }
+    const sigmas = readTrainSigmas(path.join(ck.source, "scheduler", "scheduler_config.json"));
+    task = new FlowMatchingTask(trainer, samples, ds.images, data, { seed, batchSize, gradAccum, captionDropout, sigmas, sampling });
+    release = () => trainer.release();
+  }
+  for (const p of task.params.values()) trainableCount += p.length;
+
+  // Memory plan, before the first step.
+  const largest = samples.reduce((a, s) => (s.bucket.width * s.bucket.height > a.bucket.width * a.bucket.height ? s : a), samples[0]);
+  const plan = planTrainMemory(ck, transformerConfig(ck), {
+    trainableParams: trainableCount, batch: batchSize, width: largest.bucket.width, height: largest.bucket.height,
+    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae",
+  });
+  log(`memory plan (${mode}, ${(trainableCount / 1e6).toFixed(2)} M trainable parameters):\n${plan.lines.join("\n")}`);
+  if (plan.peakBytes > plan.availableBytes && !v.force) {
+    await release();
+    throw new InvalidRequestError(`this run needs about ${(plan.peakBytes / 2 ** 30).toFixed(1)} GiB but ${(plan.availableBytes / 2 ** 30).toFixed(1)} GiB is free: ` +
+      "use a smaller --resolution or --batch-size, --checkpoint-activations, or --force to try anyway");
+  }
+
+  // Ctrl-C: finish the step, save a resumable checkpoint; a second Ctrl-C quits at once.
+  const onSigint = () => {
+    if (stop.stop) process.exit(130);
+    stop.stop = true;
+    process.stderr.write("\nstopping after this step to save a resumable checkpoint (Ctrl-C again to quit now)\n");
+  };
+  process.on("SIGINT", onSigint);
+
+  const lossPng = path.join(runDir, "loss.png");
+  const samplesWritten: string[] = [];
+  const started = Date.now();
+  let firstStep: number | null = null;
+  let lastPlot = 0;
+  const sampleFn = async (step: number) => samplesWritten.push(...await writeSamples(ck, runDir, task, mode, { rank, alpha, targets }, step, {
+    prompts: (v["sample-prompt"] as string[] | undefined) ?? [ds.images[0].caption], steps: sampleSteps, seed, size: largest.bucket, backend, log,
+  }));
+  let result: LoopResult;
+  try {
+    result = await trainLoop(task, {
+      steps, gradAccum, maxGradNorm, adam: { betas: [0.9, 0.999], eps: 1e-8, weightDecay },
+      schedule: { scheduler: scheduler as LrScheduler, lr, warmupSteps: warmup, totalSteps: steps },
+      runDir, saveEvery, keepCheckpoints: keep, identity, resume: v.resume as string | undefined, stopSignal: stop, log,
+      onStep: async (s: StepLog) => {
+        firstStep ??= s.step - 1;
+        if (json) console.log(JSON.stringify({ step: s.step, loss: s.loss, lr: s.lr }));
+        progress(s, steps, started, firstStep, log);
+        if (Date.now() - lastPlot > 2000 || s.step === steps) {
+          lastPlot = Date.now();
+          await writeLossPng(lossPng, [...s.losses], `${mode} loss, ${path.basename(runDir)}`);
+        }
+        if (sampleEvery && s.step % sampleEvery === 0) await sampleFn(s.step);
+      },
+    });
+  } finally {
+    process.off("SIGINT", onSigint);
+  }
+  await writeLossPng(lossPng, result.losses, `${mode} loss, ${path.basename(runDir)}`);
+
+  if (result.status === "nan") {
+    await release();
+    process.stderr.write(`flux2 train: ${result.message}\n`);
+    if (json) console.log(JSON.stringify({ status: "nan", step: result.step, checkpoint: result.lastCheckpoint, loss_curve: lossPng, message: result.message }));
+    return 1;
+  }
+  if (result.status === "interrupted") {
+    await release();
+    say(`${result.message}; continue with: flux2 train --out ${runDir} --resume ${runDir}`);
+    if (json) console.log(JSON.stringify({ status: "interrupted", step: result.step, checkpoint: result.lastCheckpoint, loss_curve: lossPng }));
+    return 130;
+  }
+
+  // Outputs.
+  const outputs: Record<string, unknown> = { status: "done", step: result.step, checkpoint: result.lastCheckpoint, loss_curve: lossPng };
+  if (mode === "lora") {
+    const file = path.join(runDir, "lora.safetensors");
+    saveLora(file, task.params, { rank, alpha, targets }, format);
+    outputs.lora = file;
+  } else if (mode === "full") {
+    saveModelFolder(path.join(runDir, "model"), ck.source, "transformer", task.params, ck.transformer.weights);
+    outputs.model = path.join(runDir, "model");
+  } else {
+    saveModelFolder(path.join(runDir, "model"), ck.source, "vae", task.params, ck.vae.weights);
+    outputs.model = path.join(runDir, "model");
+    // The trained encoder has moved the latent space: new batch-norm statistics over the data.
+    const st = await writeLatentStats(backend, path.join(runDir, "model", "vae"), samples.map((s, i) => ({ data: vaePixels[i], width: s.bucket.width, height: s.bucket.height })));
+    log(`latent batch-norm statistics recomputed over ${samples.length} image(s), ${st.count} latent positions`);
+  }
+  if (sampleEvery && result.step % sampleEvery !== 0) await sampleFn(result.step);
+  await release();
+  if (samplesWritten.length) outputs.samples = samplesWritten;
+  const first = result.losses.slice(0, 10), last = result.losses.slice(-10);
+  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / Math.max(1, a.length);
+  say(`done: ${result.step} steps; loss ${mean(first).toFixed(4)} (first ${first.length}) → ${mean(last).toFixed(4)} (last ${last.length}); ` +
+    `${outputs.lora ?? outputs.model}, loss curve ${lossPng}`);
+  if (json) console.log(JSON.stringify(outputs));
+  return 0;
+}
+
+function progress(s: StepLog, total: number, started: number, firstStep: number, log: (s: string) => void): void {
+  const done = s.step - firstStep;
+  const secs = (Date.now() - started) / 1000;
+  const rate = done / Math.max(1e-9, secs);
+  const eta = (total - s.step) / Math.max(1e-9, rate);
+  const smooth = smoothed([...s.losses]).at(-1)!;
+  log(`step ${s.step}/${total}  loss ${s.loss.toFixed(4)} (smoothed ${smooth.toFixed(4)})  lr ${s.lr.toExponential(2)}  grad norm ${s.gradNorm.toPrecision(3)}  ` +
+    `${rate >= 1 ? `${rate.toFixed(2)} steps/s` : `${(1 / rate).toFixed(1)} s/step`}  ETA ${formatDuration(eta)}`);
+}
+
+function formatDuration(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.round(s % 60);
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
+}
+
+/** Sample images with the current weights: the LoRA (or model) written to RUN_DIR/samples/, then the pipeline. */
+async function writeSamples(ck: Checkpoint, runDir: string, task: TrainTask, mode: "lora" | "full" | "vae", lora: { rank: number; alpha: number; targets: string[] }, step: number,
+                            o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
+  const dir = path.join(runDir, "samples");
+  fs.mkdirSync(dir, { recursive: true });
+  let pipe: Flux2Pipeline;
+  const tag = `step-${String(step).padStart(6, "0")}`;
+  if (mode === "lora") {
+    const file = path.join(dir, "current_lora.safetensors");
+    saveLora(file, task.params, lora, "peft");
+    pipe = Flux2Pipeline.fromPretrained(ck.source, { backend: o.backend, loras: [{ file, strength: 1 }] });
+  } else {
+    const model = path.join(dir, "current_model");
+    saveModelFolder(model, ck.source, "transformer", task.params, ck.transformer.weights);
+    pipe = Flux2Pipeline.fromPretrained(model, { backend: o.backend });
+  }
+  const files: string[] = [];
+  try {
+    for (const [i, prompt] of o.prompts.entries()) {
+      const r = await pipe.generate({ prompt, width: o.size.width, height: o.size.height, steps: o.steps, seed: o.seed + i });
+      const file = path.join(dir, `${tag}-${i}.png`);
+      const img = r.images[0];
+      fs.writeFileSync(file, await encodeImage(img.rgb, img.width, img.height, "png", `${prompt}\nSteps: ${r.steps}, Seed: ${o.seed + i}, training step ${step}`));
+      files.push(file);
+    }
+  } finally {
+    await pipe.release();
+  }
+  o.log(`samples at step ${step}: ${files.join(", ")}`);
+  return files;
+}

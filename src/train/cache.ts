@@ -1,0 +1,146 @@
+// The latent and text-embedding cache of a training run.
+//
+// Training never needs the VAE or the text encoder after the data is encoded
+// once: every sample's latents (VAE mode → 2×2 patchify → latent batch-norm, as
+// the klein script's `cache_latents` path and FLUX.2's pipeline do) and every
+// distinct caption's prompt embeddings are computed here, written to
+// RUN_DIR/cache/<key>.safetensors, and both models are released before the
+// transformer is opened. The key hashes everything the tensors depend on (the
+// model's VAE and text-encoder files, the images' paths, sizes and times, the
+// buckets, the captions and the text length), so a changed image or caption
+// computes a new cache and an unchanged run reuses it.
+
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Backend } from "../backend/backend.js";
+import { readAll, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import { KLEIN_TEXT_LAYERS } from "../models/qwen3.js";
+import { DEV_TEXT_LAYERS } from "../models/mistral.js";
+import { Flux2Vae } from "../models/vae.js";
+import type { Checkpoint } from "../pipeline/checkpoint.js";
+import { Flux2Pipeline, toSignedUnit } from "../pipeline/flux2.js";
+import { bnNormalize, patchify } from "../pipeline/latents.js";
+import { tensor } from "../util/tensor.js";
+import { loadBucketed, type DataImage, type Sample } from "./data.js";
+
+export interface EncodedData {
+  /** Per sample: (1, C, h, w) normalized latents. */
+  latents: Float32Array[];
+  latentShapes: [number, number, number][];
+  /** Per distinct caption: (1, L, J) prompt embeddings; "" is the caption-dropout embedding. */
+  embeds: Map<string, Float32Array>;
+  embedShape: [number, number];
+  file: string;
+  reused: boolean;
+}
+
+export interface CacheOptions {
+  runDir: string;
+  maxSequenceLength: number;
+  /** Also encode the empty caption (caption dropout). */
+  withEmpty: boolean;
+  backend: Backend;
+  log: (s: string) => void;
+}
+
+function fileStamp(p: string): string {
+  if (!fs.existsSync(p)) return `${p}:missing`;
+  const st = fs.statSync(p);
+  if (st.isDirectory()) return fs.readdirSync(p).sort().map((n) => fileStamp(path.join(p, n))).join("|");
+  return `${path.resolve(p)}:${st.size}:${st.mtimeMs}`;
+}
+
+export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[], o: { maxSequenceLength: number; withEmpty: boolean }): string {
+  const h = crypto.createHash("sha256");
+  h.update(JSON.stringify({
+    version: 1, vae: fileStamp(ck.vae.weights), te: fileStamp(ck.textEncoder.weights), tok: ck.tokenizer,
+    L: o.maxSequenceLength, empty: o.withEmpty,
+    images: images.map((i) => [fileStamp(i.file), i.caption]),
+    samples: samples.map((s) => [s.image, s.bucket.width, s.bucket.height]),
+  }));
+  return h.digest("hex").slice(0, 16);
+}
+
+/** Encode (or reuse) every sample's latents and every caption's embeddings; the encoders are released on return. */
+export async function encodeData(ck: Checkpoint, images: DataImage[], samples: Sample[], o: CacheOptions): Promise<EncodedData> {
+  const key = cacheKey(ck, images, samples, o);
+  const file = path.join(o.runDir, "cache", `${key}.safetensors`);
+  const captions = [...new Set(samples.map((s) => images[s.image].caption))];
+  if (o.withEmpty && !captions.includes("")) captions.push("");
+  if (fs.existsSync(file)) {
+    try {
+      const got = readCache(file, samples.length, captions);
+      o.log(`reusing the latent and text cache ${file}`);
+      return { ...got, file, reused: true };
+    } catch (e) {
+      o.log(`warning: ignoring the cache ${file} (${(e as Error).message}); encoding again`);
+    }
+  }
+
+  // Text first (the largest encoder), released before the VAE is loaded.
+  o.log(`encoding ${captions.length} caption(s) with the text encoder (once; cached in ${path.dirname(file)})`);
+  const pipe = Flux2Pipeline.fromPretrained(ck.source, { backend: o.backend, keepLoaded: true });
+  const layers = ck.variant === "dev" ? DEV_TEXT_LAYERS : KLEIN_TEXT_LAYERS;
+  const embeds = new Map<string, Float32Array>();
+  let embedShape: [number, number] = [0, 0];
+  try {
+    for (const c of captions) {
+      const e = await pipe.encodePrompts([c], o.maxSequenceLength, layers);
+      embeds.set(c, e.data);
+      embedShape = [e.shape[1], e.shape[2]];
+    }
+  } finally {
+    await pipe.release();
+  }
+
+  o.log(`encoding ${samples.length} image(s) with the VAE`);
+  const vae = await Flux2Vae.fromFiles(o.backend, ck.vae.weights, requireConfig(ck.vae.config), ck.vae.format);
+  const latents: Float32Array[] = [];
+  const latentShapes: [number, number, number][] = [];
+  try {
+    const { mean, std } = vae.bnStats();
+    for (const s of samples) {
+      const rgb = await loadBucketed(images[s.image].file, s.bucket);
+      const pixels = toSignedUnit({ rgb, width: s.bucket.width, height: s.bucket.height });
+      const enc = await vae.encode(pixels);
+      const x0 = bnNormalize(patchify(tensor(enc.mean.data as Float32Array, enc.mean.shape)), mean, std);
+      latents.push(x0.data);
+      latentShapes.push([x0.shape[1], x0.shape[2], x0.shape[3]]);
+    }
+  } finally {
+    await vae.release();
+  }
+
+  const tensors: Record<string, TensorToWrite> = {};
+  latents.forEach((l, i) => (tensors[`latent.${i}`] = { dtype: "F32", shape: [1, ...latentShapes[i]], data: l }));
+  captions.forEach((c, j) => (tensors[`embed.${j}`] = { dtype: "F32", shape: [1, ...embedShape], data: embeds.get(c)! }));
+  writeSafetensors(file, tensors, { flux2_train_cache: JSON.stringify({ captions }) });
+  return { latents, latentShapes, embeds, embedShape, file, reused: false };
+}
+
+function readCache(file: string, nSamples: number, captions: string[]) {
+  const all = readAll(file);
+  const latents: Float32Array[] = [];
+  const latentShapes: [number, number, number][] = [];
+  for (let i = 0; i < nSamples; i++) {
+    const t = all.get(`latent.${i}`);
+    if (!t) throw new Error(`it lacks latent.${i}`);
+    latents.push(t.data as Float32Array);
+    latentShapes.push([t.shape[1], t.shape[2], t.shape[3]]);
+  }
+  const embeds = new Map<string, Float32Array>();
+  let embedShape: [number, number] = [0, 0];
+  captions.forEach((c, j) => {
+    const t = all.get(`embed.${j}`);
+    if (!t) throw new Error(`it lacks embed.${j}`);
+    embeds.set(c, t.data as Float32Array);
+    embedShape = [t.shape[1], t.shape[2]];
+  });
+  return { latents, latentShapes, embeds, embedShape };
+}
+
+function requireConfig(p: string | null): string {
+  if (!p) throw new Error("no config.json for the VAE: pass the checkpoint folder (or --vae with its folder)");
+  return p;
+}

@@ -1,0 +1,220 @@
+// Training data: a folder of images with same-name .txt captions (the
+// kohya / ai-toolkit convention), aspect-ratio buckets, and the order in which
+// a run visits them.
+//
+// Layout:
+//   DATA/photo1.png + DATA/photo1.txt          repeat 1
+//   DATA/10_mychar/a.jpg + a.txt                kohya folder name: repeated 10 times per epoch
+// An image without a .txt gets its folder's name (after the `N_` count) as the
+// caption, or an empty one at the top level (kohya's class-token fallback).
+// With a trigger word, `[trigger]` in a caption is replaced by it, and a
+// caption that does not contain it gets `trigger, ` in front (ai-toolkit).
+//
+// Buckets (ai-toolkit): for each training resolution R (512, 768, 1024 …) an
+// image keeps its aspect ratio and is scaled to about R² pixels (never up),
+// then both sides are floored to multiples of 16 and the image is resized to
+// cover that bucket and centre-cropped. Several resolutions give one sample
+// per image per resolution.
+//
+// Order: an epoch is every sample `repeats` times; the samples are shuffled
+// by a generator seeded by (seed, epoch), grouped into batches within each
+// bucket (every batch has one shape), and the batches shuffled again. The
+// order is a pure function of (seed, epoch), so a resumed run sees the same
+// batches as an uninterrupted one.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import sharp from "sharp";
+import { decodeImage } from "../pipeline/image.js";
+import { Xoshiro128 } from "../util/random.js";
+import { streamSeed } from "./schedule.js";
+
+export const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".avif", ".bmp"];
+/** Every bucket side is a multiple of this (FLUX.2: 2 × the VAE's 8). */
+export const BUCKET_MULTIPLE = 16;
+/** Smallest bucket side accepted. */
+export const MIN_BUCKET_SIDE = 64;
+
+export class DataError extends Error {}
+
+export interface DataImage {
+  file: string;
+  caption: string;
+  repeats: number;
+  width: number;
+  height: number;
+}
+
+export interface Dataset {
+  dir: string;
+  images: DataImage[];
+  /** Files skipped (unreadable or corrupt), with the reason. */
+  skipped: { file: string; reason: string }[];
+  /** Images that had no .txt (their caption came from the folder name). */
+  uncaptioned: number;
+}
+
+/** kohya's repeat-count folder name: `10_name` → { repeats 10, name "name" }. */
+export function parseFolderName(name: string): { repeats: number; name: string } | null {
+  const m = name.match(/^(\d+)_(.*)$/);
+  if (!m) return null;
+  const repeats = Number(m[1]);
+  if (!Number.isSafeInteger(repeats) || repeats < 1) return null;
+  return { repeats, name: m[2].replace(/_/g, " ").trim() };
+}
+
+/** Put the trigger word into a caption the ai-toolkit way. */
+export function applyTrigger(caption: string, trigger: string | undefined): string {
+  if (!trigger) return caption.replace(/\[trigger\]/g, "").trim();
+  if (caption.includes("[trigger]")) return caption.replace(/\[trigger\]/g, trigger);
+  if (caption.includes(trigger)) return caption;
+  return caption ? `${trigger}, ${caption}` : trigger;
+}
+
+/** Read the image folder: captions, repeat counts, sizes; corrupt images are skipped with a warning. */
+export async function scanDataset(dir: string, opts: { trigger?: string; warn?: (s: string) => void } = {}): Promise<Dataset> {
+  const warn = opts.warn ?? ((s: string) => console.error(s));
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    throw new DataError(`--data ${dir}: no such folder; give a folder of images with same-name .txt captions`);
+  }
+  const entries: { file: string; repeats: number; folderCaption: string }[] = [];
+  const addFolder = (folder: string, repeats: number, folderCaption: string, depth: number) => {
+    for (const name of fs.readdirSync(folder).sort()) {
+      const full = path.join(folder, name);
+      const st = fs.statSync(full);
+      if (st.isDirectory()) {
+        if (depth > 0) continue; // kohya layout: one level of `N_name` folders
+        const parsed = parseFolderName(name);
+        addFolder(full, parsed?.repeats ?? 1, parsed?.name ?? "", depth + 1);
+      } else if (IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase())) {
+        entries.push({ file: full, repeats, folderCaption });
+      }
+    }
+  };
+  addFolder(dir, 1, "", 0);
+
+  const images: DataImage[] = [];
+  const skipped: Dataset["skipped"] = [];
+  let uncaptioned = 0;
+  for (const e of entries) {
+    let size: { width: number; height: number };
+    try {
+      const img = await decodeImage(e.file);
+      size = { width: img.width, height: img.height };
+    } catch (err) {
+      const reason = (err as Error).message.replace(`${e.file}: `, "");
+      skipped.push({ file: e.file, reason });
+      warn(`warning: skipping ${e.file}: ${reason}`);
+      continue;
+    }
+    const txt = e.file.slice(0, -path.extname(e.file).length) + ".txt";
+    let caption: string;
+    if (fs.existsSync(txt)) {
+      caption = fs.readFileSync(txt, "utf8").trim();
+    } else {
+      caption = e.folderCaption;
+      uncaptioned++;
+    }
+    images.push({ file: e.file, caption: applyTrigger(caption, opts.trigger), repeats: e.repeats, ...size });
+  }
+  if (images.length === 0) {
+    const what = entries.length ? `none of its ${entries.length} image(s) could be read` : `it has no images (${IMAGE_EXTENSIONS.join(", ")})`;
+    throw new DataError(`--data ${dir}: ${what}; put training images there, each with a same-name .txt caption (photo.png + photo.txt), or sub-folders named like 10_name to repeat them`);
+  }
+  return { dir, images, skipped, uncaptioned };
+}
+
+export interface Bucket {
+  width: number;
+  height: number;
+}
+
+/** The bucket of a w×h image at training resolution R (area about R², never upscaled, sides multiples of 16). */
+export function bucketFor(width: number, height: number, resolution: number): Bucket {
+  const scale = Math.min(1, Math.sqrt((resolution * resolution) / (width * height)));
+  const m = BUCKET_MULTIPLE;
+  return { width: Math.floor((width * scale) / m) * m, height: Math.floor((height * scale) / m) * m };
+}
+
+export interface Sample {
+  /** Index into Dataset.images. */
+  image: number;
+  resolution: number;
+  bucket: Bucket;
+}
+
+/** One sample per image and resolution; images too small for a bucket are refused, naming them. */
+export function makeSamples(ds: Dataset, resolutions: number[]): Sample[] {
+  const samples: Sample[] = [];
+  const tooSmall: string[] = [];
+  for (const [i, img] of ds.images.entries()) {
+    for (const r of resolutions) {
+      const bucket = bucketFor(img.width, img.height, r);
+      if (bucket.width < MIN_BUCKET_SIDE || bucket.height < MIN_BUCKET_SIDE) {
+        tooSmall.push(`${img.file} (${img.width}×${img.height} → ${bucket.width}×${bucket.height} at ${r})`);
+      } else {
+        samples.push({ image: i, resolution: r, bucket });
+      }
+    }
+  }
+  if (tooSmall.length) {
+    const list = tooSmall.slice(0, 5).join(", ") + (tooSmall.length > 5 ? `, and ${tooSmall.length - 5} more` : "");
+    throw new DataError(
+      `${tooSmall.length} image(s) are smaller than ${MIN_BUCKET_SIDE} px on a side after bucketing: ${list}. ` +
+      `Use images at least ${MIN_BUCKET_SIDE} px on each side (after scaling to the training resolution), a larger --resolution, or remove them`,
+    );
+  }
+  return samples;
+}
+
+/** The image's pixels for its bucket: resized to cover it (Lanczos) and centre-cropped; packed RGB (H, W, 3). */
+export async function loadBucketed(file: string, bucket: Bucket): Promise<Uint8Array> {
+  const img = await decodeImage(file);
+  const { data } = await sharp(img.rgb, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .resize(bucket.width, bucket.height, { fit: "cover", position: "centre", kernel: "lanczos3" })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+}
+
+/** A micro-batch: sample indices that share one bucket. */
+export type Batch = number[];
+
+/** The batches of one epoch (see the file header), a pure function of (seed, epoch). */
+export function epochBatches(samples: Sample[], images: DataImage[], batchSize: number, seed: number, epoch: number): Batch[] {
+  const rng = new Xoshiro128(streamSeed(seed, 1, epoch));
+  const order: number[] = [];
+  samples.forEach((s, i) => { for (let r = 0; r < images[s.image].repeats; r++) order.push(i); });
+  shuffle(order, rng);
+  const byBucket = new Map<string, number[]>();
+  for (const i of order) {
+    const key = `${samples[i].bucket.width}x${samples[i].bucket.height}`;
+    let list = byBucket.get(key);
+    if (!list) byBucket.set(key, (list = []));
+    list.push(i);
+  }
+  const batches: Batch[] = [];
+  for (const list of byBucket.values()) for (let k = 0; k < list.length; k += batchSize) batches.push(list.slice(k, k + batchSize));
+  shuffle(batches, rng);
+  return batches;
+}
+
+/** Number of micro-batches in every epoch (the same each epoch). */
+export function batchesPerEpoch(samples: Sample[], images: DataImage[], batchSize: number): number {
+  const counts = new Map<string, number>();
+  for (const s of samples) {
+    const key = `${s.bucket.width}x${s.bucket.height}`;
+    counts.set(key, (counts.get(key) ?? 0) + images[s.image].repeats);
+  }
+  let n = 0;
+  for (const c of counts.values()) n += Math.ceil(c / batchSize);
+  return n;
+}
+
+/** Fisher–Yates with the run's generator. */
+function shuffle<T>(a: T[], rng: Xoshiro128): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.nextDouble() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+}

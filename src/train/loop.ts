@@ -1,0 +1,248 @@
+// The training loop: gradient accumulation, clipping, AdamW with a learning-rate
+// schedule, resumable checkpoints, NaN/Inf stop and Ctrl-C.
+//
+// The loop knows nothing of models: a TrainTask gives the trainable tensors and,
+// for (optimizer step k, micro-batch j), a loss and its gradients. Everything
+// random in a task is seeded by (seed, k, j) (src/train/schedule.ts
+// streamSeed), so the loop's whole state is the trainable tensors, the AdamW
+// moments and the step: resuming from a checkpoint replays exactly what the
+// uninterrupted run would have done (bit for bit on the same machine).
+//
+// Accumulation follows accelerate: the loss of each of the G micro-batches is
+// divided by G before backward, so the gradients summed over them are the mean;
+// clip_grad_norm_ then AdamW run once per optimizer step; the logged loss is the
+// mean over the micro-batches.
+//
+// Checkpoints: RUN_DIR/checkpoints/step-NNNNNN.safetensors holds `param.<name>`,
+// `adam_m.<name>`, `adam_v.<name>`, and in its metadata the step, the optimizer
+// step count and the run's identity (base model, mode, rank, alpha, targets, seed,
+// data); written atomically (temporary file + rename), the oldest beyond
+// `keepCheckpoints` removed after a newer one is complete.
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { readAll, SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import { AdamW, clipGradNorm, type AdamWOptions } from "./optim.js";
+import { learningRate, type LrSchedule } from "./schedule.js";
+
+export interface MicroBatchResult {
+  loss: number;
+  grads: Map<string, Float32Array>;
+}
+
+export interface TrainTask {
+  /** The trainable tensors, updated in place by the optimizer. */
+  readonly params: Map<string, Float32Array>;
+  /** Loss and gradients of micro-batch j of optimizer step k (0-based), before any update of step k. */
+  microBatch(step: number, micro: number): Promise<MicroBatchResult>;
+}
+
+/** What makes a checkpoint belong to a run: resuming with any of these different is refused. */
+export type RunIdentity = Record<string, string | number | boolean | string[]>;
+
+export interface LoopOptions {
+  steps: number;
+  gradAccum: number;
+  /** clip_grad_norm_ max norm; 0 disables clipping. */
+  maxGradNorm: number;
+  adam: Omit<AdamWOptions, "lr">;
+  schedule: LrSchedule;
+  runDir: string;
+  /** Save a checkpoint every N optimizer steps (0: only at the end and on Ctrl-C). */
+  saveEvery: number;
+  keepCheckpoints: number;
+  identity: RunIdentity;
+  /** A checkpoint file (or run folder: its latest) to resume from. */
+  resume?: string;
+  /** Called after every optimizer step. */
+  onStep?: (info: StepLog) => void | Promise<void>;
+  /** Set to make the loop stop after the current step and save (Ctrl-C). */
+  stopSignal?: { stop: boolean };
+  log?: (s: string) => void;
+}
+
+export interface StepLog {
+  /** 1-based count of optimizer steps done. */
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** Every step's loss so far (including those before a resume). */
+  losses: readonly number[];
+}
+
+export interface LoopResult {
+  status: "done" | "interrupted" | "nan";
+  step: number;
+  lastCheckpoint: string | null;
+  message?: string;
+  losses: number[];
+}
+
+export class ResumeError extends Error {}
+
+export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopResult> {
+  const log = o.log ?? (() => {});
+  if (!(Number.isInteger(o.steps) && o.steps >= 1)) throw new Error(`--steps must be a positive integer, got ${o.steps}`);
+  if (!(Number.isInteger(o.gradAccum) && o.gradAccum >= 1)) throw new Error(`--grad-accum must be a positive integer, got ${o.gradAccum}`);
+  const ckDir = path.join(o.runDir, "checkpoints");
+  const opt = new AdamW(task.params, { ...o.adam, lr: o.schedule.lr });
+  let step = 0;
+  let losses: number[] = [];
+  let lastCheckpoint: string | null = null;
+  if (o.resume) {
+    const file = resolveCheckpoint(o.resume);
+    const ck = loadCheckpoint(file, task.params, o.identity);
+    opt.load(ck.adam);
+    step = ck.step;
+    losses = ck.losses;
+    lastCheckpoint = file;
+    log(`resumed from ${file} at step ${step}`);
+    if (step >= o.steps) log(`the checkpoint is already at step ${step} of ${o.steps}: nothing to train (raise --steps to continue)`);
+  }
+
+  const save = () => {
+    lastCheckpoint = saveCheckpoint(ckDir, step, task.params, opt, o.identity, losses);
+    pruneCheckpoints(ckDir, o.keepCheckpoints);
+    return lastCheckpoint;
+  };
+
+  while (step < o.steps) {
+    const k = step;
+    const lr = learningRate(o.schedule, k);
+    let sum: Map<string, Float32Array> | null = null;
+    let lossSum = 0;
+    for (let j = 0; j < o.gradAccum; j++) {
+      const r = await task.microBatch(k, j);
+      lossSum += r.loss;
+      if (!sum) {
+        sum = new Map();
+        for (const [name, g] of r.grads) sum.set(name, scaled(g, 1 / o.gradAccum));
+      } else {
+        for (const [name, g] of r.grads) {
+          const s = sum.get(name);
+          if (!s) throw new Error(`micro-batch ${j} has a gradient for "${name}" that micro-batch 0 lacks`);
+          for (let i = 0; i < s.length; i++) s[i] += g[i] / o.gradAccum;
+        }
+      }
+    }
+    const loss = lossSum / o.gradAccum;
+    const gradNorm = o.maxGradNorm > 0 ? clipGradNorm(sum!, o.maxGradNorm) : normOf(sum!);
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+      const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${gradNorm}`;
+      // A checkpoint of this very state produces the NaN: set it aside (renamed, not deleted) so that
+      // --resume RUN_DIR picks the last good one.
+      let aside = "";
+      if (lastCheckpoint && path.basename(lastCheckpoint) === checkpointName(step)) {
+        const bad = lastCheckpoint.replace(/\.safetensors$/, ".nan.safetensors");
+        fs.renameSync(lastCheckpoint, bad);
+        aside = ` (the checkpoint of the state that gave it is set aside as ${bad})`;
+        const list = listCheckpoints(ckDir);
+        lastCheckpoint = list.length ? list[list.length - 1] : null;
+      }
+      const kept = (lastCheckpoint ? `the last good checkpoint ${lastCheckpoint} is kept (resume from it with a lower --lr)` : "no good checkpoint had been saved") + aside;
+      const message = `training stopped at step ${k + 1}: ${what} (lr ${lr.toExponential(2)}); ${kept}. Lower --lr, keep gradient clipping on, or check the data`;
+      return { status: "nan", step, lastCheckpoint, message, losses };
+    }
+    opt.step(sum!, lr);
+    step = k + 1;
+    losses.push(loss);
+    await o.onStep?.({ step, loss, lr, gradNorm, losses });
+    if (o.stopSignal?.stop) {
+      const file = save();
+      return { status: "interrupted", step, lastCheckpoint: file, losses, message: `interrupted at step ${step}: resumable checkpoint ${file}` };
+    }
+    if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.steps) save();
+  }
+  if (!lastCheckpoint || !lastCheckpoint.endsWith(checkpointName(step))) save();
+  return { status: "done", step, lastCheckpoint, losses };
+}
+
+function scaled(g: Float32Array, s: number): Float32Array {
+  const out = new Float32Array(g.length);
+  for (let i = 0; i < g.length; i++) out[i] = g[i] * s;
+  return out;
+}
+
+function normOf(grads: Map<string, Float32Array>): number {
+  let sq = 0;
+  for (const g of grads.values()) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+  return Math.sqrt(sq);
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints
+
+export function checkpointName(step: number): string {
+  return `step-${String(step).padStart(6, "0")}.safetensors`;
+}
+
+/** Checkpoint files of a folder, oldest first. */
+export function listCheckpoints(ckDir: string): string[] {
+  if (!fs.existsSync(ckDir)) return [];
+  return fs.readdirSync(ckDir).filter((n) => /^step-\d+\.safetensors$/.test(n)).sort().map((n) => path.join(ckDir, n));
+}
+
+/** A checkpoint file, or the latest checkpoint of a run folder (or of its checkpoints/ folder). */
+export function resolveCheckpoint(p: string): string {
+  if (!fs.existsSync(p)) throw new ResumeError(`--resume ${p}: no such file or folder`);
+  if (fs.statSync(p).isFile()) return p;
+  const dirs = [path.join(p, "checkpoints"), p];
+  for (const d of dirs) {
+    const list = listCheckpoints(d);
+    if (list.length) return list[list.length - 1];
+  }
+  throw new ResumeError(`--resume ${p}: no checkpoint there (looked for checkpoints/step-NNNNNN.safetensors); start without --resume`);
+}
+
+function saveCheckpoint(ckDir: string, step: number, params: Map<string, Float32Array>, opt: AdamW, identity: RunIdentity, losses: number[]): string {
+  const st = opt.state();
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, p] of params) {
+    tensors[`param.${name}`] = { dtype: "F32", shape: [p.length], data: p };
+    tensors[`adam_m.${name}`] = { dtype: "F32", shape: [p.length], data: st.m.get(name)! };
+    tensors[`adam_v.${name}`] = { dtype: "F32", shape: [p.length], data: st.v.get(name)! };
+  }
+  tensors["losses"] = { dtype: "F64", shape: [losses.length], data: Float64Array.from(losses) };
+  const file = path.join(ckDir, checkpointName(step));
+  writeSafetensors(file, tensors, { flux2_train: JSON.stringify({ step, adam_step: st.step, identity }) });
+  return file;
+}
+
+function pruneCheckpoints(ckDir: string, keep: number): void {
+  if (keep <= 0) return;
+  const list = listCheckpoints(ckDir);
+  for (const f of list.slice(0, Math.max(0, list.length - keep))) fs.rmSync(f, { force: true });
+}
+
+/** Read a checkpoint into `params` (in place), refusing one of another run, naming the mismatch. */
+export function loadCheckpoint(file: string, params: Map<string, Float32Array>, identity: RunIdentity) {
+  const all = readAll(file);
+  const meta = readMeta(file);
+  const mismatches: string[] = [];
+  for (const [k, want] of Object.entries(identity)) {
+    const have = meta.identity[k];
+    if (JSON.stringify(have) !== JSON.stringify(want)) mismatches.push(`${k}: the checkpoint has ${JSON.stringify(have)}, this run ${JSON.stringify(want)}`);
+  }
+  if (mismatches.length) {
+    throw new ResumeError(`--resume ${file} was made for another run (${mismatches.join("; ")}); resume with the same settings, or start a new run without --resume`);
+  }
+  const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+  for (const [name, p] of params) {
+    const src = all.get(`param.${name}`);
+    if (!src || src.data.length !== p.length) throw new ResumeError(`--resume ${file}: ${src ? "wrong size for" : "no"} trainable "${name}"; the checkpoint belongs to another model or target list`);
+    p.set(src.data as Float32Array);
+    m.set(name, all.get(`adam_m.${name}`)!.data as Float32Array);
+    v.set(name, all.get(`adam_v.${name}`)!.data as Float32Array);
+  }
+  const losses = Array.from((all.get("losses")?.data as Float64Array | undefined) ?? []);
+  return { step: meta.step as number, adam: { step: meta.adam_step as number, m, v }, losses };
+}
+
+function readMeta(file: string): { step: number; adam_step: number; identity: RunIdentity } {
+  const f = SafetensorsFile.open(file);
+  const raw = f.metadata["flux2_train"];
+  f.close();
+  if (!raw) throw new ResumeError(`--resume ${file}: not a flux2 training checkpoint (no flux2_train metadata)`);
+  return JSON.parse(raw);
+}

@@ -1,0 +1,45 @@
+// The memory plan of a training run, printed before the first step (the
+// training counterpart of src/pipeline/memory.ts).
+//
+// Two stages run one after the other: encoding the data (the text encoder, then
+// the VAE; both released) and training. Training holds the transformer's frozen
+// weights as stored (memory-mapped, bf16 stays bf16), four float32 copies of
+// every trainable tensor (value, gradient, AdamW m and v) plus the accumulated
+// gradient, and the activations the backward pass needs: every block's
+// intermediate tensors (about the widest live tensors of a forward block, kept
+// for each block), or one block's with activation checkpointing.
+
+import * as os from "node:os";
+import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
+import type { Checkpoint } from "../pipeline/checkpoint.js";
+import { formatBytes } from "../pipeline/memory.js";
+import { residentWeightBytes } from "../quant/memory.js";
+
+export interface TrainMemoryPlan {
+  lines: string[];
+  peakBytes: number;
+  availableBytes: number;
+}
+
+export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
+  trainableParams: number; batch: number; width: number; height: number; textLength: number; checkpointActivations: boolean; vae: boolean;
+}): TrainMemoryPlan {
+  const te = residentWeightBytes(ck.textEncoder.weights);
+  const vae = residentWeightBytes(ck.vae.weights);
+  const encode = Math.max(te, vae) + o.batch * o.width * o.height * 128 * 4 * 4;
+  const D = innerDim(cfg), M = mlpDim(cfg);
+  const blocks = cfg.num_layers + cfg.num_single_layers;
+  const tokens = (o.width / 16) * (o.height / 16) + o.textLength;
+  const perBlock = o.batch * tokens * (3 * D + 2 * M + 6 * D) * 4;
+  const activations = o.vae ? o.batch * o.width * o.height * 128 * 4 * 12 : (o.checkpointActivations ? 2 * perBlock + blocks * o.batch * tokens * D * 4 : blocks * perBlock);
+  const frozen = o.vae ? 0 : residentWeightBytes(ck.transformer.weights);
+  const optimizer = o.trainableParams * 4 * 5;
+  const train = frozen + optimizer + activations;
+  const lines = [
+    `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
+    `  train          ${o.vae ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × 5 float32 copies ${formatBytes(optimizer)}, ` +
+      `activations ~${formatBytes(activations)} (${o.batch}×${o.width}×${o.height}${o.checkpointActivations ? ", checkpointed" : ""})`,
+    `  peak ~${formatBytes(Math.max(encode, train))}; available ${formatBytes(os.freemem())}`,
+  ];
+  return { lines, peakBytes: Math.max(encode, train), availableBytes: os.freemem() };
+}

@@ -1,0 +1,58 @@
+// The VAE's training task for the loop (`flux2 train --vae`): the autoencoder
+// step of src/train/step.ts (reconstruction MSE + kl_weight · KL) over the
+// bucketed images, with the same seeded batch order as the transformer task and
+// the posterior noise ε of micro-batch j of step k seeded by (seed, k, j).
+
+import { toSignedUnit } from "../pipeline/flux2.js";
+import { randn } from "../util/random.js";
+import { batchesPerEpoch, epochBatches, loadBucketed, type Batch, type DataImage, type Sample } from "./data.js";
+import type { MicroBatchResult, TrainTask } from "./loop.js";
+import { streamSeed } from "./schedule.js";
+import type { VaeBatch } from "./step.js";
+
+export interface VaeLikeTrainer {
+  readonly params: Map<string, Float32Array>;
+  lossAndGrads(b: VaeBatch): Promise<{ loss: number; grads: Map<string, Float32Array> }>;
+}
+
+const EPS = 5;
+
+export class VaeTask implements TrainTask {
+  private epochCache: { epoch: number; batches: Batch[] } | null = null;
+  private readonly perEpoch: number;
+
+  /** `pixels[i]`: sample i as (1, 3, H, W) in [-1, 1] (see loadPixels). */
+  constructor(private trainer: VaeLikeTrainer, private samples: Sample[], private images: DataImage[], private pixels: Float32Array[],
+              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; latentChannels: number; scaleFactor: number }) {
+    this.perEpoch = batchesPerEpoch(samples, images, o.batchSize);
+  }
+
+  get params(): Map<string, Float32Array> {
+    return this.trainer.params;
+  }
+
+  async microBatch(step: number, micro: number): Promise<MicroBatchResult> {
+    const m = step * this.o.gradAccum + micro;
+    const epoch = Math.floor(m / this.perEpoch);
+    if (this.epochCache?.epoch !== epoch) this.epochCache = { epoch, batches: epochBatches(this.samples, this.images, this.o.batchSize, this.o.seed, epoch) };
+    const batch = this.epochCache.batches[m % this.perEpoch];
+    const { width: W, height: H } = this.samples[batch[0]].bucket;
+    const B = batch.length, per = 3 * H * W;
+    const images = new Float32Array(B * per);
+    batch.forEach((s, b) => images.set(this.pixels[s], b * per));
+    const f = this.o.scaleFactor;
+    const eps = randn(streamSeed(this.o.seed, EPS, step, micro), B * this.o.latentChannels * (H / f) * (W / f));
+    const r = await this.trainer.lossAndGrads({ images, shape: [B, 3, H, W], eps, klWeight: this.o.klWeight });
+    return { loss: r.loss, grads: r.grads };
+  }
+}
+
+/** Every sample's bucketed pixels in [-1, 1], (1, 3, H, W). */
+export async function loadPixels(samples: Sample[], images: DataImage[]): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  for (const s of samples) {
+    const rgb = await loadBucketed(images[s.image].file, s.bucket);
+    out.push(toSignedUnit({ rgb, width: s.bucket.width, height: s.bucket.height }).data);
+  }
+  return out;
+}

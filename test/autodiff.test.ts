@@ -1,0 +1,230 @@
+// Every gradient rule of src/train/grad_rules.ts against central finite differences:
+// float64 where ONNX Runtime's CPU kernels take doubles, float32 for the rest
+// (com.microsoft ops, Conv, normalizations).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { OrtBackend } from "../src/backend/ort.js";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Graph, Value, fileSource } from "../src/onnx/graph.js";
+import { WeightSet, f32ToBf16Bits, writeSafetensors } from "../src/io/safetensors.js";
+import { appendGradients } from "../src/train/autodiff.js";
+import { gradcheck } from "./helpers/gradcheck.js";
+
+const backend = new OrtBackend({ threads: 1 });
+
+/** A float64 scalar constant (Graph.scalar is float32). */
+function f64(g: Graph, x: number): Value {
+  const name = `test_f64_${g.initializers.length}`;
+  g.initializers.push({ name, source: { kind: "data", bytes: new Uint8Array(Float64Array.of(x).buffer), dtype: "F64", shape: [] } });
+  return new Value(name);
+}
+
+const ints = (g: Graph, v: number[]) => g.constant(v);
+
+/** Several outputs as one flat vector, so one check covers them all. */
+const flat = (g: Graph, parts: Value[]) => g.concat(parts.map((p) => g.reshape(p, [-1])), 0);
+
+test("elementwise ops with broadcasting (float64)", async () => {
+  await gradcheck(backend, {
+    elem: "F64",
+    inputs: [{ name: "a", shape: [2, 3, 4] }, { name: "b", shape: [3, 1] }, { name: "c", shape: [4] }],
+    build: (g, { a, b, c }) => {
+      const s = g.add(g.mul(a, b), g.sub(c, a)); // Add, Mul, Sub with broadcast on both sides
+      const d = g.div(s, g.add(g.mul(c, c), f64(g, 1.5))); // Div by a broadcast denominator
+      return g.op("Neg", [d])[0];
+    },
+  });
+});
+
+test("unary ops: Sqrt, Exp, Log, Pow, Reciprocal, Sigmoid, Tanh, Relu (float64)", async () => {
+  const pos = Array.from({ length: 12 }, (_, i) => 0.3 + 0.17 * i);
+  await gradcheck(backend, {
+    elem: "F64",
+    inputs: [{ name: "p", shape: [3, 4], data: pos }, { name: "x", shape: [3, 4] }],
+    build: (g, { p, x }) => {
+      const u = g.add(g.sqrt(p), g.op("Log", [p])[0]);
+      const v = g.add(g.op("Pow", [p, f64(g, 1.7)])[0], g.op("Reciprocal", [p])[0]);
+      const w = g.add(g.sigmoid(x), g.op("Tanh", [x])[0]);
+      const z = g.exp(g.mul(x, f64(g, 0.5)));
+      const r = g.op("Relu", [g.add(x, f64(g, 0.05))])[0];
+      return g.add(g.add(u, v), g.add(g.add(w, z), r));
+    },
+  });
+});
+
+test("Erf in an exact GELU, SiLU and SwiGLU compositions (float32: ORT's Erf has no float64 kernel)", async () => {
+  await gradcheck(backend, {
+    elem: "F32",
+    inputs: [{ name: "x", shape: [3, 8] }],
+    build: (g, { x }) => {
+      const gelu = g.mul(g.mul(x, g.scalar(0.5)), g.add(g.op("Erf", [g.mul(x, g.scalar(Math.SQRT1_2))])[0], g.scalar(1)));
+      const [gate, value] = g.split(x, -1, [4, 4]);
+      return flat(g, [gelu, g.silu(x), g.mul(g.silu(gate), value)]);
+    },
+  });
+});
+
+test("Softmax and reductions (float64)", async () => {
+  await gradcheck(backend, {
+    elem: "F64",
+    inputs: [{ name: "x", shape: [2, 3, 5] }],
+    build: (g, { x }) => {
+      const s = g.op("Softmax", [x], { axis: -1 })[0];
+      const m = g.op("ReduceMean", [x, ints(g, [1])], { keepdims: 1 })[0];
+      const t = g.op("ReduceSum", [g.mul(x, x), ints(g, [0, 2])], { keepdims: 0 })[0]; // (3)
+      return g.add(g.add(s, m), g.reshape(t, [1, 3, 1]));
+    },
+  });
+});
+
+
+test("MatMul and FusedMatMul with transA / transB / alpha and batch broadcasting (float64)", async () => {
+  await gradcheck(backend, {
+    elem: "F64",
+    inputs: [{ name: "x", shape: [2, 3, 4] }, { name: "w", shape: [5, 4] }, { name: "v", shape: [3, 6] }, { name: "m", shape: [2, 4, 2] }, { name: "k", shape: [4, 2] }],
+    build: (g, { x, w, v, m, k }) => {
+      const ms = (a: Value, b: Value, attrs: Record<string, unknown>) => g.op("FusedMatMul", [a, b], attrs as never, { domain: "com.microsoft" })[0];
+      const y = g.linear(x, w); // x wᵀ, 2-D weight under a batch: (2,3,5)
+      const z = ms(v, y, { transA: 1, alpha: { float: 0.5 } }); // 0.5 vᵀ y, 2-D A broadcast over the batch: (2,6,5)
+      const p = g.matmul(x, m); // batched: (2,3,2)
+      const q = ms(p, x, { transA: 1 }); // pᵀ x: (2,2,4)
+      const r = ms(k, x, { transA: 1, transB: 1, alpha: { float: -1.5 } }); // -1.5 kᵀ xᵀ: (2,2,3)
+      const t = g.matmul(x, k); // 2-D weight, plain MatMul: (2,3,2)
+      return flat(g, [y, z, p, q, r, t]);
+    },
+  });
+});
+
+test("shape ops: Reshape, Transpose, Concat, Split, Slice, Unsqueeze, Squeeze, Expand, Gather, Where, Cast, Identity, Clip (float64)", async () => {
+  await gradcheck(backend, {
+    elem: "F64",
+    inputs: [
+      { name: "x", shape: [2, 3, 4] }, { name: "y", shape: [2, 3, 2] },
+      { name: "cond", shape: [2, 3, 1], frozen: { data: Uint8Array.from([1, 0, 1, 1, 0, 0]), shape: [2, 3, 1] } },
+      { name: "idx", shape: [2], frozen: { data: BigInt64Array.from([2n, 0n]), shape: [2] } },
+    ],
+    build: (g, { x, y, cond, idx }) => {
+      const cat = g.concat([x, y], -1); // (2,3,6)
+      const [a, b] = g.split(cat, -1, [4, 2]);
+      const t = g.transpose(a, [2, 0, 1]); // (4,2,3)
+      const s = g.slice(t, 0, 1, 3); // (2,2,3)
+      const u = g.op("Squeeze", [g.unsqueeze(s, [0]), ints(g, [0])])[0];
+      const e = g.op("Expand", [g.slice(b, 2, 0, 1), ints(g, [2, 2, 3, 2])])[0];
+      const gathered = g.op("Gather", [g.reshape(x, [4, 6]), idx], { axis: 0 })[0]; // rows 2 and 0
+      const w = g.op("Where", [g.op("Cast", [cond], { to: 9 })[0], g.op("Identity", [x])[0], g.slice(y, 2, 1, 2)])[0];
+      const cl = g.op("Clip", [x, f64(g, -0.5), f64(g, 0.7)])[0];
+      const round = g.op("Cast", [g.mul(x, x)], { to: 11 })[0]; // float64 → float64
+      return flat(g, [u, e, gathered, w, cl, round]);
+    },
+  });
+});
+
+test("LayerNormalization, RMSNorm (SimplifiedLayerNormalization), GroupNorm as InstanceNormalization (float32)", async () => {
+  await gradcheck(backend, {
+    elem: "F32",
+    inputs: [{ name: "x", shape: [2, 3, 8] }, { name: "s", shape: [8] }, { name: "bias", shape: [8] }, { name: "w", shape: [8] }, { name: "img", shape: [2, 4, 3, 3] }, { name: "gs", shape: [2] }, { name: "gb", shape: [2] }],
+    build: (g, { x, s, bias, w, img, gs, gb }) => {
+      const ln = g.layerNorm(x, 8, 1e-5, s, bias);
+      const rms = g.rmsNorm(x, w, 1e-6);
+      const grouped = g.reshape(img, [0, 2, -1]);
+      const inorm = g.op("InstanceNormalization", [grouped, gs, gb], { epsilon: { float: 1e-6 } })[0];
+      return flat(g, [ln, rms, inorm]);
+    },
+  });
+});
+
+test("MultiHeadAttention (fused forward, backward from primitives) and RotaryEmbedding (float32)", async () => {
+  const B = 1, S = 5, H = 2, D = 4;
+  const angles = Array.from({ length: S * D / 2 }, (_, i) => 0.37 * i);
+  await gradcheck(backend, {
+    elem: "F32",
+    inputs: [
+      { name: "q", shape: [B, S, H * D] }, { name: "k", shape: [B, S + 1, H * D] }, { name: "v", shape: [B, S + 1, H * D] },
+      { name: "pos", shape: [B, S], frozen: { data: BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i)), shape: [B, S] } },
+      { name: "cos", shape: [S, D / 2], frozen: { data: Float32Array.from(angles, Math.cos), shape: [S, D / 2] } },
+      { name: "sin", shape: [S, D / 2], frozen: { data: Float32Array.from(angles, Math.sin), shape: [S, D / 2] } },
+    ],
+    build: (g, { q, k, v, pos, cos, sin }) => {
+      const qr = g.op("RotaryEmbedding", [q, pos, cos, sin], { interleaved: 1, num_heads: H }, { domain: "com.microsoft" })[0];
+      return g.op("MultiHeadAttention", [qr, k, v], { num_heads: H, scale: { float: 0.4 } }, { domain: "com.microsoft" })[0];
+    },
+    tol: 2e-2,
+  });
+});
+
+test("Conv with stride and padding, and nearest Resize (float32)", async () => {
+  await gradcheck(backend, {
+    elem: "F32",
+    inputs: [{ name: "x", shape: [2, 3, 5, 6] }, { name: "w", shape: [4, 3, 3, 3] }, { name: "b", shape: [4] }, { name: "w1", shape: [2, 4, 1, 1] }],
+    build: (g, { x, w, b, w1 }) => {
+      const same = g.op("Conv", [x, w, b], { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1] })[0];
+      const down = g.op("Conv", [x, w, b], { kernel_shape: [3, 3], strides: [2, 2], pads: [0, 0, 1, 1] })[0]; // the VAE's downsampler
+      const up = g.op("Resize", [down, null, g.constant([1, 1, 2, 2], "F32", [4])], { mode: "nearest", coordinate_transformation_mode: "asymmetric", nearest_mode: "floor" })[0];
+      const one = g.op("Conv", [up, w1], { kernel_shape: [1, 1] })[0];
+      return flat(g, [same, down, one]);
+    },
+    tol: 2e-2,
+  });
+});
+
+test("activation checkpointing gives the same gradients", async () => {
+  const build = (g: Graph) => {
+    const x = g.input("x", "F32", [2, 4]);
+    const w = g.input("w", "F32", [4, 4]);
+    let h = x;
+    for (let i = 0; i < 3; i++) h = g.scope(`block.${i}`, () => g.add(h, g.mul(g.sigmoid(g.linear(h, w)), h)));
+    const loss = g.op("ReduceMean", [g.mul(h, h), g.constant([])], { keepdims: 0 })[0];
+    g.output(loss, "loss", "F32", []);
+    return { loss };
+  };
+  const run = async (checkpoint: boolean) => {
+    const g = new Graph("ckpt");
+    const { loss } = build(g);
+    appendGradients(g, loss, ["x", "w"], {}, checkpoint ? { checkpoint: (n) => n.name.match(/^(block\.\d+)\//)?.[1] ?? null } : {});
+    const s = await backend.createSession(g);
+    const feeds = { x: { data: Float32Array.from({ length: 8 }, (_, i) => Math.sin(i)), shape: [2, 4] }, w: { data: Float32Array.from({ length: 16 }, (_, i) => Math.cos(i) / 2), shape: [4, 4] } };
+    const out = await s.run(feeds);
+    await s.release();
+    return { g, out };
+  };
+  const plain = await run(false);
+  const ck = await run(true);
+  assert.ok(ck.g.nodes.some((n) => n.name.includes("recompute/block.1")), "no recomputed nodes");
+  for (const k of ["grad.x", "grad.w"]) {
+    const a = plain.out[k].data as Float32Array, b = ck.out[k].data as Float32Array;
+    assert.ok(a.some((v) => v !== 0));
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-6 * Math.max(1, Math.abs(a[i])), `${k}[${i}]: ${a[i]} vs ${b[i]}`);
+  }
+});
+
+test("frozen bf16 weights: no gradient, no float32 copy kept for the backward (converted again from the stored bytes)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-bf16-"));
+  try {
+    const W = Float32Array.from({ length: 12 }, (_, i) => Math.sin(i + 1));
+    const file = path.join(dir, "w.safetensors");
+    writeSafetensors(file, { w: { dtype: "BF16", shape: [3, 4], data: Uint16Array.from(W, f32ToBf16Bits) } });
+    const set = WeightSet.open(file);
+    const g = new Graph("bf16");
+    const x = g.input("x", "F32", [2, 4]);
+    const w = g.weight("w", fileSource(set.info("w")));
+    const loss = g.op("ReduceSum", [g.linear(x, w), g.constant([])], { keepdims: 0 })[0];
+    g.output(loss, "loss", "F32", []);
+    appendGradients(g, loss, ["x"], {});
+    const alias = g.initializers.find((i) => i.name === "w@backward");
+    assert.ok(alias && alias.source.kind === "file" && alias.source.dtype === "BF16", "the backward reads the stored bf16 bytes again");
+    const fwdCast = g.nodes.find((n) => n.opType === "Cast" && n.inputs[0] === "w")!.outputs[0];
+    assert.ok(!g.nodes.some((n) => n.name.startsWith("grad/") && n.inputs.includes(fwdCast)), "no backward node reads the forward's conversion");
+    const s = await backend.createSession(g);
+    const out = await s.run({ x: { data: new Float32Array(8), shape: [2, 4] } });
+    await s.release();
+    set.close();
+    // d loss / d x[b, k] = Σ_o W[o, k] (W as stored in bf16).
+    const wb = Float32Array.from(W, (v) => new Float32Array(new Uint32Array([f32ToBf16Bits(v) << 16]).buffer)[0]);
+    const gx = out["grad.x"].data as Float32Array;
+    for (let k = 0; k < 4; k++) assert.ok(Math.abs(gx[k] - (wb[k] + wb[4 + k] + wb[8 + k])) < 1e-6);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

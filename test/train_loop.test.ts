@@ -1,0 +1,182 @@
+// The training loop without a model: schedules, σ sampling, the dataset folder,
+// buckets and order, and the loop's accumulation / checkpoint / resume / NaN
+// behaviour with a small analytic task (the gradient engine is tested elsewhere).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import sharp from "sharp";
+import { randn, Xoshiro128 } from "../src/util/random.js";
+import { learningRate, readTrainSigmas, sampleSigmas, streamSeed, trainSigmas } from "../src/train/schedule.js";
+import { applyTrigger, batchesPerEpoch, bucketFor, DataError, epochBatches, makeSamples, parseFolderName, scanDataset } from "../src/train/data.js";
+import { listCheckpoints, ResumeError, trainLoop, type LoopOptions, type TrainTask } from "../src/train/loop.js";
+
+function tmp(name: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `flux2-${name}-`));
+}
+
+test("learning-rate schedules follow diffusers' get_scheduler (step k uses λ(k))", () => {
+  const s = (scheduler: any, warmupSteps = 0) => ({ scheduler, lr: 1e-4, warmupSteps, totalSteps: 100 });
+  assert.equal(learningRate(s("constant", 10), 0), 1e-4);
+  assert.equal(learningRate(s("constant_with_warmup", 10), 0), 0);
+  assert.equal(learningRate(s("constant_with_warmup", 10), 5), 0.5e-4);
+  assert.equal(learningRate(s("constant_with_warmup", 10), 50), 1e-4);
+  assert.equal(learningRate(s("linear", 10), 10), 1e-4);
+  assert.ok(Math.abs(learningRate(s("linear", 10), 55) - 0.5e-4) < 1e-12);
+  assert.equal(learningRate(s("linear", 10), 100), 0);
+  assert.ok(Math.abs(learningRate(s("cosine", 0), 50) - 0.5e-4) < 1e-12);
+  assert.ok(Math.abs(learningRate(s("cosine", 0), 0) - 1e-4) < 1e-12);
+  assert.ok(learningRate(s("cosine", 0), 100) < 1e-12);
+});
+
+test("σ table and sampling follow the klein script's FlowMatchEulerDiscreteScheduler", () => {
+  const t = readTrainSigmas("testdata/golden/checkpoints/klein_base/scheduler/scheduler_config.json");
+  // klein base uses dynamic shifting: the training table is unshifted, σ_i = (1000 − i) / 1000.
+  assert.equal(t.sigmas.length, 1000);
+  assert.equal(t.sigmas[0], 1);
+  assert.equal(t.sigmas[999], Math.fround(0.001));
+  assert.equal(t.sigmas[500], Math.fround(0.5));
+  // Without dynamic shifting the shift applies: σ' = 3σ / (1 + 2σ).
+  const shifted = trainSigmas(1000, 3, false);
+  assert.ok(Math.abs(shifted.sigmas[500] - 0.75) < 1e-6);
+  // Uniform: index floor(u·1000) of the table, u from the generator.
+  const rng = new Xoshiro128(streamSeed(7, 3, 0, 0));
+  const copy = new Xoshiro128(streamSeed(7, 3, 0, 0));
+  const got = sampleSigmas(t, { kind: "uniform" }, rng, 64);
+  for (let b = 0; b < 64; b++) assert.equal(got[b], t.sigmas[Math.trunc(copy.nextDouble() * 1000)]);
+  // Logit-normal concentrates around σ = 0.5 (mean 0, std 1: about 68% within sigmoid(±1)).
+  const ln = sampleSigmas(t, { kind: "logit_normal", mean: 0, std: 1 }, new Xoshiro128(1n), 4000);
+  const inside = ln.filter((s) => s > 0.269 && s < 0.731).length / ln.length;
+  assert.ok(inside > 0.64 && inside < 0.72, `logit-normal mass within ±1: ${inside}`);
+  assert.notEqual(streamSeed(1, 2, 3, 4), streamSeed(1, 2, 4, 3));
+});
+
+async function png(file: string, w: number, h: number, rgb: [number, number, number]) {
+  await sharp({ create: { width: w, height: h, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } }).png().toFile(file);
+}
+
+test("dataset folder: captions, kohya repeat folders, trigger word, corrupt images skipped with a warning", async () => {
+  const dir = tmp("data");
+  await png(path.join(dir, "a.png"), 96, 64, [255, 0, 0]);
+  fs.writeFileSync(path.join(dir, "a.txt"), "a red square\n");
+  fs.mkdirSync(path.join(dir, "3_blue_thing"));
+  await png(path.join(dir, "3_blue_thing", "b.png"), 64, 64, [0, 0, 255]);
+  fs.writeFileSync(path.join(dir, "broken.png"), "this is not a png");
+  const warnings: string[] = [];
+  const ds = await scanDataset(dir, { trigger: "sks", warn: (s) => warnings.push(s) });
+  assert.equal(ds.images.length, 2);
+  assert.deepEqual(ds.images.map((i) => [path.basename(i.file), i.caption, i.repeats]), [["b.png", "sks, blue thing", 3], ["a.png", "sks, a red square", 1]]);
+  assert.equal(ds.skipped.length, 1);
+  assert.ok(warnings.some((w) => w.includes("broken.png")), warnings.join("\n"));
+  assert.equal(ds.uncaptioned, 1);
+  assert.deepEqual(parseFolderName("10_my_char"), { repeats: 10, name: "my char" });
+  assert.equal(parseFolderName("photos"), null);
+  assert.equal(applyTrigger("a photo of [trigger] at night", "ohwx"), "a photo of ohwx at night");
+  assert.equal(applyTrigger("ohwx on a beach", "ohwx"), "ohwx on a beach");
+});
+
+test("dataset folder: an empty folder and images too small for a bucket are refused, saying what to do", async () => {
+  const empty = tmp("empty");
+  await assert.rejects(scanDataset(empty), (e: Error) => e instanceof DataError && /no images/.test(e.message) && /\.txt caption/.test(e.message));
+  const small = tmp("small");
+  await png(path.join(small, "tiny.png"), 40, 200, [0, 255, 0]);
+  const ds = await scanDataset(small);
+  assert.throws(() => makeSamples(ds, [512]), (e: Error) => e instanceof DataError && /tiny\.png/.test(e.message) && /at least 64 px/.test(e.message));
+});
+
+test("buckets keep the aspect ratio at about R² pixels, sides multiples of 16, never upscaled", () => {
+  assert.deepEqual(bucketFor(1024, 1024, 512), { width: 512, height: 512 });
+  const b = bucketFor(1920, 1080, 1024);
+  assert.equal(b.width % 16, 0);
+  assert.equal(b.height % 16, 0);
+  assert.ok(b.width * b.height <= 1024 * 1024 && b.width * b.height > 0.9 * 1024 * 1024, `${b.width}x${b.height}`);
+  assert.ok(Math.abs(b.width / b.height - 1920 / 1080) < 0.03);
+  assert.deepEqual(bucketFor(100, 80, 1024), { width: 96, height: 80 });
+});
+
+test("epoch order: every sample × repeats once per epoch, one bucket per batch, a pure function of (seed, epoch)", () => {
+  const images = [0, 1, 2, 3, 4].map((i) => ({ file: `${i}.png`, caption: "", repeats: i === 4 ? 2 : 1, width: i % 2 ? 128 : 64, height: 64 }));
+  const samples = images.map((img, i) => ({ image: i, resolution: 64, bucket: { width: img.width === 128 ? 128 : 64, height: 64 } }));
+  const e0 = epochBatches(samples, images, 2, 5, 0);
+  assert.equal(e0.length, batchesPerEpoch(samples, images, 2));
+  const flat = e0.flat().sort();
+  assert.deepEqual(flat, [0, 1, 2, 3, 4, 4]);
+  for (const b of e0) assert.equal(new Set(b.map((s) => samples[s].bucket.width)).size, 1);
+  assert.deepEqual(epochBatches(samples, images, 2, 5, 0), e0);
+  assert.notDeepEqual([0, 1, 2, 3, 4, 5, 6, 7].map((e) => epochBatches(samples, images, 2, 5, e)), [0, 1, 2, 3, 4, 5, 6, 7].map(() => e0));
+});
+
+/** loss = mean over 8 seeded targets t of (w − t)², w a 4-vector: gradients are exact. */
+class QuadraticTask implements TrainTask {
+  readonly params = new Map([["w", new Float32Array([1, -2, 3, 0.5])]]);
+  calls: [number, number][] = [];
+  constructor(private seed: number, private nanAt = -1) {}
+  async microBatch(step: number, micro: number) {
+    this.calls.push([step, micro]);
+    const t = randn(streamSeed(this.seed, 9, step, micro), 4);
+    const w = this.params.get("w")!;
+    let loss = 0;
+    const g = new Float32Array(4);
+    for (let i = 0; i < 4; i++) {
+      loss += (w[i] - t[i]) ** 2 / 4;
+      g[i] = (2 * (w[i] - t[i])) / 4;
+    }
+    return { loss: step === this.nanAt ? NaN : loss, grads: new Map([["w", g]]) };
+  }
+}
+
+function loopOptions(runDir: string, over: Partial<LoopOptions> = {}): LoopOptions {
+  return {
+    steps: 6, gradAccum: 2, maxGradNorm: 1, adam: { betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-4 },
+    schedule: { scheduler: "cosine", lr: 0.1, warmupSteps: 1, totalSteps: 6 }, runDir, saveEvery: 0, keepCheckpoints: 2,
+    identity: { model: "m", rank: 4, targets: ["to_q"] }, ...over,
+  };
+}
+
+test("training loop: accumulation visits every micro-batch, loss falls, an interrupted + resumed run equals an uninterrupted one bit for bit", async () => {
+  const whole = new QuadraticTask(3);
+  const a = await trainLoop(whole, loopOptions(tmp("run-a")));
+  assert.equal(a.status, "done");
+  assert.equal(whole.calls.length, 12);
+  assert.deepEqual(whole.calls.slice(0, 3), [[0, 0], [0, 1], [1, 0]]);
+  assert.ok(a.losses[5] < a.losses[0], `losses ${a.losses}`);
+
+  const runDir = tmp("run-b");
+  const first = new QuadraticTask(3);
+  const stop = { stop: false };
+  const b1 = await trainLoop(first, loopOptions(runDir, { stopSignal: stop, onStep: (s) => { if (s.step === 3) stop.stop = true; } }));
+  assert.equal(b1.status, "interrupted");
+  assert.equal(b1.step, 3);
+  assert.ok(b1.lastCheckpoint && fs.existsSync(b1.lastCheckpoint));
+  const second = new QuadraticTask(3);
+  const b2 = await trainLoop(second, loopOptions(runDir, { resume: runDir }));
+  assert.equal(b2.status, "done");
+  assert.deepEqual(second.calls[0], [3, 0]);
+  assert.deepEqual(second.params.get("w"), whole.params.get("w"));
+  assert.deepEqual(b2.losses, a.losses);
+  // keepCheckpoints = 2: the step-3 and step-6 checkpoints remain.
+  assert.deepEqual(listCheckpoints(path.join(runDir, "checkpoints")).map((f) => path.basename(f)), ["step-000003.safetensors", "step-000006.safetensors"]);
+});
+
+test("training loop: resuming a run of another rank or target list is refused naming the mismatch", async () => {
+  const runDir = tmp("run-c");
+  await trainLoop(new QuadraticTask(1), loopOptions(runDir, { steps: 2, schedule: { scheduler: "constant", lr: 0.1, warmupSteps: 0, totalSteps: 2 } }));
+  await assert.rejects(trainLoop(new QuadraticTask(1), loopOptions(runDir, { resume: runDir, identity: { model: "m", rank: 8, targets: ["to_q"] } })),
+    (e: Error) => e instanceof ResumeError && /rank: the checkpoint has 4, this run 8/.test(e.message));
+  await assert.rejects(trainLoop(new QuadraticTask(1), loopOptions(runDir, { resume: runDir, identity: { model: "m", rank: 4, targets: ["to_k"] } })),
+    (e: Error) => e instanceof ResumeError && /targets/.test(e.message));
+  await assert.rejects(trainLoop(new QuadraticTask(1), loopOptions(runDir, { resume: path.join(runDir, "nothing") })), /no such file/);
+});
+
+test("training loop: a NaN loss stops the run with a clear message and keeps the last good checkpoint", async () => {
+  const runDir = tmp("run-d");
+  const task = new QuadraticTask(2, 3);
+  const r = await trainLoop(task, loopOptions(runDir, { saveEvery: 2 }));
+  assert.equal(r.status, "nan");
+  assert.equal(r.step, 3);
+  assert.match(r.message!, /step 4: the loss is NaN/);
+  assert.match(r.message!, /step-000002\.safetensors is kept/);
+  assert.deepEqual(listCheckpoints(path.join(runDir, "checkpoints")).map((f) => path.basename(f)), ["step-000002.safetensors"]);
+});
