@@ -167,6 +167,12 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
     const polled = (await api(s.url, "GET", "/v1/jobs?limit=1")).body.jobs[0];
     assert.equal((await api(s.url, "GET", `/v1/get_result?id=${polled.id}`)).body.status, "Request Moderated");
 
+    // Content Moderated is not among the statuses this client accepts: its response check fails.
+    const content = await failure(() => generateImage({ model: bfl.image("flux-2-pro"), prompt: "[content-moderated] x", maxRetries: 0 }));
+    assert.match(content, /Invalid JSON response|Type validation failed/);
+    const contentJob = (await api(s.url, "GET", "/v1/jobs?limit=1")).body.jobs[0];
+    assert.equal((await api(s.url, "GET", `/v1/get_result?id=${contentJob.id}`)).body.status, "Content Moderated");
+
     const bflError = await failure(() => generateImage({ model: bfl.image("flux-2-pro"), prompt: "[error] x", maxRetries: 0 }));
     assert.match(bflError, /generation failed/);
     // A local task that fails while running (a mask of the wrong size) ends in Error.
