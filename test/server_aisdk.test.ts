@@ -95,6 +95,14 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
     });
     assert.deepEqual(await size(local.image.uint8Array), { width: 256, height: 144, format: "png" });
 
+    // Width and height win over a ratio of another shape, and the answer says the ratio was not used.
+    const both = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", aspect_ratio: "16:9", width: 64, height: 64 }, { "x-key": "f2k_not_ours" });
+    assert.equal(both.status, 200);
+    assert.match(both.headers.get("x-flux2-warning") ?? "", /unknown API key ignored.*; aspect_ratio 16:9 not used: width and height \(64x64\) were given/);
+    const same = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", aspect_ratio: "4:3", width: 256, height: 192 });
+    assert.equal(same.headers.get("x-flux2-warning"), null, "the AI SDK's own ratio of the size it sends is not worth a warning");
+    for (const id of [both.body.id, same.body.id]) await untilDone(s.url, id);
+
     const bad = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", aspect_ratio: "5:1" });
     assert.equal(bad.status, 422);
     assert.deepEqual(bad.body.detail[0].loc, ["body", "aspect_ratio"]);

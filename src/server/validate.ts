@@ -32,8 +32,11 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** Parse and check a POST /v1/<model> body; throws ApiError(422) listing every problem. */
-export function validateRequest(body: unknown, model: ModelEntry): GenerationRequest {
+/**
+ * Parse and check a POST /v1/<model> body; throws ApiError(422) listing every
+ * problem. What is accepted but not used is said in `warnings`.
+ */
+export function validateRequest(body: unknown, model: ModelEntry, warnings: string[] = []): GenerationRequest {
   if (!isPlainObject(body)) {
     throw unprocessable([{ loc: ["body"], msg: "Input should be a valid dictionary or object", type: "model_attributes_type" }]);
   }
@@ -54,7 +57,7 @@ export function validateRequest(body: unknown, model: ModelEntry): GenerationReq
   }
   // Size and combination checks need a parsed request; report them with any field errors.
   if (parsed.success) {
-    const more = [...normalise(parsed.data, model), ...semanticErrors(parsed.data, model)];
+    const more = [...normalise(parsed.data, model, warnings), ...semanticErrors(parsed.data, model)];
     errors.push(...more.filter((e) => !errors.some((x) => x.loc.join(".") === e.loc.join("."))));
   }
   if (errors.length) throw unprocessable(errors);
@@ -69,7 +72,7 @@ const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
  * about 1 MP nearest that ratio (given one side, the other follows), so the
  * queued request and the result carry the size actually made.
  */
-function normalise(r: GenerationRequest, model: ModelEntry): FieldError[] {
+function normalise(r: GenerationRequest, model: ModelEntry, warnings: string[]): FieldError[] {
   const errors: FieldError[] = [];
   if (r.mask !== undefined) {
     if (r.mask_image !== undefined) errors.push({ loc: ["body", "mask"], msg: "give the mask once: mask (BFL's name) or mask_image, not both", type: "value_error" });
@@ -78,7 +81,11 @@ function normalise(r: GenerationRequest, model: ModelEntry): FieldError[] {
   }
   if (r.aspect_ratio !== undefined) {
     try {
-      parseAspectRatio(r.aspect_ratio);
+      const { w, h } = parseAspectRatio(r.aspect_ratio);
+      // Clients such as the AI SDK send the ratio of the width and height they also send: only a different shape is worth a word.
+      if (r.width !== undefined && r.height !== undefined && Math.abs((r.width * h) / (r.height * w) - 1) > 0.02) {
+        warnings.push(`aspect_ratio ${r.aspect_ratio} not used: width and height (${r.width}x${r.height}) were given`);
+      }
       if (r.width === undefined || r.height === undefined) {
         // Multiples of 16 (BFL's rule) that the checkpoint also accepts.
         const multiple = (16 * model.caps.multipleOf) / gcd(16, model.caps.multipleOf);
