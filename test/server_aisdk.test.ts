@@ -134,6 +134,18 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
     // Same prompt, image and seed as `one`: only the mask differs, and it changed the image.
     assert.ok(!Buffer.from(inpaint.image.uint8Array).equals(Buffer.from(one.image.uint8Array)));
     assert.equal((await api(s.url, "GET", "/v1/jobs?limit=1")).body.jobs[0].request.mask_image.startsWith(s.url), true);
+    // Refusals name the field the client sent.
+    const png = b.toString("base64");
+    const refusals: [string, Record<string, unknown>, RegExp][] = [
+      ["/v1/flux-2-klein-4b", { prompt: "x", mask: png }, /needs input_image/],
+      ["/v1/flux-2-klein-4b", { prompt: "x", input_image: png, mask: png, mask_image: png }, /not both/],
+      ["/v1/flux-2-pro", { prompt: "x", input_image: png, mask: png }, /does not take mask/],
+    ];
+    for (const [model, body, msg] of refusals) {
+      const r = await api(s.url, "POST", model, body);
+      assert.equal(r.status, 422, JSON.stringify(r.body));
+      assert.ok(r.body.detail.some((d: { loc: string[]; msg: string }) => d.loc.join(".") === "body.mask" && msg.test(d.msg)), JSON.stringify(r.body));
+    }
   });
 
   test("seed: the same seed gives the same image, another seed another", async () => {
@@ -239,6 +251,12 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
     assert.equal(done.flux2.state, "ready");
     for (const k of ["seed", "start_time", "end_time", "duration"]) assert.equal(typeof done.result[k], "number", k);
     assert.match(done.result.sample, /^http:\/\/127\.0\.0\.1:\d+\/v1\/images\/[0-9a-f]{64}\.png$/);
+    // The OpenAPI document says the same, and lists BFL's aspect_ratio and mask for the local model.
+    const doc = (await api(s.url, "GET", "/openapi.json")).body;
+    const shape = doc.paths["/v1/get_result"].get.responses["200"].content["application/json"].schema.properties;
+    assert.ok(shape.flux2 && !shape.state && !shape.preview, Object.keys(shape).join());
+    const body = doc.paths["/v1/flux-2-klein-4b"].post.requestBody.content["application/json"].schema.properties;
+    assert.ok(body.aspect_ratio && body.mask && !body.image_prompt && !body.raw);
     const missing = (await api(s.url, "GET", "/v1/get_result?id=nope")).body;
     assert.deepEqual(missing, { id: "nope", status: "Task not found", result: null, progress: null, details: null });
   });

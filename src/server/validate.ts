@@ -76,6 +76,7 @@ function normalise(r: GenerationRequest, model: ModelEntry, warnings: string[]):
   const errors: FieldError[] = [];
   if (r.mask !== undefined) {
     if (r.mask_image !== undefined) errors.push({ loc: ["body", "mask"], msg: "give the mask once: mask (BFL's name) or mask_image, not both", type: "value_error" });
+    else if (r.input_image === undefined) errors.push({ loc: ["body", "mask"], msg: "mask needs input_image (the image to repaint)", type: "value_error" });
     else r.mask_image = r.mask;
     delete r.mask;
   }
