@@ -189,7 +189,7 @@ describe("flux2 serve (embedded queue, tiny model)", () => {
     const slow = { prompt: "slow", width: 384, height: 384, seed: 5 };
     const a = (await api(s.url, "POST", MODEL, slow)).body.id;
     const b = (await api(s.url, "POST", MODEL, { ...slow, seed: 6 })).body.id;
-    await waitFor("job a to run", async () => (await api(s.url, "GET", `/v1/get_result?id=${a}`)).body.state === "running");
+    await waitFor("job a to run", async () => (await api(s.url, "GET", `/v1/get_result?id=${a}`)).body.flux2.state === "running");
     const cb = await api(s.url, "DELETE", `/v1/jobs/${b}`);
     assert.equal(cb.status, 200);
     assert.equal(cb.body.state, "cancelled");
@@ -399,7 +399,7 @@ describe("request limits", () => {
     try {
       const slow = { prompt: "fill", width: 384, height: 384 };
       const a = (await api(q.url, "POST", MODEL, slow)).body.id;
-      await waitFor("a to run", async () => (await api(q.url, "GET", `/v1/get_result?id=${a}`)).body.state === "running");
+      await waitFor("a to run", async () => (await api(q.url, "GET", `/v1/get_result?id=${a}`)).body.flux2.state === "running");
       const b = await api(q.url, "POST", MODEL, slow);
       assert.equal(b.status, 200);
       const c = await api(q.url, "POST", MODEL, slow);

@@ -96,7 +96,7 @@ describe("redis queue with two workers", { skip: redisAvailable() ? false : "red
     const a = (await api(url, "POST", `/v1/${MODEL}`, { ...slow, seed: 1 })).body.id;
     const b = (await api(url, "POST", `/v1/${MODEL}`, { ...slow, seed: 2 })).body.id;
     const c = (await api(url, "POST", `/v1/${MODEL}`, { ...slow, seed: 3 })).body.id;
-    await waitFor("a job to run", async () => (await api(url, "GET", `/v1/get_result?id=${a}`)).body.state === "running", 20_000);
+    await waitFor("a job to run", async () => (await api(url, "GET", `/v1/get_result?id=${a}`)).body.flux2.state === "running", 20_000);
     for (const id of [a, b, c]) assert.equal((await api(url, "DELETE", `/v1/jobs/${id}`)).status, 200);
     const next = await untilDone(url, (await api(url, "POST", `/v1/${MODEL}`, { prompt: "after", width: 64, height: 64 })).body.id, {}, 30_000);
     assert.equal(next.status, "Ready");

@@ -31,7 +31,7 @@ async function midJob(url: string, id: string): Promise<void> {
   await waitFor(`job ${id} to be mid-run`, async () => {
     const r = (await api(url, "GET", `/v1/get_result?id=${id}`)).body;
     if (r.status !== "Pending") throw new Error(`job ended before it could be interrupted: ${JSON.stringify(r)}`);
-    return r.state === "running" && r.progress > 0;
+    return r.flux2.state === "running" && r.progress > 0;
   }, 30_000, 10);
 }
 

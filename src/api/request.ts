@@ -22,6 +22,8 @@ export const GenerationRequest = z.object({
   input_image_8: ImageInput.optional(),
   input_image_9: ImageInput.optional(),
   input_image_10: ImageInput.optional(),
+  aspect_ratio: z.string().regex(/^\d{1,3}:\d{1,3}$/, "aspect_ratio is W:H, e.g. 16:9").optional()
+    .describe("W:H; without width and height, the size of about 1 MP nearest this ratio (sides multiples of 16)"),
   width: z.number().int().min(64).max(4096).optional(),
   height: z.number().int().min(64).max(4096).optional(),
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
@@ -35,6 +37,7 @@ export const GenerationRequest = z.object({
   // flux2.ts extensions
   negative_prompt: z.string().max(100_000).optional(),
   mask_image: ImageInput.optional().describe("inpainting mask (white = repaint), same size as input_image"),
+  mask: ImageInput.optional().describe("BFL's name for mask_image (FLUX.1 Fill; the AI SDK sends it): the same mask"),
   strength: z.number().min(0).max(1).optional().describe("img2img / inpainting strength"),
   expand: z.array(z.number().int().min(0).max(2048)).length(4).optional().describe("outpaint: pixels to add [top, right, bottom, left]"),
   num_images: z.number().int().min(1).max(8).optional(),
@@ -63,10 +66,10 @@ export interface ModelCapabilities {
 
 const COMMON: (keyof GenerationRequest)[] = [
   "prompt", "input_image", "input_image_2", "input_image_3", "input_image_4", "input_image_5", "input_image_6",
-  "input_image_7", "input_image_8", "input_image_9", "input_image_10", "width", "height", "seed", "output_format",
+  "input_image_7", "input_image_8", "input_image_9", "input_image_10", "aspect_ratio", "width", "height", "seed", "output_format",
   "webhook_url", "webhook_secret", "safety_tolerance", "prompt_upsampling",
 ];
-const LOCAL_EXTRAS: (keyof GenerationRequest)[] = ["mask_image", "strength", "expand", "num_images", "loras"];
+const LOCAL_EXTRAS: (keyof GenerationRequest)[] = ["mask_image", "mask", "strength", "expand", "num_images", "loras"];
 
 /** Capabilities of a model variant: distilled klein has fixed steps and no guidance. */
 export function modelCapabilities(variant: "klein" | "klein-kv" | "klein-base" | "dev" | "pro" | "max" | "flex"): ModelCapabilities {

@@ -45,7 +45,9 @@ Storage and queue:
 
 Keys and limits:
   --require-keys          require an API key even on loopback (manage keys with
-                          \`flux2 keys add|list|revoke\`)
+                          \`flux2 keys add|list|revoke\`). Without it, a key the
+                          server does not know (a BFL client's own key) is
+                          ignored: served as anonymous, with an x-flux2-warning
   --max-active N          queued + running tasks per API key (default 24, as BFL;
                           0 = no limit); 429 beyond
   --max-queue N           queued tasks in all before 429 (default 10000)

@@ -2,7 +2,7 @@
 
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import * as path from "node:path";
-import { authenticate } from "./auth.js";
+import { authenticate, WARNING_HEADER } from "./auth.js";
 import { keysRequired as needKeys, type ServerConfig } from "./config.js";
 import { ApiError } from "./errors.js";
 import { JobEvents } from "./events.js";
@@ -81,13 +81,16 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   const streams = new EventStreams(store, events);
   const app = Fastify({ bodyLimit: cfg.bodyLimit, logger: false, forceCloseConnections: true, return503OnClosing: true });
   app.decorateRequest("principal", null as never);
-  app.addHook("onRequest", async (req) => {
+  app.addHook("onRequest", async (req, reply) => {
     const p = req.url.split("?")[0];
     // Public: the model list and images (their names are content hashes, like BFL's signed delivery URLs).
     const open = req.method === "GET" && (p === "/v1/models" || p.startsWith("/v1/images/"));
     // Browsers' EventSource cannot send headers: the events stream also takes ?key=.
     const key = req.headers["x-key"] ?? (p.endsWith("/events") ? (req.query as { key?: string }).key : undefined);
-    if (p.startsWith("/v1/") && !open) req.principal = authenticate(store, key, keysRequired);
+    if (p.startsWith("/v1/") && !open) {
+      req.principal = authenticate(store, key, keysRequired);
+      if (req.principal.warning) reply.header(WARNING_HEADER, req.principal.warning);
+    }
   });
   if (cfg.log) app.addHook("onResponse", async (req, reply) => log(`${req.method} ${req.url.split("?")[0]} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`));
   app.setErrorHandler(errorHandler(cfg.bodyLimit, log) as never);

@@ -11,7 +11,12 @@ export interface Principal {
   /** null: anonymous (allowed only when keys are not required). */
   keyId: string | null;
   maxActive: number | null;
+  /** Said to the client in the x-flux2-warning header (an unknown key on an open server). */
+  warning?: string;
 }
+
+/** The answer header that carries `Principal.warning`. */
+export const WARNING_HEADER = "x-flux2-warning";
 
 export function hashKey(key: string): string {
   return createHash("sha256").update(key, "utf8").digest("hex");
@@ -26,7 +31,13 @@ export function createKey(store: JobStore, name: string, maxActive: number | nul
   return { key, row };
 }
 
-/** Who is calling: throws 401/403 when a key is required and missing, unknown or revoked. */
+/**
+ * Who is calling: throws 401/403 when a key is required and missing, unknown or
+ * revoked. When keys are not required, an unknown key is ignored and the call
+ * is served as anonymous, with a warning: BFL clients always send a key (their
+ * own BFL key), and a local server without keys must still answer them. A
+ * revoked key stays refused: someone took it away on purpose.
+ */
 export function authenticate(store: JobStore, header: string | string[] | undefined, required: boolean): Principal {
   const key = Array.isArray(header) ? header[0] : header;
   if (!key) {
@@ -34,6 +45,7 @@ export function authenticate(store: JobStore, header: string | string[] | undefi
     return { keyId: null, maxActive: null };
   }
   const row = store.keyByHash(hashKey(key));
+  if (!row && !required) return { keyId: null, maxActive: null, warning: "unknown API key ignored: this server does not require keys, so the request is served as anonymous" };
   if (!row) throw new ApiError(403, "Invalid API key");
   if (row.revoked_at !== null) throw new ApiError(403, "This API key has been revoked");
   return { keyId: row.id, maxActive: row.max_active };

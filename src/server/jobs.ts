@@ -56,12 +56,13 @@ export class JobService {
   }
 
   /** Validate, store inputs, insert (within the caller's limits) and hand to a queue. */
-  async submit(modelId: string, body: unknown, who: Principal): Promise<{ id: string }> {
+  async submit(modelId: string, body: unknown, who: Principal): Promise<{ id: string; warnings: string[] }> {
     const model = await this.model(modelId);
     const keyMax = who.keyId ? who.maxActive ?? this.cfg.maxActivePerKey : 0;
     // Cheap early refusal before fetching and decoding images; the insert below re-checks atomically.
     if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
-    const request: GenerationRequest = validateRequest(body, model);
+    const warnings: string[] = [];
+    const request: GenerationRequest = validateRequest(body, model, warnings);
     try {
       resolveLoras(this.cfg.loraDir, request.loras);
     } catch (e) {
@@ -82,7 +83,7 @@ export class JobService {
     if (verdict === "key_limit") throw tooManyActive(keyMax);
     if (verdict === "queue_full") throw new ApiError(429, `The server's queue is full (${this.cfg.maxQueued} tasks waiting): try again later`, { "retry-after": "10" });
     await this.dispatch(row);
-    return { id };
+    return { id, warnings };
   }
 
   private async dispatch(row: Pick<JobRow, "id" | "model" | "kind" | "request">): Promise<void> {

@@ -25,8 +25,7 @@ export class Lifecycle {
       const req = JSON.parse(r.request) as { webhook_url?: string; webhook_secret?: string };
       if (!req.webhook_url || r.state === "cancelled") return null;
       hooked = true;
-      const { preview: _p, ...view } = resultView(r, this.baseUrl());
-      return { job_id: r.id, url: req.webhook_url, secret: req.webhook_secret ?? null, body: JSON.stringify(view) };
+      return { job_id: r.id, url: req.webhook_url, secret: req.webhook_secret ?? null, body: JSON.stringify(resultView(r, this.baseUrl())) };
     });
     if (!row) return undefined;
     this.events.publish(id, { type: "status", data: { state: row.state } });

@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
-import type { Principal } from "./auth.js";
+import { WARNING_HEADER, type Principal } from "./auth.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, unprocessable } from "./errors.js";
 import type { JobEvents } from "./events.js";
@@ -66,8 +66,11 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   app.get("/openapi.json", async () => buildOpenApi(d.registry, d.version));
   app.get("/v1/models", async () => ({ models: d.registry.list().map(describeModel) }));
 
-  app.post<{ Params: { model: string } }>("/v1/:model", async (req) => {
-    const { id } = await d.service.submit(req.params.model, req.body, req.principal);
+  app.post<{ Params: { model: string } }>("/v1/:model", async (req, reply) => {
+    const { id, warnings } = await d.service.submit(req.params.model, req.body, req.principal);
+    // Accepted but not used: said in the same header as an ignored key (BFL's body has no place for it).
+    const said = reply.getHeader(WARNING_HEADER);
+    if (warnings.length) reply.header(WARNING_HEADER, [...(said ? [String(said)] : []), ...warnings].join("; "));
     return { id, polling_url: `${base(req)}/v1/get_result?id=${encodeURIComponent(id)}` };
   });
 

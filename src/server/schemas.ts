@@ -10,30 +10,32 @@ export const SubmitResponse = z.object({
 
 export const Status = z.enum(["Task not found", "Pending", "Request Moderated", "Content Moderated", "Ready", "Error"]);
 export const State = z.enum(["queued", "running", "ready", "error", "cancelled", "request_moderated", "content_moderated"])
-  .describe("flux2.ts extension: the finer state behind `status` (a cancelled task reads as Error)");
+  .describe("the finer state behind `status` (a cancelled task reads as Error)");
 
 export const ResultSample = z.object({
   sample: z.string().describe("URL of the image on this server (content-addressed, does not expire)"),
   samples: z.array(z.string()).describe("every image (num_images > 1)"),
   prompt: z.string(),
-  seed: z.number().int().nullable(),
-  width: z.number().int(),
+  seed: z.number().int().optional().describe("the seed used"),
+  start_time: z.number().optional().describe("epoch seconds"),
+  end_time: z.number().optional().describe("epoch seconds"),
+  duration: z.number().describe("seconds"),
+  width: z.number().int().describe("the size made (from aspect_ratio when width and height were not given)"),
   height: z.number().int(),
   steps: z.number().int().nullable(),
   guidance: z.number().nullable(),
-  start_time: z.number().nullable().describe("epoch seconds"),
-  end_time: z.number().nullable().describe("epoch seconds"),
-  duration: z.number().describe("seconds"),
 });
 
 export const ResultResponse = z.object({
   id: z.string(),
   status: Status,
-  state: State.nullable(),
   result: ResultSample.nullable(),
   progress: z.number().min(0).max(1).nullable(),
   details: z.record(z.string(), z.unknown()).nullable(),
-  preview: z.string().nullable().describe("PNG data URL of the current estimate while running"),
+  flux2: z.object({
+    state: State,
+    preview: z.string().nullable().describe("PNG data URL of the current estimate while running"),
+  }).optional().describe("flux2.ts extensions (absent for Task not found); BFL's own fields keep BFL's meanings"),
 });
 
 export const FieldErrorSchema = z.object({ loc: z.array(z.union([z.string(), z.number()])), msg: z.string(), type: z.string() });

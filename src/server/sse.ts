@@ -28,8 +28,7 @@ export class EventStreams {
     const finish = () => {
       const now = this.store.get(id);
       if (now) {
-        const { preview: _p, ...view } = resultView(now, base);
-        send("done", view);
+        send("done", resultView(now, base));
       }
       cleanup();
       res.end();

@@ -179,18 +179,20 @@ function time(v: unknown): number | null {
 export function normaliseJob(j: Record<string, unknown>): Job {
   const params = obj(j.params ?? j.request ?? j.parameters ?? j.body);
   const details = obj(j.details);
+  // get_result keeps flux2.ts's extras under `flux2` (BFL's own names keep BFL's meanings); /v1/jobs has `state`.
+  const ext = obj(j.flux2);
   const err = j.error ?? details.error ?? details.moderation ?? (Object.keys(details).length ? details : null);
   return {
     id: str(j.id),
     model: str(j.model) || str(params.model),
     // `state` (queued, running, cancelled…) is finer than BFL's `status` (a cancelled job reads "Error").
-    status: normaliseStatus(str(j.state) || str(j.status) || "Pending"),
+    status: normaliseStatus(str(ext.state) || str(j.state) || str(j.status) || "Pending"),
     createdAt: time(j.created_at ?? j.createdAt ?? j.submitted_at),
     params,
     result: normaliseResult(j.result),
     error: typeof err === "string" ? err : err ? JSON.stringify(err) : null,
     progress: num(j.progress),
-    preview: str(j.preview) || null,
+    preview: str(ext.preview) || null,
   };
 }
 
@@ -269,7 +271,7 @@ export async function followEvents(
       const steps = num(d.steps) ?? 0;
       on.progress?.({ step, steps, fraction: num(d.fraction) ?? (steps ? step / steps : 0), preview: str(d.preview) || null });
     } else if (event === "status" || event === "done" || event === "message") {
-      const raw = str(d.state) || str(d.status);
+      const raw = str(obj(d.flux2).state) || str(d.state) || str(d.status);
       const s = raw ? normaliseStatus(raw) : event === "done" ? "done" : "";
       if (s) on.status?.(s, d);
       if (event === "done" || FINAL.has(s)) finished = true;

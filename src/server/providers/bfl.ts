@@ -45,8 +45,11 @@ export interface BflResult {
   details?: unknown;
 }
 
-/** Fields BFL's API does not take (ours: webhooks stay with this server). */
-const NOT_FORWARDED = new Set(["webhook_url", "webhook_secret", "negative_prompt", "mask_image", "strength", "expand", "num_images", "loras", "output_format"]);
+/**
+ * Fields BFL's API does not take (ours: webhooks stay with this server), and
+ * aspect_ratio, already turned into the width and height sent instead.
+ */
+const NOT_FORWARDED = new Set(["aspect_ratio", "webhook_url", "webhook_secret", "negative_prompt", "mask_image", "strength", "expand", "num_images", "loras", "output_format"]);
 
 function detailText(body: unknown): string {
   if (body && typeof body === "object" && "detail" in body) {
