@@ -82,6 +82,67 @@ test("a transformer config that does not match the weights is refused before run
   const cfg = JSON.parse(fs.readFileSync(cfgPath, "utf8"));
   fs.writeFileSync(cfgPath, JSON.stringify({ ...cfg, num_layers: cfg.num_layers + 1 }));
   const pipe = Flux2Pipeline.fromPretrained(ck);
-  await assert.rejects(pipe.generate({ prompt: "x", width: 32, height: 32 }), /missing tensor "transformer_blocks\.2\./);
+  await assert.rejects(pipe.generate({ prompt: "x", width: 32, height: 32 }), /the weights hold 2 double-stream and 2 single-stream blocks but the config says num_layers 3/);
+  await pipe.release();
+});
+
+/** Write a copy of the distilled checkpoint with one JSON file changed, and return what opening it says. */
+function openWith(file: string, change: (raw: any) => any): string {
+  const ck = copy(distilled);
+  const p = path.join(ck, file);
+  fs.writeFileSync(p, JSON.stringify(change(JSON.parse(fs.readFileSync(p, "utf8")))));
+  try {
+    transformerConfig(openCheckpoint(ck));
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "opened";
+}
+
+test("every config is validated before anything is allocated: transformer, VAE, scheduler, model_index.json", () => {
+  const t = "transformer/config.json";
+  // The hostile cases of issue 16: a billion layers (used to exhaust memory) and a negative count (used to "succeed").
+  assert.match(openWith(t, (c) => ({ ...c, num_layers: 1e9 })), /num_layers must be an integer from 0 to 1024, got 1000000000/);
+  assert.match(openWith(t, (c) => ({ ...c, num_layers: -3 })), /num_layers must be an integer from 0 to 1024, got -3/);
+  assert.match(openWith(t, (c) => ({ ...c, num_attention_heads: 2.5 })), /num_attention_heads must be an integer/);
+  assert.match(openWith(t, (c) => ({ ...c, num_attention_heads: "3" })), /num_attention_heads must be an integer from 1 to \d+, got "3"/);
+  assert.match(openWith(t, (c) => ({ ...c, axes_dims_rope: [4, 4, 4, 2] })), /axes_dims_rope sums to 14 but attention_head_dim is 16/);
+  assert.match(openWith(t, (c) => ({ ...c, mlp_ratio: -1 })), /mlp_ratio must be a number above 0/);
+  assert.match(openWith(t, (c) => ({ ...c, eps: 0 })), /eps must be a number above 0/);
+  assert.match(openWith(t, (c) => ({ ...c, guidance_embeds: "no" })), /guidance_embeds must be true or false/);
+  assert.match(openWith(t, (c) => ({ ...c, out_channels: 8 })), /out_channels must be null or equal to in_channels \(16\)/);
+  assert.match(openWith(t, (c) => ({ ...c, patch_size: 2 })), /patch_size must be 1/);
+  assert.match(openWith(t, (c) => ({ ...c, use_magic: true })), /unknown field "use_magic"/);
+  assert.match(openWith(t, (c) => ({ ...c, num_layers: 0, num_single_layers: 0 })), /at least one block/);
+  // Consistent with the other components' configs.
+  assert.match(openWith(t, (c) => ({ ...c, joint_attention_dim: 64 })), /joint_attention_dim is 64 but the text encoder gives 3 × 16 = 48/);
+  assert.match(openWith(t, (c) => ({ ...c, in_channels: 32 })), /transformer takes 32 input channels but the VAE gives 16/);
+
+  const v = "vae/config.json";
+  assert.match(openWith(v, (c) => ({ ...c, layers_per_block: 1e9 })), /layers_per_block must be an integer from 1 to 16/);
+  assert.match(openWith(v, (c) => ({ ...c, block_out_channels: [8, -8] })), /block_out_channels must be a list/);
+  assert.match(openWith(v, (c) => ({ ...c, latent_channels: 4.5 })), /latent_channels must be an integer/);
+
+  const s = "scheduler/scheduler_config.json";
+  assert.match(openWith(s, (c) => ({ ...c, use_karras_sigmas: true })), /use_karras_sigmas is true; this sampler implements only false/);
+  assert.match(openWith(s, (c) => ({ ...c, num_train_timesteps: 500 })), /num_train_timesteps is 500/);
+  assert.match(openWith(s, (c) => ({ ...c, _class_name: "DDIMScheduler" })), /only FlowMatchEulerDiscreteScheduler/);
+  assert.match(openWith(s, (c) => ({ ...c, brand_new_option: 1 })), /unknown field "brand_new_option"/);
+
+  const m = "model_index.json";
+  assert.match(openWith(m, (c) => ({ ...c, is_distilled: "yes" })), /is_distilled must be true or false/);
+  assert.match(openWith(m, (c) => ({ ...c, vae: ["diffusers", "AutoencoderKL"] })), /vae class "AutoencoderKL" is not supported/);
+  assert.match(openWith(m, (c) => ({ ...c, transformer: "Flux2Transformer2DModel" })), /"transformer" must be a \[library, class\] pair/);
+  assert.match(openWith(m, (c) => ({ ...c, controlnet: ["diffusers", "X"] })), /unknown component "controlnet"/);
+  assert.equal(openWith(m, (c) => c), "opened");
+});
+
+test("a VAE config with fewer blocks or layers than its weights is refused, naming the count", async () => {
+  const ck = copy(distilled);
+  const p = path.join(ck, "vae", "config.json");
+  const cfg = JSON.parse(fs.readFileSync(p, "utf8"));
+  fs.writeFileSync(p, JSON.stringify({ ...cfg, layers_per_block: cfg.layers_per_block + 1 }));
+  const pipe = Flux2Pipeline.fromPretrained(ck);
+  await assert.rejects(pipe.generate({ prompt: "x", width: 32, height: 32 }), new RegExp(`the weights hold ${cfg.layers_per_block} ResNets in the first encoder block \\(layers_per_block\\) but the config needs ${cfg.layers_per_block + 1}`));
   await pipe.release();
 });

@@ -16,6 +16,16 @@ import ort from "onnxruntime-node";
 import type { Graph, Initializer } from "../onnx/graph.js";
 import type { Backend, Device, HostData, HostTensor, Session, SessionOptions } from "./backend.js";
 
+// ONNX Runtime 1.30's Linux build creates a telemetry client (Microsoft's 1DS SDK) when its
+// environment is first created, i.e. on the first InferenceSession. That client reads
+// /proc/self/cmdline and runs a recursive regular-expression matcher over it, one stack frame
+// group per character; a command line over about 29 KB (a long --prompt) overflows the 8 MB
+// main-thread stack and the process dies with SIGSEGV before any model runs. It also writes a
+// cache under ~/.cache/Microsoft. ORT skips all of it when ORT_DISABLE_TELEMETRY is set, and
+// reads the variable only at that first session, so setting it here (before any session) is
+// enough. A user who sets the variable explicitly keeps their value.
+process.env.ORT_DISABLE_TELEMETRY ??= "1";
+
 /** Inline weights below this size; above it, use external data (protobuf caps messages at 2 GB). */
 const INLINE_LIMIT = 512 * 1024 * 1024;
 

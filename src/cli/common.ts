@@ -43,8 +43,60 @@ export const MODEL_OPTIONS = {
   "num-images": { type: "string" }, batch: { type: "string" },
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
   quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
-  quantize: { type: "string" },
+  quantize: { type: "string" }, "prompt-file": { type: "string", multiple: true },
 } as const;
+
+export const PROMPT_FILE_HELP = `  --prompt-file FILE      read a prompt from FILE (UTF-8, one trailing newline
+                          dropped); "-" reads standard input. Repeatable and
+                          mixable with --prompt, in command-line order. Use it for
+                          long prompts: a command line is limited by the system`;
+
+/** Largest prompt file read; the text encoder sees at most 4,096 tokens of it anyway. */
+const MAX_PROMPT_FILE_BYTES = 1024 * 1024;
+
+/** One parsed command-line option, as node:util parseArgs({ tokens: true }) reports it. */
+interface OptionToken { kind: string; name?: string; value?: string | undefined }
+
+/**
+ * The prompts in command-line order: each --prompt TEXT as given and each --prompt-file FILE
+ * read whole ("-" is standard input, read once).
+ */
+export function collectPrompts(tokens: OptionToken[] | undefined): string[] {
+  const prompts: string[] = [];
+  let stdinUsed = false;
+  for (const t of tokens ?? []) {
+    if (t.kind !== "option" || t.value === undefined) continue;
+    if (t.name === "prompt") prompts.push(t.value);
+    if (t.name !== "prompt-file") continue;
+    if (t.value === "-") {
+      if (stdinUsed) throw new InvalidRequestError("--prompt-file - (standard input) can be given only once");
+      stdinUsed = true;
+    }
+    prompts.push(readPromptFile(t.value));
+  }
+  return prompts;
+}
+
+function readPromptFile(file: string): string {
+  const label = file === "-" ? "standard input" : file;
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file === "-" ? 0 : file);
+  } catch (e) {
+    throw new InvalidRequestError(`--prompt-file ${file}: cannot read ${label} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (bytes.length > MAX_PROMPT_FILE_BYTES) {
+    throw new InvalidRequestError(`--prompt-file ${file}: ${label} is ${bytes.length} bytes; prompts are limited to ${MAX_PROMPT_FILE_BYTES} bytes (the model reads at most --max-sequence-length tokens)`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new InvalidRequestError(`--prompt-file ${file}: ${label} is not valid UTF-8; save it as UTF-8`);
+  }
+  // An editor ends a file with a newline that is not part of the prompt.
+  return text.replace(/\r?\n$/, "");
+}
 
 export interface ModelArgs {
   model?: string;

@@ -9,7 +9,7 @@ import { checkReferenceCount, MAX_REFERENCES, prepareInpaintImage, prepareRefere
 import { resizeLanczos } from "../pipeline/resize.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
-import { MODEL_HELP, MODEL_OPTIONS, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { MODEL_HELP, MODEL_OPTIONS, PROMPT_FILE_HELP, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
 const HELP = `usage: flux2 edit --model PATH -i IMAGE [-i IMAGE ...] --prompt TEXT [options]
 
@@ -30,6 +30,7 @@ ${MODEL_HELP}
 Options:
   -i, --image FILE        a reference image (PNG, JPEG, WebP, ...); repeatable
   --prompt TEXT           what to do (plain text, JSON and hex colours welcome)
+${PROMPT_FILE_HELP}
   --width W --height H    output size (multiples of 16; default: the first image)
   --steps N --guidance G  as in flux2 generate (defaults per variant)
   --seed S                seed (default 0)
@@ -112,13 +113,13 @@ function checkpointMultiple(ck: Checkpoint): number {
 }
 
 export async function runEditCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
+  const { values: v, tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false, tokens: true });
   if (v.help) {
     console.log(HELP);
     return 0;
   }
-  const prompts = v.prompt ?? [];
-  if (prompts.length !== 1) throw new InvalidRequestError("give exactly one --prompt");
+  const prompts = collectPrompts(tokens);
+  if (prompts.length !== 1) throw new InvalidRequestError(`give exactly one prompt (--prompt TEXT or --prompt-file FILE); got ${prompts.length}`);
   const files = v.image ?? [];
   if (files.length === 0) throw new InvalidRequestError("give at least one image with -i FILE");
   if (files.length > MAX_REFERENCES) throw new InvalidRequestError(`${files.length} images given; at most ${MAX_REFERENCES} are supported`);

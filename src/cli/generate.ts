@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { readAll } from "../io/safetensors.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
 import { tensor } from "../util/tensor.js";
-import { MODEL_HELP, MODEL_OPTIONS, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { MODEL_HELP, MODEL_OPTIONS, PROMPT_FILE_HELP, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
 const HELP = `usage: flux2 generate --model PATH --prompt TEXT [options]
 
@@ -18,6 +18,7 @@ Prompt:
   --prompt TEXT           the prompt; long, JSON-structured ({"scene": ...}) and
                           hex colours (#FF8800) pass through as written; repeat
                           --prompt for several prompts in one run
+${PROMPT_FILE_HELP}
   --negative-prompt TEXT  negative prompt (klein base CFG only; default empty)
   --max-sequence-length N text tokens (default 512; longer prompts are cut, with a warning)
 
@@ -55,13 +56,13 @@ function readInitialLatents(file: string) {
 }
 
 export async function runGenerateCommand(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
+  const { values: v, tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false, tokens: true });
   if (v.help) {
     console.log(HELP);
     return 0;
   }
-  const prompts = v.prompt ?? [];
-  if (prompts.length === 0) throw new InvalidRequestError("--prompt is required");
+  const prompts = collectPrompts(tokens);
+  if (prompts.length === 0) throw new InvalidRequestError("--prompt TEXT or --prompt-file FILE is required");
   const out = v.out ?? "out.png";
   outputFormat(out);
   const log = logger(v.quiet);

@@ -39,13 +39,70 @@ export const TRANSFORMER_DEFAULTS: TransformerConfig = {
 };
 
 export function readTransformerConfig(file: string): TransformerConfig {
-  const raw = JSON.parse(fs.readFileSync(file, "utf8"));
-  if (raw._class_name && raw._class_name !== "Flux2Transformer2DModel") {
-    throw new Error(`${file}: _class_name is "${raw._class_name}", expected "Flux2Transformer2DModel" (is this a FLUX.2 transformer folder?)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: cannot read the transformer config (${(e as Error).message})`);
   }
-  const cfg = { ...TRANSFORMER_DEFAULTS };
-  for (const k of Object.keys(cfg) as (keyof TransformerConfig)[]) if (raw[k] !== undefined) (cfg as any)[k] = raw[k];
-  return cfg;
+  return parseTransformerConfig(raw, file);
+}
+
+/**
+ * Upper bounds far above every released FLUX.2 model (dev: 8 + 48 blocks, width 6144, text
+ * width 15360) and low enough that a typo such as `num_layers: 1e9` is refused here instead of
+ * exhausting memory while the weight list or the graph is built.
+ */
+const MAX_BLOCKS = 1024;
+const MAX_WIDTH = 1 << 17;
+
+/** Defaults filled in and every field validated before anything is allocated; `where` names the source in errors. */
+export function parseTransformerConfig(raw: unknown, where = "transformer config"): TransformerConfig {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new Error(`${where}: expected a JSON object`);
+  const r = raw as Record<string, unknown>;
+  if (r._class_name !== undefined && r._class_name !== "Flux2Transformer2DModel") {
+    throw new Error(`${where}: _class_name is "${String(r._class_name)}", expected "Flux2Transformer2DModel" (is this a FLUX.2 transformer folder?)`);
+  }
+  // A field this engine does not know would change the model in a way it cannot honour: refuse it.
+  const unknown = Object.keys(r).filter((k) => !k.startsWith("_") && !(k in TRANSFORMER_DEFAULTS));
+  if (unknown.length) {
+    throw new Error(`${where}: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => `"${k}"`).join(", ")}; Flux2Transformer2DModel takes ${Object.keys(TRANSFORMER_DEFAULTS).join(", ")}`);
+  }
+  const c: TransformerConfig = { ...TRANSFORMER_DEFAULTS };
+  for (const k of Object.keys(c) as (keyof TransformerConfig)[]) if (r[k] !== undefined) (c as any)[k] = r[k];
+
+  const bad = (field: string, why: string) => new Error(`${where}: ${field} ${why}`);
+  const intIn = (k: keyof TransformerConfig, lo: number, hi: number) => {
+    const v = c[k];
+    if (!Number.isSafeInteger(v) || (v as number) < lo || (v as number) > hi) throw bad(k, `must be an integer from ${lo} to ${hi}, got ${JSON.stringify(v)}`);
+  };
+  const positive = (k: keyof TransformerConfig, hi: number) => {
+    const v = c[k];
+    if (typeof v !== "number" || !(v > 0 && v <= hi)) throw bad(k, `must be a number above 0 and at most ${hi}, got ${JSON.stringify(v)}`);
+  };
+  if (c.patch_size !== 1) throw bad("patch_size", `must be 1 (every FLUX.2 transformer; the pipeline packs 2×2 latent patches itself), got ${JSON.stringify(c.patch_size)}`);
+  for (const k of ["in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim", "timestep_guidance_channels"] as const) intIn(k, 1, MAX_WIDTH);
+  intIn("num_layers", 0, MAX_BLOCKS);
+  intIn("num_single_layers", 0, MAX_BLOCKS);
+  if (c.num_layers + c.num_single_layers === 0) throw bad("num_layers", "and num_single_layers are both 0: the model needs at least one block");
+  if (c.out_channels !== null && c.out_channels !== c.in_channels) {
+    throw bad("out_channels", `must be null or equal to in_channels (${c.in_channels}): the sampler adds the prediction to the latents, got ${JSON.stringify(c.out_channels)}`);
+  }
+  if (c.timestep_guidance_channels % 2 !== 0) throw bad("timestep_guidance_channels", `must be even (cosine and sine halves), got ${c.timestep_guidance_channels}`);
+  const inner = c.num_attention_heads * c.attention_head_dim;
+  if (inner > MAX_WIDTH) throw bad("num_attention_heads × attention_head_dim", `is ${inner}, above the limit of ${MAX_WIDTH}`);
+  positive("mlp_ratio", 64);
+  if (Math.floor(inner * c.mlp_ratio) < 1) throw bad("mlp_ratio", `(${c.mlp_ratio}) gives an MLP width of 0`);
+  const axes = c.axes_dims_rope;
+  if (!Array.isArray(axes) || axes.length !== 4 || !axes.every((a) => Number.isSafeInteger(a) && a > 0 && a % 2 === 0)) {
+    throw bad("axes_dims_rope", `must be four positive even integers (rotary dimensions of the t, h, w, l position axes), got ${JSON.stringify(axes)}`);
+  }
+  const sum = axes.reduce((a, b) => a + b, 0);
+  if (sum !== c.attention_head_dim) throw bad("axes_dims_rope", `sums to ${sum} but attention_head_dim is ${c.attention_head_dim}; they must be equal`);
+  positive("rope_theta", 1e12);
+  positive("eps", 0.1);
+  if (typeof c.guidance_embeds !== "boolean") throw bad("guidance_embeds", `must be true or false, got ${JSON.stringify(c.guidance_embeds)}`);
+  return c;
 }
 
 export function innerDim(c: TransformerConfig) {

@@ -297,8 +297,21 @@ export class TransformerWeights {
     };
   }
 
+  /** How many double-stream and single-stream blocks the stored weights hold (distinct block indices). */
+  blockCounts(): { double: number; single: number } {
+    const p = this.prefix;
+    const [dbl, sgl] = this.format === "bfl" ? [/^double_blocks\.(\d+)\./, /^single_blocks\.(\d+)\./] : [/^transformer_blocks\.(\d+)\./, /^single_transformer_blocks\.(\d+)\./];
+    const count = (re: RegExp) => new Set(this.set.keys().map((k) => k.startsWith(p) ? k.slice(p.length).match(re)?.[1] : undefined).filter((x) => x !== undefined)).size;
+    return { double: count(dbl), single: count(sgl) };
+  }
+
   /** Every weight the config needs exists with the right shape; say which one is wrong otherwise. */
   check(c: TransformerConfig): void {
+    // Block counts first: cheap, and the clearest message for a config of the wrong model size.
+    const blocks = this.blockCounts();
+    if (blocks.double !== c.num_layers || blocks.single !== c.num_single_layers) {
+      throw new Error(`${this.set.source}: the weights hold ${blocks.double} double-stream and ${blocks.single} single-stream blocks but the config says num_layers ${c.num_layers} and num_single_layers ${c.num_single_layers} — the weights do not match this config (wrong model size or config.json?)`);
+    }
     const want = expectedTransformerShapes(c);
     for (const [name, shape] of want) {
       const got = this.shape(name);

@@ -44,6 +44,10 @@ export const VAE_DEFAULTS: VaeConfig = {
   batch_norm_eps: 1e-4, patch_size: [2, 2],
 };
 
+const MAX_VAE_WIDTH = 1 << 16;
+const MAX_VAE_BLOCKS = 8;
+const MAX_VAE_LAYERS = 16;
+
 /** Every GroupNorm of the VAE (ResNets, mid attention, conv_norm_out) uses this epsilon. */
 const GROUP_NORM_EPS = 1e-6;
 
@@ -69,14 +73,17 @@ export function parseVaeConfig(raw: Record<string, unknown>, where = "VAE config
   if (typeof c.patch_size === "number") c.patch_size = [c.patch_size, c.patch_size];
 
   const bad = (field: string, why: string) => new Error(`${where}: ${field} ${why}`);
-  const posInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) > 0;
-  const intList = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every(posInt);
-  for (const k of ["in_channels", "out_channels", "layers_per_block", "latent_channels", "norm_num_groups"] as const) {
-    if (!posInt(c[k])) throw bad(k, `must be a positive integer, got ${JSON.stringify(c[k])}`);
+  // Upper bounds far above the released VAE (4 blocks of 2 layers, width 512) and low enough
+  // that a typo (layers_per_block: 1e9) is refused here, not while the weight list is built.
+  const posInt = (v: unknown, max = MAX_VAE_WIDTH) => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= max;
+  const intList = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= MAX_VAE_BLOCKS && v.every((x) => posInt(x));
+  for (const k of ["in_channels", "out_channels", "latent_channels", "norm_num_groups"] as const) {
+    if (!posInt(c[k])) throw bad(k, `must be an integer from 1 to ${MAX_VAE_WIDTH}, got ${JSON.stringify(c[k])}`);
   }
-  if (!intList(c.block_out_channels)) throw bad("block_out_channels", `must be a non-empty list of positive integers, got ${JSON.stringify(c.block_out_channels)}`);
+  if (!posInt(c.layers_per_block, MAX_VAE_LAYERS)) throw bad("layers_per_block", `must be an integer from 1 to ${MAX_VAE_LAYERS}, got ${JSON.stringify(c.layers_per_block)}`);
+  if (!intList(c.block_out_channels)) throw bad("block_out_channels", `must be a list of 1 to ${MAX_VAE_BLOCKS} integers from 1 to ${MAX_VAE_WIDTH}, got ${JSON.stringify(c.block_out_channels)}`);
   if (c.decoder_block_out_channels !== null && !intList(c.decoder_block_out_channels)) {
-    throw bad("decoder_block_out_channels", `must be null or a non-empty list of positive integers, got ${JSON.stringify(c.decoder_block_out_channels)}`);
+    throw bad("decoder_block_out_channels", `must be null or a list of 1 to ${MAX_VAE_BLOCKS} integers from 1 to ${MAX_VAE_WIDTH}, got ${JSON.stringify(c.decoder_block_out_channels)}`);
   }
   const dec = decoderChannels(c);
   if (!Array.isArray(c.down_block_types) || c.down_block_types.length !== c.block_out_channels.length) {
@@ -93,7 +100,7 @@ export function parseVaeConfig(raw: Record<string, unknown>, where = "VAE config
   for (const ch of [...c.block_out_channels, ...dec]) {
     if (ch % c.norm_num_groups !== 0) throw bad("norm_num_groups", `(${c.norm_num_groups}) must divide every block width, but ${ch} is not a multiple`);
   }
-  if (!Array.isArray(c.patch_size) || c.patch_size.length !== 2 || !c.patch_size.every(posInt)) {
+  if (!Array.isArray(c.patch_size) || c.patch_size.length !== 2 || !c.patch_size.every((v) => posInt(v, 16))) {
     throw bad("patch_size", `must be two positive integers, got ${JSON.stringify(c.patch_size)}`);
   }
   if (typeof c.batch_norm_eps !== "number" || !(c.batch_norm_eps >= 0)) throw bad("batch_norm_eps", `must be a non-negative number, got ${JSON.stringify(c.batch_norm_eps)}`);

@@ -157,6 +157,19 @@ export class VaeWeights {
     if (this.format === "bfl" && this.upBlocks !== c.up_block_types.length) {
       throw new Error(`${this.set.source}: the BFL file has ${this.upBlocks} decoder up blocks (decoder.up.N) but the config has ${c.up_block_types.length} — the weights do not match this config`);
     }
+    // Counts before shapes: a config with fewer blocks or layers than the file would otherwise
+    // pass the shape check and silently leave weights unused.
+    const bfl = this.format === "bfl";
+    const counts: [string, RegExp, number][] = [
+      ["encoder down blocks", bfl ? /^encoder\.down\.(\d+)\./ : /^encoder\.down_blocks\.(\d+)\./, c.block_out_channels.length],
+      ["decoder up blocks", bfl ? /^decoder\.up\.(\d+)\./ : /^decoder\.up_blocks\.(\d+)\./, c.up_block_types.length],
+      ["ResNets in the first encoder block (layers_per_block)", bfl ? /^encoder\.down\.0\.block\.(\d+)\./ : /^encoder\.down_blocks\.0\.resnets\.(\d+)\./, c.layers_per_block],
+    ];
+    for (const [what, re, want] of counts) {
+      const got = new Set(this.set.keys().map((k) => k.startsWith(this.prefix) ? k.slice(this.prefix.length).match(re)?.[1] : undefined).filter((x) => x !== undefined)).size;
+      // None at all: the file is not this layout; the shape check below names the missing tensor.
+      if (got !== want && got > 0) throw new Error(`${this.set.source}: the weights hold ${got} ${what} but the config needs ${want} — the weights do not match this config (wrong config.json?)`);
+    }
     for (const [name, shape] of expectedVaeShapes(c)) {
       const got = this.shape(name);
       if (got.join(",") !== shape.join(",")) {

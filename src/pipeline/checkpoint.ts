@@ -11,6 +11,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { WeightSet } from "../io/safetensors.js";
 import { readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
+import { readVaeConfig } from "../models/vae.js";
+import { validateSchedulerConfig } from "./schedule.js";
 import { TransformerWeights, type TransformerFormat } from "../models/transformer_weights.js";
 
 export type Variant = "klein" | "klein-base" | "klein-kv" | "dev";
@@ -67,7 +69,73 @@ const EXPECTED_CLASSES: Record<string, string[]> = {
   transformer: ["Flux2Transformer2DModel"],
   vae: ["AutoencoderKLFlux2"],
   text_encoder: ["Qwen3ForCausalLM", "Qwen3Model", "Mistral3ForConditionalGeneration"],
+  scheduler: ["FlowMatchEulerDiscreteScheduler"],
+  tokenizer: ["Qwen2TokenizerFast", "Qwen2Tokenizer", "PixtralProcessor", "LlamaTokenizerFast"],
 };
+
+/**
+ * model_index.json: the pipeline class (checked by the caller), is_distilled, and one
+ * [library, class] pair per component, each a class this engine implements.
+ */
+function validateModelIndex(index: unknown, file: string): asserts index is Record<string, unknown> {
+  if (index === null || typeof index !== "object" || Array.isArray(index)) throw new CheckpointError(`${file}: expected a JSON object`);
+  const r = index as Record<string, unknown>;
+  if (r.is_distilled !== undefined && r.is_distilled !== null && typeof r.is_distilled !== "boolean") {
+    throw new CheckpointError(`${file}: is_distilled must be true or false, got ${JSON.stringify(r.is_distilled)}`);
+  }
+  for (const [k, v] of Object.entries(r)) {
+    if (k.startsWith("_") || k === "is_distilled") continue;
+    const classes = EXPECTED_CLASSES[k];
+    if (!classes) throw new CheckpointError(`${file}: unknown component "${k}" (a FLUX.2 pipeline has ${Object.keys(EXPECTED_CLASSES).join(", ")})`);
+    if (v === null) continue; // a component left out of the repository (diffusers writes [null, null])
+    const pair = v as unknown[];
+    if (!Array.isArray(pair) || pair.length !== 2 || (pair[1] !== null && typeof pair[1] !== "string")) {
+      throw new CheckpointError(`${file}: "${k}" must be a [library, class] pair, got ${JSON.stringify(v)}`);
+    }
+    if (pair[1] !== null && !classes.includes(pair[1] as string)) {
+      throw new CheckpointError(`${file}: ${k} class "${pair[1]}" is not supported (expected ${classes.join(" or ")})`);
+    }
+  }
+}
+
+/** The scheduler folder, when the repository has one, must ask for the schedule this engine samples. */
+function checkScheduler(root: string): void {
+  const dir = path.join(root, "scheduler");
+  const file = path.join(dir, "scheduler_config.json");
+  if (!fs.existsSync(file)) return;
+  try {
+    validateSchedulerConfig(readJson(file), file);
+  } catch (e) {
+    throw new CheckpointError((e as Error).message);
+  }
+}
+
+/** The text encoder's hidden width (Mistral 3 keeps it in text_config). */
+function textHiddenSize(configPath: string): number | undefined {
+  const raw = readJson(configPath);
+  const h = raw?.text_config?.hidden_size ?? raw?.hidden_size;
+  return Number.isSafeInteger(h) ? h : undefined;
+}
+
+/**
+ * The components must fit together: the transformer reads the VAE's packed latents (latent
+ * channels × the 2×2 patch) and three stacked text-encoder layers. Checked from the configs
+ * alone, before any weight is touched.
+ */
+function checkComponentsFit(ck: Checkpoint): void {
+  const t = transformerConfig(ck);
+  if (ck.vae.config) {
+    const v = readVaeConfig(ck.vae.config);
+    const packed = v.latent_channels * v.patch_size[0] * v.patch_size[1];
+    if (packed !== t.in_channels) {
+      throw new CheckpointError(`${ck.source}: the transformer takes ${t.in_channels} input channels but the VAE gives ${packed} (latent_channels ${v.latent_channels} × patch ${v.patch_size.join("×")}); the VAE and transformer are from different models`);
+    }
+  }
+  const hidden = ck.textEncoder.config ? textHiddenSize(ck.textEncoder.config) : undefined;
+  if (hidden !== undefined && 3 * hidden !== t.joint_attention_dim) {
+    throw new CheckpointError(`${ck.source}: the transformer's joint_attention_dim is ${t.joint_attention_dim} but the text encoder gives 3 × ${hidden} = ${3 * hidden} features; the text encoder and transformer are from different models`);
+  }
+}
 
 function readJson(file: string): any {
   try {
@@ -123,7 +191,8 @@ export function openCheckpoint(source: string, opts: OpenOptions = {}): Checkpoi
     throw new CheckpointError(`${source}: no model_index.json — this is not a diffusers FLUX.2 folder (for a BFL single file, pass the .safetensors file itself)`);
   }
   const index = readJson(indexPath);
-  const make = KNOWN_PIPELINES[index._class_name];
+  validateModelIndex(index, indexPath);
+  const make = KNOWN_PIPELINES[index._class_name as string];
   if (!make) {
     throw new CheckpointError(`${indexPath}: unknown pipeline class "${index._class_name}" (expected one of ${Object.keys(KNOWN_PIPELINES).join(", ")})`);
   }
@@ -133,10 +202,13 @@ export function openCheckpoint(source: string, opts: OpenOptions = {}): Checkpoi
   const teDir = opts.textEncoder ?? requireDir(source, "text_encoder", "text encoder");
   const teConfig = componentConfig(teDir, "text_encoder");
   const tokenizer = opts.tokenizer ?? requireDir(source, "tokenizer", "tokenizer");
-  return {
+  checkScheduler(source);
+  const ck: Checkpoint = {
     source, variant, defaults: VARIANT_DEFAULTS[variant], transformer, vae,
     textEncoder: { weights: teDir, config: teConfig, kind: textEncoderKind(teConfig) }, tokenizer,
   };
+  checkComponentsFit(ck);
+  return ck;
 }
 
 function diffusersTransformer(root: string) {
@@ -186,12 +258,14 @@ function openSingleFile(file: string, opts: OpenOptions): Checkpoint {
   const teConfig = componentConfig(teDir, "text_encoder");
   const cfg = inferConfig(file);
   const variant = opts.variant ?? (cfg.guidance_embeds ? "dev" : /base/i.test(path.basename(file)) ? "klein-base" : /kv/i.test(path.basename(file)) ? "klein-kv" : "klein");
-  return {
+  const ck: Checkpoint = {
     source: file, variant, defaults: VARIANT_DEFAULTS[variant], transformer,
     vae: vaeFromPath(need(opts.vae, "vae"), null),
     textEncoder: { weights: teDir, config: teConfig, kind: textEncoderKind(teConfig) },
     tokenizer: need(opts.tokenizer, "tokenizer"),
   };
+  checkComponentsFit(ck);
+  return ck;
 }
 
 function inferConfig(file: string): TransformerConfig {

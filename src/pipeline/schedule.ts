@@ -81,3 +81,40 @@ export function eulerStep(x: Float32Array, v: Float32Array, sigma: number, sigma
   for (let i = 0; i < x.length; i++) out[i] = x[i] + f(dt * v[i]);
   return out;
 }
+
+/**
+ * What this sampler implements of diffusers' FlowMatchEulerDiscreteScheduler: the FLUX.2
+ * settings. Fields that would change the schedule must have these values (a scheduler_config.json
+ * asking for Karras sigmas, say, is refused rather than silently sampled the FLUX.2 way).
+ * base_shift, max_shift, base_image_seq_len, max_image_seq_len and shift are not used: with
+ * dynamic shifting the FLUX.2 pipelines compute mu themselves (empiricalMu), as here.
+ */
+const SCHEDULER_FIXED: Record<string, unknown> = {
+  num_train_timesteps: 1000, use_dynamic_shifting: true, time_shift_type: "exponential",
+  invert_sigmas: false, shift_terminal: null, stochastic_sampling: false,
+  use_karras_sigmas: false, use_exponential_sigmas: false, use_beta_sigmas: false,
+};
+const SCHEDULER_UNUSED = ["base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len", "shift"];
+
+/** Validate a scheduler_config.json object against what the sampler implements; `where` names it in errors. */
+export function validateSchedulerConfig(raw: unknown, where = "scheduler config"): void {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new Error(`${where}: expected a JSON object`);
+  const r = raw as Record<string, unknown>;
+  if (r._class_name !== undefined && r._class_name !== "FlowMatchEulerDiscreteScheduler") {
+    throw new Error(`${where}: _class_name is "${String(r._class_name)}"; only FlowMatchEulerDiscreteScheduler (the FLUX.2 sampler) is implemented`);
+  }
+  for (const [k, v] of Object.entries(r)) {
+    if (k.startsWith("_")) continue;
+    if (k in SCHEDULER_FIXED) {
+      const want = SCHEDULER_FIXED[k];
+      if (v !== want) {
+        throw new Error(`${where}: ${k} is ${JSON.stringify(v)}; this sampler implements only ${JSON.stringify(want)} (the FLUX.2 schedule)`);
+      }
+    } else if (SCHEDULER_UNUSED.includes(k)) {
+      if (v !== null && !(typeof v === "number" && Number.isFinite(v))) throw new Error(`${where}: ${k} must be a number, got ${JSON.stringify(v)}`);
+    } else {
+      throw new Error(`${where}: unknown field "${k}"; FlowMatchEulerDiscreteScheduler fields this sampler knows: ${[...Object.keys(SCHEDULER_FIXED), ...SCHEDULER_UNUSED].join(", ")}`);
+    }
+  }
+  if (r.use_dynamic_shifting === undefined) throw new Error(`${where}: use_dynamic_shifting is missing; FLUX.2 needs true`);
+}
