@@ -142,7 +142,7 @@ export class TransformerTrainer {
     private weights: TransformerWeights,
     private mode: TrainMode,
     params: Map<string, Float32Array>,
-    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean },
+    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean; attentionChunkBytes?: number },
     loraConfig?: { rank: number; alpha: number; targets: string[]; modules: string[] },
   ) {
     this.params = params;
@@ -152,11 +152,12 @@ export class TransformerTrainer {
   /**
    * Open a transformer for training. opts.checkpointActivations recomputes each block's forward
    * in the backward (less memory, about one more forward of compute); opts.reconvertWeights
-   * (default true) is for measurements only (src/train/autodiff.ts). `weights`: a .safetensors file or a diffusers transformer
+   * (default true) is for measurements only; opts.attentionChunkBytes bounds the attention
+   * backward's score matrices (default 256 MiB; src/train/autodiff.ts). `weights`: a .safetensors file or a diffusers transformer
    * folder; `config`: its config.json (or null: beside the weights, else inferred from a BFL file).
    */
   static async open(backend: Backend, weights: string, config: string | null, mode: TrainMode,
-                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean } = {}): Promise<TransformerTrainer> {
+                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean; attentionChunkBytes?: number } = {}): Promise<TransformerTrainer> {
     const set = WeightSet.open(weights);
     try {
       const w = new TransformerWeights(set, TransformerWeights.detectFormat(set));
@@ -206,7 +207,7 @@ export class TransformerTrainer {
     };
     if (c.guidance_embeds) shapes.guidance_features = [B, T];
     const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(double|single)\.\d+(?=\/)/)?.[0] ?? null : undefined;
-    appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint, reconvertWeights: this.opts.reconvertWeights });
+    appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint, reconvertWeights: this.opts.reconvertWeights, attentionChunkBytes: this.opts.attentionChunkBytes });
     return g;
   }
 
