@@ -155,6 +155,7 @@ test("activation checkpointing (recompute each block in the backward) gives the 
 test("bad training input is refused with a message that says what is wrong", async () => {
   const weights = path.join(model, "transformer.safetensors"), cfg = path.join(model, "transformer.config.json");
   await assert.rejects(TransformerTrainer.open(backend, weights, cfg, { kind: "lora", targets: ["to_qq"], rank: 4, alpha: 4 }), /"to_qq" matches no Linear layer/);
+  await assert.rejects(TransformerTrainer.open(backend, weights, null, { kind: "full" }), /needs its config.json/);
   await assert.rejects(TransformerTrainer.open(backend, weights, cfg, { kind: "lora", targets: ["to_q"], rank: 0, alpha: 4 }), /rank must be a positive integer/);
   const wrong = new Map([["transformer.transformer_blocks.0.attn.to_q.lora_A.weight", new Float32Array(3)], ["transformer.transformer_blocks.0.attn.to_q.lora_B.weight", new Float32Array(3)]]);
   await assert.rejects(TransformerTrainer.open(backend, weights, cfg, { kind: "lora", targets: ["to_q"], rank: 4, alpha: 4, init: wrong }), /has 3 values; rank 4 needs/);

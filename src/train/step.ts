@@ -162,6 +162,9 @@ export class TransformerTrainer {
     try {
       const w = new TransformerWeights(set, TransformerWeights.detectFormat(set));
       const cfgPath = transformerConfigPath(weights, config);
+      if (!cfgPath && w.format === "diffusers") {
+        throw new Error(`${weights}: a diffusers transformer needs its config.json: pass it, or point at the transformer folder that holds it`);
+      }
       const cfg = cfgPath ? readTransformerConfig(cfgPath) : w.inferConfig();
       w.check(cfg);
       const shapes = expectedTransformerShapes(cfg);
