@@ -43,6 +43,27 @@ test("a wrong training result is reported as FAIL", async () => {
   }
 });
 
+test("without expected files the training kinds compute and write their outputs (--write-outputs)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-train-noexp-"));
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-train-out-"));
+  try {
+    fs.cpSync(trainDir, dir, { recursive: true, filter: (src) => !src.endsWith(".expected.safetensors") });
+    const s = await runConformance(dir, { log: quiet, backend, writeOutputs: out, kinds: ["train_lora_step", "vae_train_step"] });
+    assert.equal(s.computed, 2);
+    const mine = readAll(path.join(out, "train", "lora_default.safetensors"));
+    const ref = readAll(path.join(trainDir, "train", "lora_default.expected.safetensors"));
+    assert.deepEqual([...mine.keys()].sort(), [...ref.keys()].sort());
+    for (const k of ["loss_2", "final.transformer.transformer_blocks.0.attn.to_q.lora_B.weight"]) {
+      const a = mine.get(k)!.data as Float32Array, b = ref.get(k)!.data as Float32Array;
+      for (let i = 0; i < b.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-4, `${k}[${i}]`);
+    }
+    assert.ok(fs.existsSync(path.join(out, "train", "vae.safetensors")));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test("AdamW follows torch.optim.AdamW (decoupled decay, bias correction, eps outside the root) and resumes exactly", () => {
   const lr = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
   const grads = [0.5, -1, 0.25];
