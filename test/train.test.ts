@@ -228,3 +228,20 @@ test("full training of a bf16 checkpoint: every weight is fed as float32 (row bl
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a guidance-embedding transformer (dev) trains with a guidance scale per sample, and needs one", async () => {
+  const tdir = path.join(repoRoot, "testdata", "golden", "transformer");
+  const t = await TransformerTrainer.open(backend, path.join(tdir, "dev_tiny.safetensors"), path.join(tdir, "dev_tiny.config.json"), { kind: "lora", targets: ["to_q", "to_v"], rank: 2, alpha: 2 }, { seed: 1 });
+  try {
+    const c = t.config;
+    const B = 1, C = c.in_channels, h = 2, w = 3, L = 4, J = c.joint_attention_dim;
+    const batch: TransformerBatch = { x0: randn(1, B * C * h * w), shape: [B, C, h, w], embeds: randn(2, B * L * J), embedShape: [B, L, J], noise: randn(3, B * C * h * w), sigmas: Float32Array.of(0.4) };
+    await assert.rejects(t.lossAndGrads(batch), /pass `guidance`/);
+    const lo = await t.lossAndGrads({ ...batch, guidance: Float32Array.of(1) });
+    const hi = await t.lossAndGrads({ ...batch, guidance: Float32Array.of(4) });
+    assert.ok(Number.isFinite(lo.loss) && lo.loss !== hi.loss, "the guidance scale reaches the model");
+    assert.ok([...lo.grads.values()].some((g) => g.some((x) => x !== 0)));
+  } finally {
+    await t.release();
+  }
+});

@@ -45,6 +45,8 @@ export interface TransformerBatch {
   noise: Float32Array;
   /** (B) flow-matching sigmas in [0, 1]. */
   sigmas: Float32Array;
+  /** (B) guidance scales: required by transformers with a guidance embedder (FLUX.2 dev), refused otherwise. */
+  guidance?: Float32Array;
 }
 
 export interface TransformerStepResult {
@@ -228,7 +230,9 @@ export class TransformerTrainer {
     if (Be !== B) throw new Error(`embeds batch ${Be} differs from the latents' batch ${B}`);
     if (J !== c.joint_attention_dim) throw new Error(`embeds have ${J} features; this transformer takes ${c.joint_attention_dim}`);
     for (const s of b.sigmas) if (!(s >= 0 && s <= 1)) throw new Error(`sigmas must lie in [0, 1], got ${s}`);
-    if (c.guidance_embeds) throw new Error("this transformer has a guidance embedder (FLUX.2 dev); training is supported for guidance-free (klein) transformers");
+    if (c.guidance_embeds && !b.guidance) throw new Error("this transformer has a guidance embedder (FLUX.2 dev): pass `guidance` (one scale per sample, e.g. diffusers' --guidance_scale)");
+    if (!c.guidance_embeds && b.guidance) throw new Error("this transformer has no guidance embedder (klein): leave `guidance` out");
+    if (b.guidance) checkArray("guidance", b.guidance, [B]);
     const hw = h * w;
     const step = await cached(this.graphs, `${B}x${C}x${h}x${w}:${L}`, async () => {
       const g = this.build(B, C, hw, L);
@@ -248,7 +252,7 @@ export class TransformerTrainer {
     }
     const ids = joinIds([textIds(1, L).data, latentIds(1, h, w).data]);
     const feeds: Record<string, HostTensor> = {
-      ...hostFeeds(c, B, ids, L + hw, b.sigmas),
+      ...hostFeeds(c, B, ids, L + hw, b.sigmas, b.guidance),
       hidden_states: pack(tensor(xt, b.shape)),
       encoder_hidden_states: { data: b.embeds, shape: [...b.embedShape] },
       target: pack(tensor(tgt, b.shape)),
