@@ -6,6 +6,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { OrtBackend } from "../src/backend/ort.js";
+import type { Backend } from "../src/backend/backend.js";
+import type { Graph } from "../src/onnx/graph.js";
 import { runConformance } from "../src/conformance/runner.js";
 import { f32ToBf16Bits, readAll, writeSafetensors } from "../src/io/safetensors.js";
 import { AdamW, clipGradNorm } from "../src/train/optim.js";
@@ -17,6 +19,14 @@ const trainDir = path.join(repoRoot, "testdata", "golden-train");
 const model = path.join(trainDir, "models");
 const backend = new OrtBackend({ threads: 1 });
 const quiet = () => {};
+
+/** The backend, recording the graphs it is given (to look at what the trainers build). */
+function spyBackend(): { backend: Backend; graphs: Graph[] } {
+  const graphs: Graph[] = [];
+  const spy: Backend = { name: backend.name, device: backend.device, createSession: (g, o) => { graphs.push(g); return backend.createSession(g, o); } };
+  return { backend: spy, graphs };
+}
+const recomputed = (g: Graph) => g.nodes.filter((n) => n.name.includes("recompute/")).length;
 
 test("every golden-train case passes (train_lora_step, train_full_step, vae_train_step)", async () => {
   const s = await runConformance(trainDir, { log: quiet, backend });
@@ -155,12 +165,15 @@ test("the default LoRA targets select the modules diffusers' klein script trains
 test("activation checkpointing (recompute each block in the backward) gives the same loss and gradients", async () => {
   const init = new Map([...readAll(path.join(trainDir, "train", "lora_default.lora_init.safetensors"))].map(([k, v]) => [k, v.data as Float32Array]));
   const mode = { kind: "lora" as const, targets: ["to_q", "to_k", "to_v", "to_out.0", "to_qkv_mlp_proj", "attn.to_out"], rank: 4, alpha: 4, init };
+  const spy = spyBackend();
   const open = (checkpointActivations: boolean) =>
-    TransformerTrainer.open(backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), mode, { checkpointActivations });
+    TransformerTrainer.open(spy.backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), mode, { checkpointActivations });
   const plain = await open(false), ck = await open(true);
   try {
     const a = await plain.lossAndGrads(goldenBatch());
     const b = await ck.lossAndGrads(goldenBatch());
+    assert.ok(recomputed(spy.graphs[1]) > 0 && recomputed(spy.graphs[0]) === 0, "the checkpointed graph recomputes blocks");
+    for (const block of ["double.0", "single.0", "single.1"]) assert.ok(spy.graphs[1].nodes.some((n) => n.name.includes(`recompute/${block}/`)), block);
     assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(a.loss));
     for (const [k, g] of a.grads) {
       const h = b.grads.get(k)!;
@@ -243,5 +256,28 @@ test("a guidance-embedding transformer (dev) trains with a guidance scale per sa
     assert.ok([...lo.grads.values()].some((g) => g.some((x) => x !== 0)));
   } finally {
     await t.release();
+  }
+});
+
+test("VAE activation checkpointing gives the same loss and gradients", async () => {
+  const inp = readAll(path.join(trainDir, "train", "vae.inputs.safetensors"));
+  const images = inp.get("images")!;
+  const batch = { images: images.data as Float32Array, shape: images.shape as [number, number, number, number], eps: inp.get("eps_0")!.data as Float32Array, klWeight: 0.001 };
+  const spy = spyBackend();
+  const plain = await VaeTrainer.open(spy.backend, path.join(model, "vae.safetensors"), path.join(model, "vae.config.json"));
+  const ck = await VaeTrainer.open(spy.backend, path.join(model, "vae.safetensors"), path.join(model, "vae.config.json"), { checkpointActivations: true });
+  try {
+    const a = await plain.lossAndGrads(batch), b = await ck.lossAndGrads(batch);
+    for (const block of ["encoder/down.0", "encoder/mid", "decoder/up.1"]) assert.ok(spy.graphs[1].nodes.some((n) => n.name.includes(`recompute/${block}/`)), block);
+    assert.equal(recomputed(spy.graphs[0]), 0);
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(a.loss));
+    for (const [k, g] of a.grads) {
+      const h = b.grads.get(k)!;
+      const scale = g.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+      for (let i = 0; i < g.length; i++) assert.ok(Math.abs(g[i] - h[i]) <= 1e-5 * scale + 1e-9, `${k}[${i}]: ${g[i]} vs ${h[i]}`);
+    }
+  } finally {
+    await plain.release();
+    await ck.release();
   }
 });

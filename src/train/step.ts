@@ -302,12 +302,17 @@ export class VaeTrainer {
   readonly params: Map<string, Float32Array>;
   private graphs = new Map<string, Promise<StepGraph>>();
 
-  private constructor(private backend: Backend, readonly config: VaeConfig, private weights: VaeWeights, params: Map<string, Float32Array>) {
+  private constructor(private backend: Backend, readonly config: VaeConfig, private weights: VaeWeights, params: Map<string, Float32Array>,
+                      private opts: { checkpointActivations?: boolean }) {
     this.params = params;
   }
 
-  /** Open a VAE (diffusers folder / file or BFL ae file) with its config for full autoencoder training. */
-  static async open(backend: Backend, weights: string, config: string): Promise<VaeTrainer> {
+  /**
+   * Open a VAE (diffusers folder / file or BFL ae file) with its config for full autoencoder
+   * training. opts.checkpointActivations recomputes each encoder / decoder block (and the mid
+   * blocks) in the backward.
+   */
+  static async open(backend: Backend, weights: string, config: string, opts: { checkpointActivations?: boolean } = {}): Promise<VaeTrainer> {
     const cfg = readVaeConfig(config);
     const set = WeightSet.open(weights);
     try {
@@ -317,7 +322,7 @@ export class VaeTrainer {
       // statistics are computed over the data after training (golden-train README).
       const names = expectedVaeShapes(cfg).map(([name]) => name).filter((name) => !name.startsWith("bn."));
       const params = new Map(names.map((name) => [name, w.set.float32(w.storedName(name))] as [string, Float32Array]));
-      return new VaeTrainer(backend, cfg, w, params);
+      return new VaeTrainer(backend, cfg, w, params, opts);
     } catch (e) {
       set.close();
       throw e;
@@ -350,7 +355,9 @@ export class VaeTrainer {
     g.output(kl, "kl", "F32", []);
     g.output(rec, "reconstruction", "F32", [B, c.out_channels, H, W]);
     promoteWeights(g, (name) => this.weights.shape(name));
-    appendGradients(g, loss, [...this.params.keys()], {});
+    // Segments: the blocks vae.ts scopes as down.N / mid / up.N, inside our encoder / decoder scopes.
+    const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(encoder|decoder)\/(down\.\d+|mid|up\.\d+)(?=\/)/)?.[0] ?? null : undefined;
+    appendGradients(g, loss, [...this.params.keys()], {}, { checkpoint });
     return g;
   }
 
