@@ -32,9 +32,6 @@ function matmulRule(c: RuleContext): (Value | null)[] {
   const sa = b.shape(A), sb = b.shape(B), sy = b.shape(dY);
   let dA: Value | null = null, dB: Value | null = null;
   if (c.needs(0)) {
-    if (sa.length === 2 && sb.length === 2 && sy.length > 2 && !ta) {
-      // Not used by the models (2-D A with batched B); the general path below handles it.
-    }
     // Y = α op(A) op(B): d op(A) = α dY op(B)ᵀ.
     dA = ta
       ? b.matmul(B, dY, tb, 1, alpha) // dA = α op(B) dYᵀ
