@@ -1,7 +1,8 @@
 // A second, independent BFL client against `flux2 serve` (issue 20):
 // MemberJunction's Black Forest Labs generator (`@memberjunction/ai-blackforestlabs`
-// from the npm registry), used as its README says, with its own BFL key and
-// our base URL. It was written against api.bfl.ai, not against this server:
+// from the npm registry), used as its README shows, with its own BFL key and
+// our base URL (its constructor's second argument). It was written against
+// api.bfl.ai, not against this server:
 // its own endpoint names (FLUX.1 [dev] is POST /v1/flux-dev), `X-Key` spelled
 // its way, polling `{base}/get_result?id=`, downloading `result.sample` without
 // a key. The smoke test: text to image with a size and a seed, the same seed
