@@ -1,16 +1,17 @@
 // A second, independent BFL client against `flux2 serve` (issue 20):
 // MemberJunction's Black Forest Labs generator (`@memberjunction/ai-blackforestlabs`
-// from the npm registry), used as its README says, with its own BFL key and
-// our base URL. It was written against api.bfl.ai, not against this server:
+// from the npm registry), used as its README shows, with its own BFL key and
+// our base URL (its constructor's second argument). It was written against
+// api.bfl.ai, not against this server:
 // its own endpoint names (FLUX.1 [dev] is POST /v1/flux-dev), `X-Key` spelled
 // its way, polling `{base}/get_result?id=`, downloading `result.sample` without
 // a key. The smoke test: text to image with a size and a seed, the same seed
-// again, and a refusal.
+// again, a task cancelled on the server, and a refusal.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import sharp from "sharp";
 import { FLUXImageGenerator } from "@memberjunction/ai-blackforestlabs";
-import { TINY } from "./helpers/net.js";
+import { api, TINY, waitFor } from "./helpers/net.js";
 import { testServer } from "./helpers/server.js";
 
 type Server = Awaited<ReturnType<typeof testServer>>;
@@ -40,6 +41,18 @@ describe("MemberJunction's BFL client against flux2 serve", () => {
 
     const again = await flux.GenerateImage({ prompt: "a red fox in the snow", model: "flux-dev", size: "256x192", seed: 7 });
     assert.ok(again.images[0].data!.equals(img.data!));
+  });
+
+  test("a task cancelled on the server: the client reports the failure", async () => {
+    const call = flux.GenerateImage({ prompt: "to cancel", model: "flux-dev", size: "512x512" });
+    const id = await waitFor("the task to run", async () => {
+      const j = (await api(s.url, "GET", "/v1/jobs?limit=1")).body.jobs[0];
+      return j?.request.prompt === "to cancel" && j.state === "running" ? j.id as string : null;
+    });
+    assert.equal((await api(s.url, "DELETE", `/v1/jobs/${id}`)).status, 200);
+    const r = await call;
+    assert.equal(r.success, false);
+    assert.match(r.errorMessage ?? "", /Generation failed: Error/);
   });
 
   test("a model this server does not have is refused with BFL's 404, which the client reports", async () => {
