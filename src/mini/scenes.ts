@@ -188,7 +188,8 @@ function trySample(p: Picker): Scene | null {
   if (subjects.some((s) => isHeldOutLayout(s.shape, s.position))) return null;
   const base = { kind, subjects, background: bg, relation };
   const plain = plainCaption(base);
-  const json = kind !== "hex" && p.chance(0.35);
+  // JSON captions for one or two shapes (three-shape JSON with hex codes runs past the 128 text tokens the mini uses).
+  const json = (kind === "single" || kind === "pair") && p.chance(0.4);
   return { ...base, json, caption: json ? jsonCaption(base, plain) : plain };
 }
 
