@@ -12,6 +12,7 @@ import { runWorkerCommand } from "./worker.js";
 import { runKeysCommand } from "./keys.js";
 import { runBenchCommand } from "./bench.js";
 import { runQuantizeCommand } from "./quantize.js";
+import { runEvalCommand } from "./eval.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   bench: { summary: "measure speed and memory (npm run bench; --quick, --json)", run: runBenchCommand },
   "bench-kv": { summary: "measure the speed-up of KV-cached references", run: runKvBenchCommand },
   conformance: { summary: "run a golden reference set through the engine and compare", run: runConformanceCommand },
+  eval: { summary: "score a model on the flux2-mini benchmark (hex colour, layout, emoji, LoRA style)", run: runEvalCommand },
 };
 
 function usage(): string {

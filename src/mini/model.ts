@@ -185,6 +185,9 @@ export function writeMiniModel(dir: string, seed = 0): MiniPlan {
     scheduler: ["diffusers", "FlowMatchEulerDiscreteScheduler"], text_encoder: ["transformers", "Qwen3ForCausalLM"],
     tokenizer: ["transformers", "Qwen2TokenizerFast"], transformer: ["diffusers", "Flux2Transformer2DModel"],
     vae: ["diffusers", "AutoencoderKLFlux2"],
+    // Not a diffusers key (diffusers ignores it): the size and text length the model is trained at,
+    // which flux2 eval uses as its defaults.
+    flux2ts: { model: "flux2-mini", resolution: MINI_RESOLUTION, max_sequence_length: MINI_MAX_SEQUENCE_LENGTH },
   });
   writeJson(path.join(dir, "scheduler", "scheduler_config.json"), MINI_SCHEDULER);
   const tok = qwen3TokenizerFiles();
