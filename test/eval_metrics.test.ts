@@ -1,0 +1,93 @@
+// The measures of flux2 eval, on the data set's own pictures (they must score ~100%) and on noise
+// and wrong pictures (they must score ~0), so each measure can fail.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { evalPlan } from "../src/mini/eval_plan.js";
+import { WHITE, parseHex } from "../src/mini/colour.js";
+import { POSITION_CENTRE, SIZES } from "../src/mini/scenes.js";
+import { renderScene, type ShapeKind } from "../src/mini/shapes.js";
+import { emojiRgb, listEmoji } from "../src/mini/emoji.js";
+import { paletteFraction, restyle, styleSplit } from "../src/mini/style.js";
+import { hexAdherence, layoutAdherence, type Img } from "../src/eval/metrics.js";
+import { rankOf, thumbnailFeature } from "../src/eval/retrieval.js";
+import { Xoshiro128 } from "../src/util/random.js";
+
+const S = 64;
+const img = (rgb: Uint8Array): Img => ({ rgb, width: S, height: S });
+const shapeImage = (shape: ShapeKind, hex: string, fx = 0.5, fy = 0.5, r: number = SIZES.large, bg = WHITE) =>
+  img(renderScene(S, parseHex(bg), [{ kind: shape, cx: fx * S, cy: fy * S, r: r * S, colour: parseHex(hex) }]));
+
+function noise(seed: number): Img {
+  const rng = new Xoshiro128(seed);
+  return img(Uint8Array.from({ length: S * S * 3 }, () => rng.nextU32() & 255));
+}
+
+const plan = evalPlan();
+
+test("hex adherence: 100% on drawn held-out cases, 0 on noise, blank, wrong colour or coloured background", () => {
+  assert.equal(plan.hex.length, 72);
+  assert.equal(new Set(plan.hex.slice(0, 24).map((c) => c.hex)).size, 24);
+  for (const c of plan.hex) assert.ok(hexAdherence(shapeImage(c.shape, c.hex), c.hex).pass, c.prompt);
+  for (let i = 0; i < 20; i++) assert.equal(hexAdherence(noise(i), "#2D5A8E").pass, false);
+  assert.equal(hexAdherence(img(new Uint8Array(S * S * 3).fill(255)), "#2D5A8E").pass, false);
+  // #2D5A8E (navy blue) drawn, #F39C12 (orange) asked.
+  const wrong = hexAdherence(shapeImage("circle", "#2D5A8E"), "#F39C12");
+  assert.equal(wrong.pass, false);
+  assert.ok(wrong.deltaE! > 15);
+  const onGrey = hexAdherence(shapeImage("circle", "#2D5A8E", 0.5, 0.5, SIZES.large, "#C0C0C0"), "#2D5A8E");
+  assert.equal(onGrey.pass, false);
+  assert.equal(onGrey.whiteBackground, false);
+});
+
+test("layout adherence: 100% on drawn held-out cases, 0 on noise, wrong shape or wrong place", () => {
+  assert.equal(plan.layout.length, 30);
+  for (const c of plan.layout) {
+    const [fx, fy] = POSITION_CENTRE[c.position];
+    const hex = { red: "#FF0000", blue: "#0000FF", green: "#008000", purple: "#800080", orange: "#FFA500" }[c.colour]!;
+    for (const size of Object.values(SIZES)) {
+      const r = layoutAdherence(shapeImage(c.shape, hex, fx, fy, size), c.shape, c.position);
+      assert.ok(r.pass, `${c.prompt} (size ${size}): found ${r.shape} at ${r.position}`);
+    }
+  }
+  for (let i = 0; i < 20; i++) assert.equal(layoutAdherence(noise(100 + i), "star", "top").pass, false);
+  assert.equal(layoutAdherence(shapeImage("circle", "#FF0000", 0.5, 0.27), "star", "top").pass, false);
+  assert.equal(layoutAdherence(shapeImage("star", "#FF0000", 0.5, 0.73), "star", "top").pass, false);
+  assert.equal(layoutAdherence(shapeImage("ring", "#FF0000", 0.73, 0.5, SIZES.medium), "circle", "right").pass, false);
+  assert.equal(layoutAdherence(shapeImage("triangle", "#FF0000", 0.27, 0.5, SIZES.small), "star", "left").pass, false);
+});
+
+test("emoji retrieval: the training image finds itself in the top 5; noise finds nothing", async () => {
+  const all = listEmoji();
+  const gallery = await Promise.all(all.map(async (e) => thumbnailFeature(img(await emojiRgb(e, S)))));
+  assert.equal(plan.emoji.length, 100);
+  let hits = 0;
+  for (const c of plan.emoji) {
+    const t = all.findIndex((e) => e.code === c.code);
+    if (rankOf(gallery[t], gallery, t) < 5) hits++;
+  }
+  assert.ok(hits >= 98, `${hits}/100`);
+  let noiseHits = 0;
+  for (const [i, c] of plan.emoji.slice(0, 20).entries()) {
+    const t = all.findIndex((e) => e.code === c.code);
+    if (rankOf(thumbnailFeature(noise(200 + i)), gallery, t) < 5) noiseHits++;
+  }
+  assert.ok(noiseHits <= 1, `noise retrieved the named emoji ${noiseHits} times in 20`);
+});
+
+test("style measure: ~1 on the style set, low on the same emoji unstyled, ~0 on noise", async () => {
+  const { train, eval: held } = styleSplit();
+  assert.equal(train.length, 25);
+  assert.equal(held.length, 10);
+  assert.ok(!held.some((e) => train.includes(e)));
+  let styled = 0, plain = 0;
+  for (const e of train) {
+    const rgb = await emojiRgb(e, S);
+    styled += paletteFraction(restyle(rgb)) / train.length;
+    plain += paletteFraction(rgb) / train.length;
+  }
+  assert.ok(styled > 0.99, `styled ${styled}`);
+  assert.ok(plain < 0.5, `unstyled ${plain}`);
+  let n = 0;
+  for (let i = 0; i < 10; i++) n += paletteFraction(noise(300 + i).rgb) / 10;
+  assert.ok(n < 0.1, `noise ${n}`);
+});
