@@ -13,6 +13,8 @@ import { miniPlan, writeMiniModel, MINI_TEXT_ENCODER } from "../src/mini/model.j
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { SafetensorsFile, toFloat32 } from "../src/io/safetensors.js";
 import { PromptTokenizer } from "../src/text/tokenizer.js";
+import { Flux2Pipeline } from "../src/pipeline/flux2.js";
+import { OrtBackend } from "../src/backend/ort.js";
 import { repoRoot } from "./golden.js";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-model-"));
@@ -69,6 +71,37 @@ test("initial values follow PyTorch's defaults and the same seed gives the same 
     assert.notEqual(sha(path.join(other, f)), sha(path.join(dir, f)), f);
   }
   assert.throws(() => writeMiniModel(dir, 3), /not empty/);
+});
+
+test("the frozen random text encoder tells prompts apart (a one-digit hex change moves the embedding)", async () => {
+  const pipe = Flux2Pipeline.fromPretrained(dir, { backend: new OrtBackend(), keepLoaded: true });
+  try {
+    const prompts = ["a #2D5A8E circle on a white background", "a #2D5A8F circle on a white background", "a #2D5A8E square on a white background", "a red apple"];
+    const L = 128, e = await pipe.encodePrompts(prompts, L, [9, 18, 27]);
+    const D = e.shape[2], seq = (b: number) => e.data.subarray(b * L * D, (b + 1) * L * D);
+    const rel = (a: Float32Array, b: Float32Array) => {
+      let d = 0, n = 0;
+      for (let i = 0; i < a.length; i++) { d += (a[i] - b[i]) ** 2; n += a[i] ** 2; }
+      return Math.sqrt(d / n);
+    };
+    assert.ok(rel(seq(0), seq(1)) > 0.1, `one hex digit: ${rel(seq(0), seq(1))}`);
+    assert.ok(rel(seq(0), seq(2)) > 0.1, `circle vs square: ${rel(seq(0), seq(2))}`);
+    assert.ok(rel(seq(0), seq(3)) > 0.5, `different prompts: ${rel(seq(0), seq(3))}`);
+    // No collapse: token positions of one prompt are far from parallel.
+    const row = (t: number) => e.data.subarray(t * D, (t + 1) * D);
+    let cos = 0, k = 0;
+    for (let t = 0; t < 16; t++) {
+      for (let u = t + 1; u < 16; u++) {
+        let s = 0, x = 0, y = 0;
+        for (let i = 0; i < D; i++) { s += row(t)[i] * row(u)[i]; x += row(t)[i] ** 2; y += row(u)[i] ** 2; }
+        cos += s / Math.sqrt(x * y);
+        k++;
+      }
+    }
+    assert.ok(cos / k < 0.8, `mean cosine between token positions ${cos / k}`);
+  } finally {
+    await pipe.release();
+  }
 });
 
 test("flux2 generate and flux2 eval run on the folder", async () => {
