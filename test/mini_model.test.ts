@@ -11,7 +11,7 @@ import * as path from "node:path";
 import sharp from "sharp";
 import { miniPlan, writeMiniModel, MINI_TEXT_ENCODER } from "../src/mini/model.js";
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
-import { SafetensorsFile, toFloat32 } from "../src/io/safetensors.js";
+import { SafetensorsFile, toFloat32, writeSafetensors } from "../src/io/safetensors.js";
 import { PromptTokenizer } from "../src/text/tokenizer.js";
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { OrtBackend } from "../src/backend/ort.js";
@@ -111,7 +111,14 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
   assert.equal(g.status, 0, g.stderr);
   const meta = await sharp(out).metadata();
   assert.deepEqual([meta.width, meta.height], [64, 64]);
-  const e = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--steps", "1", "--hex", "2", "--layout", "2", "--emoji", "2", "--style", "1", "--json"],
+  // A small PEFT LoRA on one attention projection, so the eval's before/after style path runs too.
+  const lora = path.join(tmp(), "style.safetensors");
+  const r8 = 4, D = 192;
+  writeSafetensors(lora, {
+    "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": { dtype: "F32", shape: [r8, D], data: new Float32Array(r8 * D).fill(0.01) },
+    "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": { dtype: "F32", shape: [D, r8], data: new Float32Array(D * r8).fill(0.01) },
+  });
+  const e = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--lora", lora, "--steps", "1", "--hex", "2", "--layout", "2", "--emoji", "2", "--style", "1", "--json"],
     { encoding: "utf8", timeout: 180_000 });
   assert.equal(e.status, 0, e.stderr);
   const r = JSON.parse(e.stdout);
@@ -120,6 +127,7 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
     assert.ok(r[k].score >= 0 && r[k].score <= 1, k);
   }
   assert.equal(r.style.total, 1);
+  assert.equal(typeof r.style.withoutLora, "number");
   assert.equal(r.emoji.gallery > 1800, true);
   assert.equal(r.cases.length, 7);
   const bad = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--size", "70"], { encoding: "utf8" });
