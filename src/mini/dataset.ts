@@ -14,6 +14,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { drawScene, sampleScene } from "./scenes.js";
 import { emojiCaption, emojiRgb, listEmoji } from "./emoji.js";
@@ -123,7 +124,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
 
 /** The repository's NOTICE (copied into every built set, which redistributes the emoji images). */
 function noticeFile(): string {
-  let dir = path.dirname(new URL(import.meta.url).pathname);
+  let dir = path.dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
     if (fs.existsSync(path.join(dir, "NOTICE")) && fs.existsSync(path.join(dir, "package.json"))) return path.join(dir, "NOTICE");
     dir = path.dirname(dir);

@@ -47,7 +47,6 @@ export interface Subject {
   position: Position;
   size: SizeName;
   /** Whether the plain caption says the size. */
-  sayPosition: boolean;
   saySize: boolean;
 }
 
@@ -163,12 +162,12 @@ function trySample(p: Picker): Scene | null {
   const subjects: Subject[] = [];
   const add = (shape: ShapeKind, position: Position, size: SizeName, saySize: boolean) => {
     const colour = shapeColour(p, [bg.hex, ...subjects.map((s) => s.colour.hex)]);
-    subjects.push({ shape, colour, position, size, sayPosition: true, saySize });
+    subjects.push({ shape, colour, position, size, saySize });
   };
   if (kind === "hex") {
     // The exact form: a hex-coloured circle, square or triangle, centred, on white.
     const hex = trainingHex(p, [WHITE]);
-    subjects.push({ shape: p.pick(HEX_FORM_SHAPES), colour: { hex, word: hex }, position: "centre", size: "large", sayPosition: false, saySize: false });
+    subjects.push({ shape: p.pick(HEX_FORM_SHAPES), colour: { hex, word: hex }, position: "centre", size: "large", saySize: false });
   } else {
     bg = background(p);
     if (kind === "single") {
