@@ -7,9 +7,10 @@
 //  - the style measure: paletteFraction in src/mini/style.ts.
 //
 // How a shape is found: the background colour is the mean of the 2-pixel border; foreground is
-// every pixel more than ΔE 20 from it; the shape is the largest 4-connected foreground region.
-// Its colour is the mean over its interior (region pixels whose four neighbours are in the region),
-// so anti-aliased edges do not pull the mean towards the background.
+// every pixel more than ΔE 20 from it and nearer the shape's colour than the background's (see
+// findShape); the shape is the largest 4-connected foreground region. Its colour is the mean over
+// its interior (region pixels whose four neighbours are in the region), so anti-aliased edges do
+// not pull the mean towards the background.
 
 import { WHITE, deltaE, hexLab, rgbToLab, type Lab } from "../mini/colour.js";
 import { POSITIONS, POSITION_CENTRE, type Position } from "../mini/scenes.js";
@@ -59,9 +60,20 @@ export function findShape(img: Img): ShapeFinding {
   const nearWhite = border.filter((i) => deltaE(at(lab, i), white) <= HEX_TOLERANCE).length / border.length;
   const whiteBackground = deltaE(bg, white) <= HEX_TOLERANCE && nearWhite >= 0.9;
 
+  // Pass 1: everything clearly off the background. Pass 2: with the shape's colour estimated from
+  // the most distinct half of that region, a pixel belongs to the shape when it is nearer the shape's
+  // colour than the background's — the 50% coverage line, so soft or blurred edges neither grow the
+  // shape (filling a ring's hole, a star's notches) nor shrink it.
   const fg = new Uint8Array(W * H);
-  for (let i = 0; i < W * H; i++) fg[i] = deltaE(at(lab, i), bg) > FOREGROUND_DE ? 1 : 0;
-  const region = largestRegion(fg, W, H);
+  const dBg = new Float64Array(W * H);
+  for (let i = 0; i < W * H; i++) {
+    dBg[i] = deltaE(at(lab, i), bg);
+    fg[i] = dBg[i] > FOREGROUND_DE ? 1 : 0;
+  }
+  const rough = largestRegion(fg, W, H);
+  const core = rough ? colourOfMostDistinct(lab, dBg, rough) : null;
+  if (core) for (let i = 0; i < W * H; i++) fg[i] = fg[i] && deltaE(at(lab, i), core) < dBg[i] ? 1 : 0;
+  const region = core ? largestRegion(fg, W, H) : null;
   const none: ShapeFinding = { background: bg, whiteBackground, region: null, area: 0, box: [0, 0, 0, 0], centroid: [0, 0], meanColour: null };
   if (!region) return none;
   let area = 0, sx = 0, sy = 0, x0 = W, y0 = H, x1 = 0, y1 = 0;
@@ -92,6 +104,22 @@ export function findShape(img: Img): ShapeFinding {
     background: bg, whiteBackground, region, area, box: [x0, y0, x1, y1], centroid: [sx / area, sy / area],
     meanColour: [mean[0] / n, mean[1] / n, mean[2] / n],
   };
+}
+
+/** Mean colour of the region's pixels at or above the median distance from the background. */
+function colourOfMostDistinct(lab: Float64Array, dBg: Float64Array, region: Uint8Array): Lab {
+  const idx: number[] = [];
+  for (let i = 0; i < region.length; i++) if (region[i]) idx.push(i);
+  const sorted = idx.map((i) => dBg[i]).sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  const m: Lab = [0, 0, 0];
+  let n = 0;
+  for (const i of idx) {
+    if (dBg[i] < median) continue;
+    for (let k = 0; k < 3; k++) m[k] += lab[i * 3 + k];
+    n++;
+  }
+  return [m[0] / n, m[1] / n, m[2] / n];
 }
 
 /** The largest 4-connected region of a binary mask (null when the mask is empty). */
