@@ -5,7 +5,7 @@
 // The same seed, size and counts give the same bytes; the digest printed at the end says so.
 
 import { parseArgs } from "node:util";
-import { DEFAULT_SCENES, buildMiniDataset } from "../src/mini/dataset.js";
+import { DEFAULT_SCENES, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
 
 const HELP = `usage: node dist/scripts/build-mini-dataset.js --out DIR [options]
 
@@ -19,6 +19,7 @@ DIR/train/1_scenes (generated shapes), DIR/train/1_emoji (Noto emoji), DIR/style
   --scenes N      number of generated scenes (default ${DEFAULT_SCENES})
   --no-emoji      leave out the emoji
   --no-style      leave out the LoRA style set
+  --sheet FILE    also write a PNG overview of the set (docs/flux2-mini-data.png)
   -h, --help      this text`;
 
 async function main(argv: string[]): Promise<number> {
@@ -26,7 +27,7 @@ async function main(argv: string[]): Promise<number> {
     args: argv, allowPositionals: false,
     options: {
       out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" },
-      "no-emoji": { type: "boolean" }, "no-style": { type: "boolean" }, help: { type: "boolean", short: "h" },
+      "no-emoji": { type: "boolean" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
   if (v.help) {
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
     out: v.out, seed: num(v.seed, "seed"), size: num(v.size, "size"), scenes: num(v.scenes, "scenes"),
     emoji: !v["no-emoji"], style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
+  if (v.sheet) await writeContactSheet(r.out, v.sheet);
   console.log(`${r.out}: ${r.counts.scenes} scenes, ${r.counts.emoji} emoji, ${r.counts.style} style images in ${((Date.now() - t0) / 1000).toFixed(1)} s; digest ${r.digest}`);
   return 0;
 }

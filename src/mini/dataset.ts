@@ -131,3 +131,26 @@ function noticeFile(): string {
   }
   throw new Error("the repository's NOTICE file was not found next to package.json");
 }
+
+/**
+ * A picture of a built set for the docs: the first 32 scenes, 16 emoji spread over the list and
+ * 8 style images, 8 per row, each shown at twice its size (nearest neighbour, so pixels stay visible).
+ */
+export async function writeContactSheet(setDir: string, file: string): Promise<void> {
+  const list = (sub: string) => {
+    const d = path.join(setDir, sub);
+    return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(d, f)) : [];
+  };
+  const scenes = list("train/1_scenes").slice(0, 32);
+  const emoji = list("train/1_emoji");
+  const picked = Array.from({ length: Math.min(16, emoji.length) }, (_, k) => emoji[Math.floor((k * emoji.length) / 16)]);
+  const files = [...scenes, ...picked, ...list("style/1_style").slice(0, 8)];
+  if (!files.length) throw new Error(`${setDir}: no images to show`);
+  const size = (await sharp(files[0]).metadata()).width!;
+  const cell = 2 * size + 4, cols = 8, rows = Math.ceil(files.length / cols);
+  const tiles = await Promise.all(files.map((f) => sharp(f).resize(2 * size, 2 * size, { kernel: "nearest" }).png().toBuffer()));
+  await sharp({ create: { width: cols * cell + 4, height: rows * cell + 4, channels: 3, background: "#888888" } })
+    .composite(tiles.map((input, i) => ({ input, left: 4 + (i % cols) * cell, top: 4 + Math.floor(i / cols) * cell })))
+    .png({ compressionLevel: 9 })
+    .toFile(file);
+}
