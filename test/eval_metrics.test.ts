@@ -2,9 +2,9 @@
 // and wrong pictures (they must score ~0), so each measure can fail.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { evalPlan } from "../src/mini/eval_plan.js";
+import { drawHexCase, drawLayoutCase, evalPlan } from "../src/mini/eval_plan.js";
 import { WHITE, parseHex } from "../src/mini/colour.js";
-import { POSITION_CENTRE, SIZES } from "../src/mini/scenes.js";
+import { SIZES } from "../src/mini/scenes.js";
 import { renderScene, type ShapeKind } from "../src/mini/shapes.js";
 import { emojiRgb, listEmoji } from "../src/mini/emoji.js";
 import { paletteFraction, restyle, styleSplit } from "../src/mini/style.js";
@@ -27,7 +27,7 @@ const plan = evalPlan();
 test("hex adherence: 100% on drawn held-out cases, 0 on noise, blank, wrong colour or coloured background", () => {
   assert.equal(plan.hex.length, 72);
   assert.equal(new Set(plan.hex.slice(0, 24).map((c) => c.hex)).size, 24);
-  for (const c of plan.hex) assert.ok(hexAdherence(shapeImage(c.shape, c.hex), c.hex).pass, c.prompt);
+  for (const c of plan.hex) assert.ok(hexAdherence(img(drawHexCase(c, S)), c.hex).pass, c.prompt);
   for (let i = 0; i < 20; i++) assert.equal(hexAdherence(noise(i), "#2D5A8E").pass, false);
   assert.equal(hexAdherence(img(new Uint8Array(S * S * 3).fill(255)), "#2D5A8E").pass, false);
   // #2D5A8E (navy blue) drawn, #F39C12 (orange) asked.
@@ -42,11 +42,9 @@ test("hex adherence: 100% on drawn held-out cases, 0 on noise, blank, wrong colo
 test("layout adherence: 100% on drawn held-out cases, 0 on noise, wrong shape or wrong place", () => {
   assert.equal(plan.layout.length, 30);
   for (const c of plan.layout) {
-    const [fx, fy] = POSITION_CENTRE[c.position];
-    const hex = { red: "#FF0000", blue: "#0000FF", green: "#008000", purple: "#800080", orange: "#FFA500" }[c.colour]!;
-    for (const size of Object.values(SIZES)) {
-      const r = layoutAdherence(shapeImage(c.shape, hex, fx, fy, size), c.shape, c.position);
-      assert.ok(r.pass, `${c.prompt} (size ${size}): found ${r.shape} at ${r.position}`);
+    for (const size of ["small", "medium", "large"] as const) {
+      const r = layoutAdherence(img(drawLayoutCase(c, S, size)), c.shape, c.position);
+      assert.ok(r.pass, `${c.prompt} (${size}): found ${r.shape} at ${r.position}`);
     }
   }
   for (let i = 0; i < 20; i++) assert.equal(layoutAdherence(noise(100 + i), "star", "top").pass, false);
@@ -82,14 +80,12 @@ function degrade(im: Img, sigma: number, seed: number): Img {
 test("hex and layout measures still pass blurred, noisy drawings (a generator's pictures are never crisp)", () => {
   let hex = 0, layout = 0, total = 0;
   const missed: string[] = [];
-  plan.hex.forEach((c, i) => { if (hexAdherence(degrade(shapeImage(c.shape, c.hex), 8, i), c.hex).pass) hex++; });
-  const hexOf: Record<string, string> = { red: "#FF0000", blue: "#0000FF", green: "#008000", purple: "#800080", orange: "#FFA500" };
+  plan.hex.forEach((c, i) => { if (hexAdherence(degrade(img(drawHexCase(c, S)), 8, i), c.hex).pass) hex++; });
   plan.layout.forEach((c, i) => {
-    const [fx, fy] = POSITION_CENTRE[c.position];
-    for (const [name, size] of Object.entries(SIZES)) {
+    for (const size of ["small", "medium", "large"] as const) {
       total++;
-      if (layoutAdherence(degrade(shapeImage(c.shape, hexOf[c.colour], fx, fy, size), 8, 1000 + i), c.shape, c.position).pass) layout++;
-      else missed.push(`${name} ${c.shape}`);
+      if (layoutAdherence(degrade(img(drawLayoutCase(c, S, size)), 8, 1000 + i), c.shape, c.position).pass) layout++;
+      else missed.push(`${size} ${c.shape}`);
     }
   });
   assert.equal(hex, plan.hex.length);

@@ -118,7 +118,7 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
     "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": { dtype: "F32", shape: [r8, D], data: new Float32Array(r8 * D).fill(0.01) },
     "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": { dtype: "F32", shape: [D, r8], data: new Float32Array(D * r8).fill(0.01) },
   });
-  const e = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--lora", lora, "--steps", "1", "--hex", "2", "--layout", "2", "--emoji", "2", "--style", "1", "--json"],
+  const e = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--lora", lora, "--steps", "1", "--hex", "2", "--layout", "2", "--emoji", "2", "--style", "1", "--vae-ceiling", "--json"],
     { encoding: "utf8", timeout: 180_000 });
   assert.equal(e.status, 0, e.stderr);
   const r = JSON.parse(e.stdout);
@@ -128,6 +128,7 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
   }
   assert.equal(r.style.total, 1);
   assert.equal(typeof r.style.withoutLora, "number");
+  for (const k of ["hex", "layout", "emoji"]) assert.ok(r.vaeCeiling[k] >= 0 && r.vaeCeiling[k] <= 1, `VAE ceiling ${k}`);
   assert.equal(r.emoji.gallery > 1800, true);
   assert.equal(r.cases.length, 7);
   const bad = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--size", "70"], { encoding: "utf8" });

@@ -31,6 +31,8 @@ Options:
   --hex N --layout N --emoji N --style N
                         cases per measure (default: all: 72, 30, 100, 10; 0 skips)
   --batch N             images per pipeline call (default 8)
+  --vae-ceiling         also score the ideal pictures after a round trip through
+                        the model's VAE: the most any transformer could reach
   --out-dir DIR         also write every generated picture
   --json                print the report (with every case) as JSON
   --quiet               no progress output
@@ -43,7 +45,7 @@ export async function runEvalCommand(argv: string[]): Promise<number> {
       model: { type: "string" }, lora: { type: "string", multiple: true }, size: { type: "string" }, steps: { type: "string" },
       guidance: { type: "string" }, seed: { type: "string" }, "max-sequence-length": { type: "string" },
       hex: { type: "string" }, layout: { type: "string" }, emoji: { type: "string" }, style: { type: "string" },
-      batch: { type: "string" }, "out-dir": { type: "string" }, json: { type: "boolean" }, quiet: { type: "boolean" },
+      batch: { type: "string" }, "vae-ceiling": { type: "boolean" }, "out-dir": { type: "string" }, json: { type: "boolean" }, quiet: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -62,7 +64,7 @@ export async function runEvalCommand(argv: string[]): Promise<number> {
       hex: intOption(v.hex, "hex", 0, 1000), layout: intOption(v.layout, "layout", 0, 1000),
       emoji: intOption(v.emoji, "emoji", 0, 1000), style: intOption(v.style, "style", 0, 1000),
     },
-    batch: intOption(v.batch, "batch", 1, 64), outDir: v["out-dir"], log: logger(v.quiet || v.json),
+    batch: intOption(v.batch, "batch", 1, 64), vaeCeiling: v["vae-ceiling"], outDir: v["out-dir"], log: logger(v.quiet || v.json),
   });
   console.log(v.json ? JSON.stringify(report, null, 2) : formatReport(report));
   return 0;

@@ -14,7 +14,9 @@ import * as path from "node:path";
 import { OrtBackend } from "../backend/ort.js";
 import { Flux2Pipeline, type LoraUse } from "../pipeline/flux2.js";
 import { encodeImage } from "../pipeline/image.js";
-import { evalPlan } from "../mini/eval_plan.js";
+import { drawHexCase, drawLayoutCase, evalPlan, type EmojiCase, type HexCase, type LayoutCase } from "../mini/eval_plan.js";
+import { Flux2Vae } from "../models/vae.js";
+import { openCheckpoint } from "../pipeline/checkpoint.js";
 import { emojiRgb, listEmoji } from "../mini/emoji.js";
 import { paletteFraction } from "../mini/style.js";
 import { hexAdherence, layoutAdherence, type Img } from "./metrics.js";
@@ -34,6 +36,8 @@ export interface EvalOptions {
   limits?: Partial<Record<"hex" | "layout" | "emoji" | "style", number>>;
   /** Images per pipeline call. */
   batch?: number;
+  /** Also score the ideal pictures after a round trip through the model's VAE (the best any transformer could do). */
+  vaeCeiling?: boolean;
   /** Write every generated picture here (PNG, named by measure and case). */
   outDir?: string;
   log?: (s: string) => void;
@@ -54,6 +58,8 @@ export interface EvalReport {
   layout: Measure;
   emoji: Measure & { k: number; gallery: number };
   style: Measure & { withoutLora: number | null };
+  /** With vaeCeiling: hex, layout and emoji scores of the ideal pictures encoded and decoded by the VAE. */
+  vaeCeiling: { hex: number | null; layout: number | null; emoji: number | null } | null;
   cases: { measure: string; prompt: string; pass: boolean; detail: string }[];
 }
 
@@ -145,7 +151,40 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
       await base.release();
     }
   }
-  return { model: o.model, size, steps: o.steps ?? null, hex, layout, emoji, style, cases };
+  const ceiling = o.vaeCeiling ? await vaeCeiling(o.model, size, hexCases, layoutCases, emojiCases, log) : null;
+  return { model: o.model, size, steps: o.steps ?? null, hex, layout, emoji, style, vaeCeiling: ceiling, cases };
+}
+
+/**
+ * The eval's ideal pictures (the drawn shapes, the training emoji) encoded and decoded by the model's
+ * VAE and scored like generated ones: the ceiling the VAE puts on the transformer's scores.
+ */
+async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layoutCases: LayoutCase[], emojiCases: EmojiCase[], log: (s: string) => void): Promise<EvalReport["vaeCeiling"]> {
+  const ck = openCheckpoint(model);
+  if (!ck.vae.config) throw new Error(`${model}: the VAE has no config.json, so its round trip cannot be measured`);
+  const vae = await Flux2Vae.fromFiles(new OrtBackend(), ck.vae.weights, ck.vae.config, ck.vae.format);
+  const roundTrip = async (rgb: Uint8Array): Promise<Img> => {
+    const n = size * size, x = new Float32Array(3 * n);
+    for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) x[c * n + i] = rgb[i * 3 + c] / 127.5 - 1;
+    const y = (await vae.decode((await vae.encode({ data: x, shape: [1, 3, size, size] })).mean)).data as Float32Array;
+    const out = new Uint8Array(n * 3);
+    for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.max(0, Math.min(255, Math.round((y[c * n + i] + 1) * 127.5)));
+    return { rgb: out, width: size, height: size };
+  };
+  log("VAE ceiling...");
+  const hex: boolean[] = [], layout: boolean[] = [], emoji: boolean[] = [];
+  for (const c of hexCases) hex.push(hexAdherence(await roundTrip(drawHexCase(c, size)), c.hex).pass);
+  for (const c of layoutCases) layout.push(layoutAdherence(await roundTrip(drawLayoutCase(c, size)), c.shape, c.position).pass);
+  if (emojiCases.length) {
+    const all = listEmoji();
+    const gallery: Float32Array[] = [];
+    for (const e of all) gallery.push(thumbnailFeature({ rgb: await emojiRgb(e, size), width: size, height: size }));
+    for (const c of emojiCases) {
+      const t = all.findIndex((e) => e.code === c.code);
+      emoji.push(rankOf(thumbnailFeature(await roundTrip(await emojiRgb(all[t], size))), gallery, t) < 5);
+    }
+  }
+  return { hex: count(hex).score, layout: count(layout).score, emoji: count(emoji).score };
 }
 
 function count(passes: boolean[]): Measure {
@@ -167,5 +206,6 @@ export function formatReport(r: EvalReport): string {
     `emoji retrieval top-${r.emoji.k} (among ${r.emoji.gallery} training emoji, 16×16 Lab thumbnails):  ${r.emoji.passed}/${r.emoji.total} = ${pct(r.emoji.score)}`,
     `LoRA style (palette fraction of ${r.style.total} style prompts):                    ${pct(r.style.score)}` +
       (r.style.withoutLora !== null ? ` (without the LoRA: ${pct(r.style.withoutLora)})` : ""),
+    ...(r.vaeCeiling ? [`VAE ceiling (ideal pictures through the VAE): hex ${pct(r.vaeCeiling.hex)}, layout ${pct(r.vaeCeiling.layout)}, emoji ${pct(r.vaeCeiling.emoji)}`] : []),
   ].join("\n");
 }

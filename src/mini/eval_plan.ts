@@ -1,9 +1,9 @@
 // What `flux2 eval` asks a model for, derived from the data set's held-out lists (so the eval and
 // the builder cannot drift apart). Written into every built set as eval.json.
 
-import { HELD_OUT_HEX } from "./colour.js";
-import { HEX_FORM_SHAPES, HELD_OUT_LAYOUTS, LAYOUT_COLOURS, hexPrompt, layoutPrompt, type Position } from "./scenes.js";
-import type { ShapeKind } from "./shapes.js";
+import { HELD_OUT_HEX, NAMED_COLOURS, WHITE, parseHex } from "./colour.js";
+import { HEX_FORM_SHAPES, HELD_OUT_LAYOUTS, LAYOUT_COLOURS, POSITION_CENTRE, SIZES, hexPrompt, layoutPrompt, type Position, type SizeName } from "./scenes.js";
+import { renderScene, type ShapeKind } from "./shapes.js";
 import { emojiPrompt, listEmoji } from "./emoji.js";
 import { STYLE_PHRASE, styleSplit } from "./style.js";
 
@@ -41,4 +41,16 @@ export function evalPlan(): EvalPlan {
   const emoji = Array.from({ length: 100 }, (_, k) => pool[Math.floor(k * step)]).map((e) => ({ prompt: emojiPrompt(e), code: e.code }));
   const style = styleSplit().eval.map((e) => ({ prompt: `${emojiPrompt(e)}, ${STYLE_PHRASE}`, code: e.code }));
   return { hex, layout, emoji, style };
+}
+
+/** The ideal answer to a hex case, drawn as the data set draws the exact form (centred, large). */
+export function drawHexCase(c: HexCase, size: number): Uint8Array {
+  return renderScene(size, parseHex(WHITE), [{ kind: c.shape, cx: size / 2, cy: size / 2, r: SIZES.large * size, colour: parseHex(c.hex) }]);
+}
+
+/** The ideal answer to a layout case at a given size, on white. */
+export function drawLayoutCase(c: LayoutCase, size: number, shapeSize: SizeName = "medium"): Uint8Array {
+  const hex = NAMED_COLOURS.find((n) => n.name === c.colour)!.hex;
+  const [fx, fy] = POSITION_CENTRE[c.position];
+  return renderScene(size, parseHex(WHITE), [{ kind: c.shape, cx: fx * size, cy: fy * size, r: SIZES[shapeSize] * size, colour: parseHex(hex) }]);
 }
