@@ -10,7 +10,7 @@ import { DEFAULT_SCENES, buildMiniDataset, writeContactSheet } from "../src/mini
 const HELP = `usage: node dist/scripts/build-mini-dataset.js --out DIR [options]
 
 Writes the flux2-mini training set in the kohya/ai-toolkit layout (NAME.png + NAME.txt):
-DIR/train/1_scenes (generated shapes), DIR/train/1_emoji (Noto emoji), DIR/style/1_style
+DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style/1_style
 (the LoRA demo set), DIR/eval.json, DIR/manifest.json, DIR/NOTICE.
 
   --out DIR       a new or empty folder (required)

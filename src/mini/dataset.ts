@@ -2,7 +2,8 @@
 // every image NAME.png has its caption in NAME.txt; sub-folders are named REPEATS_name.
 //
 //   OUT/train/1_scenes/scene_000000.png|.txt   generated shapes (src/mini/scenes.ts)
-//   OUT/train/1_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts)
+//   OUT/train/3_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts), 3 repeats
+//                                              per epoch: each emoji must be remembered, a scene only composed
 //   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
 //   OUT/eval.json                              what the eval holds out and asks for
 //   OUT/manifest.json                          seed, size, counts, SHA-256 of every file
@@ -95,8 +96,8 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
       const part = all.slice(i0, i0 + BATCH);
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
-        write(`train/1_emoji/emoji_${e.code}.png`, pngs[k]);
-        write(`train/1_emoji/emoji_${e.code}.txt`, emojiCaption(e, i0 + k + seed) + "\n");
+        write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
+        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaption(e, i0 + k + seed) + "\n");
       });
     }
     nEmoji = all.length;
@@ -142,7 +143,7 @@ export async function writeContactSheet(setDir: string, file: string): Promise<v
     return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(d, f)) : [];
   };
   const scenes = list("train/1_scenes").slice(0, 32);
-  const emoji = list("train/1_emoji");
+  const emoji = list("train/3_emoji");
   const picked = Array.from({ length: Math.min(16, emoji.length) }, (_, k) => emoji[Math.floor((k * emoji.length) / 16)]);
   const files = [...scenes, ...picked, ...list("style/1_style").slice(0, 8)];
   if (!files.length) throw new Error(`${setDir}: no images to show`);
