@@ -3,6 +3,7 @@
 // `run(argv)`; this file only dispatches and prints errors the same way.
 
 import { runConformanceCommand } from "./conformance.js";
+import { runEvalCommand } from "./eval.js";
 import { runGenerateCommand } from "./generate.js";
 import { runEditCommand } from "./edit.js";
 import { runPullCommand } from "./pull.js";
@@ -17,6 +18,7 @@ import { runTrainCommand } from "./train.js";
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
   edit: { summary: "edit with reference images, img2img, inpaint (--mask) or outpaint (--expand)", run: runEditCommand },
+  eval: { summary: "score a model on the flux2-mini benchmark (hex colour, layout, emoji, LoRA style)", run: runEvalCommand },
   serve: { summary: "run the HTTP API (BFL-compatible) and the web studio", run: runServeCommand },
   worker: { summary: "pull generation jobs from a shared Redis queue", run: runWorkerCommand },
   keys: { summary: "manage API keys: add, list, revoke", run: runKeysCommand },

@@ -1,0 +1,88 @@
+// Colours for the flux2-mini data set and its evaluation: hex codes, colour names, sRGB → CIELAB
+// and the CIE76 colour difference ΔE*ab (the Euclidean distance in L*a*b*, D65 white).
+//
+// Hand-written rather than a colour library: the conversion is a dozen lines of the published
+// sRGB and CIELAB formulas, and the data builder and the eval must use exactly the same ones.
+
+export type Rgb = [number, number, number];
+export type Lab = [number, number, number];
+
+export function parseHex(hex: string): Rgb {
+  const m = /^#([0-9a-fA-F]{6})$/.exec(hex);
+  if (!m) throw new Error(`"${hex}" is not a #RRGGBB colour`);
+  const v = parseInt(m[1], 16);
+  return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+}
+
+export function toHex(c: Rgb): string {
+  return "#" + c.map((v) => Math.round(v).toString(16).padStart(2, "0")).join("").toUpperCase();
+}
+
+function linear(v: number): number {
+  const c = v / 255;
+  return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+}
+
+// D65 reference white (CIE 1931 2°), as in the sRGB standard.
+const XN = 0.95047, YN = 1.0, ZN = 1.08883;
+
+function f(t: number): number {
+  return t > 216 / 24389 ? Math.cbrt(t) : (24389 / 27 * t + 16) / 116;
+}
+
+/** 8-bit sRGB → CIELAB (D65). */
+export function rgbToLab(r: number, g: number, b: number): Lab {
+  const R = linear(r), G = linear(g), B = linear(b);
+  const x = (0.4124564 * R + 0.3575761 * G + 0.1804375 * B) / XN;
+  const y = (0.2126729 * R + 0.7151522 * G + 0.072175 * B) / YN;
+  const z = (0.0193339 * R + 0.119192 * G + 0.9503041 * B) / ZN;
+  const fx = f(x), fy = f(y), fz = f(z);
+  return [116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)];
+}
+
+/** CIE76 ΔE*ab. */
+export function deltaE(a: Lab, b: Lab): number {
+  return Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+}
+
+export function hexLab(hex: string): Lab {
+  return rgbToLab(...parseHex(hex));
+}
+
+export const WHITE = "#FFFFFF";
+
+/** Colour names used in captions, with the hex code drawn for each (CSS values where CSS has the name). */
+export const NAMED_COLOURS: { name: string; hex: string }[] = [
+  { name: "red", hex: "#FF0000" }, { name: "orange", hex: "#FFA500" }, { name: "yellow", hex: "#FFFF00" },
+  { name: "green", hex: "#008000" }, { name: "lime", hex: "#32CD32" }, { name: "teal", hex: "#008080" },
+  { name: "cyan", hex: "#00FFFF" }, { name: "blue", hex: "#0000FF" }, { name: "navy", hex: "#000080" },
+  { name: "purple", hex: "#800080" }, { name: "violet", hex: "#EE82EE" }, { name: "magenta", hex: "#FF00FF" },
+  { name: "pink", hex: "#FFC0CB" }, { name: "brown", hex: "#8B4513" }, { name: "maroon", hex: "#800000" },
+  { name: "olive", hex: "#808000" }, { name: "gold", hex: "#FFD700" }, { name: "grey", hex: "#808080" },
+  { name: "black", hex: "#000000" }, { name: "white", hex: "#FFFFFF" },
+];
+
+/**
+ * Hex colours that never appear in the training captions (nor any colour within ΔE 8 of one):
+ * the eval asks for `a #RRGGBB circle on a white background` with these. All are at least ΔE 30
+ * from white so that a shape of the colour is distinguishable from the background.
+ */
+export const HELD_OUT_HEX: string[] = [
+  "#2D5A8E", "#C0392B", "#27AE60", "#8E44AD", "#F39C12", "#16A085", "#D35400", "#2C3E50",
+  "#E84393", "#6C5CE7", "#00B894", "#E1B12C", "#E17055", "#0984E3", "#B33939", "#218C74",
+  "#706FD3", "#CC8E35", "#40407A", "#FF5252", "#33D9B2", "#34ACE0", "#84817A", "#A29BFE",
+];
+
+/** Closest distance from a colour to the held-out set. */
+export function distanceToHeldOut(lab: Lab): number {
+  let best = Infinity;
+  for (const h of HELD_OUT_LAB) best = Math.min(best, deltaE(lab, h));
+  return best;
+}
+
+const HELD_OUT_LAB = HELD_OUT_HEX.map(hexLab);
+
+/** Minimum ΔE between a training colour and any held-out colour. */
+export const HELD_OUT_MARGIN = 8;
+/** Minimum ΔE between a shape and its background (both in training and in the eval prompts). */
+export const MIN_CONTRAST = 30;

@@ -1,0 +1,157 @@
+// Builds the flux2-mini training folder in the kohya / ai-toolkit layout `flux2 train` reads:
+// every image NAME.png has its caption in NAME.txt; sub-folders are named REPEATS_name.
+//
+//   OUT/train/1_scenes/scene_000000.png|.txt   generated shapes (src/mini/scenes.ts)
+//   OUT/train/3_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts), 3 repeats
+//                                              per epoch: each emoji must be remembered, a scene only composed
+//   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
+//   OUT/eval.json                              what the eval holds out and asks for
+//   OUT/manifest.json                          seed, size, counts, SHA-256 of every file
+//   OUT/NOTICE                                 licences of the emoji images and names
+//
+// Deterministic: the same seed, size and counts give the same bytes (PNGs are encoded by sharp
+// with fixed settings; nothing depends on time, order of completion or the machine).
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createHash } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import sharp from "sharp";
+import { drawScene, sampleScene } from "./scenes.js";
+import { emojiCaption, emojiRgb, listEmoji } from "./emoji.js";
+import { restyle, styleCaption, styleSplit } from "./style.js";
+import { evalPlan } from "./eval_plan.js";
+
+export interface BuildOptions {
+  out: string;
+  seed?: number;
+  /** Image side in pixels, 64–128, a multiple of 16. */
+  size?: number;
+  scenes?: number;
+  /** Include the emoji (default true). */
+  emoji?: boolean;
+  /** Include the LoRA style set (default true). */
+  style?: boolean;
+  log?: (s: string) => void;
+}
+
+export interface BuildResult {
+  out: string;
+  counts: { scenes: number; emoji: number; style: number };
+  /** SHA-256 over the manifest's file list (names and hashes): one number that says "same set". */
+  digest: string;
+}
+
+export const DEFAULT_SCENES = 8000;
+
+export function checkSize(size: number): void {
+  if (!Number.isInteger(size) || size < 64 || size > 128 || size % 16 !== 0) {
+    throw new Error(`--size must be 64, 80, 96, 112 or 128 (pixels, a multiple of 16), got ${size}`);
+  }
+}
+
+/** Fixed PNG settings: the same pixels always give the same bytes with this sharp/libvips. */
+export async function encodePng(rgb: Uint8Array, size: number): Promise<Buffer> {
+  return sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width: size, height: size, channels: 3 } })
+    .png({ compressionLevel: 9, adaptiveFiltering: false, palette: false })
+    .toBuffer();
+}
+
+export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult> {
+  const seed = opts.seed ?? 0;
+  const size = opts.size ?? 64;
+  const nScenes = opts.scenes ?? DEFAULT_SCENES;
+  const log = opts.log ?? (() => {});
+  checkSize(size);
+  if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
+  if (!Number.isInteger(nScenes) || nScenes < 0) throw new Error(`--scenes must be a non-negative integer, got ${nScenes}`);
+  if (fs.existsSync(opts.out) && fs.readdirSync(opts.out).length > 0) {
+    throw new Error(`${opts.out} is not empty: give a new or empty folder (the builder never mixes its files with others)`);
+  }
+  const files = new Map<string, string>(); // relative path → sha256
+  const write = (rel: string, data: Buffer | string) => {
+    const file = path.join(opts.out, rel);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, data);
+    files.set(rel.split(path.sep).join("/"), createHash("sha256").update(data).digest("hex"));
+  };
+
+  // Scenes, encoded a few at a time (sharp works off the main thread).
+  const BATCH = 16;
+  for (let i0 = 0; i0 < nScenes; i0 += BATCH) {
+    const ids = Array.from({ length: Math.min(BATCH, nScenes - i0) }, (_, k) => i0 + k);
+    const pngs = await Promise.all(ids.map((i) => encodePng(drawScene(sampleScene(seed, i), size, seed, i), size)));
+    ids.forEach((i, k) => {
+      const name = `train/1_scenes/scene_${String(i).padStart(6, "0")}`;
+      write(`${name}.png`, pngs[k]);
+      write(`${name}.txt`, sampleScene(seed, i).caption + "\n");
+    });
+    if ((i0 / BATCH) % 50 === 0) log(`scenes: ${i0 + ids.length} / ${nScenes}`);
+  }
+
+  let nEmoji = 0;
+  if (opts.emoji !== false) {
+    const all = listEmoji();
+    for (let i0 = 0; i0 < all.length; i0 += BATCH) {
+      const part = all.slice(i0, i0 + BATCH);
+      const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
+      part.forEach((e, k) => {
+        write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
+        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaption(e, i0 + k + seed) + "\n");
+      });
+    }
+    nEmoji = all.length;
+    log(`emoji: ${nEmoji}`);
+  }
+
+  let nStyle = 0;
+  if (opts.style !== false) {
+    for (const e of styleSplit().train) {
+      write(`style/1_style/style_${e.code}.png`, await encodePng(restyle(await emojiRgb(e, size)), size));
+      write(`style/1_style/style_${e.code}.txt`, styleCaption(e) + "\n");
+      nStyle++;
+    }
+    log(`style: ${nStyle}`);
+  }
+
+  write("eval.json", JSON.stringify(evalPlan(), null, 2) + "\n");
+  write("NOTICE", fs.readFileSync(noticeFile(), "utf8"));
+  const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+  const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
+  const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  return { out: opts.out, counts, digest };
+}
+
+/** The repository's NOTICE (copied into every built set, which redistributes the emoji images). */
+function noticeFile(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    if (fs.existsSync(path.join(dir, "NOTICE")) && fs.existsSync(path.join(dir, "package.json"))) return path.join(dir, "NOTICE");
+    dir = path.dirname(dir);
+  }
+  throw new Error("the repository's NOTICE file was not found next to package.json");
+}
+
+/**
+ * A picture of a built set for the docs: the first 32 scenes, 16 emoji spread over the list and
+ * 8 style images, 8 per row, each shown at twice its size (nearest neighbour, so pixels stay visible).
+ */
+export async function writeContactSheet(setDir: string, file: string): Promise<void> {
+  const list = (sub: string) => {
+    const d = path.join(setDir, sub);
+    return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(d, f)) : [];
+  };
+  const scenes = list("train/1_scenes").slice(0, 32);
+  const emoji = list("train/3_emoji");
+  const picked = Array.from({ length: Math.min(16, emoji.length) }, (_, k) => emoji[Math.floor((k * emoji.length) / 16)]);
+  const files = [...scenes, ...picked, ...list("style/1_style").slice(0, 8)];
+  if (!files.length) throw new Error(`${setDir}: no images to show`);
+  const size = (await sharp(files[0]).metadata()).width!;
+  const cell = 2 * size + 4, cols = 8, rows = Math.ceil(files.length / cols);
+  const tiles = await Promise.all(files.map((f) => sharp(f).resize(2 * size, 2 * size, { kernel: "nearest" }).png().toBuffer()));
+  await sharp({ create: { width: cols * cell + 4, height: rows * cell + 4, channels: 3, background: "#888888" } })
+    .composite(tiles.map((input, i) => ({ input, left: 4 + (i % cols) * cell, top: 4 + Math.floor(i / cols) * cell })))
+    .png({ compressionLevel: 9 })
+    .toFile(file);
+}

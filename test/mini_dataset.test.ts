@@ -1,0 +1,93 @@
+// The flux2-mini data set builder: deterministic bytes, the caption forms the issue asks for, and
+// nothing the eval holds out in a training caption.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { buildMiniDataset } from "../src/mini/dataset.js";
+import { HELD_OUT_LAYOUTS, sampleScene, SIZES } from "../src/mini/scenes.js";
+import { HELD_OUT_HEX } from "../src/mini/colour.js";
+import { SHAPES } from "../src/mini/shapes.js";
+import { emojiCaption, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
+import { repoRoot } from "./golden.js";
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-data-"));
+
+test("the same seed gives the same bytes; another seed gives another set", async () => {
+  const a = path.join(tmp(), "a"), b = path.join(tmp(), "b"), c = path.join(tmp(), "c");
+  const ra = await buildMiniDataset({ out: a, seed: 7, scenes: 24, emoji: false });
+  const rb = await buildMiniDataset({ out: b, seed: 7, scenes: 24, emoji: false });
+  const rc = await buildMiniDataset({ out: c, seed: 8, scenes: 24, emoji: false });
+  assert.equal(ra.digest, rb.digest);
+  assert.notEqual(ra.digest, rc.digest);
+  assert.deepEqual(ra.counts, { scenes: 24, emoji: 0, style: 25 });
+  const files = Object.keys(JSON.parse(fs.readFileSync(path.join(a, "manifest.json"), "utf8")).files);
+  assert.equal(files.filter((f) => f.startsWith("train/1_scenes/")).length, 48); // image + caption each
+  for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), `${f} differs between two builds`);
+  // kohya layout: every image has its same-name caption, and the images are 64×64 PNGs.
+  for (const f of files.filter((x) => x.endsWith(".png"))) {
+    assert.ok(files.includes(f.replace(/\.png$/, ".txt")), `${f} has no caption`);
+    const png = fs.readFileSync(path.join(a, f));
+    assert.equal(png.readUInt32BE(16), 64);
+    assert.equal(png.readUInt32BE(20), 64);
+  }
+  assert.match(fs.readFileSync(path.join(a, "NOTICE"), "utf8"), /Noto Emoji/);
+});
+
+test("the script builds the same set from the command line, and refuses a non-empty folder or a bad size", () => {
+  const script = path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js");
+  const dir = path.join(tmp(), "set");
+  const run = (args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
+  const r = run(["--out", dir, "--seed", "7", "--scenes", "24", "--no-emoji"]);
+  assert.equal(r.status, 0, r.stderr);
+  const digest = /digest ([0-9a-f]{64})/.exec(r.stdout)?.[1];
+  const again = run(["--out", path.join(tmp(), "set"), "--seed", "7", "--scenes", "24", "--no-emoji"]);
+  assert.equal(/digest ([0-9a-f]{64})/.exec(again.stdout)?.[1], digest);
+  const full = run(["--out", dir, "--scenes", "2", "--no-emoji"]);
+  assert.equal(full.status, 1);
+  assert.match(full.stderr, /not empty/);
+  const bad = run(["--out", path.join(tmp(), "x"), "--size", "72"]);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--size must be 64, 80, 96, 112 or 128/);
+});
+
+test("captions: the exact hex form for circle, square and triangle, plain and JSON forms, no held-out colour or layout", () => {
+  const N = 3000;
+  const scenes = Array.from({ length: N }, (_, i) => sampleScene(0, i));
+  const hexForm = /^a #[0-9A-F]{6} (circle|square|triangle) on a white background$/;
+  for (const shape of ["circle", "square", "triangle"]) {
+    assert.ok(scenes.filter((s) => hexForm.test(s.caption) && s.caption.endsWith(` ${shape} on a white background`)).length > 100, `too few "a #RRGGBB ${shape} on a white background" captions`);
+  }
+  const json = scenes.filter((s) => s.json);
+  assert.ok(json.length > 300 && json.length < N - 300, `JSON captions: ${json.length} of ${N}`);
+  for (const s of json) {
+    const j = JSON.parse(s.caption);
+    assert.deepEqual(Object.keys(j), ["scene", "subjects", "background", "palette"]);
+    assert.ok(j.palette.every((h: string) => /^#[0-9A-F]{6}$/.test(h)));
+    assert.equal(j.subjects.length, s.subjects.length);
+  }
+  for (const s of scenes) {
+    for (const h of HELD_OUT_HEX) assert.ok(!s.caption.includes(h) && s.background.hex !== h && s.subjects.every((x) => x.colour.hex !== h), `held-out ${h} in "${s.caption}"`);
+    for (const x of s.subjects) assert.ok(!HELD_OUT_LAYOUTS.some((h) => h.shape === x.shape && h.position === x.position), `held-out layout in "${s.caption}"`);
+  }
+  // Every shape, position, size and kind occurs, and colours come as names and as hex codes.
+  const subjects = scenes.flatMap((s) => s.subjects);
+  for (const shape of SHAPES) assert.ok(subjects.some((x) => x.shape === shape), shape);
+  for (const size of Object.keys(SIZES)) assert.ok(subjects.some((x) => x.size === size), size);
+  for (const kind of ["hex", "single", "pair", "row"]) assert.ok(scenes.some((s) => s.kind === kind), kind);
+  assert.ok(subjects.some((x) => x.colour.word.startsWith("#")) && subjects.some((x) => /^[a-z]+$/.test(x.colour.word)));
+  assert.ok(scenes.some((s) => /above|below/.test(s.caption)) && scenes.some((s) => s.background.word.startsWith("#")));
+});
+
+test("emoji: Noto images with emojibase names, no skin-tone components", () => {
+  const all = listEmoji();
+  assert.ok(all.length > 1800, `${all.length} emoji`);
+  const apple = all.find((e) => e.label === "red apple");
+  assert.ok(apple && fs.existsSync(apple.image));
+  assert.equal(emojiPrompt(apple), "a red apple");
+  assert.equal(emojiCaption(apple, 0), "a red apple");
+  assert.ok(!all.some((e) => e.group === "component"));
+  assert.equal(new Set(all.map((e) => e.code)).size, all.length);
+});
