@@ -126,6 +126,10 @@ describe("submit checks", () => {
     const jobs = (await api(s.url, "GET", "/v1/jobs?limit=200")).body.jobs.filter((j: any) => j.result?.prompt === "once only" || j.id === a.body.id);
     assert.equal(jobs.filter((j: any) => j.id === a.body.id).length, 1);
 
+    // Documented in the OpenAPI document.
+    const doc = (await api(s.url, "GET", "/openapi.json")).body;
+    assert.ok(doc.paths[MODEL].post.parameters.some((p: any) => p.name === "Idempotency-Key" && p.in === "header"));
+
     // Persisted: a restarted server still answers the key with the first job.
     await s.close();
     s = await testServer({ dataDir });
