@@ -146,3 +146,17 @@ test("a VAE config with fewer blocks or layers than its weights is refused, nami
   await assert.rejects(pipe.generate({ prompt: "x", width: 32, height: 32 }), new RegExp(`the weights hold ${cfg.layers_per_block} ResNets in the first encoder block \\(layers_per_block\\) but the config needs ${cfg.layers_per_block + 1}`));
   await pipe.release();
 });
+
+test("--transformer takes diffusers weights: a folder, a file beside its config.json, or a file alone (config inferred)", () => {
+  const own = transformerConfig(openCheckpoint(distilled));
+  const folder = path.join(distilled, "transformer");
+  const file = path.join(folder, "diffusion_pytorch_model.safetensors");
+  const alone = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "flux2-ck-")), "weights.safetensors");
+  fs.copyFileSync(file, alone);
+  for (const t of [folder, file, alone]) {
+    const ck = openCheckpoint(distilled, { transformer: t });
+    assert.equal(ck.transformer.format, "diffusers");
+    assert.equal(ck.transformer.config === null, t === alone);
+    assert.deepEqual(transformerConfig(ck), own, t);
+  }
+});

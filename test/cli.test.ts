@@ -155,6 +155,14 @@ test("inpainting, outpainting and their input errors", async () => {
 
   const mismatch = flux2(["edit", "--model", base, "-i", img, "--mask", goldenPath("edit/klein_kv__ref1.png"), "--prompt", "x"], dir);
   assert.match(mismatch.err, /the mask is 72×69 but the image is/);
+  // An animated mask is refused (sharp would silently read its first frame).
+  const frames = Buffer.alloc(64 * 48 * 4 * 2, 255);
+  frames.fill(0, 0, 64 * 48 * 4 - 1); // two different frames (identical ones are merged)
+  await sharp(frames, { raw: { width: 64, height: 48 * 2, channels: 4, pageHeight: 48 } } as never).gif().toFile(path.join(dir, "anim.gif"));
+  assert.equal((await sharp(path.join(dir, "anim.gif")).metadata()).pages, 2);
+  const anim = flux2(["edit", "--model", base, "-i", img, "--mask", "anim.gif", "--prompt", "x"], dir);
+  assert.equal(anim.code, 1);
+  assert.match(anim.err, /anim\.gif: the mask is animated \(2 frames\); give a single-frame PNG/);
   const bad = path.join(dir, "bad.png");
   fs.writeFileSync(bad, "not an image");
   assert.match(flux2(["edit", "--model", distilled, "-i", bad, "--prompt", "x"], dir).err, /bad\.png/);

@@ -5,12 +5,18 @@
 // recorded once.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { api, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
-import { redisAvailable, startRedis, type TestRedis } from "./helpers/redis.js";
-import { tempDir } from "./helpers/server.js";
-import { RespClient } from "../src/server/redis_resp.js";
+import { api, serverUrl, sleep, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
+import { redisAvailable, startRedis, startSentinel, startTlsRedis, type TestRedis } from "./helpers/redis.js";
+import { spawnSync } from "node:child_process";
+import { repoRoot } from "./golden.js";
+import { Redis } from "ioredis";
+import { redactedUrl, reconnectDelay, redisOptions } from "../src/server/redis_conn.js";
+import { ImageStore } from "../src/server/images.js";
+import { imageKey, RedisImages } from "../src/server/redis_images.js";
+import { pngImage, tempDir } from "./helpers/server.js";
 
 const MODEL = "flux-2-klein-4b";
 
@@ -18,7 +24,7 @@ function events(c: Child, kind: string): { id: string; worker: string; attempt: 
   return c.out.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((e) => e.event === kind);
 }
 
-describe("redis queue with two workers", { skip: redisAvailable() ? false : "redis-server is not installed", timeout: 180_000 }, () => {
+describe("redis queue with two workers", { skip: redisAvailable() ? false : "redis-server is not installed", timeout: 300_000 }, () => {
   let redis: TestRedis;
   let server: Child;
   let workers: Child[] = [];
@@ -87,8 +93,25 @@ describe("redis queue with two workers", { skip: redisAvailable() ? false : "red
     assert.equal(events(victim, "done").filter((e) => e.id === id).length, 0);
     const job = (await api(url, "GET", `/v1/jobs/${id}`)).body;
     assert.equal(job.state, "ready");
+    // The takeover is the job's second run, and says so.
+    assert.equal(job.attempts, 2);
     // Restart the victim so `after` stops a live process set.
     workers = [survivor, startWorker("w2")];
+  });
+
+  test("Redis itself restarted mid-run (no persistence, so it forgets every job): no job is lost", async () => {
+    const subs = await Promise.all(Array.from({ length: 6 }, (_, i) => api(url, "POST", `/v1/${MODEL}`, { prompt: `restart ${i}`, width: 160, height: 160, seed: i })));
+    for (const s of subs) assert.equal(s.status, 200, JSON.stringify(s.body));
+    const ids = subs.map((s) => s.body.id as string);
+    await waitFor("a job to run", async () => (await api(url, "GET", `/v1/get_result?id=${ids[0]}`)).body.state === "running", 20_000);
+    const port = redis.port;
+    await redis.stop();
+    await sleep(1000); // clients see the connection drop and start reconnecting with backoff
+    redis = await startRedis(port);
+    // The server re-adds what Redis forgot; workers reconnect, re-advertise and run them.
+    for (const id of ids) assert.equal((await untilDone(url, id, {}, 120_000)).status, "Ready", id);
+    const next = await untilDone(url, (await api(url, "POST", `/v1/${MODEL}`, { prompt: "after the restart", width: 64, height: 64 })).body.id, {}, 30_000);
+    assert.equal(next.status, "Ready");
   });
 
   test("cancel through Redis: a waiting job is removed, a running one stops", async () => {
@@ -106,29 +129,145 @@ describe("redis queue with two workers", { skip: redisAvailable() ? false : "red
   });
 });
 
-describe("RESP client", { skip: redisAvailable() ? false : "redis-server is not installed" }, () => {
-  test("replies of every type, binary-safe arguments, errors, and reconnecting after a Redis restart", async () => {
-    let redis = await startRedis();
-    const c = new RespClient(redis.url, { autoReconnect: true });
+describe("Redis connection options (ioredis)", () => {
+  test("--queue URLs: TLS, ACL user and password, Sentinel, database; bad URLs say what to write", () => {
+    const plain = redisOptions("redis://10.0.0.5:6380/2", {});
+    assert.deepEqual([plain.host, plain.port, plain.db, plain.tls, plain.username, plain.password], ["10.0.0.5", 6380, 2, undefined, undefined, undefined]);
+    const tls = redisOptions("rediss://flux:s%40cret@redis.example.com", {});
+    assert.deepEqual([tls.host, tls.port, tls.username, tls.password], ["redis.example.com", 6379, "flux", "s@cret"]);
+    assert.deepEqual(tls.tls, {});
+    // The password may come from the environment instead of the command line.
+    assert.equal(redisOptions("redis://flux@h:1", { FLUX2_REDIS_PASSWORD: "envpw" }).password, "envpw");
+    const sen = redisOptions("rediss+sentinel://u:p@s1:26379,[::1]:26380,s3/mymaster/1", { FLUX2_SENTINEL_PASSWORD: "sp" });
+    assert.deepEqual(sen.sentinels, [{ host: "s1", port: 26379 }, { host: "::1", port: 26380 }, { host: "s3", port: 26379 }]);
+    assert.deepEqual([sen.name, sen.db, sen.username, sen.password, sen.sentinelPassword, sen.enableTLSForSentinelMode], ["mymaster", 1, "u", "p", "sp", true]);
+    assert.throws(() => redisOptions("http://h:6379"), /unsupported scheme "http:"/);
+    assert.throws(() => redisOptions("redis+sentinel://s1:26379"), /needs the master's name/);
+    assert.throws(() => redisOptions("redis://h/x"), /database must be a number/);
+    assert.throws(() => redisOptions("redis://h:1?tls=1"), /query or fragment/);
+    assert.throws(() => redisOptions("redis://a:1,b:2"), /several hosts; that is for Sentinel/);
+    assert.throws(() => redisOptions("redis://h:99999"), /cannot read the address "h:99999"/);
+    assert.equal(redactedUrl("rediss://flux:secret@h:6379"), "rediss://flux:***@h:6379");
+    // Backoff grows and is capped (with ±25% jitter).
+    assert.ok(reconnectDelay(1) <= 125 && reconnectDelay(20) >= 3750 && reconnectDelay(20) <= 6250);
+  });
+
+  test("AUTH with an ACL user against a real redis-server; a wrong password is refused clearly", { skip: redisAvailable() ? false : "redis-server is not installed" }, async () => {
+    const redis = await startRedis(undefined, ["--user", "flux", "on", ">pw1", "~*", "&*", "+@all", "--user", "default", "off"]);
     try {
-      await c.connect();
-      assert.equal(await c.send("PING"), "PONG");
-      assert.equal(await c.send("SET", ["k", Buffer.from([0xe2, 0x82, 0xac])]), "OK");
-      assert.equal(await c.send("GET", ["k"]), "€");
-      assert.equal(await c.send("GET", ["missing"]), null);
-      assert.equal(await c.send("INCR", ["n"]), 1);
-      await c.send("RPUSH", ["l", "a", "b"]);
-      assert.deepEqual(await c.send("LRANGE", ["l", 0, -1]), ["a", "b"]);
-      assert.deepEqual(await Promise.all([c.send("INCR", ["n"]), c.send("INCR", ["n"]), c.send("INCR", ["n"])]), [2, 3, 4]); // pipelined, in order
-      await assert.rejects(c.send("INCR", ["l"]), /WRONGTYPE/);
-      const port = redis.port;
-      await redis.stop();
-      await assert.rejects(c.send("PING"), /Connection closed|cannot reach/);
-      redis = await startRedis(port);
-      assert.equal(await c.send("PING"), "PONG");
+      const ok = new Redis({ ...redisOptions(`redis://flux:pw1@127.0.0.1:${redis.port}`, {}), maxRetriesPerRequest: 0, lazyConnect: true });
+      await ok.connect();
+      assert.equal(await ok.ping(), "PONG");
+      ok.disconnect();
+      const bad = new Redis({ ...redisOptions(`redis://flux:wrong@127.0.0.1:${redis.port}`, {}), maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+      const errors: string[] = [];
+      bad.on("error", (e: Error) => errors.push(e.message));
+      await assert.rejects(bad.connect());
+      assert.match(errors.join("\n"), /WRONGPASS|invalid username-password/);
+      bad.disconnect();
     } finally {
-      c.close();
       await redis.stop();
+    }
+  });
+});
+
+describe("Redis over TLS and through Sentinel", { skip: redisAvailable() ? false : "redis-server is not installed" }, () => {
+  test("rediss:// verifies the server against the system CAs plus NODE_EXTRA_CA_CERTS", async () => {
+    const redis = await startTlsRedis(tempDir("flux2-tls-"));
+    // A separate process: NODE_EXTRA_CA_CERTS is read when Node starts.
+    const ping = (env: Record<string, string>) => spawnSync(process.execPath, ["--input-type=module", "-e", `
+      import { Redis } from "ioredis";
+      import { redisOptions } from "./dist/src/server/redis_conn.js";
+      const c = new Redis({ ...redisOptions(process.argv[1]), maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+      c.on("error", () => {});
+      try { await c.connect(); console.log(await c.ping()); } catch (e) { console.log("refused: " + e.message); }
+      c.disconnect();`, redis.url], { cwd: repoRoot, encoding: "utf8", env: { ...process.env, ...env }, timeout: 20_000 });
+    try {
+      assert.equal(ping({ NODE_EXTRA_CA_CERTS: redis.ca }).stdout.trim(), "PONG");
+      // Without the CA the self-signed server is not trusted: TLS is really checked.
+      assert.match(ping({}).stdout, /refused/);
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  test("redis+sentinel:// asks the Sentinel for the master and talks to it", async () => {
+    const master = await startRedis();
+    const sentinel = await startSentinel(master.port, "mymaster", tempDir("flux2-sentinel-"));
+    const viaSentinel = new Redis({ ...redisOptions(sentinel.url, {}), lazyConnect: true });
+    const direct = new Redis(redisOptions(master.url, {}));
+    try {
+      await viaSentinel.connect();
+      await viaSentinel.set("flux2:via", "sentinel");
+      assert.equal(await direct.get("flux2:via"), "sentinel");
+    } finally {
+      viaSentinel.disconnect();
+      direct.disconnect();
+      await sentinel.stop();
+      await master.stop();
+    }
+  });
+});
+
+describe("worker and server on separate data folders (images through Redis)", { skip: redisAvailable() ? false : "redis-server is not installed", timeout: 120_000 }, () => {
+  let redis: TestRedis;
+  let server: Child;
+  let worker: Child;
+  let url = "";
+  const serverDir = tempDir("flux2-srv-"), workerDir = tempDir("flux2-wrk-");
+  const files = (dir: string) => fs.readdirSync(path.join(dir, "images"), { recursive: true }).map(String).filter((f) => /\.(png|jpg)$/.test(f)).map((f) => path.basename(f));
+
+  before(async () => {
+    redis = await startRedis();
+    server = spawnCli(["serve", "--port", "0", "--data", serverDir, "--queue", redis.url]);
+    url = await serverUrl(server);
+    worker = spawnCli(["worker", "--queue", redis.url, "--model", `${MODEL}=${TINY}`, "--data", workerDir, "--threads", "1", "--name", "remote"]);
+    await waitFor("the worker", () => events(worker, "ready").length > 0 || (worker.proc.exitCode !== null && Promise.reject(new Error(worker.err.join("\n")))), 30_000);
+    await waitFor("the model to be advertised", async () => (await api(url, "GET", "/v1/models")).body.models.some((m: any) => m.id === MODEL && m.available), 15_000);
+  });
+
+  after(async () => {
+    if (worker) await stop(worker);
+    if (server) await stop(server);
+    await redis?.stop();
+  });
+
+  test("text to image and an edit with an input image: both Ready, served by the server from its own folder", async () => {
+    const t2i = await untilDone(url, (await api(url, "POST", `/v1/${MODEL}`, { prompt: "far away", width: 64, height: 64, seed: 1 })).body.id, {}, 60_000);
+    assert.equal(t2i.status, "Ready", JSON.stringify(t2i));
+    const input = await pngImage(80, 64);
+    const sub = await api(url, "POST", `/v1/${MODEL}`, { prompt: "edit it", input_image: input.toString("base64"), seed: 2 });
+    assert.equal(sub.status, 200, JSON.stringify(sub.body));
+    const edit = await untilDone(url, sub.body.id, {}, 60_000);
+    assert.equal(edit.status, "Ready", JSON.stringify(edit));
+    for (const r of [t2i, edit]) {
+      const name = path.basename(new URL(r.result.sample).pathname);
+      const img = await fetch(r.result.sample);
+      assert.equal(img.status, 200);
+      assert.equal(createHash("sha256").update(Buffer.from(await img.arrayBuffer())).digest("hex"), name.split(".")[0]);
+      // Written by the worker in its folder, copied into the server's.
+      assert.ok(files(workerDir).includes(name) && files(serverDir).includes(name), name);
+    }
+    // The input went the other way: submitted to the server, read by the worker from Redis.
+    const inputName = `${createHash("sha256").update(input).digest("hex")}.png`;
+    assert.ok(files(serverDir).includes(inputName) && files(workerDir).includes(inputName));
+  });
+
+  test("copies are checked against their names, expire, and say so when gone", async () => {
+    const c = new Redis(redisOptions(redis.url, {}));
+    try {
+      const a = new ImageStore(path.join(tempDir(), "images")), b = new ImageStore(path.join(tempDir(), "images"));
+      const name = await a.put(await pngImage(8, 8), "png");
+      await new RedisImages(c, a).push(name, 60);
+      assert.ok((await c.ttl(imageKey(name))) > 50);
+      await new RedisImages(c, b).pull(name);
+      assert.ok(b.has(name));
+      const other = `${"0".repeat(64)}.png`;
+      await c.set(imageKey(other), "not those bytes");
+      await assert.rejects(new RedisImages(c, b).pull(other), /does not match its name/);
+      await assert.rejects(new RedisImages(c, b).pull(`${"1".repeat(64)}.png`), /no longer in Redis .* submit the job again/);
+    } finally {
+      c.disconnect();
     }
   });
 });

@@ -242,6 +242,8 @@ describe("studio (Chromium, real server)", { skip }, () => {
 
   it("loads settings from a dropped flux2 PNG (tEXt/iTXt parsed in the browser)", async () => {
     const src = await page.locator(`[data-job="${firstJob}"] img`).getAttribute("src");
+    // A same-origin path: the server's absolute URLs use --public-url or its listen address, which the browser may know by another name.
+    assert.match(src ?? "", /^\/v1\/images\/[0-9a-f]{64}\.png$/);
     const pngBytes = Buffer.from(await (await fetch(new URL(src!, server.url))).arrayBuffer());
     await page.fill("#prompt", "");
     await page.fill("#seed", "7");

@@ -65,6 +65,9 @@ async function readImage(file: string, maxPixels: number): Promise<ReferenceImag
 
 async function readMask(file: string, maxPixels: number): Promise<{ data: Uint8Array; width: number; height: number }> {
   let raw: { data: Buffer; info: { width: number; height: number } };
+  // sharp reads the first frame of an animation: a mask must be one image, as every input is.
+  const pages = await sharp(file, { limitInputPixels: maxPixels }).metadata().then((m) => m.pages ?? 1, () => 1);
+  if (pages > 1) throw new InvalidRequestError(`${file}: the mask is animated (${pages} frames); give a single-frame PNG`);
   try {
     raw = await sharp(file, { limitInputPixels: maxPixels }).flatten({ background: "#000000" }).greyscale().raw().toBuffer({ resolveWithObject: true });
   } catch (e) {

@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import { defaultConfig, defaultDataDir, isLoopbackHost, type ServerConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
+import { redisOptions } from "../server/redis_conn.js";
 import { parseModelSpec } from "../server/models.js";
 import { SIGNATURE_HEADER } from "../server/webhooks.js";
 
@@ -17,8 +18,9 @@ Listening:
   --port P                port (default 8080; 0 picks a free one)
   --host H                address (default 127.0.0.1). On anything but loopback
                           every request needs an API key (x-key header)
-  --public-url URL        base of the URLs in results and webhooks (default: the
-                          Host the client used; for webhooks the listen address)
+  --public-url URL        base of the URLs in results and webhooks, e.g.
+                          https://flux.example.com (default: the listen address;
+                          the request's Host header is never used)
 
 Models:
   --model ID=DIR          serve the checkpoint folder DIR as model ID, e.g.
@@ -35,9 +37,12 @@ Storage and queue:
   --data DIR              jobs database (SQLite) and image store (default
                           $FLUX2_DATA, else $XDG_DATA_HOME/flux2ts, i.e.
                           ${defaultDataDir()})
-  --queue URL             redis://HOST:PORT[/DB]: run local models on
-                          \`flux2 worker\` processes through Redis (BullMQ) instead
-                          of in this process; workers must share --data's images
+  --queue URL             run local models on \`flux2 worker\` processes through
+                          Redis (BullMQ) instead of in this process. URL:
+                          redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://...
+                          (TLS) or redis+sentinel://HOST:PORT,HOST:PORT/MASTER[/DB]
+                          (rediss+sentinel:// for TLS); the password may instead
+                          be in $FLUX2_REDIS_PASSWORD. Reconnects with backoff
   --lease S               seconds before a silent running job counts as
                           interrupted (default 30)
   --max-attempts N        runs a job gets when interrupted by crashes (default 2:
@@ -87,10 +92,25 @@ export function numFlag(v: string | undefined, name: string, lo: number, hi: num
   return n;
 }
 
+/** --public-url: an absolute http(s) URL without query or fragment (a path prefix is kept). */
+function publicUrlFlag(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new Error(`--public-url takes an absolute URL such as https://flux.example.com, got "${v}"`);
+  }
+  if ((u.protocol !== "http:" && u.protocol !== "https:") || u.search || u.hash || u.username || u.password) {
+    throw new Error(`--public-url must be an http(s) URL with no query, fragment or credentials, got "${v}"`);
+  }
+  return u.href.replace(/\/$/, "");
+}
+
 export function serveConfig(argv: string[]): ServerConfig | null {
   const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
   if (v.help) return null;
-  if (v.queue && !/^redis:\/\//.test(v.queue)) throw new Error(`--queue takes a redis://HOST:PORT URL, got "${v.queue}"`);
+  if (v.queue) redisOptions(v.queue); // a bad URL is refused now, with what to write instead
   const d = defaultConfig();
   const body = numFlag(v["body-limit"], "body-limit", 1, 4096, false);
   const lease = numFlag(v.lease, "lease", 1, 86400, false);
@@ -98,7 +118,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   return defaultConfig({
     host: v.host ?? d.host,
     port: numFlag(v.port, "port", 0, 65535) ?? d.port,
-    publicUrl: v["public-url"],
+    publicUrl: publicUrlFlag(v["public-url"]),
     models: (v.model ?? []).map(parseModelSpec),
     bflKey: v["bfl-key"] ?? d.bflKey,
     bflBaseUrl: v["bfl-url"] ?? d.bflBaseUrl,
@@ -146,6 +166,9 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const server = await startServer(cfg, log);
   const models = cfg.models.map((m) => m.id).concat(cfg.bflKey ? ["flux-2-pro", "flux-2-max", "flux-2-flex"] : []);
   console.log(`flux2 serve: listening on ${server.url} (data ${cfg.dataDir}, queue ${cfg.queue ?? "embedded"}, models ${models.join(", ") || "none"})`);
+  if (!cfg.publicUrl && (cfg.host === "0.0.0.0" || cfg.host === "::")) {
+    log(`note: result and polling URLs start with ${server.url}; give --public-url with the address clients use to reach this server`);
+  }
   if (server.keysRequired && server.store.keyCount() === 0) {
     log(`warning: API keys are required ${isLoopbackHost(cfg.host) ? "(--require-keys)" : `(listening on ${cfg.host})`} but none exist: create one with flux2 keys add --data ${cfg.dataDir}`);
   }

@@ -279,6 +279,7 @@ export class TransformerWeights {
 
   /** Infer the config of a BFL file from tensor shapes (golden README, "transformer" kind). */
   inferConfig(): TransformerConfig {
+    if (this.format === "diffusers") return this.inferDiffusersConfig();
     const p = this.prefix;
     const shape = (n: string) => this.stored(p + n).shape;
     const [inner, inChannels] = shape("img_in.weight");
@@ -294,6 +295,28 @@ export class TransformerWeights {
       timestep_guidance_channels: tgc, mlp_ratio: mlpIn / 2 / inner,
       axes_dims_rope: [headDim / 4, headDim / 4, headDim / 4, headDim / 4], rope_theta: 2000, eps: 1e-6,
       guidance_embeds: this.set.keys().some((k) => k.startsWith(p + "guidance_in.")),
+    };
+  }
+
+  /**
+   * The same for a diffusers-named file without its config.json. Shapes give every size; RoPE
+   * theta, eps and the rotary axes are not stored in weights, so they take the values every
+   * FLUX.2 model uses (as for BFL files).
+   */
+  private inferDiffusersConfig(): TransformerConfig {
+    const shape = (n: string) => this.stored(n).shape;
+    const [inner, inChannels] = shape("x_embedder.weight");
+    const blocks = this.blockCounts();
+    const first = blocks.double > 0 ? "transformer_blocks.0.attn.norm_q.weight" : "single_transformer_blocks.0.attn.norm_q.weight";
+    const headDim = shape(first)[0];
+    const mlp = blocks.double > 0 ? shape("transformer_blocks.0.ff.linear_in.weight")[0] / 2 : (shape("single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight")[0] - 3 * inner) / 2;
+    return {
+      patch_size: 1, in_channels: inChannels, out_channels: null,
+      num_layers: blocks.double, num_single_layers: blocks.single,
+      attention_head_dim: headDim, num_attention_heads: inner / headDim, joint_attention_dim: shape("context_embedder.weight")[1],
+      timestep_guidance_channels: shape("time_guidance_embed.timestep_embedder.linear_1.weight")[1], mlp_ratio: mlp / inner,
+      axes_dims_rope: [headDim / 4, headDim / 4, headDim / 4, headDim / 4], rope_theta: 2000, eps: 1e-6,
+      guidance_embeds: this.set.keys().some((k) => k.startsWith("time_guidance_embed.guidance_embedder.")),
     };
   }
 

@@ -221,13 +221,23 @@ function diffusersVae(root: string) {
   return { weights: dir, config: componentConfig(dir, "vae"), format: "diffusers" as const };
 }
 
+/**
+ * A transformer given on its own (--transformer): a BFL file, or diffusers weights (a file, an
+ * index or a transformer/ folder). Diffusers weights use the config.json beside them when there
+ * is one; otherwise, like BFL files, their config is inferred from the tensor shapes.
+ */
 function singleTransformer(file: string) {
   const set = WeightSet.open(file);
+  let format: TransformerFormat;
   try {
-    return { weights: file, config: null, format: TransformerWeights.detectFormat(set) };
+    format = TransformerWeights.detectFormat(set);
   } finally {
     set.close();
   }
+  if (format === "bfl") return { weights: file, config: null, format };
+  const dir = fs.statSync(file).isDirectory() ? file : path.dirname(file);
+  const cfg = path.join(dir, "config.json");
+  return { weights: file, config: fs.existsSync(cfg) ? componentConfig(dir, "transformer") : null, format };
 }
 
 /** A VAE given as a diffusers vae/ folder or a BFL ae.safetensors (config from the checkpoint's vae/). */

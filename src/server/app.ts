@@ -51,6 +51,19 @@ function errorHandler(bodyLimit: number, log: (s: string) => void) {
   };
 }
 
+/** Routes anyone may GET: the model list and images (their names are content hashes, like BFL's signed delivery URLs). */
+const PUBLIC_ROUTES = new Set(["/v1/models", "/v1/images/:name"]);
+
+/** The matched route's pattern; for an unmatched request its decoded path (an undecodable one counts as under /v1/: checked). */
+function routePath(pattern: string | undefined, url: string): string {
+  if (pattern) return pattern;
+  try {
+    return decodeURIComponent(url.split("?")[0]);
+  } catch {
+    return "/v1/";
+  }
+}
+
 export async function startServer(cfg: ServerConfig, log: (s: string) => void = (s) => process.stderr.write(s + "\n")): Promise<RunningServer> {
   // Models first: a bad --model fails before anything is opened.
   const registry = new ModelRegistry(cfg.models, !!cfg.bflKey, cfg.queue ? "redis workers" : "this process");
@@ -74,7 +87,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3 },
       providerRunner(new BflClient(bfl), images, store, bfl));
   }
-  if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log);
+  if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log, images);
 
   const keysRequired = needKeys(cfg);
   const service = new JobService(cfg, store, images, registry, lifecycle, queues);
@@ -82,20 +95,19 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   const app = Fastify({ bodyLimit: cfg.bodyLimit, logger: false, forceCloseConnections: true, return503OnClosing: true });
   app.decorateRequest("principal", null as never);
   app.addHook("onRequest", async (req, reply) => {
-    const p = req.url.split("?")[0];
-    // Public: the model list and images (their names are content hashes, like BFL's signed delivery URLs).
-    const open = req.method === "GET" && (p === "/v1/models" || p.startsWith("/v1/images/"));
+    // Decide on the route the router matched, which it found after decoding the path, never on the
+    // raw URL: "/%761/jobs/ID" is routed to /v1/jobs/:id and must be checked like it.
+    const route = routePath(req.routeOptions.url, req.url);
+    if (!route.startsWith("/v1/") || (req.method === "GET" && PUBLIC_ROUTES.has(route))) return;
     // Browsers' EventSource cannot send headers: the events stream also takes ?key=.
-    const key = req.headers["x-key"] ?? (p.endsWith("/events") ? (req.query as { key?: string }).key : undefined);
-    if (p.startsWith("/v1/") && !open) {
-      req.principal = authenticate(store, key, keysRequired);
-      if (req.principal.warning) reply.header(WARNING_HEADER, req.principal.warning);
-    }
+    const key = req.headers["x-key"] ?? (route.endsWith("/events") ? (req.query as { key?: string }).key : undefined);
+    req.principal = authenticate(store, key, keysRequired);
+    if (req.principal.warning) reply.header(WARNING_HEADER, req.principal.warning);
   });
   if (cfg.log) app.addHook("onResponse", async (req, reply) => log(`${req.method} ${req.url.split("?")[0]} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`));
   app.setErrorHandler(errorHandler(cfg.bodyLimit, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
-  registerRoutes(app, { cfg, service, images, registry, events, streams, version: VERSION });
+  registerRoutes(app, { cfg, service, images, registry, events, streams, version: VERSION, baseUrl: baseFor });
   registerStatic(app);
 
   let port = cfg.port;

@@ -46,7 +46,7 @@ export interface InputOptions {
 }
 
 /** Bytes of one image input, checked: a supported format, not a bomb, not animated. */
-async function loadInput(field: ImageField, value: string, opts: InputOptions): Promise<{ bytes: Buffer; ext: string }> {
+async function loadInput(field: ImageField, value: string, opts: InputOptions): Promise<{ bytes: Buffer; ext: string; width: number; height: number }> {
   let bytes: Buffer;
   try {
     bytes = /^https?:\/\//i.test(value) ? await fetchImage(value, opts.policy) : decodeBase64Image(value);
@@ -56,13 +56,15 @@ async function loadInput(field: ImageField, value: string, opts: InputOptions): 
   const meta = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => null);
   const ext = extFor(meta?.format);
   if (!meta || !IMAGE_TYPES[ext]) throw fieldError(field, `not a supported image (PNG, JPEG, WebP, GIF, AVIF, TIFF or HEIF)`, "image_invalid");
+  let size: { width: number; height: number };
   try {
     const d = await decodeImage(bytes, { maxPixels: opts.maxPixels });
     if (field !== "mask_image") validateReference(d.width, d.height, field);
+    size = { width: d.width, height: d.height };
   } catch (e) {
     throw fieldError(field, (e as Error).message.replace(/^image buffer: /, ""), "image_invalid");
   }
-  return { bytes, ext };
+  return { bytes, ext, ...size };
 }
 
 /** Replace every image field by a store reference; throws ApiError(422) naming the bad field. */
@@ -70,9 +72,14 @@ export async function storeInputs(r: GenerationRequest, store: ImageStore, opts:
   const out: Record<string, unknown> = { ...r };
   const src = r as Record<string, unknown>;
   const fields = IMAGE_FIELDS.filter((f) => typeof src[f] === "string");
-  await Promise.all(fields.map(async (f) => {
-    const { bytes, ext } = await loadInput(f, src[f] as string, opts);
-    out[f] = STORE_PREFIX + (await store.put(bytes, ext));
+  const loaded = await Promise.all(fields.map((f) => loadInput(f, src[f] as string, opts)));
+  // Checked before anything is stored, so a refused request leaves no files behind.
+  const mask = loaded[fields.indexOf("mask_image")], image = loaded[fields.indexOf("input_image")];
+  if (mask && image && (mask.width !== image.width || mask.height !== image.height)) {
+    throw fieldError("mask_image", `the mask is ${mask.width}×${mask.height} but input_image is ${image.width}×${image.height}: give a mask of the same size`, "image_invalid");
+  }
+  await Promise.all(fields.map(async (f, i) => {
+    out[f] = STORE_PREFIX + (await store.put(loaded[i].bytes, loaded[i].ext));
   }));
   return out as GenerationRequest;
 }

@@ -1,7 +1,7 @@
 // Submitting, reading and cancelling jobs: the steps every route shares,
 // whichever queue runs the job (this process, Redis workers, or BFL).
 
-import { randomInt, randomUUID } from "node:crypto";
+import { createHash, randomInt, randomUUID } from "node:crypto";
 import type { GenerationRequest } from "../api/request.js";
 import type { Principal } from "./auth.js";
 import type { ServerConfig } from "./config.js";
@@ -13,7 +13,7 @@ import type { Lifecycle } from "./lifecycle.js";
 import type { ModelRegistry } from "./models.js";
 import type { LocalQueue } from "./queue_local.js";
 import type { RedisDispatcher } from "./queue_redis.js";
-import type { JobKind, JobRow, JobStore } from "./store.js";
+import type { IdempotencyClaim, IdempotencyHit, JobKind, JobRow, JobStore } from "./store.js";
 import { validateRequest } from "./validate.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import { TERMINAL } from "./views.js";
@@ -27,6 +27,26 @@ export interface Queues {
 /** BFL-like 429 for a key at its limit of queued + running tasks. */
 function tooManyActive(max: number): ApiError {
   return new ApiError(429, `You have reached the maximum number of active tasks (${max}) for this API key: wait for some to finish (or cancel them) and try again`, { "retry-after": "5" });
+}
+
+/**
+ * An Idempotency-Key header (as in the IETF draft and Stripe's API): 1 to 255 visible ASCII
+ * characters, scoped to the API key that sent it, remembered for 24 hours with a hash of the
+ * request so that reusing a key for a different request is refused instead of answered wrongly.
+ */
+function idempotencyClaim(key: string, who: Principal, modelId: string, body: unknown): IdempotencyClaim {
+  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
+    throw new ApiError(400, "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good choice)");
+  }
+  const requestHash = createHash("sha256").update(modelId).update("\0").update(JSON.stringify(body ?? null)).digest("hex");
+  return { scope: who.keyId ?? "", key, requestHash };
+}
+
+function replay(hit: IdempotencyHit): { id: string } {
+  if (!hit.sameRequest) {
+    throw new ApiError(422, "This Idempotency-Key was already used for a different request in the last 24 hours: use a new key for a new request");
+  }
+  return { id: hit.jobId };
 }
 
 export class JobService {
@@ -56,7 +76,12 @@ export class JobService {
   }
 
   /** Validate, store inputs, insert (within the caller's limits) and hand to a queue. */
-  async submit(modelId: string, body: unknown, who: Principal): Promise<{ id: string; warnings: string[] }> {
+  async submit(modelId: string, body: unknown, who: Principal, idempotencyKey?: string): Promise<{ id: string; warnings: string[] }> {
+    if (!who) throw new ApiError(401, "Not authenticated: send your API key in the x-key header");
+    const idem = idempotencyKey === undefined ? undefined : idempotencyClaim(idempotencyKey, who, modelId, body);
+    // A retried submit (the connection dropped before the answer) gets its first job back, with no new work.
+    const seen = idem && this.store.idempotent(idem);
+    if (seen) return { ...replay(seen), warnings: [] };
     const model = await this.model(modelId);
     const keyMax = who.keyId ? who.maxActive ?? this.cfg.maxActivePerKey : 0;
     // Cheap early refusal before fetching and decoding images; the insert below re-checks atomically.
@@ -79,7 +104,8 @@ export class JobService {
     if (kind === "local" && !this.queues.local) throw new ApiError(503, `no local executor for ${modelId}`);
     const id = randomUUID();
     const row = { id, model: modelId, kind, key_id: who.keyId, request: JSON.stringify(stored) };
-    const verdict = this.store.submit(row, { keyMax, queueMax: this.cfg.maxQueued });
+    const verdict = this.store.submit(row, { keyMax, queueMax: this.cfg.maxQueued }, idem);
+    if (typeof verdict === "object") return { ...replay(verdict), warnings: [] }; // a concurrent submit with the same key won
     if (verdict === "key_limit") throw tooManyActive(keyMax);
     if (verdict === "queue_full") throw new ApiError(429, `The server's queue is full (${this.cfg.maxQueued} tasks waiting): try again later`, { "retry-after": "10" });
     await this.dispatch(row);
@@ -95,12 +121,15 @@ export class JobService {
 
   /** A job the caller may see: its own, or any when the caller is anonymous (keys not required). */
   get(id: string, who: Principal): JobRow | undefined {
+    // Fail closed: a route reached without an identity (a bug in the auth hook) answers 401, never a job.
+    if (!who) throw new ApiError(401, "Not authenticated: send your API key in the x-key header");
     const row = this.store.get(id);
     if (!row || (who.keyId && row.key_id !== who.keyId)) return undefined;
     return row;
   }
 
   list(who: Principal, limit: number, before?: string): JobRow[] {
+    if (!who) throw new ApiError(401, "Not authenticated: send your API key in the x-key header");
     return this.store.list({ keyId: who.keyId, limit, before });
   }
 

@@ -24,6 +24,10 @@ export function buildOpenApi(registry: ModelRegistry, version: string) {
       post: {
         summary: `Generate with ${m.id} (${m.kind === "provider" ? "Black Forest Labs API" : `local ${m.variant}`})`,
         security: [{ xKey: [] }],
+        parameters: [{
+          name: "Idempotency-Key", in: "header", required: false, schema: { type: "string", minLength: 1, maxLength: 255 },
+          description: "the same key (per API key) within 24 hours returns the first task instead of starting another; reused with a different body: 422",
+        }],
         requestBody: { required: true, content: { "application/json": { schema: input(GenerationRequest.pick(keys).strict()) } } },
         responses: {
           "200": { description: "queued", content: content(S.SubmitResponse) },

@@ -11,9 +11,10 @@ import { Queue, QueueEvents } from "bullmq";
 import type { JobEvents, ProgressInfo } from "./events.js";
 import type { Lifecycle } from "./lifecycle.js";
 import { advertisedModel, type AdvertisedModel, type ModelRegistry } from "./models.js";
-import { cancelKey, MODELS_KEY, queueName, RedisConnections } from "./redis_conn.js";
-import type { RespClient } from "./redis_resp.js";
+import { cancelKey, MODELS_KEY, queueName, RedisConnections, type RedisClient } from "./redis_conn.js";
 import type { JobResult, JobRow, JobStore } from "./store.js";
+import type { ImageStore } from "./images.js";
+import { INPUT_TTL_S, RedisImages, storedInputs } from "./redis_images.js";
 
 export interface RedisJobData {
   id: string;
@@ -27,7 +28,8 @@ export const JOB_OPTIONS = { attempts: 2, backoff: { type: "fixed", delay: 500 }
 export class RedisDispatcher {
   private conns: RedisConnections;
   private queues = new Map<string, { queue: Queue; events: QueueEvents }>();
-  private ctl: RespClient | null = null;
+  private ctl: RedisClient | null = null;
+  private transfer: RedisImages | null = null;
   private timers: NodeJS.Timeout[] = [];
   private sweepAfter = 0;
   private closed = false;
@@ -39,12 +41,14 @@ export class RedisDispatcher {
     private events: JobEvents,
     private registry: ModelRegistry,
     private log: (s: string) => void,
+    private images: ImageStore,
   ) {
     this.conns = new RedisConnections(url, log);
   }
 
   async start(localIds: string[]): Promise<void> {
     this.ctl = await this.conns.plain();
+    this.transfer = new RedisImages(this.ctl, this.images);
     for (const id of localIds) this.ensure(id);
     await this.refreshModels();
     await this.sweep();
@@ -55,10 +59,10 @@ export class RedisDispatcher {
   /** Models that live workers advertise become available (and get a queue). */
   async refreshModels(): Promise<void> {
     if (!this.ctl) return;
-    const flat = (await this.ctl.send("HGETALL", [MODELS_KEY])) as string[] | null;
+    const adverts = await this.ctl.hgetall(MODELS_KEY);
     const list = [];
-    for (let i = 0; flat && i < flat.length; i += 2) {
-      const a = JSON.parse(flat[i + 1]) as AdvertisedModel;
+    for (const raw of Object.values(adverts)) {
+      const a = JSON.parse(raw) as AdvertisedModel;
       if (a.expires > Date.now()) list.push(advertisedModel(a));
     }
     this.registry.setRemote(list);
@@ -73,9 +77,9 @@ export class RedisDispatcher {
     const key = `redis-events:${name}`;
     const events = new QueueEvents(name, { connection: this.conns.make() as never, lastEventId: this.store.getMeta(key) ?? "0" });
     const seen = (eventId: string) => this.store.setMeta(key, eventId);
-    events.on("active", ({ jobId }, id) => { seen(id); if (this.store.markRunning(jobId)) this.lifecycle.started(jobId); });
+    events.on("active", ({ jobId }, id) => { seen(id); this.activated(model, jobId); });
     events.on("progress", ({ jobId, data }, id) => { seen(id); this.events.publish(jobId, { type: "progress", data: data as ProgressInfo }); });
-    events.on("completed", ({ jobId, returnvalue }, id) => { seen(id); this.completed(jobId, returnvalue); });
+    events.on("completed", ({ jobId, returnvalue }, id) => { seen(id); void this.completed(jobId, returnvalue); });
     events.on("failed", ({ jobId }, id) => { seen(id); void this.checkFailed(model, jobId); });
     events.on("error", (e) => this.log(`redis events: ${e.message}`));
     q = { queue, events };
@@ -83,9 +87,29 @@ export class RedisDispatcher {
     return q;
   }
 
-  private completed(jobId: string, returnvalue: unknown): void {
+  /**
+   * A worker took the job: the first time it starts running; a later time is a takeover of a run
+   * whose worker died, and BullMQ's count of started runs becomes the job's attempts.
+   */
+  private activated(model: string, jobId: string): void {
+    if (this.store.markRunning(jobId)) this.lifecycle.started(jobId);
+    void this.ensure(model).queue.getJob(jobId).then((job) => {
+      if (job && job.attemptsStarted > 1) this.store.setAttempts(jobId, job.attemptsStarted);
+    }).catch((e: Error) => this.log(`redis: ${e.message}`));
+  }
+
+  /** A worker finished: its images are copied from Redis into our store (unless we share its folder), then the job is Ready. */
+  private async completed(jobId: string, returnvalue: unknown): Promise<void> {
     const result = (typeof returnvalue === "string" ? JSON.parse(returnvalue) : returnvalue) as JobResult;
     this.store.markRunning(jobId, result.started_at);
+    try {
+      for (const name of result.images) await this.transfer!.pull(name);
+    } catch (e) {
+      // Redis unreachable: the sweep tries again. Gone from Redis: the job cannot be finished as Ready.
+      if ((e as Error).name !== "ImageExpiredError") return this.log(`redis: fetching the images of ${jobId}: ${(e as Error).message}`);
+      this.lifecycle.finish(jobId, { state: "error", error: (e as Error).message }, null);
+      return;
+    }
     this.lifecycle.finish(jobId, { state: "ready", result }, null);
   }
 
@@ -98,12 +122,14 @@ export class RedisDispatcher {
 
   async enqueue(row: Pick<JobRow, "id" | "model" | "request">): Promise<void> {
     const data: RedisJobData = { id: row.id, model: row.model, request: JSON.parse(row.request) };
+    // Inputs first, so a worker on another machine finds them when it takes the job.
+    for (const name of storedInputs(data.request)) await this.transfer!.push(name, INPUT_TTL_S);
     await this.ensure(row.model).queue.add(row.model, data, { ...JOB_OPTIONS, jobId: row.id });
   }
 
   /** Remove a waiting job; a running one is told to stop through a flag its worker polls. */
   async cancel(row: JobRow): Promise<void> {
-    await this.ctl?.send("SET", [cancelKey(row.id), "1", "EX", 86400]);
+    await this.ctl?.set(cancelKey(row.id), "1", "EX", 86400);
     const job = await this.ensure(row.model).queue.getJob(row.id);
     if (job && ["waiting", "delayed", "prioritized"].includes(await job.getState())) await job.remove().catch(() => {});
   }
@@ -120,9 +146,9 @@ export class RedisDispatcher {
         continue;
       }
       const state = await job.getState();
-      if (state === "completed") this.completed(row.id, job.returnvalue);
+      if (state === "completed") await this.completed(row.id, job.returnvalue);
       else if (state === "failed") await this.checkFailed(row.model, row.id);
-      else if (state === "active" && this.store.markRunning(row.id)) this.lifecycle.started(row.id);
+      else if (state === "active") this.activated(row.model, row.id);
     }
   }
 
@@ -133,7 +159,7 @@ export class RedisDispatcher {
       await events.close().catch(() => {});
       await queue.close().catch(() => {});
     }
-    this.ctl?.close();
+    this.ctl?.disconnect();
     this.conns.closeAll();
   }
 }

@@ -12,9 +12,9 @@ import type { ModelSpec } from "./config.js";
 import { ExecError, Executor } from "./executor.js";
 import { ImageStore } from "./images.js";
 import { localModel, type AdvertisedModel } from "./models.js";
-import { cancelKey, MODELS_KEY, queueName, RedisConnections } from "./redis_conn.js";
+import { cancelKey, MODELS_KEY, queueName, RedisConnections, type RedisClient } from "./redis_conn.js";
 import type { RedisJobData } from "./queue_redis.js";
-import type { RespClient } from "./redis_resp.js";
+import { ImageExpiredError, OUTPUT_TTL_S, RedisImages, storedInputs } from "./redis_images.js";
 import { storeOutput } from "./run_local.js";
 import type { JobResult } from "./store.js";
 import type { GenerationRequest } from "../api/request.js";
@@ -22,8 +22,13 @@ import type { GenerationRequest } from "../api/request.js";
 export interface WorkerOptions {
   url: string;
   models: ModelSpec[];
-  /** Shared data folder: images go to <dataDir>/images (the server's store). */
+  /**
+   * This worker's data folder: images go to <dataDir>/images. It need not be the server's:
+   * images travel through Redis (src/server/redis_images.ts).
+   */
   dataDir: string;
+  /** Seconds output images stay in Redis for the server to collect (default one hour). */
+  imageTtlS?: number;
   threads?: number;
   /** BullMQ lock: a worker silent this long is presumed dead and its job retried. */
   lockMs: number;
@@ -51,13 +56,14 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
   const advertise = async () => {
     for (const m of adverts) {
       const a: AdvertisedModel = { id: m.id, variant: m.variant as AdvertisedModel["variant"], multipleOf: m.caps.multipleOf, expires: Date.now() + 3 * ADVERT_MS };
-      await ctl.send("HSET", [MODELS_KEY, m.id, JSON.stringify(a)]);
+      await ctl.hset(MODELS_KEY, m.id, JSON.stringify(a));
     }
   };
   await advertise();
   const advertTimer = setInterval(() => void advertise().catch(() => {}), ADVERT_MS);
 
-  const processJob = (job: Job<RedisJobData>) => runJob(job, { executor, images, ctl, name, log: opts.log });
+  const transfer = new RedisImages(ctl, images);
+  const processJob = (job: Job<RedisJobData>) => runJob(job, { executor, images, transfer, imageTtlS: opts.imageTtlS ?? OUTPUT_TTL_S, ctl, name, log: opts.log });
   const workers = opts.models.map((m) => new Worker<RedisJobData, JobResult>(queueName(m.id), processJob, {
     connection: conns.make() as never, concurrency: 1, lockDuration: opts.lockMs, stalledInterval: opts.lockMs, maxStalledCount: 1,
   }));
@@ -71,7 +77,7 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
       clearInterval(advertTimer);
       await Promise.all(workers.map((w) => w.close()));
       await executor.close();
-      ctl.close();
+      ctl.disconnect();
       conns.closeAll();
     },
   };
@@ -80,16 +86,25 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
 interface JobDeps {
   executor: Executor;
   images: ImageStore;
-  ctl: RespClient;
+  transfer: RedisImages;
+  imageTtlS: number;
+  ctl: RedisClient;
   name: string;
   log: (line: string) => void;
 }
 
 async function runJob(job: Job<RedisJobData>, d: JobDeps): Promise<JobResult> {
   const { id, model, request } = job.data;
-  const cancelled = async () => (await d.ctl.send("EXISTS", [cancelKey(id)])) === 1;
+  const cancelled = async () => (await d.ctl.exists(cancelKey(id))) === 1;
   if (await cancelled()) throw new UnrecoverableError("cancelled");
-  d.log(JSON.stringify({ event: "start", id, worker: d.name, attempt: job.attemptsMade + 1 }));
+  d.log(JSON.stringify({ event: "start", id, worker: d.name, attempt: job.attemptsStarted }));
+  // The inputs come from Redis unless this worker shares the server's folder.
+  try {
+    for (const n of storedInputs(request)) await d.transfer.pull(n);
+  } catch (e) {
+    if (e instanceof ImageExpiredError) throw new UnrecoverableError(`input ${e.message}`);
+    throw e; // Redis unreachable: retried
+  }
   const ac = new AbortController();
   // The cancel flag is polled while the job runs; the executor stops at the next step.
   const poll = setInterval(() => void cancelled().then((c) => c && ac.abort(), () => {}), 250);
@@ -99,7 +114,8 @@ async function runJob(job: Job<RedisJobData>, d: JobDeps): Promise<JobResult> {
       signal: ac.signal, onProgress: (p) => void job.updateProgress(p as never).catch(() => {}),
     });
     const result = await storeOutput(d.images, out, started, d.name);
-    d.log(JSON.stringify({ event: "done", id, worker: d.name, attempt: job.attemptsMade + 1 }));
+    for (const n of result.images) await d.transfer.push(n, d.imageTtlS);
+    d.log(JSON.stringify({ event: "done", id, worker: d.name, attempt: job.attemptsStarted }));
     return result;
   } catch (e) {
     if (!(e instanceof ExecError)) throw e;

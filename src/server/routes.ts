@@ -29,11 +29,11 @@ export interface RouteDeps {
   events: JobEvents;
   streams: EventStreams;
   version: string;
-}
-
-/** Base of the URLs we hand out: --public-url, else what the client used to reach us. */
-export function baseUrl(cfg: ServerConfig, req: FastifyRequest): string {
-  return (cfg.publicUrl ?? `${req.protocol}://${req.host}`).replace(/\/$/, "");
+  /**
+   * Base of the URLs we hand out: --public-url, else the listen address. Never the request's
+   * Host header, which any client sets: echoed, it would let one poison the links others get.
+   */
+  baseUrl: () => string;
 }
 
 const ListQuery = z.object({
@@ -60,22 +60,25 @@ export function describeModel(m: ModelEntry & { available: boolean }) {
 }
 
 export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
-  const base = (req: FastifyRequest) => baseUrl(d.cfg, req);
+  const base = (_req: FastifyRequest) => d.baseUrl();
 
   app.get("/health", async () => ({ status: "ok", queue: d.cfg.queue ? "redis" : "embedded" }));
   app.get("/openapi.json", async () => buildOpenApi(d.registry, d.version));
   app.get("/v1/models", async () => ({ models: d.registry.list().map(describeModel) }));
 
   app.post<{ Params: { model: string } }>("/v1/:model", async (req, reply) => {
-    const { id, warnings } = await d.service.submit(req.params.model, req.body, req.principal);
+    const idem = req.headers["idempotency-key"];
+    if (Array.isArray(idem)) throw new ApiError(400, "send one Idempotency-Key header");
+    const { id, warnings } = await d.service.submit(req.params.model, req.body, req.principal, idem);
     // Accepted but not used: said in the same header as an ignored key (BFL's body has no place for it).
     const said = reply.getHeader(WARNING_HEADER);
     if (warnings.length) reply.header(WARNING_HEADER, [...(said ? [String(said)] : []), ...warnings].join("; "));
     return { id, polling_url: `${base(req)}/v1/get_result?id=${encodeURIComponent(id)}` };
   });
 
-  app.get<{ Querystring: { id?: string } }>("/v1/get_result", async (req) => {
+  app.get<{ Querystring: { id?: string | string[] } }>("/v1/get_result", async (req) => {
     const id = req.query.id;
+    if (Array.isArray(id)) throw new ApiError(400, `get_result takes one id; ${id.length} were given (id=...&id=...)`);
     if (!id) throw unprocessable([{ loc: ["query", "id"], msg: "Field required", type: "missing" }]);
     const row = d.service.get(id, req.principal);
     return row ? resultView(row, base(req), d.events) : notFoundView(id);

@@ -134,9 +134,34 @@ CREATE TABLE IF NOT EXISTS webhooks (
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_at);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+  scope TEXT NOT NULL,
+  key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
 `;
 
-export type SubmitVerdict = "ok" | "key_limit" | "queue_full";
+/** How long an Idempotency-Key keeps returning its job. */
+export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+
+/** An Idempotency-Key of a submit: who sent it (API key id, "" when anonymous), the key, and a hash of the request. */
+export interface IdempotencyClaim {
+  scope: string;
+  key: string;
+  requestHash: string;
+}
+
+/** A key seen before: its job, and whether the request then was the same. */
+export interface IdempotencyHit {
+  jobId: string;
+  sameRequest: boolean;
+}
+
+export type SubmitVerdict = "ok" | "key_limit" | "queue_full" | IdempotencyHit;
 
 export class JobStore {
   readonly db: Database.Database;
@@ -171,8 +196,11 @@ export class JobStore {
   // Jobs
 
   /** Insert a queued job unless the key's active limit or the queue limit is reached (atomically). */
-  submit(job: Pick<JobRow, "id" | "model" | "kind" | "key_id" | "request">, limits: { keyMax: number; queueMax: number }): SubmitVerdict {
+  submit(job: Pick<JobRow, "id" | "model" | "kind" | "key_id" | "request">, limits: { keyMax: number; queueMax: number }, idem?: IdempotencyClaim): SubmitVerdict {
     return this.db.transaction((): SubmitVerdict => {
+      // In the same transaction as the insert: two concurrent submits with one key create one job.
+      const hit = idem && this.idempotent(idem);
+      if (hit) return hit;
       if (job.key_id && limits.keyMax > 0) {
         const n = this.sql("SELECT COUNT(*) AS n FROM jobs WHERE key_id = ? AND state IN ('queued','running')").get(job.key_id) as { n: number };
         if (n.n >= limits.keyMax) return "key_limit";
@@ -184,8 +212,25 @@ export class JobStore {
       }
       this.sql("INSERT INTO jobs (id, model, kind, key_id, request, state, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?)")
         .run(job.id, job.model, job.kind, job.key_id, job.request, Date.now());
+      if (idem) {
+        this.sql("DELETE FROM idempotency WHERE created_at < ?").run(Date.now() - IDEMPOTENCY_TTL_MS);
+        this.sql("INSERT OR REPLACE INTO idempotency (scope, key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?, ?)")
+          .run(idem.scope, idem.key, idem.requestHash, job.id, Date.now());
+      }
       return "ok";
     }).immediate();
+  }
+
+  /** The job an Idempotency-Key created within the last 24 hours, if any. */
+  idempotent(idem: IdempotencyClaim): IdempotencyHit | undefined {
+    const r = this.sql("SELECT request_hash, job_id FROM idempotency WHERE scope = ? AND key = ? AND created_at >= ?")
+      .get(idem.scope, idem.key, Date.now() - IDEMPOTENCY_TTL_MS) as { request_hash: string; job_id: string } | undefined;
+    return r && { jobId: r.job_id, sameRequest: r.request_hash === idem.requestHash };
+  }
+
+  /** Redis mode: the queue started run number `n` of a job (a worker took over a crashed one). */
+  setAttempts(id: string, n: number): void {
+    this.sql("UPDATE jobs SET attempts = MAX(attempts, ?) WHERE id = ? AND state IN ('queued','running')").run(n, id);
   }
 
   get(id: string): JobRow | undefined {

@@ -159,11 +159,21 @@ export async function submit(model: string, body: Record<string, unknown>): Prom
   return { id: str(r.id), pollingUrl: str(r.polling_url) || `/v1/get_result?id=${encodeURIComponent(str(r.id))}` };
 }
 
+/**
+ * This server's image URLs as same-origin paths: the server builds absolute URLs from
+ * --public-url or its listen address (never the Host header), which a browser that reached it
+ * by another name may not resolve; the studio is always served by that same server.
+ */
+function sameOrigin(url: string): string {
+  const m = /^https?:\/\/[^/]+(?:\/.*)?(\/v1\/images\/[0-9a-f]{64}\.[a-z]+)$/.exec(url);
+  return m ? m[1] : url;
+}
+
 function normaliseResult(v: unknown): JobResult | null {
   if (!v || typeof v !== "object") return null;
   const r = obj(v);
-  const samples = Array.isArray(r.samples) ? r.samples.map(String) : [];
-  const sample = str(r.sample) || samples[0] || null;
+  const samples = Array.isArray(r.samples) ? r.samples.map((x) => sameOrigin(String(x))) : [];
+  const sample = (str(r.sample) && sameOrigin(str(r.sample))) || samples[0] || null;
   return {
     sample, samples: samples.length ? samples : sample ? [sample] : [],
     prompt: str(r.prompt), seed: num(r.seed), width: num(r.width), height: num(r.height), raw: r,
