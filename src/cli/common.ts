@@ -8,9 +8,10 @@ import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
 import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult, type LoraUse } from "../pipeline/flux2.js";
-import { encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
+import { encodeImage, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory } from "../pipeline/memory.js";
-import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
+import type { ImageRecord } from "../pipeline/metadata.js";
+import { WATERMARK_NAME, encodeGenerated } from "../provenance/provenance.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
@@ -43,7 +44,7 @@ export const MODEL_OPTIONS = {
   "num-images": { type: "string" }, batch: { type: "string" },
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
   quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
-  quantize: { type: "string" },
+  quantize: { type: "string" }, "no-watermark": { type: "boolean" },
 } as const;
 
 export interface ModelArgs {
@@ -192,17 +193,19 @@ export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: nu
   }
 }
 
-/** Write each image with its A1111 "parameters" text (and, for PNG, a "flux2" JSON chunk). */
-export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void): Promise<string[]> {
+/**
+ * Write each image with its provenance marks (invisible watermark unless
+ * --no-watermark, EXIF/XMP "AI generated" tags), its A1111 "parameters" text and,
+ * for PNG, a "flux2" JSON chunk.
+ */
+export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void, watermark = true): Promise<string[]> {
   const format = outputFormat(out);
   const paths = outputPaths(out, result.images.length);
   for (const [i, img] of result.images.entries()) {
-    const r = record(i);
-    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(r));
-    if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(r));
+    const { bytes, record: r } = await encodeGenerated(img.rgb, img.width, img.height, format, record(i), watermark);
     fs.mkdirSync(path.dirname(path.resolve(paths[i])), { recursive: true });
-    fs.writeFileSync(paths[i], buf);
-    log(`wrote ${paths[i]}`);
+    fs.writeFileSync(paths[i], bytes);
+    log(`wrote ${paths[i]}${r.watermark === WATERMARK_NAME ? "" : ` (watermark: ${r.watermark})`}`);
   }
   return paths;
 }

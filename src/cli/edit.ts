@@ -42,6 +42,9 @@ Options:
   --out FILE              .png (default edit.png), .jpg or .webp
   --preview-dir DIR       write a preview per step
   --force                 run even if the memory estimate says it will not fit
+  --no-watermark          do not embed the invisible watermark (on by default;
+                          images under 256x256 pixels are too small to carry it);
+                          the EXIF/XMP "AI generated" tags are always written
   --quiet                 no progress output
   -h, --help              this text
 
@@ -196,7 +199,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
     steps, guidance, seed: result.images[i].seed, variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     references, strength: init?.strength,
-  }), log);
+  }), log, !v["no-watermark"]);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

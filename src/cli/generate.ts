@@ -41,6 +41,9 @@ Output:
                           index is added: out-0.png, out-1.png, ...
   --preview-dir DIR       write a small preview PNG after every step
   --force                 run even if the memory estimate says it will not fit
+  --no-watermark          do not embed the invisible watermark (on by default;
+                          images under 256x256 pixels are too small to carry it);
+                          the EXIF/XMP "AI generated" tags are always written
   --quiet                 no progress output
   -h, --help              this text`;
 
@@ -93,7 +96,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     initialLatents: v["initial-latents"] ? path.basename(v["initial-latents"]) : null,
-  }), log);
+  }), log, !v["no-watermark"]);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

@@ -62,6 +62,10 @@ with webhook_secret in the ${SIGNATURE_HEADER} header as sha256=<hex>):
   --webhook-attempts N    deliveries tried before giving up (default 8)
   --webhook-backoff MS    first retry delay, doubling each time (default 1000)
 
+Provenance (docs/server.md):
+  --no-watermark          do not embed the invisible watermark in generated images
+                          (the EXIF/XMP "AI generated" tags are still written)
+
 Other:
   --poll-interval MS      how often provider tasks are polled (default 500)
   --log                   one line per request on stderr
@@ -75,6 +79,7 @@ const OPTIONS = {
   "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
   "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
+  "no-watermark": { type: "boolean" },
 } as const;
 
 /** A number flag within [lo, hi]. */
@@ -117,6 +122,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     providerPollMs: numFlag(v["poll-interval"], "poll-interval", 1, 60_000) ?? d.providerPollMs,
     log: !!v.log,
     loraDir: v["lora-dir"],
+    watermark: !v["no-watermark"],
   });
 }
 

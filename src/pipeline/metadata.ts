@@ -19,6 +19,8 @@ export interface ImageRecord {
   references?: { width: number; height: number; resizedFrom?: string }[];
   strength?: number;
   loras?: { name: string; strength: number }[];
+  /** The invisible watermark: its name, "off", or why there is none (src/provenance/). */
+  watermark?: string;
 }
 
 export const VERSION = "flux2.ts 0.1.0";
@@ -36,6 +38,7 @@ export function formatParameters(r: ImageRecord): string {
   if (r.references?.length) pairs.push(["References", r.references.map((x) => `${x.width}x${x.height}${x.resizedFrom ? ` (from ${x.resizedFrom})` : ""}`).join(" ")]);
   // Quoted, as A1111 quotes values that contain commas.
   if (r.loras?.length) pairs.push(["LoRAs", `"${r.loras.map((l) => `${l.name}: ${l.strength}`).join(", ")}"`]);
+  if (r.watermark !== undefined) pairs.push(["Watermark", r.watermark.replace(/,/g, ";")]);
   pairs.push(["Version", VERSION]);
   lines.push(pairs.map(([k, v]) => `${k}: ${v}`).join(", "));
   return lines.join("\n");

@@ -54,6 +54,8 @@ export interface ServerConfig {
   log: boolean;
   /** Folder of LoRA files; a request's `loras[].name` is a file name (without .safetensors) in it. */
   loraDir?: string;
+  /** Invisible watermark on generated images (src/provenance/); off with --no-watermark. */
+  watermark: boolean;
 }
 
 /** Where jobs and images are kept when --data is not given: $FLUX2_DATA, else XDG data home. */
@@ -87,6 +89,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     providerPollMs: 500,
     providerBackoffMs: 1_000,
     log: false,
+    watermark: true,
     ...overrides,
   };
 }

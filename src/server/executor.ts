@@ -15,6 +15,8 @@ export interface ExecutorData {
   threads?: number;
   maxPixels: number;
   loraDir?: string;
+  /** Invisible watermark on outputs (default on). */
+  watermark?: boolean;
 }
 
 export type ToThread = { type: "run"; seq: number; job: ExecJob; cancel: SharedArrayBuffer };

@@ -65,7 +65,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     if (isCancelled()) throw new CancelledError();
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     const out = await runGeneration(pipe, job, {
-      multiple, maxPixels: data.maxPixels, isCancelled,
+      multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark,
       readInput: (ref) => store.readSync(storeName(ref)),
       onProgress: (progress) => post({ type: "progress", seq, progress }),
     });

@@ -6,8 +6,9 @@ import sharp from "sharp";
 import { referenceInputs, type GenerationRequest } from "../api/request.js";
 import { expandCanvas } from "../cli/edit.js";
 import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage } from "../pipeline/flux2.js";
-import { decodeImage, encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
-import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
+import { decodeImage, type ImageFormat } from "../pipeline/image.js";
+import type { ImageRecord } from "../pipeline/metadata.js";
+import { encodeGenerated } from "../provenance/provenance.js";
 import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
@@ -59,6 +60,8 @@ export interface RunContext {
   readInput: (ref: string) => Buffer;
   onProgress: (p: ProgressInfo) => void;
   isCancelled: () => boolean;
+  /** The invisible watermark on outputs (default on; `flux2 serve --no-watermark` turns it off). */
+  watermark?: boolean;
 }
 
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
@@ -118,7 +121,7 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
   ];
   return {
-    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength),
+    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false),
     width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
     loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
       name: l.name, strength: l.strength, format: l.format, applied: l.report.applied.length,
@@ -127,7 +130,7 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   };
 }
 
-async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength?: number): Promise<ExecImage[]> {
+async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength: number | undefined, watermark: boolean): Promise<ExecImage[]> {
   const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
   const out: ExecImage[] = [];
   for (const img of result.images) {
@@ -137,9 +140,8 @@ async function encodeAll(result: GenerateResult, r: GenerationRequest, model: st
       references: references?.length ? references : undefined, strength,
       loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
     };
-    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(record));
-    if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(record));
-    out.push({ bytes: buf, ext: format });
+    const { bytes } = await encodeGenerated(img.rgb, img.width, img.height, format, record, watermark);
+    out.push({ bytes, ext: format });
   }
   return out;
 }
