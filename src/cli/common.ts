@@ -12,6 +12,8 @@ import { encodeImage, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory } from "../pipeline/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { WATERMARK_NAME, encodeGenerated } from "../provenance/provenance.js";
+import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
+import { Moderator } from "../moderation/moderator.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
@@ -44,7 +46,7 @@ export const MODEL_OPTIONS = {
   "num-images": { type: "string" }, batch: { type: "string" },
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
   quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
-  quantize: { type: "string" }, "no-watermark": { type: "boolean" },
+  quantize: { type: "string" }, "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "safety-tolerance": { type: "string" },
 } as const;
 
 export interface ModelArgs {
@@ -198,9 +200,16 @@ export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: nu
  * --no-watermark, EXIF/XMP "AI generated" tags), its A1111 "parameters" text and,
  * for PNG, a "flux2" JSON chunk.
  */
-export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void, watermark = true): Promise<string[]> {
+export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void, watermark = true,
+                                  moderation?: CliModeration): Promise<string[]> {
   const format = outputFormat(out);
   const paths = outputPaths(out, result.images.length);
+  // All images are checked before any is written: a moderated run leaves no file.
+  try {
+    await moderation?.moderator.checkOutputs(result.images, moderation.tolerance);
+  } finally {
+    await moderation?.moderator.release();
+  }
   for (const [i, img] of result.images.entries()) {
     const { bytes, record: r } = await encodeGenerated(img.rgb, img.width, img.height, format, record(i), watermark);
     fs.mkdirSync(path.dirname(path.resolve(paths[i])), { recursive: true });
@@ -208,4 +217,26 @@ export async function writeImages(result: GenerateResult, out: string, record: (
     log(`wrote ${paths[i]}${r.watermark === WATERMARK_NAME ? "" : ` (watermark: ${r.watermark})`}`);
   }
   return paths;
+}
+
+export const MODERATION_HELP = `Moderation (docs/server.md):
+  --moderation FILE       check the prompt (word and regex lists), input images and
+                          outputs (a ViT classifier) per the JSON file; a hit stops
+                          with "Request Moderated" / "Content Moderated" and writes
+                          no image
+  --safety-tolerance N    0 (strictest) .. 6; picks the classifier threshold
+                          (default 2; below 2 needs an image classifier)`;
+
+export interface CliModeration {
+  moderator: Moderator;
+  tolerance: number | undefined;
+}
+
+/** --moderation / --safety-tolerance; refuses a tolerance that nothing would honour. */
+export function cliModeration(v: { moderation?: string; "safety-tolerance"?: string }): CliModeration | undefined {
+  const tolerance = intOption(v["safety-tolerance"], "safety-tolerance", 0, 6);
+  const config = v.moderation ? loadModerationConfig(v.moderation) : undefined;
+  const problem = safetyToleranceProblem(tolerance, config);
+  if (problem) throw new InvalidRequestError(`--safety-tolerance: ${problem.replace("this server has", "there is").replace("start the server with ", "give ")}`);
+  return config ? { moderator: new Moderator(config, new OrtBackend()), tolerance } : undefined;
 }

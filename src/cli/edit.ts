@@ -9,7 +9,7 @@ import { checkReferenceCount, MAX_REFERENCES, prepareInpaintImage, prepareRefere
 import { resizeLanczos } from "../pipeline/resize.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
-import { MODEL_HELP, MODEL_OPTIONS, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, cliModeration, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
 const HELP = `usage: flux2 edit --model PATH -i IMAGE [-i IMAGE ...] --prompt TEXT [options]
 
@@ -26,6 +26,8 @@ Modes:
                           T,R,B,L pixels (edges copied outward) and paint them in
 
 ${MODEL_HELP}
+
+${MODERATION_HELP}
 
 Options:
   -i, --image FILE        a reference image (PNG, JPEG, WebP, ...); repeatable
@@ -128,11 +130,14 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   if (v.mask && v.expand) throw new InvalidRequestError("--mask and --expand cannot be combined (--expand makes its own mask)");
   const out = v.out ?? "edit.png";
   outputFormat(out);
+  const moderation = cliModeration(v);
+  moderation?.moderator.checkPrompt(prompts[0]);
   const log = logger(v.quiet);
   const ck = openModel(v);
   const multiple = checkpointMultiple(ck);
   const maxPixels = intOption(v["max-pixels"], "max-pixels", 1, 1 << 30) ?? DEFAULT_MAX_INPUT_PIXELS;
   const images = await Promise.all(files.map((f) => readImage(f, maxPixels)));
+  await moderation?.moderator.checkInputs(images.map((image, i) => ({ what: files[i], image })), moderation.tolerance);
   const warning = checkReferenceCount(files.length, ck.variant);
   if (warning) log(`warning: ${warning}`);
 
@@ -199,7 +204,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
     steps, guidance, seed: result.images[i].seed, variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     references, strength: init?.strength,
-  }), log, !v["no-watermark"]);
+  }), log, !v["no-watermark"], moderation);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

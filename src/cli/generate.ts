@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { readAll } from "../io/safetensors.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
 import { tensor } from "../util/tensor.js";
-import { MODEL_HELP, MODEL_OPTIONS, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, cliModeration, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
 const HELP = `usage: flux2 generate --model PATH --prompt TEXT [options]
 
@@ -35,6 +35,8 @@ Sampling:
                           "initial_latents" or the only tensor, shape
                           (prompts x K, 128, H/16, W/16), the layout of the golden
                           fixtures) instead of the seed
+
+${MODERATION_HELP}
 
 Output:
   --out FILE              .png (default out.png), .jpg or .webp; with K > 1 the
@@ -67,6 +69,8 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   if (prompts.length === 0) throw new InvalidRequestError("--prompt is required");
   const out = v.out ?? "out.png";
   outputFormat(out);
+  const moderation = cliModeration(v);
+  for (const p of prompts) moderation?.moderator.checkPrompt(p);
   const log = logger(v.quiet);
   const ck = openModel(v);
   const latents = v["initial-latents"] ? readInitialLatents(v["initial-latents"]) : undefined;
@@ -96,7 +100,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     initialLatents: v["initial-latents"] ? path.basename(v["initial-latents"]) : null,
-  }), log, !v["no-watermark"]);
+  }), log, !v["no-watermark"], moderation);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

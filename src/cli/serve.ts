@@ -5,6 +5,7 @@ import { defaultConfig, defaultDataDir, isLoopbackHost, type ServerConfig } from
 import { startServer } from "../server/app.js";
 import { parseModelSpec } from "../server/models.js";
 import { SIGNATURE_HEADER } from "../server/webhooks.js";
+import { describeModeration, loadModerationConfig } from "../moderation/config.js";
 
 const HELP = `usage: flux2 serve [--port P] [--host H] [--model ID=DIR ...] [--data DIR]
                    [--queue redis://HOST:PORT] [--require-keys] [--bfl-key K] [options]
@@ -62,6 +63,13 @@ with webhook_secret in the ${SIGNATURE_HEADER} header as sha256=<hex>):
   --webhook-attempts N    deliveries tried before giving up (default 8)
   --webhook-backoff MS    first retry delay, doubling each time (default 1000)
 
+Moderation (docs/server.md):
+  --moderation FILE       check prompts (word and regex lists) and input/output
+                          images (a ViT classifier such as Falconsai's) per the
+                          JSON file; flagged jobs end as "Request Moderated" or
+                          "Content Moderated" with no image. Without it the server
+                          says so, and refuses safety_tolerance below 2
+
 Provenance (docs/server.md):
   --no-watermark          do not embed the invisible watermark in generated images
                           (the EXIF/XMP "AI generated" tags are still written)
@@ -79,7 +87,7 @@ const OPTIONS = {
   "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
   "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
-  "no-watermark": { type: "boolean" },
+  "no-watermark": { type: "boolean" }, moderation: { type: "string" },
 } as const;
 
 /** A number flag within [lo, hi]. */
@@ -123,6 +131,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     log: !!v.log,
     loraDir: v["lora-dir"],
     watermark: !v["no-watermark"],
+    moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined,
   });
 }
 
@@ -150,6 +159,7 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const server = await startServer(cfg, log);
   const models = cfg.models.map((m) => m.id).concat(cfg.bflKey ? ["flux-2-pro", "flux-2-max", "flux-2-flex"] : []);
   console.log(`flux2 serve: listening on ${server.url} (data ${cfg.dataDir}, queue ${cfg.queue ?? "embedded"}, models ${models.join(", ") || "none"})`);
+  if (cfg.models.length) log(`flux2 serve: ${describeModeration(cfg.moderation)}`);
   if (server.keysRequired && server.store.keyCount() === 0) {
     log(`warning: API keys are required ${isLoopbackHost(cfg.host) ? "(--require-keys)" : `(listening on ${cfg.host})`} but none exist: create one with flux2 keys add --data ${cfg.dataDir}`);
   }

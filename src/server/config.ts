@@ -3,6 +3,7 @@
 
 import * as os from "node:os";
 import * as path from "node:path";
+import type { ModerationConfig } from "../moderation/config.js";
 
 export interface ModelSpec {
   /** API model id, e.g. flux-2-klein-4b (POST /v1/<id>). */
@@ -56,6 +57,8 @@ export interface ServerConfig {
   loraDir?: string;
   /** Invisible watermark on generated images (src/provenance/); off with --no-watermark. */
   watermark: boolean;
+  /** Prompt and image checks (--moderation FILE, src/moderation/); undefined: none, said at start-up and in /v1/models. */
+  moderation?: ModerationConfig;
 }
 
 /** Where jobs and images are kept when --data is not given: $FLUX2_DATA, else XDG data home. */

@@ -16,10 +16,13 @@ import { ImageStore } from "./images.js";
 import { storeName } from "./inputs.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import type { ExecutorData, ToThread, FromThread } from "./executor.js";
+import { ModeratedError, Moderator } from "../moderation/moderator.js";
 
 const data = workerData as ExecutorData;
 const store = new ImageStore(data.storeRoot);
 const backend = new OrtBackend({ threads: data.threads });
+// Loads its classifier on first use and keeps it, like the pipelines.
+const moderator = data.moderation ? new Moderator(data.moderation, backend) : undefined;
 const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number; loras: string }>();
 
 /**
@@ -51,7 +54,8 @@ function post(m: FromThread, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(m, transfer);
 }
 
-function classify(e: unknown): "invalid" | "cancelled" | "internal" {
+function classify(e: unknown): "invalid" | "cancelled" | "internal" | "request_moderated" | "content_moderated" {
+  if (e instanceof ModeratedError) return e.stage === "request" ? "request_moderated" : "content_moderated";
   if (e instanceof LoraNameError) return "invalid";
   if (e instanceof CancelledError) return "cancelled";
   if (e instanceof InvalidRequestError || e instanceof ReferenceImageError) return "invalid";
@@ -65,7 +69,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     if (isCancelled()) throw new CancelledError();
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     const out = await runGeneration(pipe, job, {
-      multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark,
+      multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark, moderator,
       readInput: (ref) => store.readSync(storeName(ref)),
       onProgress: (progress) => post({ type: "progress", seq, progress }),
     });
@@ -73,7 +77,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     const images = out.images.map((i) => ({ ext: i.ext, bytes: new Uint8Array(i.bytes) }));
     post({ type: "done", seq, output: { ...out, images } }, images.map((i) => i.bytes.buffer as ArrayBuffer));
   } catch (e) {
-    post({ type: "failed", seq, kind: classify(e), message: (e as Error).message ?? String(e) });
+    post({ type: "failed", seq, kind: classify(e), message: e instanceof ModeratedError ? e.reason : (e as Error).message ?? String(e) });
   }
 }
 

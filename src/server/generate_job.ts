@@ -9,6 +9,7 @@ import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage
 import { decodeImage, type ImageFormat } from "../pipeline/image.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { encodeGenerated } from "../provenance/provenance.js";
+import type { Moderator } from "../moderation/moderator.js";
 import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
@@ -62,6 +63,8 @@ export interface RunContext {
   isCancelled: () => boolean;
   /** The invisible watermark on outputs (default on; `flux2 serve --no-watermark` turns it off). */
   watermark?: boolean;
+  /** Prompt and image checks (`flux2 serve --moderation`); throws ModeratedError. */
+  moderator?: Moderator;
 }
 
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
@@ -97,12 +100,22 @@ async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitIma
   return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
 }
 
+/** The request field of the i-th input image: input_image, input_image_2, … */
+function referenceField(i: number): string {
+  return i === 0 ? "input_image" : `input_image_${i + 1}`;
+}
+
 export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunContext): Promise<ExecOutput> {
   const r = job.request;
   const d = pipe.defaults;
   const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
+  ctx.moderator?.checkPrompt(r.prompt);
   const init = repaint ? await initImage(r, ctx) : undefined;
   const images = await Promise.all(referenceInputs(r).slice(repaint ? 1 : 0).map((ref) => readImage(ctx, ref)));
+  await ctx.moderator?.checkInputs([
+    ...(init ? [{ what: "input_image", image: init.image }] : []),
+    ...images.map((image, i) => ({ what: referenceField(i + (init ? 1 : 0)), image })),
+  ], r.safety_tolerance);
   const refs = prepareReferences(images, { multiple: ctx.multiple });
   const steps = r.steps ?? d.steps;
   const guidance = r.guidance ?? d.guidance;
@@ -116,6 +129,8 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
       ctx.onProgress({ step: info.step, steps: info.steps, fraction: info.step / info.steps, preview: p ? pngDataUrl(p.rgb, p.width, p.height) : undefined });
     },
   });
+  // Before encoding: a moderated image is never written anywhere.
+  await ctx.moderator?.checkOutputs(result.images, r.safety_tolerance);
   const references = [
     ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),

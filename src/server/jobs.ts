@@ -17,6 +17,7 @@ import type { JobKind, JobRow, JobStore } from "./store.js";
 import { validateRequest } from "./validate.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import { TERMINAL } from "./views.js";
+import { checkModerationFields } from "../moderation/server.js";
 
 export interface Queues {
   local?: LocalQueue;
@@ -62,6 +63,7 @@ export class JobService {
     // Cheap early refusal before fetching and decoding images; the insert below re-checks atomically.
     if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
     const request: GenerationRequest = validateRequest(body, model);
+    if (model.kind === "local") checkModerationFields(request, this.cfg.moderation);
     try {
       resolveLoras(this.cfg.loraDir, request.loras);
     } catch (e) {

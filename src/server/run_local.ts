@@ -23,6 +23,8 @@ export function localRunner(executor: Executor, images: ImageStore) {
       if (!(e instanceof ExecError)) throw e;
       if (e.kind === "cancelled") return { state: "cancelled", error: "cancelled" };
       if (e.kind === "crashed") throw new Interrupted(e.message);
+      // Moderated: no image was stored; the reason goes to details.moderation.
+      if (e.kind === "request_moderated" || e.kind === "content_moderated") return { state: e.kind, error: e.message };
       return { state: "error", error: e.message };
     }
   };
