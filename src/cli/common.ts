@@ -47,6 +47,7 @@ export const MODEL_OPTIONS = {
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
   quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
   quantize: { type: "string" }, "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "safety-tolerance": { type: "string" },
+  "upsample-prompt": { type: "boolean" }, "upsample-tokens": { type: "string" },
 } as const;
 
 export interface ModelArgs {

@@ -10,6 +10,7 @@ import { resizeLanczos } from "../pipeline/resize.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, cliModeration, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 
 const HELP = `usage: flux2 edit --model PATH -i IMAGE [-i IMAGE ...] --prompt TEXT [options]
 
@@ -130,6 +131,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   if (v.mask && v.expand) throw new InvalidRequestError("--mask and --expand cannot be combined (--expand makes its own mask)");
   const out = v.out ?? "edit.png";
   outputFormat(out);
+  if (v["upsample-prompt"]) throw new InvalidRequestError(`--upsample-prompt: ${IMAGE_UPSAMPLING_REFUSED}`);
   const moderation = cliModeration(v);
   moderation?.moderator.checkPrompt(prompts[0]);
   const log = logger(v.quiet);

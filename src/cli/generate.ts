@@ -3,6 +3,9 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { readAll } from "../io/safetensors.js";
+import { OrtBackend } from "../backend/ort.js";
+import type { Device } from "../backend/backend.js";
+import { UPSAMPLE_MAX_NEW_TOKENS, upsamplePrompts } from "../text/upsample.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
 import { tensor } from "../util/tensor.js";
 import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, cliModeration, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
@@ -20,6 +23,11 @@ Prompt:
                           --prompt for several prompts in one run
   --negative-prompt TEXT  negative prompt (klein base CFG only; default empty)
   --max-sequence-length N text tokens (default 512; longer prompts are cut, with a warning)
+  --upsample-prompt       rewrite each prompt into a detailed one with the model's own
+                          text encoder LLM first (diffusers' Flux2Pipeline system
+                          message, temperature 0.15, seeded by --seed); the rewrite is
+                          printed and recorded in the image (the original too)
+  --upsample-tokens N     longest rewrite in tokens (default 512, as diffusers)
 
 Sampling:
   --width W --height H    output size: multiples of 16, at least 64, at most 4 MP
@@ -77,6 +85,21 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   if (latents && latents.shape[0] % prompts.length !== 0) {
     throw new InvalidRequestError(`--initial-latents holds ${latents.shape[0]} images, not a multiple of the ${prompts.length} prompt(s)`);
   }
+  // Rewrite the prompts first (their own session over the text encoder files, released after).
+  const originals = new Map<string, string>();
+  if (v["upsample-prompt"]) {
+    log("upsampling the prompt with the text encoder...");
+    const rewritten = await upsamplePrompts(ck, prompts, {
+      backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }), seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0,
+      sampling: { maxNewTokens: intOption(v["upsample-tokens"], "upsample-tokens", 1, 4096) ?? UPSAMPLE_MAX_NEW_TOKENS },
+    });
+    rewritten.forEach((p, i) => {
+      log(`upsampled prompt${prompts.length > 1 ? ` ${i + 1}` : ""}: ${p}`);
+      moderation?.moderator.checkPrompt(p);
+      originals.set(p, prompts[i]);
+      prompts[i] = p;
+    });
+  }
   const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
   const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : 1024);
   const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : 1024);
@@ -95,7 +118,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     width, height, steps, guidance, seed, latents, maxSequenceLength: maxLen, batchSize: batch,
   }, steps);
   await writeImages(result, out, (i) => ({
-    prompt: result.images[i].prompt ?? prompts[0], negativePrompt: v["negative-prompt"] ?? null,
+    prompt: result.images[i].prompt ?? prompts[0], upsampledFrom: originals.get(result.images[i].prompt ?? prompts[0]), negativePrompt: v["negative-prompt"] ?? null,
     width: result.width, height: result.height, steps, guidance, seed: result.images[i].seed,
     variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),

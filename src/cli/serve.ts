@@ -70,6 +70,9 @@ Moderation (docs/server.md):
                           "Content Moderated" with no image. Without it the server
                           says so, and refuses safety_tolerance below 2
 
+Prompt upsampling (prompt_upsampling: true; text-to-image only):
+  --upsample-tokens N     longest rewrite in tokens (default 512, as diffusers)
+
 Provenance (docs/server.md):
   --no-watermark          do not embed the invisible watermark in generated images
                           (the EXIF/XMP "AI generated" tags are still written)
@@ -87,7 +90,7 @@ const OPTIONS = {
   "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
   "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
-  "no-watermark": { type: "boolean" }, moderation: { type: "string" },
+  "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "upsample-tokens": { type: "string" },
 } as const;
 
 /** A number flag within [lo, hi]. */
@@ -132,6 +135,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     loraDir: v["lora-dir"],
     watermark: !v["no-watermark"],
     moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined,
+    upsampleTokens: numFlag(v["upsample-tokens"], "upsample-tokens", 1, 4096),
   });
 }
 

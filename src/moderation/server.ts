@@ -1,7 +1,8 @@
 // What the HTTP server needs from moderation at request time: the 422 for a
 // safety_tolerance it cannot honour, and the description in GET /v1/models.
 
-import type { GenerationRequest } from "../api/request.js";
+import { referenceInputs, type GenerationRequest } from "../api/request.js";
+import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 import { fieldError } from "../server/errors.js";
 import { DEFAULT_SAFETY_TOLERANCE, describeModeration, safetyToleranceProblem, type ModerationConfig } from "./config.js";
 
@@ -9,6 +10,8 @@ import { DEFAULT_SAFETY_TOLERANCE, describeModeration, safetyToleranceProblem, t
 export function checkModerationFields(r: GenerationRequest, c: ModerationConfig | undefined): void {
   const problem = safetyToleranceProblem(r.safety_tolerance, c);
   if (problem) throw fieldError("safety_tolerance", problem, "not_supported");
+  // Upsampling with images would need dev's vision tower: refused at submit, not after queueing.
+  if (r.prompt_upsampling && referenceInputs(r).length) throw fieldError("prompt_upsampling", IMAGE_UPSAMPLING_REFUSED, "not_supported");
 }
 
 /** The `moderation` object of GET /v1/models (local models; BFL's hosted models moderate on BFL's side). */

@@ -59,6 +59,8 @@ export interface ServerConfig {
   watermark: boolean;
   /** Prompt and image checks (--moderation FILE, src/moderation/); undefined: none, said at start-up and in /v1/models. */
   moderation?: ModerationConfig;
+  /** Longest prompt_upsampling rewrite in tokens (default 512, as diffusers). */
+  upsampleTokens?: number;
 }
 
 /** Where jobs and images are kept when --data is not given: $FLUX2_DATA, else XDG data home. */

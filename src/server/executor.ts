@@ -20,6 +20,8 @@ export interface ExecutorData {
   watermark?: boolean;
   /** Prompt and image checks; the thread loads the classifier on first use. */
   moderation?: ModerationConfig;
+  /** Longest prompt_upsampling rewrite (default 512). */
+  upsampleTokens?: number;
 }
 
 export type ToThread = { type: "run"; seq: number; job: ExecJob; cancel: SharedArrayBuffer };

@@ -17,6 +17,7 @@ import { storeName } from "./inputs.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import type { ExecutorData, ToThread, FromThread } from "./executor.js";
 import { ModeratedError, Moderator } from "../moderation/moderator.js";
+import { upsamplePrompts } from "../text/upsample.js";
 
 const data = workerData as ExecutorData;
 const store = new ImageStore(data.storeRoot);
@@ -50,6 +51,12 @@ async function pipeline(model: string, loraList: { name: string; strength: numbe
   return p;
 }
 
+function modelDir(model: string): string {
+  const spec = data.models.find((m) => m.id === model);
+  if (!spec) throw new InvalidRequestError(`model ${model} is not served by this process`);
+  return spec.dir;
+}
+
 function post(m: FromThread, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(m, transfer);
 }
@@ -70,6 +77,10 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     const out = await runGeneration(pipe, job, {
       multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark, moderator,
+      // Its own session over the model's text encoder files, released when done.
+      upsample: async (prompt, seed) => (await upsamplePrompts(openCheckpoint(modelDir(job.model)), [prompt], {
+        backend, seed, sampling: data.upsampleTokens ? { maxNewTokens: data.upsampleTokens } : undefined,
+      }))[0],
       readInput: (ref) => store.readSync(storeName(ref)),
       onProgress: (progress) => post({ type: "progress", seq, progress }),
     });

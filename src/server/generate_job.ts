@@ -10,6 +10,7 @@ import { decodeImage, type ImageFormat } from "../pipeline/image.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { encodeGenerated } from "../provenance/provenance.js";
 import type { Moderator } from "../moderation/moderator.js";
+import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
@@ -36,6 +37,8 @@ export interface ExecOutput {
   guidance: number;
   /** What each LoRA applied, ignored or did not recognise. */
   loras?: LoraSummary[];
+  /** The rewritten prompt, when prompt_upsampling was on. */
+  prompt?: string;
 }
 
 export interface LoraSummary {
@@ -65,6 +68,8 @@ export interface RunContext {
   watermark?: boolean;
   /** Prompt and image checks (`flux2 serve --moderation`); throws ModeratedError. */
   moderator?: Moderator;
+  /** Rewrite a prompt with the model's text encoder (prompt_upsampling); seed as the request's. */
+  upsample?: (prompt: string, seed: number | undefined) => Promise<string>;
 }
 
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
@@ -106,7 +111,16 @@ function referenceField(i: number): string {
 }
 
 export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunContext): Promise<ExecOutput> {
-  const r = job.request;
+  let r = job.request;
+  let upsampledFrom: string | undefined;
+  if (r.prompt_upsampling) {
+    if (referenceInputs(r).length) throw new InvalidRequestError(IMAGE_UPSAMPLING_REFUSED);
+    if (!ctx.upsample) throw new InvalidRequestError("prompt_upsampling is not available in this executor");
+    // The user's prompt is checked before any work, the rewrite (below, with the other checks) before use.
+    ctx.moderator?.checkPrompt(r.prompt);
+    upsampledFrom = r.prompt;
+    r = { ...r, prompt: await ctx.upsample(r.prompt, r.seed) };
+  }
   const d = pipe.defaults;
   const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
   ctx.moderator?.checkPrompt(r.prompt);
@@ -136,7 +150,8 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
   ];
   return {
-    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false),
+    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false, upsampledFrom),
+    ...(upsampledFrom !== undefined ? { prompt: r.prompt } : {}),
     width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
     loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
       name: l.name, strength: l.strength, format: l.format, applied: l.report.applied.length,
@@ -145,7 +160,8 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   };
 }
 
-async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength: number | undefined, watermark: boolean): Promise<ExecImage[]> {
+async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength: number | undefined, watermark: boolean,
+                         upsampledFrom?: string): Promise<ExecImage[]> {
   const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
   const out: ExecImage[] = [];
   for (const img of result.images) {
@@ -154,6 +170,7 @@ async function encodeAll(result: GenerateResult, r: GenerationRequest, model: st
       steps: result.steps, guidance: result.guidance, seed: img.seed, variant, model,
       references: references?.length ? references : undefined, strength,
       loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
+      upsampledFrom,
     };
     const { bytes } = await encodeGenerated(img.rgb, img.width, img.height, format, record, watermark);
     out.push({ bytes, ext: format });

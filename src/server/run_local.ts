@@ -10,7 +10,10 @@ import type { ExecOutput } from "./generate_job.js";
 export async function storeOutput(images: ImageStore, out: ExecOutput, startedAt: number, by: string): Promise<JobResult> {
   const names: string[] = [];
   for (const img of out.images) names.push(await images.put(img.bytes, img.ext));
-  return { images: names, width: out.width, height: out.height, seed: out.seed, steps: out.steps, guidance: out.guidance, loras: out.loras, started_at: startedAt, ended_at: Date.now(), by };
+  return {
+    images: names, width: out.width, height: out.height, seed: out.seed, steps: out.steps, guidance: out.guidance, loras: out.loras,
+    started_at: startedAt, ended_at: Date.now(), by, ...(out.prompt !== undefined ? { prompt: out.prompt } : {}),
+  };
 }
 
 export function localRunner(executor: Executor, images: ImageStore) {

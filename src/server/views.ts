@@ -37,7 +37,8 @@ export function resultBody(row: JobRow, base: string): Record<string, unknown> |
   const req = JSON.parse(row.request) as { prompt?: string };
   const samples = r.images.map((n) => imageUrl(base, n));
   return {
-    sample: samples[0], samples, prompt: req.prompt ?? "", seed: r.seed, width: r.width, height: r.height,
+    // The prompt the images were made from: the rewritten one when prompt_upsampling was on (as BFL returns it).
+    sample: samples[0], samples, prompt: r.prompt ?? req.prompt ?? "", seed: r.seed, width: r.width, height: r.height,
     steps: r.steps, guidance: r.guidance, ...(r.loras ? { loras: r.loras } : {}),
     start_time: seconds(r.started_at), end_time: seconds(r.ended_at), duration: (r.ended_at - r.started_at) / 1000,
   };
