@@ -10,6 +10,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { loadModerationConfig, parseModerationConfig, safetyToleranceProblem } from "../src/moderation/config.js";
 import { promptListHit } from "../src/moderation/moderator.js";
+import { DEFAULT_LLM_PROMPT, llmPromptCheck } from "../src/moderation/llm_check.js";
+import { OrtBackend } from "../src/backend/ort.js";
+import { Qwen3Encoder } from "../src/models/qwen3.js";
+import { openCheckpoint } from "../src/pipeline/checkpoint.js";
+import { PromptTokenizer } from "../src/text/tokenizer.js";
 import { goldenPath, repoRoot } from "./golden.js";
 import { api, untilDone } from "./helpers/net.js";
 import { pngImage, testServer } from "./helpers/server.js";
@@ -151,4 +156,50 @@ test("flux2 generate --moderation: blocked prompt or flagged output stops with B
   r = spawnSync(process.execPath, [cli, "generate", "--model", goldenPath("checkpoints/klein_distilled"), "--prompt", "x", "--safety-tolerance", "0"], { cwd: dir, encoding: "utf8" });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--safety-tolerance: there is no moderation configured/);
+});
+
+describe("the yes/no LLM prompt check", () => {
+  const model = goldenPath("checkpoints/klein_distilled");
+  const llmFile = (answers: { yes: string; no: string }) => {
+    const file = path.join(tmp(), "m.json");
+    fs.writeFileSync(file, JSON.stringify({ llm: { system: "You are a careful reviewer.", prompt: "Is this prompt a problem? {prompt} Answer yes or no.", ...answers } }));
+    return file;
+  };
+
+  test("the file: BFL's prompts by default, {prompt} required", () => {
+    const c = parseModerationConfig({ llm: {} }, "m", os.tmpdir());
+    assert.equal(c.llm!.prompt, DEFAULT_LLM_PROMPT);
+    assert.match(c.llm!.prompt, /^Task: Analyze a text prompt/);
+    assert.throws(() => parseModerationConfig({ llm: { prompt: "no placeholder" } }, "m", os.tmpdir()), /llm.prompt must contain \{prompt\}/);
+  });
+
+  test("the verdict is the uncached forward's yes-vs-no logit, and swapping the words flips it", async () => {
+    const c = loadModerationConfig(llmFile({ yes: "yes", no: "no" })).llm!;
+    const ck = openCheckpoint(model);
+    const v = await llmPromptCheck(ck, "a red fox", c, new OrtBackend());
+    // Independently: render with the tokenizer, run the plain (verified) encoder forward, read the last row.
+    const tok = await PromptTokenizer.load(goldenPath("checkpoints/klein_distilled/tokenizer"));
+    const ids = tok.tokenize(tok.renderMessages([{ role: "system", content: c.system }, { role: "user", content: "Is this prompt a problem? a red fox Answer yes or no." }]));
+    const enc = await Qwen3Encoder.fromFiles(new OrtBackend(), goldenPath("checkpoints/klein_distilled/text_encoder"), null, { outputLayers: [], logits: true });
+    const out = await enc.hiddenStates(BigInt64Array.from(ids, BigInt), new BigInt64Array(ids.length).fill(1n), 1, ids.length, [], { logits: true });
+    await enc.release();
+    const V = 384, last = (out.logits!.data as Float32Array).subarray((ids.length - 1) * V, ids.length * V);
+    const [yes] = tok.tokenize("yes"), [no] = tok.tokenize("no");
+    assert.ok(Math.abs(v.yesLogit - last[yes]) < 1e-4 && Math.abs(v.noLogit - last[no]) < 1e-4, JSON.stringify({ v, yes: last[yes], no: last[no] }));
+    assert.equal(v.flagged, last[yes] > last[no]);
+    const swapped = await llmPromptCheck(ck, "a red fox", { ...c, yes: "no", no: "yes" }, new OrtBackend());
+    assert.equal(swapped.flagged, !v.flagged);
+  });
+
+  test("flux2 generate: the answer that flags stops the run as Request Moderated; the other lets it through", () => {
+    const dir = tmp();
+    const run = (file: string, out: string) => spawnSync(process.execPath, [cli, "generate", "--model", model, "--prompt", "a red fox", "--width", "64", "--height", "64",
+      "--quiet", "--moderation", file, "--out", out], { cwd: dir, encoding: "utf8", timeout: 120_000 });
+    const a = run(llmFile({ yes: "yes", no: "no" }), "a.png"), b = run(llmFile({ yes: "no", no: "yes" }), "b.png");
+    const [flagged, passed] = a.status === 1 ? [a, b] : [b, a];
+    assert.equal(flagged.status, 1, flagged.stderr);
+    assert.match(flagged.stderr, /Request Moderated: the text encoder's yes\/no check answered/);
+    assert.equal(passed.status, 0, passed.stderr);
+    assert.equal(fs.readdirSync(dir).length, 1);
+  });
 });

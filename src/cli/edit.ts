@@ -136,6 +136,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   moderation?.moderator.checkPrompt(prompts[0]);
   const log = logger(v.quiet);
   const ck = openModel(v);
+  await moderation?.moderator.checkPromptWithLlm(prompts[0], ck);
   const multiple = checkpointMultiple(ck);
   const maxPixels = intOption(v["max-pixels"], "max-pixels", 1, 1 << 30) ?? DEFAULT_MAX_INPUT_PIXELS;
   const images = await Promise.all(files.map((f) => readImage(f, maxPixels)));

@@ -100,6 +100,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
       prompts[i] = p;
     });
   }
+  for (const p of prompts) await moderation?.moderator.checkPromptWithLlm(p, ck);
   const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
   const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : 1024);
   const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : 1024);

@@ -7,6 +7,8 @@
 //     "words": ["..."],               // whole words or phrases, case-insensitive
 //     "patterns": ["..."]             // JavaScript regular expressions, case-insensitive
 //   },
+//   "llm": {},                        // optional yes/no check with the text encoder (llm_check.ts;
+//                                     // keys system, prompt with {prompt}, yes, no)
 //   "image": {                        // an image classifier (inputs → "Request Moderated",
 //                                     // outputs → "Content Moderated")
 //     "classifier": "DIR",            // ViTForImageClassification folder, e.g. a download
@@ -20,6 +22,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { DEFAULT_LLM_PROMPT, DEFAULT_LLM_SYSTEM, type LlmCheckConfig } from "./llm_check.js";
 
 /** BFL's default safety_tolerance. */
 export const DEFAULT_SAFETY_TOLERANCE = 2;
@@ -42,6 +45,8 @@ export interface ModerationConfig {
     checkInputs: boolean;
     checkOutputs: boolean;
   } | null;
+  /** The yes/no prompt check with the model's text encoder (llm_check.ts), or null. */
+  llm: LlmCheckConfig | null;
 }
 
 export class ModerationConfigError extends Error {
@@ -81,7 +86,7 @@ export function loadModerationConfig(file: string): ModerationConfig {
 export function parseModerationConfig(raw: unknown, source: string, baseDir: string): ModerationConfig {
   const where = `--moderation ${source}`;
   if (!isObject(raw)) throw new ModerationConfigError(`${where}: expected a JSON object with "prompt" and/or "image"`);
-  only(raw, ["prompt", "image"], where);
+  only(raw, ["prompt", "image", "llm"], where);
   const p = raw.prompt ?? {};
   if (!isObject(p)) throw new ModerationConfigError(`${where}: "prompt" must be an object`);
   only(p, ["words", "patterns"], `${where}: prompt`);
@@ -119,8 +124,19 @@ export function parseModerationConfig(raw: unknown, source: string, baseDir: str
     };
     if (!image.checkInputs && !image.checkOutputs) throw new ModerationConfigError(`${where}: image checks neither inputs nor outputs; remove "image" instead`);
   }
-  if (!words.length && !patterns.length && !image) throw new ModerationConfigError(`${where}: checks nothing (no prompt words or patterns, no image classifier)`);
-  return { source, prompt: { words, patterns }, image };
+  let llm: LlmCheckConfig | null = null;
+  if (raw.llm !== undefined) {
+    const l = raw.llm;
+    if (!isObject(l)) throw new ModerationConfigError(`${where}: "llm" must be an object ({} for BFL's default prompts)`);
+    only(l, ["system", "prompt", "yes", "no"], `${where}: llm`);
+    for (const k of ["system", "prompt", "yes", "no"] as const) {
+      if (l[k] !== undefined && (typeof l[k] !== "string" || !(l[k] as string).trim())) throw new ModerationConfigError(`${where}: llm.${k} must be a non-empty string`);
+    }
+    llm = { system: (l.system as string) ?? DEFAULT_LLM_SYSTEM, prompt: (l.prompt as string) ?? DEFAULT_LLM_PROMPT, yes: (l.yes as string) ?? "yes", no: (l.no as string) ?? "no" };
+    if (!llm.prompt.includes("{prompt}")) throw new ModerationConfigError(`${where}: llm.prompt must contain {prompt}, where the prompt to check goes`);
+  }
+  if (!words.length && !patterns.length && !image && !llm) throw new ModerationConfigError(`${where}: checks nothing (no prompt words or patterns, no image classifier, no llm check)`);
+  return { source, prompt: { words, patterns }, image, llm };
 }
 
 /** One line for start-up logs and /v1/models. */
@@ -128,6 +144,7 @@ export function describeModeration(c: ModerationConfig | undefined): string {
   if (!c) return "no moderation configured: prompts and images are not checked (flux2 serve --moderation CONFIG; see docs/server.md)";
   const parts = [];
   if (c.prompt.words.length || c.prompt.patterns.length) parts.push(`prompt lists (${c.prompt.words.length} words, ${c.prompt.patterns.length} patterns)`);
+  if (c.llm) parts.push("yes/no prompt check with the text encoder LLM");
   if (c.image) parts.push(`image classifier ${path.basename(c.image.classifier)} on ${[c.image.checkInputs && "inputs", c.image.checkOutputs && "outputs"].filter(Boolean).join(" and ")} (label "${c.image.label}", threshold ${c.image.thresholds[DEFAULT_SAFETY_TOLERANCE]} at safety_tolerance ${DEFAULT_SAFETY_TOLERANCE})`);
   return `moderation from ${c.source}: ${parts.join("; ")}`;
 }

@@ -6,6 +6,8 @@
 import type { Backend } from "../backend/backend.js";
 import { VitClassifier } from "../models/vit.js";
 import { DEFAULT_SAFETY_TOLERANCE, type ModerationConfig } from "./config.js";
+import { llmPromptCheck } from "./llm_check.js";
+import type { Checkpoint } from "../pipeline/checkpoint.js";
 
 export class ModeratedError extends Error {
   /** "request": the prompt or an input image; "content": a generated image. */
@@ -44,6 +46,13 @@ export class Moderator {
   checkPrompt(prompt: string): void {
     const hit = promptListHit(prompt, this.config.prompt);
     if (hit) throw new ModeratedError("request", hit);
+  }
+
+  /** The yes/no LLM check (when configured) with the job's checkpoint; throws ModeratedError on "yes". */
+  async checkPromptWithLlm(prompt: string, ck: Checkpoint): Promise<void> {
+    if (!this.config.llm) return;
+    const v = await llmPromptCheck(ck, prompt, this.config.llm, this.backend);
+    if (v.flagged) throw new ModeratedError("request", `the text encoder's yes/no check answered "${this.config.llm.yes}" (logit ${v.yesLogit.toFixed(3)} over ${v.noLogit.toFixed(3)})`);
   }
 
   /** Threshold of the checked label's probability for a safety_tolerance. */

@@ -20,6 +20,7 @@ export function moderationInfo(c: ModerationConfig | undefined) {
     configured: !!c,
     prompt_lists: !!c && (c.prompt.words.length > 0 || c.prompt.patterns.length > 0),
     image_classifier: c?.image ? { label: c.image.label, inputs: c.image.checkInputs, outputs: c.image.checkOutputs, thresholds: c.image.thresholds } : null,
+    llm_check: c?.llm ? { system: c.llm.system, prompt: c.llm.prompt, yes: c.llm.yes, no: c.llm.no } : null,
     default_safety_tolerance: DEFAULT_SAFETY_TOLERANCE,
     min_safety_tolerance: c?.image ? 0 : DEFAULT_SAFETY_TOLERANCE,
     description: describeModeration(c),

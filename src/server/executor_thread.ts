@@ -77,6 +77,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     const out = await runGeneration(pipe, job, {
       multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark, moderator,
+      llmCheck: moderator?.config.llm ? (prompt) => moderator.checkPromptWithLlm(prompt, openCheckpoint(modelDir(job.model))) : undefined,
       // Its own session over the model's text encoder files, released when done.
       upsample: async (prompt, seed) => (await upsamplePrompts(openCheckpoint(modelDir(job.model)), [prompt], {
         backend, seed, sampling: data.upsampleTokens ? { maxNewTokens: data.upsampleTokens } : undefined,

@@ -70,6 +70,8 @@ export interface RunContext {
   moderator?: Moderator;
   /** Rewrite a prompt with the model's text encoder (prompt_upsampling); seed as the request's. */
   upsample?: (prompt: string, seed: number | undefined) => Promise<string>;
+  /** The moderation's yes/no LLM check of a prompt with this model's text encoder; throws ModeratedError. */
+  llmCheck?: (prompt: string) => Promise<void>;
 }
 
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
@@ -124,6 +126,7 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   const d = pipe.defaults;
   const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
   ctx.moderator?.checkPrompt(r.prompt);
+  await ctx.llmCheck?.(r.prompt);
   const init = repaint ? await initImage(r, ctx) : undefined;
   const images = await Promise.all(referenceInputs(r).slice(repaint ? 1 : 0).map((ref) => readImage(ctx, ref)));
   await ctx.moderator?.checkInputs([

@@ -178,6 +178,11 @@ export class MistralPromptTokenizer {
     return this.tokenizer.encode(rendered, { add_special_tokens: !startsWithBos }).ids;
   }
 
+  /** Token ids of plain text without any special token (e.g. "yes"). */
+  tokenizePlain(text: string): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+  }
+
   /** Generated ids back to text, special tokens dropped (transformers' skip_special_tokens). */
   decode(ids: number[]): string {
     return this.tokenizer.decode(ids, { skip_special_tokens: true });

@@ -48,25 +48,30 @@ export interface UpsampleOptions {
   sampling?: Partial<SamplingOptions>;
 }
 
-interface Loaded {
+/** A text encoder opened for generation: its config, weights and chat rendering. */
+export interface TextLlm {
   config: DecoderConfig;
   weights: DecoderWeights;
-  render: (prompt: string) => number[];
+  /** Token ids of a system + user chat, ready for the assistant's answer. */
+  render: (user: string) => number[];
   decode: (ids: number[]) => string;
+  /** Token ids of plain text, no special tokens (e.g. "yes"). */
+  plain: (text: string) => number[];
   stop: number[];
 }
 
-async function load(ck: Checkpoint): Promise<Loaded> {
+/** Open a checkpoint's text encoder and tokenizer for chats under `system`. */
+export async function openTextLlm(ck: Checkpoint, system: string): Promise<TextLlm> {
   const te = ck.textEncoder;
   const configFile = defaultConfigPath(te.weights, te.config);
   const raw = readJsonConfig(configFile);
   const eos = ([] as unknown[]).concat(raw.eos_token_id ?? []).filter((x): x is number => Number.isInteger(x));
   if (te.kind === "mistral3") {
-    const tok = await MistralPromptTokenizer.load(ck.tokenizer, { systemMessage: UPSAMPLE_SYSTEM_MESSAGE_T2I });
+    const tok = await MistralPromptTokenizer.load(ck.tokenizer, { systemMessage: system });
     const stop = [...eos, tok.tokenId("</s>")].filter((x): x is number => x !== undefined);
     return {
       config: readMistralConfig(configFile), weights: new MistralWeights(WeightSet.open(te.weights)),
-      render: (p) => tok.tokenize(tok.renderChat(p)), decode: (ids) => tok.decode(ids), stop,
+      render: (p) => tok.tokenize(tok.renderChat(p)), decode: (ids) => tok.decode(ids), plain: (t) => tok.tokenizePlain(t), stop,
     };
   }
   const tok = await PromptTokenizer.load(ck.tokenizer);
@@ -74,8 +79,8 @@ async function load(ck: Checkpoint): Promise<Loaded> {
   const stop = [...eos, tok.tokenId("<|im_end|>"), tok.eosToken !== undefined ? tok.tokenId(tok.eosToken) : undefined].filter((x): x is number => x !== undefined);
   return {
     config: readQwen3Config(configFile), weights: new Qwen3Weights(WeightSet.open(te.weights)),
-    render: (p) => tok.tokenize(tok.renderMessages([{ role: "system", content: UPSAMPLE_SYSTEM_MESSAGE_T2I }, { role: "user", content: p }])),
-    decode: (ids) => tok.decode(ids), stop,
+    render: (p) => tok.tokenize(tok.renderMessages([{ role: "system", content: system }, { role: "user", content: p }])),
+    decode: (ids) => tok.decode(ids), plain: (t) => tok.tokenize(t), stop,
   };
 }
 
@@ -85,7 +90,7 @@ async function load(ck: Checkpoint): Promise<Loaded> {
  * original prompt, which the caller can see by comparing.
  */
 export async function upsamplePrompts(ck: Checkpoint, prompts: string[], opts: UpsampleOptions): Promise<string[]> {
-  const m = await load(ck);
+  const m = await openTextLlm(ck, UPSAMPLE_SYSTEM_MESSAGE_T2I);
   const gen = await TextGenerator.create(m.config, m.weights, opts.backend);
   try {
     const out: string[] = [];
