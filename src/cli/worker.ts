@@ -32,6 +32,7 @@ recorded once.
   --moderation FILE       the prompt and image checks (give the server's file:
                           the server checks safety_tolerance, workers run checks)
   --no-watermark          no invisible watermark (as flux2 serve --no-watermark)
+  --upsample-tokens N     longest prompt_upsampling rewrite (default 512)
   -h, --help              this text
 
 Logs one JSON line per event on stdout: ready, start and done (id, worker,
@@ -41,6 +42,7 @@ const OPTIONS = {
   queue: { type: "string" }, model: { type: "string", multiple: true }, data: { type: "string" }, store: { type: "string" },
   threads: { type: "string" }, lock: { type: "string" }, "max-input-pixels": { type: "string" }, "lora-dir": { type: "string" }, name: { type: "string" },
   help: { type: "boolean", short: "h" }, moderation: { type: "string" }, "no-watermark": { type: "boolean" },
+  "upsample-tokens": { type: "string" },
 } as const;
 
 export async function runWorkerCommand(argv: string[]): Promise<number> {
@@ -60,6 +62,7 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     maxPixels: numFlag(v["max-input-pixels"], "max-input-pixels", 1, 2 ** 31) ?? defaultConfig().maxInputPixels,
     loraDir: v["lora-dir"],
     moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined, watermark: !v["no-watermark"],
+    upsampleTokens: numFlag(v["upsample-tokens"], "upsample-tokens", 1, 4096),
     name: v.name, log: (line) => console.log(line),
   });
   await stopped;

@@ -32,6 +32,7 @@ export interface WorkerOptions {
   loraDir?: string;
   moderation?: ModerationConfig;
   watermark?: boolean;
+  upsampleTokens?: number;
   name?: string;
   log: (line: string) => void;
 }
@@ -50,7 +51,7 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
   const images = new ImageStore(path.join(opts.dataDir, "images"));
   const adverts = opts.models.map((m) => localModel(m, "redis workers"));
   const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels, loraDir: opts.loraDir,
-    moderation: opts.moderation, watermark: opts.watermark });
+    moderation: opts.moderation, watermark: opts.watermark, upsampleTokens: opts.upsampleTokens });
 
   const advertise = async () => {
     for (const m of adverts) {
