@@ -8,9 +8,12 @@ import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
 import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult, type LoraUse } from "../pipeline/flux2.js";
-import { encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
+import { encodeImage, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory } from "../pipeline/memory.js";
-import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
+import type { ImageRecord } from "../pipeline/metadata.js";
+import { WATERMARK_NAME, encodeGenerated } from "../provenance/provenance.js";
+import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
+import { Moderator } from "../moderation/moderator.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
@@ -44,6 +47,8 @@ export const MODEL_OPTIONS = {
   out: { type: "string" }, "preview-dir": { type: "string" }, force: { type: "boolean" },
   quiet: { type: "boolean" }, help: { type: "boolean", short: "h" }, lora: { type: "string", multiple: true },
   quantize: { type: "string" }, "prompt-file": { type: "string", multiple: true },
+  "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "safety-tolerance": { type: "string" },
+  "upsample-prompt": { type: "boolean" }, "upsample-tokens": { type: "string" },
 } as const;
 
 export const PROMPT_FILE_HELP = `  --prompt-file FILE      read a prompt from FILE (UTF-8, one trailing newline
@@ -244,17 +249,48 @@ export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: nu
   }
 }
 
-/** Write each image with its A1111 "parameters" text (and, for PNG, a "flux2" JSON chunk). */
-export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void): Promise<string[]> {
+/**
+ * Write each image with its provenance marks (invisible watermark unless
+ * --no-watermark, EXIF/XMP "AI generated" tags), its A1111 "parameters" text and,
+ * for PNG, a "flux2" JSON chunk.
+ */
+export async function writeImages(result: GenerateResult, out: string, record: (i: number) => ImageRecord, log: (s: string) => void, watermark = true,
+                                  moderation?: CliModeration): Promise<string[]> {
   const format = outputFormat(out);
   const paths = outputPaths(out, result.images.length);
+  // All images are checked before any is written: a moderated run leaves no file.
+  try {
+    await moderation?.moderator.checkOutputs(result.images, moderation.tolerance);
+  } finally {
+    await moderation?.moderator.release();
+  }
   for (const [i, img] of result.images.entries()) {
-    const r = record(i);
-    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(r));
-    if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(r));
+    const { bytes, record: r } = await encodeGenerated(img.rgb, img.width, img.height, format, record(i), watermark);
     fs.mkdirSync(path.dirname(path.resolve(paths[i])), { recursive: true });
-    fs.writeFileSync(paths[i], buf);
-    log(`wrote ${paths[i]}`);
+    fs.writeFileSync(paths[i], bytes);
+    log(`wrote ${paths[i]}${r.watermark === WATERMARK_NAME ? "" : ` (watermark: ${r.watermark})`}`);
   }
   return paths;
+}
+
+export const MODERATION_HELP = `Moderation (docs/server.md):
+  --moderation FILE       check the prompt (word and regex lists), input images and
+                          outputs (a ViT classifier) per the JSON file; a hit stops
+                          with "Request Moderated" / "Content Moderated" and writes
+                          no image
+  --safety-tolerance N    0 (strictest) .. 6; picks the classifier threshold
+                          (default 2; below 2 needs an image classifier)`;
+
+export interface CliModeration {
+  moderator: Moderator;
+  tolerance: number | undefined;
+}
+
+/** --moderation / --safety-tolerance; refuses a tolerance that nothing would honour. */
+export function cliModeration(v: { moderation?: string; "safety-tolerance"?: string }): CliModeration | undefined {
+  const tolerance = intOption(v["safety-tolerance"], "safety-tolerance", 0, 6);
+  const config = v.moderation ? loadModerationConfig(v.moderation) : undefined;
+  const problem = safetyToleranceProblem(tolerance, config);
+  if (problem) throw new InvalidRequestError(`--safety-tolerance: ${problem.replace("this server has", "there is").replace("start the server with ", "give ")}`);
+  return config ? { moderator: new Moderator(config, new OrtBackend()), tolerance } : undefined;
 }

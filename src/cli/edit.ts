@@ -9,7 +9,8 @@ import { checkReferenceCount, MAX_REFERENCES, prepareInpaintImage, prepareRefere
 import { resizeLanczos } from "../pipeline/resize.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
-import { MODEL_HELP, MODEL_OPTIONS, PROMPT_FILE_HELP, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 
 const HELP = `usage: flux2 edit --model PATH -i IMAGE [-i IMAGE ...] --prompt TEXT [options]
 
@@ -27,6 +28,8 @@ Modes:
 
 ${MODEL_HELP}
 
+${MODERATION_HELP}
+
 Options:
   -i, --image FILE        a reference image (PNG, JPEG, WebP, ...); repeatable
   --prompt TEXT           what to do (plain text, JSON and hex colours welcome)
@@ -43,6 +46,9 @@ ${PROMPT_FILE_HELP}
   --out FILE              .png (default edit.png), .jpg or .webp
   --preview-dir DIR       write a preview per step
   --force                 run even if the memory estimate says it will not fit
+  --no-watermark          do not embed the invisible watermark (on by default;
+                          images under 256x256 pixels are too small to carry it);
+                          the EXIF/XMP "AI generated" tags are always written
   --quiet                 no progress output
   -h, --help              this text
 
@@ -129,11 +135,16 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   if (v.mask && v.expand) throw new InvalidRequestError("--mask and --expand cannot be combined (--expand makes its own mask)");
   const out = v.out ?? "edit.png";
   outputFormat(out);
+  if (v["upsample-prompt"]) throw new InvalidRequestError(`--upsample-prompt: ${IMAGE_UPSAMPLING_REFUSED}`);
+  const moderation = cliModeration(v);
+  moderation?.moderator.checkPrompt(prompts[0]);
   const log = logger(v.quiet);
   const ck = openModel(v);
+  await moderation?.moderator.checkPromptWithLlm(prompts[0], ck);
   const multiple = checkpointMultiple(ck);
   const maxPixels = intOption(v["max-pixels"], "max-pixels", 1, 1 << 30) ?? DEFAULT_MAX_INPUT_PIXELS;
   const images = await Promise.all(files.map((f) => readImage(f, maxPixels)));
+  await moderation?.moderator.checkInputs(images.map((image, i) => ({ what: files[i], image })), moderation.tolerance);
   const warning = checkReferenceCount(files.length, ck.variant);
   if (warning) log(`warning: ${warning}`);
 
@@ -200,7 +211,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
     steps, guidance, seed: result.images[i].seed, variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     references, strength: init?.strength,
-  }), log);
+  }), log, !v["no-watermark"], moderation);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

@@ -3,9 +3,12 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { readAll } from "../io/safetensors.js";
+import { OrtBackend } from "../backend/ort.js";
+import type { Device } from "../backend/backend.js";
+import { UPSAMPLE_MAX_NEW_TOKENS, upsamplePrompts } from "../text/upsample.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
 import { tensor } from "../util/tensor.js";
-import { MODEL_HELP, MODEL_OPTIONS, PROMPT_FILE_HELP, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
 const HELP = `usage: flux2 generate --model PATH --prompt TEXT [options]
 
@@ -21,6 +24,11 @@ Prompt:
 ${PROMPT_FILE_HELP}
   --negative-prompt TEXT  negative prompt (klein base CFG only; default empty)
   --max-sequence-length N text tokens (default 512; longer prompts are cut, with a warning)
+  --upsample-prompt       rewrite each prompt into a detailed one with the model's own
+                          text encoder LLM first (diffusers' Flux2Pipeline system
+                          message, temperature 0.15, seeded by --seed); the rewrite is
+                          printed and recorded in the image (the original too)
+  --upsample-tokens N     longest rewrite in tokens (default 512, as diffusers)
 
 Sampling:
   --width W --height H    output size: multiples of 16, at least 64, at most 4 MP
@@ -37,11 +45,16 @@ Sampling:
                           (prompts x K, 128, H/16, W/16), the layout of the golden
                           fixtures) instead of the seed
 
+${MODERATION_HELP}
+
 Output:
   --out FILE              .png (default out.png), .jpg or .webp; with K > 1 the
                           index is added: out-0.png, out-1.png, ...
   --preview-dir DIR       write a small preview PNG after every step
   --force                 run even if the memory estimate says it will not fit
+  --no-watermark          do not embed the invisible watermark (on by default;
+                          images under 256x256 pixels are too small to carry it);
+                          the EXIF/XMP "AI generated" tags are always written
   --quiet                 no progress output
   -h, --help              this text`;
 
@@ -65,12 +78,30 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   if (prompts.length === 0) throw new InvalidRequestError("--prompt TEXT or --prompt-file FILE is required");
   const out = v.out ?? "out.png";
   outputFormat(out);
+  const moderation = cliModeration(v);
+  for (const p of prompts) moderation?.moderator.checkPrompt(p);
   const log = logger(v.quiet);
   const ck = openModel(v);
   const latents = v["initial-latents"] ? readInitialLatents(v["initial-latents"]) : undefined;
   if (latents && latents.shape[0] % prompts.length !== 0) {
     throw new InvalidRequestError(`--initial-latents holds ${latents.shape[0]} images, not a multiple of the ${prompts.length} prompt(s)`);
   }
+  // Rewrite the prompts first (their own session over the text encoder files, released after).
+  const originals = new Map<string, string>();
+  if (v["upsample-prompt"]) {
+    log("upsampling the prompt with the text encoder...");
+    const rewritten = await upsamplePrompts(ck, prompts, {
+      backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }), seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0,
+      sampling: { maxNewTokens: intOption(v["upsample-tokens"], "upsample-tokens", 1, 4096) ?? UPSAMPLE_MAX_NEW_TOKENS },
+    });
+    rewritten.forEach((p, i) => {
+      log(`upsampled prompt${prompts.length > 1 ? ` ${i + 1}` : ""}: ${p}`);
+      moderation?.moderator.checkPrompt(p);
+      originals.set(p, prompts[i]);
+      prompts[i] = p;
+    });
+  }
+  for (const p of prompts) await moderation?.moderator.checkPromptWithLlm(p, ck);
   const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
   const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : 1024);
   const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : 1024);
@@ -89,12 +120,12 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     width, height, steps, guidance, seed, latents, maxSequenceLength: maxLen, batchSize: batch,
   }, steps);
   await writeImages(result, out, (i) => ({
-    prompt: result.images[i].prompt ?? prompts[0], negativePrompt: v["negative-prompt"] ?? null,
+    prompt: result.images[i].prompt ?? prompts[0], upsampledFrom: originals.get(result.images[i].prompt ?? prompts[0]), negativePrompt: v["negative-prompt"] ?? null,
     width: result.width, height: result.height, steps, guidance, seed: result.images[i].seed,
     variant: ck.variant, model: path.basename(path.resolve(v.model!)),
     loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
     initialLatents: v["initial-latents"] ? path.basename(v["initial-latents"]) : null,
-  }), log);
+  }), log, !v["no-watermark"], moderation);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

@@ -14,6 +14,7 @@ import { runKeysCommand } from "./keys.js";
 import { runBenchCommand } from "./bench.js";
 import { runQuantizeCommand } from "./quantize.js";
 import { runTrainCommand } from "./train.js";
+import { runWatermarkCommand } from "./watermark.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   generate: { summary: "generate images from a prompt with a FLUX.2 checkpoint", run: runGenerateCommand },
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   quantize: { summary: "write an 8-bit or 4-bit copy of a checkpoint (MatMulNBits)", run: runQuantizeCommand },
   bench: { summary: "measure speed and memory (npm run bench; --quick, --json)", run: runBenchCommand },
   "bench-kv": { summary: "measure the speed-up of KV-cached references", run: runKvBenchCommand },
+  watermark: { summary: "detect the invisible watermark in images (watermark detect FILE)", run: runWatermarkCommand },
   conformance: { summary: "run a golden reference set through the engine and compare", run: runConformanceCommand },
 };
 

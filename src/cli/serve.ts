@@ -6,6 +6,7 @@ import { startServer } from "../server/app.js";
 import { redisOptions } from "../server/redis_conn.js";
 import { parseModelSpec } from "../server/models.js";
 import { SIGNATURE_HEADER } from "../server/webhooks.js";
+import { describeModeration, loadModerationConfig } from "../moderation/config.js";
 
 const HELP = `usage: flux2 serve [--port P] [--host H] [--model ID=DIR ...] [--data DIR]
                    [--queue redis://HOST:PORT] [--require-keys] [--bfl-key K] [options]
@@ -69,6 +70,20 @@ with webhook_secret in the ${SIGNATURE_HEADER} header as sha256=<hex>):
   --webhook-attempts N    deliveries tried before giving up (default 8)
   --webhook-backoff MS    first retry delay, doubling each time (default 1000)
 
+Moderation (docs/server.md):
+  --moderation FILE       check prompts (word and regex lists) and input/output
+                          images (a ViT classifier such as Falconsai's) per the
+                          JSON file; flagged jobs end as "Request Moderated" or
+                          "Content Moderated" with no image. Without it the server
+                          says so, and refuses safety_tolerance below 2
+
+Prompt upsampling (prompt_upsampling: true; text-to-image only):
+  --upsample-tokens N     longest rewrite in tokens (default 512, as diffusers)
+
+Provenance (docs/server.md):
+  --no-watermark          do not embed the invisible watermark in generated images
+                          (the EXIF/XMP "AI generated" tags are still written)
+
 Other:
   --poll-interval MS      how often provider tasks are polled (default 500)
   --log                   one line per request on stderr
@@ -82,6 +97,7 @@ const OPTIONS = {
   "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
   "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
+  "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "upsample-tokens": { type: "string" },
 } as const;
 
 /** A number flag within [lo, hi]. */
@@ -139,6 +155,9 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     providerPollMs: numFlag(v["poll-interval"], "poll-interval", 1, 60_000) ?? d.providerPollMs,
     log: !!v.log,
     loraDir: v["lora-dir"],
+    watermark: !v["no-watermark"],
+    moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined,
+    upsampleTokens: numFlag(v["upsample-tokens"], "upsample-tokens", 1, 4096),
   });
 }
 
@@ -169,6 +188,7 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   if (!cfg.publicUrl && (cfg.host === "0.0.0.0" || cfg.host === "::")) {
     log(`note: result and polling URLs start with ${server.url}; give --public-url with the address clients use to reach this server`);
   }
+  if (cfg.models.length) log(`flux2 serve: ${describeModeration(cfg.moderation)}`);
   if (server.keysRequired && server.store.keyCount() === 0) {
     log(`warning: API keys are required ${isLoopbackHost(cfg.host) ? "(--require-keys)" : `(listening on ${cfg.host})`} but none exist: create one with flux2 keys add --data ${cfg.dataDir}`);
   }

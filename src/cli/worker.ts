@@ -7,6 +7,7 @@ import { parseModelSpec } from "../server/models.js";
 import { redisOptions } from "../server/redis_conn.js";
 import { startRedisWorker } from "../server/redis_worker.js";
 import { numFlag, untilSignal } from "./serve.js";
+import { loadModerationConfig } from "../moderation/config.js";
 
 const HELP = `usage: flux2 worker --queue redis://HOST:PORT --model ID=DIR [--model ID=DIR ...]
                     [--data DIR | --store s3://BUCKET/PREFIX] [options]
@@ -35,6 +36,10 @@ recorded once.
   --max-input-pixels N    decoded-pixel cap for input images (default 67108864)
   --lora-dir DIR          folder of the LoRA files requests may name (as in serve)
   --name NAME             worker name in logs and results (default host/pid)
+  --moderation FILE       the prompt and image checks (give the server's file:
+                          the server checks safety_tolerance, workers run checks)
+  --no-watermark          no invisible watermark (as flux2 serve --no-watermark)
+  --upsample-tokens N     longest prompt_upsampling rewrite (default 512)
   -h, --help              this text
 
 Logs one JSON line per event on stdout: ready, start and done (id, worker,
@@ -43,7 +48,8 @@ attempt), warn.`;
 const OPTIONS = {
   queue: { type: "string" }, model: { type: "string", multiple: true }, data: { type: "string" }, store: { type: "string" },
   threads: { type: "string" }, lock: { type: "string" }, "image-ttl": { type: "string" }, "max-input-pixels": { type: "string" }, "lora-dir": { type: "string" }, name: { type: "string" },
-  help: { type: "boolean", short: "h" },
+  help: { type: "boolean", short: "h" }, moderation: { type: "string" }, "no-watermark": { type: "boolean" },
+  "upsample-tokens": { type: "string" },
 } as const;
 
 export async function runWorkerCommand(argv: string[]): Promise<number> {
@@ -63,6 +69,8 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     threads: numFlag(v.threads, "threads", 1, 1024), lockMs: (lock ?? 30) * 1000,
     maxPixels: numFlag(v["max-input-pixels"], "max-input-pixels", 1, 2 ** 31) ?? defaultConfig().maxInputPixels,
     loraDir: v["lora-dir"], imageTtlS: numFlag(v["image-ttl"], "image-ttl", 10, 30 * 86400),
+    moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined, watermark: !v["no-watermark"],
+    upsampleTokens: numFlag(v["upsample-tokens"], "upsample-tokens", 1, 4096),
     name: v.name, log: (line) => console.log(line),
   });
   await stopped;

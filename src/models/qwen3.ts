@@ -312,6 +312,14 @@ export interface DecoderGraphOptions {
    * output row whose scale is 0 is replaced by zeros before o_proj (fully masked query rows).
    */
   rowScale?: boolean;
+  /**
+   * Autoregressive decoding with a KV cache (src/text/generate.ts): inputs `past_key_<i>` /
+   * `past_value_<i>` (B, P, KV·Dh) per layer, outputs `present_key_<i>` / `present_value_<i>`
+   * (B, P+L, KV·Dh) (keys after RoPE); `attention_bias` is then (B, 1, L, P+L), the rope tables
+   * cover positions 0..P+L-1, and `logits` (which this option implies) are for the last
+   * position only, (B, 1, vocab).
+   */
+  kvCache?: boolean;
 }
 
 export type Qwen3GraphOptions = DecoderGraphOptions;
@@ -326,6 +334,7 @@ interface Ctx {
   rope: { pos: Value; cos: Value; sin: Value };
   bias: Value; // (B, 1, L, L) additive attention bias
   rowScale: Value | null; // (B, L, 1) multiplier of the attention output
+  kvCache: boolean;
 }
 
 function linear(ctx: Ctx, x: Value, name: string, withBias = false): Value {
@@ -363,7 +372,7 @@ function repeatKv(ctx: Ctx, x: Value): Value {
   return g.reshape(repeated, [0, 0, H * Dh]);
 }
 
-function attention(ctx: Ctx, x: Value, p: string): Value {
+function attention(ctx: Ctx, x: Value, p: string, layer: number): Value {
   const { g, c, H, KV, Dh } = ctx;
   const b = c.attention_bias;
   let q = linear(ctx, x, `${p}.q_proj`, b);
@@ -374,7 +383,14 @@ function attention(ctx: Ctx, x: Value, p: string): Value {
   }
   q = rope(ctx, q, H);
   k = rope(ctx, k, KV);
-  const v = linear(ctx, x, `${p}.v_proj`, b);
+  let v = linear(ctx, x, `${p}.v_proj`, b);
+  if (ctx.kvCache) {
+    // The cache holds post-RoPE keys and values of every earlier position; this step appends its own.
+    k = g.concat([g.input(`past_key_${layer}`, "F32", ["batch", "past", KV * Dh]), k], 1);
+    v = g.concat([g.input(`past_value_${layer}`, "F32", ["batch", "past", KV * Dh]), v], 1);
+    g.output(k, `present_key_${layer}`, "F32", ["batch", "total", KV * Dh]);
+    g.output(v, `present_value_${layer}`, "F32", ["batch", "total", KV * Dh]);
+  }
   let a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.bias],
     { num_heads: H, scale: { float: 1 / Math.sqrt(Dh) } }, { domain: "com.microsoft" })[0];
   // Where, not Mul: a kernel that turns a fully masked row into NaN (0·NaN = NaN) is zeroed too.
@@ -391,38 +407,39 @@ function mlp(ctx: Ctx, x: Value, p: string): Value {
 function decoderLayer(ctx: Ctx, i: number, x: Value): Value {
   const { g } = ctx;
   const p = ctx.w.key(`layers.${i}`);
-  x = g.add(x, attention(ctx, rmsNorm(ctx, x, `${p}.input_layernorm`), `${p}.self_attn`));
+  x = g.add(x, attention(ctx, rmsNorm(ctx, x, `${p}.input_layernorm`), `${p}.self_attn`, i));
   return g.add(x, mlp(ctx, rmsNorm(ctx, x, `${p}.post_attention_layernorm`), `${p}.mlp`));
 }
 
 /** Check requested hidden-state indices; return how many decoder layers and whether the final norm is needed. */
 export function graphDepth(c: DecoderConfig, opts: DecoderGraphOptions, model = "Qwen3"): { layers: number; norm: boolean } {
   const N = c.num_hidden_layers;
-  if (!opts.outputLayers.length && !opts.finalNorm && !opts.logits) throw new Error(`${model} graph: nothing to output (no layers, final norm or logits requested)`);
+  if (!opts.outputLayers.length && !opts.finalNorm && !opts.logits && !opts.kvCache) throw new Error(`${model} graph: nothing to output (no layers, final norm or logits requested)`);
   for (const k of opts.outputLayers) {
     if (!Number.isInteger(k) || k < 0 || k > N) {
       throw new Error(`text encoder hidden-state layer ${k} is out of range: this ${model} has ${N} decoder layers, so valid indices are 0..${N} (${N} = final-norm output)`);
     }
   }
-  const norm = !!opts.finalNorm || !!opts.logits || opts.outputLayers.includes(N);
+  const norm = !!opts.finalNorm || !!opts.logits || !!opts.kvCache || opts.outputLayers.includes(N);
   return { layers: norm ? N : Math.max(...opts.outputLayers), norm };
 }
 
 /** The decoder graph for any layout (inputs: input_ids, position_ids, rope_cos/sin, attention_bias[, attention_row_scale]). */
 export function buildDecoderGraph(c: DecoderConfig, w: DecoderWeights, opts: DecoderGraphOptions, name = `${w.layout.model.toLowerCase()}_text_encoder`): Graph {
   const depth = graphDepth(c, opts, w.layout.model);
-  w.check(c, depth.layers, { norm: depth.norm, lmHead: !!opts.logits });
+  w.check(c, depth.layers, { norm: depth.norm, lmHead: !!opts.logits || !!opts.kvCache });
   const g = new Graph(name);
   const D = c.hidden_size;
   const ctx: Ctx = {
     g, w, c, H: c.num_attention_heads, KV: c.num_key_value_heads, Dh: c.head_dim,
     rope: {
       pos: g.input("position_ids", "I64", ["batch", "seq"]),
-      cos: g.input("rope_cos", "F32", ["seq", c.head_dim / 2]),
-      sin: g.input("rope_sin", "F32", ["seq", c.head_dim / 2]),
+      cos: g.input("rope_cos", "F32", [opts.kvCache ? "total" : "seq", c.head_dim / 2]),
+      sin: g.input("rope_sin", "F32", [opts.kvCache ? "total" : "seq", c.head_dim / 2]),
     },
-    bias: g.input("attention_bias", "F32", ["batch", 1, "seq", "seq"]),
+    bias: g.input("attention_bias", "F32", ["batch", 1, "seq", opts.kvCache ? "total" : "seq"]),
     rowScale: opts.rowScale ? g.input("attention_row_scale", "F32", ["batch", "seq", 1]) : null,
+    kvCache: !!opts.kvCache,
   };
   const ids = g.input("input_ids", "I64", ["batch", "seq"]);
 
@@ -444,13 +461,15 @@ export function buildDecoderGraph(c: DecoderConfig, w: DecoderWeights, opts: Dec
   const normed = rmsNorm(ctx, x, w.key("norm"));
   emit(c.num_hidden_layers, normed);
   if (opts.finalNorm) g.output(normed, "last_hidden_state", "F32", ["batch", "seq", D]);
-  if (opts.logits) {
+  if (opts.logits || opts.kvCache) {
     // Tied: the lm_head is the embedding table itself (here the whole table is cast to float32;
     // only the logits need it, FLUX.2 never asks for them).
     const head = c.tie_word_embeddings
       ? (table.dtype === "F32" ? table.value : g.op("Cast", [table.value], { to: 1 /* FLOAT */ })[0])
       : w.value(g, w.layout.lmHead);
-    g.output(g.linear(normed, head), "logits", "F32", ["batch", "seq", c.vocab_size]);
+    // Decoding needs the next-token distribution only: the last position, not (L, vocab).
+    const rows = opts.kvCache ? g.slice(normed, 1, -1, Number.MAX_SAFE_INTEGER) : normed;
+    g.output(g.linear(rows, head), "logits", "F32", ["batch", opts.kvCache ? 1 : "seq", c.vocab_size]);
   }
   return g;
 }

@@ -41,19 +41,28 @@ function roundHalfEven(x: number): number {
 
 export type ImageFormat = "png" | "jpg" | "webp";
 
+/** EXIF IFD0 tags and an XMP packet to write (provenance: src/provenance/provenance.ts). */
+export interface ImageTags {
+  ifd0: Record<string, string>;
+  xmp?: string;
+}
+
 /**
  * Encode packed RGB (H, W, 3) with sharp. `parameters` (the A1111 / ComfyUI
  * "parameters" text) is stored, for PNG, as a tEXt chunk with keyword
  * "parameters" (iTXt, UTF-8, when the text is not Latin-1, as PIL's
  * PngInfo.add_text does); for JPEG / WebP as the EXIF UserComment, which libvips
- * writes as ASCII (non-ASCII characters are transliterated there). The output is
+ * writes as ASCII (non-ASCII characters are transliterated there). `tags` adds EXIF
+ * IFD0 entries and XMP (PNG: eXIf and an XML:com.adobe.xmp text chunk). The output is
  * byte-identical for identical input: nothing time- or machine-dependent is written.
  */
-export async function encodeImage(rgb: Uint8Array, W: number, H: number, format: ImageFormat, parameters?: string): Promise<Buffer> {
+export async function encodeImage(rgb: Uint8Array, W: number, H: number, format: ImageFormat, parameters?: string, tags?: ImageTags): Promise<Buffer> {
   if (rgb.length !== W * H * 3) throw new RangeError(`encodeImage: ${rgb.length} bytes is not ${W}×${H}×3`);
   let img = sharp(rgb, { raw: { width: W, height: H, channels: 3 } });
+  if (tags?.xmp !== undefined) img = img.withXmp(tags.xmp);
   switch (format) {
     case "png": {
+      if (tags) img = img.withExif({ IFD0: tags.ifd0 });
       const png = await img.png().toBuffer();
       return parameters === undefined ? png : insertPngText(png, "parameters", parameters);
     }
@@ -66,7 +75,7 @@ export async function encodeImage(rgb: Uint8Array, W: number, H: number, format:
     default:
       throw new RangeError(`unknown image format "${format as string}" (png, jpg or webp)`);
   }
-  if (parameters !== undefined) img = img.withExif({ IFD2: { UserComment: parameters } });
+  if (parameters !== undefined || tags) img = img.withExif({ ...(tags ? { IFD0: tags.ifd0 } : {}), ...(parameters !== undefined ? { IFD2: { UserComment: parameters } } : {}) });
   return img.toBuffer();
 }
 

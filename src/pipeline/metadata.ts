@@ -19,6 +19,10 @@ export interface ImageRecord {
   references?: { width: number; height: number; resizedFrom?: string }[];
   strength?: number;
   loras?: { name: string; strength: number }[];
+  /** The invisible watermark: its name, "off", or why there is none (src/provenance/). */
+  watermark?: string;
+  /** The user's prompt when `prompt` is its rewrite by prompt upsampling (src/text/upsample.ts). */
+  upsampledFrom?: string;
 }
 
 export const VERSION = "flux2.ts 0.1.0";
@@ -36,6 +40,8 @@ export function formatParameters(r: ImageRecord): string {
   if (r.references?.length) pairs.push(["References", r.references.map((x) => `${x.width}x${x.height}${x.resizedFrom ? ` (from ${x.resizedFrom})` : ""}`).join(" ")]);
   // Quoted, as A1111 quotes values that contain commas.
   if (r.loras?.length) pairs.push(["LoRAs", `"${r.loras.map((l) => `${l.name}: ${l.strength}`).join(", ")}"`]);
+  if (r.upsampledFrom !== undefined) pairs.push(["Upsampled from", JSON.stringify(r.upsampledFrom)]);
+  if (r.watermark !== undefined) pairs.push(["Watermark", r.watermark.replace(/,/g, ";")]);
   pairs.push(["Version", VERSION]);
   lines.push(pairs.map(([k, v]) => `${k}: ${v}`).join(", "));
   return lines.join("\n");

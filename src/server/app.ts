@@ -79,7 +79,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   const queues: Queues = {};
   let executor: Executor | undefined;
   if (!cfg.queue && cfg.models.length) {
-    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir });
+    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir, watermark: cfg.watermark, moderation: cfg.moderation, upsampleTokens: cfg.upsampleTokens });
     queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts }, localRunner(executor, images));
   }
   if (cfg.bflKey) {

@@ -3,6 +3,7 @@
 
 import * as os from "node:os";
 import * as path from "node:path";
+import type { ModerationConfig } from "../moderation/config.js";
 
 export interface ModelSpec {
   /** API model id, e.g. flux-2-klein-4b (POST /v1/<id>). */
@@ -54,6 +55,12 @@ export interface ServerConfig {
   log: boolean;
   /** Folder of LoRA files; a request's `loras[].name` is a file name (without .safetensors) in it. */
   loraDir?: string;
+  /** Invisible watermark on generated images (src/provenance/); off with --no-watermark. */
+  watermark: boolean;
+  /** Prompt and image checks (--moderation FILE, src/moderation/); undefined: none, said at start-up and in /v1/models. */
+  moderation?: ModerationConfig;
+  /** Longest prompt_upsampling rewrite in tokens (default 512, as diffusers). */
+  upsampleTokens?: number;
 }
 
 /** Where jobs and images are kept when --data is not given: $FLUX2_DATA, else XDG data home. */
@@ -87,6 +94,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     providerPollMs: 500,
     providerBackoffMs: 1_000,
     log: false,
+    watermark: true,
     ...overrides,
   };
 }

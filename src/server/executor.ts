@@ -6,6 +6,7 @@
 
 import { Worker } from "node:worker_threads";
 import type { ModelSpec } from "./config.js";
+import type { ModerationConfig } from "../moderation/config.js";
 import type { ProgressInfo } from "./events.js";
 import type { ExecJob, ExecOutput } from "./generate_job.js";
 
@@ -15,17 +16,23 @@ export interface ExecutorData {
   threads?: number;
   maxPixels: number;
   loraDir?: string;
+  /** Invisible watermark on outputs (default on). */
+  watermark?: boolean;
+  /** Prompt and image checks; the thread loads the classifier on first use. */
+  moderation?: ModerationConfig;
+  /** Longest prompt_upsampling rewrite (default 512). */
+  upsampleTokens?: number;
 }
 
 export type ToThread = { type: "run"; seq: number; job: ExecJob; cancel: SharedArrayBuffer };
 export type FromThread =
   | { type: "progress"; seq: number; progress: ProgressInfo }
   | { type: "done"; seq: number; output: ExecOutput }
-  | { type: "failed"; seq: number; kind: "invalid" | "cancelled" | "internal"; message: string };
+  | { type: "failed"; seq: number; kind: "invalid" | "cancelled" | "internal" | "request_moderated" | "content_moderated"; message: string };
 
 /** A run that failed: `kind` says whether the request was at fault, it was cancelled, or something broke. */
 export class ExecError extends Error {
-  constructor(readonly kind: "invalid" | "cancelled" | "internal" | "crashed", message: string) {
+  constructor(readonly kind: "invalid" | "cancelled" | "internal" | "crashed" | "request_moderated" | "content_moderated", message: string) {
     super(message);
     this.name = "ExecError";
   }

@@ -16,10 +16,14 @@ import { ImageStore } from "./images.js";
 import { storeName } from "./inputs.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import type { ExecutorData, ToThread, FromThread } from "./executor.js";
+import { ModeratedError, Moderator } from "../moderation/moderator.js";
+import { upsamplePrompts } from "../text/upsample.js";
 
 const data = workerData as ExecutorData;
 const store = new ImageStore(data.storeRoot);
 const backend = new OrtBackend({ threads: data.threads });
+// Loads its classifier on first use and keeps it, like the pipelines.
+const moderator = data.moderation ? new Moderator(data.moderation, backend) : undefined;
 const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number; loras: string }>();
 
 /**
@@ -47,11 +51,18 @@ async function pipeline(model: string, loraList: { name: string; strength: numbe
   return p;
 }
 
+function modelDir(model: string): string {
+  const spec = data.models.find((m) => m.id === model);
+  if (!spec) throw new InvalidRequestError(`model ${model} is not served by this process`);
+  return spec.dir;
+}
+
 function post(m: FromThread, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(m, transfer);
 }
 
-function classify(e: unknown): "invalid" | "cancelled" | "internal" {
+function classify(e: unknown): "invalid" | "cancelled" | "internal" | "request_moderated" | "content_moderated" {
+  if (e instanceof ModeratedError) return e.stage === "request" ? "request_moderated" : "content_moderated";
   if (e instanceof LoraNameError) return "invalid";
   if (e instanceof CancelledError) return "cancelled";
   if (e instanceof InvalidRequestError || e instanceof ReferenceImageError) return "invalid";
@@ -65,7 +76,12 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     if (isCancelled()) throw new CancelledError();
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     const out = await runGeneration(pipe, job, {
-      multiple, maxPixels: data.maxPixels, isCancelled,
+      multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark, moderator,
+      llmCheck: moderator?.config.llm ? (prompt) => moderator.checkPromptWithLlm(prompt, openCheckpoint(modelDir(job.model))) : undefined,
+      // Its own session over the model's text encoder files, released when done.
+      upsample: async (prompt, seed) => (await upsamplePrompts(openCheckpoint(modelDir(job.model)), [prompt], {
+        backend, seed, sampling: data.upsampleTokens ? { maxNewTokens: data.upsampleTokens } : undefined,
+      }))[0],
       readInput: (ref) => store.readSync(storeName(ref)),
       onProgress: (progress) => post({ type: "progress", seq, progress }),
     });
@@ -73,7 +89,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
     const images = out.images.map((i) => ({ ext: i.ext, bytes: new Uint8Array(i.bytes) }));
     post({ type: "done", seq, output: { ...out, images } }, images.map((i) => i.bytes.buffer as ArrayBuffer));
   } catch (e) {
-    post({ type: "failed", seq, kind: classify(e), message: (e as Error).message ?? String(e) });
+    post({ type: "failed", seq, kind: classify(e), message: e instanceof ModeratedError ? e.reason : (e as Error).message ?? String(e) });
   }
 }
 

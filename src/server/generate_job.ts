@@ -6,8 +6,11 @@ import sharp from "sharp";
 import { referenceInputs, type GenerationRequest } from "../api/request.js";
 import { expandCanvas } from "../cli/edit.js";
 import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage } from "../pipeline/flux2.js";
-import { decodeImage, encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
-import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
+import { decodeImage, type ImageFormat } from "../pipeline/image.js";
+import type { ImageRecord } from "../pipeline/metadata.js";
+import { encodeGenerated } from "../provenance/provenance.js";
+import type { Moderator } from "../moderation/moderator.js";
+import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
@@ -34,6 +37,8 @@ export interface ExecOutput {
   guidance: number;
   /** What each LoRA applied, ignored or did not recognise. */
   loras?: LoraSummary[];
+  /** The rewritten prompt, when prompt_upsampling was on. */
+  prompt?: string;
 }
 
 export interface LoraSummary {
@@ -59,6 +64,14 @@ export interface RunContext {
   readInput: (ref: string) => Buffer;
   onProgress: (p: ProgressInfo) => void;
   isCancelled: () => boolean;
+  /** The invisible watermark on outputs (default on; `flux2 serve --no-watermark` turns it off). */
+  watermark?: boolean;
+  /** Prompt and image checks (`flux2 serve --moderation`); throws ModeratedError. */
+  moderator?: Moderator;
+  /** Rewrite a prompt with the model's text encoder (prompt_upsampling); seed as the request's. */
+  upsample?: (prompt: string, seed: number | undefined) => Promise<string>;
+  /** The moderation's yes/no LLM check of a prompt with this model's text encoder; throws ModeratedError. */
+  llmCheck?: (prompt: string) => Promise<void>;
 }
 
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
@@ -94,12 +107,32 @@ async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitIma
   return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
 }
 
+/** The request field of the i-th input image: input_image, input_image_2, … */
+function referenceField(i: number): string {
+  return i === 0 ? "input_image" : `input_image_${i + 1}`;
+}
+
 export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunContext): Promise<ExecOutput> {
-  const r = job.request;
+  let r = job.request;
+  let upsampledFrom: string | undefined;
+  if (r.prompt_upsampling) {
+    if (referenceInputs(r).length) throw new InvalidRequestError(IMAGE_UPSAMPLING_REFUSED);
+    if (!ctx.upsample) throw new InvalidRequestError("prompt_upsampling is not available in this executor");
+    // The user's prompt is checked before any work, the rewrite (below, with the other checks) before use.
+    ctx.moderator?.checkPrompt(r.prompt);
+    upsampledFrom = r.prompt;
+    r = { ...r, prompt: await ctx.upsample(r.prompt, r.seed) };
+  }
   const d = pipe.defaults;
   const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
+  ctx.moderator?.checkPrompt(r.prompt);
+  await ctx.llmCheck?.(r.prompt);
   const init = repaint ? await initImage(r, ctx) : undefined;
   const images = await Promise.all(referenceInputs(r).slice(repaint ? 1 : 0).map((ref) => readImage(ctx, ref)));
+  await ctx.moderator?.checkInputs([
+    ...(init ? [{ what: "input_image", image: init.image }] : []),
+    ...images.map((image, i) => ({ what: referenceField(i + (init ? 1 : 0)), image })),
+  ], r.safety_tolerance);
   const refs = prepareReferences(images, { multiple: ctx.multiple });
   const steps = r.steps ?? d.steps;
   const guidance = r.guidance ?? d.guidance;
@@ -113,12 +146,15 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
       ctx.onProgress({ step: info.step, steps: info.steps, fraction: info.step / info.steps, preview: p ? pngDataUrl(p.rgb, p.width, p.height) : undefined });
     },
   });
+  // Before encoding: a moderated image is never written anywhere.
+  await ctx.moderator?.checkOutputs(result.images, r.safety_tolerance);
   const references = [
     ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
   ];
   return {
-    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength),
+    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false, upsampledFrom),
+    ...(upsampledFrom !== undefined ? { prompt: r.prompt } : {}),
     width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
     loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
       name: l.name, strength: l.strength, format: l.format, applied: l.report.applied.length,
@@ -127,7 +163,8 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   };
 }
 
-async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength?: number): Promise<ExecImage[]> {
+async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength: number | undefined, watermark: boolean,
+                         upsampledFrom?: string): Promise<ExecImage[]> {
   const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
   const out: ExecImage[] = [];
   for (const img of result.images) {
@@ -136,10 +173,10 @@ async function encodeAll(result: GenerateResult, r: GenerationRequest, model: st
       steps: result.steps, guidance: result.guidance, seed: img.seed, variant, model,
       references: references?.length ? references : undefined, strength,
       loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
+      upsampledFrom,
     };
-    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(record));
-    if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(record));
-    out.push({ bytes: buf, ext: format });
+    const { bytes } = await encodeGenerated(img.rgb, img.width, img.height, format, record, watermark);
+    out.push({ bytes, ext: format });
   }
   return out;
 }

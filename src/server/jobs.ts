@@ -17,6 +17,7 @@ import type { IdempotencyClaim, IdempotencyHit, JobKind, JobRow, JobStore } from
 import { validateRequest } from "./validate.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import { TERMINAL } from "./views.js";
+import { checkModerationFields } from "../moderation/server.js";
 
 export interface Queues {
   local?: LocalQueue;
@@ -88,6 +89,7 @@ export class JobService {
     if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
     const warnings: string[] = [];
     const request: GenerationRequest = validateRequest(body, model, warnings);
+    if (model.kind === "local") checkModerationFields(request, this.cfg.moderation);
     try {
       resolveLoras(this.cfg.loraDir, request.loras);
     } catch (e) {

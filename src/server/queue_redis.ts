@@ -117,7 +117,9 @@ export class RedisDispatcher {
   private async checkFailed(model: string, jobId: string): Promise<void> {
     const job = await this.ensure(model).queue.getJob(jobId);
     if (!job || (await job.getState()) !== "failed") return;
-    this.lifecycle.finish(jobId, { state: job.failedReason === "cancelled" ? "cancelled" : "error", error: job.failedReason }, null);
+    const moderated = /^(request|content)_moderated: /.exec(job.failedReason ?? "");
+    if (moderated) this.lifecycle.finish(jobId, { state: `${moderated[1] as "request" | "content"}_moderated`, error: job.failedReason.slice(moderated[0].length) }, null);
+    else this.lifecycle.finish(jobId, { state: job.failedReason === "cancelled" ? "cancelled" : "error", error: job.failedReason }, null);
   }
 
   async enqueue(row: Pick<JobRow, "id" | "model" | "request">): Promise<void> {

@@ -18,6 +18,7 @@ import { ImageExpiredError, OUTPUT_TTL_S, RedisImages, storedInputs } from "./re
 import { storeOutput } from "./run_local.js";
 import type { JobResult } from "./store.js";
 import type { GenerationRequest } from "../api/request.js";
+import type { ModerationConfig } from "../moderation/config.js";
 
 export interface WorkerOptions {
   url: string;
@@ -34,6 +35,9 @@ export interface WorkerOptions {
   lockMs: number;
   maxPixels: number;
   loraDir?: string;
+  moderation?: ModerationConfig;
+  watermark?: boolean;
+  upsampleTokens?: number;
   name?: string;
   log: (line: string) => void;
 }
@@ -51,7 +55,8 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
   const ctl = await conns.plain();
   const images = new ImageStore(path.join(opts.dataDir, "images"));
   const adverts = opts.models.map((m) => localModel(m, "redis workers"));
-  const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels, loraDir: opts.loraDir });
+  const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels, loraDir: opts.loraDir,
+    moderation: opts.moderation, watermark: opts.watermark, upsampleTokens: opts.upsampleTokens });
 
   const advertise = async () => {
     for (const m of adverts) {
@@ -121,6 +126,8 @@ async function runJob(job: Job<RedisJobData>, d: JobDeps): Promise<JobResult> {
     if (!(e instanceof ExecError)) throw e;
     if (e.kind === "cancelled") throw new UnrecoverableError("cancelled");
     if (e.kind === "crashed") throw new Error(e.message); // retried (attempts: 2)
+    // The dispatcher (queue_redis.ts) reads the state back from this prefix.
+    if (e.kind === "request_moderated" || e.kind === "content_moderated") throw new UnrecoverableError(`${e.kind}: ${e.message}`);
     throw new UnrecoverableError(e.message);
   } finally {
     clearInterval(poll);

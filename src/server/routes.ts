@@ -14,6 +14,7 @@ import type { ModelEntry, ModelRegistry } from "./models.js";
 import { buildOpenApi } from "./openapi.js";
 import type { EventStreams } from "./sse.js";
 import { jobView, notFoundView, resultView } from "./views.js";
+import { moderationInfo } from "../moderation/server.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -64,7 +65,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
 
   app.get("/health", async () => ({ status: "ok", queue: d.cfg.queue ? "redis" : "embedded" }));
   app.get("/openapi.json", async () => buildOpenApi(d.registry, d.version));
-  app.get("/v1/models", async () => ({ models: d.registry.list().map(describeModel) }));
+  app.get("/v1/models", async () => ({ models: d.registry.list().map(describeModel), moderation: moderationInfo(d.cfg.moderation) }));
 
   app.post<{ Params: { model: string } }>("/v1/:model", async (req, reply) => {
     const idem = req.headers["idempotency-key"];

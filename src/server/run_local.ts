@@ -10,7 +10,10 @@ import type { ExecOutput } from "./generate_job.js";
 export async function storeOutput(images: ImageStore, out: ExecOutput, startedAt: number, by: string): Promise<JobResult> {
   const names: string[] = [];
   for (const img of out.images) names.push(await images.put(img.bytes, img.ext));
-  return { images: names, width: out.width, height: out.height, seed: out.seed, steps: out.steps, guidance: out.guidance, loras: out.loras, started_at: startedAt, ended_at: Date.now(), by };
+  return {
+    images: names, width: out.width, height: out.height, seed: out.seed, steps: out.steps, guidance: out.guidance, loras: out.loras,
+    started_at: startedAt, ended_at: Date.now(), by, ...(out.prompt !== undefined ? { prompt: out.prompt } : {}),
+  };
 }
 
 export function localRunner(executor: Executor, images: ImageStore) {
@@ -23,6 +26,8 @@ export function localRunner(executor: Executor, images: ImageStore) {
       if (!(e instanceof ExecError)) throw e;
       if (e.kind === "cancelled") return { state: "cancelled", error: "cancelled" };
       if (e.kind === "crashed") throw new Interrupted(e.message);
+      // Moderated: no image was stored; the reason goes to details.moderation.
+      if (e.kind === "request_moderated" || e.kind === "content_moderated") return { state: e.kind, error: e.message };
       return { state: "error", error: e.message };
     }
   };

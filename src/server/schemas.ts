@@ -76,4 +76,14 @@ export const ModelInfo = z.object({
   fields: z.array(z.string()).describe("request fields this model accepts"),
   defaults: z.object({ steps: z.number().nullable(), guidance: z.number().nullable(), width: z.number(), height: z.number() }),
 });
-export const ModelList = z.object({ models: z.array(ModelInfo) });
+export const ModerationInfo = z.object({
+  configured: z.boolean().describe("false: prompts and images are not checked (flux2 serve --moderation CONFIG)"),
+  prompt_lists: z.boolean(),
+  image_classifier: z.object({ label: z.string(), inputs: z.boolean(), outputs: z.boolean(), thresholds: z.array(z.number()).describe("by safety_tolerance 0..6") }).nullable(),
+  llm_check: z.object({ system: z.string(), prompt: z.string(), yes: z.string(), no: z.string() }).nullable()
+    .describe("the yes/no prompt check with the text encoder: its exact texts ({prompt} is the prompt checked)"),
+  default_safety_tolerance: z.number().int(),
+  min_safety_tolerance: z.number().int().describe("lower values are refused with 422 (nothing would honour them)"),
+  description: z.string(),
+}).describe("flux2.ts extension: moderation of local models (BFL's hosted models moderate on BFL's side)");
+export const ModelList = z.object({ models: z.array(ModelInfo), moderation: ModerationInfo });

@@ -55,6 +55,8 @@ export interface JobResult {
   ended_at: number;
   /** Who produced it: "local", a worker name, or "bfl". */
   by: string;
+  /** The prompt used when it differs from the request's (prompt_upsampling). */
+  prompt?: string;
 }
 
 export interface Outcome {

@@ -132,14 +132,7 @@ function semanticErrors(r: GenerationRequest, model: ModelEntry): FieldError[] {
   }
   if (r.mask_image !== undefined && r.expand !== undefined) err("expand", "expand makes its own mask: do not combine it with mask_image");
   if (r.expand && r.expand.every((n) => n === 0)) err("expand", "at least one side must grow");
-  // Local models have no prompt upsampler and no moderation model: what would
-  // need them is refused rather than ignored. (Provider models forward both to BFL.)
-  if (model.kind === "local") {
-    if (r.prompt_upsampling === true) err("prompt_upsampling", `${model.id} runs on this server, which has no prompt upsampler: send prompt_upsampling false or leave it out`);
-    if (r.safety_tolerance !== undefined && r.safety_tolerance < DEFAULT_SAFETY_TOLERANCE) {
-      err("safety_tolerance", `${model.id} runs on this server, which has no moderation model: a tolerance stricter than ${DEFAULT_SAFETY_TOLERANCE} (BFL's default) cannot be honoured; use ${DEFAULT_SAFETY_TOLERANCE}–6 or leave it out`);
-    }
-  }
+  // prompt_upsampling and safety_tolerance on local models: src/moderation/server.ts (checkModerationFields).
   if (r.webhook_url !== undefined && !/^https?:\/\//i.test(r.webhook_url)) err("webhook_url", "webhook_url must be an http(s) URL", "url_scheme");
   return errors;
 }

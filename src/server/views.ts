@@ -42,7 +42,8 @@ export function resultBody(row: JobRow, base: string): Record<string, unknown> |
   // BFL's result fields are numbers when present (clients validate them so): absent, never null.
   const present = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null && v !== undefined));
   return {
-    sample: samples[0], samples, prompt: req.prompt ?? "",
+    // The prompt the images were made from: the rewritten one when prompt_upsampling was on (as BFL returns it).
+    sample: samples[0], samples, prompt: r.prompt ?? req.prompt ?? "",
     ...present({ seed: r.seed, start_time: seconds(r.started_at), end_time: seconds(r.ended_at) }),
     duration: (r.ended_at - r.started_at) / 1000,
     width: r.width, height: r.height, steps: r.steps, guidance: r.guidance, ...(r.loras ? { loras: r.loras } : {}),

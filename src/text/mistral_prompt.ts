@@ -178,6 +178,21 @@ export class MistralPromptTokenizer {
     return this.tokenizer.encode(rendered, { add_special_tokens: !startsWithBos }).ids;
   }
 
+  /** Token ids of plain text without any special token (e.g. "yes"). */
+  tokenizePlain(text: string): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  /** Generated ids back to text, special tokens dropped (transformers' skip_special_tokens). */
+  decode(ids: number[]): string {
+    return this.tokenizer.decode(ids, { skip_special_tokens: true });
+  }
+
+  /** The id of a token string (e.g. "</s>"), or undefined when the vocabulary lacks it. */
+  tokenId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token) ?? undefined;
+  }
+
   /** Renders, tokenises, truncates and pads every prompt to exactly `maxLength` tokens (default 512). */
   encode(prompts: string[], maxLength: number = DEV_MAX_LENGTH): EncodedPrompts {
     return encodeBatch(prompts.map((p) => this.renderChat(p)), (t) => this.tokenize(t), maxLength, this);

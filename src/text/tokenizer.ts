@@ -85,9 +85,29 @@ export class PromptTokenizer {
     });
   }
 
+  /** A chat of several turns (e.g. system + user, for prompt upsampling), ready for the assistant's answer. */
+  renderMessages(messages: { role: "system" | "user"; content: string }[]): string {
+    return this.template.render({ ...this.templateVars, messages, add_generation_prompt: true, enable_thinking: false });
+  }
+
   /** Token ids of an already rendered string, with the tokenizer's normal special-token handling. */
   tokenize(text: string): number[] {
     return this.tokenizer.encode(text).ids;
+  }
+
+  /** Generated ids back to text, special tokens dropped (transformers' skip_special_tokens). */
+  decode(ids: number[]): string {
+    return this.tokenizer.decode(ids, { skip_special_tokens: true });
+  }
+
+  /** The id of a token string (e.g. "<|im_end|>"), or undefined when the vocabulary lacks it. */
+  tokenId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token) ?? undefined;
+  }
+
+  /** The eos_token of tokenizer_config.json, when set. */
+  get eosToken(): string | undefined {
+    return this.templateVars.eos_token as string | undefined;
   }
 
   /** Renders, tokenises, truncates and pads every prompt to exactly `maxLength` tokens. */
