@@ -53,7 +53,7 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
   before(async () => {
     fake = await new FakeBfl().start();
     // Loopback, no keys configured: the default local server.
-    s = await testServer({ bflKey: fake.apiKey, bflBaseUrl: fake.url, providerPollMs: 20, providerBackoffMs: 20 });
+    s = await testServer({ bflKey: fake.apiKey, bflBaseUrl: fake.url, providerPollMs: 20, providerBackoffMs: 20, upsampleTokens: 8 });
     assert.equal(s.keysRequired, false);
     bfl = createBlackForestLabs({ baseURL: `${s.url}/v1`, apiKey: USER_BFL_KEY, pollIntervalMillis: 50, pollTimeoutMillis: 60_000 });
   });
@@ -155,9 +155,16 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
     assert.ok(!Buffer.from(x.image.uint8Array).equals(Buffer.from(z.image.uint8Array)));
   });
 
-  test("promptUpsampling and safetyTolerance: what a local model cannot honour is refused naming the field", async () => {
-    const upsample = await failure(() => generateImage({ model: klein(), prompt: "x", seed: 1, maxRetries: 0, providerOptions: { blackForestLabs: { promptUpsampling: true } } }));
-    assert.match(upsample, /^422 .*prompt_upsampling/s);
+  test("promptUpsampling rewrites the prompt with the model's own LLM; a safetyTolerance stricter than an unmoderated server can honour is refused", async () => {
+    const plain = await generateImage({ model: klein(), prompt: "a lighthouse", size: "256x256", seed: 3, maxRetries: 0 });
+    const up = await generateImage({ model: klein(), prompt: "a lighthouse", size: "256x256", seed: 3, maxRetries: 0, providerOptions: { blackForestLabs: { promptUpsampling: true } } });
+    // Same seed and size: only the rewritten prompt can change the picture.
+    assert.ok(!Buffer.from(plain.image.uint8Array).equals(Buffer.from(up.image.uint8Array)), "upsampling changed nothing");
+    // With input images it would need [dev]'s vision tower: refused naming the field.
+    const png = await pngImage(64, 64);
+    const withImage = await failure(() => generateImage({ model: klein(), prompt: { text: "x", images: [png] }, seed: 1, maxRetries: 0, providerOptions: { blackForestLabs: { promptUpsampling: true } } }));
+    assert.match(withImage, /^422 .*prompt_upsampling/s);
+    // This test server has no moderation configured: a stricter tolerance cannot be honoured.
     const strict = await failure(() => generateImage({ model: klein(), prompt: "x", seed: 1, maxRetries: 0, providerOptions: { blackForestLabs: { safetyTolerance: 0 } } }));
     assert.match(strict, /^422 .*safety_tolerance/s);
     // Off, and a tolerance at or above BFL's default, are what the server does anyway.
