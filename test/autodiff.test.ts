@@ -154,6 +154,24 @@ test("MultiHeadAttention (fused forward, backward from primitives) and RotaryEmb
   });
 });
 
+test("attention backward in groups of heads (a small score-matrix budget) gives the same gradients (float32)", async () => {
+  const B = 1, S = 5, Sk = 6, H = 3, D = 4;
+  // One head's (B, S, Sk) float32 scores are 120 bytes: a 240-byte budget makes groups of 2 + 1 heads.
+  await gradcheck(backend, {
+    elem: "F32",
+    inputs: [{ name: "q", shape: [B, S, H * D] }, { name: "k", shape: [B, Sk, H * D] }, { name: "v", shape: [B, Sk, H * D] }],
+    build: (g, { q, k, v }) => g.op("MultiHeadAttention", [q, k, v], { num_heads: H }, { domain: "com.microsoft" })[0],
+    gradOptions: { attentionChunkBytes: 240 },
+    tol: 2e-2,
+  });
+  const g = new Graph("chunks");
+  const [q, k, v] = ["q", "k", "v"].map((n) => g.input(n, "F32", [B, n === "q" ? S : Sk, H * D]));
+  const o = g.op("MultiHeadAttention", [q, k, v], { num_heads: H }, { domain: "com.microsoft" })[0];
+  const loss = g.op("ReduceSum", [o, g.constant([])], { keepdims: 0 })[0];
+  appendGradients(g, loss, ["q", "k", "v"], {}, { attentionChunkBytes: 240 });
+  assert.equal(g.nodes.filter((n) => n.opType === "Softmax").length, 2, "two head groups");
+});
+
 test("Conv with stride and padding, and nearest Resize (float32)", async () => {
   await gradcheck(backend, {
     elem: "F32",

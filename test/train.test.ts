@@ -6,6 +6,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { OrtBackend } from "../src/backend/ort.js";
+import type { Backend } from "../src/backend/backend.js";
+import type { Graph } from "../src/onnx/graph.js";
 import { runConformance } from "../src/conformance/runner.js";
 import { f32ToBf16Bits, readAll, writeSafetensors } from "../src/io/safetensors.js";
 import { AdamW, clipGradNorm } from "../src/train/optim.js";
@@ -17,6 +19,14 @@ const trainDir = path.join(repoRoot, "testdata", "golden-train");
 const model = path.join(trainDir, "models");
 const backend = new OrtBackend({ threads: 1 });
 const quiet = () => {};
+
+/** The backend, recording the graphs it is given (to look at what the trainers build). */
+function spyBackend(): { backend: Backend; graphs: Graph[] } {
+  const graphs: Graph[] = [];
+  const spy: Backend = { name: backend.name, device: backend.device, createSession: (g, o) => { graphs.push(g); return backend.createSession(g, o); } };
+  return { backend: spy, graphs };
+}
+const recomputed = (g: Graph) => g.nodes.filter((n) => n.name.includes("recompute/")).length;
 
 test("every golden-train case passes (train_lora_step, train_full_step, vae_train_step)", async () => {
   const s = await runConformance(trainDir, { log: quiet, backend });
@@ -40,6 +50,27 @@ test("a wrong training result is reported as FAIL", async () => {
     assert.equal(s.failed, 1);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("without expected files the training kinds compute and write their outputs (--write-outputs)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-train-noexp-"));
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-train-out-"));
+  try {
+    fs.cpSync(trainDir, dir, { recursive: true, filter: (src) => !src.endsWith(".expected.safetensors") });
+    const s = await runConformance(dir, { log: quiet, backend, writeOutputs: out, kinds: ["train_lora_step", "vae_train_step"] });
+    assert.equal(s.computed, 2);
+    const mine = readAll(path.join(out, "train", "lora_default.safetensors"));
+    const ref = readAll(path.join(trainDir, "train", "lora_default.expected.safetensors"));
+    assert.deepEqual([...mine.keys()].sort(), [...ref.keys()].sort());
+    for (const k of ["loss_2", "final.transformer.transformer_blocks.0.attn.to_q.lora_B.weight"]) {
+      const a = mine.get(k)!.data as Float32Array, b = ref.get(k)!.data as Float32Array;
+      for (let i = 0; i < b.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-4, `${k}[${i}]`);
+    }
+    assert.ok(fs.existsSync(path.join(out, "train", "vae.safetensors")));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
@@ -134,12 +165,15 @@ test("the default LoRA targets select the modules diffusers' klein script trains
 test("activation checkpointing (recompute each block in the backward) gives the same loss and gradients", async () => {
   const init = new Map([...readAll(path.join(trainDir, "train", "lora_default.lora_init.safetensors"))].map(([k, v]) => [k, v.data as Float32Array]));
   const mode = { kind: "lora" as const, targets: ["to_q", "to_k", "to_v", "to_out.0", "to_qkv_mlp_proj", "attn.to_out"], rank: 4, alpha: 4, init };
+  const spy = spyBackend();
   const open = (checkpointActivations: boolean) =>
-    TransformerTrainer.open(backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), mode, { checkpointActivations });
+    TransformerTrainer.open(spy.backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), mode, { checkpointActivations });
   const plain = await open(false), ck = await open(true);
   try {
     const a = await plain.lossAndGrads(goldenBatch());
     const b = await ck.lossAndGrads(goldenBatch());
+    assert.ok(recomputed(spy.graphs[1]) > 0 && recomputed(spy.graphs[0]) === 0, "the checkpointed graph recomputes blocks");
+    for (const block of ["double.0", "single.0", "single.1"]) assert.ok(spy.graphs[1].nodes.some((n) => n.name.includes(`recompute/${block}/`)), block);
     assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(a.loss));
     for (const [k, g] of a.grads) {
       const h = b.grads.get(k)!;
@@ -155,6 +189,7 @@ test("activation checkpointing (recompute each block in the backward) gives the 
 test("bad training input is refused with a message that says what is wrong", async () => {
   const weights = path.join(model, "transformer.safetensors"), cfg = path.join(model, "transformer.config.json");
   await assert.rejects(TransformerTrainer.open(backend, weights, cfg, { kind: "lora", targets: ["to_qq"], rank: 4, alpha: 4 }), /"to_qq" matches no Linear layer/);
+  await assert.rejects(TransformerTrainer.open(backend, weights, null, { kind: "full" }), /needs its config.json/);
   await assert.rejects(TransformerTrainer.open(backend, weights, cfg, { kind: "lora", targets: ["to_q"], rank: 0, alpha: 4 }), /rank must be a positive integer/);
   const wrong = new Map([["transformer.transformer_blocks.0.attn.to_q.lora_A.weight", new Float32Array(3)], ["transformer.transformer_blocks.0.attn.to_q.lora_B.weight", new Float32Array(3)]]);
   await assert.rejects(TransformerTrainer.open(backend, weights, cfg, { kind: "lora", targets: ["to_q"], rank: 4, alpha: 4, init: wrong }), /has 3 values; rank 4 needs/);
@@ -204,5 +239,45 @@ test("full training of a bf16 checkpoint: every weight is fed as float32 (row bl
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a guidance-embedding transformer (dev) trains with a guidance scale per sample, and needs one", async () => {
+  const tdir = path.join(repoRoot, "testdata", "golden", "transformer");
+  const t = await TransformerTrainer.open(backend, path.join(tdir, "dev_tiny.safetensors"), path.join(tdir, "dev_tiny.config.json"), { kind: "lora", targets: ["to_q", "to_v"], rank: 2, alpha: 2 }, { seed: 1 });
+  try {
+    const c = t.config;
+    const B = 1, C = c.in_channels, h = 2, w = 3, L = 4, J = c.joint_attention_dim;
+    const batch: TransformerBatch = { x0: randn(1, B * C * h * w), shape: [B, C, h, w], embeds: randn(2, B * L * J), embedShape: [B, L, J], noise: randn(3, B * C * h * w), sigmas: Float32Array.of(0.4) };
+    await assert.rejects(t.lossAndGrads(batch), /pass `guidance`/);
+    const lo = await t.lossAndGrads({ ...batch, guidance: Float32Array.of(1) });
+    const hi = await t.lossAndGrads({ ...batch, guidance: Float32Array.of(4) });
+    assert.ok(Number.isFinite(lo.loss) && lo.loss !== hi.loss, "the guidance scale reaches the model");
+    assert.ok([...lo.grads.values()].some((g) => g.some((x) => x !== 0)));
+  } finally {
+    await t.release();
+  }
+});
+
+test("VAE activation checkpointing gives the same loss and gradients", async () => {
+  const inp = readAll(path.join(trainDir, "train", "vae.inputs.safetensors"));
+  const images = inp.get("images")!;
+  const batch = { images: images.data as Float32Array, shape: images.shape as [number, number, number, number], eps: inp.get("eps_0")!.data as Float32Array, klWeight: 0.001 };
+  const spy = spyBackend();
+  const plain = await VaeTrainer.open(spy.backend, path.join(model, "vae.safetensors"), path.join(model, "vae.config.json"));
+  const ck = await VaeTrainer.open(spy.backend, path.join(model, "vae.safetensors"), path.join(model, "vae.config.json"), { checkpointActivations: true });
+  try {
+    const a = await plain.lossAndGrads(batch), b = await ck.lossAndGrads(batch);
+    for (const block of ["encoder/down.0", "encoder/mid", "decoder/up.1"]) assert.ok(spy.graphs[1].nodes.some((n) => n.name.includes(`recompute/${block}/`)), block);
+    assert.equal(recomputed(spy.graphs[0]), 0);
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(a.loss));
+    for (const [k, g] of a.grads) {
+      const h = b.grads.get(k)!;
+      const scale = g.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+      for (let i = 0; i < g.length; i++) assert.ok(Math.abs(g[i] - h[i]) <= 1e-5 * scale + 1e-9, `${k}[${i}]: ${g[i]} vs ${h[i]}`);
+    }
+  } finally {
+    await plain.release();
+    await ck.release();
   }
 });

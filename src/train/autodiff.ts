@@ -31,6 +31,11 @@ export interface GradientOptions {
    * float32 conversions alive until then (default true; see Reconvert). False only to measure.
    */
   reconvertWeights?: boolean;
+  /**
+   * Largest (batch, heads, S, Sk) score matrix an attention backward may hold at once: heads are
+   * processed in groups that fit (default 256 MiB; at least one head per group).
+   */
+  attentionChunkBytes?: number;
 }
 
 export interface GradientResult {
@@ -44,7 +49,7 @@ export interface GradientResult {
 export class Builder {
   private floatConsts = new Map<string, Value>();
 
-  constructor(readonly g: Graph, readonly metas: Metas) {}
+  constructor(readonly g: Graph, readonly metas: Metas, readonly attentionChunkBytes = 256 * 2 ** 20) {}
 
   meta(v: Value | string): ValueMeta {
     const name = typeof v === "string" ? v : v.name;
@@ -173,7 +178,7 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
   const declared = new Set(g.inputs.map((i) => i.name));
   for (const w of wrt) if (!declared.has(w)) throw new Error(`appendGradients: "${w}" is not a graph input (trainable tensors must be inputs)`);
   const metas = inferShapes(g, inputShapes);
-  const b = new Builder(g, metas);
+  const b = new Builder(g, metas, opts.attentionChunkBytes);
   const lossMeta = b.meta(loss);
   if (lossMeta.shape.reduce((p, q) => p * q, 1) !== 1) throw new Error(`appendGradients: the loss must be a scalar, got shape [${lossMeta.shape}]`);
 

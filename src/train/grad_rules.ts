@@ -32,9 +32,6 @@ function matmulRule(c: RuleContext): (Value | null)[] {
   const sa = b.shape(A), sb = b.shape(B), sy = b.shape(dY);
   let dA: Value | null = null, dB: Value | null = null;
   if (c.needs(0)) {
-    if (sa.length === 2 && sb.length === 2 && sy.length > 2 && !ta) {
-      // Not used by the models (2-D A with batched B); the general path below handles it.
-    }
     // Y = α op(A) op(B): d op(A) = α dY op(B)ᵀ.
     dA = ta
       ? b.matmul(B, dY, tb, 1, alpha) // dA = α op(B) dYᵀ
@@ -114,7 +111,8 @@ const instanceNormRule: GradRule = (c) => {
 /**
  * com.microsoft MultiHeadAttention (q, k, v as (B, S, H·D)): the forward stays the fused
  * kernel; the backward recomputes the probabilities P = softmax(α Q Kᵀ) per head and
- * applies dV = Pᵀ dO, dS = P ∘ (dO Vᵀ − rowsum(P ∘ dO Vᵀ)), dQ = α dS K, dK = α dSᵀ Q.
+ * applies dV = Pᵀ dO, dS = P ∘ (dO Vᵀ − rowsum(P ∘ dO Vᵀ)), dQ = α dS K, dK = α dSᵀ Q,
+ * in groups of heads (GradientOptions.attentionChunkBytes).
  */
 const attentionRule: GradRule = (c) => {
   const { b, node } = c;
@@ -127,16 +125,40 @@ const attentionRule: GradRule = (c) => {
   const heads = (t: Value, seq: number, d: number) => b.transpose(b.reshape(t, [B, seq, H, d]), [0, 2, 1, 3]);
   const merge = (t: Value, seq: number, d: number) => b.reshape(b.transpose(t, [0, 2, 1, 3]), [B, seq, H * d]);
   const Q = heads(q, S, D), K = heads(k, Sk, D), V = heads(v, Sk, Dv), dO4 = heads(dO, S, Dv);
-  const P = b.op1("Softmax", [b.matmul(Q, K, 0, 1, alpha)], { axis: -1 });
-  const out: (Value | null)[] = [null, null, null];
-  if (c.needs(2)) out[2] = merge(b.matmul(P, dO4, 1, 0), Sk, Dv);
-  if (c.needs(0) || c.needs(1)) {
-    const dP = b.matmul(dO4, V, 0, 1);
-    const dS = b.mul(P, b.sub(dP, b.reduceSum(b.mul(dP, P), [-1], true)));
-    if (c.needs(0)) out[0] = merge(b.matmul(dS, K, 0, 0, alpha), S, D);
-    if (c.needs(1)) out[1] = merge(b.matmul(dS, Q, 1, 0, alpha), Sk, D);
-  }
-  return out;
+
+  // The (B, heads, S, Sk) score matrices are the backward's largest tensors (2 GB each for 24
+  // heads at 4,608 tokens). Heads are processed in groups whose matrices fit the budget, each
+  // group's inputs tied to the previous group's result so that only one group's are alive.
+  const perHead = B * S * Sk * (b.meta(q).elem === "F64" ? 8 : 4);
+  const group = Math.max(1, Math.min(H, Math.floor(b.attentionChunkBytes / perHead)));
+  const sizes = Array.from({ length: Math.ceil(H / group) }, (_, i) => Math.min(group, H - i * group));
+  const parts = (t: Value) => (sizes.length === 1 ? [t] : b.op("Split", [t, b.ints(sizes)], { axis: 1 }, { outputs: sizes.length }));
+  const [Qs, Ks, Vs, dOs] = [parts(Q), parts(K), parts(V), parts(dO4)];
+  const dQ: Value[] = [], dK: Value[] = [], dV: Value[] = [];
+  let previous: Value | null = null;
+  sizes.forEach((_, i) => {
+    let Qi = Qs[i], dOi = dOs[i];
+    if (previous) {
+      const zero = b.mul(b.reduceSum(previous, [], false), b.scalar(0, previous));
+      Qi = b.add(Qi, zero);
+      dOi = b.add(dOi, zero);
+    }
+    const P = b.op1("Softmax", [b.matmul(Qi, Ks[i], 0, 1, alpha)], { axis: -1 });
+    if (c.needs(2)) dV.push(b.matmul(P, dOi, 1, 0));
+    if (c.needs(0) || c.needs(1)) {
+      const dP = b.matmul(dOi, Vs[i], 0, 1);
+      const dS = b.mul(P, b.sub(dP, b.reduceSum(b.mul(dP, P), [-1], true)));
+      if (c.needs(0)) dQ.push(b.matmul(dS, Ks[i], 0, 0, alpha));
+      if (c.needs(1)) dK.push(b.matmul(dS, Qi, 1, 0, alpha));
+    }
+    previous = dQ[dQ.length - 1] ?? dK[dK.length - 1] ?? dV[dV.length - 1];
+  });
+  const joined = (xs: Value[]) => (xs.length === 1 ? xs[0] : b.op1("Concat", xs, { axis: 1 }));
+  return [
+    dQ.length ? merge(joined(dQ), S, D) : null,
+    dK.length ? merge(joined(dK), Sk, D) : null,
+    dV.length ? merge(joined(dV), Sk, Dv) : null,
+  ];
 };
 
 /** com.microsoft RotaryEmbedding rotates pairs by position angles: its transpose rotates by minus the angle (sin → −sin). */

@@ -45,6 +45,8 @@ export interface TransformerBatch {
   noise: Float32Array;
   /** (B) flow-matching sigmas in [0, 1]. */
   sigmas: Float32Array;
+  /** (B) guidance scales: required by transformers with a guidance embedder (FLUX.2 dev), refused otherwise. */
+  guidance?: Float32Array;
 }
 
 export interface TransformerStepResult {
@@ -142,7 +144,7 @@ export class TransformerTrainer {
     private weights: TransformerWeights,
     private mode: TrainMode,
     params: Map<string, Float32Array>,
-    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean },
+    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean; attentionChunkBytes?: number },
     loraConfig?: { rank: number; alpha: number; targets: string[]; modules: string[] },
   ) {
     this.params = params;
@@ -152,15 +154,19 @@ export class TransformerTrainer {
   /**
    * Open a transformer for training. opts.checkpointActivations recomputes each block's forward
    * in the backward (less memory, about one more forward of compute); opts.reconvertWeights
-   * (default true) is for measurements only (src/train/autodiff.ts). `weights`: a .safetensors file or a diffusers transformer
+   * (default true) is for measurements only; opts.attentionChunkBytes bounds the attention
+   * backward's score matrices (default 256 MiB; src/train/autodiff.ts). `weights`: a .safetensors file or a diffusers transformer
    * folder; `config`: its config.json (or null: beside the weights, else inferred from a BFL file).
    */
   static async open(backend: Backend, weights: string, config: string | null, mode: TrainMode,
-                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean } = {}): Promise<TransformerTrainer> {
+                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean; attentionChunkBytes?: number } = {}): Promise<TransformerTrainer> {
     const set = WeightSet.open(weights);
     try {
       const w = new TransformerWeights(set, TransformerWeights.detectFormat(set));
       const cfgPath = transformerConfigPath(weights, config);
+      if (!cfgPath && w.format === "diffusers") {
+        throw new Error(`${weights}: a diffusers transformer needs its config.json: pass it, or point at the transformer folder that holds it`);
+      }
       const cfg = cfgPath ? readTransformerConfig(cfgPath) : w.inferConfig();
       w.check(cfg);
       const shapes = expectedTransformerShapes(cfg);
@@ -206,7 +212,7 @@ export class TransformerTrainer {
     };
     if (c.guidance_embeds) shapes.guidance_features = [B, T];
     const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(double|single)\.\d+(?=\/)/)?.[0] ?? null : undefined;
-    appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint, reconvertWeights: this.opts.reconvertWeights });
+    appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint, reconvertWeights: this.opts.reconvertWeights, attentionChunkBytes: this.opts.attentionChunkBytes });
     return g;
   }
 
@@ -224,7 +230,9 @@ export class TransformerTrainer {
     if (Be !== B) throw new Error(`embeds batch ${Be} differs from the latents' batch ${B}`);
     if (J !== c.joint_attention_dim) throw new Error(`embeds have ${J} features; this transformer takes ${c.joint_attention_dim}`);
     for (const s of b.sigmas) if (!(s >= 0 && s <= 1)) throw new Error(`sigmas must lie in [0, 1], got ${s}`);
-    if (c.guidance_embeds) throw new Error("this transformer has a guidance embedder (FLUX.2 dev); training is supported for guidance-free (klein) transformers");
+    if (c.guidance_embeds && !b.guidance) throw new Error("this transformer has a guidance embedder (FLUX.2 dev): pass `guidance` (one scale per sample, e.g. diffusers' --guidance_scale)");
+    if (!c.guidance_embeds && b.guidance) throw new Error("this transformer has no guidance embedder (klein): leave `guidance` out");
+    if (b.guidance) checkArray("guidance", b.guidance, [B]);
     const hw = h * w;
     const step = await cached(this.graphs, `${B}x${C}x${h}x${w}:${L}`, async () => {
       const g = this.build(B, C, hw, L);
@@ -244,7 +252,7 @@ export class TransformerTrainer {
     }
     const ids = joinIds([textIds(1, L).data, latentIds(1, h, w).data]);
     const feeds: Record<string, HostTensor> = {
-      ...hostFeeds(c, B, ids, L + hw, b.sigmas),
+      ...hostFeeds(c, B, ids, L + hw, b.sigmas, b.guidance),
       hidden_states: pack(tensor(xt, b.shape)),
       encoder_hidden_states: { data: b.embeds, shape: [...b.embedShape] },
       target: pack(tensor(tgt, b.shape)),
@@ -294,12 +302,17 @@ export class VaeTrainer {
   readonly params: Map<string, Float32Array>;
   private graphs = new Map<string, Promise<StepGraph>>();
 
-  private constructor(private backend: Backend, readonly config: VaeConfig, private weights: VaeWeights, params: Map<string, Float32Array>) {
+  private constructor(private backend: Backend, readonly config: VaeConfig, private weights: VaeWeights, params: Map<string, Float32Array>,
+                      private opts: { checkpointActivations?: boolean }) {
     this.params = params;
   }
 
-  /** Open a VAE (diffusers folder / file or BFL ae file) with its config for full autoencoder training. */
-  static async open(backend: Backend, weights: string, config: string): Promise<VaeTrainer> {
+  /**
+   * Open a VAE (diffusers folder / file or BFL ae file) with its config for full autoencoder
+   * training. opts.checkpointActivations recomputes each encoder / decoder block (and the mid
+   * blocks) in the backward.
+   */
+  static async open(backend: Backend, weights: string, config: string, opts: { checkpointActivations?: boolean } = {}): Promise<VaeTrainer> {
     const cfg = readVaeConfig(config);
     const set = WeightSet.open(weights);
     try {
@@ -309,7 +322,7 @@ export class VaeTrainer {
       // statistics are computed over the data after training (golden-train README).
       const names = expectedVaeShapes(cfg).map(([name]) => name).filter((name) => !name.startsWith("bn."));
       const params = new Map(names.map((name) => [name, w.set.float32(w.storedName(name))] as [string, Float32Array]));
-      return new VaeTrainer(backend, cfg, w, params);
+      return new VaeTrainer(backend, cfg, w, params, opts);
     } catch (e) {
       set.close();
       throw e;
@@ -342,7 +355,9 @@ export class VaeTrainer {
     g.output(kl, "kl", "F32", []);
     g.output(rec, "reconstruction", "F32", [B, c.out_channels, H, W]);
     promoteWeights(g, (name) => this.weights.shape(name));
-    appendGradients(g, loss, [...this.params.keys()], {});
+    // Segments: the blocks vae.ts scopes as down.N / mid / up.N, inside our encoder / decoder scopes.
+    const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(encoder|decoder)\/(down\.\d+|mid|up\.\d+)(?=\/)/)?.[0] ?? null : undefined;
+    appendGradients(g, loss, [...this.params.keys()], {}, { checkpoint });
     return g;
   }
 

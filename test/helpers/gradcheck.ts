@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import type { Backend, HostTensor } from "../../src/backend/backend.js";
 import { Graph, Value } from "../../src/onnx/graph.js";
-import { appendGradients } from "../../src/train/autodiff.js";
+import { appendGradients, type GradientOptions } from "../../src/train/autodiff.js";
 import { inferShapes } from "../../src/train/shapes.js";
 import { randn } from "../../src/util/random.js";
 
@@ -29,6 +29,7 @@ export interface GradCheck {
   tol?: number;
   step?: number;
   seed?: number;
+  gradOptions?: GradientOptions;
 }
 
 export async function gradcheck(backend: Backend, spec: GradCheck): Promise<{ maxErr: number; maxGrad: number }> {
@@ -59,7 +60,7 @@ export async function gradcheck(backend: Backend, spec: GradCheck): Promise<{ ma
   feeds.probe = { data: Arr.from(randn(999, yShape.reduce((a, b) => a * b, 1))), shape: yShape };
   const loss = g.op("ReduceSum", [g.mul(y, r), g.constant([])], { keepdims: 0 })[0];
   g.output(loss, "loss", elem, []);
-  appendGradients(g, loss, wrt, { ...shapes, probe: yShape });
+  appendGradients(g, loss, wrt, { ...shapes, probe: yShape }, spec.gradOptions);
   const session = await backend.createSession(g);
   try {
     const out = await session.run(feeds);
