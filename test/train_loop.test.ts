@@ -168,6 +168,13 @@ test("training loop: resuming a run of another rank or target list is refused na
   await assert.rejects(trainLoop(new QuadraticTask(1), loopOptions(runDir, { resume: runDir, identity: { model: "m", rank: 4, targets: ["to_k"] } })),
     (e: Error) => e instanceof ResumeError && /targets/.test(e.message));
   await assert.rejects(trainLoop(new QuadraticTask(1), loopOptions(runDir, { resume: path.join(runDir, "nothing") })), /no such file/);
+  // Other data is allowed, with a warning that the order changed.
+  const other = tmp("run-c2");
+  await trainLoop(new QuadraticTask(1), loopOptions(other, { steps: 1, dataFingerprint: "aaa" }));
+  const logs: string[] = [];
+  const r = await trainLoop(new QuadraticTask(1), loopOptions(other, { steps: 2, resume: other, dataFingerprint: "bbb", log: (s) => logs.push(s) }));
+  assert.equal(r.status, "done");
+  assert.ok(logs.some((l) => /the data changed/.test(l)), logs.join("\n"));
 });
 
 test("training loop: a NaN loss stops the run with a clear message and keeps the last good checkpoint", async () => {

@@ -4,6 +4,7 @@
 // (latents + text embeddings, once), flow_task.ts / vae_task.ts (what a
 // micro-batch is), loop.ts (optimizer, checkpoints, resume), export.ts (files).
 
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
@@ -13,7 +14,7 @@ import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/
 import { Flux2Pipeline, InvalidRequestError } from "../pipeline/flux2.js";
 import { encodeImage } from "../pipeline/image.js";
 import { vaeScaleFactor, readVaeConfig } from "../models/vae.js";
-import { makeSamples, scanDataset, type Sample } from "../train/data.js";
+import { makeSamples, scanDataset, type DataImage, type Sample } from "../train/data.js";
 import { encodeData } from "../train/cache.js";
 import { FlowMatchingTask } from "../train/flow_task.js";
 import { VaeTask, loadPixels } from "../train/vae_task.js";
@@ -243,7 +244,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     result = await trainLoop(task, {
       steps, gradAccum, maxGradNorm, adam: { betas: [0.9, 0.999], eps: 1e-8, weightDecay },
       schedule: { scheduler: scheduler as LrScheduler, lr, warmupSteps: warmup, totalSteps: steps },
-      runDir, saveEvery, keepCheckpoints: keep, identity, resume: v.resume as string | undefined, stopSignal: stop, log,
+      runDir, saveEvery, keepCheckpoints: keep, identity, dataFingerprint: dataFingerprint(ds.images, samples), resume: v.resume as string | undefined, stopSignal: stop, log,
       onStep: async (s: StepLog) => {
         firstStep ??= s.step - 1;
         if (json) console.log(JSON.stringify({ step: s.step, loss: s.loss, lr: s.lr }));
@@ -308,6 +309,13 @@ function progress(s: StepLog, total: number, started: number, firstStep: number,
   const smooth = smoothed([...s.losses]).at(-1)!;
   log(`step ${s.step}/${total}  loss ${s.loss.toFixed(4)} (smoothed ${smooth.toFixed(4)})  lr ${s.lr.toExponential(2)}  grad norm ${s.gradNorm.toPrecision(3)}  ` +
     `${rate >= 1 ? `${rate.toFixed(2)} steps/s` : `${(1 / rate).toFixed(1)} s/step`}  ETA ${formatDuration(eta)}`);
+}
+
+/** Hash of what the batch order depends on: each sample's file, caption, repeats and bucket. */
+function dataFingerprint(images: DataImage[], samples: Sample[]): string {
+  const h = createHash("sha256");
+  h.update(JSON.stringify(samples.map((s) => [images[s.image].file, images[s.image].caption, images[s.image].repeats, s.bucket.width, s.bucket.height])));
+  return h.digest("hex").slice(0, 16);
 }
 
 function formatDuration(s: number): string {

@@ -52,6 +52,11 @@ export interface LoopOptions {
   saveEvery: number;
   keepCheckpoints: number;
   identity: RunIdentity;
+  /**
+   * What the data order depends on (the samples, their repeats and buckets): saved with each
+   * checkpoint; resuming over different data is allowed, with a warning that the order changed.
+   */
+  dataFingerprint?: string;
   /** A checkpoint file (or run folder: its latest) to resume from. */
   resume?: string;
   /** Called after every optimizer step. */
@@ -93,6 +98,9 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
   if (o.resume) {
     const file = resolveCheckpoint(o.resume);
     const ck = loadCheckpoint(file, task.params, o.identity);
+    if (o.dataFingerprint && ck.data && ck.data !== o.dataFingerprint) {
+      log(`warning: the data changed since ${file} was saved; the batches from here differ from those of an uninterrupted run`);
+    }
     opt.load(ck.adam);
     step = ck.step;
     losses = ck.losses;
@@ -102,7 +110,7 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
   }
 
   const save = () => {
-    lastCheckpoint = saveCheckpoint(ckDir, step, task.params, opt, o.identity, losses);
+    lastCheckpoint = saveCheckpoint(ckDir, step, task.params, opt, o.identity, losses, o.dataFingerprint);
     pruneCheckpoints(ckDir, o.keepCheckpoints);
     return lastCheckpoint;
   };
@@ -195,7 +203,7 @@ export function resolveCheckpoint(p: string): string {
   throw new ResumeError(`--resume ${p}: no checkpoint there (looked for checkpoints/step-NNNNNN.safetensors); start without --resume`);
 }
 
-function saveCheckpoint(ckDir: string, step: number, params: Map<string, Float32Array>, opt: AdamW, identity: RunIdentity, losses: number[]): string {
+function saveCheckpoint(ckDir: string, step: number, params: Map<string, Float32Array>, opt: AdamW, identity: RunIdentity, losses: number[], data?: string): string {
   const st = opt.state();
   const tensors: Record<string, TensorToWrite> = {};
   for (const [name, p] of params) {
@@ -205,7 +213,7 @@ function saveCheckpoint(ckDir: string, step: number, params: Map<string, Float32
   }
   tensors["losses"] = { dtype: "F64", shape: [losses.length], data: Float64Array.from(losses) };
   const file = path.join(ckDir, checkpointName(step));
-  writeSafetensors(file, tensors, { flux2_train: JSON.stringify({ step, adam_step: st.step, identity }) });
+  writeSafetensors(file, tensors, { flux2_train: JSON.stringify({ step, adam_step: st.step, identity, data }) });
   return file;
 }
 
@@ -236,10 +244,10 @@ export function loadCheckpoint(file: string, params: Map<string, Float32Array>, 
     v.set(name, all.get(`adam_v.${name}`)!.data as Float32Array);
   }
   const losses = Array.from((all.get("losses")?.data as Float64Array | undefined) ?? []);
-  return { step: meta.step as number, adam: { step: meta.adam_step as number, m, v }, losses };
+  return { step: meta.step as number, adam: { step: meta.adam_step as number, m, v }, losses, data: meta.data };
 }
 
-function readMeta(file: string): { step: number; adam_step: number; identity: RunIdentity } {
+function readMeta(file: string): { step: number; adam_step: number; identity: RunIdentity; data?: string } {
   const f = SafetensorsFile.open(file);
   const raw = f.metadata["flux2_train"];
   f.close();
