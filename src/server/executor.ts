@@ -86,6 +86,19 @@ export class Executor {
   }
 
   /**
+   * Give up on a thread still busy in a job that would not stop (shutdown
+   * past its deadline): it no longer keeps the process alive, and the process
+   * exit ends it.
+   */
+  abandon(): void {
+    this.closed = true;
+    for (const p of this.pending.values()) p.reject(new ExecError("crashed", "the executor was abandoned at shutdown"));
+    this.pending.clear();
+    this.worker?.unref();
+    this.worker = null;
+  }
+
+  /**
    * Stop the thread. Call it when no job runs: terminating a thread inside
    * ONNX Runtime's session.run aborts the whole process (the queue first
    * cancels running jobs, which stop at their next step).

@@ -64,6 +64,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
   try {
     if (isCancelled()) throw new CancelledError();
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
+    if (isCancelled()) throw new CancelledError(); // loading can take a while
     const out = await runGeneration(pipe, job, {
       multiple, maxPixels: data.maxPixels, isCancelled,
       readInput: (ref) => store.readSync(storeName(ref)),

@@ -8,7 +8,7 @@ import { expandCanvas } from "../cli/edit.js";
 import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage } from "../pipeline/flux2.js";
 import { decodeImage, encodeImage, insertPngText, type ImageFormat } from "../pipeline/image.js";
 import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
-import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
+import { prepareInpaintImage, prepareReference, referencePixelCap, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
 import { pngDataUrl } from "./png.js";
@@ -61,15 +61,43 @@ export interface RunContext {
   isCancelled: () => boolean;
 }
 
+/** Stop here if the job was cancelled (a DELETE, or the server shutting down). */
+function check(ctx: RunContext): void {
+  if (ctx.isCancelled()) throw new CancelledError();
+}
+
+/** How often a wait on uninterruptible work looks at the cancellation flag. */
+const CANCEL_POLL_MS = 20;
+
+/**
+ * Wait for work that cannot be interrupted (a libvips decode or encode runs on
+ * its own threads), but stop waiting as soon as the job is cancelled: the work
+ * ends in the background and its result is dropped, so a cancel is answered at
+ * once instead of after a multi-second decode of a huge input.
+ */
+async function unlessCancelled<T>(ctx: RunContext, work: Promise<T>): Promise<T> {
+  check(ctx);
+  let timer: NodeJS.Timeout | undefined;
+  const cancelled = new Promise<never>((_, reject) => {
+    timer = setInterval(() => ctx.isCancelled() && reject(new CancelledError()), CANCEL_POLL_MS);
+  });
+  try {
+    return await Promise.race([work, cancelled]);
+  } finally {
+    clearInterval(timer);
+    work.catch(() => {}); // an abandoned decode's failure is of no interest
+  }
+}
+
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
-  const d = await decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels });
+  const d = await unlessCancelled(ctx, decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels }));
   return { rgb: d.rgb, width: d.width, height: d.height };
 }
 
 /** White = repaint; alpha flattened onto black, as `flux2 edit --mask` reads masks. */
 async function readMask(ctx: RunContext, ref: string): Promise<{ data: Uint8Array; width: number; height: number }> {
-  const raw = await sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
-    .toBuffer({ resolveWithObject: true });
+  const raw = await unlessCancelled(ctx, sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
+    .toBuffer({ resolveWithObject: true }));
   return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.info.width * raw.info.height), width: raw.info.width, height: raw.info.height };
 }
 
@@ -88,9 +116,10 @@ async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitIma
     }
     mask = m.data;
   }
-  let image = prepareInpaintImage(base, { multiple: ctx.multiple }).image;
-  if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height);
-  if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height);
+  const stop = () => check(ctx);
+  let image = prepareInpaintImage(base, { multiple: ctx.multiple, check: stop }).image;
+  if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height, stop);
+  if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height, stop);
   return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
 }
 
@@ -99,13 +128,21 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   const d = pipe.defaults;
   const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
   const init = repaint ? await initImage(r, ctx) : undefined;
-  const images = await Promise.all(referenceInputs(r).slice(repaint ? 1 : 0).map((ref) => readImage(ctx, ref)));
-  const refs = prepareReferences(images, { multiple: ctx.multiple });
+  // One reference at a time, each shrunk right after its decode: only one
+  // full-size input is in memory at once (the count and sizes were validated at submit).
+  const inputs = referenceInputs(r).slice(repaint ? 1 : 0);
+  const cap = referencePixelCap(inputs.length);
+  const refs = [];
+  for (const [i, ref] of inputs.entries()) {
+    refs.push(prepareReference(await readImage(ctx, ref), { multiple: ctx.multiple, pixelCap: cap, label: `reference ${i + 1}`, check: () => check(ctx) }));
+  }
   const steps = r.steps ?? d.steps;
   const guidance = r.guidance ?? d.guidance;
   const result = await pipe.generate({
     prompt: r.prompt, negativePrompt: r.negative_prompt, width: r.width, height: r.height, steps, guidance,
     seed: r.seed, numImagesPerPrompt: r.num_images, references: refs.map((x) => x.image), init, preview: true,
+    // Between stages (text encoder, reference encode, denoise, VAE decode) as well as between steps.
+    onStage: () => check(ctx),
     onStep: (info) => {
       // Cancellation is checked between steps: throwing here stops the run.
       if (ctx.isCancelled()) throw new CancelledError();
@@ -117,8 +154,9 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
   ];
+  check(ctx);
   return {
-    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength),
+    images: await encodeAll(ctx, result, r, job.model, pipe.variant, references, init?.strength),
     width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
     loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
       name: l.name, strength: l.strength, format: l.format, applied: l.report.applied.length,
@@ -127,7 +165,7 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   };
 }
 
-async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength?: number): Promise<ExecImage[]> {
+async function encodeAll(ctx: RunContext, result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength?: number): Promise<ExecImage[]> {
   const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
   const out: ExecImage[] = [];
   for (const img of result.images) {
@@ -137,7 +175,7 @@ async function encodeAll(result: GenerateResult, r: GenerationRequest, model: st
       references: references?.length ? references : undefined, strength,
       loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
     };
-    let buf = await encodeImage(img.rgb, img.width, img.height, format, formatParameters(record));
+    let buf = await unlessCancelled(ctx, encodeImage(img.rgb, img.width, img.height, format, formatParameters(record)));
     if (format === "png") buf = insertPngText(buf, "flux2", JSON.stringify(record));
     out.push({ bytes: buf, ext: format });
   }

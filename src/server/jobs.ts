@@ -4,6 +4,8 @@
 import { randomInt, randomUUID } from "node:crypto";
 import type { GenerationRequest } from "../api/request.js";
 import type { Principal } from "./auth.js";
+import type { MemoryBudget } from "./budget.js";
+import type { StorageHealth } from "./storage.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, fieldError } from "./errors.js";
 import { checkResolves, type UrlPolicy } from "./fetch_image.js";
@@ -37,6 +39,8 @@ export class JobService {
     private registry: ModelRegistry,
     private lifecycle: Lifecycle,
     private queues: Queues,
+    private budget?: MemoryBudget,
+    private health?: StorageHealth,
   ) {}
 
   get policy(): UrlPolicy {
@@ -62,6 +66,8 @@ export class JobService {
     // Cheap early refusal before fetching and decoding images; the insert below re-checks atomically.
     if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
     const request: GenerationRequest = validateRequest(body, model);
+    // Nothing is written on a disk without room: a clear 503 now instead of a half-stored job.
+    this.health?.assertRoom();
     try {
       resolveLoras(this.cfg.loraDir, request.loras);
     } catch (e) {
@@ -73,7 +79,7 @@ export class JobService {
     }
     // The seed is fixed now, so a retried run produces the same image.
     request.seed ??= randomInt(0, 2 ** 32);
-    const stored = await storeInputs(request, this.images, { policy: this.policy, maxPixels: this.cfg.maxInputPixels });
+    const stored = await storeInputs(request, this.images, { policy: this.policy, maxPixels: this.cfg.maxInputPixels, requestPixels: this.cfg.maxRequestPixels, budget: this.budget });
     const kind: JobKind = model.kind === "provider" ? "provider" : this.cfg.queue ? "redis" : "local";
     if (kind === "local" && !this.queues.local) throw new ApiError(503, `no local executor for ${modelId}`);
     const id = randomUUID();
