@@ -89,11 +89,11 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   let executor: Executor | undefined;
   if (!cfg.queue && cfg.models.length) {
     executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir });
-    queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts, onFault }, localRunner(executor, images));
+    queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts, onFault, faultRetryMs: cfg.faultRetryMs }, localRunner(executor, images));
   }
   if (cfg.bflKey) {
     const bfl = { apiKey: cfg.bflKey, baseUrl: cfg.bflBaseUrl, pollMs: cfg.providerPollMs, backoffMs: cfg.providerBackoffMs };
-    queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3, onFault },
+    queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3, onFault, faultRetryMs: cfg.faultRetryMs },
       providerRunner(new BflClient(bfl), images, store, bfl));
   }
   if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log);
@@ -147,19 +147,19 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
 
   let closing: Promise<{ clean: boolean }> | null = null;
   const shutdown = () => closing ??= (async () => {
-      streams.closeAll();
-      await app.close();
-      // Running jobs are cancelled at their next check and re-queued; past the deadline they are re-queued regardless.
-      const deadline = Date.now() + cfg.shutdownTimeoutMs;
-      const localStopped = (await queues.local?.close(cfg.shutdownTimeoutMs)) ?? true;
-      await queues.provider?.close(Math.max(0, deadline - Date.now()));
-      // Terminating a thread inside ONNX Runtime aborts the process: a thread that did not stop is left to the exit.
-      if (localStopped) await executor?.close();
-      else executor?.abandon();
-      await queues.redis?.close();
-      await webhooks.close();
-      store.close();
-      return { clean: localStopped };
+    streams.closeAll();
+    await app.close();
+    // Running jobs are cancelled at their next check and re-queued; past the deadline they are re-queued regardless.
+    const deadline = Date.now() + cfg.shutdownTimeoutMs;
+    const localStopped = (await queues.local?.close(cfg.shutdownTimeoutMs)) ?? true;
+    await queues.provider?.close(Math.max(0, deadline - Date.now()));
+    // Terminating a thread inside ONNX Runtime aborts the process: a thread that did not stop is left to the exit.
+    if (localStopped) await executor?.close();
+    else executor?.abandon();
+    await queues.redis?.close();
+    await webhooks.close();
+    store.close();
+    return { clean: localStopped };
   })();
   return {
     app, url: listenUrl, port, store, keysRequired, health, budget, streams, shutdown,

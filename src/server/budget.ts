@@ -28,7 +28,7 @@ export interface MemoryBudgetPlan {
 }
 
 /** Planned peak of the largest model served by this process, at its largest accepted size. */
-function modelPeak(models: ModelSpec[]): number {
+export function plannedModelPeak(models: ModelSpec[]): number {
   let peak = 0;
   for (const m of models) {
     const ck = openCheckpoint(m.dir);
@@ -46,7 +46,7 @@ function modelPeak(models: ModelSpec[]): number {
  */
 export function planMemoryBudget(models: ModelSpec[], override?: number, total = os.totalmem()): MemoryBudgetPlan {
   if (override !== undefined) return { bytes: override, why: `${formatBytes(override)} (--memory-budget)` };
-  const peak = modelPeak(models);
+  const peak = plannedModelPeak(models);
   const bytes = Math.max(MIN_BUDGET, Math.min(total / 4, total - peak - RESERVE_BYTES));
   return {
     bytes: Math.floor(bytes),

@@ -50,6 +50,8 @@ export interface ServerConfig {
   streamBufferBytes: number;
   /** Submits are refused (503) while the data folder's disk has less free space than this. */
   minFreeBytes: number;
+  /** A job whose result could not be stored (a full disk) runs again after this. */
+  faultRetryMs: number;
   /** On SIGTERM: how long a running job may take to stop before the process exits anyway (it is re-queued either way). */
   shutdownTimeoutMs: number;
   /** Let URL inputs and webhooks reach loopback / private / link-local addresses. */
@@ -107,6 +109,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     streamBufferBytes: 1024 * 1024,
     shutdownTimeoutMs: 10_000,
     minFreeBytes: 64 * 1024 * 1024,
+    faultRetryMs: 30_000,
     allowPrivateUrls: false,
     urlTimeoutMs: 15_000,
     urlMaxBytes: 50 * 1024 * 1024,

@@ -32,6 +32,8 @@ export interface LocalQueueOptions {
   maxAttempts: number;
   /** A database or disk fault met by background work (a full disk): logged and reported, never thrown out of a timer. */
   onFault?: (what: string, e: unknown) => void;
+  /** How long a job whose result could not be stored (a full disk) waits before it runs again (default 30 s). */
+  faultRetryMs?: number;
 }
 
 /** How often an outcome that could not be recorded (a full disk) is tried again. */
@@ -146,7 +148,7 @@ export class LocalQueue {
       result = await this.run({ job: row, claim, signal: ac.signal, progress: (p) => this.events.publish(row.id, { type: "progress", data: p }) });
     } catch (e) {
       // A full or read-only disk is not the job's fault: it waits in the queue and runs again later.
-      result = e instanceof Interrupted ? e : isStorageError(e) ? { retryAt: Date.now() + STORAGE_RETRY_AFTER_S * 1000 } : { state: "error", error: (e as Error).message };
+      result = e instanceof Interrupted ? e : isStorageError(e) ? { retryAt: Date.now() + (this.opts.faultRetryMs ?? STORAGE_RETRY_AFTER_S * 1000) } : { state: "error", error: (e as Error).message };
       if (isStorageError(e)) this.opts.onFault?.(`storing the result of job ${row.id}`, e);
     } finally {
       this.active.delete(row.id);

@@ -19,7 +19,7 @@ import { BFL_STATUS, resultView, TERMINAL } from "./views.js";
 export interface StreamLimits {
   perJob: number;
   perKey: number;
-  /** Unsent bytes a stream may hold before it is closed. */
+  /** Unsent bytes a stream may hold from earlier events; past this, it is closed at the next event. */
   bufferBytes: number;
 }
 
@@ -89,13 +89,15 @@ export class EventStreams {
     };
     const write = (buf: Buffer) => {
       if (closed) return;
-      res.write(buf);
+      // Still holding more than the bound from earlier events: the reader is not
+      // keeping up, so its stream ends instead of queueing every preview for it.
       if (res.writableLength > this.limits.bufferBytes) {
-        // The reader is not keeping up: end its stream instead of holding every preview for it.
         this.dropped++;
         cleanup();
         res.destroy();
+        return;
       }
+      res.write(buf);
     };
     const finish = () => {
       const now = this.store.get(id);

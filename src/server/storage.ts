@@ -107,7 +107,8 @@ export class StorageHealth {
   /** Refuse new work while free space is below the floor. */
   assertRoom(): void {
     const free = this.freeBytes();
-    if (free !== null && free < this.minFreeBytes) {
+    // A disk with nothing free at all is full whatever the floor (--min-free 0).
+    if (free !== null && free < Math.max(this.minFreeBytes, 1)) {
       throw new StorageFault("full", this.dataDir, "ENOSPC", `Storage fault (ENOSPC): the disk holding ${this.dataDir} has ${formatBytes(free)} free, less than the ${formatBytes(this.minFreeBytes)} this server keeps in reserve: free space there, or restart the server with --data on a larger disk. Retry in ${STORAGE_RETRY_AFTER_S} s.`);
     }
   }
