@@ -19,7 +19,7 @@ import { registerRoutes } from "./routes.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
 import { localRunner } from "./run_local.js";
-import { StorageHealth, storageFault } from "./storage.js";
+import { makeDataDir, StorageHealth, storageFault } from "./storage.js";
 import { JobStore } from "./store.js";
 import { WebhookSender } from "./webhooks.js";
 import { VERSION } from "../pipeline/metadata.js";
@@ -177,6 +177,7 @@ function openStorage(cfg: ServerConfig, log: (s: string) => void): { store: JobS
   const dbPath = path.join(cfg.dataDir, "flux2.db");
   let store: JobStore | undefined;
   try {
+    makeDataDir(cfg.dataDir);
     store = new JobStore(cfg.dataDir);
     const images = new ImageStore(path.join(cfg.dataDir, "images"));
     const health = new StorageHealth(cfg.dataDir, () => store!.probeWrite(), images.root, cfg.minFreeBytes, log);
@@ -185,7 +186,8 @@ function openStorage(cfg: ServerConfig, log: (s: string) => void): { store: JobS
     return { store, images, health };
   } catch (e) {
     store?.close();
-    const f = storageFault(e, dbPath);
-    throw new Error(f ? `cannot use the data folder ${cfg.dataDir}: ${f.message.replace(/ Jobs already accepted.*$/, "")}` : `cannot open the job database ${dbPath}: ${(e as Error).message}`);
+    const reason = storageFault(e, dbPath)?.message ?? (e as Error).message;
+    // At start-up no job was accepted yet: drop the "retry" advice meant for clients.
+    throw new Error(`cannot use the data folder ${cfg.dataDir}: ${reason.replace(/ (Jobs already accepted|Retry in).*$/, "")}`);
   }
 }

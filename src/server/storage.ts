@@ -18,7 +18,8 @@ const FS_CODES: Record<string, FaultKind> = { ENOSPC: "full", EDQUOT: "full", ER
 
 /** better-sqlite3 codes are SQLITE_<primary>[_<extended>]. */
 function sqliteKind(code: string): FaultKind | null {
-  if (code.startsWith("SQLITE_FULL")) return "full";
+  // SHMSIZE: the WAL index could not grow, which on Linux means no space left.
+  if (code.startsWith("SQLITE_FULL") || code === "SQLITE_IOERR_SHMSIZE") return "full";
   if (code.startsWith("SQLITE_READONLY")) return "read-only";
   if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM") || code.startsWith("SQLITE_AUTH")) return "permission";
   if (code.startsWith("SQLITE_IOERR")) return "io";
@@ -60,6 +61,21 @@ export function storageFault(e: unknown, fallbackPath: string): StorageFault | n
   const err = e as { code: string; path?: string; message?: string };
   const where = err.path ?? fallbackPath;
   return new StorageFault(kind, where, err.code, `Storage fault (${err.code}): ${advice(kind, where)}. Jobs already accepted are kept; retry in ${STORAGE_RETRY_AFTER_S} s.`);
+}
+
+/**
+ * mkdir -p that reports the real cause: Node's recursive mkdir answers ENOENT
+ * on a read-only file system, so the last step is retried plainly to get EROFS
+ * or EACCES with the path.
+ */
+export function makeDataDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    fs.mkdirSync(path.dirname(dir), { recursive: true });
+    fs.mkdirSync(dir);
+  }
 }
 
 export interface HealthReport {
