@@ -109,7 +109,7 @@ export class JobService {
     return this.store.list({ keyId: who.keyId, limit, before });
   }
 
-  /** Cancel: a queued job never runs; a running one stops at its next step. */
+  /** Cancel: a queued job never runs; a running one stops at its next check (decode, resize, each stage and step). */
   async cancel(id: string, who: Principal): Promise<JobRow> {
     const row = this.get(id, who);
     if (!row) throw new ApiError(404, "Task not found");

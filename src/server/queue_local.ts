@@ -198,7 +198,7 @@ export class LocalQueue {
     }
   }
 
-  /** Stop a running job at its next step (the job row is already marked cancelled). */
+  /** Stop a running job at its next check (the job row is already marked cancelled). */
   cancel(id: string): void {
     this.active.get(id)?.ac.abort();
   }
