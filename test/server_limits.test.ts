@@ -159,6 +159,22 @@ describe("SIGTERM drains", () => {
     store.close();
     assert.deepEqual([row.state, row.attempts], ["queued", 0]);
   });
+
+  test("past --shutdown-timeout the process ends by the signal at once; the job is back in the queue unspent", { timeout: 60_000 }, async () => {
+    const dir = tempDir("flux2-drain-");
+    const c = spawnCli(["serve", "--port", "0", "--data", dir, "--model", `flux-2-klein-4b=${TINY}`, "--threads", "1", "--shutdown-timeout", "0"]);
+    children.push(c);
+    const url = await serverUrl(c);
+    const id = (await api(url, "POST", MODEL, { prompt: "stuck", width: 512, height: 512 })).body.id;
+    await waitFor("the job to start", async () => (await state(url, id)).state === "running", 30_000, 10);
+    c.proc.kill("SIGTERM");
+    assert.equal(await c.exited, "SIGTERM", c.err.join("\n"));
+    assert.ok(c.err.some((l) => /did not stop within 0 s; it was re-queued, exiting/.test(l)), c.err.join("\n"));
+    const store = new JobStore(dir);
+    const row = store.get(id)!;
+    store.close();
+    assert.deepEqual([row.state, row.attempts], ["queued", 0]);
+  });
 });
 
 /** Connect and send `text`; resolves with what the server sent and how long until it closed the connection. */

@@ -171,6 +171,19 @@ export function untilSignal(): Promise<string> {
   });
 }
 
+/**
+ * End the process by the signal's default action. process.exit() would wait
+ * for the generation thread, and a thread inside a long ONNX Runtime call
+ * cannot be stopped (terminating it waits for the call to return); the kernel
+ * ends the process at once. Everything worth keeping is in SQLite already.
+ */
+function dieBy(sig: string): never {
+  process.removeAllListeners(sig);
+  process.kill(process.pid, sig as NodeJS.Signals);
+  // The signal is delivered asynchronously: wait for it here.
+  for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+}
+
 export async function runServeCommand(argv: string[]): Promise<number> {
   const cfg = serveConfig(argv);
   if (!cfg) {
@@ -187,17 +200,17 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   }
   const sig = await stopped;
   log(`flux2 serve: ${sig}, shutting down within ${cfg.shutdownTimeoutMs / 1000} s (no new jobs; running jobs go back to the queue; a second signal exits at once)`);
-  const again = () => {
-    log("flux2 serve: second signal, exiting now (a running job is re-queued at the next start)");
-    process.exit(1);
+  const again = (second: string) => {
+    log(`flux2 serve: second signal (${second}), exiting now (a running job is re-queued at the next start)`);
+    dieBy(second);
   };
   process.once("SIGINT", again);
   process.once("SIGTERM", again);
   const { clean } = await server.shutdown();
   if (!clean) {
-    // A job stuck in an uninterruptible stage: it is back in the queue; its thread ends with the process.
+    // A job stuck in an uninterruptible ONNX Runtime call: it is back in the queue already.
     log(`flux2 serve: a running job did not stop within ${cfg.shutdownTimeoutMs / 1000} s; it was re-queued, exiting`);
-    process.exit(0);
+    dieBy(sig);
   }
   return 0;
 }
