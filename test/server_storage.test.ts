@@ -17,7 +17,7 @@ import { JobEvents } from "../src/server/events.js";
 import { LocalQueue } from "../src/server/queue_local.js";
 import { isStorageError, storageFault } from "../src/server/storage.js";
 import { JobStore, type Claim, type Outcome } from "../src/server/store.js";
-import { api, spawnCli, TINY, untilDone, waitFor } from "./helpers/net.js";
+import { api, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
 import { tempDir, testServer } from "./helpers/server.js";
 import sharp from "sharp";
 
@@ -96,7 +96,7 @@ describe("a full disk", { skip: cannotMount ?? false }, () => {
     const h = await api(s.url, "GET", "/health");
     assert.equal(h.status, 503);
     assert.equal(h.body.status, "unhealthy");
-    assert.match(h.body.detail, /Storage fault \((ENOSPC|SQLITE_FULL)\): the disk holding \/tmp\/flux2-full-.*(is full|has 0\.0 KiB free)/);
+    assert.match(h.body.detail, /Storage fault \((ENOSPC|SQLITE_FULL)\): the disk holding \/tmp\/flux2-full-.*(is full|has no free space left)/);
     fs.rmSync(filler);
     assert.equal((await api(s.url, "GET", "/health")).body.status, "ok");
     const ok = await api(s.url, "POST", MODEL, { prompt: "x", input_image: img });
@@ -117,6 +117,39 @@ describe("a full disk", { skip: cannotMount ?? false }, () => {
     fs.rmSync(filler);
     const done = await untilDone(s.url, id, {}, 60_000);
     assert.equal(done.status, "Ready", JSON.stringify(done));
+    assert.deepEqual(tmpFiles(dataDir), []);
+  });
+});
+
+describe("a full disk, flux2 serve as a process", { skip: cannotMount ?? false }, () => {
+  const mnt = tempDir("flux2-fullcli-");
+  const children: Child[] = [];
+  before(() => {
+    assert.equal(mount(mnt, "size=4m"), null);
+  });
+  after(async () => {
+    for (const c of children) await stop(c);
+    umount(mnt);
+  });
+
+  test("SIGTERM on a full disk exits (it used to be swallowed); after space is freed a restart finishes the job", { timeout: 90_000 }, async () => {
+    const dataDir = path.join(mnt, "data");
+    const args = ["serve", "--port", "0", "--data", dataDir, "--model", `flux-2-klein-4b=${TINY}`, "--threads", "1", "--min-free", "0", "--shutdown-timeout", "5"];
+    const c = spawnCli(args);
+    children.push(c);
+    let url = await serverUrl(c);
+    const id = (await api(url, "POST", MODEL, { prompt: "full", width: 256, height: 256, seed: 1 })).body.id;
+    await waitFor("the job to run", async () => (await api(url, "GET", `/v1/jobs/${id}`)).body.state === "running", 30_000, 10);
+    const filler = fill(mnt);
+    await waitFor("the fault to show", async () => (await api(url, "GET", "/health")).status === 503, 30_000, 50);
+    c.proc.kill("SIGTERM");
+    const code = await Promise.race([c.exited, new Promise((r) => setTimeout(() => r("still running 30 s after SIGTERM"), 30_000))]);
+    assert.ok(code === 0 || code === "SIGTERM", `exit: ${code}; ${c.err.join("\n")}`);
+    fs.rmSync(filler);
+    const again = spawnCli(args);
+    children.push(again);
+    url = await serverUrl(again);
+    assert.equal((await untilDone(url, id, {}, 60_000)).status, "Ready");
     assert.deepEqual(tmpFiles(dataDir), []);
   });
 });

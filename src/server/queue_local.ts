@@ -166,7 +166,7 @@ export class LocalQueue {
   }
 
   private retrySettle(): void {
-    if (this.settleTimer) return;
+    if (this.settleTimer || this.closing) return; // close() makes the last try
     this.settleTimer = setTimeout(() => {
       this.settleTimer = null;
       for (const [id, u] of this.unsettled) {
@@ -213,18 +213,27 @@ export class LocalQueue {
     this.closing = true;
     this.timers.forEach(clearInterval);
     if (this.wake) clearTimeout(this.wake);
+    let stopped = true;
+    if (this.active.size > 0) {
+      const done = new Promise<boolean>((r) => this.idle.push(() => r(true)));
+      for (const a of this.active.values()) a.ac.abort();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<boolean>((r) => { if (Number.isFinite(timeoutMs)) timer = setTimeout(() => r(false), timeoutMs); });
+      stopped = await Promise.race([done, late]);
+      clearTimeout(timer);
+      if (!stopped) {
+        for (const [id, a] of this.active) this.guard(`re-queueing job ${id}`, () => this.store.release(id, a.claim, { refund: true }));
+      }
+    }
+    // A last try for outcomes the store refused (a full disk); what still fails is left
+    // as it is in the database (running, under this process's lease) and recovered at the next start.
     if (this.settleTimer) clearTimeout(this.settleTimer);
     this.settleTimer = null;
-    for (const [id, u] of this.unsettled) this.guard(`recording job ${id}`, () => this.settle(u.row, u.claim, u.result));
-    if (this.active.size === 0) return true;
-    const done = new Promise<boolean>((r) => this.idle.push(() => r(true)));
-    for (const a of this.active.values()) a.ac.abort();
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<boolean>((r) => { if (Number.isFinite(timeoutMs)) timer = setTimeout(() => r(false), timeoutMs); });
-    const stopped = await Promise.race([done, late]);
-    clearTimeout(timer);
-    if (!stopped) {
-      for (const [id, a] of this.active) this.guard(`re-queueing job ${id}`, () => this.store.release(id, a.claim, { refund: true }));
+    for (const [id, u] of this.unsettled) {
+      this.guard(`recording job ${id} at shutdown (it is recovered at the next start)`, () => {
+        this.settle(u.row, u.claim, u.result);
+        this.unsettled.delete(id);
+      });
     }
     return stopped;
   }

@@ -64,9 +64,9 @@ export function storageFault(e: unknown, fallbackPath: string): StorageFault | n
 }
 
 /**
- * mkdir -p that reports the real cause: Node's recursive mkdir answers ENOENT
- * on a read-only file system, so the last step is retried plainly to get EROFS
- * or EACCES with the path.
+ * mkdir -p, then a write-access check, that report the real cause: Node's
+ * recursive mkdir answers ENOENT on a read-only file system, so the last step
+ * is retried plainly to get EROFS or EACCES with the path.
  */
 export function makeDataDir(dir: string): void {
   try {
@@ -76,6 +76,8 @@ export function makeDataDir(dir: string): void {
     fs.mkdirSync(path.dirname(dir), { recursive: true });
     fs.mkdirSync(dir);
   }
+  // SQLite says only "unable to open database file" (SQLITE_CANTOPEN) for both of these: ask the OS first.
+  fs.accessSync(dir, fs.constants.W_OK); // EROFS or EACCES, with the path
 }
 
 export interface HealthReport {
@@ -125,7 +127,8 @@ export class StorageHealth {
     const free = this.freeBytes();
     // A disk with nothing free at all is full whatever the floor (--min-free 0).
     if (free !== null && free < Math.max(this.minFreeBytes, 1)) {
-      throw new StorageFault("full", this.dataDir, "ENOSPC", `Storage fault (ENOSPC): the disk holding ${this.dataDir} has ${formatBytes(free)} free, less than the ${formatBytes(this.minFreeBytes)} this server keeps in reserve: free space there, or restart the server with --data on a larger disk. Retry in ${STORAGE_RETRY_AFTER_S} s.`);
+      const room = free === 0 ? "no free space left" : `${formatBytes(free)} free, less than the ${formatBytes(this.minFreeBytes)} this server keeps in reserve (--min-free)`;
+      throw new StorageFault("full", this.dataDir, "ENOSPC", `Storage fault (ENOSPC): the disk holding ${this.dataDir} has ${room}: free space there, or restart the server with --data on a larger disk. Retry in ${STORAGE_RETRY_AFTER_S} s.`);
     }
   }
 
