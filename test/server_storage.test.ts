@@ -9,7 +9,7 @@
 // through a store whose finish() fails like a full disk.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Lifecycle } from "../src/server/lifecycle.js";
@@ -17,7 +17,7 @@ import { JobEvents } from "../src/server/events.js";
 import { LocalQueue } from "../src/server/queue_local.js";
 import { isStorageError, storageFault } from "../src/server/storage.js";
 import { JobStore, type Claim, type Outcome } from "../src/server/store.js";
-import { api, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
+import { api, CLI, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
 import { tempDir, testServer } from "./helpers/server.js";
 import sharp from "sharp";
 
@@ -179,6 +179,31 @@ describe("start-up on a broken store", { skip: cannotMount ?? false }, () => {
     assert.equal(await fresh.exited, 1);
     assert.match(fresh.err.join("\n"), new RegExp(`${mnt}/new.*read-only`));
   });
+});
+
+/** Root can write anywhere: to meet EACCES the server runs as nobody (setpriv), where that is possible. */
+function cannotDropPrivileges(): string | false {
+  if (process.getuid?.() !== 0) return "not root: cannot start the server as another user";
+  try {
+    execFileSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "true"], { stdio: "pipe" });
+    return false;
+  } catch {
+    return "setpriv is not available";
+  }
+}
+
+test("start-up on a folder this user cannot write: exit 1, EACCES named with the path", { skip: cannotDropPrivileges(), timeout: 60_000 }, async () => {
+  const parent = tempDir("flux2-eacces-");
+  fs.chmodSync(parent, 0o755); // others may enter, not write
+  const dataDir = path.join(parent, "data");
+  const out = await new Promise<{ code: number | null; err: string }>((resolve) => {
+    const p = spawn("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, CLI, "serve", "--port", "0", "--data", dataDir, "--model", `flux-2-klein-4b=${TINY}`], { stdio: ["ignore", "pipe", "pipe"] });
+    let err = "";
+    p.stderr.on("data", (d) => { err += d; });
+    p.on("exit", (code) => resolve({ code, err }));
+  });
+  assert.equal(out.code, 1, out.err);
+  assert.match(out.err, new RegExp(`cannot use the data folder ${dataDir}: Storage fault \\(EACCES\\): ${dataDir} is not writable by this user: fix its ownership or permissions`));
 });
 
 describe("storage faults without a mount", () => {
