@@ -11,11 +11,14 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { Lifecycle } from "../src/server/lifecycle.js";
 import { JobEvents } from "../src/server/events.js";
 import { LocalQueue } from "../src/server/queue_local.js";
 import { isStorageError, storageFault } from "../src/server/storage.js";
+import { WebhookSender } from "../src/server/webhooks.js";
 import { JobStore, type Claim, type Outcome } from "../src/server/store.js";
 import { api, CLI, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
 import { tempDir, testServer } from "./helpers/server.js";
@@ -227,6 +230,34 @@ describe("storage faults without a mount", () => {
     assert.match(storageFault(Object.assign(new Error("x"), { code: "EACCES", path: "/srv/images/ab" }), "/data")!.message, /\/srv\/images\/ab is not writable/);
     assert.equal(storageFault(new Error("other"), "/data"), null);
     assert.equal(isStorageError(Object.assign(new Error("x"), { code: "ECONNRESET" })), false);
+  });
+
+  test("a webhook attempt the store cannot record: logged, deliveries pause (no re-send loop, no unhandled rejection)", { timeout: 30_000 }, async () => {
+    let hits = 0;
+    const receiver = http.createServer((_req, res) => { hits++; res.end(); });
+    await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+    class FullStore extends JobStore {
+      override webhookAttempt(): void {
+        throw Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" });
+      }
+    }
+    const store = new FullStore(tempDir("flux2-hookfull-"));
+    store.db.prepare("INSERT INTO webhooks (job_id, url, secret, body, attempts, next_at, state, updated_at) VALUES ('j', ?, NULL, '{}', 0, 0, 'pending', 0)").run(url);
+    const logs: string[] = [];
+    const sender = new WebhookSender(store, { policy: { allowPrivate: true, timeoutMs: 5000, maxBytes: 1024 }, maxAttempts: 8, baseDelayMs: 10 }, (l) => logs.push(l));
+    try {
+      sender.start();
+      await waitFor("the delivery", () => hits >= 1 && logs.length >= 1);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(hits, 1, "delivered once, then paused");
+      assert.match(logs[0], /webhook for j: database or disk is full/);
+    } finally {
+      await sender.close();
+      store.close();
+      receiver.closeAllConnections();
+      await new Promise((r) => receiver.close(r));
+    }
   });
 
   test("SQLITE_FULL while recording an outcome: no crash, the outcome is recorded once the store works again", { timeout: 30_000 }, async () => {
