@@ -108,7 +108,7 @@ describe("a full disk", { skip: cannotMount ?? false }, () => {
   });
 
   test("the disk fills while a job runs: the process stays up, the job waits and ends Ready once space is freed", { timeout: 90_000 }, async () => {
-    const sub = await api(s.url, "POST", MODEL, { prompt: "fills up", width: 320, height: 320, seed: 3 });
+    const sub = await api(s.url, "POST", MODEL, { prompt: "fills up", width: 192, height: 192, seed: 3 });
     assert.equal(sub.status, 200);
     const id = sub.body.id;
     await waitFor("the job to run", async () => (await api(s.url, "GET", `/v1/jobs/${id}`)).body.state === "running", 30_000, 10);
