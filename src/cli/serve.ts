@@ -65,6 +65,24 @@ Keys and limits:
                           link-local addresses (refused by default)
   --url-timeout S         time limit for fetching an image URL (default 15)
 
+Budgets and timeouts (see "Limits and failure modes" in docs/server.md):
+  --max-request-pixels N  decoded pixels over all input images of one request
+                          (default 67108864); 422 beyond
+  --memory-budget MB      memory for decoding input images at submit, all
+                          requests together (default: machine memory less the
+                          models' planned peak less 1 GiB); 503 when in use
+  --request-timeout S     time to receive a whole request (default 60); 408
+  --headers-timeout S     time to receive the request headers (default 10)
+  --idle-timeout S        a connection idle this long is closed (default 60)
+  --max-streams-per-job N open event streams per task (default 16); 429 beyond
+  --max-streams-per-key N open event streams per API key or, without keys, per
+                          client address (default 32); 429 beyond
+  --min-free MB           refuse submits (503) while the data folder's disk has
+                          less free space than this (default 64)
+  --shutdown-timeout S    on SIGTERM, how long the running job may take to stop
+                          before the process exits anyway (default 10); it goes
+                          back to the queue either way. A second signal exits at once
+
 Webhooks (POST of the result JSON to webhook_url, HMAC-SHA256 of the raw body
 with webhook_secret in the ${SIGNATURE_HEADER} header as sha256=<hex>):
   --webhook-attempts N    deliveries tried before giving up (default 8)
@@ -95,7 +113,10 @@ const OPTIONS = {
   data: { type: "string" }, queue: { type: "string" }, lease: { type: "string" }, "max-attempts": { type: "string" },
   "require-keys": { type: "boolean" }, "max-active": { type: "string" }, "max-queue": { type: "string" },
   "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
-  "url-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
+  "url-timeout": { type: "string" }, "max-request-pixels": { type: "string" }, "memory-budget": { type: "string" },
+  "request-timeout": { type: "string" }, "headers-timeout": { type: "string" }, "idle-timeout": { type: "string" },
+  "max-streams-per-job": { type: "string" }, "max-streams-per-key": { type: "string" }, "min-free": { type: "string" },
+  "shutdown-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
   "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "upsample-tokens": { type: "string" },
 } as const;
@@ -131,6 +152,14 @@ export function serveConfig(argv: string[]): ServerConfig | null {
   const body = numFlag(v["body-limit"], "body-limit", 1, 4096, false);
   const lease = numFlag(v.lease, "lease", 1, 86400, false);
   const urlTimeout = numFlag(v["url-timeout"], "url-timeout", 1, 600, false);
+  const seconds = (name: string, lo: number, hi: number) => {
+    const n = numFlag(v[name as keyof typeof v] as string | undefined, name, lo, hi, false);
+    return n === undefined ? undefined : Math.round(n * 1000);
+  };
+  const mb = (name: string, lo: number, hi: number) => {
+    const n = numFlag(v[name as keyof typeof v] as string | undefined, name, lo, hi, false);
+    return n === undefined ? undefined : Math.round(n * 1024 * 1024);
+  };
   return defaultConfig({
     host: v.host ?? d.host,
     port: numFlag(v.port, "port", 0, 65535) ?? d.port,
@@ -148,6 +177,15 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     maxQueued: numFlag(v["max-queue"], "max-queue", 0, 100_000_000) ?? d.maxQueued,
     bodyLimit: body !== undefined ? Math.round(body * 1024 * 1024) : d.bodyLimit,
     maxInputPixels: numFlag(v["max-input-pixels"], "max-input-pixels", 1, 2 ** 31) ?? d.maxInputPixels,
+    maxRequestPixels: numFlag(v["max-request-pixels"], "max-request-pixels", 1, 2 ** 34) ?? d.maxRequestPixels,
+    memoryBudget: mb("memory-budget", 1, 1024 * 1024),
+    requestTimeoutMs: seconds("request-timeout", 1, 3600) ?? d.requestTimeoutMs,
+    headersTimeoutMs: seconds("headers-timeout", 1, 600) ?? d.headersTimeoutMs,
+    idleTimeoutMs: seconds("idle-timeout", 1, 3600) ?? d.idleTimeoutMs,
+    maxStreamsPerJob: numFlag(v["max-streams-per-job"], "max-streams-per-job", 1, 100_000) ?? d.maxStreamsPerJob,
+    maxStreamsPerKey: numFlag(v["max-streams-per-key"], "max-streams-per-key", 1, 100_000) ?? d.maxStreamsPerKey,
+    minFreeBytes: mb("min-free", 0, 1024 * 1024) ?? d.minFreeBytes,
+    shutdownTimeoutMs: seconds("shutdown-timeout", 0, 3600) ?? d.shutdownTimeoutMs,
     allowPrivateUrls: !!v["allow-private-urls"],
     urlTimeoutMs: urlTimeout !== undefined ? urlTimeout * 1000 : d.urlTimeoutMs,
     webhookMaxAttempts: numFlag(v["webhook-attempts"], "webhook-attempts", 1, 100) ?? d.webhookMaxAttempts,
@@ -174,6 +212,19 @@ export function untilSignal(): Promise<string> {
   });
 }
 
+/**
+ * End the process by the signal's default action. process.exit() would wait
+ * for the generation thread, and a thread inside a long ONNX Runtime call
+ * cannot be stopped (terminating it waits for the call to return); the kernel
+ * ends the process at once. Everything worth keeping is in SQLite already.
+ */
+function dieBy(sig: string): never {
+  process.removeAllListeners(sig);
+  process.kill(process.pid, sig as NodeJS.Signals);
+  // The signal is delivered asynchronously: wait for it here.
+  for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+}
+
 export async function runServeCommand(argv: string[]): Promise<number> {
   const cfg = serveConfig(argv);
   if (!cfg) {
@@ -193,7 +244,18 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     log(`warning: API keys are required ${isLoopbackHost(cfg.host) ? "(--require-keys)" : `(listening on ${cfg.host})`} but none exist: create one with flux2 keys add --data ${cfg.dataDir}`);
   }
   const sig = await stopped;
-  log(`flux2 serve: ${sig}, shutting down (running jobs go back to the queue)`);
-  await server.close();
+  log(`flux2 serve: ${sig}, shutting down within ${cfg.shutdownTimeoutMs / 1000} s (no new jobs; running jobs go back to the queue; a second signal exits at once)`);
+  const again = (second: string) => {
+    log(`flux2 serve: second signal (${second}), exiting now (a running job is re-queued at the next start)`);
+    dieBy(second);
+  };
+  process.once("SIGINT", again);
+  process.once("SIGTERM", again);
+  const { clean } = await server.shutdown();
+  if (!clean) {
+    // A job stuck in an uninterruptible ONNX Runtime call: it is back in the queue already.
+    log(`flux2 serve: a running job did not stop within ${cfg.shutdownTimeoutMs / 1000} s; it was re-queued, exiting`);
+    dieBy(sig);
+  }
   return 0;
 }

@@ -81,7 +81,7 @@ export interface GenerateOptions {
   preview?: boolean;
   /** Called with every intermediate tensor, named as in the golden fixtures. */
   trace?: (name: string, t: { data: Float32Array | BigInt64Array | Uint8Array | Float64Array | Int32Array; shape: readonly number[] }) => void;
-  /** Called when a stage starts ("encode", "denoise", "decode"). */
+  /** Called when a stage starts ("encode", "references", "denoise", "decode"); it may throw to stop the run. */
   onStage?: (stage: string) => void;
 }
 
@@ -292,6 +292,7 @@ export class Flux2Pipeline {
     validateSize(width, height, multiple);
     const h = height / multiple, w = width / multiple;
     const C = this.sources.transformerConfig.in_channels;
+    if (init || refs.length) opts.onStage?.("references");
     const x0 = init ? await this.encodeInit(vae, init, trace) : null;
     const encoded = refs.length ? await this.encodeReferences(vae, refs, multiple, trace) : null;
     const refTokens = x0 ? this.withInitReference(x0, encoded, trace) : encoded;

@@ -12,7 +12,7 @@
 // one reference (1024² with several): `pixelCap: "bfl"`.
 // The inpaint pipeline instead resizes (Lanczos, no crop) to the floored size.
 
-import { resizeLanczos } from "./resize.js";
+import { resizeLanczos, type ResizeCheck } from "./resize.js";
 
 /** A reference image: packed 8-bit RGB, (H, W, 3) row-major. */
 export interface ReferenceImage {
@@ -56,6 +56,8 @@ export interface PrepareOptions {
   pixelCap?: number;
   /** Name used in error messages, e.g. "reference 2" (default "reference"). */
   label?: string;
+  /** Called during resizes; throws to stop (a cancelled server job). */
+  check?: ResizeCheck;
 }
 
 export class ReferenceImageError extends Error {
@@ -129,8 +131,8 @@ export function cropRgb(img: ReferenceImage, left: number, top: number, width: n
 }
 
 /** Pillow `Image.resize((width, height), LANCZOS)` of an RGB image (a copy when the size is unchanged). */
-export function resizeExact(img: ReferenceImage, width: number, height: number): ReferenceImage {
-  return { rgb: resizeLanczos(img.rgb, img.width, img.height, 3, width, height), width, height };
+export function resizeExact(img: ReferenceImage, width: number, height: number, check?: ResizeCheck): ReferenceImage {
+  return { rgb: resizeLanczos(img.rgb, img.width, img.height, 3, width, height, check), width, height };
 }
 
 /** Shrink to the pixel cap (Lanczos) if needed, and the size floored to the multiple. */
@@ -139,7 +141,7 @@ function capAndFloor(img: ReferenceImage, opts: PrepareOptions, label: string) {
   let cur = img;
   let resizedTo: Size | null = null;
   if (cap.width !== img.width || cap.height !== img.height) {
-    cur = resizeExact(img, cap.width, cap.height);
+    cur = resizeExact(img, cap.width, cap.height, opts.check);
     resizedTo = cap;
   }
   const target = flooredSize(cur.width, cur.height, opts.multiple);
@@ -181,7 +183,7 @@ export function prepareReference(img: ReferenceImage, opts: PrepareOptions): Pre
  */
 export function prepareReferences(
   imgs: readonly ReferenceImage[],
-  opts: { multiple: number; pixelCap?: PixelCapMode },
+  opts: { multiple: number; pixelCap?: PixelCapMode; check?: ResizeCheck },
 ): PreparedReference[] {
   if (imgs.length > MAX_REFERENCES) {
     throw new ReferenceImageError(`${imgs.length} reference images given; at most ${MAX_REFERENCES} are supported`);
@@ -189,7 +191,7 @@ export function prepareReferences(
   // Validate every reference before any (possibly slow) resizing.
   imgs.forEach((r, i) => validateReference(r.width, r.height, `reference ${i + 1}`));
   const cap = referencePixelCap(imgs.length, opts.pixelCap ?? "diffusers");
-  return imgs.map((r, i) => prepareReference(r, { multiple: opts.multiple, pixelCap: cap, label: `reference ${i + 1}` }));
+  return imgs.map((r, i) => prepareReference(r, { multiple: opts.multiple, pixelCap: cap, label: `reference ${i + 1}`, check: opts.check }));
 }
 
 export interface PreparedInpaintImage {
@@ -210,7 +212,7 @@ export function prepareInpaintImage(img: ReferenceImage, opts: PrepareOptions): 
   checkImage(img, label);
   const original = { width: img.width, height: img.height };
   const { cur, resizedTo, target } = capAndFloor(img, opts, label);
-  return { image: resizeExact(cur, target.width, target.height), original, resizedTo };
+  return { image: resizeExact(cur, target.width, target.height, opts.check), original, resizedTo };
 }
 
 /** References BFL's API accepts per model: klein 4, pro/max/flex 8; dev: 6 recommended. */

@@ -106,12 +106,22 @@ function clip8(acc: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
+/**
+ * Called between rows of a resize; it throws to stop the resize (a cancelled
+ * job). A 64 MP shrink takes seconds, too long to wait for between stages.
+ */
+export type ResizeCheck = () => void;
+
+/** Rows between two calls of a ResizeCheck: a few milliseconds of work. */
+const CHECK_EVERY = 32;
+
 /** Horizontal pass over source rows [y0, y0 + rows): (w × …) → (newW × rows). */
-function horizontal(src: Uint8Array, w: number, y0: number, rows: number, ch: number, c: Coefficients): Uint8Array {
+function horizontal(src: Uint8Array, w: number, y0: number, rows: number, ch: number, c: Coefficients, check?: ResizeCheck): Uint8Array {
   const newW = c.start.length;
   const out = new Uint8Array(newW * rows * ch);
   const { ksize, start, count, k } = c;
   for (let y = 0; y < rows; y++) {
+    if (check && y % CHECK_EVERY === 0) check();
     const inRow = (y + y0) * w * ch;
     const outRow = y * newW * ch;
     for (let x = 0; x < newW; x++) {
@@ -129,12 +139,13 @@ function horizontal(src: Uint8Array, w: number, y0: number, rows: number, ch: nu
 }
 
 /** Vertical pass: (w × h) → (w × newH); `yOffset` is subtracted from every tap's row. */
-function vertical(src: Uint8Array, w: number, ch: number, c: Coefficients, yOffset: number): Uint8Array {
+function vertical(src: Uint8Array, w: number, ch: number, c: Coefficients, yOffset: number, check?: ResizeCheck): Uint8Array {
   const newH = c.start.length;
   const rowLen = w * ch;
   const out = new Uint8Array(newH * rowLen);
   const { ksize, start, count, k } = c;
   for (let y = 0; y < newH; y++) {
+    if (check && y % CHECK_EVERY === 0) check();
     const n = count[y];
     const kr = y * ksize;
     const base = (start[y] - yOffset) * rowLen;
@@ -157,9 +168,10 @@ function checkDims(what: string, w: number, h: number): void {
 /**
  * `PIL.Image.resize((newW, newH), Image.Resampling.LANCZOS)` on an interleaved
  * 8-bit image (H, W, channels), channels 1 ("L") or 3 ("RGB") — bit-exact. A
- * same-size resize returns a copy. Always returns a new array.
+ * same-size resize returns a copy. Always returns a new array. `check` is
+ * called every few rows and may throw to abandon the resize.
  */
-export function resizeLanczos(src: Uint8Array, w: number, h: number, channels: number, newW: number, newH: number): Uint8Array {
+export function resizeLanczos(src: Uint8Array, w: number, h: number, channels: number, newW: number, newH: number, check?: ResizeCheck): Uint8Array {
   checkDims("source", w, h);
   checkDims("target", newW, newH);
   if (channels !== 1 && channels !== 3 && channels !== 4) {
@@ -173,18 +185,18 @@ export function resizeLanczos(src: Uint8Array, w: number, h: number, channels: n
   if (h > w * 100 && newH < h) {
     // Pillow's Image.resize: very tall images are resized vertically first
     // (two ImagingResample calls; each skips the pass whose size is unchanged).
-    const tall = vertical(src, w, channels, lanczosCoefficients(h, newH), 0);
-    return newW === w ? tall : horizontal(tall, w, 0, newH, channels, lanczosCoefficients(w, newW));
+    const tall = vertical(src, w, channels, lanczosCoefficients(h, newH), 0, check);
+    return newW === w ? tall : horizontal(tall, w, 0, newH, channels, lanczosCoefficients(w, newW), check);
   }
 
   const cv = lanczosCoefficients(h, newH);
   const needV = newH !== h;
-  if (newW === w) return vertical(src, w, channels, cv, 0); // needV must be true here
+  if (newW === w) return vertical(src, w, channels, cv, 0, check); // needV must be true here
   const ch = lanczosCoefficients(w, newW);
-  if (!needV) return horizontal(src, w, 0, h, channels, ch);
+  if (!needV) return horizontal(src, w, 0, h, channels, ch, check);
   // Horizontal pass only over the rows the vertical pass will read.
   const yFirst = cv.start[0];
   const yLast = cv.start[newH - 1] + cv.count[newH - 1];
-  const tmp = horizontal(src, w, yFirst, yLast - yFirst, channels, ch);
-  return vertical(tmp, newW, channels, cv, yFirst);
+  const tmp = horizontal(src, w, yFirst, yLast - yFirst, channels, ch, check);
+  return vertical(tmp, newW, channels, cv, yFirst, check);
 }

@@ -2,6 +2,7 @@
 
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import * as path from "node:path";
+import { MemoryBudget, planMemoryBudget } from "./budget.js";
 import { authenticate, WARNING_HEADER } from "./auth.js";
 import { keysRequired as needKeys, type ServerConfig } from "./config.js";
 import { ApiError } from "./errors.js";
@@ -18,6 +19,7 @@ import { registerRoutes } from "./routes.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
 import { localRunner } from "./run_local.js";
+import { makeDataDir, StorageHealth, storageFault } from "./storage.js";
 import { JobStore } from "./store.js";
 import { WebhookSender } from "./webhooks.js";
 import { VERSION } from "../pipeline/metadata.js";
@@ -30,17 +32,34 @@ export interface RunningServer {
   store: JobStore;
   /** Whether requests must carry an API key. */
   keysRequired: boolean;
+  health: StorageHealth;
+  budget: MemoryBudget;
+  streams: EventStreams;
+  /**
+   * Stop: no new requests (503), open event streams end, the running job
+   * stops and goes back to the queue. `clean` is false when a job would not
+   * stop within cfg.shutdownTimeoutMs: it was re-queued anyway, but its
+   * thread is still busy, so the caller should exit the process.
+   */
+  shutdown(): Promise<{ clean: boolean }>;
   close(): Promise<void>;
 }
 
 /** BFL allows 24 active tasks per key; the provider queue runs that many at once. */
 const PROVIDER_CONCURRENCY = 24;
 
-function errorHandler(bodyLimit: number, log: (s: string) => void) {
+function errorHandler(bodyLimit: number, health: StorageHealth, log: (s: string) => void) {
   return (err: FastifyError | ApiError, _req: unknown, reply: { status(n: number): { headers(h: Record<string, string>): { send(b: unknown): void } } }) => {
+    // A full, read-only or unwritable data folder: 503 naming the path and what to do.
+    const fault = storageFault(err, health.dataDir);
+    if (fault) {
+      health.report("request", err);
+      return reply.status(fault.status).headers(fault.headers).send(fault.body);
+    }
     if (err instanceof ApiError) return reply.status(err.status).headers(err.headers).send(err.body);
     const code = (err as FastifyError).code ?? "";
     const status = (err as FastifyError).statusCode ?? 500;
+    if (code === "FST_ERR_REQUEST_TIMEOUT" || status === 408) return reply.status(408).headers({ connection: "close" }).send({ detail: "The request took too long to arrive: send it again" });
     if (code === "FST_ERR_CTP_BODY_TOO_LARGE") return reply.status(413).headers({}).send({ detail: `Request body is larger than the limit of ${bodyLimit} bytes` });
     if (code.startsWith("FST_ERR_CTP_") && status === 400) {
       return reply.status(422).headers({}).send({ detail: [{ loc: ["body"], msg: `JSON decode error: ${err.message}`, type: "json_invalid" }] });
@@ -67,8 +86,11 @@ function routePath(pattern: string | undefined, url: string): string {
 export async function startServer(cfg: ServerConfig, log: (s: string) => void = (s) => process.stderr.write(s + "\n")): Promise<RunningServer> {
   // Models first: a bad --model fails before anything is opened.
   const registry = new ModelRegistry(cfg.models, !!cfg.bflKey, cfg.queue ? "redis workers" : "this process");
-  const store = new JobStore(cfg.dataDir);
-  const images = new ImageStore(path.join(cfg.dataDir, "images"));
+  const { store, images, health } = openStorage(cfg, log);
+  // Inputs are decoded by this process; generation runs here too unless workers do it.
+  const budgetPlan = planMemoryBudget(cfg.queue ? [] : cfg.models, cfg.memoryBudget);
+  const budget = new MemoryBudget(budgetPlan.bytes);
+  const onFault = (what: string, e: unknown) => health.report(what, e);
   const events = new JobEvents();
   let listenUrl = "";
   const baseFor = () => (cfg.publicUrl ?? listenUrl).replace(/\/$/, "");
@@ -80,19 +102,25 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   let executor: Executor | undefined;
   if (!cfg.queue && cfg.models.length) {
     executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir, watermark: cfg.watermark, moderation: cfg.moderation, upsampleTokens: cfg.upsampleTokens });
-    queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts }, localRunner(executor, images));
+    queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts, onFault, faultRetryMs: cfg.faultRetryMs }, localRunner(executor, images));
   }
   if (cfg.bflKey) {
     const bfl = { apiKey: cfg.bflKey, baseUrl: cfg.bflBaseUrl, pollMs: cfg.providerPollMs, backoffMs: cfg.providerBackoffMs };
-    queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3 },
+    queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3, onFault, faultRetryMs: cfg.faultRetryMs },
       providerRunner(new BflClient(bfl), images, store, bfl));
   }
   if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log, images);
 
   const keysRequired = needKeys(cfg);
-  const service = new JobService(cfg, store, images, registry, lifecycle, queues);
-  const streams = new EventStreams(store, events);
-  const app = Fastify({ bodyLimit: cfg.bodyLimit, logger: false, forceCloseConnections: true, return503OnClosing: true });
+  const service = new JobService(cfg, store, images, registry, lifecycle, queues, budget, health);
+  const streams = new EventStreams(store, events, { perJob: cfg.maxStreamsPerJob, perKey: cfg.maxStreamsPerKey, bufferBytes: cfg.streamBufferBytes });
+  const app = Fastify({
+    bodyLimit: cfg.bodyLimit, logger: false, forceCloseConnections: true, return503OnClosing: true,
+    // Slow clients cannot hold connections: whole request, headers, idle keep-alive and idle sockets are all timed.
+    requestTimeout: cfg.requestTimeoutMs, connectionTimeout: cfg.idleTimeoutMs, keepAliveTimeout: cfg.keepAliveTimeoutMs,
+    // Node checks the request and header deadlines on this interval (30 s by default, which would stretch them).
+    http: { headersTimeout: cfg.headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, cfg.headersTimeoutMs) },
+  });
   app.decorateRequest("principal", null as never);
   app.addHook("onRequest", async (req, reply) => {
     // Decide on the route the router matched, which it found after decoding the path, never on the
@@ -105,9 +133,9 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     if (req.principal.warning) reply.header(WARNING_HEADER, req.principal.warning);
   });
   if (cfg.log) app.addHook("onResponse", async (req, reply) => log(`${req.method} ${req.url.split("?")[0]} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`));
-  app.setErrorHandler(errorHandler(cfg.bodyLimit, log) as never);
+  app.setErrorHandler(errorHandler(cfg.bodyLimit, health, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
-  registerRoutes(app, { cfg, service, images, registry, events, streams, version: VERSION, baseUrl: baseFor });
+  registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
   registerStatic(app);
 
   let port = cfg.port;
@@ -127,22 +155,54 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     store.close();
     throw e;
   }
+  if (cfg.log) log(`input decode budget ${budgetPlan.why}`);
   queues.local?.start();
   queues.provider?.start();
   webhooks.start();
 
-  let closing: Promise<void> | null = null;
+  let closing: Promise<{ clean: boolean }> | null = null;
+  const shutdown = () => closing ??= (async () => {
+    streams.closeAll();
+    await app.close();
+    // Running jobs are cancelled at their next check and re-queued; past the deadline they are re-queued regardless.
+    const deadline = Date.now() + cfg.shutdownTimeoutMs;
+    const localStopped = (await queues.local?.close(cfg.shutdownTimeoutMs)) ?? true;
+    await queues.provider?.close(Math.max(0, deadline - Date.now()));
+    // Terminating a thread inside ONNX Runtime aborts the process: a thread that did not stop is left to the exit.
+    if (localStopped) await executor?.close();
+    else executor?.abandon();
+    await queues.redis?.close();
+    await webhooks.close();
+    store.close();
+    return { clean: localStopped };
+  })();
   return {
-    app, url: listenUrl, port, store, keysRequired,
-    close: () => closing ??= (async () => {
-      streams.closeAll();
-      await app.close();
-      await queues.local?.close();
-      await queues.provider?.close();
-      await executor?.close();
-      await queues.redis?.close();
-      await webhooks.close();
-      store.close();
-    })(),
+    app, url: listenUrl, port, store, keysRequired, health, budget, streams, shutdown,
+    close: () => shutdown().then(() => undefined),
   };
+}
+
+/**
+ * Open the job database and image folder and check they take writes. A data
+ * folder that cannot be written (full, read-only, no permission) stops the
+ * start with a message naming the path and what to do: the server never
+ * listens, and never says "ok", on storage that cannot hold a job.
+ */
+function openStorage(cfg: ServerConfig, log: (s: string) => void): { store: JobStore; images: ImageStore; health: StorageHealth } {
+  const dbPath = path.join(cfg.dataDir, "flux2.db");
+  let store: JobStore | undefined;
+  try {
+    makeDataDir(cfg.dataDir);
+    store = new JobStore(cfg.dataDir);
+    const images = new ImageStore(path.join(cfg.dataDir, "images"));
+    const health = new StorageHealth(cfg.dataDir, () => store!.probeWrite(), images.root, cfg.minFreeBytes, log);
+    const h = health.probe();
+    if (!h.ok) throw new Error(h.detail);
+    return { store, images, health };
+  } catch (e) {
+    store?.close();
+    const reason = storageFault(e, dbPath)?.message ?? (e as Error).message;
+    // At start-up no job was accepted yet: drop the "retry" advice meant for clients.
+    throw new Error(`cannot use the data folder ${cfg.dataDir}: ${reason.replace(/ (Jobs already accepted|Retry in).*$/, "")}`);
+  }
 }

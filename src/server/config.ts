@@ -32,6 +32,29 @@ export interface ServerConfig {
   bodyLimit: number;
   /** Decoded-pixel cap for input images (decompression-bomb guard). */
   maxInputPixels: number;
+  /** Decoded-pixel budget over all input images of one request. */
+  maxRequestPixels: number;
+  /** Server-wide bytes for decoding input images at submit; default derived from the models' memory plan (src/server/budget.ts). */
+  memoryBudget?: number;
+  /** Time to receive a whole request (headers and body); 408 beyond. */
+  requestTimeoutMs: number;
+  /** Time to receive a request's headers. */
+  headersTimeoutMs: number;
+  /** An idle kept-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic at all (no request in progress, or a stalled one) is closed after this. */
+  idleTimeoutMs: number;
+  /** Open event streams allowed per job, and per API key (or per client address without keys). */
+  maxStreamsPerJob: number;
+  maxStreamsPerKey: number;
+  /** An event stream whose unsent bytes pass this is closed (a reader too slow to keep up). */
+  streamBufferBytes: number;
+  /** Submits are refused (503) while the data folder's disk has less free space than this. */
+  minFreeBytes: number;
+  /** A job whose result could not be stored (a full disk) runs again after this. */
+  faultRetryMs: number;
+  /** On SIGTERM: how long a running job may take to stop before the process exits anyway (it is re-queued either way). */
+  shutdownTimeoutMs: number;
   /** Let URL inputs and webhooks reach loopback / private / link-local addresses. */
   allowPrivateUrls: boolean;
   urlTimeoutMs: number;
@@ -83,6 +106,17 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxQueued: 10_000,
     bodyLimit: 64 * 1024 * 1024,
     maxInputPixels: 64 * 1024 * 1024,
+    maxRequestPixels: 64 * 1024 * 1024,
+    requestTimeoutMs: 60_000,
+    headersTimeoutMs: 10_000,
+    keepAliveTimeoutMs: 5_000,
+    idleTimeoutMs: 60_000,
+    maxStreamsPerJob: 16,
+    maxStreamsPerKey: 32,
+    streamBufferBytes: 1024 * 1024,
+    shutdownTimeoutMs: 10_000,
+    minFreeBytes: 64 * 1024 * 1024,
+    faultRetryMs: 30_000,
     allowPrivateUrls: false,
     urlTimeoutMs: 15_000,
     urlMaxBytes: 50 * 1024 * 1024,

@@ -1,6 +1,6 @@
 // Local generation off the HTTP event loop: a worker thread (executor_thread.ts)
 // owns the loaded models; this side sends it jobs, relays progress messages
-// and turns cancellation into a flag the thread reads between steps. If the
+// and turns cancellation into a flag the thread reads at every stage. If the
 // thread dies, the jobs it had fail with ExecutorCrashed (the queue retries
 // them) and a fresh thread is started for the next job.
 
@@ -78,7 +78,7 @@ export class Executor {
     this.pending.clear();
   }
 
-  /** Run a job; aborting `signal` stops it at the next denoising step. */
+  /** Run a job; aborting `signal` stops it at its next check (input decode, resize, stage, step or encode). */
   run(job: ExecJob, opts: { signal?: AbortSignal; onProgress?: (p: ProgressInfo) => void } = {}): Promise<ExecOutput> {
     if (this.closed) return Promise.reject(new ExecError("crashed", "the executor is closed"));
     const cancel = new SharedArrayBuffer(4);
@@ -93,9 +93,22 @@ export class Executor {
   }
 
   /**
+   * Give up on a thread still busy in a job that would not stop (shutdown
+   * past its deadline): it no longer keeps the process alive, and the process
+   * exit ends it.
+   */
+  abandon(): void {
+    this.closed = true;
+    for (const p of this.pending.values()) p.reject(new ExecError("crashed", "the executor was abandoned at shutdown"));
+    this.pending.clear();
+    this.worker?.unref();
+    this.worker = null;
+  }
+
+  /**
    * Stop the thread. Call it when no job runs: terminating a thread inside
    * ONNX Runtime's session.run aborts the whole process (the queue first
-   * cancels running jobs, which stop at their next step).
+   * cancels running jobs, which stop at their next check).
    */
   async close(): Promise<void> {
     this.closed = true;

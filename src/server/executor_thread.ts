@@ -2,8 +2,9 @@
 // jobs) and runs one job at a time. ONNX Runtime's session.run blocks the
 // thread it runs on, which is why generation lives here and not on the HTTP
 // event loop. Cancellation arrives through a SharedArrayBuffer flag, read
-// synchronously between denoising steps (a message could not be delivered
-// while the loop is busy).
+// synchronously at every stage: input decodes, resize rows, pipeline stages,
+// denoising steps, encodes (a message could not be delivered while the loop
+// is busy).
 
 import { parentPort, workerData } from "node:worker_threads";
 import { OrtBackend } from "../backend/ort.js";
@@ -75,6 +76,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
   try {
     if (isCancelled()) throw new CancelledError();
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
+    if (isCancelled()) throw new CancelledError(); // loading can take a while
     const out = await runGeneration(pipe, job, {
       multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark, moderator,
       llmCheck: moderator?.config.llm ? (prompt) => moderator.checkPromptWithLlm(prompt, openCheckpoint(modelDir(job.model))) : undefined,

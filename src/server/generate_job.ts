@@ -11,7 +11,7 @@ import type { ImageRecord } from "../pipeline/metadata.js";
 import { encodeGenerated } from "../provenance/provenance.js";
 import type { Moderator } from "../moderation/moderator.js";
 import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
-import { prepareInpaintImage, prepareReferences, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
+import { prepareInpaintImage, prepareReference, referencePixelCap, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
 import { pngDataUrl } from "./png.js";
@@ -74,15 +74,43 @@ export interface RunContext {
   llmCheck?: (prompt: string) => Promise<void>;
 }
 
+/** Stop here if the job was cancelled (a DELETE, or the server shutting down). */
+function check(ctx: RunContext): void {
+  if (ctx.isCancelled()) throw new CancelledError();
+}
+
+/** How often a wait on uninterruptible work looks at the cancellation flag. */
+const CANCEL_POLL_MS = 20;
+
+/**
+ * Wait for work that cannot be interrupted (a libvips decode or encode runs on
+ * its own threads), but stop waiting as soon as the job is cancelled: the work
+ * ends in the background and its result is dropped, so a cancel is answered at
+ * once instead of after a multi-second decode of a huge input.
+ */
+async function unlessCancelled<T>(ctx: RunContext, work: Promise<T>): Promise<T> {
+  check(ctx);
+  let timer: NodeJS.Timeout | undefined;
+  const cancelled = new Promise<never>((_, reject) => {
+    timer = setInterval(() => ctx.isCancelled() && reject(new CancelledError()), CANCEL_POLL_MS);
+  });
+  try {
+    return await Promise.race([work, cancelled]);
+  } finally {
+    clearInterval(timer);
+    work.catch(() => {}); // an abandoned decode's failure is of no interest
+  }
+}
+
 async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
-  const d = await decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels });
+  const d = await unlessCancelled(ctx, decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels }));
   return { rgb: d.rgb, width: d.width, height: d.height };
 }
 
 /** White = repaint; alpha flattened onto black, as `flux2 edit --mask` reads masks. */
 async function readMask(ctx: RunContext, ref: string): Promise<{ data: Uint8Array; width: number; height: number }> {
-  const raw = await sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
-    .toBuffer({ resolveWithObject: true });
+  const raw = await unlessCancelled(ctx, sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
+    .toBuffer({ resolveWithObject: true }));
   return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.info.width * raw.info.height), width: raw.info.width, height: raw.info.height };
 }
 
@@ -101,9 +129,10 @@ async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitIma
     }
     mask = m.data;
   }
-  let image = prepareInpaintImage(base, { multiple: ctx.multiple }).image;
-  if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height);
-  if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height);
+  const stop = () => check(ctx);
+  let image = prepareInpaintImage(base, { multiple: ctx.multiple, check: stop }).image;
+  if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height, stop);
+  if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height, stop);
   return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
 }
 
@@ -128,17 +157,24 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   ctx.moderator?.checkPrompt(r.prompt);
   await ctx.llmCheck?.(r.prompt);
   const init = repaint ? await initImage(r, ctx) : undefined;
-  const images = await Promise.all(referenceInputs(r).slice(repaint ? 1 : 0).map((ref) => readImage(ctx, ref)));
-  await ctx.moderator?.checkInputs([
-    ...(init ? [{ what: "input_image", image: init.image }] : []),
-    ...images.map((image, i) => ({ what: referenceField(i + (init ? 1 : 0)), image })),
-  ], r.safety_tolerance);
-  const refs = prepareReferences(images, { multiple: ctx.multiple });
+  if (init) await ctx.moderator?.checkInputs([{ what: "input_image", image: init.image }], r.safety_tolerance);
+  // One reference at a time, each checked and shrunk right after its decode: only one
+  // full-size input is in memory at once (the count and sizes were validated at submit).
+  const inputs = referenceInputs(r).slice(repaint ? 1 : 0);
+  const cap = referencePixelCap(inputs.length);
+  const refs = [];
+  for (const [i, ref] of inputs.entries()) {
+    const image = await readImage(ctx, ref);
+    await ctx.moderator?.checkInputs([{ what: referenceField(i + (init ? 1 : 0)), image }], r.safety_tolerance);
+    refs.push(prepareReference(image, { multiple: ctx.multiple, pixelCap: cap, label: `reference ${i + 1}`, check: () => check(ctx) }));
+  }
   const steps = r.steps ?? d.steps;
   const guidance = r.guidance ?? d.guidance;
   const result = await pipe.generate({
     prompt: r.prompt, negativePrompt: r.negative_prompt, width: r.width, height: r.height, steps, guidance,
     seed: r.seed, numImagesPerPrompt: r.num_images, references: refs.map((x) => x.image), init, preview: true,
+    // Between stages (text encoder, reference encode, denoise, VAE decode) as well as between steps.
+    onStage: () => check(ctx),
     onStep: (info) => {
       // Cancellation is checked between steps: throwing here stops the run.
       if (ctx.isCancelled()) throw new CancelledError();
@@ -152,8 +188,9 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
   ];
+  check(ctx);
   return {
-    images: await encodeAll(result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false, upsampledFrom),
+    images: await encodeAll(ctx, result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false, upsampledFrom),
     ...(upsampledFrom !== undefined ? { prompt: r.prompt } : {}),
     width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
     loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
@@ -163,8 +200,8 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   };
 }
 
-async function encodeAll(result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"], strength: number | undefined, watermark: boolean,
-                         upsampledFrom?: string): Promise<ExecImage[]> {
+async function encodeAll(ctx: RunContext, result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"],
+                         strength: number | undefined, watermark: boolean, upsampledFrom?: string): Promise<ExecImage[]> {
   const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
   const out: ExecImage[] = [];
   for (const img of result.images) {
@@ -175,7 +212,7 @@ async function encodeAll(result: GenerateResult, r: GenerationRequest, model: st
       loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
       upsampledFrom,
     };
-    const { bytes } = await encodeGenerated(img.rgb, img.width, img.height, format, record, watermark);
+    const { bytes } = await unlessCancelled(ctx, encodeGenerated(img.rgb, img.width, img.height, format, record, watermark));
     out.push({ bytes, ext: format });
   }
   return out;

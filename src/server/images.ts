@@ -43,14 +43,20 @@ export class ImageStore {
     if (fs.existsSync(file)) return name;
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-    const fh = await fs.promises.open(tmp, "w");
     try {
-      await fh.writeFile(bytes);
-      await fh.sync(); // the job row that names this file may be committed right after
-    } finally {
-      await fh.close();
+      const fh = await fs.promises.open(tmp, "w");
+      try {
+        await fh.writeFile(bytes);
+        await fh.sync(); // the job row that names this file may be committed right after
+      } finally {
+        await fh.close();
+      }
+      await fs.promises.rename(tmp, file);
+    } catch (e) {
+      // A full disk (ENOSPC) must not leave half-written files behind.
+      await fs.promises.rm(tmp, { force: true }).catch(() => {});
+      throw e;
     }
-    await fs.promises.rename(tmp, file);
     return name;
   }
 

@@ -9,6 +9,7 @@ import type { GenerationRequest } from "../api/request.js";
 import { decodeImage } from "../pipeline/image.js";
 import { validateReference } from "../pipeline/reference.js";
 import { fieldError } from "./errors.js";
+import { DECODE_BYTES_PER_PIXEL, type MemoryBudget } from "./budget.js";
 import { fetchImage, type UrlPolicy } from "./fetch_image.js";
 import { extFor, IMAGE_TYPES, type ImageStore } from "./images.js";
 import { IMAGE_FIELDS, type ImageField } from "./validate.js";
@@ -42,11 +43,26 @@ export function decodeBase64Image(s: string): Buffer {
 
 export interface InputOptions {
   policy: UrlPolicy;
+  /** Decoded-pixel cap per image (decompression bombs). */
   maxPixels: number;
+  /** Decoded-pixel budget over all of a request's images together. */
+  requestPixels: number;
+  /** Server-wide memory for decoding inputs; a submit that does not fit now gets a 503. */
+  budget?: MemoryBudget;
 }
 
-/** Bytes of one image input, checked: a supported format, not a bomb, not animated. */
-async function loadInput(field: ImageField, value: string, opts: InputOptions): Promise<{ bytes: Buffer; ext: string; width: number; height: number }> {
+interface LoadedInput {
+  field: ImageField;
+  bytes: Buffer;
+  ext: string;
+  /** From the header only: nothing is decoded yet. */
+  pixels: number;
+  width: number;
+  height: number;
+}
+
+/** Bytes and header of one image input: a supported format within the per-image cap. Nothing is decoded. */
+async function loadInput(field: ImageField, value: string, opts: InputOptions): Promise<LoadedInput> {
   let bytes: Buffer;
   try {
     bytes = /^https?:\/\//i.test(value) ? await fetchImage(value, opts.policy) : decodeBase64Image(value);
@@ -55,32 +71,56 @@ async function loadInput(field: ImageField, value: string, opts: InputOptions): 
   }
   const meta = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => null);
   const ext = extFor(meta?.format);
-  if (!meta || !IMAGE_TYPES[ext]) throw fieldError(field, `not a supported image (PNG, JPEG, WebP, GIF, AVIF, TIFF or HEIF)`, "image_invalid");
-  let size: { width: number; height: number };
-  try {
-    const d = await decodeImage(bytes, { maxPixels: opts.maxPixels });
-    if (field !== "mask_image") validateReference(d.width, d.height, field);
-    size = { width: d.width, height: d.height };
-  } catch (e) {
-    throw fieldError(field, (e as Error).message.replace(/^image buffer: /, ""), "image_invalid");
+  if (!meta || !IMAGE_TYPES[ext] || !meta.width || !meta.height) throw fieldError(field, `not a supported image (PNG, JPEG, WebP, GIF, AVIF, TIFF or HEIF)`, "image_invalid");
+  const pixels = meta.width * meta.height;
+  if (pixels > opts.maxPixels) {
+    throw fieldError(field, `image is ${meta.width}×${meta.height} = ${pixels} pixels, more than the limit of ${opts.maxPixels}: send a smaller image`, "image_invalid");
   }
-  return { bytes, ext, ...size };
+  return { field, bytes, ext, pixels, width: meta.width, height: meta.height };
 }
 
-/** Replace every image field by a store reference; throws ApiError(422) naming the bad field. */
+/** Decode fully (a truncated or corrupt file is refused now, not when the job runs) and check the reference rules. */
+async function checkDecodes(input: LoadedInput, opts: InputOptions): Promise<void> {
+  try {
+    const d = await decodeImage(input.bytes, { maxPixels: opts.maxPixels });
+    if (input.field !== "mask_image") validateReference(d.width, d.height, input.field);
+  } catch (e) {
+    throw fieldError(input.field, (e as Error).message.replace(/^image buffer: /, ""), "image_invalid");
+  }
+}
+
+/** The request's images together must fit the per-request pixel budget (checked from the headers, before any decode). */
+function checkRequestPixels(inputs: LoadedInput[], budget: number): void {
+  let sum = 0;
+  for (const i of inputs) {
+    sum += i.pixels;
+    if (sum > budget) {
+      const sizes = inputs.map((x) => `${x.field} ${(x.pixels / 1e6).toFixed(1)} MP`).join(", ");
+      throw fieldError(i.field, `the request's images have ${(inputs.reduce((a, x) => a + x.pixels, 0) / 1e6).toFixed(1)} MP in all (${sizes}), more than the per-request budget of ${(budget / 1e6).toFixed(1)} MP: send fewer or smaller images`, "pixel_budget");
+    }
+  }
+}
+
+/** Replace every image field by a store reference; throws ApiError(422) naming the bad field, 503 when the decode budget is spent. */
 export async function storeInputs(r: GenerationRequest, store: ImageStore, opts: InputOptions): Promise<GenerationRequest> {
   const out: Record<string, unknown> = { ...r };
   const src = r as Record<string, unknown>;
   const fields = IMAGE_FIELDS.filter((f) => typeof src[f] === "string");
-  const loaded = await Promise.all(fields.map((f) => loadInput(f, src[f] as string, opts)));
+  if (!fields.length) return r;
+  const inputs = await Promise.all(fields.map((f) => loadInput(f, src[f] as string, opts)));
+  checkRequestPixels(inputs, opts.requestPixels);
   // Checked before anything is stored, so a refused request leaves no files behind.
-  const mask = loaded[fields.indexOf("mask_image")], image = loaded[fields.indexOf("input_image")];
+  const mask = inputs.find((i) => i.field === "mask_image"), image = inputs.find((i) => i.field === "input_image");
   if (mask && image && (mask.width !== image.width || mask.height !== image.height)) {
     throw fieldError("mask_image", `the mask is ${mask.width}×${mask.height} but input_image is ${image.width}×${image.height}: give a mask of the same size`, "image_invalid");
   }
-  await Promise.all(fields.map(async (f, i) => {
-    out[f] = STORE_PREFIX + (await store.put(loaded[i].bytes, loaded[i].ext));
-  }));
+  // Decoded one at a time, so the largest image is what this request holds at once.
+  const release = opts.budget?.reserve(Math.max(...inputs.map((i) => i.pixels)) * DECODE_BYTES_PER_PIXEL, "this request's largest image") ?? (() => {});
+  try {
+    for (const i of inputs) await checkDecodes(i, opts);
+  } finally {
+    release();
+  }
+  for (const i of inputs) out[i.field] = STORE_PREFIX + (await store.put(i.bytes, i.ext));
   return out as GenerationRequest;
 }
-

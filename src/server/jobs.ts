@@ -4,6 +4,8 @@
 import { createHash, randomInt, randomUUID } from "node:crypto";
 import type { GenerationRequest } from "../api/request.js";
 import type { Principal } from "./auth.js";
+import type { MemoryBudget } from "./budget.js";
+import type { StorageHealth } from "./storage.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, fieldError } from "./errors.js";
 import { checkResolves, type UrlPolicy } from "./fetch_image.js";
@@ -58,6 +60,8 @@ export class JobService {
     private registry: ModelRegistry,
     private lifecycle: Lifecycle,
     private queues: Queues,
+    private budget?: MemoryBudget,
+    private health?: StorageHealth,
   ) {}
 
   get policy(): UrlPolicy {
@@ -90,6 +94,8 @@ export class JobService {
     const warnings: string[] = [];
     const request: GenerationRequest = validateRequest(body, model, warnings);
     if (model.kind === "local") checkModerationFields(request, this.cfg.moderation);
+    // Nothing is written on a disk without room: a clear 503 now instead of a half-stored job.
+    this.health?.assertRoom();
     try {
       resolveLoras(this.cfg.loraDir, request.loras);
     } catch (e) {
@@ -101,7 +107,7 @@ export class JobService {
     }
     // The seed is fixed now, so a retried run produces the same image.
     request.seed ??= randomInt(0, 2 ** 32);
-    const stored = await storeInputs(request, this.images, { policy: this.policy, maxPixels: this.cfg.maxInputPixels });
+    const stored = await storeInputs(request, this.images, { policy: this.policy, maxPixels: this.cfg.maxInputPixels, requestPixels: this.cfg.maxRequestPixels, budget: this.budget });
     const kind: JobKind = model.kind === "provider" ? "provider" : this.cfg.queue ? "redis" : "local";
     if (kind === "local" && !this.queues.local) throw new ApiError(503, `no local executor for ${modelId}`);
     const id = randomUUID();
@@ -135,7 +141,7 @@ export class JobService {
     return this.store.list({ keyId: who.keyId, limit, before });
   }
 
-  /** Cancel: a queued job never runs; a running one stops at its next step. */
+  /** Cancel: a queued job never runs; a running one stops at its next check (decode, resize, each stage and step). */
   async cancel(id: string, who: Principal): Promise<JobRow> {
     const row = this.get(id, who);
     if (!row) throw new ApiError(404, "Task not found");

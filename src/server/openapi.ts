@@ -62,7 +62,7 @@ export function buildOpenApi(registry: ModelRegistry, version: string) {
     "/v1/jobs/{id}": {
       get: { summary: "One task with its parameters", security: [{ xKey: [] }], parameters: idParam, responses: { "200": { description: "the task", content: content(S.JobView) }, "404": { description: "not found", content: content(S.ErrorResponse) } } },
       delete: {
-        summary: "Cancel: a queued task never runs, a running one stops at its next step", security: [{ xKey: [] }], parameters: idParam,
+        summary: "Cancel: a queued task never runs, a running one stops at its next check (decode, resize, each stage and step)", security: [{ xKey: [] }], parameters: idParam,
         responses: { "200": { description: "cancelled", content: content(S.JobView) }, "404": { description: "not found", content: content(S.ErrorResponse) }, "409": { description: "already ended", content: content(S.ErrorResponse) } },
       },
     },

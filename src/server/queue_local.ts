@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import * as os from "node:os";
 import type { JobEvents, ProgressInfo } from "./events.js";
 import type { Lifecycle } from "./lifecycle.js";
+import { isStorageError, STORAGE_RETRY_AFTER_S } from "./storage.js";
 import type { Claim, JobKind, JobRow, JobStore, Outcome } from "./store.js";
 
 /** Thrown by a runner when its run was cut short by something other than the job (a crashed thread, a shutdown). */
@@ -29,7 +30,14 @@ export interface LocalQueueOptions {
   concurrency: number;
   leaseMs: number;
   maxAttempts: number;
+  /** A database or disk fault met by background work (a full disk): logged and reported, never thrown out of a timer. */
+  onFault?: (what: string, e: unknown) => void;
+  /** How long a job whose result could not be stored (a full disk) waits before it runs again (default 30 s). */
+  faultRetryMs?: number;
 }
+
+/** How often an outcome that could not be recorded (a full disk) is tried again. */
+const SETTLE_RETRY_MS = 1000;
 
 /** This process's lease-owner id: host/pid/nonce (the nonce tells a restarted process with a reused pid apart). */
 export const PROCESS_OWNER = `${os.hostname()}/${process.pid}/${randomBytes(4).toString("hex")}`;
@@ -55,6 +63,9 @@ export class LocalQueue {
   private wake: NodeJS.Timeout | null = null;
   private closing = false;
   private idle: (() => void)[] = [];
+  /** Outcomes not yet recorded because the store failed; kept (and their jobs left alone by recover) until it works again. */
+  private unsettled = new Map<string, { row: JobRow; claim: Claim; result: RunResult | Interrupted }>();
+  private settleTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private store: JobStore,
@@ -65,10 +76,20 @@ export class LocalQueue {
   ) {}
 
   start(): void {
-    this.recover();
-    this.timers.push(setInterval(() => this.store.renewLeases(PROCESS_OWNER, this.opts.leaseMs), Math.max(50, this.opts.leaseMs / 3)));
-    this.timers.push(setInterval(() => this.recover(), Math.max(100, this.opts.leaseMs / 2)));
-    this.tick();
+    this.guard("recovering jobs", () => this.recover());
+    this.timers.push(setInterval(() => this.guard("renewing leases", () => this.store.renewLeases(PROCESS_OWNER, this.opts.leaseMs)), Math.max(50, this.opts.leaseMs / 3)));
+    this.timers.push(setInterval(() => this.guard("recovering jobs", () => this.recover()), Math.max(100, this.opts.leaseMs / 2)));
+    this.guard("claiming jobs", () => this.tick());
+  }
+
+  /** Run background work; a failure (a full disk) is reported, not thrown out of a timer where it would end the process. */
+  private guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      if (this.opts.onFault) this.opts.onFault(what, e);
+      else process.stderr.write(`${what}: ${(e as Error).message}\n`);
+    }
   }
 
   private tickQueued = false;
@@ -79,7 +100,7 @@ export class LocalQueue {
     this.tickQueued = true;
     setImmediate(() => {
       this.tickQueued = false;
-      this.tick();
+      this.guard("claiming jobs", () => this.tick());
     });
   }
 
@@ -87,7 +108,7 @@ export class LocalQueue {
   recover(): void {
     const now = Date.now();
     for (const row of this.store.running([this.opts.kind])) {
-      if (!row.lease_owner || this.active.has(row.id)) continue;
+      if (!row.lease_owner || this.active.has(row.id) || this.unsettled.has(row.id)) continue;
       const lapsed = (row.lease_expires ?? 0) < now;
       if (!lapsed && !ownerIsDead(row.lease_owner)) continue;
       const claim = { owner: row.lease_owner, attempt: row.attempts };
@@ -113,7 +134,7 @@ export class LocalQueue {
     if (due === null || this.wake) return;
     this.wake = setTimeout(() => {
       this.wake = null;
-      this.tick();
+      this.guard("claiming jobs", () => this.tick());
     }, Math.max(10, due - Date.now()));
   }
 
@@ -126,13 +147,38 @@ export class LocalQueue {
     try {
       result = await this.run({ job: row, claim, signal: ac.signal, progress: (p) => this.events.publish(row.id, { type: "progress", data: p }) });
     } catch (e) {
-      result = e instanceof Interrupted ? e : { state: "error", error: (e as Error).message };
+      // A full or read-only disk is not the job's fault: it waits in the queue and runs again later.
+      result = e instanceof Interrupted ? e : isStorageError(e) ? { retryAt: Date.now() + (this.opts.faultRetryMs ?? STORAGE_RETRY_AFTER_S * 1000) } : { state: "error", error: (e as Error).message };
+      if (isStorageError(e)) this.opts.onFault?.(`storing the result of job ${row.id}`, e);
     } finally {
       this.active.delete(row.id);
     }
-    this.settle(row, claim, result);
+    try {
+      this.settle(row, claim, result);
+    } catch (e) {
+      // The outcome could not be recorded (SQLITE_FULL): keep it and try again; the job is not lost.
+      this.opts.onFault?.(`recording job ${row.id}`, e);
+      this.unsettled.set(row.id, { row, claim, result });
+      this.retrySettle();
+    }
     if (this.active.size === 0) this.idle.splice(0).forEach((f) => f());
-    this.tick();
+    this.guard("claiming jobs", () => this.tick());
+  }
+
+  private retrySettle(): void {
+    if (this.settleTimer || this.closing) return; // close() makes the last try
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = null;
+      for (const [id, u] of this.unsettled) {
+        try {
+          this.settle(u.row, u.claim, u.result);
+          this.unsettled.delete(id);
+        } catch (e) {
+          this.opts.onFault?.(`recording job ${id}`, e);
+        }
+      }
+      if (this.unsettled.size) this.retrySettle();
+    }, SETTLE_RETRY_MS);
   }
 
   private settle(row: JobRow, claim: Claim, result: RunResult | Interrupted): void {
@@ -152,19 +198,43 @@ export class LocalQueue {
     }
   }
 
-  /** Stop a running job at its next step (the job row is already marked cancelled). */
+  /** Stop a running job at its next check (the job row is already marked cancelled). */
   cancel(id: string): void {
     this.active.get(id)?.ac.abort();
   }
 
-  /** Stop taking jobs; running ones are stopped and go back to the queue. */
-  async close(): Promise<void> {
+  /**
+   * Stop taking jobs; running ones are stopped and go back to the queue.
+   * Resolves true when they stopped within `timeoutMs`; otherwise their jobs
+   * are put back in the queue now (without using up an attempt) and it
+   * resolves false: the caller must not wait for the runs any longer.
+   */
+  async close(timeoutMs = Infinity): Promise<boolean> {
     this.closing = true;
     this.timers.forEach(clearInterval);
     if (this.wake) clearTimeout(this.wake);
-    if (this.active.size === 0) return;
-    const done = new Promise<void>((r) => this.idle.push(r));
-    for (const a of this.active.values()) a.ac.abort();
-    await done;
+    let stopped = true;
+    if (this.active.size > 0) {
+      const done = new Promise<boolean>((r) => this.idle.push(() => r(true)));
+      for (const a of this.active.values()) a.ac.abort();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<boolean>((r) => { if (Number.isFinite(timeoutMs)) timer = setTimeout(() => r(false), timeoutMs); });
+      stopped = await Promise.race([done, late]);
+      clearTimeout(timer);
+      if (!stopped) {
+        for (const [id, a] of this.active) this.guard(`re-queueing job ${id}`, () => this.store.release(id, a.claim, { refund: true }));
+      }
+    }
+    // A last try for outcomes the store refused (a full disk); what still fails is left
+    // as it is in the database (running, under this process's lease) and recovered at the next start.
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.settleTimer = null;
+    for (const [id, u] of this.unsettled) {
+      this.guard(`recording job ${id} at shutdown (it is recovered at the next start)`, () => {
+        this.settle(u.row, u.claim, u.result);
+        this.unsettled.delete(id);
+      });
+    }
+    return stopped;
   }
 }

@@ -13,6 +13,7 @@ import type { JobService } from "./jobs.js";
 import type { ModelEntry, ModelRegistry } from "./models.js";
 import { buildOpenApi } from "./openapi.js";
 import type { EventStreams } from "./sse.js";
+import type { StorageHealth } from "./storage.js";
 import { jobView, notFoundView, resultView } from "./views.js";
 import { moderationInfo } from "../moderation/server.js";
 
@@ -29,6 +30,7 @@ export interface RouteDeps {
   registry: ModelRegistry;
   events: JobEvents;
   streams: EventStreams;
+  health: StorageHealth;
   version: string;
   /**
    * Base of the URLs we hand out: --public-url, else the listen address. Never the request's
@@ -63,7 +65,13 @@ export function describeModel(m: ModelEntry & { available: boolean }) {
 export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   const base = (_req: FastifyRequest) => d.baseUrl();
 
-  app.get("/health", async () => ({ status: "ok", queue: d.cfg.queue ? "redis" : "embedded" }));
+  // Unhealthy (503) when the data folder cannot take a write: a load balancer stops sending work here.
+  app.get("/health", async (_req, reply) => {
+    const h = d.health.probe();
+    const queue = d.cfg.queue ? "redis" : "embedded";
+    if (!h.ok) return reply.status(503).header("retry-after", "30").send({ status: "unhealthy", queue, detail: h.detail, free_bytes: h.free_bytes ?? null });
+    return { status: "ok", queue, free_bytes: h.free_bytes ?? null };
+  });
   app.get("/openapi.json", async () => buildOpenApi(d.registry, d.version));
   app.get("/v1/models", async () => ({ models: d.registry.list().map(describeModel), moderation: moderationInfo(d.cfg.moderation) }));
 
@@ -105,8 +113,10 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   app.get<{ Params: { id: string } }>("/v1/jobs/:id/events", async (req, reply) => {
     const row = d.service.get(req.params.id, req.principal);
     if (!row) throw new ApiError(404, "Task not found");
+    const owner = req.principal.keyId ?? `address ${req.ip}`;
+    d.streams.admit(row.id, owner);
     reply.hijack();
-    d.streams.serve(reply.raw, row, base(req));
+    d.streams.serve(reply.raw, row, base(req), owner);
   });
 
   app.get<{ Params: { name: string } }>("/v1/images/:name", async (req, reply) => {

@@ -393,6 +393,11 @@ export class JobStore {
     return (this.sql("SELECT v FROM meta WHERE k = ?").get(k) as { v: string } | undefined)?.v;
   }
 
+  /** A small write, for health checks: fails as a real write would (full disk, read-only file). */
+  probeWrite(): void {
+    this.setMeta("health_probe", String(Date.now()));
+  }
+
   setMeta(k: string, v: string): void {
     this.sql("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v").run(k, v);
   }

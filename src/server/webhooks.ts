@@ -36,10 +36,15 @@ export interface WebhookOptions {
   maxDelayMs?: number;
 }
 
+/** How long deliveries pause after the store refused to record one. */
+const STORE_FAULT_PAUSE_MS = 30_000;
+
 export class WebhookSender {
   private timer: NodeJS.Timeout | null = null;
   private inflight = new Set<string>();
   private closed = false;
+  /** After the store refused a write, no delivery before this time. */
+  private pausedUntil = 0;
   private running: Promise<void>[] = [];
 
   constructor(private store: JobStore, private opts: WebhookOptions, private log: (s: string) => void = () => {}) {}
@@ -58,10 +63,19 @@ export class WebhookSender {
   private deliverDue(): void {
     this.timer = null;
     if (this.closed) return;
+    if (Date.now() < this.pausedUntil) {
+      this.timer = setTimeout(() => this.deliverDue(), this.pausedUntil - Date.now());
+      return;
+    }
     for (const row of this.store.dueWebhooks(32)) {
       if (this.inflight.has(row.job_id)) continue;
       this.inflight.add(row.job_id);
-      const p = this.deliver(row).finally(() => {
+      // Recording the attempt can fail (a full disk): logged, and deliveries pause
+      // for a while instead of re-sending at once in a loop (at-least-once holds).
+      const p = this.deliver(row).catch((e: Error) => {
+        this.log(`webhook for ${row.job_id}: ${e.message}`);
+        this.pausedUntil = Date.now() + STORE_FAULT_PAUSE_MS;
+      }).finally(() => {
         this.inflight.delete(row.job_id);
         this.running = this.running.filter((x) => x !== p);
         this.poke();
