@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { WeightSet } from "../io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
-import { specFor } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, type ModelVariant } from "./make_model.js";
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
@@ -136,7 +136,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
   const quantizeSeconds: BenchReport["quantize_seconds"] = {};
   for (const w of o.weights) {
-    if (w !== "int8" && w !== "int4") continue;
+    if (!(QUANT_KINDS as string[]).includes(w)) continue;
     o.log(`preparing ${w} weights (once; cached in $FLUX2_CACHE/quant)...`);
     const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0 }, echo);
     quantizeSeconds[w] = q.seconds;
@@ -223,7 +223,7 @@ export async function transformerFusions(modelDir: string, weights: WeightsKind)
   const dir = path.join(modelDir, "transformer");
   const config = readTransformerConfig(path.join(dir, "config.json"));
   const w = new TransformerWeights(WeightSet.open(dir), "diffusers");
-  if (weights === "int8" || weights === "int4") quantizeTransformerAtLoad(w, config, { spec: specFor(weights) });
+  if ((QUANT_KINDS as string[]).includes(weights)) quantizeTransformerAtLoad(w, config, { spec: specFor(weights as QuantKind) });
   w.check(config);
   const graph = buildTransformerGraph(config, w);
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "flux2-fusion-")), "optimized.onnx");

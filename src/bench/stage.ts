@@ -22,7 +22,7 @@ import { Flux2Vae, readVaeConfig } from "../models/vae.js";
 import { Flux2Pipeline } from "../pipeline/flux2.js";
 import { latentIds, textIds } from "../pipeline/latents.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
-import { drift as driftOf, specFor, type QuantSpec } from "../quant/blockwise.js";
+import { QUANT_KINDS, drift as driftOf, specFor, type QuantKind, type QuantSpec } from "../quant/blockwise.js";
 import type { AccuracyLevel } from "../quant/format.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
@@ -32,7 +32,7 @@ import { FastNormal } from "./rng.js";
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
 
 export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift";
-export type WeightsKind = "fp32" | "bf16" | "int8" | "int4";
+export type WeightsKind = "fp32" | "bf16" | QuantKind;
 
 export interface StageRequest {
   stage: StageName;
@@ -98,7 +98,7 @@ export function procStatus(): { rss: number; hwm: number; anon: number; file: nu
 }
 
 export function quantSpecOf(r: StageRequest): QuantSpec | null {
-  return r.weights === "int8" || r.weights === "int4" ? specFor(r.weights, r.blockSize) : null;
+  return (QUANT_KINDS as string[]).includes(r.weights) ? specFor(r.weights as QuantKind, r.blockSize) : null;
 }
 
 function backendOf(r: StageRequest): OrtBackend {
@@ -181,7 +181,7 @@ async function transformerDrift(r: StageRequest): Promise<StageResult> {
   };
   const [ref] = await run(r.weights);
   const drift: NonNullable<StageResult["drift"]> = [];
-  for (const weights of r.compare ?? ["int8", "int4"]) {
+  for (const weights of r.compare ?? ["int8", "int8-block", "int4"]) {
     const [y, seconds] = await run(weights);
     const d = driftOf(y, ref);
     drift.push({ weights, cosine: d.cosine, max_abs: d.maxAbs, rel_l2: d.relL2, rel_max: d.relMax, seconds });

@@ -14,7 +14,7 @@ import { formatParameters, type ImageRecord } from "../pipeline/metadata.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
-import { specFor } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
 import type { LoadQuantOptions } from "../quant/quantize.js";
 
 export const MODEL_HELP = `Model:
@@ -27,9 +27,11 @@ export const MODEL_HELP = `Model:
   --tokenizer DIR         tokenizer folder
   --variant V             klein | klein-base | klein-kv | dev (default: detected)
   --device D              cpu (default) | webgpu | cuda
-  --quantize int8|int4    block-quantize the transformer and text-encoder Linear
-                          weights at load (written once to $FLUX2_CACHE/quant,
-                          then memory-mapped); see docs/performance.md
+  --quantize int8|int8-block|int4   quantize the transformer and text-encoder
+                          Linear weights at load (written once to $FLUX2_CACHE/quant,
+                          then memory-mapped): int8 per channel on ORT's integer
+                          GEMM, int8-block / int4 in blocks for MatMulNBits; see
+                          docs/performance.md
   --lora FILE[:STRENGTH]  apply a LoRA (kohya, diffusers/PEFT, BFL/ai-toolkit/fal,
                           DiffSynth, LoKr/LoHa); repeatable to stack; strength
                           default 1. What each one applied is printed`;
@@ -76,11 +78,11 @@ export function quantizeOptions(v: string | undefined, log: (s: string) => void)
   };
 }
 
-/** --quantize int8|int4 (undefined when absent). */
-export function quantizeArg(v: string | undefined): "int8" | "int4" | undefined {
+/** --quantize int8|int8-block|int4 (undefined when absent). */
+export function quantizeArg(v: string | undefined): QuantKind | undefined {
   if (v === undefined) return undefined;
-  if (v !== "int8" && v !== "int4") throw new InvalidRequestError(`--quantize must be int8 or int4, got "${v}"`);
-  return v;
+  if (!(QUANT_KINDS as string[]).includes(v)) throw new InvalidRequestError(`--quantize must be one of ${QUANT_KINDS.join(", ")}, got "${v}"`);
+  return v as QuantKind;
 }
 
 /** --lora FILE[:STRENGTH] (a Windows drive letter or a colon in the path is kept when no number follows). */
