@@ -27,11 +27,12 @@ import type { AccuracyLevel } from "../quant/format.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal } from "./rng.js";
+import { measureKernels, type KernelResult } from "./kernels.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
 
-export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift";
+export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "kernels";
 export type WeightsKind = "fp32" | "bf16" | QuantKind;
 
 export interface StageRequest {
@@ -56,6 +57,8 @@ export interface StageRequest {
   steps?: number;
   /** weights compared with `weights` (drift) */
   compare?: WeightsKind[];
+  /** [M, N, K] of the kernels stage */
+  kernelShape?: [number, number, number];
   /** GEMM size (gemm) */
   gemmSize?: number;
   /**
@@ -86,6 +89,8 @@ export interface StageResult {
   gemm_gflops_at_stage?: number;
   /** drift of one transformer forward against float32 weights, per weights kind (drift) */
   drift?: { weights: WeightsKind; cosine: number; max_abs: number; rel_l2: number; rel_max: number; seconds: number }[];
+  /** GEMM rates of each Linear kernel at one shape (kernels) */
+  kernels?: KernelResult[];
   /** per-stage resident memory (generate) */
   memory?: { stage: string; rss_bytes: number; hwm_bytes: number }[];
   note?: string;
@@ -158,6 +163,7 @@ export async function runStage(r: StageRequest): Promise<StageResult> {
     case "vae_decode": return vaeDecode(r);
     case "generate": return generate(r);
     case "drift": return transformerDrift(r);
+    case "kernels": return kernelRates(r);
   }
 }
 
@@ -339,5 +345,17 @@ async function gemmPeak(r: StageRequest, single = false): Promise<StageResult> {
   return {
     stage: "gemm", weights: "fp32", resolution: best.n, seconds: best.seconds, load_seconds: load, gflop: flop / 1e9, gflops: best.gflops,
     peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: all, note: `best run of ${sizes.map((n) => `${n}³`).join(" and ")} MatMuls`,
+  };
+}
+
+/** The GEMM rate of every Linear kernel at one shape, interleaved (src/bench/kernels.ts). */
+async function kernelRates(r: StageRequest): Promise<StageResult> {
+  const [M, N, K] = r.kernelShape ?? [1536, 9216, 3072];
+  const kernels = await measureKernels(M, N, K, { rounds: Math.max(1, r.repeats), threads: r.threads });
+  for (const k of kernels) process.stderr.write(`kernel ${k.kernel} ${M}×${K}·${K}×${N}: ${k.gflops.toFixed(1)} GFLOP/s (best of ${k.runs.length})\n`);
+  const best = kernels.reduce((a, b) => (b.gflops > a.gflops ? b : a));
+  return {
+    stage: "kernels", weights: r.weights, resolution: 0, seconds: best.seconds, load_seconds: 0, gflop: (2 * M * N * K) / 1e9, gflops: best.gflops,
+    peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: best.runs, kernels,
   };
 }

@@ -46,7 +46,7 @@ export function torchScript(): string {
 export function findTorchPython(): TorchPython | null {
   const candidates = process.env.FLUX2_TORCH_PYTHON ? [process.env.FLUX2_TORCH_PYTHON] : ["python3", "/usr/bin/python3"];
   for (const python of [...new Set(candidates)]) {
-    const r = spawnSync(python, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(python, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8", timeout: 300_000 });
     if (r.status === 0 && r.stdout.trim()) return { python, version: r.stdout.trim() };
   }
   return null;

@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { runBench, runChild, formatReport, machineInfo, type MeasuredStage, MEASURED_STAGES } from "../bench/bench.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, plannedModelBytes, type ModelVariant } from "../bench/make_model.js";
 import type { WeightsKind } from "../bench/stage.js";
+import type { TorchDtype } from "../bench/torch.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
 import { intOption, logger } from "./common.js";
 
@@ -46,6 +47,12 @@ machine; --quick runs a scaled-down model in about a minute.
   --accuracy 0|4         MatMulNBits accuracy level for --drift (default 4: int8
                          activations, what generation uses; 0: float32 math);
                          int8 (per channel) always quantizes activations
+  --compare torch[:LIST]  also run the same transformer step in PyTorch (Debian's
+                         python3-torch; LIST of bf16, fp32, default both) after
+                         flux2.ts's at each resolution, and print the time ratios;
+                         without PyTorch, says how to install it and goes on
+  --kernels              also time each Linear kernel (float32 MatMul, MatMulNBits,
+                         DynamicQuantizeMatMul, MatMulIntegerToFloat) at one GEMM shape
   --make-model           only write the random checkpoint (reused if complete)
   -h, --help             this text`;
 
@@ -54,6 +61,7 @@ const OPTIONS = {
   dir: { type: "string" }, weights: { type: "string" }, resolutions: { type: "string" }, stages: { type: "string" },
   "text-length": { type: "string" }, repeats: { type: "string" }, threads: { type: "string" },
   generation: { type: "string" }, "generation-weights": { type: "string" }, steps: { type: "string" },
+  compare: { type: "string" }, kernels: { type: "boolean" },
   "make-model": { type: "boolean" }, drift: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -116,6 +124,12 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
     return 0;
   }
 
+  let compareTorch: TorchDtype[] | undefined;
+  if (v.compare !== undefined) {
+    const [what, dtypes] = v.compare.split(":");
+    if (what !== "torch") throw new InvalidRequestError(`--compare: only "torch" is supported, got "${v.compare}"`);
+    compareTorch = list<TorchDtype>(dtypes, ["bf16", "fp32"], "compare torch:", ["bf16", "fp32"]);
+  }
   const quick = !!v.quick;
   const genRes = v.generation !== undefined ? resolutions(v.generation, [])[0] : undefined;
   const report = await runBench({
@@ -130,6 +144,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
       resolution: genRes, steps: intOption(v.steps, "steps", 1, 50) ?? 4,
       weights: list(v["generation-weights"], WEIGHTS, "generation-weights", ["int8"]),
     } : undefined,
+    compareTorch, kernels: !!v.kernels,
     log, command: `flux2 bench ${argv.join(" ")}`.trim(),
   });
   if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");
