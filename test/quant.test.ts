@@ -21,7 +21,7 @@ import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../src/models/qwen3
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { dequantizeBlockwise, drift, quantizeBlockwise, specFor, zeroPointBytes, type QuantSpec } from "../src/quant/blockwise.js";
 import { f32ToF8e4m3, toFp8PerTensor } from "../src/quant/fp8.js";
-import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../src/quant/quantize.js";
+import { quantizeDecoderAtLoad, quantizeTransformerAtLoad, transformerTargets } from "../src/quant/quantize.js";
 import { SafetensorsStreamWriter } from "../src/quant/writer.js";
 import { dequantizePerChannel, quantizePerChannel } from "../src/quant/per_channel.js";
 import { runQuantizeCommand } from "../src/cli/quantize.js";
@@ -42,6 +42,7 @@ function seeded(n: number, seed: number): Float32Array {
 }
 
 const inputs = () => transformerCaseInputs("lora/base.inputs.safetensors");
+const transformerTargetsCount = (w: TransformerWeights) => transformerTargets(w, trConfig, specFor("int8")).length;
 
 async function forward(w: TransformerWeights): Promise<Float32Array> {
   const m = await Flux2Transformer.load(backend, trConfig, w);
@@ -186,6 +187,25 @@ test("per-channel int8 transformer ≈ float transformer on its dequantized weig
   assert.ok(d.cosine > 0.9999, `cosine ${d.cosine}, max |err| ${d.maxAbs}`);
 });
 
+test("int8-mixed: SwiGLU-output projections run as MatMulNBits blocks, the rest on the integer GEMM", async () => {
+  const w = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  quantizeTransformerAtLoad(w, trConfig, { spec: specFor("int8-mixed") });
+  const g = new Graph("mixed");
+  const x = g.input("x", "F32", [1, 4, 32]);
+  // (the graph is only built, not run: the input widths do not matter here)
+  for (const n of ["ff.linear_in", "attn.to_q", "ff.linear_out", "ff_context.linear_out"]) w.quant!.linear(g, x, `transformer_blocks.0.${n}.weight`);
+  w.quant!.linear(g, x, "single_transformer_blocks.0.attn.to_out.weight");
+  w.quant!.linear(g, x, "single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight");
+  const ops = g.opCounts();
+  assert.equal(ops.DynamicQuantizeMatMul, 3);
+  assert.equal(ops.MatMulNBits, 3);
+  const names = w.quant!.names();
+  assert.equal(new Set(names).size, names.length, "each weight once");
+  const f = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  for (const n of names) assert.deepEqual(w.quant!.shape(n), f.shape(n), n);
+  assert.equal(names.length, transformerTargetsCount(f));
+});
+
 test("quantized transformer = float transformer on its dequantized weights (MatMulNBits, accuracy 0)", async () => {
   for (const kind of ["int8-block", "int4"] as const) {
     const q = new TransformerWeights(WeightSet.open(trDir), "diffusers");
@@ -204,8 +224,8 @@ test("quantized transformer = float transformer on its dequantized weights (MatM
 // int4 (asymmetric, blocks of 16 here since K = 48) cosine 0.9989, max |err| 0.18.
 test("drift of one transformer forward against float32 on the golden tiny model", async () => {
   const ref = await forward(new TransformerWeights(WeightSet.open(trDir), "diffusers"));
-  const bounds = { "int8": { cos: 0.99995, rel: 0.01 }, "int8-block": { cos: 0.99995, rel: 0.01 }, int4: { cos: 0.997, rel: 0.08 } };
-  for (const kind of ["int8", "int8-block", "int4"] as const) {
+  const bounds = { "int8": { cos: 0.99995, rel: 0.01 }, "int8-mixed": { cos: 0.99995, rel: 0.01 }, "int8-block": { cos: 0.99995, rel: 0.01 }, int4: { cos: 0.997, rel: 0.08 } };
+  for (const kind of ["int8", "int8-mixed", "int8-block", "int4"] as const) {
     const w = new TransformerWeights(WeightSet.open(trDir), "diffusers");
     quantizeTransformerAtLoad(w, trConfig, { spec: specFor(kind) });
     const d = drift(await forward(w), ref);

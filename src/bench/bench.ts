@@ -161,7 +161,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   for (const w of o.weights) {
     if (!(QUANT_KINDS as string[]).includes(w)) continue;
     o.log(`preparing ${w} weights (once; cached in $FLUX2_CACHE/quant)...`);
-    const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0 }, echo);
+    const components: ("transformer" | "text_encoder")[] = [];
+    if (o.stages.includes("transformer_step") || o.generation) components.push("transformer");
+    if (o.stages.includes("text_encode") || o.generation) components.push("text_encoder");
+    const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0, components }, echo);
     quantizeSeconds[w] = q.seconds;
   }
 

@@ -57,6 +57,8 @@ export interface StageRequest {
   steps?: number;
   /** weights compared with `weights` (drift) */
   compare?: WeightsKind[];
+  /** components the quantize stage prepares (default both) */
+  components?: ("transformer" | "text_encoder")[];
   /** [M, N, K] of the kernels stage */
   kernelShape?: [number, number, number];
   /** GEMM size (gemm) */
@@ -280,7 +282,8 @@ async function prepareQuantized(r: StageRequest): Promise<StageResult> {
     const tdir = path.join(r.model, "transformer");
     const tw = new TransformerWeights(WeightSet.open(tdir), "diffusers");
     last = 0;
-    quantizeTransformerAtLoad(tw, readTransformerConfig(path.join(tdir, "config.json")), { spec, progress: progress("transformer") });
+    if (!r.components || r.components.includes("transformer")) quantizeTransformerAtLoad(tw, readTransformerConfig(path.join(tdir, "config.json")), { spec, progress: progress("transformer") });
+    if (r.components && !r.components.includes("text_encoder")) return;
     const te = path.join(r.model, "text_encoder");
     const qw = new Qwen3Weights(WeightSet.open(te));
     last = 0;

@@ -65,7 +65,7 @@ const OPTIONS = {
   "make-model": { type: "boolean" }, drift: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
 } as const;
 
-const WEIGHTS: WeightsKind[] = ["fp32", "bf16", "int8", "int8-block", "int4"];
+const WEIGHTS: WeightsKind[] = ["fp32", "bf16", "int8", "int8-block", "int8-mixed", "int4"];
 
 function list<T extends string>(v: string | undefined, allowed: readonly T[], name: string, dflt: T[]): T[] {
   if (v === undefined) return dflt;

@@ -28,6 +28,12 @@ export interface QuantSpec {
    * (DynamicQuantizeMatMul; src/quant/per_channel.ts) instead of MatMulNBits blocks.
    */
   perChannel?: boolean;
+  /**
+   * With perChannel: the projections whose input is a SwiGLU product (heavy-tailed, the least
+   * suited to one activation scale per call) use MatMulNBits int8 blocks instead, whose
+   * activations are quantized per block of 128 (src/quant/quantize.ts SENSITIVE_LINEARS).
+   */
+  sensitiveInBlocks?: boolean;
 }
 
 /**
@@ -35,17 +41,18 @@ export interface QuantSpec {
  *   int8        per-output-channel symmetric int8 on MLAS's QGEMM (DynamicQuantizeMatMul); the
  *               fastest int8 kernel ORT has on CPUs with int8 dot products (docs/performance.md)
  *   int8-block  int8 in symmetric blocks of 128 along K for MatMulNBits (the earlier int8 path)
+ *   int8-mixed  int8, with the SwiGLU-output projections as int8-block
  *   int4        asymmetric blocks of 32 for MatMulNBits
  */
-export type QuantKind = "int8" | "int8-block" | "int4";
-export const QUANT_KINDS: QuantKind[] = ["int8", "int8-block", "int4"];
+export type QuantKind = "int8" | "int8-block" | "int8-mixed" | "int4";
+export const QUANT_KINDS: QuantKind[] = ["int8", "int8-block", "int8-mixed", "int4"];
 
 export const INT8: QuantSpec = { bits: 8, blockSize: 0, symmetric: true, perChannel: true };
 export const INT8_BLOCK: QuantSpec = { bits: 8, blockSize: 128, symmetric: true };
 export const INT4: QuantSpec = { bits: 4, blockSize: 32, symmetric: false };
 
 export function specFor(kind: QuantKind, blockSize?: number): QuantSpec {
-  const base = kind === "int8" ? INT8 : kind === "int8-block" ? INT8_BLOCK : INT4;
+  const base = kind === "int8" ? INT8 : kind === "int8-block" ? INT8_BLOCK : kind === "int8-mixed" ? { ...INT8, sensitiveInBlocks: true } : INT4;
   if (base.perChannel && blockSize) throw new Error(`int8 (per channel) takes no block size; use int8-block for blocks of ${blockSize}`);
   return blockSize ? { ...base, blockSize } : { ...base };
 }

@@ -68,7 +68,14 @@ export type AccuracyLevel = 0 | 1 | 4;
 export class QuantizedLinears {
   private cache = new Map<string, QuantizedTensor | null>();
 
+  /** Weights whose names match `names` are taken from `linears` instead (int8-mixed). */
+  delegate: { linears: QuantizedLinears; names: RegExp } | null = null;
+
   constructor(readonly set: WeightSet, readonly bits: Bits, public accuracyLevel: AccuracyLevel = 4, readonly format: QuantFormat = "MatMulNBits") {}
+
+  private owner(name: string): QuantizedLinears | null {
+    return this.delegate && this.delegate.names.test(name) ? this.delegate.linears : null;
+  }
 
   /** The quantized linears of `set` when its metadata says it holds any, else null. */
   static detect(set: WeightSet, accuracyLevel: AccuracyLevel = 4): QuantizedLinears | null {
@@ -87,13 +94,17 @@ export class QuantizedLinears {
   }
 
   has(name: string): boolean {
-    return this.tensor(name) !== null;
+    const o = this.owner(name);
+    return o ? o.has(name) : this.tensor(name) !== null;
   }
 
   /** Every quantized weight name. */
   names(): string[] {
     const suffix = this.format === "QGEMM" ? ".qweight_t" : ".qweight";
-    return this.set.keys().filter((k) => k.endsWith(suffix)).map((k) => k.slice(0, -suffix.length));
+    const own = this.set.keys().filter((k) => k.endsWith(suffix)).map((k) => k.slice(0, -suffix.length));
+    if (!this.delegate) return own;
+    const d = this.delegate;
+    return [...own.filter((n) => !d.names.test(n)), ...d.linears.names().filter((n) => d.names.test(n))];
   }
 
   tensor(name: string): QuantizedTensor | null {
@@ -126,6 +137,8 @@ export class QuantizedLinears {
   }
 
   shape(name: string): number[] {
+    const o = this.owner(name);
+    if (o) return o.shape(name);
     const t = this.tensor(name);
     if (!t) throw new Error(`${this.set.source}: "${name}" is not quantized`);
     return [t.N, t.K];
@@ -133,6 +146,8 @@ export class QuantizedLinears {
 
   /** x @ Wᵀ for quantized weight `name` (null when `name` is not quantized here). */
   linear(g: Graph, x: Value, name: string): Value | null {
+    const o = this.owner(name);
+    if (o) return o.linear(g, x, name);
     const t = this.tensor(name);
     if (!t) return null;
     if (this.format === "QGEMM") {
@@ -147,6 +162,8 @@ export class QuantizedLinears {
 
   /** The float32 weight [N, K] the quantized one stands for (for LoRA fusing, drift checks). */
   float32(name: string): { data: Float32Array; shape: number[] } {
+    const o = this.owner(name);
+    if (o) return o.float32(name);
     const t = this.tensor(name);
     if (!t) throw new Error(`${this.set.source}: "${name}" is not quantized`);
     const scales = new Float32Array(readTensorBytes(t.scales).slice().buffer);

@@ -20,7 +20,7 @@ import { cacheRoot } from "../backend/ort.js";
 import { expectedTransformerShapes, type TransformerWeights } from "../models/transformer_weights.js";
 import type { TransformerConfig } from "../models/transformer.js";
 import type { DecoderConfig, DecoderWeights } from "../models/qwen3.js";
-import { blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
+import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
 import { quantizePerChannel } from "./per_channel.js";
 import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "./format.js";
 import { SafetensorsStreamWriter, bytesOf, type PlannedTensor } from "./writer.js";
@@ -177,16 +177,34 @@ export function quantizedCache(kind: string, set: WeightSet, targets: QuantTarge
   return QuantizedLinears.detect(WeightSet.open(file), opts.accuracyLevel ?? 4)!;
 }
 
+/**
+ * The projections whose input is a SwiGLU product (the double blocks' FF output layers, the single
+ * blocks' output projection, whose input is half attention and half SwiGLU, the text encoder's
+ * down projections): int8-mixed keeps these in MatMulNBits blocks.
+ */
+export const SENSITIVE_LINEARS = /(\.ff(_context)?\.linear_out\.weight|^single_transformer_blocks\.\d+\.attn\.to_out\.weight|\.mlp\.down_proj\.weight)$/;
+
+/** The cache for `targets(spec)`, with int8-mixed's sensitive layers taken from an int8-block cache. */
+function cached(kind: string, set: WeightSet, targets: (s: QuantSpec) => QuantTarget[], opts: LoadQuantOptions): QuantizedLinears {
+  if (!opts.spec.sensitiveInBlocks) return quantizedCache(kind, set, targets(opts.spec), opts);
+  // Both caches are the plain int8 and int8-block ones (shared with those kinds); each layer is
+  // read from the one it uses.
+  const main = { ...opts, spec: { ...opts.spec, sensitiveInBlocks: undefined } };
+  const q = quantizedCache(kind, set, targets(main.spec), main);
+  q.delegate = { linears: quantizedCache(kind, set, targets(INT8_BLOCK), { ...opts, spec: INT8_BLOCK }), names: SENSITIVE_LINEARS };
+  return q;
+}
+
 /** Attach int8/int4 weights to a transformer's weights (quantized once, then read from the cache). */
 export function quantizeTransformerAtLoad(w: TransformerWeights, c: TransformerConfig, opts: LoadQuantOptions): void {
   if (w.quant) return; // already a quantized checkpoint
-  w.quant = quantizedCache("transformer", w.set, transformerTargets(w, c, opts.spec), opts);
+  w.quant = cached("transformer", w.set, (s) => transformerTargets(w, c, s), opts);
 }
 
 /** Attach int8/int4 weights to a decoder text encoder's weights. */
 export function quantizeDecoderAtLoad(w: DecoderWeights, c: DecoderConfig, opts: LoadQuantOptions): void {
   if (w.quant) return;
-  w.quant = quantizedCache("text_encoder", w.set, decoderTargets(w, c, opts.spec), opts);
+  w.quant = cached("text_encoder", w.set, (s) => decoderTargets(w, c, s), opts);
 }
 
 /** Raw bytes of a stored tensor, as a passthrough. */
