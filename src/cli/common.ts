@@ -29,11 +29,13 @@ export const MODEL_HELP = `Model:
   --tokenizer DIR         tokenizer folder
   --variant V             klein | klein-base | klein-kv | dev (default: detected)
   --device D              cpu (default) | webgpu | cuda
-  --quantize auto|none|int8|int8-block|int4   quantize the transformer and
-                          text-encoder Linear weights at load (written once to
-                          $FLUX2_CACHE/quant, then memory-mapped): int8 per channel
-                          on ORT's integer GEMM, int8-block / int4 in blocks for
-                          MatMulNBits; none: weights as stored. Default auto: int8
+  --quantize auto|none|int8|int8-mixed|int8-block|int4   quantize the
+                          transformer and text-encoder Linear weights at load
+                          (written once to $FLUX2_CACHE/quant, then memory-mapped):
+                          int8 per channel on ORT's integer GEMM, int8-mixed the
+                          same with the SwiGLU-output layers as int8-block,
+                          int8-block / int4 in blocks for MatMulNBits; none:
+                          weights as stored. Default auto: int8
                           on CPUs with int8 dot products (AMX, VNNI, Arm dotprod/
                           i8mm) for transformers of 1B+ parameters, else none; the
                           choice and its reason are printed. See docs/performance.md
