@@ -37,12 +37,19 @@ test("ORT runs the transformer with the fused kernels the graph asks for (optimi
   // Nothing was decomposed back into primitive ops.
   for (const op of ["Softmax", "ReduceMean", "Pow", "Transpose"]) assert.ok(!optimized[op], `${op} in the optimized graph`);
 
-  // int8: every quantized Linear runs as MatMulNBits.
+  // int8: every quantized Linear runs on the integer GEMM (DynamicQuantizeMatMul); int8-block and
+  // int4 as MatMulNBits. Attention stays fused either way.
   const w = new TransformerWeights(WeightSet.open(trDir), "diffusers");
   quantizeTransformerAtLoad(w, cfg, { spec: specFor("int8") });
   const q = await optimizedOpCounts(buildTransformerGraph(cfg, w), file);
-  assert.equal(q.optimized.MatMulNBits, w.quant!.names().length);
+  assert.equal(q.optimized.DynamicQuantizeMatMul, w.quant!.names().length);
+  assert.ok(!q.optimized.MatMulNBits);
   assert.equal(q.optimized.MultiHeadAttention, blocks);
+  const wb = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  quantizeTransformerAtLoad(wb, cfg, { spec: specFor("int8-block") });
+  const qb = await optimizedOpCounts(buildTransformerGraph(cfg, wb), file);
+  assert.equal(qb.optimized.MatMulNBits, wb.quant!.names().length);
+  assert.equal(qb.optimized.MultiHeadAttention, blocks);
   assert.ok(Object.keys(countOps(fs.readFileSync(file))).some((k) => k.startsWith("com.microsoft:")));
 });
 
@@ -87,7 +94,7 @@ test("bench --quick --json prints one report with the documented shape", () => {
   assert.ok(report.gemm_peak_gflops > 0);
   assert.equal(typeof report.machine.cpu, "string");
   assert.ok(report.machine.cores >= 1);
-  assert.deepEqual(report.runs.map((x: any) => x.weights).sort(), ["bf16", "int4", "int8"]);
+  assert.deepEqual(report.runs.map((x: any) => x.weights).sort(), ["bf16", "int4", "int8", "int8-block"]);
   for (const run of report.runs) {
     assert.equal(run.model, "quick");
     assert.equal(run.resolution, 256);
@@ -100,5 +107,6 @@ test("bench --quick --json prints one report with the documented shape", () => {
     if (run.weights === "bf16") assert.ok(run.stages.train_step?.seconds > 0, "bf16: train_step missing");
     else assert.equal(run.stages.train_step, undefined);
   }
-  assert.ok(report.fusions.int8.optimized.MatMulNBits > 0);
+  assert.ok(report.fusions.int8.optimized.DynamicQuantizeMatMul > 0);
+  assert.ok(report.fusions["int8-block"].optimized.MatMulNBits > 0);
 });

@@ -21,8 +21,9 @@ import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../src/models/qwen3
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { dequantizeBlockwise, drift, quantizeBlockwise, specFor, zeroPointBytes, type QuantSpec } from "../src/quant/blockwise.js";
 import { f32ToF8e4m3, toFp8PerTensor } from "../src/quant/fp8.js";
-import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../src/quant/quantize.js";
+import { quantizeDecoderAtLoad, quantizeTransformerAtLoad, transformerTargets } from "../src/quant/quantize.js";
 import { SafetensorsStreamWriter } from "../src/quant/writer.js";
+import { dequantizePerChannel, quantizePerChannel } from "../src/quant/per_channel.js";
 import { runQuantizeCommand } from "../src/cli/quantize.js";
 import { goldenPath, transformerCaseInputs } from "./golden.js";
 
@@ -41,6 +42,7 @@ function seeded(n: number, seed: number): Float32Array {
 }
 
 const inputs = () => transformerCaseInputs("lora/base.inputs.safetensors");
+const transformerTargetsCount = (w: TransformerWeights) => transformerTargets(w, trConfig, specFor("int8")).length;
 
 async function forward(w: TransformerWeights): Promise<Float32Array> {
   const m = await Flux2Transformer.load(backend, trConfig, w);
@@ -111,8 +113,101 @@ for (const [label, spec] of SPECS) {
   });
 }
 
+test("per-channel int8: codes transposed [K, N], one scale per output channel, within half a step", () => {
+  const N = 5, K = 37;
+  const w = seeded(N * K, 17);
+  w[3] = 0;
+  const smooth = Float32Array.from({ length: K }, (_, k) => 0.5 + (k % 4));
+  for (const s of [undefined, smooth]) {
+    const m = quantizePerChannel(w, N, K, s);
+    assert.equal(m.qT.length, K * N);
+    assert.equal(m.scales.length, N);
+    const dq = dequantizePerChannel(m);
+    for (let n = 0; n < N; n++) {
+      let amax = 0;
+      for (let k = 0; k < K; k++) amax = Math.max(amax, Math.abs(w[n * K + k] * (s ? s[k] : 1)));
+      assert.equal(m.scales[n], Math.fround(amax / 127));
+      for (let k = 0; k < K; k++) {
+        const v = w[n * K + k] * (s ? s[k] : 1);
+        assert.ok(Math.abs(dq[n * K + k] - v) <= m.scales[n] / 2 + 1e-6, `[${n}, ${k}]`);
+        assert.equal(dq[n * K + k], Math.fround(m.qT[k * N + n] * m.scales[n]));
+      }
+    }
+    assert.equal(dq[3], 0);
+  }
+});
+
+/** Round half to even (ONNX's rounding in QuantizeLinear / DynamicQuantizeLinear). */
+const roundEven = (x: number) => {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+};
+
+test("per-channel int8: DynamicQuantizeMatMul is uint8-per-tensor activations times the int8 codes", async () => {
+  const M = 6, N = 24, K = 80;
+  const m = quantizePerChannel(seeded(N * K, 19), N, K);
+  const x = seeded(M * K, 23).map((v, i) => (i === 7 ? 4 * v : v)); // one outlier widens the range
+  const g = new Graph("qgemm");
+  const xv = g.input("x", "F32", [M, K]);
+  g.output(g.dynamicQuantizeMatMul(xv, g.weight("q", dataSource(m.qT, "I8", [K, N]), "I8"), g.weight("s", dataSource(m.scales, "F32", [N]))), "y", "F32", [M, N]);
+  g.output(g.linear(xv, g.weight("w", dataSource(dequantizePerChannel(m), "F32", [N, K]))), "ref", "F32", [M, N]);
+  const sess = await backend.createSession(g);
+  const out = await sess.run({ x: { data: x, shape: [M, K] } });
+  await sess.release();
+  // The same math by hand: ONNX DynamicQuantizeLinear (range always contains 0), exact integer sums.
+  const lo = Math.min(0, ...x), hi = Math.max(0, ...x);
+  const xs = Math.fround((hi - lo) / 255), zp = Math.min(255, Math.max(0, roundEven(-lo / xs)));
+  const xq = x.map((v) => Math.min(255, Math.max(0, roundEven(v / xs) + zp)));
+  const y = out.y.data as Float32Array;
+  let maxRef = 0;
+  for (const v of out.ref.data as Float32Array) maxRef = Math.max(maxRef, Math.abs(v));
+  for (let i = 0; i < M; i++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += (xq[i * K + k] - zp) * m.qT[k * N + n];
+      const want = acc * xs * m.scales[n];
+      assert.ok(Math.abs(y[i * N + n] - want) <= 1e-5 * maxRef, `[${i}, ${n}]: ${y[i * N + n]} vs ${want}`);
+    }
+  }
+  // And close to float math on the dequantized weights (the activation rounding is all that differs).
+  const d = drift(y, out.ref.data as Float32Array);
+  assert.ok(d.cosine > 0.9999 && d.relMax < 0.02, `cosine ${d.cosine}, relative max error ${d.relMax}`);
+});
+
+test("per-channel int8 transformer ≈ float transformer on its dequantized weights (only activation rounding differs)", async () => {
+  const q = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  quantizeTransformerAtLoad(q, trConfig, { spec: specFor("int8") });
+  assert.equal(q.quant!.format, "QGEMM");
+  const names = q.quant!.names();
+  assert.ok(names.length >= 20, `${names.length} weights quantized`);
+  const f = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  for (const n of names) f.overrides.set(n, q.quant!.float32(n));
+  const d = drift(await forward(q), await forward(f));
+  // Measured 0.99999; a wrong layout (e.g. codes not transposed) gives a cosine near 0.
+  assert.ok(d.cosine > 0.9999, `cosine ${d.cosine}, max |err| ${d.maxAbs}`);
+});
+
+test("int8-mixed: SwiGLU-output projections run as MatMulNBits blocks, the rest on the integer GEMM", async () => {
+  const w = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  quantizeTransformerAtLoad(w, trConfig, { spec: specFor("int8-mixed") });
+  const g = new Graph("mixed");
+  const x = g.input("x", "F32", [1, 4, 32]);
+  // (the graph is only built, not run: the input widths do not matter here)
+  for (const n of ["ff.linear_in", "attn.to_q", "ff.linear_out", "ff_context.linear_out"]) w.quant!.linear(g, x, `transformer_blocks.0.${n}.weight`);
+  w.quant!.linear(g, x, "single_transformer_blocks.0.attn.to_out.weight");
+  w.quant!.linear(g, x, "single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight");
+  const ops = g.opCounts();
+  assert.equal(ops.DynamicQuantizeMatMul, 3);
+  assert.equal(ops.MatMulNBits, 3);
+  const names = w.quant!.names();
+  assert.equal(new Set(names).size, names.length, "each weight once");
+  const f = new TransformerWeights(WeightSet.open(trDir), "diffusers");
+  for (const n of names) assert.deepEqual(w.quant!.shape(n), f.shape(n), n);
+  assert.equal(names.length, transformerTargetsCount(f));
+});
+
 test("quantized transformer = float transformer on its dequantized weights (MatMulNBits, accuracy 0)", async () => {
-  for (const kind of ["int8", "int4"] as const) {
+  for (const kind of ["int8-block", "int4"] as const) {
     const q = new TransformerWeights(WeightSet.open(trDir), "diffusers");
     quantizeTransformerAtLoad(q, trConfig, { spec: specFor(kind), accuracyLevel: 0 });
     const names = q.quant!.names();
@@ -124,12 +219,13 @@ test("quantized transformer = float transformer on its dequantized weights (MatM
   }
 });
 
-// Bounds measured on these fixtures (docs/performance.md): int8 cosine 0.99999, max |err| 0.024;
+// Bounds measured on these fixtures (docs/performance.md): int8-block cosine 0.99999, max |err| 0.024;
+// int8 (per channel, activations per tensor) cosine 0.99998;
 // int4 (asymmetric, blocks of 16 here since K = 48) cosine 0.9989, max |err| 0.18.
 test("drift of one transformer forward against float32 on the golden tiny model", async () => {
   const ref = await forward(new TransformerWeights(WeightSet.open(trDir), "diffusers"));
-  const bounds = { int8: { cos: 0.99995, rel: 0.01 }, int4: { cos: 0.997, rel: 0.08 } };
-  for (const kind of ["int8", "int4"] as const) {
+  const bounds = { "int8": { cos: 0.99995, rel: 0.01 }, "int8-mixed": { cos: 0.99995, rel: 0.01 }, "int8-block": { cos: 0.99995, rel: 0.01 }, int4: { cos: 0.997, rel: 0.08 } };
+  for (const kind of ["int8", "int8-mixed", "int8-block", "int4"] as const) {
     const w = new TransformerWeights(WeightSet.open(trDir), "diffusers");
     quantizeTransformerAtLoad(w, trConfig, { spec: specFor(kind) });
     const d = drift(await forward(w), ref);
@@ -144,7 +240,7 @@ test("drift of the Qwen3 text encoder (golden tiny) against float32", async () =
   const ids = inp.get("input_ids")!.data as BigInt64Array, mask = inp.get("attention_mask")!.data as BigInt64Array;
   const [B, L] = inp.get("input_ids")!.shape;
   const layers = [1, 2, 3];
-  const embed = async (kind?: "int8" | "int4") => {
+  const embed = async (kind?: "int8" | "int8-block" | "int4") => {
     const w = new Qwen3Weights(WeightSet.open(goldenPath("text_encoder/qwen3_tiny.safetensors")));
     if (kind) quantizeDecoderAtLoad(w, cfg, { spec: specFor(kind) });
     const enc = await Qwen3Encoder.load(backend, cfg, w, { outputLayers: layers });
@@ -155,6 +251,8 @@ test("drift of the Qwen3 text encoder (golden tiny) against float32", async () =
   const ref = await embed();
   const d8 = drift(await embed("int8"), ref);
   assert.ok(d8.cosine > 0.9995, `int8 cosine ${d8.cosine}`);
+  const d8b = drift(await embed("int8-block"), ref);
+  assert.ok(d8b.cosine > 0.9995, `int8-block cosine ${d8b.cosine}`);
   const d4 = drift(await embed("int4"), ref);
   assert.ok(d4.cosine > 0.98, `int4 cosine ${d4.cosine}`);
 });
@@ -163,12 +261,12 @@ test("flux2 quantize writes a loadable folder that generates what --quantize at 
   const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "flux2-quantized-")), "klein-int8");
   assert.equal(await runQuantizeCommand(["--model", ck, "--bits", "8", "--out", out, "--quiet"]), 0);
   const set = WeightSet.open(path.join(out, "transformer"));
-  assert.ok(set.has("transformer_blocks.0.attn.to_q.weight.qweight"));
+  assert.ok(set.has("transformer_blocks.0.attn.to_q.weight.qweight_t"), "8 bits: per-channel codes for the integer GEMM");
   assert.ok(!set.has("transformer_blocks.0.attn.to_q.weight"), "no float copy of a quantized weight");
   assert.ok(set.has("x_embedder.weight"), "embedders stay as stored");
   set.close();
   const te = WeightSet.open(path.join(out, "text_encoder"));
-  assert.ok(te.keys().some((k) => k.endsWith("mlp.down_proj.weight.qweight")));
+  assert.ok(te.keys().some((k) => k.endsWith("mlp.down_proj.weight.qweight_t")));
   te.close();
   const opts = { prompt: "a red fox", width: 64, height: 48, steps: 2, seed: 3 };
   const saved = await Flux2Pipeline.fromPretrained(out).generate(opts);

@@ -13,11 +13,14 @@ import { fileURLToPath } from "node:url";
 import { WeightSet } from "../io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
-import { specFor } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, type ModelVariant } from "./make_model.js";
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
 import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
+import { chooseWeights, cpuFeatures, type CpuFeatures, type WeightsChoice } from "../quant/cpu.js";
+import type { KernelResult } from "./kernels.js";
+import { TORCH_INSTALL_HINT, findTorchPython, torchStep, type TorchDtype, type TorchStepResult } from "./torch.js";
 
 export type MeasuredStage = "text_encode" | "transformer_step" | "vae_decode" | "train_step";
 export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_step", "vae_decode", "train_step"];
@@ -34,8 +37,22 @@ export interface BenchOptions {
   threads?: number;
   /** Also run a whole generation in one process at this resolution (per-stage memory). */
   generation?: { resolution: number; steps: number; weights: WeightsKind[] };
+  /** Also run the same transformer step in PyTorch (src/bench/torch_step.py), interleaved. */
+  compareTorch?: TorchDtype[];
+  /** Time each Linear kernel at one GEMM shape (src/bench/kernels.ts). */
+  kernels?: boolean;
   log: (s: string) => void;
   command: string;
+}
+
+export interface TorchReport {
+  /** null: PyTorch not found (then `hint` says how to install it) */
+  python: string | null;
+  version?: string;
+  hint?: string;
+  runs: (TorchStepResult & { seconds: number })[];
+  /** flux2.ts step seconds / PyTorch step seconds, per resolution and weights (below 1: flux2.ts is faster) */
+  ratios: { resolution: number; weights: WeightsKind; torch_dtype: TorchDtype; ratio: number }[];
 }
 
 export interface StageReport {
@@ -74,6 +91,12 @@ export interface BenchReport {
   quantize_seconds: Partial<Record<WeightsKind, number>>;
   fusions: Partial<Record<WeightsKind, { emitted: Record<string, number>; optimized: Record<string, number> }>>;
   generations: StageResult[];
+  /** The weights `--quantize auto` picks on this machine for this model, and why (src/quant/cpu.ts). */
+  choice: WeightsChoice & { cpu: CpuFeatures };
+  /** GEMM rates of each Linear kernel at one shape (--kernels). */
+  kernels?: KernelResult[];
+  /** PyTorch's step on the same checkpoint (--compare torch). */
+  torch?: TorchReport;
   total_seconds: number;
 }
 
@@ -136,9 +159,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
   const quantizeSeconds: BenchReport["quantize_seconds"] = {};
   for (const w of o.weights) {
-    if (w !== "int8" && w !== "int4") continue;
+    if (!(QUANT_KINDS as string[]).includes(w)) continue;
     o.log(`preparing ${w} weights (once; cached in $FLUX2_CACHE/quant)...`);
-    const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0 }, echo);
+    const components: ("transformer" | "text_encoder")[] = [];
+    if (o.stages.includes("transformer_step") || o.generation) components.push("transformer");
+    if (o.stages.includes("text_encode") || o.generation) components.push("text_encoder");
+    const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0, components }, echo);
     quantizeSeconds[w] = q.seconds;
   }
 
@@ -164,8 +190,27 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     return r;
   };
-  for (const weights of o.weights) {
-    for (const resolution of o.resolutions) {
+  const choice = { ...chooseWeights(cpuFeatures(), made.params.transformer), cpu: cpuFeatures() };
+  o.log(`auto choice for this CPU and model: ${choice.weights} (${choice.reason})`);
+
+  let kernels: KernelResult[] | undefined;
+  if (o.kernels) {
+    const shape: [number, number, number] = o.quick ? [256, 1024, 512] : [1536, 9216, 3072];
+    o.log(`GEMM kernels at ${shape[0]}×${shape[2]} · ${shape[2]}×${shape[1]} (interleaved, best of ${o.quick ? 2 : 3})...`);
+    kernels = (await runChild({ ...base, stage: "kernels", weights: "fp32", resolution: 0, kernelShape: shape, repeats: o.quick ? 2 : 3 }, echo)).kernels;
+  }
+
+  let torch: TorchReport | undefined;
+  const py = o.compareTorch?.length ? findTorchPython() : null;
+  if (o.compareTorch?.length) {
+    torch = py ? { python: py.python, version: py.version, runs: [], ratios: [] } : { python: null, hint: TORCH_INSTALL_HINT, runs: [], ratios: [] };
+    o.log(py ? `PyTorch ${py.version} (${py.python}): the same step in ${o.compareTorch.join(", ")}, after flux2.ts's at each resolution` : TORCH_INSTALL_HINT);
+  }
+
+  // Resolution by resolution, every weights kind and then PyTorch back to back: interleaved, so
+  // load on a shared machine falls on all of them alike.
+  for (const resolution of o.resolutions) {
+    for (const weights of o.weights) {
       const stages: RunReport["stages"] = {};
       if (o.stages.includes("text_encode")) {
         const had = textByWeights.get(weights);
@@ -186,6 +231,19 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       // A generation runs the inference stages only (training has its own peak, in its row).
       const peakRss = Math.max(0, ...(["text_encode", "transformer_step", "vae_decode"] as const).map((s) => stages[s]?.peak_rss_bytes ?? 0));
       runs.push({ model: o.variant, resolution, weights, stages, generation_peak_rss_bytes: peakRss });
+    }
+    if (torch && py && o.stages.includes("transformer_step")) {
+      for (const dtype of o.compareTorch!) {
+        o.log(`PyTorch transformer_step ${dtype} ${resolution}²...`);
+        const t = await torchStep(py, dir, { dtype, resolution, textLength: o.textLength, repeats: o.repeats, threads: o.threads }, echo);
+        const seconds = median(t.runs);
+        torch.runs.push({ ...t, seconds });
+        o.log(`  ${seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s), peak RSS ${gib(t.peak_rss_bytes)}`);
+        for (const run of runs) {
+          const st = run.resolution === resolution ? run.stages.transformer_step : undefined;
+          if (st) torch.ratios.push({ resolution, weights: run.weights, torch_dtype: dtype, ratio: st.seconds / seconds });
+        }
+      }
     }
   }
 
@@ -217,7 +275,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       variant: o.variant, dir, transformer_params: made.params.transformer, text_encoder_params: made.params.textEncoder,
       vae_params: made.params.vae, text_length: o.textLength,
     },
-    runs, quantize_seconds: quantizeSeconds, fusions, generations, total_seconds: (performance.now() - t0) / 1000,
+    runs, quantize_seconds: quantizeSeconds, fusions, generations, choice, ...(kernels ? { kernels } : {}), ...(torch ? { torch } : {}),
+    total_seconds: (performance.now() - t0) / 1000,
   };
 }
 
@@ -226,7 +285,7 @@ export async function transformerFusions(modelDir: string, weights: WeightsKind)
   const dir = path.join(modelDir, "transformer");
   const config = readTransformerConfig(path.join(dir, "config.json"));
   const w = new TransformerWeights(WeightSet.open(dir), "diffusers");
-  if (weights === "int8" || weights === "int4") quantizeTransformerAtLoad(w, config, { spec: specFor(weights) });
+  if ((QUANT_KINDS as string[]).includes(weights)) quantizeTransformerAtLoad(w, config, { spec: specFor(weights as QuantKind) });
   w.check(config);
   const graph = buildTransformerGraph(config, w);
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "flux2-fusion-")), "optimized.onnx");
@@ -237,6 +296,8 @@ export async function transformerFusions(modelDir: string, weights: WeightsKind)
     w.set.close();
   }
 }
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export function gib(n: number): string {
   return `${(n / 2 ** 30).toFixed(2)} GiB`;
@@ -274,6 +335,20 @@ export function formatReport(r: BenchReport): string {
     lines.push("", `whole generation in one process (${g.weights}, ${g.resolution}², ${g.runs.length ? g.seconds.toFixed(0) : "?"} s): peak RSS ${gib(g.peak_rss_bytes)}`);
     for (const m2 of g.memory ?? []) lines.push(`  ${m2.stage.padEnd(18)} rss ${gib(m2.rss_bytes).padStart(10)}  peak so far ${gib(m2.hwm_bytes)}`);
   }
+  if (r.kernels) {
+    const k0 = r.kernels[0];
+    lines.push("", `GEMM kernels, ${k0.M}×${k0.K} · ${k0.K}×${k0.N} (best of ${k0.runs.length}, interleaved): ${r.kernels.map((k) => `${k.kernel} ${k.gflops.toFixed(0)} GFLOP/s`).join(", ")}`);
+  }
+  if (r.torch) {
+    lines.push("");
+    if (!r.torch.python) lines.push(r.torch.hint!);
+    else {
+      lines.push(`PyTorch ${r.torch.version} (${r.torch.python}), the same transformer step (src/bench/torch_step.py), run after flux2.ts's at each resolution:`);
+      for (const t of r.torch.runs) lines.push(`  torch ${t.dtype.padEnd(5)} ${String(t.resolution).padStart(5)}²  ${t.seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s, ${t.threads} threads), peak RSS ${gib(t.peak_rss_bytes)}`);
+      for (const q of r.torch.ratios) lines.push(`  flux2.ts ${q.weights} / torch ${q.torch_dtype} at ${q.resolution}²: ${q.ratio.toFixed(2)}×`);
+    }
+  }
+  lines.push("", `auto choice (--quantize auto) for this CPU and model: ${r.choice.weights}: ${r.choice.reason}`);
   lines.push("", `total ${(r.total_seconds / 60).toFixed(1)} min`);
   return lines.join("\n");
 }

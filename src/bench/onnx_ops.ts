@@ -63,7 +63,7 @@ export function countOps(model: Uint8Array): Record<string, number> {
 }
 
 /** The ops we expect ORT to run fused, by plain op type. */
-export const FUSED_OPS = ["MultiHeadAttention", "RotaryEmbedding", "LayerNormalization", "SimplifiedLayerNormalization", "FusedMatMul", "MatMulNBits", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization"];
+export const FUSED_OPS = ["MultiHeadAttention", "RotaryEmbedding", "LayerNormalization", "SimplifiedLayerNormalization", "FusedMatMul", "MatMulNBits", "DynamicQuantizeMatMul", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization"];
 
 /** Counts by plain op type (domain dropped). */
 export function byOp(counts: Record<string, number>): Record<string, number> {

@@ -24,18 +24,19 @@ import { Flux2Vae, readVaeConfig } from "../models/vae.js";
 import { Flux2Pipeline } from "../pipeline/flux2.js";
 import { latentIds, textIds } from "../pipeline/latents.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
-import { drift as driftOf, specFor, type QuantSpec } from "../quant/blockwise.js";
+import { QUANT_KINDS, drift as driftOf, specFor, type QuantKind, type QuantSpec } from "../quant/blockwise.js";
 import type { AccuracyLevel } from "../quant/format.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal } from "./rng.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
+import { measureKernels, type KernelResult } from "./kernels.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
 
-export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "train_step";
-export type WeightsKind = "fp32" | "bf16" | "int8" | "int4";
+export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "kernels" | "train_step";
+export type WeightsKind = "fp32" | "bf16" | QuantKind;
 
 export interface StageRequest {
   stage: StageName;
@@ -59,6 +60,10 @@ export interface StageRequest {
   steps?: number;
   /** weights compared with `weights` (drift) */
   compare?: WeightsKind[];
+  /** components the quantize stage prepares (default both) */
+  components?: ("transformer" | "text_encoder")[];
+  /** [M, N, K] of the kernels stage */
+  kernelShape?: [number, number, number];
   /** GEMM size (gemm) */
   gemmSize?: number;
   /**
@@ -91,6 +96,8 @@ export interface StageResult {
   gemm_gflops_at_stage?: number;
   /** drift of one transformer forward against float32 weights, per weights kind (drift) */
   drift?: { weights: WeightsKind; cosine: number; max_abs: number; rel_l2: number; rel_max: number; seconds: number }[];
+  /** GEMM rates of each Linear kernel at one shape (kernels) */
+  kernels?: KernelResult[];
   /** per-stage resident memory (generate) */
   memory?: { stage: string; rss_bytes: number; hwm_bytes: number }[];
   note?: string;
@@ -103,7 +110,7 @@ export function procStatus(): { rss: number; hwm: number; anon: number; file: nu
 }
 
 export function quantSpecOf(r: StageRequest): QuantSpec | null {
-  return r.weights === "int8" || r.weights === "int4" ? specFor(r.weights, r.blockSize) : null;
+  return (QUANT_KINDS as string[]).includes(r.weights) ? specFor(r.weights as QuantKind, r.blockSize) : null;
 }
 
 function backendOf(r: StageRequest): OrtBackend {
@@ -164,6 +171,7 @@ export async function runStage(r: StageRequest): Promise<StageResult> {
     case "generate": return generate(r);
     case "drift": return transformerDrift(r);
     case "train_step": return trainStep(r);
+    case "kernels": return kernelRates(r);
   }
 }
 
@@ -187,7 +195,7 @@ async function transformerDrift(r: StageRequest): Promise<StageResult> {
   };
   const [ref] = await run(r.weights);
   const drift: NonNullable<StageResult["drift"]> = [];
-  for (const weights of r.compare ?? ["int8", "int4"]) {
+  for (const weights of r.compare ?? ["int8", "int8-block", "int4"]) {
     const [y, seconds] = await run(weights);
     const d = driftOf(y, ref);
     drift.push({ weights, cosine: d.cosine, max_abs: d.maxAbs, rel_l2: d.relL2, rel_max: d.relMax, seconds });
@@ -313,7 +321,8 @@ async function prepareQuantized(r: StageRequest): Promise<StageResult> {
     const tdir = path.join(r.model, "transformer");
     const tw = new TransformerWeights(WeightSet.open(tdir), "diffusers");
     last = 0;
-    quantizeTransformerAtLoad(tw, readTransformerConfig(path.join(tdir, "config.json")), { spec, progress: progress("transformer") });
+    if (!r.components || r.components.includes("transformer")) quantizeTransformerAtLoad(tw, readTransformerConfig(path.join(tdir, "config.json")), { spec, progress: progress("transformer") });
+    if (r.components && !r.components.includes("text_encoder")) return;
     const te = path.join(r.model, "text_encoder");
     const qw = new Qwen3Weights(WeightSet.open(te));
     last = 0;
@@ -378,5 +387,17 @@ async function gemmPeak(r: StageRequest, single = false): Promise<StageResult> {
   return {
     stage: "gemm", weights: "fp32", resolution: best.n, seconds: best.seconds, load_seconds: load, gflop: flop / 1e9, gflops: best.gflops,
     peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: all, note: `best run of ${sizes.map((n) => `${n}³`).join(" and ")} MatMuls`,
+  };
+}
+
+/** The GEMM rate of every Linear kernel at one shape, interleaved (src/bench/kernels.ts). */
+async function kernelRates(r: StageRequest): Promise<StageResult> {
+  const [M, N, K] = r.kernelShape ?? [1536, 9216, 3072];
+  const kernels = await measureKernels(M, N, K, { rounds: Math.max(1, r.repeats), threads: r.threads });
+  for (const k of kernels) process.stderr.write(`kernel ${k.kernel} ${M}×${K}·${K}×${N}: ${k.gflops.toFixed(1)} GFLOP/s (best of ${k.runs.length})\n`);
+  const best = kernels.reduce((a, b) => (b.gflops > a.gflops ? b : a));
+  return {
+    stage: "kernels", weights: r.weights, resolution: 0, seconds: best.seconds, load_seconds: 0, gflop: (2 * M * N * K) / 1e9, gflops: best.gflops,
+    peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: best.runs, kernels,
   };
 }

@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { runBench, runChild, formatReport, machineInfo, type MeasuredStage, MEASURED_STAGES } from "../bench/bench.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, plannedModelBytes, type ModelVariant } from "../bench/make_model.js";
 import type { WeightsKind } from "../bench/stage.js";
+import type { TorchDtype } from "../bench/torch.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
 import { intOption, logger } from "./common.js";
 
@@ -27,7 +28,9 @@ machine; --quick runs a scaled-down model in about a minute.
   --variant V            klein-4b (default) | klein-9b
   --dir DIR              model folder (default $FLUX2_CACHE/random/FLUX.2-<variant>-random)
   --weights LIST         of bf16 (stored bf16, converted at use), fp32 (ORT holds
-                         float32 copies), int8, int4 (default bf16,int8,int4)
+                         float32 copies), int8 (per channel, integer GEMM),
+                         int8-block, int4 (MatMulNBits) (default
+                         bf16,int8,int8-block,int4)
   --resolutions LIST     transformer-step resolutions (default 512,1024)
   --stages LIST          of text_encode, transformer_step, vae_decode, train_step
                          (default all)
@@ -39,12 +42,19 @@ machine; --quick runs a scaled-down model in about a minute.
                          process at RES², printing resident memory after every stage
   --generation-weights L weights for --generation (default int8)
   --steps N              steps of --generation (default 4)
-  --drift                instead: one transformer forward with int8 and int4 weights
+  --drift                instead: one transformer forward with int8, int8-block and int4 weights
                          against float32 (cosine, max error) at the first of
                          --resolutions (default 512); --dir may be any diffusers
                          folder (e.g. testdata/golden/checkpoints/klein_distilled)
   --accuracy 0|4         MatMulNBits accuracy level for --drift (default 4: int8
-                         activations, what generation uses; 0: float32 math)
+                         activations, what generation uses; 0: float32 math);
+                         int8 (per channel) always quantizes activations
+  --compare torch[:LIST]  also run the same transformer step in PyTorch (Debian's
+                         python3-torch; LIST of bf16, fp32, default both) after
+                         flux2.ts's at each resolution, and print the time ratios;
+                         without PyTorch, says how to install it and goes on
+  --kernels              also time each Linear kernel (float32 MatMul, MatMulNBits,
+                         DynamicQuantizeMatMul, MatMulIntegerToFloat) at one GEMM shape
   --make-model           only write the random checkpoint (reused if complete)
   -h, --help             this text`;
 
@@ -53,10 +63,11 @@ const OPTIONS = {
   dir: { type: "string" }, weights: { type: "string" }, resolutions: { type: "string" }, stages: { type: "string" },
   "text-length": { type: "string" }, repeats: { type: "string" }, threads: { type: "string" },
   generation: { type: "string" }, "generation-weights": { type: "string" }, steps: { type: "string" },
+  compare: { type: "string" }, kernels: { type: "boolean" },
   "make-model": { type: "boolean" }, drift: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
 } as const;
 
-const WEIGHTS: WeightsKind[] = ["fp32", "bf16", "int8", "int4"];
+const WEIGHTS: WeightsKind[] = ["fp32", "bf16", "int8", "int8-block", "int8-mixed", "int4"];
 
 function list<T extends string>(v: string | undefined, allowed: readonly T[], name: string, dflt: T[]): T[] {
   if (v === undefined) return dflt;
@@ -103,23 +114,29 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
     const textLength = intOption(v["text-length"], "text-length", 1, 4096) ?? (v.quick ? 64 : 512);
     const r = await runChild({
       stage: "drift", model: dir, weights: "bf16", resolution, textLength, repeats: 1, accuracyLevel: accuracy,
-      compare: list(v.weights, WEIGHTS, "weights", ["int8", "int4"]),
+      compare: list(v.weights, WEIGHTS, "weights", ["int8", "int8-block", "int4"]),
     }, log);
     const report = { date: new Date().toISOString(), command: `flux2 bench ${argv.join(" ")}`, machine: machineInfo(), model: dir, resolution, text_length: textLength, accuracy_level: accuracy, drift: r.drift };
     if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");
     if (v.json) console.log(JSON.stringify(report));
     else {
       console.log(`transformer forward drift against float32 (bf16 weights computed in float32): ${dir}, ${resolution}², ${textLength} text tokens, MatMulNBits accuracy level ${accuracy}`);
-      for (const d of r.drift ?? []) console.log(`  ${d.weights.padEnd(5)} cosine ${d.cosine.toFixed(6)}  max |err| ${d.max_abs.toExponential(2)}  max |err| / max |ref| ${d.rel_max.toExponential(2)}  relative L2 ${d.rel_l2.toExponential(2)}  (${d.seconds.toFixed(1)} s)`);
+      for (const d of r.drift ?? []) console.log(`  ${d.weights.padEnd(10)} cosine ${d.cosine.toFixed(6)}  max |err| ${d.max_abs.toExponential(2)}  max |err| / max |ref| ${d.rel_max.toExponential(2)}  relative L2 ${d.rel_l2.toExponential(2)}  (${d.seconds.toFixed(1)} s)`);
     }
     return 0;
   }
 
+  let compareTorch: TorchDtype[] | undefined;
+  if (v.compare !== undefined) {
+    const [what, dtypes] = v.compare.split(":");
+    if (what !== "torch") throw new InvalidRequestError(`--compare: only "torch" is supported, got "${v.compare}"`);
+    compareTorch = list<TorchDtype>(dtypes, ["bf16", "fp32"], "compare torch:", ["bf16", "fp32"]);
+  }
   const quick = !!v.quick;
   const genRes = v.generation !== undefined ? resolutions(v.generation, [])[0] : undefined;
   const report = await runBench({
     quick, variant, dir: v.dir,
-    weights: list(v.weights, WEIGHTS, "weights", ["bf16", "int8", "int4"]),
+    weights: list(v.weights, WEIGHTS, "weights", ["bf16", "int8", "int8-block", "int4"]),
     resolutions: resolutions(v.resolutions, quick ? [256] : [512, 1024]),
     stages: list<MeasuredStage>(v.stages, MEASURED_STAGES, "stages", [...MEASURED_STAGES]),
     textLength: intOption(v["text-length"], "text-length", 1, 4096) ?? (quick ? 64 : 512),
@@ -129,6 +146,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
       resolution: genRes, steps: intOption(v.steps, "steps", 1, 50) ?? 4,
       weights: list(v["generation-weights"], WEIGHTS, "generation-weights", ["int8"]),
     } : undefined,
+    compareTorch, kernels: !!v.kernels,
     log, command: `flux2 bench ${argv.join(" ")}`.trim(),
   });
   if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");

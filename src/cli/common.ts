@@ -17,7 +17,9 @@ import { Moderator } from "../moderation/moderator.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
-import { specFor } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
+import { chooseWeights, cpuFeatures } from "../quant/cpu.js";
+import { WeightSet, numel } from "../io/safetensors.js";
 import type { LoadQuantOptions } from "../quant/quantize.js";
 
 export const MODEL_HELP = `Model:
@@ -30,9 +32,16 @@ export const MODEL_HELP = `Model:
   --tokenizer DIR         tokenizer folder
   --variant V             klein | klein-base | klein-kv | dev (default: detected)
   --device D              cpu (default) | webgpu | cuda
-  --quantize int8|int4    block-quantize the transformer and text-encoder Linear
-                          weights at load (written once to $FLUX2_CACHE/quant,
-                          then memory-mapped); see docs/performance.md
+  --quantize auto|none|int8|int8-mixed|int8-block|int4   quantize the
+                          transformer and text-encoder Linear weights at load
+                          (written once to $FLUX2_CACHE/quant, then memory-mapped):
+                          int8 per channel on ORT's integer GEMM, int8-mixed the
+                          same with the SwiGLU-output layers as int8-block,
+                          int8-block / int4 in blocks for MatMulNBits; none:
+                          weights as stored. Default auto: int8
+                          on CPUs with int8 dot products (AMX, VNNI, Arm dotprod/
+                          i8mm) for transformers of 1B+ parameters, else none; the
+                          choice and its reason are printed. See docs/performance.md
   --lora FILE[:STRENGTH]  apply a LoRA (kohya, diffusers/PEFT, BFL/ai-toolkit/fal,
                           DiffSynth, LoKr/LoHa); repeatable to stack; strength
                           default 1. What each one applied is printed`;
@@ -119,8 +128,7 @@ export interface ModelArgs {
 }
 
 /** --quantize as pipeline options, printing progress the first time a component is quantized (then it is cached). */
-export function quantizeOptions(v: string | undefined, log: (s: string) => void): LoadQuantOptions | undefined {
-  const q = quantizeArg(v);
+export function quantizeOptions(q: QuantKind | undefined, log: (s: string) => void): LoadQuantOptions | undefined {
   if (!q) return undefined;
   let last = -1;
   return {
@@ -133,11 +141,35 @@ export function quantizeOptions(v: string | undefined, log: (s: string) => void)
   };
 }
 
-/** --quantize int8|int4 (undefined when absent). */
-export function quantizeArg(v: string | undefined): "int8" | "int4" | undefined {
-  if (v === undefined) return undefined;
-  if (v !== "int8" && v !== "int4") throw new InvalidRequestError(`--quantize must be int8 or int4, got "${v}"`);
-  return v;
+/** --quantize as given: a format, "none", or "auto" (also when absent). */
+export function quantizeArg(v: string | undefined): QuantKind | "none" | "auto" {
+  if (v === undefined || v === "auto" || v === "none") return v ?? "auto";
+  if (!(QUANT_KINDS as string[]).includes(v)) throw new InvalidRequestError(`--quantize must be auto, none or one of ${QUANT_KINDS.join(", ")}, got "${v}"`);
+  return v as QuantKind;
+}
+
+const resolved = new WeakMap<ModelArgs, QuantKind | undefined>();
+
+/**
+ * The quantization a run uses: --quantize when it names one, else (auto) the choice for this CPU
+ * and model (src/quant/cpu.ts), printed once with its reason. undefined: weights as stored.
+ */
+export function resolveQuantize(v: ModelArgs, ck?: Checkpoint): QuantKind | undefined {
+  if (resolved.has(v)) return resolved.get(v);
+  const q = quantizeArg(v.quantize);
+  let out: QuantKind | undefined;
+  if (q === "none") out = undefined;
+  else if (q !== "auto") out = q;
+  else {
+    const set = WeightSet.open((ck ?? openModel(v)).transformer.weights);
+    const params = set.keys().reduce((n, k) => n + numel(set.info(k).shape), 0);
+    set.close();
+    const choice = chooseWeights(cpuFeatures(), params, v.device ?? "cpu");
+    logger(v.quiet)(`weights: ${choice.weights === "int8" ? "int8 (--quantize auto)" : "as stored (--quantize auto)"}: ${choice.reason}; --quantize forces a choice`);
+    out = choice.weights === "int8" ? "int8" : undefined;
+  }
+  resolved.set(v, out);
+  return out;
 }
 
 /** --lora FILE[:STRENGTH] (a Windows drive letter or a colon in the path is kept when no number follows). */
@@ -195,7 +227,7 @@ export function openModel(v: ModelArgs): Checkpoint {
 export function checkMemory(ck: Checkpoint, v: ModelArgs, width: number, height: number, batch: number, maxLen: number): void {
   const log = logger(v.quiet);
   const teHidden = JSON.parse(fs.readFileSync(ck.textEncoder.config!, "utf8")).hidden_size ?? 2560;
-  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden, quantizeArg(v.quantize));
+  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden, resolveQuantize(v, ck));
   log(`model: ${ck.source} (${ck.variant})\nmemory plan:\n${describePlan(plan)}`);
   if (!v.force) assertFits(plan);
 }
@@ -214,7 +246,7 @@ export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: nu
   const pipe = Flux2Pipeline.fromPretrained(v.model!, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
     variant: v.variant as Variant | undefined, backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }), loras,
-    quantize: quantizeOptions(v.quantize, log),
+    quantize: quantizeOptions(resolveQuantize(v), log),
   });
   for (const l of pipe.loraReports) {
     const r = l.report;

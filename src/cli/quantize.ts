@@ -17,14 +17,16 @@ import { intOption, logger } from "./common.js";
 const HELP = `usage: flux2 quantize --model PATH --bits 8|4 --out DIR [options]
 
 Writes a copy of a FLUX.2 [klein] checkpoint whose transformer and text-encoder
-Linear weights are block-quantized for ONNX Runtime's MatMulNBits (8 bits:
-symmetric, blocks of 128; 4 bits: asymmetric with zero points, blocks of 32), as
+Linear weights are quantized (8 bits: symmetric, one scale per output channel,
+for ONNX Runtime's integer GEMM (DynamicQuantizeMatMul); 8 bits with
+--block-size or --asymmetric: blocks for MatMulNBits; 4 bits: asymmetric with
+zero points, blocks of 32, for MatMulNBits), as
 a diffusers folder that generate / edit load like any other (the VAE, tokenizer
 and scheduler are linked or copied unchanged). Embedders, modulation, output
 layer, norms and the token embedding stay as stored. FP8 checkpoints (BFL
 *-fp8.safetensors: F8_E4M3 weights with weight_scale) are dequantized and
 requantized directly. Instead of a saved copy, generate / edit also take
---quantize int8|int4, which quantizes once into $FLUX2_CACHE/quant.
+--quantize int8|int8-block|int4, which quantizes once into $FLUX2_CACHE/quant.
 
   --model PATH          diffusers folder, or a BFL single transformer file
                         (then also --vae, --text-encoder, --tokenizer)
@@ -32,7 +34,8 @@ requantized directly. Instead of a saved copy, generate / edit also take
   --vae, --text-encoder, --tokenizer PATH   as for generate
   --bits 8|4            code width
   --block-size N        values per block along the input dimension (power of
-                        two, 16-256; default 128 for 8 bits, 32 for 4 bits)
+                        two, 16-256; 8 bits: MatMulNBits blocks (default: one
+                        scale per channel); default 32 for 4 bits)
   --symmetric / --asymmetric   override the default (8: symmetric, 4: asymmetric)
   --components LIST     transformer,text_encoder (default both)
   --out DIR             the new folder (must not exist, unless --force)
@@ -127,7 +130,8 @@ export async function runQuantizeCommand(argv: string[]): Promise<number> {
   if (v.symmetric && v.asymmetric) throw new InvalidRequestError("--symmetric and --asymmetric exclude each other");
   const blockSize = intOption(v["block-size"], "block-size", 16, 256);
   if (blockSize !== undefined && (blockSize & (blockSize - 1)) !== 0) throw new InvalidRequestError(`--block-size must be a power of two, got ${blockSize}`);
-  const spec: QuantSpec = { ...specFor(v.bits === "8" ? "int8" : "int4", blockSize) };
+  const kind = v.bits === "4" ? "int4" : blockSize !== undefined || v.asymmetric ? "int8-block" : "int8";
+  const spec: QuantSpec = { ...specFor(kind, blockSize) };
   if (v.symmetric) spec.symmetric = true;
   if (v.asymmetric) spec.symmetric = false;
   const components = (v.components ?? "transformer,text_encoder").split(",").map((s) => s.trim());

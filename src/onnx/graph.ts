@@ -58,7 +58,7 @@ export function fileSource(info: TensorInfo, shape: number[] = info.shape): Weig
   return { kind: "file", file: info.file, offset: info.offset, byteLength: info.byteLength, dtype: info.dtype, shape };
 }
 
-export function dataSource(data: Float32Array | BigInt64Array | Int32Array | Uint8Array, dtype: DType, shape: number[]): WeightSource {
+export function dataSource(data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Int8Array, dtype: DType, shape: number[]): WeightSource {
   return { kind: "data", bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), dtype, shape };
 }
 
@@ -189,6 +189,15 @@ export class Graph {
               a: { K: number; N: number; bits: number; blockSize: number; accuracyLevel: number }): Value {
     return this.op("MatMulNBits", [x, q, scales, zeroPoints],
       { K: a.K, N: a.N, bits: a.bits, block_size: a.blockSize, accuracy_level: a.accuracyLevel }, { domain: "com.microsoft" })[0];
+  }
+
+  /**
+   * x @ (qT · scales) with qT int8 [K, N] and one scale per output column (ORT
+   * `com.microsoft.DynamicQuantizeMatMul`): ORT quantizes x to uint8 per call and runs MLAS's
+   * integer GEMM (layout in src/quant/per_channel.ts).
+   */
+  dynamicQuantizeMatMul(x: Value, qT: Value, scales: Value): Value {
+    return this.op("DynamicQuantizeMatMul", [x, qT, scales], {}, { domain: "com.microsoft" })[0];
   }
 
   // -- shape -------------------------------------------------------------------

@@ -8,7 +8,7 @@
 
 import * as os from "node:os";
 import { residentWeightBytes } from "../quant/memory.js";
-import { specFor } from "../quant/blockwise.js";
+import { specFor, type QuantKind } from "../quant/blockwise.js";
 import type { Checkpoint } from "./checkpoint.js";
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
 
@@ -24,7 +24,7 @@ export interface MemoryPlan {
   availableBytes: number;
 }
 
-export function planMemory(ck: Checkpoint, cfg: TransformerConfig, width: number, height: number, batch: number, textLength: number, teHidden: number, quantize?: "int8" | "int4"): MemoryPlan {
+export function planMemory(ck: Checkpoint, cfg: TransformerConfig, width: number, height: number, batch: number, textLength: number, teHidden: number, quantize?: QuantKind): MemoryPlan {
   const spec = quantize ? specFor(quantize) : undefined;
   const D = innerDim(cfg), M = mlpDim(cfg);
   const tokens = (width / 16) * (height / 16) + textLength;

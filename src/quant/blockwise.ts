@@ -19,19 +19,47 @@ export type Bits = 4 | 8;
 
 export interface QuantSpec {
   bits: Bits;
-  /** Values per block along K (power of two, ≥ 16). */
+  /** Values per block along K (power of two, ≥ 16); 0 with `perChannel` (one scale per whole row). */
   blockSize: number;
   /** true: scale only (zero point 2^(bits-1)); false: per-block min/max with zero points. */
   symmetric: boolean;
+  /**
+   * One scale per output channel, codes stored transposed for ORT's QGEMM operators
+   * (DynamicQuantizeMatMul; src/quant/per_channel.ts) instead of MatMulNBits blocks.
+   */
+  perChannel?: boolean;
+  /**
+   * With perChannel: the projections whose input is a SwiGLU product (heavy-tailed, the least
+   * suited to one activation scale per call) use MatMulNBits int8 blocks instead, whose
+   * activations are quantized per block of 128 (src/quant/quantize.ts SENSITIVE_LINEARS).
+   */
+  sensitiveInBlocks?: boolean;
 }
 
-/** Defaults: int8 symmetric blocks of 128, int4 asymmetric blocks of 32 (see docs/performance.md). */
-export const INT8: QuantSpec = { bits: 8, blockSize: 128, symmetric: true };
+/**
+ * The quantized formats, by the name `--quantize` takes:
+ *   int8        per-output-channel symmetric int8 on MLAS's QGEMM (DynamicQuantizeMatMul); the
+ *               fastest int8 kernel ORT has on CPUs with int8 dot products (docs/performance.md)
+ *   int8-block  int8 in symmetric blocks of 128 along K for MatMulNBits (the earlier int8 path)
+ *   int8-mixed  int8, with the SwiGLU-output projections as int8-block
+ *   int4        asymmetric blocks of 32 for MatMulNBits
+ */
+export type QuantKind = "int8" | "int8-block" | "int8-mixed" | "int4";
+export const QUANT_KINDS: QuantKind[] = ["int8", "int8-block", "int8-mixed", "int4"];
+
+export const INT8: QuantSpec = { bits: 8, blockSize: 0, symmetric: true, perChannel: true };
+export const INT8_BLOCK: QuantSpec = { bits: 8, blockSize: 128, symmetric: true };
 export const INT4: QuantSpec = { bits: 4, blockSize: 32, symmetric: false };
 
-export function specFor(kind: "int8" | "int4", blockSize?: number): QuantSpec {
-  const base = kind === "int8" ? INT8 : INT4;
+export function specFor(kind: QuantKind, blockSize?: number): QuantSpec {
+  const base = kind === "int8" ? INT8 : kind === "int8-block" ? INT8_BLOCK : kind === "int8-mixed" ? { ...INT8, sensitiveInBlocks: true } : INT4;
+  if (base.perChannel && blockSize) throw new Error(`int8 (per channel) takes no block size; use int8-block for blocks of ${blockSize}`);
   return blockSize ? { ...base, blockSize } : { ...base };
+}
+
+/** Whether a weight of input width K can be quantized with `spec` (block formats need a block size dividing K). */
+export function quantizable(K: number, spec: QuantSpec): boolean {
+  return spec.perChannel ? K > 0 : blockSizeFor(K, spec.blockSize) !== null;
 }
 
 export interface QuantizedMatrix {
@@ -165,6 +193,7 @@ export function dequantizeBlockwise(m: QuantizedMatrix): Float32Array {
 
 /** Bytes a quantized [N, K] weight occupies (codes + scales + zero points). */
 export function quantizedBytes(N: number, K: number, spec: QuantSpec): number {
+  if (spec.perChannel) return N * K + 4 * N;
   const blocks = K / spec.blockSize;
   return N * blocks * ((spec.blockSize * spec.bits) / 8 + 4) + (spec.symmetric ? 0 : N * zeroPointBytes(blocks, spec.bits));
 }

@@ -5,12 +5,12 @@
 import type { Backend } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
 import { Qwen3Encoder, Qwen3Weights, defaultConfigPath, readQwen3Config } from "../models/qwen3.js";
-import { specFor } from "./blockwise.js";
+import { specFor, type QuantKind } from "./blockwise.js";
 import { quantizeDecoderAtLoad, type LoadQuantOptions } from "./quantize.js";
 
-export type QuantizeOption = "int8" | "int4" | LoadQuantOptions;
+export type QuantizeOption = QuantKind | LoadQuantOptions;
 
-/** "int8" / "int4" with the default block layout, or full options. */
+/** "int8" / "int8-block" / "int4" with the default layout, or full options. */
 export function loadQuantOptions(q: QuantizeOption): LoadQuantOptions {
   return typeof q === "string" ? { spec: specFor(q) } : q;
 }

@@ -6,7 +6,7 @@
 //   - with quantization at load, the quantized Linears count at their quantized size.
 
 import { DTYPE_BYTES, WeightSet, numel } from "../io/safetensors.js";
-import { blockSizeFor, quantizedBytes, type QuantSpec } from "./blockwise.js";
+import { blockSizeFor, quantizable, quantizedBytes, type QuantSpec } from "./blockwise.js";
 
 const QUANTIZABLE = [
   /^(single_)?transformer_blocks\.\d+\..*\.weight$/,
@@ -20,8 +20,9 @@ export function residentWeightBytes(p: string, spec?: QuantSpec): number {
     let n = 0;
     for (const k of set.keys()) {
       const t = set.info(k);
-      const bs = spec && t.shape.length === 2 && QUANTIZABLE.some((re) => re.test(k)) ? blockSizeFor(t.shape[1], spec.blockSize) : null;
-      n += bs ? quantizedBytes(t.shape[0], t.shape[1], { ...spec!, blockSize: bs }) : numel(t.shape) * DTYPE_BYTES[t.dtype];
+      const q = spec && t.shape.length === 2 && QUANTIZABLE.some((re) => re.test(k)) && quantizable(t.shape[1], spec);
+      const bs = q && !spec.perChannel ? blockSizeFor(t.shape[1], spec.blockSize)! : 0;
+      n += q ? quantizedBytes(t.shape[0], t.shape[1], { ...spec, blockSize: bs }) : numel(t.shape) * DTYPE_BYTES[t.dtype];
     }
     return n;
   } finally {

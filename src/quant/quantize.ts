@@ -20,7 +20,8 @@ import { cacheRoot } from "../backend/ort.js";
 import { expectedTransformerShapes, type TransformerWeights } from "../models/transformer_weights.js";
 import type { TransformerConfig } from "../models/transformer.js";
 import type { DecoderConfig, DecoderWeights } from "../models/qwen3.js";
-import { blockSizeFor, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
+import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
+import { quantizePerChannel } from "./per_channel.js";
 import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "./format.js";
 import { SafetensorsStreamWriter, bytesOf, type PlannedTensor } from "./writer.js";
 
@@ -44,6 +45,9 @@ export type Progress = (done: number, total: number, name: string) => void;
 
 /** The planned tensors of one quantized weight. */
 function planQuantized(t: QuantTarget, spec: QuantSpec): PlannedTensor[] {
+  if (spec.perChannel) {
+    return [{ name: `${t.name}.qweight_t`, dtype: "I8", shape: [t.K, t.N] }, { name: `${t.name}.scales`, dtype: "F32", shape: [t.N] }];
+  }
   const bs = blockSizeFor(t.K, spec.blockSize)!;
   const blocks = t.K / bs;
   const out: PlannedTensor[] = [
@@ -62,16 +66,26 @@ function planQuantized(t: QuantTarget, spec: QuantSpec): PlannedTensor[] {
 export function writeQuantizedFile(file: string, targets: QuantTarget[], passthrough: Passthrough[], spec: QuantSpec,
                                    extraMetadata: Record<string, string> = {}, progress?: Progress): void {
   for (const t of targets) {
-    if (blockSizeFor(t.K, spec.blockSize) === null) throw new Error(`${t.name}: K = ${t.K} has no block size ≥ 16 dividing it; keep it in float`);
+    if (!quantizable(t.K, spec)) throw new Error(`${t.name}: K = ${t.K} has no block size ≥ 16 dividing it; keep it in float`);
   }
   const plan = [...targets.flatMap((t) => planQuantized(t, spec)), ...passthrough.map((p) => ({ name: p.name, dtype: p.dtype, shape: p.shape }))];
-  const writer = new SafetensorsStreamWriter(file, plan, { ...quantMetadata(spec.bits, spec.blockSize, spec.symmetric), ...extraMetadata });
+  const writer = new SafetensorsStreamWriter(file, plan, { ...quantMetadata(spec.bits, spec.blockSize, spec.symmetric, undefined, spec.perChannel), ...extraMetadata });
   const total = targets.reduce((n, t) => n + t.N * t.K, 0) + passthrough.reduce((n, p) => n + numel(p.shape), 0);
   let done = 0;
   try {
     for (const t of targets) {
       const w = t.read();
       if (w.length !== t.N * t.K) throw new Error(`${t.name}: read ${w.length} values, expected ${t.N}×${t.K}`);
+      if (spec.perChannel) {
+        // Transposed codes need every row: the whole weight at once (a 27648×3072 weight is
+        // 340 MB as float32 plus 85 MB of codes, released before the next one).
+        const m = quantizePerChannel(w, t.N, t.K);
+        writer.write(`${t.name}.qweight_t`, bytesOf(m.qT));
+        writer.write(`${t.name}.scales`, bytesOf(m.scales));
+        done += t.N * t.K;
+        progress?.(done, total, t.name);
+        continue;
+      }
       const bs = blockSizeFor(t.K, spec.blockSize)!;
       const rowSpec = { ...spec, blockSize: bs };
       const rowsPerChunk = Math.max(1, Math.floor((1 << 22) / t.K));
@@ -109,7 +123,7 @@ const TRANSFORMER_BLOCKS = /^(single_)?transformer_blocks\.\d+\./;
 /** The transformer weights we quantize (diffusers names), with how to read each. */
 export function transformerTargets(w: TransformerWeights, c: TransformerConfig, spec: QuantSpec): QuantTarget[] {
   return expectedTransformerShapes(c)
-    .filter(([name, shape]) => TRANSFORMER_BLOCKS.test(name) && shape.length === 2 && blockSizeFor(shape[1], spec.blockSize) !== null)
+    .filter(([name, shape]) => TRANSFORMER_BLOCKS.test(name) && shape.length === 2 && quantizable(shape[1], spec))
     .map(([name, [N, K]]) => ({ name, N, K, read: () => w.float32(name).data }));
 }
 
@@ -124,7 +138,7 @@ export function decoderTargets(w: DecoderWeights, c: DecoderConfig, spec: QuantS
       if (!w.set.has(name)) continue;
       const info = w.set.info(name);
       const [N, K] = info.shape;
-      if (info.shape.length !== 2 || blockSizeFor(K, spec.blockSize) === null) continue;
+      if (info.shape.length !== 2 || !quantizable(K, spec)) continue;
       out.push({ name, N, K, read: () => w.set.float32(name) });
     }
   }
@@ -151,7 +165,8 @@ function cacheKey(kind: string, set: WeightSet, targets: QuantTarget[], spec: Qu
     h.update(`${f.path}:${st.size}:${st.mtimeMs}\n`);
   }
   for (const t of targets) h.update(`${t.name}:${t.N}:${t.K}\n`);
-  return `${kind}-int${spec.bits}-b${spec.blockSize}${spec.symmetric ? "s" : "a"}-${h.digest("hex").slice(0, 16)}`;
+  const layout = spec.perChannel ? "pc" : `b${spec.blockSize}${spec.symmetric ? "s" : "a"}`;
+  return `${kind}-int${spec.bits}-${layout}-${h.digest("hex").slice(0, 16)}`;
 }
 
 /** Quantize (or find in the cache) `targets` of `set`; returns the quantized linears over the cache file. */
@@ -159,19 +174,37 @@ export function quantizedCache(kind: string, set: WeightSet, targets: QuantTarge
   const dir = path.join(opts.cacheDir ?? cacheRoot(), "quant", cacheKey(kind, set, targets, opts.spec));
   const file = path.join(dir, "weights.safetensors");
   if (!fs.existsSync(file)) writeQuantizedFile(file, targets, [], opts.spec, { source: set.source }, opts.progress);
-  return new QuantizedLinears(WeightSet.open(file), opts.spec.bits, opts.accuracyLevel ?? 4);
+  return QuantizedLinears.detect(WeightSet.open(file), opts.accuracyLevel ?? 4)!;
+}
+
+/**
+ * The projections whose input is a SwiGLU product (the double blocks' FF output layers, the single
+ * blocks' output projection, whose input is half attention and half SwiGLU, the text encoder's
+ * down projections): int8-mixed keeps these in MatMulNBits blocks.
+ */
+export const SENSITIVE_LINEARS = /(\.ff(_context)?\.linear_out\.weight|^single_transformer_blocks\.\d+\.attn\.to_out\.weight|\.mlp\.down_proj\.weight)$/;
+
+/** The cache for `targets(spec)`, with int8-mixed's sensitive layers taken from an int8-block cache. */
+function cached(kind: string, set: WeightSet, targets: (s: QuantSpec) => QuantTarget[], opts: LoadQuantOptions): QuantizedLinears {
+  if (!opts.spec.sensitiveInBlocks) return quantizedCache(kind, set, targets(opts.spec), opts);
+  // Both caches are the plain int8 and int8-block ones (shared with those kinds); each layer is
+  // read from the one it uses.
+  const main = { ...opts, spec: { ...opts.spec, sensitiveInBlocks: undefined } };
+  const q = quantizedCache(kind, set, targets(main.spec), main);
+  q.delegate = { linears: quantizedCache(kind, set, targets(INT8_BLOCK), { ...opts, spec: INT8_BLOCK }), names: SENSITIVE_LINEARS };
+  return q;
 }
 
 /** Attach int8/int4 weights to a transformer's weights (quantized once, then read from the cache). */
 export function quantizeTransformerAtLoad(w: TransformerWeights, c: TransformerConfig, opts: LoadQuantOptions): void {
   if (w.quant) return; // already a quantized checkpoint
-  w.quant = quantizedCache("transformer", w.set, transformerTargets(w, c, opts.spec), opts);
+  w.quant = cached("transformer", w.set, (s) => transformerTargets(w, c, s), opts);
 }
 
 /** Attach int8/int4 weights to a decoder text encoder's weights. */
 export function quantizeDecoderAtLoad(w: DecoderWeights, c: DecoderConfig, opts: LoadQuantOptions): void {
   if (w.quant) return;
-  w.quant = quantizedCache("text_encoder", w.set, decoderTargets(w, c, opts.spec), opts);
+  w.quant = cached("text_encoder", w.set, (s) => decoderTargets(w, c, s), opts);
 }
 
 /** Raw bytes of a stored tensor, as a passthrough. */

@@ -1,0 +1,92 @@
+// The PyTorch side of `flux2 bench --compare torch`: finds a Python with PyTorch and runs the
+// project's own transformer step (src/bench/torch_step.py, written from the spec) on the same
+// random checkpoint, so flux2.ts can be timed against what a Python user would run instead.
+//
+// PyTorch is optional: without it the bench says how to install it and goes on without.
+
+import { spawn, spawnSync } from "node:child_process";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const TORCH_INSTALL_HINT =
+  "PyTorch not found, so there is no side-by-side comparison. On Debian/Ubuntu: `apt-get install python3-torch` " +
+  "(then /usr/bin/python3 has it); or set FLUX2_TORCH_PYTHON to a Python that can `import torch`.";
+
+export type TorchDtype = "bf16" | "fp32";
+
+export interface TorchPython {
+  python: string;
+  version: string;
+}
+
+export interface TorchStepResult {
+  torch: string;
+  dtype: TorchDtype;
+  threads: number;
+  resolution: number;
+  text_length: number;
+  load_seconds: number;
+  first_run_seconds: number;
+  runs: number[];
+  peak_rss_bytes: number;
+}
+
+/** The script, from dist/src/bench/ or src/bench/ (tsc does not copy it, so look in the source tree). */
+export function torchScript(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const root = path.basename(path.dirname(path.dirname(here))) === "dist" ? path.resolve(here, "../../..") : path.resolve(here, "../..");
+  return path.join(root, "src", "bench", "torch_step.py");
+}
+
+/**
+ * $FLUX2_TORCH_PYTHON when set (only that one), else the first of python3, /usr/bin/python3 that
+ * imports torch. (A pyenv or venv `python3` first on PATH often lacks Debian's python3-torch,
+ * which lives in /usr/bin's.)
+ */
+export function findTorchPython(): TorchPython | null {
+  const candidates = process.env.FLUX2_TORCH_PYTHON ? [process.env.FLUX2_TORCH_PYTHON] : ["python3", "/usr/bin/python3"];
+  for (const python of [...new Set(candidates)]) {
+    const r = spawnSync(python, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8", timeout: 300_000 });
+    if (r.status === 0 && r.stdout.trim()) return { python, version: r.stdout.trim() };
+  }
+  return null;
+}
+
+function runPython(py: TorchPython, args: string[], echo: (s: string) => void): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(py.python, [torchScript(), ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "", err = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => {
+      err += d;
+      for (const line of String(d).split("\n")) if (line.trim()) echo(`  ${line}`);
+    });
+    child.on("error", reject);
+    child.on("close", (code) => {
+      const line = out.trim().split("\n").pop() ?? "";
+      if (code === 0 && line.startsWith("{")) resolve(JSON.parse(line));
+      else reject(new Error(`${py.python} ${path.basename(torchScript())} ${args.join(" ")} failed with exit code ${code}${err ? `:\n${err.slice(-2000)}` : ""}`));
+    });
+  });
+}
+
+/** One PyTorch transformer step (a warm-up, then `repeats` timed forwards) in its own process. */
+export function torchStep(py: TorchPython, model: string, o: { dtype: TorchDtype; resolution: number; textLength: number; repeats: number; threads?: number },
+                          echo: (s: string) => void): Promise<TorchStepResult> {
+  const args = ["bench", model, "--dtype", o.dtype, "--resolution", String(o.resolution), "--text-length", String(o.textLength), "--repeats", String(Math.max(1, o.repeats))];
+  if (o.threads) args.push("--threads", String(o.threads));
+  return runPython(py, args, echo);
+}
+
+export interface TorchGoldenCase {
+  name: string;
+  max_abs_error?: number;
+  tolerance?: number;
+  pass?: boolean;
+  skipped?: string;
+}
+
+/** The PyTorch step against the golden transformer cases (float32). */
+export function torchCheckGolden(py: TorchPython, golden: string): Promise<{ torch: string; cases: TorchGoldenCase[] }> {
+  return runPython(py, ["check", golden], () => {});
+}
