@@ -202,10 +202,10 @@ describe("the AI SDK's BFL provider against flux2 serve", () => {
 
     const bflError = await failure(() => generateImage({ model: bfl.image("flux-2-pro"), prompt: "[error] x", maxRetries: 0 }));
     assert.match(bflError, /generation failed/);
-    // A local task that fails while running (a mask of the wrong size) ends in Error.
+    // A mask of the wrong size is refused at submit (422 naming the field), before anything is stored.
     const img = await pngImage(96, 80), mask = await pngImage(64, 64);
     const local = await failure(() => generateImage({ model: klein(), prompt: { text: "x", images: [img], mask }, maxRetries: 0 }));
-    assert.match(local, /generation failed/);
+    assert.match(local, /^422 .*mask_image.*same size/s);
     // An unknown model is refused at submit, with BFL's {detail} body.
     const unknown = await failure(() => generateImage({ model: bfl.image("flux-2-nope"), prompt: "x", maxRetries: 0 }));
     assert.match(unknown, /^404 .*Model not found: flux-2-nope/s);

@@ -85,6 +85,11 @@ function validateModelIndex(index: unknown, file: string): asserts index is Reco
   }
   for (const [k, v] of Object.entries(r)) {
     if (k.startsWith("_") || k === "is_distilled") continue;
+    // flux2.ts's own hints (default resolution, text length; src/pipeline/model_defaults.ts checks their values).
+    if (k === "flux2ts") {
+      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new CheckpointError(`${file}: "flux2ts" must be an object of flux2.ts model hints`);
+      continue;
+    }
     const classes = EXPECTED_CLASSES[k];
     if (!classes) throw new CheckpointError(`${file}: unknown component "${k}" (a FLUX.2 pipeline has ${Object.keys(EXPECTED_CLASSES).join(", ")})`);
     if (v === null) continue; // a component left out of the repository (diffusers writes [null, null])
