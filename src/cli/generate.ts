@@ -4,10 +4,11 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { readAll } from "../io/safetensors.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
+import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
 import { tensor } from "../util/tensor.js";
 import { MODEL_HELP, MODEL_OPTIONS, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
-const HELP = `usage: flux2 generate --model PATH --prompt TEXT [options]
+const HELP = `usage: flux2 generate [--model PATH] --prompt TEXT [options]
 
 Generates images with a FLUX.2 checkpoint and writes them with their
 generation parameters embedded (PNG "parameters" text, as A1111/ComfyUI do).
@@ -19,11 +20,13 @@ Prompt:
                           hex colours (#FF8800) pass through as written; repeat
                           --prompt for several prompts in one run
   --negative-prompt TEXT  negative prompt (klein base CFG only; default empty)
-  --max-sequence-length N text tokens (default 512; longer prompts are cut, with a warning)
+  --max-sequence-length N text tokens (default: the model's, 512 for FLUX.2, 128
+                          for flux2-mini; longer prompts are cut, with a warning)
 
 Sampling:
   --width W --height H    output size: multiples of 16, at least 64, at most 4 MP
-                          (default 1024x1024)
+                          (default 1024x1024, or the size the model folder
+                          records: 64x64 for flux2-mini)
   --steps N               denoising steps, 1-50 (default: 4 klein, 50 base/dev)
   --guidance G            guidance scale 1-10 (klein base: CFG, dev: embedded;
                           ignored by distilled klein; default 4)
@@ -71,14 +74,17 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     throw new InvalidRequestError(`--initial-latents holds ${latents.shape[0]} images, not a multiple of the ${prompts.length} prompt(s)`);
   }
   const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
-  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : 1024);
-  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : 1024);
-  const steps = intOption(v.steps, "steps", 1, 50) ?? ck.defaults.steps;
-  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? ck.defaults.guidance;
+  const d = modelDefaults(ck);
+  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : d.width);
+  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : d.height);
+  const steps = intOption(v.steps, "steps", 1, 50) ?? d.steps;
+  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? d.guidance;
   const seed = intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0;
-  const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? 512;
+  const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? d.maxSequenceLength;
   const batch = intOption(v.batch, "batch", 1, 64);
   if (ck.defaults.distilled && v.guidance !== undefined) log(`note: ${ck.variant} is guidance-distilled; --guidance is ignored`);
+  const note = sizeNote(d, width, height);
+  if (note) log(`note: ${note}`);
   checkMemory(ck, v, width, height, batch ?? numImages * prompts.length, maxLen);
   await warnLongPrompts(ck, prompts, maxLen, log);
 
