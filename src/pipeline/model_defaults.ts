@@ -7,8 +7,8 @@
 // pipeline all take their defaults from here, so the rules live in one place:
 //   - width and height default to `resolution` (else 1024);
 //   - text length defaults to `max_sequence_length` (else 512);
-//   - the sizes the model is made for run up to `max_resolution` per side (else 2 × resolution;
-//     no limit beyond FLUX.2's 4 MP when no resolution is recorded);
+//   - the sizes the model is made for hold up to `max_resolution`² pixels (else (2 × resolution)²;
+//     no limit beyond FLUX.2's 4 MP when no resolution is recorded): the server's max_pixels;
 //   - steps and guidance default to the recorded values, else the variant's.
 
 import * as fs from "node:fs";
@@ -83,10 +83,10 @@ export function modelDefaults(ck: Checkpoint): ModelDefaults {
   return defaultsFor(ck.variant, isDir ? readFolderHints(ck.source) : {});
 }
 
-/** A note when a size is beyond what the model is made for (the CLI runs it anyway, the server refuses). */
+/** A note when a size has more pixels than the model is made for (the CLI runs it anyway; the server refuses it, as /v1/models's max_pixels says). */
 export function sizeNote(d: ModelDefaults, width: number, height: number): string | null {
-  if (d.maxSide === null || (width <= d.maxSide && height <= d.maxSide)) return null;
-  return `this model is made for sides up to ${d.maxSide} px (default ${d.width}×${d.height}); ${width}×${height} will look poor`;
+  if (d.maxSide === null || width * height <= d.maxSide * d.maxSide) return null;
+  return `this model is made for at most ${d.maxSide}×${d.maxSide} pixels (default ${d.width}×${d.height}); ${width}×${height} will look poor`;
 }
 
 /**
