@@ -15,7 +15,7 @@ import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { readPngText } from "../src/pipeline/image.js";
 import { modelDefaults, readFolderHints, sizeFromReference } from "../src/pipeline/model_defaults.js";
 import { serveConfig } from "../src/cli/serve.js";
-import { api, TINY } from "./helpers/net.js";
+import { api, TINY, untilDone } from "./helpers/net.js";
 import { pngImage, testServer } from "./helpers/server.js";
 import { repoRoot } from "./golden.js";
 
@@ -133,6 +133,12 @@ test("/v1/models reports the mini's real limits and defaults; larger sizes are r
     const big = await api(s.url, "POST", `/v1/${DEFAULT_MODEL_ID}`, { prompt: "x", width: 256, height: 256 });
     assert.equal(big.status, 422);
     assert.match(JSON.stringify(big.body), /at most 16384 pixels \(e\.g\. 128×128\)/);
+    // No size: the model's 64×64, made through the server's pipeline.
+    const sub = await api(s.url, "POST", `/v1/${DEFAULT_MODEL_ID}`, { prompt: "a red apple", steps: 1, seed: 3 });
+    assert.equal(sub.status, 200, JSON.stringify(sub.body));
+    const done = await untilDone(s.url, sub.body.id, {}, 60_000);
+    assert.equal(done.status, "Ready", JSON.stringify(done));
+    assert.deepEqual([done.result.width, done.result.height], [64, 64]);
   } finally {
     await s.close();
   }
