@@ -7,11 +7,15 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { api, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
+import { api, serverUrl, spawnCli, stop, untilDone, waitFor, type Child } from "./helpers/net.js";
+import { goldenPath } from "./golden.js";
 import { tempDir } from "./helpers/server.js";
 
 const dir = tempDir("flux2-restart-");
-const ARGS = ["serve", "--port", "0", "--data", dir, "--model", `flux-2-klein-4b=${TINY}`, "--threads", "1"];
+// klein base (CFG, steps chosen per job), so a job lasts long enough to be caught mid-run on a fast
+// idle machine as well as on a loaded one: distilled klein's 4 steps can finish between two polls.
+const BASE = goldenPath("checkpoints/klein_base");
+const ARGS = ["serve", "--port", "0", "--data", dir, "--model", `flux-2-klein-4b=${BASE}`, "--threads", "1"];
 const children: Child[] = [];
 
 async function start(): Promise<string> {
@@ -48,7 +52,7 @@ test("kill -9 mid-job: after a restart every job ends Ready exactly once", { tim
   let url = await start();
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) {
-    const r = await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: `restart ${i}`, width: 320, height: 320, seed: 1000 + i });
+    const r = await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: `restart ${i}`, width: 320, height: 320, seed: 1000 + i, steps: 8 });
     assert.equal(r.status, 200);
     ids.push(r.body.id);
   }
@@ -78,8 +82,8 @@ test("kill -9 mid-job: after a restart every job ends Ready exactly once", { tim
 
 test("a job interrupted on both attempts ends in Error; the queue goes on", { timeout: 120_000 }, async () => {
   let url = await start();
-  const id = (await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: "doomed", width: 448, height: 448, seed: 7 })).body.id;
-  const next = (await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: "next", width: 64, height: 64, seed: 8 })).body.id;
+  const id = (await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: "doomed", width: 448, height: 448, seed: 7, steps: 40 })).body.id;
+  const next = (await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: "next", width: 64, height: 64, seed: 8, steps: 2 })).body.id;
   await midJob(url, id);
   await kill9();
   url = await start();
@@ -94,7 +98,7 @@ test("a job interrupted on both attempts ends in Error; the queue goes on", { ti
 
 test("SIGTERM: the running job goes back to the queue without using up an attempt", { timeout: 60_000 }, async () => {
   let url = await start();
-  const id = (await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: "graceful", width: 448, height: 448, seed: 9 })).body.id;
+  const id = (await api(url, "POST", "/v1/flux-2-klein-4b", { prompt: "graceful", width: 448, height: 448, seed: 9, steps: 40 })).body.id;
   await midJob(url, id);
   const c = children[children.length - 1];
   const t0 = Date.now();

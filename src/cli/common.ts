@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
+import { requireDefaultModel } from "../pipeline/default_model.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
 import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult, type LoraUse } from "../pipeline/flux2.js";
 import { encodeImage, type ImageFormat } from "../pipeline/image.js";
@@ -25,7 +26,10 @@ import type { LoadQuantOptions } from "../quant/quantize.js";
 export const MODEL_HELP = `Model:
   --model PATH            diffusers folder (model_index.json, transformer/, vae/,
                           text_encoder/, tokenizer/), or a BFL single transformer
-                          file (then also --vae, --text-encoder, --tokenizer)
+                          file (then also --vae, --text-encoder, --tokenizer).
+                          Default: the bundled flux2-mini (models/flux2-mini in
+                          the package, docs/flux2-mini.md), or the folder named
+                          by the environment variable FLUX2_DEFAULT_MODEL
   --transformer FILE      use this transformer file instead (BFL or diffusers)
   --vae PATH              VAE folder or ae.safetensors
   --text-encoder DIR      text encoder folder
@@ -216,7 +220,11 @@ export function logger(quiet?: boolean): (s: string) => void {
 }
 
 export function openModel(v: ModelArgs): Checkpoint {
-  if (!v.model) throw new InvalidRequestError("--model is required (a FLUX.2 diffusers folder or single file); see --help");
+  // No --model: the bundled default (src/pipeline/default_model.ts); later steps read v.model.
+  if (!v.model) {
+    v.model = requireDefaultModel();
+    logger(v.quiet)(`no --model given: using ${v.model}`);
+  }
   return openCheckpoint(v.model, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
     variant: v.variant as Variant | undefined,

@@ -7,12 +7,13 @@ import { InvalidRequestError, type InitImage } from "../pipeline/flux2.js";
 import { decodeImage } from "../pipeline/image.js";
 import { checkReferenceCount, MAX_REFERENCES, prepareInpaintImage, prepareReferences, type PreparedReference, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
+import { modelDefaults, sizeFromReference, sizeNote } from "../pipeline/model_defaults.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 
-const HELP = `usage: flux2 edit --model PATH -i IMAGE [-i IMAGE ...] --prompt TEXT [options]
+const HELP = `usage: flux2 edit [--model PATH] -i IMAGE [-i IMAGE ...] --prompt TEXT [options]
 
 Edits with reference images (up to ${MAX_REFERENCES}), or repaints part of an image.
 
@@ -34,7 +35,9 @@ Options:
   -i, --image FILE        a reference image (PNG, JPEG, WebP, ...); repeatable
   --prompt TEXT           what to do (plain text, JSON and hex colours welcome)
 ${PROMPT_FILE_HELP}
-  --width W --height H    output size (multiples of 16; default: the first image)
+  --width W --height H    output size (multiples of 16; default: the first image,
+                          scaled down to the largest side the model's folder
+                          records: 128 px for flux2-mini)
   --steps N --guidance G  as in flux2 generate (defaults per variant)
   --seed S                seed (default 0)
   --kv                    reuse the references' keys/values after step 0 (the
@@ -184,13 +187,17 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   });
   for (const n of notes) log(n);
 
+  const d = modelDefaults(ck);
   const first = init?.image ?? refs[0].image;
-  const width = init ? first.width : intOption(v.width, "width", 1, 1 << 16) ?? first.width;
-  const height = init ? first.height : intOption(v.height, "height", 1, 1 << 16) ?? first.height;
-  const steps = intOption(v.steps, "steps", 1, 50) ?? ck.defaults.steps;
-  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? ck.defaults.guidance;
+  const fitted = init ? first : sizeFromReference(d, first.width, first.height, multiple);
+  const width = init ? first.width : intOption(v.width, "width", 1, 1 << 16) ?? fitted.width;
+  const height = init ? first.height : intOption(v.height, "height", 1, 1 << 16) ?? fitted.height;
+  const steps = intOption(v.steps, "steps", 1, 50) ?? d.steps;
+  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? d.guidance;
   const seed = intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0;
-  const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? 512;
+  const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? d.maxSequenceLength;
+  const note = sizeNote(d, width, height);
+  if (note) log(`note: ${note}`);
   checkMemory(ck, v, width, height, 1, maxLen);
   await warnLongPrompts(ck, prompts, maxLen, log);
 

@@ -7,10 +7,11 @@ import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { UPSAMPLE_MAX_NEW_TOKENS, upsamplePrompts } from "../text/upsample.js";
 import { InvalidRequestError } from "../pipeline/flux2.js";
+import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
 import { tensor } from "../util/tensor.js";
 import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
-const HELP = `usage: flux2 generate --model PATH --prompt TEXT [options]
+const HELP = `usage: flux2 generate [--model PATH] --prompt TEXT [options]
 
 Generates images with a FLUX.2 checkpoint and writes them with their
 generation parameters embedded (PNG "parameters" text, as A1111/ComfyUI do).
@@ -23,7 +24,8 @@ Prompt:
                           --prompt for several prompts in one run
 ${PROMPT_FILE_HELP}
   --negative-prompt TEXT  negative prompt (klein base CFG only; default empty)
-  --max-sequence-length N text tokens (default 512; longer prompts are cut, with a warning)
+  --max-sequence-length N text tokens (default: the model's, 512 for FLUX.2, 128
+                          for flux2-mini; longer prompts are cut, with a warning)
   --upsample-prompt       rewrite each prompt into a detailed one with the model's own
                           text encoder LLM first (diffusers' Flux2Pipeline system
                           message, temperature 0.15, seeded by --seed); the rewrite is
@@ -32,7 +34,8 @@ ${PROMPT_FILE_HELP}
 
 Sampling:
   --width W --height H    output size: multiples of 16, at least 64, at most 4 MP
-                          (default 1024x1024)
+                          (default 1024x1024, or the size the model folder
+                          records: 64x64 for flux2-mini)
   --steps N               denoising steps, 1-50 (default: 4 klein, 50 base/dev)
   --guidance G            guidance scale 1-10 (klein base: CFG, dev: embedded;
                           ignored by distilled klein; default 4)
@@ -103,14 +106,17 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   }
   for (const p of prompts) await moderation?.moderator.checkPromptWithLlm(p, ck);
   const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
-  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : 1024);
-  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : 1024);
-  const steps = intOption(v.steps, "steps", 1, 50) ?? ck.defaults.steps;
-  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? ck.defaults.guidance;
+  const d = modelDefaults(ck);
+  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : d.width);
+  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : d.height);
+  const steps = intOption(v.steps, "steps", 1, 50) ?? d.steps;
+  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? d.guidance;
   const seed = intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0;
-  const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? 512;
+  const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? d.maxSequenceLength;
   const batch = intOption(v.batch, "batch", 1, 64);
   if (ck.defaults.distilled && v.guidance !== undefined) log(`note: ${ck.variant} is guidance-distilled; --guidance is ignored`);
+  const note = sizeNote(d, width, height);
+  if (note) log(`note: ${note}`);
   checkMemory(ck, v, width, height, batch ?? numImages * prompts.length, maxLen);
   await warnLongPrompts(ck, prompts, maxLen, log);
 

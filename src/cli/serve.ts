@@ -1,6 +1,9 @@
 // flux2 serve: the HTTP API (a superset of Black Forest Labs' API).
 
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_ID, defaultModelPath, requireDefaultModel } from "../pipeline/default_model.js";
 import { defaultConfig, defaultDataDir, isLoopbackHost, type ServerConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { redisOptions } from "../server/redis_conn.js";
@@ -28,7 +31,10 @@ Models:
                           flux-2-klein-4b=/models/FLUX.2-klein-4B (repeatable;
                           the variant, steps/guidance and size limits come from
                           the folder). Known ids: flux-2-klein-4b, flux-2-klein-9b,
-                          flux-2-klein-base-4b, flux-2-klein-base-9b, flux-2-dev
+                          flux-2-klein-base-4b, flux-2-klein-base-9b, flux-2-dev.
+                          Default (without --queue): the bundled model as
+                          ${DEFAULT_MODEL_ID} (models/flux2-mini in the package, or
+                          the folder in $FLUX2_DEFAULT_MODEL)
   --bfl-key K             Black Forest Labs API key: enables flux-2-pro, flux-2-max
                           and flux-2-flex (default: $BFL_API_KEY)
   --bfl-url URL           BFL API base URL (default https://api.bfl.ai or $BFL_BASE_URL)
@@ -160,7 +166,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     const n = numFlag(v[name as keyof typeof v] as string | undefined, name, lo, hi, false);
     return n === undefined ? undefined : Math.round(n * 1024 * 1024);
   };
-  return defaultConfig({
+  const cfg = defaultConfig({
     host: v.host ?? d.host,
     port: numFlag(v.port, "port", 0, 65535) ?? d.port,
     publicUrl: publicUrlFlag(v["public-url"]),
@@ -197,6 +203,12 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined,
     upsampleTokens: numFlag(v["upsample-tokens"], "upsample-tokens", 1, 4096),
   });
+  // No --model: serve the bundled default as flux2-mini (the studio lists it). Not with --queue,
+  // where workers bring their own models; not when it is missing but a BFL key gives models.
+  if (cfg.models.length === 0 && !cfg.queue && !(cfg.bflKey && !fs.existsSync(path.join(defaultModelPath().path, "model_index.json")))) {
+    cfg.models = [{ id: DEFAULT_MODEL_ID, dir: requireDefaultModel() }];
+  }
+  return cfg;
 }
 
 /** Resolves on the first SIGINT or SIGTERM. */

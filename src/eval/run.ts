@@ -17,6 +17,7 @@ import { encodeImage } from "../pipeline/image.js";
 import { drawHexCase, drawLayoutCase, evalPlan, type EmojiCase, type HexCase, type LayoutCase } from "../mini/eval_plan.js";
 import { Flux2Vae } from "../models/vae.js";
 import { openCheckpoint } from "../pipeline/checkpoint.js";
+import { readFolderHints, type FolderHints } from "../pipeline/model_defaults.js";
 import { emojiRgb, listEmoji } from "../mini/emoji.js";
 import { paletteFraction } from "../mini/style.js";
 import { hexAdherence, layoutAdherence, type Img } from "./metrics.js";
@@ -63,12 +64,9 @@ export interface EvalReport {
   cases: { measure: string; prompt: string; pass: boolean; detail: string }[];
 }
 
-/** The flux2ts section of a model folder's model_index.json (resolution and text length it was trained at). */
-export function modelHints(model: string): { resolution?: number; max_sequence_length?: number } {
-  const f = path.join(model, "model_index.json");
-  if (!fs.existsSync(f)) return {};
-  const hints = JSON.parse(fs.readFileSync(f, "utf8")).flux2ts;
-  return hints && typeof hints === "object" ? hints : {};
+/** The flux2ts section of a model folder's model_index.json (resolution and text length it was trained at), checked. */
+export function modelHints(model: string): FolderHints {
+  return readFolderHints(model);
 }
 
 export async function runEval(o: EvalOptions): Promise<EvalReport> {

@@ -26,7 +26,8 @@ import { PromptTokenizer, type EncodedPrompts } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { randn } from "../util/random.js";
 import { tensor, type Tensor } from "../util/tensor.js";
-import { openCheckpoint, transformerConfig, VARIANT_DEFAULTS, type Checkpoint, type OpenOptions, type Variant } from "./checkpoint.js";
+import { defaultsFor, modelDefaults, sizeFromReference, type ModelDefaults } from "./model_defaults.js";
+import { openCheckpoint, transformerConfig, type Checkpoint, type OpenOptions, type Variant } from "./checkpoint.js";
 import { toUint8Diffusers } from "./image.js";
 import { bnDenormalize, bnNormalize, latentIds, maskToLatent, noiseTo, pack, packRefs, patchify, refIds, textIds, unpackWithIds, unpatchify } from "./latents.js";
 import type { ReferenceImage } from "./reference.js";
@@ -57,6 +58,7 @@ export interface GenerateOptions {
   /** Prompt embeddings given directly (B, L, joint_dim): the text encoder is skipped. */
   promptEmbeds?: F32;
   negativePromptEmbeds?: F32;
+  /** Output size; default: the first reference's (fitted to the model's largest side), else the model's (1024, or its folder's resolution). */
   width?: number;
   height?: number;
   steps?: number;
@@ -73,6 +75,7 @@ export interface GenerateOptions {
   kvCache?: boolean;
   /** img2img / inpainting. The image is also given to the model as reference 0. */
   init?: InitImage;
+  /** Text tokens; default: the model folder's max_sequence_length, else 512. */
   maxSequenceLength?: number;
   textEncoderLayers?: number[];
   /** Called after every denoising step. */
@@ -210,8 +213,12 @@ export class Flux2Pipeline {
     });
   }
 
-  get defaults() {
-    return VARIANT_DEFAULTS[this.variant];
+  private modelDefaults?: ModelDefaults;
+
+  /** The variant's defaults refined by the model folder's own (src/pipeline/model_defaults.ts). */
+  get defaults(): ModelDefaults {
+    const ck = this.options.checkpoint;
+    return (this.modelDefaults ??= ck ? modelDefaults(ck) : defaultsFor(this.variant));
   }
 
   private async component<K extends "transformer" | "kvTransformer" | "vae" | "textEncoder" | "tokenizer">(k: K) {
@@ -256,7 +263,7 @@ export class Flux2Pipeline {
     const guidance = opts.guidance ?? d.guidance;
     const cfg = d.cfg && guidance > 1;
     const perPrompt = opts.numImagesPerPrompt ?? 1;
-    const L = opts.maxSequenceLength ?? 512;
+    const L = opts.maxSequenceLength ?? d.maxSequenceLength;
     const layers = opts.textEncoderLayers ?? (this.variant === "dev" ? DEV_TEXT_LAYERS : KLEIN_TEXT_LAYERS);
     const prompts = opts.prompt === undefined ? null : Array.isArray(opts.prompt) ? opts.prompt : [opts.prompt];
 
@@ -287,8 +294,9 @@ export class Flux2Pipeline {
     const bn = vae.bnStats();
     const init = opts.init;
     const refs = opts.references ?? [];
-    const width = init ? init.image.width : opts.width ?? refs[0]?.width ?? 1024;
-    const height = init ? init.image.height : opts.height ?? refs[0]?.height ?? 1024;
+    const fromRef = refs[0] ? sizeFromReference(d, refs[0].width, refs[0].height, multiple) : null;
+    const width = init ? init.image.width : opts.width ?? fromRef?.width ?? d.width;
+    const height = init ? init.image.height : opts.height ?? fromRef?.height ?? d.height;
     validateSize(width, height, multiple);
     const h = height / multiple, w = width / multiple;
     const C = this.sources.transformerConfig.in_channels;

@@ -6,6 +6,7 @@
 
 import { modelCapabilities, type ModelCapabilities } from "../api/request.js";
 import { openCheckpoint, VARIANT_DEFAULTS, type Variant } from "../pipeline/checkpoint.js";
+import { modelDefaults } from "../pipeline/model_defaults.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { ModelSpec } from "./config.js";
 
@@ -44,15 +45,22 @@ export function capsFor(variant: ModelVariant, multiple: number): ModelCapabilit
   return { ...caps, multipleOf: multiple, minSide: Math.max(caps.minSide, 4 * multiple) };
 }
 
-/** Read a checkpoint folder's variant and limits (configs only; no weights are loaded). */
+/**
+ * Read a checkpoint folder's variant, limits and defaults (configs only; no weights are loaded).
+ * A folder that records the size it was made for (flux2-mini: 64 px, up to 128) defaults to that
+ * size and refuses more pixels than its largest side squared (src/pipeline/model_defaults.ts).
+ */
 export function localModel(spec: ModelSpec, runs = "this process"): ModelEntry {
   const ck = openCheckpoint(spec.dir);
   const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
-  const d = VARIANT_DEFAULTS[ck.variant];
+  const d = modelDefaults(ck);
   const caps = capsFor(ck.variant, multiple);
+  if (d.maxSide !== null) caps.maxPixels = Math.min(caps.maxPixels, d.maxSide * d.maxSide);
+  if (caps.steps) caps.steps = { ...caps.steps, default: d.steps };
+  if (caps.guidance) caps.guidance = { ...caps.guidance, default: d.guidance };
   return {
     id: spec.id, kind: "local", variant: ck.variant, caps, dir: spec.dir, runs,
-    defaults: { steps: d.steps, guidance: caps.guidance ? d.guidance : null, width: 1024, height: 1024 },
+    defaults: { steps: d.steps, guidance: caps.guidance ? d.guidance : null, width: d.width, height: d.height },
   };
 }
 

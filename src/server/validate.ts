@@ -115,7 +115,10 @@ function semanticErrors(r: GenerationRequest, model: ModelEntry): FieldError[] {
   const w = r.width ?? (hasImage ? undefined : model.defaults.width);
   const h = r.height ?? (hasImage ? undefined : model.defaults.height);
   if (w !== undefined && h !== undefined && w * h > caps.maxPixels) {
-    err(r.width !== undefined ? "width" : "height", `${w}×${h} is ${(w * h / 1e6).toFixed(1)} MP; at most ${(caps.maxPixels / 1e6).toFixed(1)} MP (e.g. 2048×2048)`, "less_than_equal");
+    // A small model (flux2-mini) allows a few thousand pixels: say it in pixels, with a square that fits.
+    const side = Math.floor(Math.sqrt(caps.maxPixels) / caps.multipleOf) * caps.multipleOf;
+    const limit = caps.maxPixels >= 1e6 ? `${(caps.maxPixels / 1e6).toFixed(1)} MP` : `${caps.maxPixels} pixels`;
+    err(r.width !== undefined ? "width" : "height", `${w}×${h} is ${w * h} pixels; ${model.id} takes at most ${limit} (e.g. ${side}×${side})`, "less_than_equal");
   }
   if (r.steps !== undefined && caps.steps && (r.steps < caps.steps.min || r.steps > caps.steps.max)) {
     err("steps", `steps must be from ${caps.steps.min} to ${caps.steps.max}`, "less_than_equal");

@@ -6,7 +6,7 @@ import {
 import { referenceFromUrl, fileName, type Reference } from "./images";
 import { settingsFromPng, type LoadedSettings } from "./png";
 import { emptyStructured, isJsonPrompt, structuredToText, textToStructured, type Structured } from "./prompt";
-import { ASPECTS, megapixelChoices, presetSize, validateSize, type SizeLimits } from "./size";
+import { ASPECTS, megapixelChoices, nearestMegapixels, presetSize, validateSize, type SizeLimits } from "./size";
 import { Gallery } from "./components/Gallery";
 import { ModelPicker } from "./components/ModelPicker";
 import { Output, type Running } from "./components/Output";
@@ -82,6 +82,9 @@ export function App() {
     store(MODEL_KEY, m.id);
     if (m.limits.steps) setSteps(Number(m.defaults.steps ?? m.limits.steps.default));
     if (m.limits.guidance) setGuidance(Number(m.defaults.guidance ?? m.limits.guidance.default));
+    // Start at the model's own default size (1 MP for FLUX.2, 64×64 for flux2-mini).
+    const dw = Number(m.defaults.width), dh = Number(m.defaults.height);
+    if (dw > 0 && dh > 0) setSizeState((s) => (s.mode === "preset" ? { ...s, megapixels: nearestMegapixels(m.limits, dw, dh) } : s));
     setServerErrors({});
   }, []);
 

@@ -33,9 +33,25 @@ export function presetSize(aspect: string, megapixels: number, l: SizeLimits): {
   return { width, height };
 }
 
-/** Megapixel choices a model allows (up to its maxPixels, at most 4 MP). */
+/**
+ * Megapixel choices a model allows (up to its maxPixels, at most 4 MP). A small model whose cap is
+ * below the smallest standard choice (flux2-mini: 128×128) gets a quarter of its cap and the cap
+ * itself (64×64 and 128×128 at 1:1).
+ */
 export function megapixelChoices(l: SizeLimits): number[] {
-  return MEGAPIXELS.filter((mp) => mp * MP <= l.maxPixels);
+  const standard = MEGAPIXELS.filter((mp) => mp * MP <= l.maxPixels);
+  return standard.length ? standard : [l.maxPixels / 4 / MP, l.maxPixels / MP];
+}
+
+/** A megapixel choice as a label: "1 MP", or the side of the square for tiny ones ("64² px"). */
+export function megapixelLabel(mp: number): string {
+  return mp >= 0.25 ? `${mp} MP` : `${Math.round(Math.sqrt(mp * MP))}² px`;
+}
+
+/** The choice nearest a model's default size (so choosing flux2-mini starts at its 64×64). */
+export function nearestMegapixels(l: SizeLimits, width: number, height: number): number {
+  const want = (width * height) / MP;
+  return megapixelChoices(l).reduce((best, mp) => (Math.abs(Math.log(mp / want)) < Math.abs(Math.log(best / want)) ? mp : best));
 }
 
 export function snap(v: number, m: number): number {
@@ -61,7 +77,9 @@ export function validateSize(width: number, height: number, l: SizeLimits): { wi
   if (w) out.width = w;
   if (h) out.height = h;
   if (!w && !h && width * height > l.maxPixels) {
-    out.size = `${width}×${height} is ${(width * height / MP).toFixed(2)} MP; the model allows at most ${(l.maxPixels / MP).toFixed(2).replace(/\.?0+$/, "")} MP.`;
+    out.size = l.maxPixels < 0.25 * MP // a small model (flux2-mini): in pixels, with the largest square
+      ? `${width}×${height} is ${width * height} pixels; the model allows at most ${l.maxPixels} (${Math.floor(Math.sqrt(l.maxPixels))}² px).`
+      : `${width}×${height} is ${(width * height / MP).toFixed(2)} MP; the model allows at most ${(l.maxPixels / MP).toFixed(2).replace(/\.?0+$/, "")} MP.`;
   }
   return out;
 }

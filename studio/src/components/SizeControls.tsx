@@ -1,4 +1,4 @@
-import { ASPECTS, describeSize, megapixelChoices, type SizeLimits } from "../size";
+import { ASPECTS, describeSize, megapixelChoices, megapixelLabel, type SizeLimits } from "../size";
 
 export interface SizeState {
   mode: "preset" | "custom";
@@ -45,7 +45,7 @@ export function SizeControls({ state, onChange, limits, size, errors }: Props) {
         <div className="row">
           <label htmlFor="megapixels">Megapixels</label>
           <select id="megapixels" value={state.megapixels} onChange={(e) => set({ megapixels: Number(e.target.value) })}>
-            {mps.map((m) => <option key={m} value={m}>{m} MP</option>)}
+            {mps.map((m) => <option key={m} value={m}>{megapixelLabel(m)}</option>)}
           </select>
           <span className="hint">snapped to multiples of {limits.multipleOf}</span>
         </div>
