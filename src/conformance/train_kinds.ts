@@ -30,6 +30,32 @@ function paramOutputs(out: Out, firstGrads: Map<string, Float32Array>, params: M
   for (const [k, v] of params) if (!skip.has(k)) out.set(`final.${k}`, { data: v.slice(), shape: shapeOf(k) });
 }
 
+/** What every training kind records: the trainable tensors, their shapes and one step's loss and gradients. */
+interface Trainable {
+  params: Map<string, Float32Array>;
+  paramShape(key: string): number[];
+}
+
+/**
+ * The case's clipped AdamW steps: `step(k)` computes step k's loss and gradients before any update
+ * (and records what its kind expects of step 0); gradients are clipped, then AdamW steps.
+ */
+async function clippedSteps(trainer: Trainable, p: Record<string, any>, out: Out,
+                            step: (k: number) => Promise<{ loss: number; grads: Map<string, Float32Array> }>): Promise<CaseOutput> {
+  const opt = optimizerFor(trainer.params, p);
+  let firstGrads = new Map<string, Float32Array>();
+  for (let k = 0; k < stepCount(p); k++) {
+    const r = await step(k);
+    out.set(`loss_${k}`, scalar(r.loss));
+    if (k === 0) firstGrads = new Map([...r.grads].map(([n, g]) => [n, g.slice()]));
+    const norm = clipGradNorm(r.grads, p.max_grad_norm);
+    if (k === 0) out.set("grad_norm_0", scalar(norm));
+    opt.step(r.grads);
+  }
+  paramOutputs(out, firstGrads, trainer.params, (key) => trainer.paramShape(key), p.zero_gradient_parameters_left_out ?? []);
+  return { tensors: out };
+}
+
 async function transformerSteps(ctx: Parameters<KindHandler>[0], mode: TrainMode): Promise<CaseOutput> {
   const p = ctx.params;
   if (p.loss !== "flow_matching_mse" || p.timestep !== "sigma" || (p.weighting_scheme ?? "none") !== "none") {
@@ -39,27 +65,16 @@ async function transformerSteps(ctx: Parameters<KindHandler>[0], mode: TrainMode
   const trainer = await TransformerTrainer.open(ctx.models.backend, ctx.models.resolve(spec.weights), spec.config ? ctx.models.resolve(spec.config) : null, mode);
   try {
     const x0 = input(ctx, "model_input"), embeds = input(ctx, "prompt_embeds");
-    const opt = optimizerFor(trainer.params, p);
     const out: Out = new Map();
-    let firstGrads = new Map<string, Float32Array>();
-    for (let k = 0; k < stepCount(p); k++) {
+    return await clippedSteps(trainer, p, out, async (k) => {
       const r = await trainer.lossAndGrads({
         x0: x0.data as Float32Array, shape: x0.shape as [number, number, number, number],
         embeds: embeds.data as Float32Array, embedShape: embeds.shape as [number, number, number],
         noise: input(ctx, `noise_${k}`).data as Float32Array, sigmas: input(ctx, `sigmas_${k}`).data as Float32Array,
       });
-      out.set(`loss_${k}`, scalar(r.loss));
-      if (k === 0) {
-        out.set("model_pred_0", { data: r.modelPred, shape: x0.shape });
-        firstGrads = new Map([...r.grads].map(([n, g]) => [n, g.slice()]));
-      }
-      const norm = clipGradNorm(r.grads, p.max_grad_norm);
-      if (k === 0) out.set("grad_norm_0", scalar(norm));
-      opt.step(r.grads);
-    }
-    const shapeOf = (key: string) => trainer.paramShape(key);
-    paramOutputs(out, firstGrads, trainer.params, shapeOf, p.zero_gradient_parameters_left_out ?? []);
-    return { tensors: out };
+      if (k === 0) out.set("model_pred_0", { data: r.modelPred, shape: x0.shape });
+      return r;
+    });
   } finally {
     await trainer.release();
   }
@@ -88,28 +103,19 @@ export const vaeTrainStepKind: KindHandler = async (ctx) => {
   const trainer = await VaeTrainer.open(ctx.models.backend, ctx.models.resolve(spec.weights), ctx.models.resolve(spec.config!));
   try {
     const images = input(ctx, "images");
-    const opt = optimizerFor(trainer.params, p);
     const out: Out = new Map();
-    let firstGrads = new Map<string, Float32Array>();
-    for (let k = 0; k < stepCount(p); k++) {
+    return await clippedSteps(trainer, p, out, async (k) => {
       const r = await trainer.lossAndGrads({
         images: images.data as Float32Array, shape: images.shape as [number, number, number, number],
         eps: input(ctx, `eps_${k}`).data as Float32Array, klWeight: p.kl_weight,
       });
-      out.set(`loss_${k}`, scalar(r.loss));
       if (k === 0) {
         out.set("reconstruction_0", { data: r.reconstruction, shape: images.shape });
         out.set("recon_loss_0", scalar(r.reconLoss));
         out.set("kl_0", scalar(r.kl));
-        firstGrads = new Map([...r.grads].map(([n, g]) => [n, g.slice()]));
       }
-      const norm = clipGradNorm(r.grads, p.max_grad_norm);
-      if (k === 0) out.set("grad_norm_0", scalar(norm));
-      opt.step(r.grads);
-    }
-    const shapeOf = (key: string) => trainer.paramShape(key);
-    paramOutputs(out, firstGrads, trainer.params, shapeOf, p.zero_gradient_parameters_left_out ?? []);
-    return { tensors: out };
+      return r;
+    });
   } finally {
     await trainer.release();
   }
