@@ -34,7 +34,9 @@ describe("BFL provider", () => {
   });
 
   test("submit → Pending → Ready: the sample is downloaded into our store", async () => {
-    fake.sampleTtlMs = 50; // BFL's URLs expire; ours must not
+    // BFL's URLs expire; ours must not. 2 s leaves the provider time to download the sample on a
+    // loaded machine (50 ms did not), and the test waits past it before fetching our copy.
+    fake.sampleTtlMs = 2000;
     const input = await pngImage(64, 64);
     const sub = await api(s.url, "POST", "/v1/flux-2-pro", {
       prompt: "a lighthouse", width: 96, height: 64, seed: 11, input_image: input.toString("base64"), safety_tolerance: 2,
@@ -55,7 +57,7 @@ describe("BFL provider", () => {
     assert.ok(!("webhook_url" in last.body) && !("webhook_secret" in last.body));
     assert.ok(fake.requests.every((r) => r.url.startsWith("/delivery/") || r.key === fake.apiKey));
 
-    await sleep(100); // the fake's delivery URL has expired by now
+    await sleep(2100); // the fake's delivery URL has expired by now
     const img = await fetch(done.result.sample);
     assert.equal(img.status, 200);
     const bytes = Buffer.from(await img.arrayBuffer());
