@@ -193,7 +193,9 @@ function rawExchange(port: number, text: string, timeoutMs = 15_000): Promise<{ 
 describe("connections are timed", () => {
   let s: Server;
   before(async () => {
-    s = await testServer({ headersTimeoutMs: 500, requestTimeoutMs: 1000, idleTimeoutMs: 1500, keepAliveTimeoutMs: 500 });
+    // The idle timeout is well above the request timeout plus Node's 1 s check interval, so the slow body meets
+    // the request timeout (408) first instead of a silent idle close (a race seen once in CI).
+    s = await testServer({ headersTimeoutMs: 500, requestTimeoutMs: 1000, idleTimeoutMs: 4000, keepAliveTimeoutMs: 500 });
   });
   after(async () => {
     await s?.close();
