@@ -5,10 +5,10 @@
 // model is a random-weight checkpoint with the real shapes (src/bench/make_model.ts), written
 // once into $FLUX2_CACHE/random/. Quantized variants are prepared once ($FLUX2_CACHE/quant/).
 
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { runForJson } from "./child.js";
 import { fileURLToPath } from "node:url";
 import { WeightSet } from "../io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../models/transformer.js";
@@ -106,21 +106,8 @@ function stageMain(): string {
 
 /** Run one stage in a fresh node process; its stderr (progress) is passed through when `echo`. */
 export function runChild(req: StageRequest, echo: (s: string) => void): Promise<StageResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [stageMain(), JSON.stringify(req)], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "", err = "";
-    child.stdout.on("data", (d) => { out += d; });
-    child.stderr.on("data", (d) => {
-      err += d;
-      for (const line of String(d).split("\n")) if (line.trim()) echo(`  ${line}`);
-    });
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const line = out.split("\n").find((l) => l.startsWith(RESULT_PREFIX));
-      if (code === 0 && line) resolve(JSON.parse(line.slice(RESULT_PREFIX.length)));
-      else reject(new Error(`bench stage ${req.stage} (${req.weights}, ${req.resolution}) failed with exit code ${code}${err ? `:\n${err.slice(-2000)}` : ""}`));
-    });
-  });
+  return runForJson(process.execPath, [stageMain(), JSON.stringify(req)], `bench stage ${req.stage} (${req.weights}, ${req.resolution})`, echo,
+    (out) => out.split("\n").find((l) => l.startsWith(RESULT_PREFIX))?.slice(RESULT_PREFIX.length));
 }
 
 export function machineInfo(): BenchReport["machine"] {

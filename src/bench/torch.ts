@@ -4,8 +4,9 @@
 //
 // PyTorch is optional: without it the bench says how to install it and goes on without.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import * as path from "node:path";
+import { runForJson } from "./child.js";
 import { fileURLToPath } from "node:url";
 
 export const TORCH_INSTALL_HINT =
@@ -53,20 +54,9 @@ export function findTorchPython(): TorchPython | null {
 }
 
 function runPython(py: TorchPython, args: string[], echo: (s: string) => void): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(py.python, [torchScript(), ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "", err = "";
-    child.stdout.on("data", (d) => { out += d; });
-    child.stderr.on("data", (d) => {
-      err += d;
-      for (const line of String(d).split("\n")) if (line.trim()) echo(`  ${line}`);
-    });
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const line = out.trim().split("\n").pop() ?? "";
-      if (code === 0 && line.startsWith("{")) resolve(JSON.parse(line));
-      else reject(new Error(`${py.python} ${path.basename(torchScript())} ${args.join(" ")} failed with exit code ${code}${err ? `:\n${err.slice(-2000)}` : ""}`));
-    });
+  return runForJson(py.python, [torchScript(), ...args], `${py.python} ${path.basename(torchScript())} ${args.join(" ")}`, echo, (out) => {
+    const line = out.trim().split("\n").pop() ?? "";
+    return line.startsWith("{") ? line : undefined;
   });
 }
 
