@@ -14,13 +14,13 @@ process.env.FLUX2_CACHE = cache;
 import { WeightSet } from "../src/io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../src/models/transformer.js";
 import { TransformerWeights, expectedTransformerShapes } from "../src/models/transformer_weights.js";
-import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { specFor } from "../src/quant/blockwise.js";
 import { quantizeTransformerAtLoad } from "../src/quant/quantize.js";
 import { optimizedOpCounts, countOps } from "../src/bench/onnx_ops.js";
 import { transformerFlops } from "../src/bench/flops.js";
 import { MODEL_SPECS, countParams, makeRandomModel, qwen3Tensors } from "../src/bench/make_model.js";
 import { goldenPath, repoRoot } from "./golden.js";
+import { loadPipeline } from "../src/loaders/pretrained.js";
 
 const trDir = goldenPath("checkpoints/klein_distilled/transformer");
 
@@ -77,7 +77,7 @@ test("make-model writes a complete, loadable random checkpoint once, then reuses
   assert.equal(makeRandomModel(MODEL_SPECS.quick, dir).reused, true);
   const index = JSON.parse(fs.readFileSync(path.join(dir, "text_encoder", "model.safetensors.index.json"), "utf8"));
   assert.ok(new Set(Object.values(index.weight_map)).size > 1, "text encoder sharded");
-  const pipe = Flux2Pipeline.fromPretrained(dir);
+  const pipe = loadPipeline(dir);
   const r = await pipe.generate({ prompt: "a lighthouse", width: 64, height: 64, steps: 1, maxSequenceLength: 16 });
   assert.ok(r.decoded.data.every(Number.isFinite), "finite output");
 });

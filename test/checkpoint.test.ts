@@ -5,8 +5,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openCheckpoint, transformerConfig } from "../src/pipeline/checkpoint.js";
-import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { goldenPath } from "./golden.js";
+import { loadPipeline } from "../src/loaders/pretrained.js";
 
 const distilled = goldenPath("checkpoints/klein_distilled");
 const base = goldenPath("checkpoints/klein_base");
@@ -50,8 +50,8 @@ test("a BFL single file alone needs its parts and says which", () => {
 
 test("a BFL transformer and ae.safetensors generate the same image as the diffusers folder", async () => {
   const opts = { prompt: "a lighthouse", width: 32, height: 32, seed: 3 };
-  const a = Flux2Pipeline.fromPretrained(distilled);
-  const b = Flux2Pipeline.fromPretrained(distilled, { transformer: path.join(distilled, "flux-2-klein-tiny.safetensors"), vae: path.join(distilled, "ae.safetensors") });
+  const a = loadPipeline(distilled);
+  const b = loadPipeline(distilled, { transformer: path.join(distilled, "flux-2-klein-tiny.safetensors"), vae: path.join(distilled, "ae.safetensors") });
   const ra = await a.generate(opts);
   const rb = await b.generate(opts);
   assert.deepEqual([...ra.images[0].rgb], [...rb.images[0].rgb]);
@@ -81,7 +81,7 @@ test("a transformer config that does not match the weights is refused before run
   const cfgPath = path.join(ck, "transformer", "config.json");
   const cfg = JSON.parse(fs.readFileSync(cfgPath, "utf8"));
   fs.writeFileSync(cfgPath, JSON.stringify({ ...cfg, num_layers: cfg.num_layers + 1 }));
-  const pipe = Flux2Pipeline.fromPretrained(ck);
+  const pipe = loadPipeline(ck);
   await assert.rejects(pipe.generate({ prompt: "x", width: 32, height: 32 }), /the weights hold 2 double-stream and 2 single-stream blocks but the config says num_layers 3/);
   await pipe.release();
 });
@@ -142,7 +142,7 @@ test("a VAE config with fewer blocks or layers than its weights is refused, nami
   const p = path.join(ck, "vae", "config.json");
   const cfg = JSON.parse(fs.readFileSync(p, "utf8"));
   fs.writeFileSync(p, JSON.stringify({ ...cfg, layers_per_block: cfg.layers_per_block + 1 }));
-  const pipe = Flux2Pipeline.fromPretrained(ck);
+  const pipe = loadPipeline(ck);
   await assert.rejects(pipe.generate({ prompt: "x", width: 32, height: 32 }), new RegExp(`the weights hold ${cfg.layers_per_block} ResNets in the first encoder block \\(layers_per_block\\) but the config needs ${cfg.layers_per_block + 1}`));
   await pipe.release();
 });

@@ -11,13 +11,13 @@ import sharp from "sharp";
 import { writeMiniModel } from "../src/mini/model.js";
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { DEFAULT_MODEL_ID, defaultModelPath, requireDefaultModel } from "../src/pipeline/default_model.js";
-import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { readPngText } from "../src/pipeline/image.js";
 import { modelDefaults, readFolderHints, sizeFromReference } from "../src/pipeline/model_defaults.js";
 import { serveConfig } from "../src/cli/serve.js";
 import { api, TINY, untilDone } from "./helpers/net.js";
 import { pngImage, testServer } from "./helpers/server.js";
 import { repoRoot } from "./golden.js";
+import { loadPipeline } from "../src/loaders/pretrained.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-default-"));
 const mini = path.join(tmp, "mini");
@@ -64,7 +64,7 @@ test("bad flux2ts hints are refused with the key and the range", () => {
 });
 
 test("the pipeline uses the folder's size and text length when none is given", async () => {
-  const pipe = Flux2Pipeline.fromPretrained(mini);
+  const pipe = loadPipeline(mini);
   const shapes = new Map<string, readonly number[]>();
   try {
     const r = await pipe.generate({ prompt: "a #1E90FF circle on a white background", steps: 1, trace: (n, t) => shapes.set(n, t.shape) });

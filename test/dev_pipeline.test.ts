@@ -13,6 +13,7 @@ import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { randn } from "../src/util/random.js";
 import { goldenPath } from "./golden.js";
+import { loadPipeline } from "../src/loaders/pretrained.js";
 
 function makeDevFolder(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-dev-"));
@@ -69,7 +70,7 @@ test("a dev folder opens as dev with embedded guidance and the Mistral encoder",
   assert.equal(ck.textEncoder.kind, "mistral3");
   assert.deepEqual([ck.defaults.embeddedGuidance, ck.defaults.cfg], [true, false]);
 
-  const pipe = Flux2Pipeline.fromPretrained(dir, { keepLoaded: true });
+  const pipe = loadPipeline(dir, { keepLoaded: true });
   const traced = new Map<string, { data: ArrayLike<number | bigint>; shape: readonly number[] }>();
   const opts = { prompt: "a red fox [IMG] in the snow", width: 16, height: 16, steps: 2, seed: 9, guidance: 3.5, maxSequenceLength: 400, trace: (n: string, t: any) => traced.set(n, t) };
   const a = await pipe.generate(opts);

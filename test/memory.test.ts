@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { openCheckpoint, transformerConfig } from "../src/pipeline/checkpoint.js";
-import { assertFits, describePlan, planMemory, InsufficientMemoryError } from "../src/pipeline/memory.js";
+import { assertFits, describePlan, planMemory, InsufficientMemoryError } from "../src/loaders/memory.js";
 import { goldenPath } from "./golden.js";
 
 test("the plan counts float32 weights per stage and the largest stage is the peak", () => {

@@ -13,9 +13,9 @@ import { miniPlan, writeMiniModel, MINI_TEXT_ENCODER } from "../src/mini/model.j
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { SafetensorsFile, toFloat32, writeSafetensors } from "../src/io/safetensors.js";
 import { PromptTokenizer } from "../src/text/tokenizer.js";
-import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { OrtBackend } from "../src/backend/ort.js";
 import { repoRoot } from "./golden.js";
+import { loadPipeline } from "../src/loaders/pretrained.js";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-model-"));
 const dir = path.join(tmp(), "mini");
@@ -74,7 +74,7 @@ test("initial values follow PyTorch's defaults and the same seed gives the same 
 });
 
 test("the frozen random text encoder tells prompts apart (a one-digit hex change moves the embedding)", async () => {
-  const pipe = Flux2Pipeline.fromPretrained(dir, { backend: new OrtBackend(), keepLoaded: true });
+  const pipe = loadPipeline(dir, { backend: new OrtBackend(), keepLoaded: true });
   try {
     const prompts = ["a #2D5A8E circle on a white background", "a #2D5A8F circle on a white background", "a #2D5A8E square on a white background", "a red apple"];
     const L = 128, e = await pipe.encodePrompts(prompts, L, [9, 18, 27]);

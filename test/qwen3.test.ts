@@ -14,8 +14,9 @@ import * as path from "node:path";
 import type { HostTensor } from "../src/backend/backend.js";
 import { OrtBackend } from "../src/backend/ort.js";
 import { readAll, writeSafetensors, WeightSet, type TensorToWrite } from "../src/io/safetensors.js";
+import { causalPaddingBias, MASKED, qwen3RopeTables } from "../src/models/decoder.js";
 import {
-  buildQwen3Graph, causalPaddingBias, MASKED, qwen3RopeTables, parseQwen3Config, readQwen3Config,
+  buildQwen3Graph, parseQwen3Config, readQwen3Config,
   Qwen3Encoder, Qwen3Weights, QWEN3_DEFAULTS,
 } from "../src/models/qwen3.js";
 import { goldenPath, loadParams, loadTensors, maxAbsDiff, type Loaded } from "./golden.js";

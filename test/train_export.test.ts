@@ -9,7 +9,6 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { SafetensorsFile, WeightSet } from "../src/io/safetensors.js";
 import { denseOf, loadLoraFile, resolveModule } from "../src/lora/formats.js";
-import { Flux2Pipeline } from "../src/pipeline/flux2.js";
 import { randn } from "../src/util/random.js";
 import { OrtBackend } from "../src/backend/ort.js";
 import { Flux2Vae } from "../src/models/vae.js";
@@ -17,6 +16,7 @@ import { bnNormalize, patchify } from "../src/pipeline/latents.js";
 import { tensor } from "../src/util/tensor.js";
 import { writeLatentStats } from "../src/train/vae_stats.js";
 import { bflModuleOf, saveComfyLora, saveModelFolder, savePeftLora } from "../src/train/export.js";
+import { loadPipeline } from "../src/loaders/pretrained.js";
 
 const MODEL = "testdata/golden/checkpoints/klein_base";
 const RANK = 4, ALPHA = 8;
@@ -92,7 +92,7 @@ test("PEFT and ComfyUI exports load back with the same deltas and give identical
   }
 
   const render = async (loras: { file: string; strength: number }[]) => {
-    const pipe = Flux2Pipeline.fromPretrained(MODEL, { loras });
+    const pipe = loadPipeline(MODEL, { loras });
     try {
       const r = await pipe.generate({ prompt: "a red fox", width: 64, height: 64, steps: 2, seed: 3 });
       return Buffer.from(r.images[0].rgb);

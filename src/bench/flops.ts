@@ -7,7 +7,7 @@
 // saving: ORT computes the masked half too). Norms, activations, RoPE, softmax: not counted.
 
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
-import type { DecoderConfig } from "../models/qwen3.js";
+import type { DecoderConfig } from "../models/decoder.js";
 import type { VaeConfig } from "../models/vae.js";
 import { decoderChannels } from "../models/vae_weights.js";
 

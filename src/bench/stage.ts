@@ -21,7 +21,6 @@ import { Flux2Transformer, readTransformerConfig } from "../models/transformer.j
 import { TransformerWeights } from "../models/transformer_weights.js";
 import { KLEIN_TEXT_LAYERS, Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../models/qwen3.js";
 import { Flux2Vae, readVaeConfig } from "../models/vae.js";
-import { Flux2Pipeline } from "../pipeline/flux2.js";
 import { latentIds, textIds } from "../pipeline/latents.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { QUANT_KINDS, drift as driftOf, specFor, type QuantKind, type QuantSpec } from "../quant/blockwise.js";
@@ -31,6 +30,7 @@ import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal } from "./rng.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 import { measureKernels, type KernelResult } from "./kernels.js";
+import { loadPipeline } from "../loaders/pretrained.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
@@ -340,7 +340,7 @@ async function generate(r: StageRequest): Promise<StageResult> {
     process.stderr.write(`generate: ${stage}: rss ${(s.rss / 2 ** 30).toFixed(2)} GiB, peak ${(s.hwm / 2 ** 30).toFixed(2)} GiB\n`);
   };
   mark("start");
-  const pipe = Flux2Pipeline.fromPretrained(r.model, { backend: backendOf(r), quantize: spec ? { spec, accuracyLevel: r.accuracyLevel } : undefined });
+  const pipe = loadPipeline(r.model, { backend: backendOf(r), quantize: spec ? { spec, accuracyLevel: r.accuracyLevel } : undefined });
   const [, seconds] = await timed(() => pipe.generate({
     prompt: "a lighthouse on a rocky coast at sunset, oil painting", width: r.resolution, height: r.resolution,
     steps: r.steps ?? 4, seed: 0, maxSequenceLength: r.textLength,

@@ -6,7 +6,7 @@ import { runBench, runChild, formatReport, machineInfo, type MeasuredStage, MEAS
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, plannedModelBytes, type ModelVariant } from "../bench/make_model.js";
 import type { WeightsKind } from "../bench/stage.js";
 import type { TorchDtype } from "../bench/torch.js";
-import { InvalidRequestError } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { intOption, logger } from "./common.js";
 
 const HELP = `usage: flux2 bench [--quick] [--json] [options]

@@ -8,9 +8,10 @@ import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { requireDefaultModel } from "../pipeline/default_model.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
-import { Flux2Pipeline, InvalidRequestError, type GenerateOptions, type GenerateResult, type LoraUse } from "../pipeline/flux2.js";
+import type { GenerateOptions, GenerateResult } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage, type ImageFormat } from "../pipeline/image.js";
-import { assertFits, describePlan, planMemory } from "../pipeline/memory.js";
+import { assertFits, describePlan, planMemory } from "../loaders/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { WATERMARK_NAME, encodeGenerated } from "../provenance/provenance.js";
 import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
@@ -22,6 +23,7 @@ import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
 import { chooseWeights, cpuFeatures } from "../quant/cpu.js";
 import { WeightSet, numel } from "../io/safetensors.js";
 import type { LoadQuantOptions } from "../quant/quantize.js";
+import { loadPipeline, type LoraUse } from "../loaders/pretrained.js";
 
 export const MODEL_HELP = `Model:
   --model PATH            diffusers folder (model_index.json, transformer/, vae/,
@@ -251,7 +253,7 @@ export async function warnLongPrompts(ck: Checkpoint, prompts: string[], maxLen:
 export async function runPipeline(v: ModelArgs, opts: GenerateOptions, steps: number): Promise<GenerateResult & { loras: LoraUse[] }> {
   const log = logger(v.quiet);
   const loras = (v.lora ?? []).map(parseLoraArg);
-  const pipe = Flux2Pipeline.fromPretrained(v.model!, {
+  const pipe = loadPipeline(v.model!, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
     variant: v.variant as Variant | undefined, backend: new OrtBackend({ device: (v.device ?? "cpu") as Device }), loras,
     quantize: quantizeOptions(resolveQuantize(v), log),

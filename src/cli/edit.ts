@@ -3,7 +3,8 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
-import { InvalidRequestError, type InitImage } from "../pipeline/flux2.js";
+import type { InitImage } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { decodeImage } from "../pipeline/image.js";
 import { checkReferenceCount, MAX_REFERENCES, prepareInpaintImage, prepareReferences, type PreparedReference, type ReferenceImage } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";

@@ -1,7 +1,7 @@
 // flux2 eval: the flux2-mini quality benchmark (src/eval/run.ts) against any model folder.
 
 import { parseArgs } from "node:util";
-import { InvalidRequestError } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { formatReport, runEval } from "../eval/run.js";
 import { intOption, logger, numOption, parseLoraArg } from "./common.js";
 

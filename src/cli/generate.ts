@@ -6,7 +6,7 @@ import { readAll } from "../io/safetensors.js";
 import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { UPSAMPLE_MAX_NEW_TOKENS, upsamplePrompts } from "../text/upsample.js";
-import { InvalidRequestError } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
 import { tensor } from "../util/tensor.js";
 import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";

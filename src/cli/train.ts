@@ -11,7 +11,8 @@ import { parseArgs } from "node:util";
 import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/checkpoint.js";
-import { Flux2Pipeline, InvalidRequestError } from "../pipeline/flux2.js";
+import type { Flux2Pipeline } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage } from "../pipeline/image.js";
 import { vaeScaleFactor, readVaeConfig } from "../models/vae.js";
 import { makeSamples, scanDataset, type DataImage, type Sample } from "../train/data.js";
@@ -26,6 +27,7 @@ import { planTrainMemory } from "../train/memory.js";
 import { writeLatentStats } from "../train/vae_stats.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/step.js";
 import { intOption, numOption } from "./common.js";
+import { loadPipeline } from "../loaders/pretrained.js";
 
 const HELP = `usage: flux2 train --model PATH --data DIR --out RUN_DIR [options]
 
@@ -334,11 +336,11 @@ async function writeSamples(ck: Checkpoint, runDir: string, task: TrainTask, mod
   if (mode === "lora") {
     const file = path.join(dir, "current_lora.safetensors");
     saveLora(file, task.params, lora, "peft");
-    pipe = Flux2Pipeline.fromPretrained(ck.source, { backend: o.backend, loras: [{ file, strength: 1 }] });
+    pipe = loadPipeline(ck.source, { backend: o.backend, loras: [{ file, strength: 1 }] });
   } else {
     const model = path.join(dir, "current_model");
     saveModelFolder(model, ck.source, "transformer", task.params, ck.transformer.weights);
-    pipe = Flux2Pipeline.fromPretrained(model, { backend: o.backend });
+    pipe = loadPipeline(model, { backend: o.backend });
   }
   const files: string[] = [];
   try {

@@ -11,6 +11,7 @@ import { prepareInpaintImage, prepareReferences } from "../pipeline/reference.js
 import { resizeLanczos } from "../pipeline/resize.js";
 import type { NamedTensor } from "./cases.js";
 import { input, type CaseContext, type CaseImage, type CaseOutput, type KindHandler } from "./kinds.js";
+import { loadPipeline } from "../loaders/pretrained.js";
 
 type Out = CaseOutput["tensors"];
 
@@ -114,7 +115,7 @@ export class KeptPipeline {
 export function checkpointPipeline(ctx: CaseContext): Promise<KeptPipeline> {
   const dir = ctx.spec.model.checkpoint!;
   return ctx.models.get(`ckpt:${dir}`, async () =>
-    new KeptPipeline(Flux2Pipeline.fromPretrained(path.join(ctx.models.root, dir), { backend: ctx.models.backend, keepLoaded: true })));
+    new KeptPipeline(loadPipeline(path.join(ctx.models.root, dir), { backend: ctx.models.backend, keepLoaded: true })));
 }
 
 /** A checkpoint folder from prompt strings to pixels. */

@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { OrtBackend } from "../backend/ort.js";
-import { Flux2Pipeline, type LoraUse } from "../pipeline/flux2.js";
+import type { Flux2Pipeline } from "../pipeline/flux2.js";
 import { encodeImage } from "../pipeline/image.js";
 import { drawHexCase, drawLayoutCase, evalPlan, type EmojiCase, type HexCase, type LayoutCase } from "../mini/eval_plan.js";
 import { Flux2Vae } from "../models/vae.js";
@@ -22,6 +22,7 @@ import { emojiRgb, listEmoji } from "../mini/emoji.js";
 import { paletteFraction } from "../mini/style.js";
 import { hexAdherence, layoutAdherence, type Img } from "./metrics.js";
 import { rankOf, thumbnailFeature } from "./retrieval.js";
+import { loadPipeline, type LoraUse } from "../loaders/pretrained.js";
 
 export interface EvalOptions {
   model: string;
@@ -97,7 +98,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
     }
     return out;
   };
-  const open = (loras: LoraUse[]) => Flux2Pipeline.fromPretrained(o.model, { backend: new OrtBackend(), loras, keepLoaded: true });
+  const open = (loras: LoraUse[]) => loadPipeline(o.model, { backend: new OrtBackend(), loras, keepLoaded: true });
 
   const pipe = open(o.loras ?? []);
   let hex: Measure, layout: Measure, emoji: EvalReport["emoji"], style: EvalReport["style"];

@@ -26,7 +26,7 @@ import type { Graph } from "../onnx/graph.js";
 import {
   applyRopeParameters, buildDecoderGraph, DecoderEncoder, DecoderWeights, defaultConfigPath, readJsonConfig, validateDecoderConfig,
   type DecoderConfig, type DecoderGraphOptions, type DecoderLayout, type FullyMaskedRows,
-} from "./qwen3.js";
+} from "./decoder.js";
 
 export interface MistralConfig extends DecoderConfig {
   sliding_window: number | null;

@@ -4,7 +4,8 @@
 
 import type { Backend } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
-import { Qwen3Encoder, Qwen3Weights, defaultConfigPath, readQwen3Config } from "../models/qwen3.js";
+import { defaultConfigPath } from "../models/decoder.js";
+import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../models/qwen3.js";
 import { specFor, type QuantKind } from "./blockwise.js";
 import { quantizeDecoderAtLoad, type LoadQuantOptions } from "./quantize.js";
 

@@ -1,5 +1,5 @@
 // How many bytes a component's weights occupy in memory as this engine loads them, for memory
-// plans (src/pipeline/memory.ts counts every tensor as float32, which was right when ORT
+// plans (src/loaders/memory.ts counts every tensor as float32, which was right when ORT
 // constant-folded bf16 → float32 casts; see docs/performance.md):
 //   - float weights stay in their stored dtype (memory-mapped, converted just before use);
 //   - MatMulNBits codes are repacked by ORT once (the mapped original is released), 1:1 in size;

@@ -19,7 +19,7 @@ import { DTYPE_BYTES, WeightSet, numel, readTensorBytes, type DType } from "../i
 import { cacheRoot } from "../backend/ort.js";
 import { expectedTransformerShapes, type TransformerWeights } from "../models/transformer_weights.js";
 import type { TransformerConfig } from "../models/transformer.js";
-import type { DecoderConfig, DecoderWeights } from "../models/qwen3.js";
+import type { DecoderConfig, DecoderWeights } from "../models/decoder.js";
 import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
 import { quantizePerChannel } from "./per_channel.js";
 import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "./format.js";

@@ -11,7 +11,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { openCheckpoint, transformerConfig } from "../pipeline/checkpoint.js";
-import { formatBytes, planMemory } from "../pipeline/memory.js";
+import { formatBytes, planMemory } from "../loaders/memory.js";
 import type { ModelSpec } from "./config.js";
 import { ApiError } from "./errors.js";
 

@@ -9,7 +9,8 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { OrtBackend } from "../backend/ort.js";
 import { openCheckpoint } from "../pipeline/checkpoint.js";
-import { Flux2Pipeline, InvalidRequestError } from "../pipeline/flux2.js";
+import type { Flux2Pipeline } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { ReferenceImageError } from "../pipeline/reference.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { CancelledError, runGeneration, type ExecJob } from "./generate_job.js";
@@ -19,6 +20,7 @@ import { LoraNameError, resolveLoras } from "./loras.js";
 import type { ExecutorData, ToThread, FromThread } from "./executor.js";
 import { ModeratedError, Moderator } from "../moderation/moderator.js";
 import { upsamplePrompts } from "../text/upsample.js";
+import { loadPipeline } from "../loaders/pretrained.js";
 
 const data = workerData as ExecutorData;
 const store = new ImageStore(data.storeRoot);
@@ -46,7 +48,7 @@ async function pipeline(model: string, loraList: { name: string; strength: numbe
     if (!spec) throw new InvalidRequestError(`model ${model} is not served by this process`);
     const ck = openCheckpoint(spec.dir);
     const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
-    p = { pipe: Flux2Pipeline.fromPretrained(spec.dir, { keepLoaded: true, backend, loras }), multiple, loras: key };
+    p = { pipe: loadPipeline(spec.dir, { keepLoaded: true, backend, loras }), multiple, loras: key };
     loaded.set(model, p);
   }
   return p;

@@ -5,7 +5,8 @@
 import sharp from "sharp";
 import { referenceInputs, type GenerationRequest } from "../api/request.js";
 import { expandCanvas } from "../cli/edit.js";
-import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage } from "../pipeline/flux2.js";
+import type { Flux2Pipeline, GenerateResult, InitImage } from "../pipeline/flux2.js";
+import { InvalidRequestError } from "../util/errors.js";
 import { decodeImage, type ImageFormat } from "../pipeline/image.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { encodeGenerated } from "../provenance/provenance.js";

@@ -5,7 +5,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { LoraUse } from "../pipeline/flux2.js";
+import type { LoraUse } from "../loaders/pretrained.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 

@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ApiError } from "./errors.js";
-import { formatBytes } from "../pipeline/memory.js";
+import { formatBytes } from "../loaders/memory.js";
 
 /** Seconds a client is told to wait after a storage fault. */
 export const STORAGE_RETRY_AFTER_S = 30;

@@ -9,7 +9,7 @@
 // a stop token (not included in the output) or after maxNewTokens.
 
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
-import { buildDecoderGraph, qwen3RopeTables, MASKED, type DecoderConfig, type DecoderWeights } from "../models/qwen3.js";
+import { buildDecoderGraph, qwen3RopeTables, MASKED, type DecoderConfig, type DecoderWeights } from "../models/decoder.js";
 import { Xoshiro128 } from "../util/random.js";
 
 export interface SamplingOptions {

@@ -17,7 +17,8 @@
 import type { Backend } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
 import { MistralWeights, readMistralConfig } from "../models/mistral.js";
-import { Qwen3Weights, defaultConfigPath, readJsonConfig, readQwen3Config, type DecoderConfig, type DecoderWeights } from "../models/qwen3.js";
+import { Qwen3Weights, readQwen3Config } from "../models/qwen3.js";
+import { defaultConfigPath, readJsonConfig, type DecoderConfig, type DecoderWeights } from "../models/decoder.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { MistralPromptTokenizer } from "./mistral_prompt.js";
 import { PromptTokenizer } from "./tokenizer.js";

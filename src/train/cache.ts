@@ -19,10 +19,11 @@ import { KLEIN_TEXT_LAYERS } from "../models/qwen3.js";
 import { DEV_TEXT_LAYERS } from "../models/mistral.js";
 import { Flux2Vae } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
-import { Flux2Pipeline, toSignedUnit } from "../pipeline/flux2.js";
+import { toSignedUnit } from "../pipeline/conditioning.js";
 import { bnNormalize, patchify } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { loadBucketed, type DataImage, type Sample } from "./data.js";
+import { loadPipeline } from "../loaders/pretrained.js";
 
 export interface EncodedData {
   /** Per sample: (1, C, h, w) normalized latents. */
@@ -80,7 +81,7 @@ export async function encodeData(ck: Checkpoint, images: DataImage[], samples: S
 
   // Text first (the largest encoder), released before the VAE is loaded.
   o.log(`encoding ${captions.length} caption(s) with the text encoder (once; cached in ${path.dirname(file)})`);
-  const pipe = Flux2Pipeline.fromPretrained(ck.source, { backend: o.backend, keepLoaded: true });
+  const pipe = loadPipeline(ck.source, { backend: o.backend, keepLoaded: true });
   const layers = ck.variant === "dev" ? DEV_TEXT_LAYERS : KLEIN_TEXT_LAYERS;
   const embeds = new Map<string, Float32Array>();
   let embedShape: [number, number] = [0, 0];

@@ -1,5 +1,5 @@
 // The memory plan of a training run, printed before the first step (the
-// training counterpart of src/pipeline/memory.ts).
+// training counterpart of src/loaders/memory.ts).
 //
 // Two stages run one after the other: encoding the data (the text encoder, then
 // the VAE; both released) and training. Training holds the transformer's frozen
@@ -13,7 +13,7 @@
 import * as os from "node:os";
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
-import { formatBytes } from "../pipeline/memory.js";
+import { formatBytes } from "../loaders/memory.js";
 import { residentWeightBytes } from "../quant/memory.js";
 
 /**

@@ -3,7 +3,7 @@
 // bucketed images, with the same seeded batch order as the transformer task and
 // the posterior noise ε of micro-batch j of step k seeded by (seed, k, j).
 
-import { toSignedUnit } from "../pipeline/flux2.js";
+import { toSignedUnit } from "../pipeline/conditioning.js";
 import { randn } from "../util/random.js";
 import { batchesPerEpoch, epochBatches, loadBucketed, type Batch, type DataImage, type Sample } from "./data.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";

@@ -9,7 +9,7 @@
 import * as os from "node:os";
 import { residentWeightBytes } from "../quant/memory.js";
 import { specFor, type QuantKind } from "../quant/blockwise.js";
-import type { Checkpoint } from "./checkpoint.js";
+import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
 
 export interface StageEstimate {
