@@ -8,7 +8,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Graph, Value, fileSource } from "../src/onnx/graph.js";
-import { WeightSet, f32ToBf16Bits, writeSafetensors } from "../src/io/safetensors.js";
+import { WeightSet, writeSafetensors } from "../src/io/safetensors.js";
+import { f32ToBf16Bits } from "../src/io/dtype.js";
 import { appendGradients } from "../src/train/autodiff.js";
 import { gradcheck } from "./helpers/gradcheck.js";
 

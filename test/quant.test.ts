@@ -19,7 +19,8 @@ import { Flux2Transformer, readTransformerConfig } from "../src/models/transform
 import { TransformerWeights } from "../src/models/transformer_weights.js";
 import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../src/models/qwen3.js";
 import { dequantizeBlockwise, drift, quantizeBlockwise, specFor, zeroPointBytes, type QuantSpec } from "../src/quant/blockwise.js";
-import { f32ToF8e4m3, toFp8PerTensor } from "../src/quant/fp8.js";
+import { toFp8PerTensor } from "../src/quant/fp8.js";
+import { f32ToF8e4m3 } from "../src/io/dtype.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad, transformerTargets } from "../src/quant/quantize.js";
 import { SafetensorsStreamWriter } from "../src/quant/writer.js";
 import { dequantizePerChannel, quantizePerChannel } from "../src/quant/per_channel.js";

@@ -5,11 +5,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import {
-  SafetensorsFile, WeightSet, SafetensorsError, writeSafetensors, readAll, readTensorBytes,
-  toFloat32, toTypedArray, f32ToBf16Bits, f16ToF32, f8e4m3ToF32, dequantizeFp8, DTYPE_BYTES,
-  type TensorToWrite,
-} from "../src/io/safetensors.js";
+import { SafetensorsFile, WeightSet, SafetensorsError, writeSafetensors, readAll, readTensorBytes, toFloat32, toTypedArray, dequantizeFp8, DTYPE_BYTES, type TensorToWrite } from "../src/io/safetensors.js";
+import { f32ToBf16Bits, f16ToF32, f8e4m3ToF32 } from "../src/io/dtype.js";
 import { goldenPath } from "./golden.js";
 
 let tmp = "";

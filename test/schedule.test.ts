@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { empiricalMu, eulerStep, img2imgStart, sigmaSchedule } from "../src/pipeline/schedule.js";
-import { f32ToBf16Bits } from "../src/io/safetensors.js";
+import { f32ToBf16Bits } from "../src/io/dtype.js";
 import { loadParams, loadTensors, maxAbsDiff } from "./golden.js";
 
 function f32(name: string, t: Map<string, { data: ArrayLike<number | bigint> }>): Float32Array {

@@ -4,6 +4,7 @@
 // to a standard normal for weights whose only job is to keep activations finite.
 
 import { DTYPE_BYTES, type DType } from "../io/safetensors.js";
+import { f32ArrayToBf16 } from "../io/dtype.js";
 
 const IH_MEAN = 510;
 const IH_STD = Math.sqrt((4 * (256 * 256 - 1)) / 12);
@@ -39,16 +40,6 @@ export class FastNormal {
   }
 }
 
-/** float32 → bfloat16 bits (round to nearest even; the inputs here are finite). */
-export function toBf16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < u.length; i++) {
-    const x = u[i];
-    out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-  }
-  return out;
-}
-
 /**
  * Stream the bytes of a random tensor in `dtype` (F32 or BF16): N(mean, std²) values, or the
  * constant `mean` when std is 0, generated in chunks of `chunk` values.
@@ -64,7 +55,7 @@ export function* randomChunks(n: number, dtype: DType, std: number, mean: number
     if (std === 0) part.fill(mean);
     else rng.fill(part, std, mean);
     if (h) {
-      toBf16(part, h);
+      f32ArrayToBf16(part, h);
       yield new Uint8Array(h.buffer, 0, m * DTYPE_BYTES.BF16);
     } else {
       yield new Uint8Array(f.buffer, 0, m * 4);

@@ -9,6 +9,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { f16ToF32, f8e4m3ToF32, f8e5m2ToF32 } from "./dtype.js";
 
 export type DType =
   | "F64" | "F32" | "F16" | "BF16" | "F8_E4M3" | "F8_E5M2"
@@ -265,34 +266,7 @@ export function readTensorBytes(t: TensorInfo): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------
-// dtype conversion
-
-const f32scratch = new Float32Array(1);
-const u32scratch = new Uint32Array(f32scratch.buffer);
-
-export function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** float8 e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa; no infinities, 0x7f/0xff are NaN. */
-export function f8e4m3ToF32(b: number): number {
-  const s = b & 0x80 ? -1 : 1;
-  const e = (b >> 3) & 0xf;
-  const m = b & 0x7;
-  if (e === 15 && m === 7) return NaN;
-  if (e === 0) return s * m * 2 ** -9;
-  return s * (1 + m / 8) * 2 ** (e - 7);
-}
-
-/** float8 e5m2: 1 sign, 5 exponent (bias 15), 2 mantissa (IEEE-like). */
-export function f8e5m2ToF32(b: number): number {
-  return f16ToF32(b << 8);
-}
+// dtype conversion (the scalar codecs are in dtype.ts)
 
 // Whole-table lookups: FP8 checkpoints hold billions of bytes, a table beats bit twiddling.
 const F8E4M3_TABLE = Float32Array.from({ length: 256 }, (_, b) => f8e4m3ToF32(b));
@@ -358,14 +332,6 @@ export function toFloat32(dtype: DType, bytes: Uint8Array): Float32Array {
       for (let i = 0; i < n; i++) out[i] = bytes[i];
       return out;
   }
-}
-
-/** Round float32 to bfloat16 (round to nearest even), returned as the upper 16 bits. */
-export function f32ToBf16Bits(x: number): number {
-  f32scratch[0] = x;
-  const u = u32scratch[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** A typed view of the bytes in the tensor's natural JS type (copying to ensure alignment). */

@@ -26,7 +26,7 @@ import type { Qwen3Config } from "../models/qwen3.js";
 import { VAE_DEFAULTS, type VaeConfig } from "../models/vae.js";
 import { expectedVaeShapes } from "../models/vae_weights.js";
 import { SafetensorsStreamWriter } from "../quant/writer.js";
-import { toBf16 } from "../bench/rng.js";
+import { f32ArrayToBf16 } from "../io/dtype.js";
 import { qwen3Tensors } from "../bench/make_model.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "../bench/flops.js";
 import { Xoshiro128 } from "../util/random.js";
@@ -153,7 +153,7 @@ function writeTensors(file: string, tensors: [string, number[]][], seed: number)
   try {
     for (const [name, shape] of tensors) {
       const v = initTensor(name, shape, shapes, seed);
-      const h = toBf16(v);
+      const h = f32ArrayToBf16(v);
       w.write(name, new Uint8Array(h.buffer, h.byteOffset, h.byteLength));
     }
     w.close();

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { SafetensorsFile, toFloat32 } from "../io/safetensors.js";
 import { SafetensorsStreamWriter } from "../quant/writer.js";
-import { toBf16 } from "../bench/rng.js";
+import { f32ArrayToBf16 } from "../io/dtype.js";
 
 export const MINI_BUDGET_BYTES = 40e6;
 
@@ -34,7 +34,7 @@ export function packMiniModel(src: string, dst: string, budget = MINI_BUDGET_BYT
         for (const name of names) {
           const info = f.tensors.get(name)!;
           if (!["F32", "F16", "BF16"].includes(info.dtype)) throw new Error(`${from}: tensor ${name} is ${info.dtype}; only float weights can be packed`);
-          const h = toBf16(toFloat32(info.dtype, f.bytes(name)));
+          const h = f32ArrayToBf16(toFloat32(info.dtype, f.bytes(name)));
           w.write(name, new Uint8Array(h.buffer, h.byteOffset, h.byteLength));
         }
         w.close();

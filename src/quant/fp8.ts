@@ -1,31 +1,8 @@
-// float32 → float8 e4m3fn encoding (the dtype of BFL's `*-fp8.safetensors` Linear weights,
-// spec §7.6), used to write FP8 files (tests, `flux2 quantize --bits fp8`-style experiments).
-// Decoding lives in src/io/safetensors.ts (f8e4m3ToF32).
+// FP8 with a per-tensor scale, as BFL's `*-fp8.safetensors` files store Linear weights, used to
+// write FP8 files (tests, `flux2 quantize --bits fp8`-style experiments). The e4m3fn codec
+// itself (both ways) is in src/io/dtype.ts.
 
-import { f8e4m3ToF32 } from "../io/safetensors.js";
-
-/** Largest finite e4m3fn value. */
-export const F8E4M3_MAX = 448;
-
-// The 127 non-negative finite codes in increasing order (code i has value POS[i]).
-const POS = Float64Array.from({ length: 127 }, (_, i) => f8e4m3ToF32(i));
-
-/** Round to the nearest e4m3fn code (ties to even code), saturating at ±448; NaN → 0x7f. */
-export function f32ToF8e4m3(x: number): number {
-  if (Number.isNaN(x)) return 0x7f;
-  const sign = x < 0 || Object.is(x, -0) ? 0x80 : 0;
-  const a = Math.abs(x);
-  if (a >= F8E4M3_MAX) return sign | 126;
-  let lo = 0, hi = 126; // POS[lo] <= a < POS[hi]
-  while (hi - lo > 1) {
-    const mid = (lo + hi) >> 1;
-    if (POS[mid] <= a) lo = mid;
-    else hi = mid;
-  }
-  const dl = a - POS[lo], dh = POS[hi] - a;
-  const code = dl < dh ? lo : dh < dl ? hi : (lo % 2 === 0 ? lo : hi);
-  return sign | code;
-}
+import { F8E4M3_MAX, f32ToF8e4m3 } from "../io/dtype.js";
 
 /**
  * FP8 with one float32 scale for the whole tensor, as BFL's FP8 files store Linear weights:
