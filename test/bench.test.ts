@@ -55,7 +55,7 @@ test("ORT runs the transformer with the fused kernels the graph asks for (optimi
 
 test("klein-4B / 9B shapes: parameter counts match the spec, FLOPs of a step add up", () => {
   const k4 = MODEL_SPECS["klein-4b"], k9 = MODEL_SPECS["klein-9b"];
-  assert.equal(countParams(expectedTransformerShapes(k4.transformer)), 3_875_544_576); // spec §1.2: 3.876 B
+  assert.equal(countParams(expectedTransformerShapes(k4.transformer)), 3_875_544_576); // docs/FLUX2-spec.md §1.2: 3.876 B
   assert.ok(Math.abs(countParams(expectedTransformerShapes(k9.transformer)) / 1e9 - 9.079) < 0.001);
   assert.ok(Math.abs(countParams(qwen3Tensors(k4.textEncoder)) / 1e9 - 4.022) < 0.001); // Qwen3-4B
   // A step at 1024² (4096 image + 512 text tokens): 2 · params · tokens through each weight

@@ -1,5 +1,5 @@
-// Reference-image preparation (spec §6.3, §6.5 step 1) and the Pillow-exact
-// Lanczos resampler (spec §10 item 13).
+// Reference-image preparation (docs/FLUX2-spec.md §6.3, §6.5 step 1) and the Pillow-exact
+// Lanczos resampler (docs/FLUX2-spec.md §10 item 13).
 //
 // Expected resampler outputs in testdata/resize/lanczos.json come from Pillow's
 // own Resample.c compiled unmodified into a small C oracle

@@ -32,7 +32,7 @@ test("golden pipeline/schedule: every entry matches the float32 reference", () =
 
 const bf16 = (x: number) => new Float32Array(new Uint32Array([f32ToBf16Bits(x) << 16]).buffer)[0];
 
-test("spec §5.4 worked values", () => {
+test("docs/FLUX2-spec.md §5.4 worked values", () => {
   const rows: [number, number, number, number[], number[]][] = [
     [4096, 4, 2.291179894115571, [1.0, 0.96738404, 0.90814394, 0.76719993], [1000, 968, 908, 768]],
     [1024, 4, 2.0306897079499455, [1.0, 0.95808536, 0.88398188, 0.71749657], [1000, 960, 884, 716]],

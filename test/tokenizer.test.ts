@@ -1,6 +1,6 @@
 // Tests of src/text/tokenizer.ts against the golden checkpoint / edit fixtures.
 //
-// Findings for the spec's [verify] items (FLUX2.md §2.1), settled on the fixtures:
+// Findings for the spec's [verify] items (docs/FLUX2-spec.md §2.1), settled on the fixtures:
 // * Rendered chat: byte for byte `<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n`
 //   in all five cases, for the template inside tokenizer_config.json (klein_distilled) and for
 //   the separate chat_template.jinja (klein_base) alike. The empty negative prompt renders to

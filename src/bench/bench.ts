@@ -15,7 +15,7 @@ import { buildTransformerGraph, readTransformerConfig } from "../models/transfor
 import { TransformerWeights } from "../models/transformer_weights.js";
 import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
-import { MODEL_SPECS, defaultModelDir, makeRandomModel, type ModelVariant } from "./make_model.js";
+import { MODEL_SPECS, defaultModelDir, makeRandomModel, type BenchModelSize } from "./make_model.js";
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
 import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
 import { chooseWeights, cpuFeatures, type CpuFeatures, type WeightsChoice } from "../quant/cpu.js";
@@ -27,7 +27,7 @@ export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_ste
 
 export interface BenchOptions {
   quick: boolean;
-  variant: ModelVariant;
+  variant: BenchModelSize;
   dir?: string;
   weights: WeightsKind[];
   resolutions: number[];
@@ -86,7 +86,7 @@ export interface BenchReport {
   gemm_peak_gflops: number;
   /** The GEMM loop at the start (size³, best seconds) and the rates measured inside each stage's process. */
   gemm: { size: number; seconds: number; measured_in_stages: number[] };
-  model: { variant: ModelVariant; dir: string; transformer_params: number; text_encoder_params: number; vae_params: number; text_length: number };
+  model: { variant: BenchModelSize; dir: string; transformer_params: number; text_encoder_params: number; vae_params: number; text_length: number };
   runs: RunReport[];
   quantize_seconds: Partial<Record<WeightsKind, number>>;
   fusions: Partial<Record<WeightsKind, { emitted: Record<string, number>; optimized: Record<string, number> }>>;

@@ -1,4 +1,4 @@
-// Random-weight checkpoints with exactly the real shapes and key names (spec §1.2–1.4, §7),
+// Random-weight checkpoints with exactly the real shapes and key names (docs/FLUX2-spec.md §1.2–1.4, §7),
 // as a diffusers folder the pipeline loads like a downloaded one:
 //
 //   model_index.json, scheduler/, tokenizer/ (the golden tiny tokenizer: vocabulary does not
@@ -24,10 +24,11 @@ import { expectedVaeShapes } from "../models/vae_weights.js";
 import { SafetensorsStreamWriter, type PlannedTensor } from "../quant/writer.js";
 import { randomChunks, seedFor } from "./rng.js";
 
-export type ModelVariant = "klein-4b" | "klein-9b" | "quick";
+/** Which random stand-in checkpoint the benchmark writes (not a pipeline Variant). */
+export type BenchModelSize = "klein-4b" | "klein-9b" | "quick";
 
 export interface RandomModelSpec {
-  variant: ModelVariant;
+  variant: BenchModelSize;
   transformer: TransformerConfig;
   textEncoder: Qwen3Config;
   vae: VaeConfig;
@@ -45,7 +46,7 @@ const QWEN3 = {
   rms_norm_eps: 1e-6, rope_theta: 1000000, attention_bias: false,
 };
 
-export const MODEL_SPECS: Record<ModelVariant, RandomModelSpec> = {
+export const MODEL_SPECS: Record<BenchModelSize, RandomModelSpec> = {
   "klein-4b": {
     variant: "klein-4b",
     transformer: { ...KLEIN_TRANSFORMER, num_layers: 5, num_single_layers: 20, num_attention_heads: 24, joint_attention_dim: 7680 },
@@ -75,11 +76,11 @@ export const MODEL_SPECS: Record<ModelVariant, RandomModelSpec> = {
 const FORMAT_VERSION = 1;
 const MARKER = ".flux2-random.json";
 
-export function defaultModelDir(variant: ModelVariant): string {
+export function defaultModelDir(variant: BenchModelSize): string {
   return path.join(cacheRoot(), "random", `FLUX.2-${variant}-random`);
 }
 
-/** The tensors of a Qwen3 state dict in transformers' order (spec §7.5). */
+/** The tensors of a Qwen3 state dict in transformers' order (docs/FLUX2-spec.md §7.5). */
 export function qwen3Tensors(c: Qwen3Config): [string, number[]][] {
   const D = c.hidden_size, Dh = c.head_dim, I = c.intermediate_size;
   const q = c.num_attention_heads * Dh, kv = c.num_key_value_heads * Dh;

@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { runBench, runChild, formatReport, machineInfo, type MeasuredStage, MEASURED_STAGES } from "../bench/bench.js";
-import { MODEL_SPECS, defaultModelDir, makeRandomModel, plannedModelBytes, type ModelVariant } from "../bench/make_model.js";
+import { MODEL_SPECS, defaultModelDir, makeRandomModel, plannedModelBytes, type BenchModelSize } from "../bench/make_model.js";
 import type { WeightsKind } from "../bench/stage.js";
 import type { TorchDtype } from "../bench/torch.js";
 import { InvalidRequestError } from "../util/errors.js";
@@ -91,7 +91,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const variant = (v.quick ? "quick" : v.variant ?? "klein-4b") as ModelVariant;
+  const variant = (v.quick ? "quick" : v.variant ?? "klein-4b") as BenchModelSize;
   if (!MODEL_SPECS[variant] || (variant === "quick" && !v.quick)) throw new InvalidRequestError(`--variant must be klein-4b or klein-9b, got "${v.variant}"`);
   const log = v.json ? (s: string) => process.stderr.write(s + "\n") : logger(false);
 

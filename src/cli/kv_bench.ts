@@ -1,5 +1,5 @@
 // flux2 bench-kv: the speed-up of KV-cached references over the plain path
-// (spec §6.4), measured on a random-weight transformer of a chosen width.
+// (docs/FLUX2-spec.md §6.4), measured on a random-weight transformer of a chosen width.
 
 import * as fs from "node:fs";
 import * as os from "node:os";

@@ -11,7 +11,8 @@ export interface ComponentSpec {
   format?: "bfl";
 }
 
-export interface ModelSpec {
+/** The model files a conformance case runs (not the server's ModelSpec, a served model). */
+export interface CaseModel {
   transformer?: ComponentSpec;
   vae?: ComponentSpec;
   text_encoder?: ComponentSpec;
@@ -31,7 +32,7 @@ export interface FileRule extends TensorRule {
 export interface CaseSpec {
   name: string;
   kind: string;
-  model: ModelSpec;
+  model: CaseModel;
   params: string;
   inputs: string | null;
   input_files: string[];

@@ -1,7 +1,7 @@
 // LoRA files for the FLUX.2 transformer: detect the naming scheme, map every
 // module onto the diffusers weight it changes, and compute its scale.
 //
-// Accepted (spec §8, diffusers `Flux2LoraLoaderMixin.lora_state_dict`, plus the
+// Accepted (docs/FLUX2-spec.md §8, diffusers `Flux2LoraLoaderMixin.lora_state_dict`, plus the
 // extensions listed below):
 //
 // * diffusers / PEFT: `transformer.<diffusers module>.lora_A.weight` / `.lora_B.weight`
@@ -146,7 +146,7 @@ const w = (name: string): Target[] => [{ name: `${name}.weight` }];
 const split3 = (names: string[]): Target[] => names.map((n, part) => ({ name: `${n}.weight`, part, of: 3 }));
 
 const RULES: Rule[] = [
-  // diffusers names (§7.1)
+  // diffusers names (docs/FLUX2-spec.md §7.1)
   ...["x_embedder", "context_embedder", "proj_out", "norm_out.linear",
     "time_guidance_embed.timestep_embedder.linear_1", "time_guidance_embed.timestep_embedder.linear_2",
     "time_guidance_embed.guidance_embedder.linear_1", "time_guidance_embed.guidance_embedder.linear_2",
@@ -161,7 +161,7 @@ const RULES: Rule[] = [
     split3(["add_q_proj", "add_k_proj", "add_v_proj"].map((p) => `transformer_blocks.${i}.attn.${p}`))),
   ...["attn.to_qkv_mlp_proj", "attn.to_out"].map((n) =>
     rule(`single_transformer_blocks.{i}.${n}`, "diffusers", (i) => w(`single_transformer_blocks.${i}.${n}`))),
-  // BFL names (§7.2–7.3)
+  // BFL names (docs/FLUX2-spec.md §7.2–7.3)
   ...Object.entries({
     img_in: "x_embedder", txt_in: "context_embedder", "final_layer.linear": "proj_out",
     "time_in.in_layer": "time_guidance_embed.timestep_embedder.linear_1",

@@ -1,5 +1,5 @@
 // The Mistral text encoder of FLUX.2 [dev] (transformers `Mistral3ForConditionalGeneration`, text model
-// only), spec §1.4, §2.2, §2.4, §7.5.
+// only), docs/FLUX2-spec.md §1.4, §2.2, §2.4, §7.5.
 //
 // The language model of Mistral Small 3.x is the same pre-norm decoder as Qwen3 (qwen3.ts builds
 // the graph for both) without the per-head q/k RMSNorm, with rope_theta 1e9, rms_norm_eps 1e-5 and an
@@ -7,7 +7,7 @@
 // FLUX.2 [dev] stacks hidden states 10, 20, 30 of its 40 layers → (B, 512, 3·5120); the graph stops
 // at layer 30, and the Pixtral vision tower, the projector and the lm_head are never read.
 //
-// Fully masked query rows. The dev prompt is LEFT-padded (§2.2), so the pad rows at the start have
+// Fully masked query rows. The dev prompt is LEFT-padded (docs/FLUX2-spec.md §2.2), so the pad rows at the start have
 // no visible key (causal ∧ key-not-padding). transformers with PyTorch ≥ 2.5 hands SDPA a boolean
 // mask, and SDPA returns a ZERO attention output on such rows; ONNX Runtime's MultiHeadAttention
 // instead softmaxes the all-MASKED row uniformly (the mean of all values, like eager attention with a
@@ -44,7 +44,7 @@ export const MISTRAL_DEFAULTS: Omit<MistralConfig, "head_dim"> & { head_dim: num
 
 /**
  * `Mistral3Config`'s text config when the file has no `text_config` at all (Mistral Small 3.1):
- * the values FLUX.2 [dev] uses, spec §1.4.
+ * the values FLUX.2 [dev] uses, docs/FLUX2-spec.md §1.4.
  */
 export const MISTRAL3_DEFAULT_TEXT_CONFIG: Record<string, unknown> = {
   model_type: "mistral", vocab_size: 131072, hidden_size: 5120, intermediate_size: 32768, num_hidden_layers: 40,

@@ -1,4 +1,4 @@
-// The FLUX.2 transformer (diffusers `Flux2Transformer2DModel`), spec §4.
+// The FLUX.2 transformer (diffusers `Flux2Transformer2DModel`), docs/FLUX2-spec.md §4.
 //
 // buildTransformerGraph() writes the forward pass as an ONNX graph whose
 // weights point into the checkpoint files. The parts that depend only on
@@ -317,7 +317,7 @@ export function graphContext(g: Graph, c: TransformerConfig, w: TransformerWeigh
   };
 }
 
-/** AdaLN-modulated final norm and projection (spec §4.8), declared as the "output" of the graph. */
+/** AdaLN-modulated final norm and projection (docs/FLUX2-spec.md §4.8), declared as the "output" of the graph. */
 export function outputLayer(ctx: Ctx, x: Value, sTemb: Value): void {
   const { g, w, c, D } = ctx;
   // norm_out: rows [0, D) of its weight give the scale, [D, 2D) the shift.

@@ -1,4 +1,4 @@
-// Reference-KV-cached transformer forwards (spec §6.4, `Flux2KleinKVPipeline`).
+// Reference-KV-cached transformer forwards (docs/FLUX2-spec.md §6.4, `Flux2KleinKVPipeline`).
 //
 // Step 0 ("extract") runs on [text ; references ; target] where reference
 // tokens are modulated with the embedding of t = 0 and attend only to

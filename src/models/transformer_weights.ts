@@ -1,7 +1,7 @@
 // Where each transformer weight lives, for both checkpoint layouts.
 //
-// The graph asks for weights by their diffusers names (spec §7.1). For a BFL
-// single file (spec §7.2–7.3) the same request is answered with a zero-copy
+// The graph asks for weights by their diffusers names (docs/FLUX2-spec.md §7.1). For a BFL
+// single file (docs/FLUX2-spec.md §7.2–7.3) the same request is answered with a zero-copy
 // byte range of the BFL tensor: q/k/v are row chunks of the fused `qkv`
 // matrix, and the two halves of `final_layer.adaLN_modulation.1` are swapped
 // (BFL stores shift first, diffusers scale first). Nothing is converted or
@@ -133,7 +133,7 @@ export class TransformerWeights {
   }
 
   /**
-   * FP8 checkpoints (spec §7.6): an F8 weight `X.weight` comes with `X.weight_scale`, one float
+   * FP8 checkpoints (docs/FLUX2-spec.md §7.6): an F8 weight `X.weight` comes with `X.weight_scale`, one float
    * for the tensor or one per output row. The scale of rows [start, start+count), or null when the
    * tensor is not FP8 (or has no scale, then it is plain FP8 and only cast).
    */
@@ -345,7 +345,7 @@ export class TransformerWeights {
   }
 }
 
-/** Every diffusers-named transformer weight a config needs, with its shape (spec §7.1). */
+/** Every diffusers-named transformer weight a config needs, with its shape (docs/FLUX2-spec.md §7.1). */
 export function expectedTransformerShapes(c: TransformerConfig): [string, number[]][] {
     const D = c.num_attention_heads * c.attention_head_dim;
     const M = Math.floor(D * c.mlp_ratio);

@@ -1,11 +1,11 @@
-// The FLUX.2 VAE (diffusers `AutoencoderKLFlux2`), spec §1.3 and §3.1–3.4.
+// The FLUX.2 VAE (diffusers `AutoencoderKLFlux2`), docs/FLUX2-spec.md §1.3 and §3.1–3.4.
 //
 // Two graphs, each built the first time it is needed (a pipeline that only
 // decodes never builds the encoder):
 //   encode: image (B, 3, H, W) in [-1, 1] → encoder → quant_conv → moments (B, 2C, H/f, W/f),
 //           latent_mean = moments[:, :C], latent_logvar = clamp(moments[:, C:], -30, 20)
 //   decode: latents (B, C, h, w) → post_quant_conv → decoder → sample (B, 3, f h, f w)
-// Batch, height and width are dynamic. The latent batch-norm statistics (§3.4)
+// Batch, height and width are dynamic. The latent batch-norm statistics (docs/FLUX2-spec.md §3.4)
 // are not part of either graph: bnStats() hands them to the pipeline.
 
 import * as fs from "node:fs";
@@ -116,7 +116,7 @@ export function vaeScaleFactor(c: VaeConfig): number {
 }
 
 // ---------------------------------------------------------------------------
-// Building blocks (§3.3)
+// Building blocks (docs/FLUX2-spec.md §3.3)
 
 /** What the building blocks read (exported for the training graph, src/train/step.ts). */
 export interface VaeGraphCtx {
@@ -214,7 +214,7 @@ function outputHead(ctx: Ctx, x: Value, part: string, C: number): Value {
 }
 
 // ---------------------------------------------------------------------------
-// Encoder and decoder (§3.1, §3.2)
+// Encoder and decoder (docs/FLUX2-spec.md §3.1, §3.2)
 
 /** (B, in, H, W) → moments (B, 2C, H/f, W/f): encoder, then quant_conv. */
 export function encoder(ctx: Ctx, x: Value): Value {
@@ -349,7 +349,7 @@ export class Flux2Vae {
   }
 
   /**
-   * The latent batch-norm statistics over the patchified channels (§3.4):
+   * The latent batch-norm statistics over the patchified channels (docs/FLUX2-spec.md §3.4):
    * mean = bn.running_mean, std = sqrt(bn.running_var + batch_norm_eps), in
    * float32 as the reference computes them (eps rounded to float32 first).
    */

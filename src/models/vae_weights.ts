@@ -1,4 +1,4 @@
-// Where each VAE weight lives, for both checkpoint layouts (spec §7.4).
+// Where each VAE weight lives, for both checkpoint layouts (docs/FLUX2-spec.md §7.4).
 //
 // The graph asks for weights by their diffusers names. For a BFL
 // `ae.safetensors` (LDM-style names) the same request is answered with a

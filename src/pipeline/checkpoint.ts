@@ -1,4 +1,4 @@
-// Finding the parts of a FLUX.2 checkpoint on disk (spec §1.7, §7).
+// Finding the parts of a FLUX.2 checkpoint on disk (docs/FLUX2-spec.md §1.7, §7).
 //
 // Accepted layouts:
 //  - a diffusers folder: model_index.json + scheduler/ text_encoder/ tokenizer/

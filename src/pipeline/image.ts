@@ -1,4 +1,4 @@
-// Image conversion at the pipeline edges: decoder output → uint8 RGB (spec §3.6),
+// Image conversion at the pipeline edges: decoder output → uint8 RGB (docs/FLUX2-spec.md §3.6),
 // encoding with generation parameters, and decoding user images with sharp.
 
 import * as fs from "node:fs";

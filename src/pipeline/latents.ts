@@ -1,4 +1,4 @@
-// Latent layout helpers of the FLUX.2 pipelines (spec §3.4, §3.5, §6.5):
+// Latent layout helpers of the FLUX.2 pipelines (docs/FLUX2-spec.md §3.4, §3.5, §6.5):
 // token packing, position ids, 2×2 patchify, the latent batch-norm, and the
 // inpainting mask / noising helpers. All tensors are row-major; float results
 // are rounded to float32 after every op, as the float32 reference does.

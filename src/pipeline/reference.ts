@@ -1,5 +1,5 @@
-// Reference-image preparation for FLUX.2 editing (spec §6.3) and the inpaint
-// image's size handling (spec §6.5 step 1).
+// Reference-image preparation for FLUX.2 editing (docs/FLUX2-spec.md §6.3) and the inpaint
+// image's size handling (docs/FLUX2-spec.md §6.5 step 1).
 //
 // diffusers (Flux2Pipeline / Flux2KleinPipeline, Flux2ImageProcessor), per reference:
 //  1. validate: both sides ≥ 64 px, aspect max(w/h, h/w) ≤ 8;
@@ -152,7 +152,7 @@ function capAndFloor(img: ReferenceImage, opts: PrepareOptions, label: string) {
 }
 
 /**
- * diffusers' reference preprocessing (§6.3 steps 1–3): validate, Lanczos-shrink to
+ * diffusers' reference preprocessing (docs/FLUX2-spec.md §6.3 steps 1–3): validate, Lanczos-shrink to
  * the pixel cap if needed, centre-crop to multiples of `opts.multiple`.
  * The returned image never aliases the input.
  */
@@ -202,7 +202,7 @@ export interface PreparedInpaintImage {
 }
 
 /**
- * The inpaint pipeline's image handling (§6.5 step 1): Lanczos-shrink to the pixel
+ * The inpaint pipeline's image handling (docs/FLUX2-spec.md §6.5 step 1): Lanczos-shrink to the pixel
  * cap if needed, then a plain Lanczos resize (not a crop) to multiples of
  * `opts.multiple` — two separate resizes, as in diffusers.
  */

@@ -1,4 +1,4 @@
-// Pillow-compatible Lanczos resampling (spec §10 item 13).
+// Pillow-compatible Lanczos resampling (docs/FLUX2-spec.md §10 item 13).
 //
 // diffusers and BFL shrink oversize reference / inpaint images with
 // `PIL.Image.resize(size, Image.Resampling.LANCZOS)`. To reproduce their tensors

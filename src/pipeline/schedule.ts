@@ -1,4 +1,4 @@
-// The FLUX.2 noise schedule (spec §5) and the Euler sampler step, reproducing the
+// The FLUX.2 noise schedule (docs/FLUX2-spec.md §5) and the Euler sampler step, reproducing the
 // float32 rounding of diffusers' FlowMatchEulerDiscreteScheduler bit for bit.
 //
 // Rounding model: a float32 op in NumPy / PyTorch is the exact result rounded

@@ -15,7 +15,8 @@ import type { Claim, JobKind, JobRow, JobStore, Outcome } from "./store.js";
 /** Thrown by a runner when its run was cut short by something other than the job (a crashed thread, a shutdown). */
 export class Interrupted extends Error {}
 
-export interface RunContext {
+/** What a queued job's runner gets (not generate_job.ts's RunContext, which is what one generation needs). */
+export interface JobRunContext {
   job: JobRow;
   claim: Claim;
   signal: AbortSignal;
@@ -72,7 +73,7 @@ export class LocalQueue {
     private lifecycle: Lifecycle,
     private events: JobEvents,
     private opts: LocalQueueOptions,
-    private run: (ctx: RunContext) => Promise<RunResult>,
+    private run: (ctx: JobRunContext) => Promise<RunResult>,
   ) {}
 
   start(): void {

@@ -2,7 +2,7 @@
 
 import { ExecError, type Executor } from "./executor.js";
 import type { ImageStore } from "./images.js";
-import { Interrupted, type RunContext, type RunResult } from "./queue_local.js";
+import { Interrupted, type JobRunContext, type RunResult } from "./queue_local.js";
 import type { JobResult } from "./store.js";
 import type { ExecOutput } from "./generate_job.js";
 
@@ -17,7 +17,7 @@ export async function storeOutput(images: ImageStore, out: ExecOutput, startedAt
 }
 
 export function localRunner(executor: Executor, images: ImageStore) {
-  return async (ctx: RunContext): Promise<RunResult> => {
+  return async (ctx: JobRunContext): Promise<RunResult> => {
     const started = Date.now();
     try {
       const out = await executor.run({ id: ctx.job.id, model: ctx.job.model, request: JSON.parse(ctx.job.request) }, { signal: ctx.signal, onProgress: ctx.progress });

@@ -1,4 +1,4 @@
-// Prompt tokenisation for the FLUX.2 [dev] text encoder (Mistral Small 3.x), spec §2.2.
+// Prompt tokenisation for the FLUX.2 [dev] text encoder (Mistral Small 3.x), docs/FLUX2-spec.md §2.2.
 //
 // Mirrors diffusers `Flux2Pipeline._get_mistral_3_small_prompt_embeds` / `format_text_input` (BFL
 // `Mistral3SmallEmbedder`): every "[IMG]" is removed from the prompt, the chat
@@ -17,7 +17,7 @@
 //
 // BOS: the template itself emits `bos_token`; transformers' `ProcessorMixin.apply_chat_template` then
 // tokenises with add_special_tokens = False when the rendered text starts with the BOS string, so the
-// result holds exactly one `<s>` (spec §2.2 [verify]). The same rule is applied here.
+// result holds exactly one `<s>` (docs/FLUX2-spec.md §2.2 [verify]). The same rule is applied here.
 
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
@@ -27,7 +27,7 @@ import { TokenizerLoadError, checkLength, defaultTemplate, encodeBatch, parseTem
 
 /**
  * The FLUX.2 [dev] system message, byte-exact: 168 characters, one "\n" after "object" (the classic
- * diffusers pipeline and BFL; diffusers' modular pipeline has a space there — spec §2.2).
+ * diffusers pipeline and BFL; diffusers' modular pipeline has a space there — docs/FLUX2-spec.md §2.2).
  */
 export const DEV_SYSTEM_MESSAGE =
   "You are an AI that reasons about image descriptions. You give structured responses focusing on object relationships, object\n" +

@@ -1,7 +1,7 @@
 // Seeded standard-normal noise that is identical on every machine.
 //
 // torch's generator cannot be reproduced cheaply, so parity tests inject the
-// noise tensor (spec §6.1 step 3); this generator only has to be stable: the same
+// noise tensor (docs/FLUX2-spec.md §6.1 step 3); this generator only has to be stable: the same
 // seed gives the same image on any OS, CPU and Node version.
 //
 // Algorithm (enough to re-implement it bit for bit):

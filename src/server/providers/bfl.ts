@@ -13,7 +13,7 @@ import type { GenerationRequest } from "../../api/request.js";
 import type { ImageStore } from "../images.js";
 import { extFor } from "../images.js";
 import { isStoreRef, storeName } from "../inputs.js";
-import type { RunContext, RunResult } from "../queue_local.js";
+import type { JobRunContext, RunResult } from "../queue_local.js";
 import type { JobStore } from "../store.js";
 
 export interface BflOptions {
@@ -144,7 +144,7 @@ export function providerRunner(client: BflClient, images: ImageStore, store: Job
   const maxSubmits = opts.maxSubmitAttempts ?? 6;
   const backoff = (n: number) => (opts.backoffMs ?? 1000) * 2 ** Math.max(0, n - 1);
 
-  return async (ctx: RunContext): Promise<RunResult> => {
+  return async (ctx: JobRunContext): Promise<RunResult> => {
     const job = ctx.job;
     const request = JSON.parse(job.request) as GenerationRequest;
     const state: ProviderState = job.provider ? JSON.parse(job.provider) : {};
@@ -165,7 +165,7 @@ export function providerRunner(client: BflClient, images: ImageStore, store: Job
   };
 }
 
-async function pollUntilDone(client: BflClient, images: ImageStore, ctx: RunContext, url: string, request: GenerationRequest, opts: BflOptions, backoff: (n: number) => number): Promise<RunResult> {
+async function pollUntilDone(client: BflClient, images: ImageStore, ctx: JobRunContext, url: string, request: GenerationRequest, opts: BflOptions, backoff: (n: number) => number): Promise<RunResult> {
   const started = Date.now();
   let failures = 0;
   while (!ctx.signal.aborted) {
