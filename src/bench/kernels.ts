@@ -12,11 +12,13 @@
 // All kernels see the same x and the same W (quantized where they need it), so the rates compare
 // kernels, not data. The rates count 2·M·N·K float FLOPs for every kernel.
 
+import type { Session } from "../backend/backend.js";
 import { OrtBackend } from "../backend/ort.js";
 import { Graph, dataSource, type Value } from "../onnx/graph.js";
 import { quantizeBlockwise } from "../quant/blockwise.js";
 import { quantizePerChannel } from "../quant/per_channel.js";
 import { FastNormal } from "./rng.js";
+import { timed } from "./timer.js";
 
 export type KernelName = "fp32" | "nbits8" | "qgemm" | "qgemm_if";
 export const KERNELS: KernelName[] = ["fp32", "nbits8", "qgemm", "qgemm_if"];
@@ -70,16 +72,14 @@ export async function measureKernels(M: number, N: number, K: number, opts: { ro
   const x = new Float32Array(M * K);
   new FastNormal(12).fill(x, 1);
   const backend = new OrtBackend({ threads: opts.threads });
-  const sessions = [];
+  const sessions: Session[] = [];
   for (const k of kernels) sessions.push(await backend.createSession(build(k, w, M, N, K)));
   const runs: number[][] = kernels.map(() => []);
   try {
     for (const s of sessions) await s.run({ x: { data: x, shape: [M, K] } }); // warm-up (prepacking, buffers)
     for (let r = 0; r < (opts.rounds ?? 3); r++) {
       for (let i = 0; i < sessions.length; i++) {
-        const t0 = performance.now();
-        await sessions[i].run({ x: { data: x, shape: [M, K] } });
-        runs[i].push((performance.now() - t0) / 1000);
+        runs[i].push((await timed(() => sessions[i].run({ x: { data: x, shape: [M, K] } })))[1]);
       }
     }
   } finally {

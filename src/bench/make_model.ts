@@ -182,19 +182,28 @@ export function makeRandomModel(spec: RandomModelSpec, dir: string, opts: MakeMo
   });
   copyDir(path.join(golden, "scheduler"), path.join(dir, "scheduler"));
   copyDir(path.join(golden, "tokenizer"), path.join(dir, "tokenizer"));
-  writeJson(path.join(dir, "transformer", "config.json"), { _class_name: "Flux2Transformer2DModel", _diffusers_version: "0.40.0.dev0", ...spec.transformer });
   writeJson(path.join(dir, "text_encoder", "config.json"), {
     architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", hidden_act: "silu", torch_dtype: "bfloat16",
     max_position_embeddings: 40960, use_sliding_window: false, sliding_window: null, rope_scaling: null, ...spec.textEncoder,
   });
   writeJson(path.join(dir, "vae", "config.json"), { _class_name: "AutoencoderKLFlux2", _diffusers_version: "0.40.0.dev0", ...spec.vae });
 
-  const trFile = path.join(dir, "transformer", "diffusion_pytorch_model.safetensors");
-  writeRandomFile(trFile, expectedTransformerShapes(spec.transformer), "BF16", seed, progress);
+  writeRandomTransformer(path.join(dir, "transformer"), spec.transformer, { seed, progress });
   writeSharded(path.join(dir, "text_encoder"), qwen3Tensors(spec.textEncoder), "BF16", spec.shardBytes, seed, progress);
   writeRandomFile(path.join(dir, "vae", "diffusion_pytorch_model.safetensors"), expectedVaeShapes(spec.vae), "F32", seed, progress);
   writeJson(marker, want);
   return { dir, reused: false, params, bytes: total, seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * A random bf16 transformer/ folder for `config` (config.json + one weights file, diffusers names),
+ * the one writer every benchmark uses (flux2 bench, bench-kv, the LoRA bench). Returns the weights file.
+ */
+export function writeRandomTransformer(dir: string, config: TransformerConfig, opts: { seed?: number; progress?: (n: number) => void } = {}): string {
+  writeJson(path.join(dir, "config.json"), { _class_name: "Flux2Transformer2DModel", _diffusers_version: "0.40.0.dev0", ...config });
+  const file = path.join(dir, "diffusion_pytorch_model.safetensors");
+  writeRandomFile(file, expectedTransformerShapes(config), "BF16", opts.seed ?? 0, opts.progress ?? (() => {}));
+  return file;
 }
 
 function writeJson(file: string, value: unknown): void {

@@ -1,5 +1,5 @@
-// A fast seeded generator for random weights (billions of values: speed over statistical
-// quality). One xorshift32 step per value; the four bytes of the word are summed
+// The benchmarks' one random generator (random checkpoints, inputs and LoRA factors): a fast
+// seeded generator for billions of values (speed over statistical quality). One xorshift32 step per value; the four bytes of the word are summed
 // (Irwin–Hall of 4 uniform bytes, mean 510, standard deviation 147.8), which is close enough
 // to a standard normal for weights whose only job is to keep activations finite.
 
@@ -61,4 +61,11 @@ export function* randomChunks(n: number, dtype: DType, std: number, mean: number
       yield new Uint8Array(f.buffer, 0, m * 4);
     }
   }
+}
+
+/** A float32 tensor of approximately N(mean, std²) values (benchmark inputs, LoRA factors). */
+export function randomTensor(seed: number, shape: number[], std = 1, mean = 0): { data: Float32Array; shape: number[] } {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  new FastNormal(seed).fill(data, std, mean);
+  return { data, shape };
 }

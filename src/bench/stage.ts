@@ -27,7 +27,8 @@ import { QUANT_KINDS, drift as driftOf, specFor, type QuantKind, type QuantSpec 
 import type { AccuracyLevel } from "../quant/format.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
-import { FastNormal } from "./rng.js";
+import { FastNormal, randomTensor } from "./rng.js";
+import { median, timed } from "./timer.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 import { measureKernels, type KernelResult } from "./kernels.js";
 import { loadPipeline } from "../loaders/pretrained.js";
@@ -120,12 +121,6 @@ function backendOf(r: StageRequest): OrtBackend {
   });
 }
 
-async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
-  const t0 = performance.now();
-  const v = await fn();
-  return [v, (performance.now() - t0) / 1000];
-}
-
 let calibration: number | undefined;
 
 let firstRun: number | undefined;
@@ -142,14 +137,6 @@ async function repeat(r: StageRequest, fn: () => Promise<unknown>): Promise<numb
   const runs: number[] = [];
   for (let i = 0; i < r.repeats; i++) runs.push((await timed(fn))[1]);
   return runs;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-function randomTensor(seed: number, shape: number[]): { data: Float32Array; shape: number[] } {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  new FastNormal(seed).fill(data, 1);
-  return { data, shape };
 }
 
 function result(r: StageRequest, runs: number[], load: number, flop: number, afterLoad: number, extra: Partial<StageResult> = {}): StageResult {

@@ -6,13 +6,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { OrtBackend } from "../backend/ort.js";
-import { writeSafetensors } from "../io/safetensors.js";
-import { f32ToBf16Bits } from "../io/dtype.js";
 import { Flux2Transformer, TRANSFORMER_DEFAULTS, type TransformerConfig } from "../models/transformer.js";
 import { Flux2KvTransformer } from "../models/transformer_kv.js";
-import { expectedTransformerShapes } from "../models/transformer_weights.js";
 import { latentIds, refIds, textIds } from "../pipeline/latents.js";
-import { Xoshiro128 } from "../util/random.js";
+import { writeRandomTransformer } from "../bench/make_model.js";
+import { randomTensor } from "../bench/rng.js";
+import { medianTime } from "../bench/timer.js";
 import { intOption } from "./common.js";
 
 const HELP = `usage: flux2 bench-kv [--heads N] [--double N] [--single N] [--size PX] [--refs 1,4] [--steps N]
@@ -30,40 +29,6 @@ ratio 3, 7680-wide text features) with the given number of heads and blocks.
   --refs LIST    reference counts to measure (default 1,4)
   --steps N      denoising steps (default 4)
   --text N       text tokens (default 512)`;
-
-/** Random bf16 weights for every tensor the config needs (norm scales near 1). */
-function writeRandomTransformer(dir: string, c: TransformerConfig): void {
-  const rng = new Xoshiro128(1234n);
-  const tensors: Record<string, { dtype: "BF16"; shape: number[]; data: Uint16Array }> = {};
-  for (const [name, shape] of expectedTransformerShapes(c)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const scale = shape.length === 1 ? 0 : 1 / Math.sqrt(shape[1]);
-    const data = new Uint16Array(n);
-    for (let i = 0; i < n; i++) data[i] = f32ToBf16Bits(shape.length === 1 ? 1 : (rng.nextDouble() * 2 - 1) * Math.sqrt(3) * scale);
-    tensors[name] = { dtype: "BF16", shape, data };
-  }
-  writeSafetensors(path.join(dir, "diffusion_pytorch_model.safetensors"), tensors);
-  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ _class_name: "Flux2Transformer2DModel", ...c }));
-}
-
-function randomTensor(rng: Xoshiro128, shape: number[]) {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < data.length; i++) data[i] = rng.nextDouble() * 2 - 1;
-  return { data, shape };
-}
-
-/** Median wall time of `repeats` runs (after the caller's warm-up), with the last result. */
-async function time<T>(fn: () => Promise<T>, repeats = 3): Promise<[T, number]> {
-  const times: number[] = [];
-  let r!: T;
-  for (let i = 0; i < repeats; i++) {
-    const t0 = process.hrtime.bigint();
-    r = await fn();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  times.sort((a, b) => a - b);
-  return [r, times[Math.floor(repeats / 2)]];
-}
 
 export async function runKvBenchCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
@@ -88,30 +53,29 @@ export async function runKvBenchCommand(argv: string[]): Promise<number> {
   };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-kvbench-"));
   try {
-    writeRandomTransformer(dir, config);
+    writeRandomTransformer(dir, config, { seed: 1234 });
     const backend = new OrtBackend();
     const weights = path.join(dir, "diffusion_pytorch_model.safetensors");
     const plain = await Flux2Transformer.fromFiles(backend, weights, path.join(dir, "config.json"));
     const kv = Flux2KvTransformer.fromFiles(backend, weights, path.join(dir, "config.json"));
-    const rng = new Xoshiro128(7n);
     const g = size / 16;
     const N = g * g;
-    const text = randomTensor(rng, [1, L, config.joint_attention_dim]);
-    const x = randomTensor(rng, [1, N, 128]);
+    const text = randomTensor(7, [1, L, config.joint_attention_dim]);
+    const x = randomTensor(8, [1, N, 128]);
     const base = { text, timestep: [1], imgIds: latentIds(1, g, g).data, txtIds: textIds(1, L).data };
     console.log(`model: ${heads} heads (width ${heads * 128}), ${config.num_layers} double + ${config.num_single_layers} single blocks; ${size}² output (${N} tokens), ${L} text tokens, ${steps} steps, references ${size}² each (${N} tokens)`);
     console.log("refs  plain s/step  kv extract s  kv cached s/step  plain total s  kv total s  speed-up");
     for (const R of refCounts) {
-      const ref = randomTensor(rng, [1, R * N, 128]);
+      const ref = randomTensor(9 + R, [1, R * N, 128]);
       const rIds = refIds(Array.from({ length: R }, () => ({ h: g, w: g }))).data;
       const allIds = new BigInt64Array([...base.imgIds, ...rIds]);
       const hidden = { data: new Float32Array([...x.data, ...ref.data]), shape: [1, N + R * N, 128] };
       await plain.forward({ ...base, hidden, imgIds: allIds }); // warm-up
-      const [, tPlain] = await time(() => plain.forward({ ...base, hidden, imgIds: allIds }));
+      const [, tPlain] = await medianTime(() => plain.forward({ ...base, hidden, imgIds: allIds }));
       const res = await kv.extract({ ...base, hidden: x }, ref, rIds); // warm-up (builds the session)
-      const [, tExtract] = await time(() => kv.extract({ ...base, hidden: x }, ref, rIds));
+      const [, tExtract] = await medianTime(() => kv.extract({ ...base, hidden: x }, ref, rIds));
       await kv.cached({ ...base, hidden: x }, res.cache); // warm-up
-      const [, tCached] = await time(() => kv.cached({ ...base, hidden: x }, res.cache));
+      const [, tCached] = await medianTime(() => kv.cached({ ...base, hidden: x }, res.cache));
       const plainTotal = steps * tPlain, kvTotal = tExtract + (steps - 1) * tCached;
       console.log(`${String(R).padStart(4)}  ${tPlain.toFixed(3).padStart(12)}  ${tExtract.toFixed(3).padStart(12)}  ${tCached.toFixed(3).padStart(16)}  ${plainTotal.toFixed(2).padStart(13)}  ${kvTotal.toFixed(2).padStart(10)}  ${(plainTotal / kvTotal).toFixed(2).padStart(7)}×`);
     }

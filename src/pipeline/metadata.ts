@@ -47,9 +47,13 @@ export function formatParameters(r: ImageRecord): string {
   return lines.join("\n");
 }
 
-/** Parse A1111-style parameters back into key/value settings (for reloading an image's settings). */
+/**
+ * Parse A1111-style parameters back into key/value settings (for reloading an image's settings).
+ * The studio has a browser copy (studio/src/png.ts); test/a1111_parity.test.ts keeps the two equal.
+ */
 export function parseParameters(text: string): { prompt: string; negativePrompt: string; settings: Record<string, string> } {
-  const lines = text.split("\n");
+  // Windows tools write CRLF; a stray "\r" would end up in the last setting's value.
+  const lines = text.replace(/\r\n/g, "\n").split("\n");
   const last = lines[lines.length - 1] ?? "";
   const settings: Record<string, string> = {};
   const hasSettings = /(^|, )Steps: /.test(last);

@@ -1,6 +1,6 @@
 // Cost of LoRA on session building and on the forward pass, fused vs runtime.
 //
-//   node dist/src/lora/bench.js [--big] [--reps N]
+//   node dist/src/bench/lora.js [--big] [--reps N]
 //
 // Always measures the golden tiny klein transformer with the golden LoRAs (diffusers +
 // BFL stacked). With --big it also writes a synthetic ~0.5B-parameter FLUX.2-shaped
@@ -14,12 +14,14 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { OrtBackend } from "../backend/ort.js";
 import type { Backend } from "../backend/backend.js";
-import { WeightSet, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
-import { f32ToBf16Bits } from "../io/dtype.js";
+import { WeightSet } from "../io/safetensors.js";
+import { writeRandomTransformer } from "./make_model.js";
+import { randomTensor, seedFor } from "./rng.js";
+import { median, timed } from "./timer.js";
 import { Flux2Transformer, innerDim, mlpDim, readTransformerConfig, type TransformerConfig, type TransformerInputs, TRANSFORMER_DEFAULTS } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
-import { loadLoraFile, parseLora, type LoraAdapter, type LoraTensor } from "./formats.js";
-import { attachRuntimeLoras, fuseLoras, fuseLorasWith, type AdapterUse } from "./apply.js";
+import { loadLoraFile, parseLora, type LoraAdapter, type LoraTensor } from "../lora/formats.js";
+import { attachRuntimeLoras, fuseLoras, fuseLorasWith, type AdapterUse } from "../lora/apply.js";
 
 export const BIG_CONFIG: TransformerConfig = {
   ...TRANSFORMER_DEFAULTS, in_channels: 64, num_layers: 4, num_single_layers: 8, num_attention_heads: 12,
@@ -30,13 +32,10 @@ const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf("--reps") + 1]) || 5;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
-const ms = (t0: number) => performance.now() - t0;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
+/** `fn`'s result and wall time in milliseconds (the shared stopwatch, src/bench/timer.ts). */
 async function time<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
-  const t0 = performance.now();
-  const r = await fn();
-  return [r, ms(t0)];
+  const [r, seconds] = await timed(fn);
+  return [r, seconds * 1000];
 }
 
 type Mode = "no LoRA" | "fused" | "runtime";
@@ -58,18 +57,17 @@ async function measure(
   let spills = 0;
   const make = async (mode: Mode) => {
     const weights = new TransformerWeights(set, "diffusers");
-    let runtime: ReturnType<typeof attachRuntimeLoras> | null = null;
-    const t0 = performance.now();
-    if (mode === "fused") {
-      const spillFile = spillDir ? path.join(spillDir, `fused-${spills++}.safetensors`) : undefined;
-      await fuseLorasWith(backend, weights, uses, 1, { spillFile });
-    } else if (mode === "runtime") {
-      runtime = attachRuntimeLoras(weights, uses);
-    }
-    const t1 = performance.now();
-    const model = await Flux2Transformer.load(backend, config, weights);
-    prep.get(mode)!.push(t1 - t0);
-    build.get(mode)!.push(ms(t1));
+    const [runtime, prepSeconds] = await timed(async () => {
+      if (mode === "runtime") return attachRuntimeLoras(weights, uses);
+      if (mode === "fused") {
+        const spillFile = spillDir ? path.join(spillDir, `fused-${spills++}.safetensors`) : undefined;
+        await fuseLorasWith(backend, weights, uses, 1, { spillFile });
+      }
+      return null;
+    });
+    const [model, buildSeconds] = await timed(() => Flux2Transformer.load(backend, config, weights));
+    prep.get(mode)!.push(prepSeconds * 1000);
+    build.get(mode)!.push(buildSeconds * 1000);
     return { model, runtime };
   };
   let jsFuse = 0, switchCost = 0;
@@ -125,55 +123,13 @@ function tinyInputs(): TransformerInputs {
   return inp;
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
-}
-
-/** A random bf16 checkpoint with diffusers names for `c`. */
-export function writeSyntheticCheckpoint(dir: string, c: TransformerConfig): string {
-  const D = innerDim(c), M = mlpDim(c), rand = rng(1);
-  const shapes: [string, number[]][] = [
-    ["x_embedder.weight", [D, c.in_channels]], ["context_embedder.weight", [D, c.joint_attention_dim]],
-    ["time_guidance_embed.timestep_embedder.linear_1.weight", [D, c.timestep_guidance_channels]],
-    ["time_guidance_embed.timestep_embedder.linear_2.weight", [D, D]],
-    ["double_stream_modulation_img.linear.weight", [6 * D, D]], ["double_stream_modulation_txt.linear.weight", [6 * D, D]],
-    ["single_stream_modulation.linear.weight", [3 * D, D]], ["norm_out.linear.weight", [2 * D, D]], ["proj_out.weight", [c.in_channels, D]],
-  ];
-  for (let i = 0; i < c.num_layers; i++) {
-    const p = `transformer_blocks.${i}`;
-    for (const n of ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"]) shapes.push([`${p}.attn.${n}.weight`, [D, D]]);
-    for (const n of ["norm_q", "norm_k", "norm_added_q", "norm_added_k"]) shapes.push([`${p}.attn.${n}.weight`, [c.attention_head_dim]]);
-    for (const n of ["ff", "ff_context"]) shapes.push([`${p}.${n}.linear_in.weight`, [2 * M, D]], [`${p}.${n}.linear_out.weight`, [D, M]]);
-  }
-  for (let i = 0; i < c.num_single_layers; i++) {
-    const p = `single_transformer_blocks.${i}.attn`;
-    shapes.push([`${p}.to_qkv_mlp_proj.weight`, [3 * D + 2 * M, D]], [`${p}.to_out.weight`, [D, D + M]], [`${p}.norm_q.weight`, [c.attention_head_dim]], [`${p}.norm_k.weight`, [c.attention_head_dim]]);
-  }
-  const tensors: Record<string, TensorToWrite> = {};
-  for (const [name, shape] of shapes) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const k = shape.length === 1 ? 0 : 1.7 / Math.sqrt(shape[1]);
-    const data = new Uint16Array(n);
-    for (let j = 0; j < n; j++) data[j] = f32ToBf16Bits(shape.length === 1 ? 1 + 0.3 * rand() : k * rand());
-    tensors[name] = { dtype: "BF16", shape, data };
-  }
-  const file = path.join(dir, "diffusion_pytorch_model.safetensors");
-  writeSafetensors(file, tensors, { format: "pt" });
-  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ _class_name: "Flux2Transformer2DModel", ...c }));
-  return file;
-}
-
 /** A rank-r ai-toolkit (BFL names) LoRA on every attention / MLP projection. */
 export function syntheticLora(c: TransformerConfig, rank: number): LoraAdapter {
-  const D = innerDim(c), M = mlpDim(c), rand = rng(2);
+  const D = innerDim(c), M = mlpDim(c);
   const t = new Map<string, LoraTensor>();
   const add = (m: string, out: number, inF: number) => {
-    t.set(`diffusion_model.${m}.lora_A.weight`, { shape: [rank, inF], data: Float32Array.from({ length: rank * inF }, () => rand() / Math.sqrt(inF)) });
-    t.set(`diffusion_model.${m}.lora_B.weight`, { shape: [out, rank], data: Float32Array.from({ length: out * rank }, () => 0.1 * rand()) });
+    t.set(`diffusion_model.${m}.lora_A.weight`, randomTensor(seedFor(`${m}.A`, 2), [rank, inF], 0.3 / Math.sqrt(inF)));
+    t.set(`diffusion_model.${m}.lora_B.weight`, randomTensor(seedFor(`${m}.B`, 2), [out, rank], 0.03));
   };
   for (let i = 0; i < c.num_layers; i++) {
     for (const s of ["img", "txt"]) {
@@ -191,14 +147,13 @@ export function syntheticLora(c: TransformerConfig, rank: number): LoraAdapter {
 }
 
 export function syntheticInputs(c: TransformerConfig, sImg: number, sTxt: number): TransformerInputs {
-  const rand = rng(3);
   const imgIds = new BigInt64Array(sImg * 4), txtIds = new BigInt64Array(sTxt * 4);
   const side = Math.ceil(Math.sqrt(sImg));
   for (let i = 0; i < sImg; i++) { imgIds[i * 4 + 1] = BigInt(Math.floor(i / side)); imgIds[i * 4 + 2] = BigInt(i % side); }
   for (let i = 0; i < sTxt; i++) txtIds[i * 4 + 3] = BigInt(i);
   return {
-    hidden: { data: Float32Array.from({ length: sImg * c.in_channels }, rand), shape: [1, sImg, c.in_channels] },
-    text: { data: Float32Array.from({ length: sTxt * c.joint_attention_dim }, rand), shape: [1, sTxt, c.joint_attention_dim] },
+    hidden: randomTensor(3, [1, sImg, c.in_channels], 0.3),
+    text: randomTensor(4, [1, sTxt, c.joint_attention_dim], 0.3),
     timestep: Float32Array.of(0.7), imgIds, txtIds,
   };
 }
@@ -220,7 +175,7 @@ async function main() {
       const c = BIG_CONFIG;
       const dir = path.join(work, "big");
       fs.mkdirSync(dir);
-      const [file, tw] = await time(() => writeSyntheticCheckpoint(dir, c));
+      const [file, tw] = await time(() => writeRandomTransformer(dir, c, { seed: 1 }));
       const [adapter, tl] = await time(() => syntheticLora(c, 16));
       const params = (fs.statSync(file).size / 2 / 1e6).toFixed(0);
       console.log(`\nsynthetic checkpoint: ${params}M params bf16 (${(fs.statSync(file).size / 2 ** 30).toFixed(2)} GiB), written in ${(tw / 1000).toFixed(1)} s; rank-16 LoRA on ${adapter.deltas.size} weights built in ${tl.toFixed(0)} ms`);
