@@ -15,7 +15,7 @@ import type { Backend, HostTensor } from "../backend/backend.js";
 import { OrtBackend } from "../backend/ort.js";
 import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
 import type { Flux2KvTransformer } from "../models/transformer_kv.js";
-import { Flux2Vae } from "../models/vae.js";
+import { Flux2Vae, readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { DecoderEncoder } from "../models/decoder.js";
 import { KLEIN_TEXT_LAYERS } from "../models/qwen3.js";
 import { DEV_TEXT_LAYERS } from "../models/mistral.js";
@@ -187,6 +187,12 @@ export class Flux2Pipeline {
       transformer: () => Flux2Transformer.fromFiles(backend, parts.transformer.weights, parts.transformer.config),
       vae: () => Flux2Vae.fromFiles(backend, parts.vae.weights, parts.vae.config),
     });
+  }
+
+  /** Output and reference sides must be multiples of this: 2 × the VAE's scale factor (16 for FLUX.2), read without loading the VAE. */
+  get sizeMultiple(): number {
+    const cfg = this.options.checkpoint?.vae.config;
+    return cfg ? 2 * vaeScaleFactor(readVaeConfig(cfg)) : 16;
   }
 
   /** The variant's defaults refined by the model folder's own (src/pipeline/model_defaults.ts). */
