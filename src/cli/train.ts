@@ -77,6 +77,7 @@ Output:
   --sample-prompt TEXT    sample prompt, repeatable (default: the first caption)
   --sample-steps N        denoising steps of the samples (default: the model's)
   --device D              cpu (default) | webgpu | cuda
+  --threads N             ONNX Runtime intra-op threads (default: one per core; 1 keeps a shared machine usable)
   --json                  one JSON line per step {"step","loss","lr"}, then the outputs
   --force                 run even if the memory plan says it will not fit
   --quiet                 no progress output
@@ -92,7 +93,7 @@ const OPTIONS = {
   "warmup-steps": { type: "string" }, trigger: { type: "string" }, "caption-dropout": { type: "string" }, format: { type: "string" },
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
   "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
-  "kl-weight": { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" },
+  "kl-weight": { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
   force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -162,6 +163,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const device = v.device as Device | undefined;
   if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
 
+  const threads = numOption(v.threads as string | undefined, "threads", 1, 1024);
+  if (threads !== undefined && !Number.isInteger(threads)) throw new InvalidRequestError(`--threads must be a whole number, got "${v.threads}"`);
+
   const ck = openCheckpoint(v.model as string);
   if (!v.resume && fs.existsSync(path.join(runDir, "checkpoints")) && fs.readdirSync(path.join(runDir, "checkpoints")).length) {
     throw new InvalidRequestError(`${runDir} already holds checkpoints of a run: continue it with --resume ${runDir}, or choose another --out`);
@@ -178,7 +182,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   log(`data: ${ds.images.length} image(s) in ${v.data}${ds.skipped.length ? ` (${ds.skipped.length} skipped)` : ""}, ${samples.length} sample(s); ` +
     `buckets ${[...buckets].map(([b, n]) => `${b}: ${n}`).join(", ")}${ds.uncaptioned ? `; ${ds.uncaptioned} without a .txt caption` : ""}`);
 
-  const backend = new OrtBackend({ device });
+  const backend = new OrtBackend({ device, threads });
   const identity: RunIdentity = {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
