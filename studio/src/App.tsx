@@ -144,10 +144,14 @@ export function App() {
     listLoras().then(setLoraList, (e: Error) => setLoraError(e.message));
   }, [chooseModel, saved]);
 
+  // Filters change faster than answers come: only the newest request's answer is shown.
+  const listSeq = useRef(0);
   const refreshJobs = useCallback(async (f: GalleryFilter = filter) => {
     setJobsLoading(true);
+    const seq = ++listSeq.current;
     try {
       const r = await listGallery(30, undefined, f);
+      if (seq !== listSeq.current) return;
       setJobs(r.jobs);
       // Nothing on show yet (a fresh page): show the newest finished image.
       setShown((cur) => cur ?? r.jobs.find((j) => j.status === "Ready" && j.result?.sample) ?? null);
@@ -456,11 +460,14 @@ export function App() {
       setShown(j);
       setJobs((js) => [j, ...js.filter((x) => x.id !== j.id)]);
       const n = j.result?.samples.length ?? 1;
+      // For tests and scripts: how many jobs this page has seen finish.
+      document.documentElement.dataset.jobsDone = String(Number(document.documentElement.dataset.jobsDone ?? 0) + 1);
       const secs = j.startedAt && j.endedAt ? ` in ${((j.endedAt - j.startedAt) / 1000).toFixed(1)} s` : "";
       notify("info", `Done: ${n} image${n === 1 ? "" : "s"}${secs}.`);
     } else if (outcome?.status === "Cancelled" || ctrl.signal.aborted) {
       notify("info", `Cancelled: ${item.prompt.slice(0, 60) || "the job"}.`);
     } else if (outcome) {
+      document.documentElement.dataset.jobsDone = String(Number(document.documentElement.dataset.jobsDone ?? 0) + 1);
       notify("error", `Generation failed: ${outcome.status}${outcome.error ? `: ${outcome.error}` : ""}`);
     }
     following.current = null;

@@ -125,7 +125,11 @@ export function MaskPainter({ image, onChange, value }: Props) {
         <canvas
           ref={canvas}
           aria-label="Mask: paint over the area to repaint"
-          onPointerDown={(e) => { e.currentTarget.setPointerCapture(e.pointerId); const p = point(e); drawing.current = p; stroke(p, p); }}
+          onPointerDown={(e) => {
+            // Capture keeps a stroke that leaves the canvas; a pointer the browser no longer tracks cannot be captured (harmless).
+            try { e.currentTarget.setPointerCapture(e.pointerId); } catch { /* see above */ }
+            const p = point(e); drawing.current = p; stroke(p, p);
+          }}
           onPointerMove={(e) => { if (!drawing.current) return; const p = point(e); stroke(drawing.current, p); drawing.current = p; }}
           onPointerUp={() => { if (drawing.current) { drawing.current = null; exportMask(); } }}
           onPointerCancel={() => { drawing.current = null; exportMask(); }}

@@ -50,6 +50,8 @@ export function remainingMs(l: Live, now: number): number | null {
 const secs = (ms: number) => (ms < 60_000 ? `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s` : `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`);
 
 export function StatusBar({ live, now, queued, onCancel }: { live: Live; now: number; queued: number; onCancel: () => void }) {
+  // The clock ticks every 250 ms; a start recorded since the last tick must not show a negative time.
+  now = Math.max(now, live.startedAt ?? 0, live.denoiseAt ?? 0);
   const pct = percent(live);
   const left = remainingMs(live, now);
   return (
