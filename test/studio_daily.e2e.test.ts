@@ -22,6 +22,7 @@ const CHECKPOINT = path.join(ROOT, "testdata/golden/checkpoints/klein_distilled"
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const MODEL = "flux-2-klein-4b";
 const PREFIX = "/flux/";
+const ARTIFACTS = path.join(ROOT, "test-artifacts/studio");
 const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}`
   : !fs.existsSync(path.join(ROOT, "dist/studio/index.html")) ? "the studio is not built (npm run build builds dist/studio/)" : false;
 
@@ -54,6 +55,7 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
   const posts: Record<string, unknown>[] = [];
   const consoleErrors: string[] = [];
   const api = async (p: string) => (await fetch(`${server.url}${p}`)).json() as Promise<any>;
+  const shot = (name: string) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
   const statusLine = () => page.locator("[data-testid=status-line]");
   const jobsDone = () => page.evaluate(() => Number(document.documentElement.dataset.jobsDone ?? 0));
   /** Click Generate and wait for that job to end (the page counts finished jobs), then check it made `n` images. */
@@ -85,6 +87,7 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
   };
 
   before(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio2-"));
     loraDir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio2-loras-"));
     fs.copyFileSync(path.join(ROOT, "testdata/golden/lora/lora_kohya.safetensors"), path.join(loraDir, "style.safetensors"));
@@ -123,6 +126,8 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     await page.getByLabel("Right").fill(String(add));
     await page.getByLabel("Left").fill(String(add));
     await page.locator("[data-testid=size-locked]").waitFor();
+    await page.locator("[data-testid=size-locked]").scrollIntoViewIfNeeded();
+    await shot("10-outpaint-size-locked");
     assert.match(await page.locator("[data-testid=size-summary]").textContent() ?? "", new RegExp(`^${w + 2 * add}×${h}`));
     assert.equal(await page.locator("#width").count(), 0, "no width field while editing");
     const n = posts.length;
@@ -206,7 +211,8 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
 
   it("a queued second job runs after the first; the queue is listed with cancels and survives a reload", async () => {
     await clearReferences();
-    await customSize(64 * multipleOf, 64 * multipleOf);
+    // Long enough (8 images) that the second job is still queued after a reload.
+    await customSize(32 * multipleOf, 32 * multipleOf);
     await page.fill("#batch", "8");
     await page.fill("#prompt", "first in line");
     await page.click("[data-testid=generate]");
@@ -216,6 +222,7 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     assert.equal(await page.locator("[data-testid=generate]").textContent(), "Add to queue");
     await page.click("[data-testid=generate]");
     await page.locator("[data-testid=queue-item]").nth(1).waitFor();
+    await shot("11-queue-and-bar");
     const ids = await page.locator("[data-testid=queue-item]").evaluateAll((els) => els.map((e) => e.getAttribute("data-job")!));
     assert.equal(ids.length, 2);
     await page.locator("[data-testid=toast]", { hasText: "Added to the queue (1 ahead)" }).waitFor();
@@ -278,6 +285,8 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     await card.locator("button", { hasText: "PNG info" }).click();
     const info = page.locator("[data-testid=png-info-record]");
     await info.waitFor();
+    await page.locator("[data-testid=png-info]").scrollIntoViewIfNeeded();
+    await shot("12-png-info");
     const text = await info.textContent() ?? "";
     assert.match(text, /loras\[\{"name":"style","strength":0\.8\}\]/);
     for (const field of ["prompt", "seed", "width", "height", "steps", "model", "variant"]) assert.match(text, new RegExp(field));
@@ -345,6 +354,8 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     assert.equal(await page.inputValue("#b-background"), "foggy hills");
     assert.equal(await page.inputValue("#b-composition"), "rule of thirds");
     assert.match(await page.locator("[data-testid=palette]").textContent() ?? "", /#1B3A5C.*#FF8800/);
+    await page.locator("[data-testid=palette]").scrollIntoViewIfNeeded();
+    await shot("13-json-builder-palette");
     await page.locator("label", { hasText: /^Text$/ }).click();
     assert.deepEqual(JSON.parse(await page.inputValue("#prompt")), prompt);
     // The palette from the colour picker, then back to text.
@@ -373,7 +384,7 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
       const src = await page.locator("[data-testid=gallery-item] img").first().getAttribute("src");
       assert.match(src ?? "", /^v1\/images\//);
       assert.equal(await page.evaluate((u) => fetch(u).then((r) => r.status), src!), 200, "a gallery image through the prefix");
-      await customSize(8 * multipleOf, 8 * multipleOf);
+      await customSize(16 * multipleOf, 16 * multipleOf);
       await page.fill("#prompt", "behind a proxy");
       await generateAndWait();
       const outside = proxy.seen.filter((u) => !u.startsWith(PREFIX));
