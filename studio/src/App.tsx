@@ -7,7 +7,7 @@ import { blobToDataUrl, referenceFromUrl, fileName, type Reference } from "./ima
 import { settingsFromPng, type LoadedSettings } from "./png";
 import { emptyStructured, isJsonPrompt, structuredToText, textToStructured, type Structured } from "./prompt";
 import { ASPECTS, megapixelChoices, nearestMegapixels, presetSize, validateSize, type SizeLimits } from "./size";
-import { editedSize, loadForm, saveForm, type SavedForm } from "./form";
+import { editedSize, loadForm, saveForm, saveFormImages, type SavedForm } from "./form";
 import { Gallery } from "./components/Gallery";
 import { LoraPicker, type LoraChoice } from "./components/LoraPicker";
 import { ModelPicker } from "./components/ModelPicker";
@@ -81,8 +81,9 @@ export function App() {
   const [addressError, setAddressError] = useState<string | null>(null);
 
   useEffect(() => {
-    saveForm({ promptMode, text, structured, negative, sizeState, seedMode, seedText, steps, guidance, batch, refs, mask, strengthOn, strength, expand, loras });
-  }, [promptMode, text, structured, negative, sizeState, seedMode, seedText, steps, guidance, batch, refs, mask, strengthOn, strength, expand, loras]);
+    saveForm({ promptMode, text, structured, negative, sizeState, seedMode, seedText, steps, guidance, batch, strengthOn, strength, expand, loras });
+  }, [promptMode, text, structured, negative, sizeState, seedMode, seedText, steps, guidance, batch, strengthOn, strength, expand, loras]);
+  useEffect(() => { saveFormImages(refs, mask); }, [refs, mask]);
 
   // --- jobs
   const [queue, setQueue] = useState<QueueItem[]>([]);
@@ -590,7 +591,7 @@ export function App() {
           </details>
         </form>
         <div className="results">
-          <QueuePanel items={queue} onCancel={(id) => void cancelItem(id)} />
+          <QueuePanel items={queue.map((q) => (q.id === live?.id ? { ...q, status: live.status } : q))} onCancel={(id) => void cancelItem(id)} />
           <Output live={live} shown={shown} message={message} />
           <Gallery jobs={galleryJobs} loading={jobsLoading} error={jobsError} hasMore={!!nextBefore} onMore={() => void moreJobs()}
             onRefresh={() => void refreshJobs()} onShow={setShown} onReference={(j) => void useAsReference(j)}

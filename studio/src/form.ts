@@ -44,13 +44,16 @@ export function loadForm(): Partial<SavedForm> {
   }
 }
 
+/** Save the form's fields (cheap: called on every change). */
+export function saveForm(f: Omit<SavedForm, "refs" | "mask">): void {
+  try { localStorage.setItem(FORM_KEY, JSON.stringify(f)); } catch { /* private mode or full */ }
+}
+
 /**
- * Save the form. Reference images and the mask are data URLs that can pass the storage quota
- * (about 5 MB): they are saved apart and dropped, not the rest of the form, when they do not fit.
+ * Save the reference images and the mask: data URLs that can pass the storage quota (about 5 MB),
+ * so they are kept apart, written only when they change, and dropped (not the form) when they do not fit.
  */
-export function saveForm(f: SavedForm): void {
-  const { refs, mask, ...rest } = f;
-  try { localStorage.setItem(FORM_KEY, JSON.stringify(rest)); } catch { /* private mode or full */ }
+export function saveFormImages(refs: Reference[], mask: string | null): void {
   try { localStorage.setItem(IMAGES_KEY, JSON.stringify({ refs, mask })); } catch {
     try { localStorage.removeItem(IMAGES_KEY); } catch { /* nothing to do */ }
   }
