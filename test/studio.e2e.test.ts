@@ -70,6 +70,13 @@ describe("studio (Chromium, real server)", { skip }, () => {
     await page.setViewportSize(vp);
   };
   const galleryItems = () => page.locator("[data-testid=gallery-item]");
+  /** Click Generate and wait until that job ends: the page counts finished jobs (an earlier "Done" message must not count). */
+  const generateAndWait = async () => {
+    const done = () => page.evaluate(() => Number(document.documentElement.dataset.jobsDone ?? 0));
+    const before = await done();
+    await page.click("[data-testid=generate]");
+    await page.waitForFunction((b) => Number(document.documentElement.dataset.jobsDone ?? 0) > b, before, { timeout: 120_000 });
+  };
 
   before(async () => {
     ensureStudioBuilt();
@@ -330,8 +337,7 @@ describe("studio (Chromium, real server)", { skip }, () => {
     await shot("06-reference-mask");
 
     const before = posts.length;
-    await page.click("[data-testid=generate]");
-    await page.locator("[data-testid=status-line]", { hasText: /Done: 1 image|failed|refused/ }).waitFor({ timeout: 120_000 });
+    await generateAndWait();
     assert.equal(posts.length, before + 1);
     const body = posts[posts.length - 1].body;
     assert.match(String(body.input_image), /^data:image\/png;base64,/);
@@ -349,8 +355,7 @@ describe("studio (Chromium, real server)", { skip }, () => {
     await page.getByLabel("Right").fill(String(add));
     await page.getByLabel("Left").fill(String(add));
     await page.fill("#prompt", "continue the scene to the sides");
-    await page.click("[data-testid=generate]");
-    await page.locator("[data-testid=status-line]", { hasText: /Done: 1 image|failed|refused/ }).waitFor({ timeout: 120_000 });
+    await generateAndWait();
     const out = posts[posts.length - 1].body;
     assert.deepEqual(out.expand, [0, add, 0, add]);
     assert.equal(out.mask_image, undefined);
