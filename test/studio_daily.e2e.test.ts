@@ -136,6 +136,11 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     assert.deepEqual(body.expand, [0, add, 0, add]);
     assert.equal(body.width, undefined, "the size panel's width is not sent with an edit");
     assert.equal(body.height, undefined, "the size panel's height is not sent with an edit");
+    // The server derives the size from the first image and the expansion: the proportions are kept, nothing is stretched.
+    const job = await api(`/v1/jobs/${await page.locator("[data-testid=gallery-item]").first().getAttribute("data-job")}`);
+    assert.deepEqual([job.result.width, job.result.height], [w + 2 * add, h]);
+    const out = await sharp(Buffer.from(await (await fetch(job.result.sample)).arrayBuffer())).metadata();
+    assert.deepEqual([out.width, out.height], [w + 2 * add, h]);
     // Back to plain generation: the panel is the user's again, with the size chosen before.
     await page.getByLabel("Right").fill("0");
     await page.getByLabel("Left").fill("0");
