@@ -227,6 +227,7 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     assert.equal(await page.locator("[data-testid=generate]").textContent(), "Add to queue");
     await page.click("[data-testid=generate]");
     await page.locator("[data-testid=queue-item]").nth(1).waitFor();
+    await page.evaluate(() => window.scrollTo(0, 0));
     await shot("11-queue-and-bar");
     const ids = await page.locator("[data-testid=queue-item]").evaluateAll((els) => els.map((e) => e.getAttribute("data-job")!));
     assert.equal(ids.length, 2);
