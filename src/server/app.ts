@@ -16,6 +16,7 @@ import { BflClient, providerRunner } from "./providers/bfl.js";
 import { LocalQueue } from "./queue_local.js";
 import { RedisDispatcher } from "./queue_redis.js";
 import { registerRoutes } from "./routes.js";
+import { registerCors, registerStudioRoutes } from "./studio_routes.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
 import { localRunner } from "./run_local.js";
@@ -122,6 +123,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     http: { headersTimeout: cfg.headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, cfg.headersTimeoutMs) },
   });
   app.decorateRequest("principal", null as never);
+  // Before the key check: a browser's CORS preflight carries no key.
+  registerCors(app, cfg.corsOrigins);
   app.addHook("onRequest", async (req, reply) => {
     // Decide on the route the router matched, which it found after decoding the path, never on the
     // raw URL: "/%761/jobs/ID" is routed to /v1/jobs/:id and must be checked like it.
@@ -136,6 +139,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   app.setErrorHandler(errorHandler(cfg.bodyLimit, health, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
   registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
+  registerStudioRoutes(app, { loraDir: cfg.loraDir, store, images, service, events, baseUrl: baseFor });
   registerStatic(app);
 
   let port = cfg.port;

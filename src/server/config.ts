@@ -78,6 +78,8 @@ export interface ServerConfig {
   log: boolean;
   /** Folder of LoRA files; a request's `loras[].name` is a file name (without .safetensors) in it. */
   loraDir?: string;
+  /** Browser origins (scheme://host[:port]) that may call the API from another page (--cors); none by default. */
+  corsOrigins?: string[];
   /** Invisible watermark on generated images (src/provenance/); off with --no-watermark. */
   watermark: boolean;
   /** Prompt and image checks (--moderation FILE, src/moderation/); undefined: none, said at start-up and in /v1/models. */

@@ -10,6 +10,12 @@ export interface ProgressInfo {
   fraction: number;
   /** A small PNG data URL of the current estimate. */
   preview?: string;
+  /**
+   * The stage that just began, on the event sent when it begins (step/steps/fraction are then 0, or
+   * the last step for "decode"): "load" (the model's pipeline is being built), "encode" (prompt),
+   * "references", "denoise", "decode". Step events carry no stage.
+   */
+  stage?: string;
 }
 
 export type JobEvent =

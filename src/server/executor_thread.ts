@@ -75,6 +75,11 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
   const isCancelled = () => Atomics.load(cancel, 0) === 1;
   try {
     if (isCancelled()) throw new CancelledError();
+    const cached = loaded.get(job.model);
+    // Building a pipeline (first use, or another LoRA set) is announced as the "load" stage.
+    if (!cached || cached.loras !== JSON.stringify(resolveLoras(data.loraDir, job.request.loras).map((l) => [l.name, l.strength]))) {
+      post({ type: "progress", seq, progress: { step: 0, steps: 0, fraction: 0, stage: "load" } });
+    }
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
     if (isCancelled()) throw new CancelledError(); // loading can take a while
     const out = await runGeneration(pipe, job, {

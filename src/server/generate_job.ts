@@ -169,17 +169,24 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     refs.push(prepareReference(image, { multiple: ctx.multiple, pixelCap: cap, label: `reference ${i + 1}`, check: () => check(ctx) }));
   }
   const steps = r.steps ?? d.steps;
+  // The last step reported (img2img runs fewer steps than asked) and its preview, repeated on the decode stage's event.
+  let last: { step: number; steps: number; preview?: string } = { step: 0, steps };
   const guidance = r.guidance ?? d.guidance;
   const result = await pipe.generate({
     prompt: r.prompt, negativePrompt: r.negative_prompt, width: r.width, height: r.height, steps, guidance,
     seed: r.seed, numImagesPerPrompt: r.num_images, references: refs.map((x) => x.image), init, preview: true,
     // Between stages (text encoder, reference encode, denoise, VAE decode) as well as between steps.
-    onStage: () => check(ctx),
+    // Each stage is also announced, so a client can say "Encoding prompt" or "Decoding" rather than show an idle bar.
+    onStage: (stage) => {
+      check(ctx);
+      ctx.onProgress(stage === "decode" ? { ...last, fraction: last.steps ? last.step / last.steps : 1, stage } : { step: 0, steps, fraction: 0, stage });
+    },
     onStep: (info) => {
       // Cancellation is checked between steps: throwing here stops the run.
       if (ctx.isCancelled()) throw new CancelledError();
       const p = info.preview;
-      ctx.onProgress({ step: info.step, steps: info.steps, fraction: info.step / info.steps, preview: p ? pngDataUrl(p.rgb, p.width, p.height) : undefined });
+      last = { step: info.step, steps: info.steps, preview: p ? pngDataUrl(p.rgb, p.width, p.height) : undefined };
+      ctx.onProgress({ ...last, fraction: info.step / info.steps });
     },
   });
   // Before encoding: a moderated image is never written anywhere.
