@@ -16,6 +16,7 @@ import { BflClient, providerRunner } from "./providers/bfl.js";
 import { LocalQueue } from "./queue_local.js";
 import { RedisDispatcher } from "./queue_redis.js";
 import { registerRoutes } from "./routes.js";
+import { registerStoryboardRoutes } from "./storyboard.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
 import { localRunner } from "./run_local.js";
@@ -136,6 +137,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   app.setErrorHandler(errorHandler(cfg.bodyLimit, health, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
   registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
+  registerStoryboardRoutes(app, { service, images, registry, dataDir: cfg.dataDir, baseUrl: baseFor });
   registerStatic(app);
 
   let port = cfg.port;
