@@ -7,6 +7,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as path from "node:path";
 import sharp from "sharp";
 import { api, TINY, TINY_BASE, untilDone, waitFor } from "./helpers/net.js";
@@ -118,7 +119,17 @@ test("a fine-tuning job survives a server restart: it resumes from its last chec
 
 test("a crashed trainer resumes from its checkpoint on the same server; a cancel stops a run", async () => {
   const s = await start();
-  const sub = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, name: "crashy", steps: 30, images: await images() });
+  // A webhook receiver: the finished job is POSTed to it as generation results are.
+  const hooks: any[] = [];
+  const receiver = http.createServer((req, res) => {
+    let b = "";
+    req.on("data", (c) => (b += c));
+    req.on("end", () => { hooks.push(JSON.parse(b)); res.writeHead(204).end(); });
+  });
+  await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+  after(() => receiver.close());
+  const hookUrl = `http://127.0.0.1:${(receiver.address() as { port: number }).port}/done`;
+  const sub = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, name: "crashy", steps: 30, images: await images(), webhook_url: hookUrl });
   assert.equal(sub.status, 200, JSON.stringify(sub.body));
   const id = sub.body.id;
   await waitFor("step 2", async () => (await status(s.url, id)).step >= 2, 120_000, 100);
@@ -130,6 +141,13 @@ test("a crashed trainer resumes from its checkpoint on the same server; a cancel
   assert.ok(st.resumed_from >= 1, `resumed from ${st.resumed_from}`);
   assert.equal(st.attempts, 2);
   assert.ok(fs.existsSync(path.join(loraDir, "crashy.safetensors")));
+  await waitFor("the webhook", () => hooks.length >= 1, 15_000);
+  assert.equal(hooks[0].id, id);
+  assert.equal(hooks[0].status, "Ready");
+  assert.equal(hooks[0].result.finetune.lora, "crashy");
+  const doc = (await api(s.url, "GET", "/openapi.json")).body;
+  assert.ok(doc.paths["/v1/finetune"].post.requestBody.content["application/json"].schema.properties.trigger_word);
+  assert.ok(doc.paths["/v1/storyboard"].post.requestBody.content["application/json"].schema.properties.shots);
 
   const c = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, name: "cancelled", steps: 500, images: await images() });
   await waitFor("step 1", async () => (await status(s.url, c.body.id)).step >= 1, 120_000, 100);

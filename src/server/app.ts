@@ -141,7 +141,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
   registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
   registerStoryboardRoutes(app, { service, images, registry, dataDir: cfg.dataDir, baseUrl: baseFor });
-  finetuner?.register(app);
+  if (finetuner) finetuner.register(app);
+  else app.post("/v1/finetune", async () => { throw new ApiError(503, cfg.queue ? "fine-tuning runs on a server with local models, not with --queue (Redis workers)" : "this server has no local model to fine-tune: start it with --model"); });
   registerStatic(app);
 
   let port = cfg.port;
