@@ -109,6 +109,15 @@ test("flux2 storyboard: 3 shots + 2 named references → 3 frames, contact sheet
   assert.match(bad.stderr, /--shot nope: the board has no such shot \(it has shot01, shot02, shot03\)/);
 });
 
+test("flux2 storyboard --write-shots: the text encoder's LLM writes the shot list; an answer without numbered shots is refused, quoting it", () => {
+  // The tiny checkpoint's random-weight text encoder generates, but not a shot list: the refusal path, end to end.
+  const r = cli(["storyboard", "--model", TINY, "--brief", "Two thieves meet at a harbour at dawn", "--write-shots", "1", "--out", path.join(ROOT, "llm")]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /writing 1 shots from the brief/);
+  assert.match(r.stderr, /the text encoder's LLM wrote 0 numbered shot\(s\) where 1 were asked for \(it wrote: ".+"\); write the shot list yourself/);
+  assert.ok(!fs.existsSync(path.join(ROOT, "llm", "manifest.json")), "nothing is exported");
+});
+
 const server = testServer();
 after(async () => (await server).close());
 

@@ -248,7 +248,8 @@ export class Finetuner {
     let final: Record<string, unknown> | null = null;
     let attemptStart: { step: number; at: number } | null = null;
     let shuttingDown = false, cancelled = false;
-    const pending: Promise<void>[] = [];
+    // Status writes in order, one at a time (a sample image may take a moment to store).
+    let writes: Promise<void> = Promise.resolve();
 
     const onLine = (line: string) => {
       let msg: Record<string, unknown>;
@@ -270,7 +271,7 @@ export class Finetuner {
           status.eta_s = status.seconds_per_step * (req.steps - msg.step);
         }
         if (done === 1) attemptStart.at = now;
-        pending.push(this.collectSamples(dir, status).then(() => this.writeStatus(job.id, status)).catch((e) => this.d.onFault(`fine-tuning status of ${job.id}`, e)));
+        writes = writes.then(() => this.collectSamples(dir, status)).then(() => this.writeStatus(job.id, status)).catch((e) => this.d.onFault(`fine-tuning status of ${job.id}`, e));
         ctx.progress({ step: status.step, steps: req.steps, fraction: status.step / req.steps, ...({ loss: msg.loss, eta_s: status.eta_s } as object) });
       } else if (typeof msg.status === "string") {
         final = msg;
@@ -326,7 +327,7 @@ export class Finetuner {
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
     clearInterval(poll);
     ctx.signal.removeEventListener("abort", onAbort);
-    await Promise.all(pending);
+    await writes;
     await new Promise((r) => setImmediate(r)); // the last stdout chunk
     fs.rmSync(path.join(dir, "child.pid"), { force: true });
     this.writeStatus(job.id, status);
