@@ -426,13 +426,13 @@ describe("studio (Chromium, real server)", { skip }, () => {
         return !labelled;
       }).map((el) => el.outerHTML.slice(0, 80)));
     assert.deepEqual(unnamed, []);
-    // Tab from the top of a fresh page: the skip link, the theme toggle, the model picker, the prompt style, the prompt.
+    // Tab from the top of a fresh page: the page links (Shell.tsx), the skip link, the theme toggle, the model picker, the prompt style, the prompt.
     const order: string[] = [];
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 8; i++) {
       await page.keyboard.press("Tab");
       order.push(await page.evaluate(() => { const a = document.activeElement as HTMLElement; return a.id || a.getAttribute("data-testid") || a.getAttribute("name") || a.textContent?.trim() || a.tagName; }));
     }
-    assert.deepEqual(order, ["Skip to the controls", "theme-toggle", "model", "prompt-mode", "prompt"]);
+    assert.deepEqual(order, ["nav-generate", "nav-storyboard", "nav-finetune", "Skip to the controls", "theme-toggle", "model", "prompt-mode", "prompt"]);
     await page.focus("#model");
     const outline = await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle);
     assert.notEqual(outline, "none", "focus is visible");

@@ -17,6 +17,8 @@ import { LocalQueue } from "./queue_local.js";
 import { RedisDispatcher } from "./queue_redis.js";
 import { registerRoutes } from "./routes.js";
 import { registerCors, registerStudioRoutes } from "./studio_routes.js";
+import { registerStoryboardRoutes } from "./storyboard.js";
+import { Finetuner } from "./finetune.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
 import { localRunner } from "./run_local.js";
@@ -110,6 +112,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3, onFault, faultRetryMs: cfg.faultRetryMs },
       providerRunner(new BflClient(bfl), images, store, bfl));
   }
+  // Fine-tuning runs in this process's queue (child processes) whenever it serves local models.
+  const finetuner = !cfg.queue && cfg.models.length ? new Finetuner({ cfg, store, images, registry, lifecycle, events, baseUrl: baseFor, onFault, log }) : undefined;
   if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log, images);
 
   const keysRequired = needKeys(cfg);
@@ -140,6 +144,9 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
   registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
   registerStudioRoutes(app, { loraDir: cfg.loraDir, store, images, service, events, baseUrl: baseFor });
+  registerStoryboardRoutes(app, { service, images, registry, dataDir: cfg.dataDir, baseUrl: baseFor });
+  if (finetuner) finetuner.register(app);
+  else app.post("/v1/finetune", async () => { throw new ApiError(503, cfg.queue ? "fine-tuning runs on a server with local models, not with --queue (Redis workers)" : "this server has no local model to fine-tune: start it with --model"); });
   registerStatic(app);
 
   let port = cfg.port;
@@ -162,6 +169,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   if (cfg.log) log(`input decode budget ${budgetPlan.why}`);
   queues.local?.start();
   queues.provider?.start();
+  finetuner?.queue.start();
   webhooks.start();
 
   let closing: Promise<{ clean: boolean }> | null = null;
@@ -172,6 +180,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     const deadline = Date.now() + cfg.shutdownTimeoutMs;
     const localStopped = (await queues.local?.close(cfg.shutdownTimeoutMs)) ?? true;
     await queues.provider?.close(Math.max(0, deadline - Date.now()));
+    // The training child saves a checkpoint and exits; past the deadline the job is re-queued anyway and resumes from a checkpoint.
+    await finetuner?.close(Math.max(0, deadline - Date.now()));
     // Terminating a thread inside ONNX Runtime aborts the process: a thread that did not stop is left to the exit.
     if (localStopped) await executor?.close();
     else executor?.abandon();

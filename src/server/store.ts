@@ -15,7 +15,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 export type JobState = "queued" | "running" | "ready" | "error" | "cancelled" | "request_moderated" | "content_moderated";
-export type JobKind = "local" | "provider" | "redis";
+/** "finetune": a training job of POST /v1/finetune (src/server/finetune.ts). */
+export type JobKind = "local" | "provider" | "redis" | "finetune";
 export const ACTIVE_STATES: JobState[] = ["queued", "running"];
 
 export interface JobRow {
@@ -57,6 +58,8 @@ export interface JobResult {
   by: string;
   /** The prompt used when it differs from the request's (prompt_upsampling). */
   prompt?: string;
+  /** A fine-tuning job's outcome (its images are the last sample images). */
+  finetune?: { lora: string; steps: number; final_loss: number | null; resumed_from: number | null };
 }
 
 export interface Outcome {
