@@ -7,8 +7,8 @@
 // itself through external-data references (see src/onnx/), which is why every
 // tensor carries its absolute file offset.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 
 export type DType =
   | "F64" | "F32" | "F16" | "BF16" | "F8_E4M3" | "F8_E5M2"
