@@ -135,7 +135,8 @@ function parseHeader(fd: number, abs: string, shown: string) {
   if (size < 8) throw new SafetensorsError(`${shown}: truncated safetensors file (${size} bytes, no header); ${REDOWNLOAD}`);
   const lenBuf = Buffer.alloc(8);
   readExactly(fd, lenBuf, 0, () => `${shown}: unexpected end of file reading the header length; ${REDOWNLOAD}`);
-  const headerLen = Number(lenBuf.readBigUInt64LE(0));
+  // DataView, not Buffer.readBigUInt64LE: the browser bundle's Buffer (buffer@5) has no BigInt reads.
+  const headerLen = Number(new DataView(lenBuf.buffer, lenBuf.byteOffset, 8).getBigUint64(0, true));
   if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > size) {
     throw new SafetensorsError(
       `${shown}: corrupt or truncated safetensors file (header says ${headerLen} bytes, file has ${size}); ${REDOWNLOAD}`,

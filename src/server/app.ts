@@ -18,6 +18,7 @@ import { RedisDispatcher } from "./queue_redis.js";
 import { registerRoutes } from "./routes.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
+import { registerFiles } from "./files.js";
 import { localRunner } from "./run_local.js";
 import { makeDataDir, StorageHealth, storageFault } from "./storage.js";
 import { JobStore } from "./store.js";
@@ -136,6 +137,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   app.setErrorHandler(errorHandler(cfg.bodyLimit, health, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
   registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
+  registerFiles(app, registry);
   registerStatic(app);
 
   let port = cfg.port;
