@@ -14,6 +14,8 @@ import { PromptBox } from "./components/PromptBox";
 import { References, type Expand } from "./components/References";
 import { SeedControls, randomSeed, type SeedMode } from "./components/SeedControls";
 import { SizeControls, type SizeState } from "./components/SizeControls";
+import { LocalRun, LOCAL_KEY, type LocalState } from "./local/LocalRun";
+import { Cancelled, generateLocally, openLocalModel } from "./local/engine";
 
 type Theme = "system" | "light" | "dark";
 const THEME_KEY = "flux2.studio.theme";
@@ -66,6 +68,7 @@ export function App() {
   const [nextBefore, setNextBefore] = useState<string | null>(null);
   const abort = useRef<AbortController | null>(null);
   const progressEvents = useRef(0);
+  const [local, setLocal] = useState<LocalState>(() => ({ enabled: stored(LOCAL_KEY) === "1", device: "cpu", model: null, progress: null, loading: false, error: null }));
   const summaryRef = useRef<HTMLDivElement>(null);
 
   // --- theme
@@ -256,6 +259,55 @@ export function App() {
     return null;
   };
 
+  // "Run in this browser": download (or take from the cache) the chosen model's files once.
+  useEffect(() => {
+    if (!local.enabled || !model || local.loading) return;
+    if (local.model?.id === model.id && local.model.device === local.device) return;
+    if (local.error && local.error.startsWith(`[${model.id}/${local.device}]`)) return;
+    if (model.kind !== "local") {
+      setLocal((l) => ({ ...l, model: null, error: `[${model.id}/${l.device}] ${model.id} runs at ${model.description}; only models in the server's own folders can run in this browser` }));
+      return;
+    }
+    setLocal((l) => ({ ...l, loading: true, progress: null, error: null, model: null }));
+    openLocalModel(model.id, local.device, key, (p) => setLocal((l) => ({ ...l, progress: p })))
+      .then((m) => setLocal((l) => ({ ...l, loading: false, model: m })),
+        (e: Error) => setLocal((l) => ({ ...l, loading: false, error: `[${model.id}/${l.device}] ${e.message}` })));
+  }, [local, model, key]);
+
+  const generateInBrowser = async (base: number) => {
+    const lm = local.model;
+    if (!lm || lm.id !== model?.id) {
+      setMessage({ kind: "error", text: local.loading ? "The model is still loading into this browser; generate when it is ready." : local.error ?? "The model is not loaded in this browser." });
+      return;
+    }
+    const ctrl = new AbortController();
+    abort.current = ctrl;
+    const ids = Array.from({ length: batch }, (_, i) => `local-${i}`);
+    const started = performance.now();
+    let done = 0;
+    let failed = "";
+    for (let i = 0; i < batch && !ctrl.signal.aborted; i++) {
+      setRunning({ ids, index: i, step: 0, steps: 0, fraction: 0, preview: null, status: "Running in this browser", cancelling: false });
+      try {
+        const job = await generateLocally(lm, buildBody(base + i), ctrl.signal, (step, steps, preview) =>
+          setRunning((r) => r && { ...r, step, steps, fraction: step / steps, preview: preview ?? r.preview, status: "Running in this browser" }));
+        done++;
+        setShown(job);
+        setJobs((js) => [job, ...js]);
+      } catch (err) {
+        if (!(err instanceof Cancelled)) failed = (err as Error).message;
+        break;
+      }
+    }
+    if (seedMode === "increment") setSeedText(String(base + batch));
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    setRunning(null);
+    abort.current = null;
+    if (ctrl.signal.aborted) setMessage({ kind: "info", text: `Cancelled: ${done} of ${batch} image${batch === 1 ? "" : "s"} made.` });
+    else if (failed) setMessage({ kind: "error", text: `Generation failed: ${failed}` });
+    else setMessage({ kind: "info", text: `Done in this browser: ${done} image${done === 1 ? "" : "s"} in ${secs} s.` });
+  };
+
   const generate = async (e?: FormEvent) => {
     e?.preventDefault();
     setTriedSubmit(true);
@@ -270,6 +322,7 @@ export function App() {
     if (window.matchMedia("(max-width: 860px)").matches) document.getElementById("output-h")?.scrollIntoView({ block: "start" });
     const base = seedMode === "random" ? randomSeed() : Number(seedText);
     if (seedMode === "random") setSeedText(String(base));
+    if (local.enabled) return generateInBrowser(base);
     const ctrl = new AbortController();
     abort.current = ctrl;
     const ids: string[] = [];
@@ -343,7 +396,8 @@ export function App() {
     setRunning({ ...r, cancelling: true });
     // Stop submitting the rest of a batch first, then cancel what the server has.
     abort.current?.abort();
-    await Promise.all(r.ids.slice(r.index).map((id) => cancelJob(id).catch(() => undefined)));
+    // In-browser runs (local-*) stop at the next step; the server has nothing to cancel.
+    await Promise.all(r.ids.slice(r.index).filter((id) => !id.startsWith("local-")).map((id) => cancelJob(id).catch(() => undefined)));
   };
 
   useEffect(() => {
@@ -380,6 +434,8 @@ export function App() {
         <form id="controls" className="controls" onSubmit={generate} noValidate aria-label="Generation settings"
           onKeyDown={(e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); void generate(); } }}>
           <ModelPicker models={models} value={modelId} onChange={(id) => chooseModel(models.find((m) => m.id === id))} error={modelsError} />
+          <LocalRun state={local} onToggle={(on) => { store(LOCAL_KEY, on ? "1" : "0"); setLocal((l) => ({ ...l, enabled: on, error: null })); }}
+            onDevice={(d) => setLocal((l) => ({ ...l, device: d, error: null }))} />
           <PromptBox mode={promptMode} onMode={switchMode} text={text} onText={setText} structured={structured} onStructured={setStructured}
             sent={promptSent} error={serverErrors.prompt}
             negative={takes("negative_prompt") ? { value: negative, onChange: setNegative } : null} />
