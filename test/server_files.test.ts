@@ -61,6 +61,9 @@ describe("model files over HTTP", () => {
     assert.equal(whole.status, 200);
     assert.equal(whole.headers.get("accept-ranges"), "bytes");
     assert.deepEqual(Buffer.from(await whole.arrayBuffer()), file);
+    const etag = whole.headers.get("etag");
+    assert.match(etag ?? "", /^"\d+-\d+"$/);
+    assert.equal((await fetch(`${server.url}/v1/files/tiny/vae/config.json`, { headers: { "if-none-match": etag! } })).status, 304, "revalidation with the ETag");
     const part = await fetch(`${server.url}/v1/files/tiny/vae/config.json`, { headers: { range: "bytes=5-14" } });
     assert.equal(part.status, 206);
     assert.equal(part.headers.get("content-range"), `bytes 5-14/${file.length}`);

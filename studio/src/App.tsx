@@ -434,8 +434,6 @@ export function App() {
         <form id="controls" className="controls" onSubmit={generate} noValidate aria-label="Generation settings"
           onKeyDown={(e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); void generate(); } }}>
           <ModelPicker models={models} value={modelId} onChange={(id) => chooseModel(models.find((m) => m.id === id))} error={modelsError} />
-          <LocalRun state={local} onToggle={(on) => { store(LOCAL_KEY, on ? "1" : "0"); setLocal((l) => ({ ...l, enabled: on, error: null })); }}
-            onDevice={(d) => setLocal((l) => ({ ...l, device: d, error: null }))} />
           <PromptBox mode={promptMode} onMode={switchMode} text={text} onText={setText} structured={structured} onStructured={setStructured}
             sent={promptSent} error={serverErrors.prompt}
             negative={takes("negative_prompt") ? { value: negative, onChange: setNegative } : null} />
@@ -466,6 +464,8 @@ export function App() {
             </button>
           </div>
 
+          <LocalRun state={local} onToggle={(on) => { store(LOCAL_KEY, on ? "1" : "0"); setLocal((l) => ({ ...l, enabled: on, error: null })); }}
+            onDevice={(d) => setLocal((l) => ({ ...l, device: d, error: null }))} />
           <details className="panel settings">
             <summary>Server</summary>
             <label htmlFor="api-key">API key (x-key; not needed on 127.0.0.1)</label>
