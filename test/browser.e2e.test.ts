@@ -147,4 +147,27 @@ describe("in-browser generation (Chromium, WASM)", { skip }, () => {
     // Not a flat image (where equality would prove little).
     assert.ok(new Set(ref).size > 50, "the image has detail");
   });
+
+  it("edits with the bundle's front door (loadModel, decodeImage → references, encodePng) like Node", async () => {
+    assert.ok(first, "the first test made an image");
+    const png = await sharp(first!.rgb, { raw: { width: first!.width, height: first!.height, channels: 3 } }).png().toBuffer();
+    const edited = await page.evaluate(async (b64) => {
+      const m = await import("/browser/flux2.js" as string);
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const ref = await m.decodeImage(new Blob([bytes], { type: "image/png" }));
+      const { pipeline, download } = await m.loadModel("/v1/files/flux2-tiny");
+      const r = await pipeline.generate({ prompt: "the fox in a blue scarf", references: [ref], steps: 2, seed: 11 });
+      const out = await m.encodePng(r.images[0].rgb, r.width, r.height, "edited");
+      return { rgb: Array.from(r.images[0].rgb as Uint8Array), width: r.width, height: r.height, downloaded: download.downloadedBytes, text: m.readPngText(out).parameters };
+    }, png.toString("base64"));
+    assert.equal(edited.downloaded, 0, "the model came from the cache");
+    assert.equal(edited.text, "edited");
+    assert.deepEqual([edited.width, edited.height], [64, 64], "the output size follows the reference");
+    const pipe = Flux2Pipeline.fromPretrained(CHECKPOINT);
+    const node = await pipe.generate({ prompt: "the fox in a blue scarf", references: [{ rgb: new Uint8Array(first!.rgb), width: 64, height: 64 }], steps: 2, seed: 11 });
+    await pipe.release();
+    let maxDiff = 0;
+    node.images[0].rgb.forEach((v, i) => { maxDiff = Math.max(maxDiff, Math.abs(v - edited.rgb[i])); });
+    assert.ok(maxDiff <= 1, `largest pixel difference of the edit, browser vs Node: ${maxDiff}`);
+  });
 });

@@ -14,10 +14,9 @@ export { Flux2Pipeline, InvalidRequestError, validateSize, MAX_PIXELS } from "..
 export type { GenerateOptions, GenerateResult, GeneratedImage, StepInfo, InitImage } from "../pipeline/flux2.js";
 export type { ReferenceImage } from "../pipeline/reference.js";
 export { formatParameters, parseParameters, VERSION } from "../pipeline/metadata.js";
-export { insertPngText, readPngText } from "../pipeline/image.js";
 export { OrtWebBackend, deviceCapabilities, type DeviceCapabilities, type OrtWebBackendOptions } from "../backend/ort_web.js";
 export { downloadModel, fetchManifest, type DownloadProgress, type DownloadReport, type Manifest } from "./model_store.js";
-export { encodePng, decodeImage } from "./png.js";
+export { encodePng, decodeImage, readPngText, insertPngText } from "./png.js";
 
 export interface LoadedModel {
   pipeline: Flux2Pipeline;

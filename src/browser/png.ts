@@ -1,6 +1,6 @@
 // PNG in the browser: the browser's own PNG codec (OffscreenCanvas) plus the engine's text
 // chunk writer, so a PNG made in a tab carries the same "parameters" metadata as one from Node.
-import { insertPngText } from "../pipeline/image.js";
+import { insertPngText as insertText, readPngText as readText } from "../pipeline/image.js";
 import type { ReferenceImage } from "../pipeline/reference.js";
 
 function canvas(width: number, height: number): OffscreenCanvas {
@@ -21,7 +21,7 @@ export async function encodePng(rgb: Uint8Array, width: number, height: number, 
   const c = canvas(width, height);
   c.getContext("2d")!.putImageData(new ImageData(rgba, width, height), 0, 0);
   const png = new Uint8Array(await (await c.convertToBlob({ type: "image/png" })).arrayBuffer());
-  return parameters === undefined ? png : new Uint8Array(insertPngText(Buffer.from(png), "parameters", parameters));
+  return parameters === undefined ? png : insertPngText(png, "parameters", parameters);
 }
 
 /** Any image the browser can decode → packed RGB, e.g. a reference image for editing. */
@@ -38,4 +38,17 @@ export async function decodeImage(data: Blob): Promise<ReferenceImage> {
     rgb[p * 3 + 2] = rgba[p * 4 + 2];
   }
   return { rgb, width: bitmap.width, height: bitmap.height };
+}
+
+// The Node functions take Buffers; in a page bytes come as Uint8Arrays (fetch, Blob, encodePng).
+const asBuffer = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+/** Every tEXt / iTXt entry of a PNG, keyword → text (zTXt is refused in the browser build). */
+export function readPngText(png: Uint8Array): Record<string, string> {
+  return readText(asBuffer(png));
+}
+
+/** A text chunk inserted right after IHDR (tEXt, or UTF-8 iTXt when the text is not Latin-1). */
+export function insertPngText(png: Uint8Array, keyword: string, text: string): Uint8Array {
+  return new Uint8Array(insertText(asBuffer(png), keyword, text));
 }
