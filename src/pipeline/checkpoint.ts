@@ -7,8 +7,8 @@
 //    encoder, tokenizer and VAE taken from a diffusers folder or given one by one.
 // The variant (klein, klein base, klein KV, dev) decides the sampling defaults.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { WeightSet } from "../io/safetensors.js";
 import { readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
 import { readVaeConfig } from "../models/vae.js";

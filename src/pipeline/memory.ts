@@ -6,7 +6,7 @@
 // converted to float32 just before each use; --quantize stores int8/int4 codes
 // and scales) plus its largest activations.
 
-import * as os from "node:os";
+import * as os from "../platform/os.js";
 import { residentWeightBytes } from "../quant/memory.js";
 import { specFor, type QuantKind } from "../quant/blockwise.js";
 import type { Checkpoint } from "./checkpoint.js";

@@ -9,8 +9,8 @@
 //
 // The features come from /proc/cpuinfo (Linux); elsewhere none are known and the choice is bf16.
 
-import * as fs from "node:fs";
-import * as os from "node:os";
+import * as fs from "../platform/fs.js";
+import * as os from "../platform/os.js";
 
 export interface CpuFeatures {
   arch: string;

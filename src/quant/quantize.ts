@@ -12,9 +12,9 @@
 // token embedding stay as stored: they are small, and the modulation / output layers are the
 // most sensitive to error. A weight whose K no block size ≥ 16 divides stays in float.
 
-import * as crypto from "node:crypto";
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as crypto from "../platform/crypto.js";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { DTYPE_BYTES, WeightSet, numel, readTensorBytes, type DType } from "../io/safetensors.js";
 import { cacheRoot } from "../backend/ort.js";
 import { expectedTransformerShapes, type TransformerWeights } from "../models/transformer_weights.js";

@@ -21,6 +21,7 @@ import { registerStoryboardRoutes } from "./storyboard.js";
 import { Finetuner } from "./finetune.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
+import { registerFiles } from "./files.js";
 import { localRunner } from "./run_local.js";
 import { makeDataDir, StorageHealth, storageFault } from "./storage.js";
 import { JobStore } from "./store.js";
@@ -147,6 +148,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   registerStoryboardRoutes(app, { service, images, registry, dataDir: cfg.dataDir, baseUrl: baseFor });
   if (finetuner) finetuner.register(app);
   else app.post("/v1/finetune", async () => { throw new ApiError(503, cfg.queue ? "fine-tuning runs on a server with local models, not with --queue (Redis workers)" : "this server has no local model to fine-tune: start it with --model"); });
+  registerFiles(app, registry);
   registerStatic(app);
 
   let port = cfg.port;

@@ -19,6 +19,8 @@ import { SeedControls, randomSeed, type SeedMode } from "./components/SeedContro
 import { SizeControls, type SizeState } from "./components/SizeControls";
 import { StatusBar, type Live } from "./components/StatusBar";
 import { Toasts, type Toast } from "./components/Toasts";
+import { LocalRun, LOCAL_KEY, type LocalState } from "./local/LocalRun";
+import { Cancelled, generateLocally, openLocalModel } from "./local/engine";
 
 type Theme = "system" | "light" | "dark";
 const THEME_KEY = "flux2.studio.theme";
@@ -101,6 +103,8 @@ export function App() {
   /** How long the last run of a model at a size took (ms), for the estimate before the first step. */
   const typical = useRef(new Map<string, number>());
   const progressEvents = useRef(0);
+  const [local, setLocal] = useState<LocalState>(() => ({ enabled: stored(LOCAL_KEY) === "1", device: "cpu", model: null, progress: null, loading: false, error: null }));
+  const localAbort = useRef<AbortController | null>(null);
   const summaryRef = useRef<HTMLDivElement>(null);
 
   const notify = useCallback((kind: "info" | "error", text: string) => {
@@ -377,6 +381,60 @@ export function App() {
     return b;
   };
 
+  // "Run in this browser": download (or take from the cache) the chosen model's files once.
+  useEffect(() => {
+    if (!local.enabled || !model || local.loading) return;
+    if (local.model?.id === model.id && local.model.device === local.device) return;
+    if (local.error && local.error.startsWith(`[${model.id}/${local.device}]`)) return;
+    if (model.kind !== "local") {
+      setLocal((l) => ({ ...l, model: null, error: `[${model.id}/${l.device}] ${model.id} runs at ${model.description}; only models in the server's own folders can run in this browser` }));
+      return;
+    }
+    setLocal((l) => ({ ...l, loading: true, progress: null, error: null, model: null }));
+    openLocalModel(model.id, local.device, key, (p) => setLocal((l) => ({ ...l, progress: p })))
+      .then((m) => setLocal((l) => ({ ...l, loading: false, model: m })),
+        (e: Error) => setLocal((l) => ({ ...l, loading: false, error: `[${model.id}/${l.device}] ${e.message}` })));
+  }, [local, model, key]);
+
+  // In-browser runs do not go through the server's queue: one batch at a time, shown on the same status bar.
+  const generateInBrowser = async (base: number) => {
+    const lm = local.model;
+    if (!lm || lm.id !== model?.id) {
+      notify("error", local.loading ? "The model is still loading into this browser; generate when it is ready." : local.error ?? "The model is not loaded in this browser.");
+      return;
+    }
+    if (localAbort.current || following.current) {
+      notify("error", "A run is going; in-browser runs do not queue. Wait for it or cancel it.");
+      return;
+    }
+    const ctrl = new AbortController();
+    localAbort.current = ctrl;
+    const started = performance.now();
+    let done = 0;
+    let failed = "";
+    for (let i = 0; i < batch && !ctrl.signal.aborted; i++) {
+      const t = Date.now();
+      setLive({ id: `local-${i}`, images: 1, stage: "denoise", step: 0, steps: 0, preview: null, status: "Running in this browser", startedAt: t, denoiseAt: t, typicalMs: null, cancelling: false });
+      try {
+        const job = await generateLocally(lm, buildBody(base + i, 1), ctrl.signal, (step, steps, preview) =>
+          setLive((l) => l && { ...l, step, steps, preview: preview ?? l.preview }));
+        done++;
+        setShown(job);
+        setJobs((js) => [job, ...js]);
+      } catch (err) {
+        if (!(err instanceof Cancelled)) failed = (err as Error).message;
+        break;
+      }
+    }
+    if (seedMode === "increment") setSeedText(String(base + batch));
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    setLive(null);
+    localAbort.current = null;
+    if (ctrl.signal.aborted) notify("info", `Cancelled: ${done} of ${batch} image${batch === 1 ? "" : "s"} made.`);
+    else if (failed) notify("error", `Generation failed: ${failed}`);
+    else notify("info", `Done in this browser: ${done} image${done === 1 ? "" : "s"} in ${secs} s.`);
+  };
+
   const generate = async (e?: FormEvent) => {
     e?.preventDefault();
     setTriedSubmit(true);
@@ -389,6 +447,7 @@ export function App() {
     if (window.matchMedia("(max-width: 860px)").matches) document.getElementById("output-h")?.scrollIntoView({ block: "start" });
     const base = seedMode === "random" ? randomSeed() : Number(seedText);
     if (seedMode === "random") setSeedText(String(base));
+    if (local.enabled) return generateInBrowser(base);
     // A local model makes a batch as one job (num_images; image i uses seed + i); a provider needs one job per image.
     const bodies = batch > 1 && takes("num_images") ? [buildBody(base, batch)] : Array.from({ length: batch }, (_, i) => buildBody(base + i, 1));
     const waiting = queue.length;
@@ -489,6 +548,12 @@ export function App() {
   }, [live]);
 
   const cancelItem = async (id: string) => {
+    // In-browser runs (local-*) stop at their next step; the server has nothing to cancel.
+    if (id.startsWith("local-")) {
+      localAbort.current?.abort();
+      setLive((l) => l && { ...l, cancelling: true });
+      return;
+    }
     if (following.current?.id === id) setLive((l) => l && { ...l, cancelling: true });
     else setQueue((q) => q.filter((x) => x.id !== id));
     try { await cancelJob(id); } catch (e) { notify("error", `Could not cancel: ${(e as Error).message}`); }
@@ -577,6 +642,8 @@ export function App() {
             </button>
           </div>
 
+          <LocalRun state={local} onToggle={(on) => { store(LOCAL_KEY, on ? "1" : "0"); setLocal((l) => ({ ...l, enabled: on, error: null })); }}
+            onDevice={(d) => setLocal((l) => ({ ...l, device: d, error: null }))} />
           <details className="panel settings">
             <summary>Server</summary>
             <label htmlFor="server-address">Server address (empty: the server this page came from)</label>
