@@ -19,11 +19,11 @@ import { VaeWeights, expectedVaeShapes } from "../models/vae_weights.js";
 import { latentIds, pack, textIds, unpack } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { appendGradients } from "./autodiff.js";
-import { TrainableLora, initLora, loraKeys, selectModules } from "./lora.js";
+import { TrainableLora, initLora, loraKeys, selectModules, type LoraInit } from "./lora.js";
 import { promoteWeights } from "./params.js";
 
 export type TrainMode =
-  | { kind: "lora"; targets: string[]; rank: number; alpha: number; init?: Map<string, Float32Array> }
+  | { kind: "lora"; targets: string[]; rank: number; alpha: number; init?: Map<string, Float32Array>; initMethod?: LoraInit }
   | { kind: "full" };
 
 /**
@@ -179,7 +179,7 @@ export class TransformerTrainer {
       if (!(mode.alpha > 0)) throw new Error(`LoRA alpha must be a positive number, got ${mode.alpha}`);
       const linears = new Map(shapes.filter(([, s]) => s.length === 2).map(([n, s]) => [n.replace(/\.weight$/, ""), [s[0], s[1]] as [number, number]]));
       const modules = selectModules(linears, mode.targets);
-      const params = mode.init ? checkLoraInit(mode.init, modules, mode.rank) : initLora(modules, mode.rank, opts.seed ?? 0);
+      const params = mode.init ? checkLoraInit(mode.init, modules, mode.rank) : initLora(modules, mode.rank, opts.seed ?? 0, mode.initMethod);
       const loraConfig = { rank: mode.rank, alpha: mode.alpha, targets: [...mode.targets], modules: modules.map((m) => m.module) };
       const trainer = new TransformerTrainer(backend, cfg, w, mode, params, opts, loraConfig);
       w.lora = new TrainableLora(modules, mode.rank, mode.alpha);
