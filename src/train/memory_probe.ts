@@ -1,6 +1,7 @@
 // Peak memory of one LoRA training step on a random transformer, for docs/training.md:
 //
-//   node dist/src/train/memory_probe.js wide|long|heads [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
+//   node dist/src/train/memory_probe.js wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
+//        [--double N --single N --side N --text N] [--no-arena] [--no-mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]
 //
 // Run each variant in a fresh process (maxRSS only grows). "wide": 157M parameters (2 double
 // + 6 single blocks, 8 heads) at 1,088 tokens, where weights dominate; "long": 16 blocks of
@@ -8,7 +9,11 @@
 // of 32 dims at 4,160 tokens, where the attention backward's score matrices dominate
 // (--attention-mb sets their budget, GradientOptions.attentionChunkBytes). --ratio N then times N
 // more steps and N inference forwards of the same shape, alternating, and prints the fastest of
-// each (on a shared CPU the minimum is the least disturbed). The random checkpoints
+// each (on a shared CPU the minimum is the least disturbed). "klein": klein-4B's real width at
+// 512² with 512 text tokens, --double / --single blocks (default 2 + 2), for measuring per block
+// and extrapolating to the whole model. --no-arena / --no-mem-pattern / --opt set ORT's session
+// options; --steps N runs N steps in one session; --trace prints resident memory while the graph
+// is built; --profile writes ORT's profile to /tmp. The random checkpoints
 // (bf16, src/bench/make_model.ts) are written once under $FLUX2_CACHE/random/.
 
 import * as fs from "node:fs";
@@ -41,7 +46,7 @@ function intFlag(flags: string[], name: string): number | undefined {
 async function main(): Promise<void> {
   const [which, ...flags] = process.argv.slice(2);
   const probe = SHAPES[which as keyof typeof SHAPES];
-  if (!probe) throw new Error("usage: memory_probe wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N] [--double N --single N --side N --text N] [--no-arena] [--no-mem-pattern]");
+  if (!probe) throw new Error("usage: memory_probe wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N] [--double N --single N --side N --text N] [--no-arena] [--no-mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]");
   const mb = flags.indexOf("--attention-mb");
   const attentionChunkBytes = mb >= 0 ? Number(flags[mb + 1]) * 2 ** 20 : undefined;
   const quick = MODEL_SPECS.quick;
@@ -89,6 +94,16 @@ async function main(): Promise<void> {
   const status = fs.readFileSync("/proc/self/status", "utf8");
   const kbOf = (k: string) => Math.round(Number(status.match(new RegExp(`${k}:\\s+(\\d+)`))?.[1] ?? 0) / 1024);
   const afterStep = { rssAnonMB: kbOf("RssAnon"), rssFileMB: kbOf("RssFile") };
+  // --steps N: N − 1 more steps in the same session, with the anonymous memory after each (ORT's
+  // memory pattern is made by the first run and used from the second on).
+  const more: { step: number; seconds: number; rssAnonMB: number; peakRssMB: number }[] = [];
+  for (let i = 1; i < (intFlag(flags, "--steps") ?? 1); i++) {
+    const t = performance.now();
+    await trainer.lossAndGrads({ x0: randn(1, n), shape: [1, C, side, side], embeds: randn(2, L * J), embedShape: [1, L, J], noise: randn(3, n), sigmas: Float32Array.of(0.5) });
+    const st = fs.readFileSync("/proc/self/status", "utf8");
+    const anon = Math.round(Number(st.match(/RssAnon:\s+(\d+)/)?.[1] ?? 0) / 1024);
+    more.push({ step: i + 1, seconds: +((performance.now() - t) / 1000).toFixed(1), rssAnonMB: anon, peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024) });
+  }
   const ri = flags.indexOf("--ratio");
   let timing: { forwardSeconds: number; stepSeconds: number; ratio: number } | undefined;
   if (ri >= 0) {
@@ -111,7 +126,7 @@ async function main(): Promise<void> {
   await trainer.release();
   if (trace) clearInterval(trace);
   console.log(JSON.stringify({ probe: which, blocks: [layers.num_layers, layers.num_single_layers], ort, checkpointActivations, reconvertWeights, attentionMB: attentionChunkBytes ? attentionChunkBytes / 2 ** 20 : 256, loss: r.loss, tokens: side * side + L,
-    peakRssMB, ...afterStep, firstStepSeconds: +seconds.toFixed(1), ...timing }));
+    peakRssMB, ...afterStep, firstStepSeconds: +seconds.toFixed(1), ...(more.length ? { moreSteps: more } : {}), ...timing }));
 }
 
 main().catch((e) => {
