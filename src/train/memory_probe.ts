@@ -1,7 +1,7 @@
 // Peak memory of one LoRA training step on a random transformer, for docs/training.md:
 //
 //   node dist/src/train/memory_probe.js wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
-//        [--double N --single N --side N --text N] [--no-arena] [--no-mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]
+//        [--double N --single N --side N --text N] [--no-arena] [--mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]
 //
 // Run each variant in a fresh process (maxRSS only grows). "wide": 157M parameters (2 double
 // + 6 single blocks, 8 heads) at 1,088 tokens, where weights dominate; "long": 16 blocks of
@@ -11,8 +11,8 @@
 // more steps and N inference forwards of the same shape, alternating, and prints the fastest of
 // each (on a shared CPU the minimum is the least disturbed). "klein": klein-4B's real width at
 // 512² with 512 text tokens, --double / --single blocks (default 2 + 2), for measuring per block
-// and extrapolating to the whole model. --no-arena / --no-mem-pattern / --opt set ORT's session
-// options; --steps N runs N steps in one session; --trace prints resident memory while the graph
+// and extrapolating to the whole model. --no-arena / --opt set ORT's session options and
+// --mem-pattern turns ORT's memory pattern back on (the trainer turns it off); --steps N runs N steps in one session; --trace prints resident memory while the graph
 // is built; --profile writes ORT's profile to /tmp. The random checkpoints
 // (bf16, src/bench/make_model.ts) are written once under $FLUX2_CACHE/random/.
 
@@ -46,7 +46,7 @@ function intFlag(flags: string[], name: string): number | undefined {
 async function main(): Promise<void> {
   const [which, ...flags] = process.argv.slice(2);
   const probe = SHAPES[which as keyof typeof SHAPES];
-  if (!probe) throw new Error("usage: memory_probe wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N] [--double N --single N --side N --text N] [--no-arena] [--no-mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]");
+  if (!probe) throw new Error("usage: memory_probe wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N] [--double N --single N --side N --text N] [--no-arena] [--mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]");
   const mb = flags.indexOf("--attention-mb");
   const attentionChunkBytes = mb >= 0 ? Number(flags[mb + 1]) * 2 ** 20 : undefined;
   const quick = MODEL_SPECS.quick;
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const reconvertWeights = !flags.includes("--keep-conversions");
   const oi = flags.indexOf("--opt");
   const ort = {
-    memArena: flags.includes("--no-arena") ? false : undefined, memPattern: flags.includes("--no-mem-pattern") ? false : undefined,
+    memArena: flags.includes("--no-arena") ? false : undefined, memPattern: flags.includes("--mem-pattern") ? true : undefined,
     optimization: oi >= 0 ? (flags[oi + 1] as "disabled" | "basic" | "extended" | "all") : undefined,
     profilePrefix: flags.includes("--profile") ? `/tmp/train-probe-${which}` : undefined,
   };
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     };
   }
   const trainer = await TransformerTrainer.open(backend, path.join(dir, "transformer"), null,
-    { kind: "lora", targets: [...DEFAULT_LORA_TARGETS], rank: 16, alpha: 16 }, { checkpointActivations, reconvertWeights, attentionChunkBytes, seed: 1 });
+    { kind: "lora", targets: [...DEFAULT_LORA_TARGETS], rank: 16, alpha: 16 }, { checkpointActivations, reconvertWeights, attentionChunkBytes, seed: 1, memPattern: flags.includes("--mem-pattern") });
   const C = spec.transformer.in_channels, J = spec.transformer.joint_attention_dim;
   const n = C * side * side;
   const t0 = performance.now();
