@@ -63,7 +63,12 @@ export interface StageReport {
   first_run_seconds?: number;
   /** The same GEMM measured in the stage's process just before it ran (other load on the machine shows here). */
   gemm_gflops_at_stage?: number;
+  /** VmHWM; a training step maps its weights more than once and RSS counts each mapping (src/bench/mem_sampler.ts) */
   peak_rss_bytes: number;
+  /** sampled peak PSS (each mapped page once): the memory the stage takes from the machine */
+  peak_pss_bytes?: number;
+  /** sampled peak anonymous memory (everything but the mapped weights) */
+  peak_anon_bytes?: number;
   load_seconds: number;
   gflop: number;
   /** Measured once and shared by several runs (the text encoder does not depend on the resolution, the VAE not on the weights). */
@@ -157,6 +162,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
   const report = (r: StageResult, shared = false): StageReport => ({
     seconds: r.seconds, gflops: r.gflops, fraction_of_peak: r.gflops / peak, peak_rss_bytes: r.peak_rss_bytes,
+    ...(r.peak_pss_bytes ? { peak_pss_bytes: r.peak_pss_bytes, peak_anon_bytes: r.peak_anon_bytes } : {}),
     load_seconds: r.load_seconds, gflop: r.gflop, ...(r.gemm_gflops_at_stage ? { gemm_gflops_at_stage: r.gemm_gflops_at_stage } : {}),
     ...(r.first_run_seconds !== undefined ? { first_run_seconds: r.first_run_seconds } : {}),
     ...(shared ? { shared: true } : {}),
@@ -167,8 +173,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const vaeByRes = new Map<number, StageResult>();
   const measure = async (stage: StageName, weights: WeightsKind, resolution: number) => {
     o.log(`${stage} ${weights} ${stage === "text_encode" ? `${o.textLength} tokens` : `${resolution}²`}...`);
-    const r = await runChild({ ...base, stage, weights, resolution }, echo);
+    // A LoRA step at real size fits only with activation checkpointing (docs/training.md), which is
+    // how it is trained; measured so.
+    const r = await runChild({ ...base, stage, weights, resolution, ...(stage === "train_step" ? { checkpointActivations: true } : {}) }, echo);
     o.log(`  ${r.seconds.toFixed(2)} s, ${r.gflops.toFixed(1)} GFLOP/s (${((100 * r.gflops) / peak).toFixed(0)}% of peak), peak RSS ${gib(r.peak_rss_bytes)}` +
+      (r.peak_pss_bytes ? ` (PSS ${gib(r.peak_pss_bytes)}, anonymous ${gib(r.peak_anon_bytes ?? 0)})` : "") +
       (r.gemm_gflops_at_stage ? `; GEMM in the same process: ${r.gemm_gflops_at_stage.toFixed(1)} GFLOP/s` : ""));
     // The peak is the best GEMM rate seen at any point of the run.
     if (r.gemm_gflops_at_stage) {
@@ -300,14 +309,14 @@ export function formatReport(r: BenchReport): string {
     `GEMM peak (float32 MatMul, best run): ${r.gemm_peak_gflops.toFixed(1)} GFLOP/s` +
       (r.gemm.measured_in_stages.length ? ` (2048³ in each stage's process: ${Math.min(...r.gemm.measured_in_stages).toFixed(0)}–${Math.max(...r.gemm.measured_in_stages).toFixed(0)})` : ""),
     "",
-    `${"weights".padEnd(8)}${"res".padStart(6)}  ${"stage".padEnd(17)}${"seconds".padStart(9)}${"1st run".padStart(9)}${"load s".padStart(8)}${"GFLOP".padStart(10)}${"GFLOP/s".padStart(9)}${"of peak".padStart(9)}${"peak RSS".padStart(12)}`,
+    `${"weights".padEnd(8)}${"res".padStart(6)}  ${"stage".padEnd(17)}${"seconds".padStart(9)}${"1st run".padStart(9)}${"load s".padStart(8)}${"GFLOP".padStart(10)}${"GFLOP/s".padStart(9)}${"of peak".padStart(9)}${"peak RSS".padStart(12)}${"peak PSS".padStart(12)}`,
   ];
   for (const run of r.runs) {
     for (const s of MEASURED_STAGES) {
       const st = run.stages[s];
       if (!st) continue;
       const ratio = s === "train_step" && run.stages.transformer_step ? `  (${(st.seconds / run.stages.transformer_step.seconds).toFixed(2)}× the forward step)` : "";
-      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.shared ? "  (shared)" : ""}${ratio}`);
+      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.peak_pss_bytes ? `${gib(st.peak_pss_bytes).padStart(12)}` : "".padStart(12)}${st.shared ? "  (shared)" : ""}${ratio}`);
     }
     lines.push(`${"".padEnd(8)}${"".padStart(6)}  ${"whole generation".padEnd(17)} peak RSS = largest stage: ${gib(run.generation_peak_rss_bytes)}`);
   }

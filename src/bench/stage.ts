@@ -31,6 +31,7 @@ import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal } from "./rng.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 import { measureKernels, type KernelResult } from "./kernels.js";
+import { MemorySampler } from "./mem_sampler.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
@@ -86,7 +87,12 @@ export interface StageResult {
   gflop: number;
   /** achieved GFLOP/s */
   gflops: number;
+  /** VmHWM: counts a file page once per mapping (src/bench/mem_sampler.ts) */
   peak_rss_bytes: number;
+  /** sampled peak of anonymous memory (not the mapped weights) */
+  peak_anon_bytes?: number;
+  /** sampled peak PSS: each mapped page once, i.e. what the stage takes from the machine */
+  peak_pss_bytes?: number;
   rss_after_load_bytes: number;
   tokens?: number;
   runs: number[];
@@ -162,6 +168,16 @@ function result(r: StageRequest, runs: number[], load: number, flop: number, aft
 }
 
 export async function runStage(r: StageRequest): Promise<StageResult> {
+  const sampler = new MemorySampler();
+  const res = await runStageUnsampled(r).catch(async (e) => {
+    await sampler.stop();
+    throw e;
+  });
+  const peaks = await sampler.stop();
+  return peaks.pssBytes ? { ...res, peak_anon_bytes: peaks.anonBytes, peak_pss_bytes: peaks.pssBytes } : res;
+}
+
+async function runStageUnsampled(r: StageRequest): Promise<StageResult> {
   switch (r.stage) {
     case "gemm": return gemmPeak(r);
     case "quantize": return prepareQuantized(r);
