@@ -20,7 +20,8 @@ import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
 import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
 import { chooseWeights, cpuFeatures, type CpuFeatures, type WeightsChoice } from "../quant/cpu.js";
 import type { KernelResult } from "./kernels.js";
-import { TORCH_INSTALL_HINT, findTorchPython, torchStep, type TorchDtype, type TorchStepResult } from "./torch.js";
+import type { AttentionResult } from "./attention.js";
+import { REFERENCE_BLAS_HINT, TORCH_INSTALL_HINT, findTorchPython, isReferenceBlas, torchMatmul, torchStep, type TorchDtype, type TorchStepResult } from "./torch.js";
 
 export type MeasuredStage = "text_encode" | "transformer_step" | "vae_decode" | "train_step";
 export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_step", "vae_decode", "train_step"];
@@ -41,6 +42,8 @@ export interface BenchOptions {
   compareTorch?: TorchDtype[];
   /** Time each Linear kernel at one GEMM shape (src/bench/kernels.ts). */
   kernels?: boolean;
+  /** Time each attention variant ORT offers on the CPU at the largest resolution's token count (src/bench/attention.ts). */
+  attention?: boolean;
   log: (s: string) => void;
   command: string;
 }
@@ -95,6 +98,8 @@ export interface BenchReport {
   choice: WeightsChoice & { cpu: CpuFeatures };
   /** GEMM rates of each Linear kernel at one shape (--kernels). */
   kernels?: KernelResult[];
+  /** Speed and accuracy (against mha_fp32) of each attention variant (--attention). */
+  attention?: AttentionResult[];
   /** PyTorch's step on the same checkpoint (--compare torch). */
   torch?: TorchReport;
   total_seconds: number;
@@ -180,18 +185,36 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const choice = { ...chooseWeights(cpuFeatures(), made.params.transformer), cpu: cpuFeatures() };
   o.log(`auto choice for this CPU and model: ${choice.weights} (${choice.reason})`);
 
+  let torch: TorchReport | undefined;
+  const py = o.compareTorch?.length || o.kernels ? findTorchPython() : null;
+
   let kernels: KernelResult[] | undefined;
   if (o.kernels) {
     const shape: [number, number, number] = o.quick ? [256, 1024, 512] : [1536, 9216, 3072];
     o.log(`GEMM kernels at ${shape[0]}×${shape[2]} · ${shape[2]}×${shape[1]} (interleaved, best of ${o.quick ? 2 : 3})...`);
     kernels = (await runChild({ ...base, stage: "kernels", weights: "fp32", resolution: 0, kernelShape: shape, repeats: o.quick ? 2 : 3 }, echo)).kernels;
+    if (py) {
+      // The same product in PyTorch (oneDNN's bf16 kernels, its BLAS for float32), right after.
+      const t = await torchMatmul(py, shape[0], shape[1], shape[2], { rounds: o.quick ? 2 : 3, threads: o.threads }, echo);
+      kernels = [...kernels!, ...t.kernels];
+      o.log(`  PyTorch ${t.kernels.map((k) => `${k.kernel} ${k.gflops.toFixed(0)} GFLOP/s`).join(", ")} (BLAS: ${t.blas ?? "unknown"})`);
+      if (isReferenceBlas(t.blas)) o.log(REFERENCE_BLAS_HINT);
+    }
   }
 
-  let torch: TorchReport | undefined;
-  const py = o.compareTorch?.length ? findTorchPython() : null;
   if (o.compareTorch?.length) {
     torch = py ? { python: py.python, version: py.version, runs: [], ratios: [] } : { python: null, hint: TORCH_INSTALL_HINT, runs: [], ratios: [] };
     o.log(py ? `PyTorch ${py.version} (${py.python}): the same step in ${o.compareTorch.join(", ")}, after flux2.ts's at each resolution` : TORCH_INSTALL_HINT);
+  }
+
+  let attention: AttentionResult[] | undefined;
+  if (o.attention) {
+    // The transformer's attention at the largest resolution: every image token plus the text.
+    const config = readTransformerConfig(path.join(dir, "transformer", "config.json"));
+    const L = (Math.max(...o.resolutions) / 16) ** 2 + o.textLength;
+    const shape: [number, number, number] = [L, config.num_attention_heads, config.attention_head_dim];
+    o.log(`attention variants at L = ${L}, ${shape[1]} heads × ${shape[2]} (interleaved, best of ${o.quick ? 2 : 3})...`);
+    attention = (await runChild({ ...base, stage: "attention", weights: "fp32", resolution: 0, attentionShape: shape, repeats: o.quick ? 2 : 3 }, echo)).attention;
   }
 
   // Resolution by resolution, every weights kind and then PyTorch back to back: interleaved, so
@@ -226,6 +249,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         const seconds = median(t.runs);
         torch.runs.push({ ...t, seconds });
         o.log(`  ${seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s), peak RSS ${gib(t.peak_rss_bytes)}`);
+        if (dtype === "fp32" && isReferenceBlas(t.blas)) o.log(REFERENCE_BLAS_HINT);
         for (const run of runs) {
           const st = run.resolution === resolution ? run.stages.transformer_step : undefined;
           if (st) torch.ratios.push({ resolution, weights: run.weights, torch_dtype: dtype, ratio: st.seconds / seconds });
@@ -262,7 +286,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       variant: o.variant, dir, transformer_params: made.params.transformer, text_encoder_params: made.params.textEncoder,
       vae_params: made.params.vae, text_length: o.textLength,
     },
-    runs, quantize_seconds: quantizeSeconds, fusions, generations, choice, ...(kernels ? { kernels } : {}), ...(torch ? { torch } : {}),
+    runs, quantize_seconds: quantizeSeconds, fusions, generations, choice, ...(kernels ? { kernels } : {}), ...(attention ? { attention } : {}), ...(torch ? { torch } : {}),
     total_seconds: (performance.now() - t0) / 1000,
   };
 }
@@ -326,12 +350,21 @@ export function formatReport(r: BenchReport): string {
     const k0 = r.kernels[0];
     lines.push("", `GEMM kernels, ${k0.M}×${k0.K} · ${k0.K}×${k0.N} (best of ${k0.runs.length}, interleaved): ${r.kernels.map((k) => `${k.kernel} ${k.gflops.toFixed(0)} GFLOP/s`).join(", ")}`);
   }
+  if (r.attention) {
+    const a0 = r.attention[0];
+    lines.push("", `attention variants, L = ${a0.L}, ${a0.H} heads × ${a0.Dh} (best of 3, interleaved; accuracy against mha_fp32):`);
+    for (const a of r.attention) {
+      lines.push(a.error ? `  ${a.variant.padEnd(16)} not run: ${a.error}`
+        : `  ${a.variant.padEnd(16)} ${a.seconds!.toFixed(3).padStart(8)} s ${a.gflops!.toFixed(0).padStart(6)} GFLOP/s  cosine ${a.cosine?.toFixed(6)}  max |err| ${a.max_abs_error?.toExponential(2)}`);
+    }
+  }
   if (r.torch) {
     lines.push("");
     if (!r.torch.python) lines.push(r.torch.hint!);
     else {
       lines.push(`PyTorch ${r.torch.version} (${r.torch.python}), the same transformer step (src/bench/torch_step.py), run after flux2.ts's at each resolution:`);
-      for (const t of r.torch.runs) lines.push(`  torch ${t.dtype.padEnd(5)} ${String(t.resolution).padStart(5)}²  ${t.seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s, ${t.threads} threads), peak RSS ${gib(t.peak_rss_bytes)}`);
+      for (const t of r.torch.runs) lines.push(`  torch ${t.dtype.padEnd(5)} ${String(t.resolution).padStart(5)}²  ${t.seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s, ${t.threads} threads), peak RSS ${gib(t.peak_rss_bytes)}${t.dtype === "fp32" ? `, BLAS ${t.blas ?? "unknown"}` : ""}`);
+      if (r.torch.runs.some((t) => t.dtype === "fp32" && isReferenceBlas(t.blas))) lines.push(`  ${REFERENCE_BLAS_HINT}`);
       for (const q of r.torch.ratios) lines.push(`  flux2.ts ${q.weights} / torch ${q.torch_dtype} at ${q.resolution}²: ${q.ratio.toFixed(2)}×`);
     }
   }

@@ -31,11 +31,12 @@ import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal } from "./rng.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 import { measureKernels, type KernelResult } from "./kernels.js";
+import { measureAttention, type AttentionResult } from "./attention.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
 
-export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "kernels" | "train_step";
+export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "kernels" | "attention" | "train_step";
 export type WeightsKind = "fp32" | "bf16" | QuantKind;
 
 export interface StageRequest {
@@ -64,6 +65,8 @@ export interface StageRequest {
   components?: ("transformer" | "text_encoder")[];
   /** [M, N, K] of the kernels stage */
   kernelShape?: [number, number, number];
+  /** [L, H, Dh] of the attention stage */
+  attentionShape?: [number, number, number];
   /** GEMM size (gemm) */
   gemmSize?: number;
   /**
@@ -98,6 +101,8 @@ export interface StageResult {
   drift?: { weights: WeightsKind; cosine: number; max_abs: number; rel_l2: number; rel_max: number; seconds: number }[];
   /** GEMM rates of each Linear kernel at one shape (kernels) */
   kernels?: KernelResult[];
+  /** speed and accuracy of each attention variant (attention) */
+  attention?: AttentionResult[];
   /** per-stage resident memory (generate) */
   memory?: { stage: string; rss_bytes: number; hwm_bytes: number }[];
   note?: string;
@@ -172,6 +177,7 @@ export async function runStage(r: StageRequest): Promise<StageResult> {
     case "drift": return transformerDrift(r);
     case "train_step": return trainStep(r);
     case "kernels": return kernelRates(r);
+    case "attention": return attentionRates(r);
   }
 }
 
@@ -399,5 +405,21 @@ async function kernelRates(r: StageRequest): Promise<StageResult> {
   return {
     stage: "kernels", weights: r.weights, resolution: 0, seconds: best.seconds, load_seconds: 0, gflop: (2 * M * N * K) / 1e9, gflops: best.gflops,
     peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: best.runs, kernels,
+  };
+}
+
+/** Each attention variant ORT's CPU provider offers, at one shape (src/bench/attention.ts). */
+async function attentionRates(r: StageRequest): Promise<StageResult> {
+  const [L, H, Dh] = r.attentionShape ?? [4608, 24, 128];
+  const attention = await measureAttention(L, H, Dh, { rounds: Math.max(1, r.repeats), threads: r.threads });
+  for (const a of attention) {
+    process.stderr.write(a.error ? `attention ${a.variant}: not run (${a.error})\n`
+      : `attention ${a.variant} L=${L}: ${a.seconds!.toFixed(3)} s, ${a.gflops!.toFixed(1)} GFLOP/s, cosine vs mha_fp32 ${a.cosine?.toFixed(6)}, max |err| ${a.max_abs_error?.toExponential(2)}\n`);
+  }
+  const ran = attention.filter((a) => a.seconds !== undefined);
+  const best = ran.reduce((a, b) => (b.gflops! > a.gflops! ? b : a), ran[0]);
+  return {
+    stage: "attention", weights: r.weights, resolution: r.resolution, seconds: best?.seconds ?? 0, load_seconds: 0,
+    gflop: (4 * L * L * H * Dh) / 1e9, gflops: best?.gflops ?? 0, peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: best?.runs ?? [], attention,
   };
 }

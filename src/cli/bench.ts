@@ -55,6 +55,10 @@ machine; --quick runs a scaled-down model in about a minute.
                          without PyTorch, says how to install it and goes on
   --kernels              also time each Linear kernel (float32 MatMul, MatMulNBits,
                          DynamicQuantizeMatMul, MatMulIntegerToFloat) at one GEMM shape
+  --attention            also time each attention variant ORT's CPU provider offers
+                         (MultiHeadAttention, ONNX Attention, float16, MatMul-Softmax-MatMul
+                         in float32 and int8) at the largest resolution's token count, with
+                         its error against the float32 MultiHeadAttention
   --make-model           only write the random checkpoint (reused if complete)
   -h, --help             this text`;
 
@@ -63,7 +67,7 @@ const OPTIONS = {
   dir: { type: "string" }, weights: { type: "string" }, resolutions: { type: "string" }, stages: { type: "string" },
   "text-length": { type: "string" }, repeats: { type: "string" }, threads: { type: "string" },
   generation: { type: "string" }, "generation-weights": { type: "string" }, steps: { type: "string" },
-  compare: { type: "string" }, kernels: { type: "boolean" },
+  compare: { type: "string" }, kernels: { type: "boolean" }, attention: { type: "boolean" },
   "make-model": { type: "boolean" }, drift: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -146,7 +150,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
       resolution: genRes, steps: intOption(v.steps, "steps", 1, 50) ?? 4,
       weights: list(v["generation-weights"], WEIGHTS, "generation-weights", ["int8"]),
     } : undefined,
-    compareTorch, kernels: !!v.kernels,
+    compareTorch, kernels: !!v.kernels, attention: !!v.attention,
     log, command: `flux2 bench ${argv.join(" ")}`.trim(),
   });
   if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");
