@@ -27,6 +27,13 @@ export const ATTENTION_VARIANTS: AttentionVariant[] = ["mha_fp32", "attention_on
 
 const HEADS_PER_GROUP = 4;
 
+/** Heads per group: HEADS_PER_GROUP, or the largest divisor of H below it. */
+function headsPerGroup(H: number): number {
+  let g = Math.min(HEADS_PER_GROUP, H);
+  while (H % g) g--;
+  return g;
+}
+
 export interface AttentionResult {
   variant: AttentionVariant;
   L: number;
@@ -65,8 +72,9 @@ function build(variant: AttentionVariant, L: number, H: number, Dh: number): Gra
   } else {
     // [1, L, D] → [H, L, Dh] (kᵀ: [H, Dh, L]), then groups of heads.
     const heads = (x: Value, perm: number[]) => g.transpose(g.reshape(x, [L, H, Dh]), perm);
-    const groups = H / HEADS_PER_GROUP;
-    const sizes = new Array(groups).fill(HEADS_PER_GROUP);
+    const per = headsPerGroup(H);
+    const groups = H / per;
+    const sizes = new Array(groups).fill(per);
     const qs = g.split(heads(q, [1, 0, 2]), 0, sizes);
     const ks = g.split(heads(k, [1, 2, 0]), 0, sizes);
     const vs = g.split(heads(v, [1, 0, 2]), 0, sizes);
@@ -101,7 +109,6 @@ function build(variant: AttentionVariant, L: number, H: number, Dh: number): Gra
  */
 export async function measureAttention(L: number, H: number, Dh: number, opts: { rounds?: number; threads?: number; variants?: AttentionVariant[] } = {}): Promise<AttentionResult[]> {
   const variants = opts.variants ?? ATTENTION_VARIANTS;
-  if (H % HEADS_PER_GROUP) throw new Error(`attention bench: ${H} heads is not a multiple of ${HEADS_PER_GROUP}`);
   const n = L * H * Dh;
   const inputs = Object.fromEntries(["q", "k", "v"].map((name, i) => {
     const data = new Float32Array(n);

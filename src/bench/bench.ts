@@ -56,6 +56,12 @@ export interface TorchReport {
   runs: (TorchStepResult & { seconds: number })[];
   /** flux2.ts step seconds / PyTorch step seconds, per resolution and weights (below 1: flux2.ts is faster) */
   ratios: { resolution: number; weights: WeightsKind; torch_dtype: TorchDtype; ratio: number }[];
+  /**
+   * A whole flux2.ts generation (text encoding, the steps, decode; --generation) against PyTorch's
+   * step time × the number of steps at that resolution: a lower bound of PyTorch's generation,
+   * which leaves out its text encoder and VAE, so the ratio flatters PyTorch.
+   */
+  generation_ratios?: { resolution: number; weights: WeightsKind; steps: number; torch_dtype: TorchDtype; flux2_seconds: number; torch_steps_seconds: number; ratio: number }[];
 }
 
 export interface StageReport {
@@ -279,6 +285,17 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
   }
 
+  if (torch && o.generation) {
+    torch.generation_ratios = [];
+    for (const g of generations) {
+      for (const t of torch.runs.filter((t) => t.resolution === g.resolution)) {
+        const steps = o.generation.steps;
+        torch.generation_ratios.push({ resolution: g.resolution, weights: g.weights, steps, torch_dtype: t.dtype, flux2_seconds: g.seconds,
+          torch_steps_seconds: steps * t.seconds, ratio: g.seconds / (steps * t.seconds) });
+      }
+    }
+  }
+
   return {
     date: new Date().toISOString(), command: o.command, machine: machineInfo(),
     gemm_peak_gflops: peak, gemm: { size: gemm.resolution, seconds: gemm.seconds, measured_in_stages: calibrations },
@@ -344,7 +361,7 @@ export function formatReport(r: BenchReport): string {
   }
   for (const g of r.generations) {
     lines.push("", `whole generation in one process (${g.weights}, ${g.resolution}², ${g.runs.length ? g.seconds.toFixed(0) : "?"} s): peak RSS ${gib(g.peak_rss_bytes)}`);
-    for (const m2 of g.memory ?? []) lines.push(`  ${m2.stage.padEnd(18)} rss ${gib(m2.rss_bytes).padStart(10)}  peak so far ${gib(m2.hwm_bytes)}`);
+    for (const m2 of g.memory ?? []) lines.push(`  ${m2.stage.padEnd(18)} rss ${gib(m2.rss_bytes).padStart(10)}  peak so far ${gib(m2.hwm_bytes)}${m2.seconds !== undefined ? `  at ${m2.seconds.toFixed(1)} s` : ""}`);
   }
   if (r.kernels) {
     const k0 = r.kernels[0];
@@ -366,6 +383,9 @@ export function formatReport(r: BenchReport): string {
       for (const t of r.torch.runs) lines.push(`  torch ${t.dtype.padEnd(5)} ${String(t.resolution).padStart(5)}²  ${t.seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s, ${t.threads} threads), peak RSS ${gib(t.peak_rss_bytes)}${t.dtype === "fp32" ? `, BLAS ${t.blas ?? "unknown"}` : ""}`);
       if (r.torch.runs.some((t) => t.dtype === "fp32" && isReferenceBlas(t.blas))) lines.push(`  ${REFERENCE_BLAS_HINT}`);
       for (const q of r.torch.ratios) lines.push(`  flux2.ts ${q.weights} / torch ${q.torch_dtype} at ${q.resolution}²: ${q.ratio.toFixed(2)}×`);
+      for (const q of r.torch.generation_ratios ?? []) {
+        lines.push(`  whole generation flux2.ts ${q.weights} (${q.flux2_seconds.toFixed(1)} s) / ${q.steps} × torch ${q.torch_dtype} step (${q.torch_steps_seconds.toFixed(1)} s, no text encoder or VAE) at ${q.resolution}²: ${q.ratio.toFixed(2)}×`);
+      }
     }
   }
   lines.push("", `auto choice (--quantize auto) for this CPU and model: ${r.choice.weights}: ${r.choice.reason}`);

@@ -103,8 +103,8 @@ export interface StageResult {
   kernels?: KernelResult[];
   /** speed and accuracy of each attention variant (attention) */
   attention?: AttentionResult[];
-  /** per-stage resident memory (generate) */
-  memory?: { stage: string; rss_bytes: number; hwm_bytes: number }[];
+  /** per-stage resident memory (generate), and the seconds since the process began the generation */
+  memory?: { stage: string; rss_bytes: number; hwm_bytes: number; seconds?: number }[];
   note?: string;
 }
 
@@ -339,10 +339,11 @@ async function prepareQuantized(r: StageRequest): Promise<StageResult> {
 
 async function generate(r: StageRequest): Promise<StageResult> {
   const spec = quantSpecOf(r);
-  const memory: { stage: string; rss_bytes: number; hwm_bytes: number }[] = [];
+  const memory: NonNullable<StageResult["memory"]> = [];
+  const t0 = performance.now();
   const mark = (stage: string) => {
     const s = procStatus();
-    memory.push({ stage, rss_bytes: s.rss, hwm_bytes: s.hwm });
+    memory.push({ stage, rss_bytes: s.rss, hwm_bytes: s.hwm, seconds: (performance.now() - t0) / 1000 });
     process.stderr.write(`generate: ${stage}: rss ${(s.rss / 2 ** 30).toFixed(2)} GiB, peak ${(s.hwm / 2 ** 30).toFixed(2)} GiB\n`);
   };
   mark("start");
