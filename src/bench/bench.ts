@@ -156,12 +156,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   o.log(`GEMM peak: ${peak.toFixed(1)} GFLOP/s (${gemm.resolution}³, ${gemm.seconds.toFixed(3)} s)`);
 
   const quantizeSeconds: BenchReport["quantize_seconds"] = {};
-  for (const w of o.weights) {
+  for (const w of new Set([...o.weights, ...(o.generation?.weights ?? [])])) {
     if (!(QUANT_KINDS as string[]).includes(w)) continue;
     o.log(`preparing ${w} weights (once; cached in $FLUX2_CACHE/quant)...`);
     const components: ("transformer" | "text_encoder")[] = [];
-    if (o.stages.includes("transformer_step") || o.generation) components.push("transformer");
-    if (o.stages.includes("text_encode") || o.generation) components.push("text_encoder");
+    // Only what this run uses: a generation needs both components, but only for its own weights.
+    const generates = !!o.generation?.weights.includes(w);
+    if (o.stages.includes("transformer_step") || generates) components.push("transformer");
+    if (o.stages.includes("text_encode") || generates) components.push("text_encoder");
     const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0, components }, echo);
     quantizeSeconds[w] = q.seconds;
   }
