@@ -22,7 +22,8 @@ export type KernelName = "fp32" | "nbits8" | "qgemm" | "qgemm_if";
 export const KERNELS: KernelName[] = ["fp32", "nbits8", "qgemm", "qgemm_if"];
 
 export interface KernelResult {
-  kernel: KernelName;
+  /** an ORT kernel, or PyTorch's F.linear in bf16 / float32 at the same shape (src/bench/torch_step.py) */
+  kernel: KernelName | "torch_bf16" | "torch_fp32";
   M: number;
   N: number;
   K: number;

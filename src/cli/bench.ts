@@ -62,6 +62,10 @@ machine; --quick runs a scaled-down model in about a minute.
                          Node (onnxruntime-node), in the same run; --resolutions (default 64),
                          --steps (default 4), --repeats (default 3); Chromium from $CHROMIUM or
                          /usr/bin/chromium; needs the browser bundle (npm run build)
+  --attention            also time each attention variant ORT's CPU provider offers
+                         (MultiHeadAttention, ONNX Attention, float16, MatMul-Softmax-MatMul
+                         in float32 and int8) at the largest resolution's token count, with
+                         its error against the float32 MultiHeadAttention
   --make-model           only write the random checkpoint (reused if complete)
   -h, --help             this text`;
 
@@ -70,7 +74,7 @@ const OPTIONS = {
   dir: { type: "string" }, weights: { type: "string" }, resolutions: { type: "string" }, stages: { type: "string" },
   "text-length": { type: "string" }, repeats: { type: "string" }, threads: { type: "string" },
   generation: { type: "string" }, "generation-weights": { type: "string" }, steps: { type: "string" },
-  compare: { type: "string" }, kernels: { type: "boolean" },
+  compare: { type: "string" }, kernels: { type: "boolean" }, attention: { type: "boolean" },
   "make-model": { type: "boolean" }, drift: { type: "boolean" }, browser: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -166,7 +170,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
       resolution: genRes, steps: intOption(v.steps, "steps", 1, 50) ?? 4,
       weights: list(v["generation-weights"], WEIGHTS, "generation-weights", ["int8"]),
     } : undefined,
-    compareTorch, kernels: !!v.kernels,
+    compareTorch, kernels: !!v.kernels, attention: !!v.attention,
     log, command: `flux2 bench ${argv.join(" ")}`.trim(),
   });
   if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");
