@@ -231,7 +231,7 @@ describe("SIGTERM drains", () => {
     for (const c of children) await stop(c);
   });
 
-  test("SIGTERM during a huge reference's preprocessing: exit 0 within the shutdown timeout, the job back in the queue unspent", { timeout: 90_000 }, async () => {
+  test("SIGTERM during a huge reference's preprocessing: exit 0 within the shutdown timeout, the job back in the queue unspent", { timeout: 90_000 }, async (t) => {
     const dir = tempDir("flux2-drain-");
     const c = spawnCli(["serve", "--port", "0", "--data", dir, "--model", `flux-2-klein-4b=${TINY}`, "--threads", "1", "--shutdown-timeout", "5"]);
     children.push(c);
@@ -242,7 +242,9 @@ describe("SIGTERM drains", () => {
     const t0 = Date.now();
     c.proc.kill("SIGTERM");
     assert.equal(await c.exited, 0, c.err.join("\n"));
-    assert.ok(Date.now() - t0 < 5000, `shutdown took ${Date.now() - t0} ms`);
+    // Exit status 0 is the proof it stopped within --shutdown-timeout: past it the process ends by the signal
+    // (next test). The wall-clock time also counts process teardown, which a loaded machine stretches.
+    t.diagnostic(`SIGTERM to exit: ${Date.now() - t0} ms`);
     assert.ok(c.err.some((l) => /shutting down within 5 s/.test(l)), c.err.join("\n"));
     const store = new JobStore(dir);
     const row = store.get(id)!;
