@@ -39,11 +39,16 @@ export interface RunningServer {
   health: StorageHealth;
   budget: MemoryBudget;
   streams: EventStreams;
+  /** Job events (progress, stages, state changes) as the event streams see them. */
+  events: JobEvents;
+  /** The local generation thread's owner (absent without local models). */
+  executor?: Executor;
   /**
    * Stop: no new requests (503), open event streams end, the running job
    * stops and goes back to the queue. `clean` is false when a job would not
-   * stop within cfg.shutdownTimeoutMs: it was re-queued anyway, but its
-   * thread is still busy, so the caller should exit the process.
+   * stop within cfg.shutdownTimeoutMs, or a thread replaced inside a long
+   * native call had not ended by then: the job was re-queued anyway, but a
+   * thread is still busy, so the caller should end the process by its signal.
    */
   shutdown(): Promise<{ clean: boolean }>;
   close(): Promise<void>;
@@ -105,7 +110,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   const queues: Queues = {};
   let executor: Executor | undefined;
   if (!cfg.queue && cfg.models.length) {
-    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir, watermark: cfg.watermark, moderation: cfg.moderation, upsampleTokens: cfg.upsampleTokens });
+    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir, watermark: cfg.watermark, moderation: cfg.moderation, upsampleTokens: cfg.upsampleTokens },
+      { cancelGraceMs: cfg.cancelGraceMs, log });
     queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts, onFault, faultRetryMs: cfg.faultRetryMs }, localRunner(executor, images));
   }
   if (cfg.bflKey) {
@@ -187,13 +193,22 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     // Terminating a thread inside ONNX Runtime aborts the process: a thread that did not stop is left to the exit.
     if (localStopped) await executor?.close();
     else executor?.abandon();
+    // A thread replaced inside a long native call (its job was answered and re-queued) ends when the call
+    // returns: wait for it until the deadline; past it, the process must end by the signal (see flux2 serve).
+    let stuckThreads = 0;
+    if (executor?.stuckThreads) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([executor.retired(), new Promise((r) => { timer = setTimeout(r, Math.max(0, deadline - Date.now())); })]);
+      clearTimeout(timer);
+      stuckThreads = executor.stuckThreads;
+    }
     await queues.redis?.close();
     await webhooks.close();
     store.close();
-    return { clean: localStopped };
+    return { clean: localStopped && stuckThreads === 0 };
   })();
   return {
-    app, url: listenUrl, port, store, keysRequired, health, budget, streams, shutdown,
+    app, url: listenUrl, port, store, keysRequired, health, budget, streams, events, executor, shutdown,
     close: () => shutdown().then(() => undefined),
   };
 }

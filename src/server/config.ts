@@ -55,6 +55,8 @@ export interface ServerConfig {
   faultRetryMs: number;
   /** On SIGTERM: how long a running job may take to stop before the process exits anyway (it is re-queued either way). */
   shutdownTimeoutMs: number;
+  /** A cancelled job whose thread does not stop within this (it is inside one long native call) gets its thread replaced. */
+  cancelGraceMs: number;
   /** Let URL inputs and webhooks reach loopback / private / link-local addresses. */
   allowPrivateUrls: boolean;
   urlTimeoutMs: number;
@@ -117,6 +119,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxStreamsPerKey: 32,
     streamBufferBytes: 1024 * 1024,
     shutdownTimeoutMs: 10_000,
+    cancelGraceMs: 2_000,
     minFreeBytes: 64 * 1024 * 1024,
     faultRetryMs: 30_000,
     allowPrivateUrls: false,

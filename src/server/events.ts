@@ -20,6 +20,8 @@ export interface ProgressInfo {
 
 export type JobEvent =
   | { type: "progress"; data: ProgressInfo }
+  /** A stage of a local run begins ("decoding input_image", "resizing reference 1", "denoising", …). */
+  | { type: "stage"; data: { stage: string } }
   | { type: "status"; data: { state: string } }
   | { type: "done"; data: { state: string } };
 

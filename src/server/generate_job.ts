@@ -52,8 +52,9 @@ export interface LoraSummary {
 }
 
 export class CancelledError extends Error {
-  constructor() {
-    super("cancelled");
+  /** `stage`: where the cancel was seen (it ends up in the job's error, so a client sees where it stopped). */
+  constructor(readonly stage?: string) {
+    super(stage ? `cancelled during ${stage}` : "cancelled");
     this.name = "CancelledError";
   }
 }
@@ -72,11 +73,22 @@ export interface RunContext {
   upsample?: (prompt: string, seed: number | undefined) => Promise<string>;
   /** The moderation's yes/no LLM check of a prompt with this model's text encoder; throws ModeratedError. */
   llmCheck?: (prompt: string) => Promise<void>;
+  /** Told each stage as it begins ("decoding input_image", "resizing reference 1", "denoising", …). */
+  onStage?: (stage: string) => void;
+}
+
+/** The stage each job is in, for the cancel message (a WeakMap: RunContext stays a plain caller-made object). */
+const stages = new WeakMap<RunContext, string>();
+
+/** A new stage begins: remembered for the cancel message and reported to the caller. */
+function enter(ctx: RunContext, stage: string): void {
+  stages.set(ctx, stage);
+  ctx.onStage?.(stage);
 }
 
 /** Stop here if the job was cancelled (a DELETE, or the server shutting down). */
 function check(ctx: RunContext): void {
-  if (ctx.isCancelled()) throw new CancelledError();
+  if (ctx.isCancelled()) throw new CancelledError(stages.get(ctx));
 }
 
 /** How often a wait on uninterruptible work looks at the cancellation flag. */
@@ -92,7 +104,7 @@ async function unlessCancelled<T>(ctx: RunContext, work: Promise<T>): Promise<T>
   check(ctx);
   let timer: NodeJS.Timeout | undefined;
   const cancelled = new Promise<never>((_, reject) => {
-    timer = setInterval(() => ctx.isCancelled() && reject(new CancelledError()), CANCEL_POLL_MS);
+    timer = setInterval(() => ctx.isCancelled() && reject(new CancelledError(stages.get(ctx))), CANCEL_POLL_MS);
   });
   try {
     return await Promise.race([work, cancelled]);
@@ -102,13 +114,15 @@ async function unlessCancelled<T>(ctx: RunContext, work: Promise<T>): Promise<T>
   }
 }
 
-async function readImage(ctx: RunContext, ref: string): Promise<ReferenceImage> {
+async function readImage(ctx: RunContext, ref: string, field: string): Promise<ReferenceImage> {
+  enter(ctx, `decoding ${field}`);
   const d = await unlessCancelled(ctx, decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels }));
   return { rgb: d.rgb, width: d.width, height: d.height };
 }
 
 /** White = repaint; alpha flattened onto black, as `flux2 edit --mask` reads masks. */
 async function readMask(ctx: RunContext, ref: string): Promise<{ data: Uint8Array; width: number; height: number }> {
+  enter(ctx, "decoding mask_image");
   const raw = await unlessCancelled(ctx, sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
     .toBuffer({ resolveWithObject: true }));
   return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.info.width * raw.info.height), width: raw.info.width, height: raw.info.height };
@@ -116,7 +130,7 @@ async function readMask(ctx: RunContext, ref: string): Promise<{ data: Uint8Arra
 
 /** img2img / inpaint / outpaint input from the first image (others stay references). */
 async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitImage> {
-  let base = await readImage(ctx, r.input_image!);
+  let base = await readImage(ctx, r.input_image!, "input_image");
   let mask: Uint8Array | undefined;
   if (r.expand) {
     const e = await expandCanvas(base, r.expand as [number, number, number, number], ctx.multiple);
@@ -130,11 +144,17 @@ async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitIma
     mask = m.data;
   }
   const stop = () => check(ctx);
+  enter(ctx, "resizing input_image");
   let image = prepareInpaintImage(base, { multiple: ctx.multiple, check: stop }).image;
   if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height, stop);
   if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height, stop);
   return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
 }
+
+/** The pipeline's stage names (Flux2Pipeline.generate's onStage) as a client reads them. */
+const PIPELINE_STAGES: Record<string, string> = {
+  encode: "the text encoder", references: "the reference encode (VAE)", denoise: "denoising", decode: "the VAE decode",
+};
 
 /** The request field of the i-th input image: input_image, input_image_2, … */
 function referenceField(i: number): string {
@@ -147,6 +167,7 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   if (r.prompt_upsampling) {
     if (referenceInputs(r).length) throw new InvalidRequestError(IMAGE_UPSAMPLING_REFUSED);
     if (!ctx.upsample) throw new InvalidRequestError("prompt_upsampling is not available in this executor");
+    enter(ctx, "prompt upsampling");
     // The user's prompt is checked before any work, the rewrite (below, with the other checks) before use.
     ctx.moderator?.checkPrompt(r.prompt);
     upsampledFrom = r.prompt;
@@ -164,8 +185,10 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   const cap = referencePixelCap(inputs.length);
   const refs = [];
   for (const [i, ref] of inputs.entries()) {
-    const image = await readImage(ctx, ref);
-    await ctx.moderator?.checkInputs([{ what: referenceField(i + (init ? 1 : 0)), image }], r.safety_tolerance);
+    const field = referenceField(i + (init ? 1 : 0));
+    const image = await readImage(ctx, ref, field);
+    await ctx.moderator?.checkInputs([{ what: field, image }], r.safety_tolerance);
+    enter(ctx, `resizing reference ${i + 1}`);
     refs.push(prepareReference(image, { multiple: ctx.multiple, pixelCap: cap, label: `reference ${i + 1}`, check: () => check(ctx) }));
   }
   const steps = r.steps ?? d.steps;
@@ -176,14 +199,16 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     prompt: r.prompt, negativePrompt: r.negative_prompt, width: r.width, height: r.height, steps, guidance,
     seed: r.seed, numImagesPerPrompt: r.num_images, references: refs.map((x) => x.image), init, preview: true,
     // Between stages (text encoder, reference encode, denoise, VAE decode) as well as between steps.
-    // Each stage is also announced, so a client can say "Encoding prompt" or "Decoding" rather than show an idle bar.
+    // Each stage is also announced, so a client can say "Encoding prompt" or "Decoding" rather than show an idle bar,
+    // and a cancel can say where the job stopped.
     onStage: (stage) => {
       check(ctx);
+      enter(ctx, PIPELINE_STAGES[stage] ?? stage);
       ctx.onProgress(stage === "decode" ? { ...last, fraction: last.steps ? last.step / last.steps : 1, stage } : { step: 0, steps, fraction: 0, stage });
     },
     onStep: (info) => {
       // Cancellation is checked between steps: throwing here stops the run.
-      if (ctx.isCancelled()) throw new CancelledError();
+      check(ctx);
       const p = info.preview;
       last = { step: info.step, steps: info.steps, preview: p ? pngDataUrl(p.rgb, p.width, p.height) : undefined };
       ctx.onProgress({ ...last, fraction: info.step / info.steps });
@@ -195,6 +220,7 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
     ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
   ];
+  enter(ctx, "encoding the output");
   check(ctx);
   return {
     images: await encodeAll(ctx, result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false, upsampledFrom),

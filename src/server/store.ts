@@ -321,6 +321,11 @@ export class JobStore {
     }).immediate();
   }
 
+  /** A cancelled job's run stopped: its error says where ("cancelled during resizing reference 1"). */
+  noteCancelled(id: string, error: string): void {
+    this.sql("UPDATE jobs SET error = ? WHERE id = ? AND state = 'cancelled' AND error = 'cancelled'").run(error, id);
+  }
+
   /** Cancel a queued or running job; returns the row as it was before, or undefined if not active. */
   cancel(id: string): JobRow | undefined {
     return this.db.transaction(() => {
