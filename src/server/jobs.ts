@@ -19,7 +19,7 @@ import type { IdempotencyClaim, IdempotencyHit, JobKind, JobRow, JobStore } from
 import { validateRequest } from "./validate.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import { TERMINAL } from "./views.js";
-import { checkModerationFields } from "../moderation/server.js";
+import { checkModerationFields } from "./moderation.js";
 
 export interface Queues {
   local?: LocalQueue;

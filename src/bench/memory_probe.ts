@@ -1,6 +1,6 @@
 // Peak memory of one LoRA training step on a random transformer, for docs/training.md:
 //
-//   node dist/src/train/memory_probe.js wide|long|heads [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
+//   node dist/src/bench/memory_probe.js wide|long|heads [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
 //
 // Run each variant in a fresh process (maxRSS only grows). "wide": 157M parameters (2 double
 // + 6 single blocks, 8 heads) at 1,088 tokens, where weights dominate; "long": 16 blocks of
@@ -13,11 +13,11 @@
 
 import * as path from "node:path";
 import { OrtBackend, cacheRoot } from "../backend/ort.js";
-import { MODEL_SPECS, makeRandomModel } from "../bench/make_model.js";
+import { MODEL_SPECS, makeRandomModel } from "./make_model.js";
 import { randn } from "../util/random.js";
 import { Flux2Transformer } from "../models/transformer.js";
 import { latentIds, textIds } from "../pipeline/latents.js";
-import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "./step.js";
+import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 
 const SHAPES = {
   wide: { layers: { num_layers: 2, num_single_layers: 6, num_attention_heads: 8, joint_attention_dim: 1024 }, side: 32, text: 64 },
