@@ -109,8 +109,8 @@ describe("the same request through the CLI and the server", () => {
   });
 
   test("text-to-image sizes off the rule are refused before any model loads (CLI)", async () => {
-    // 72 is a multiple of the tiny checkpoint's own 4 but not of 16, the README's rule.
-    await assert.rejects(runGenerateCommand(["--model", TINY, "--prompt", "x", "--width", "72", "--height", "64", "--out", path.join(dir, "bad.png"), "--quiet"]),
-      (e: Error) => e instanceof InvalidRequestError && /width 72 is not a multiple of 16: use 64 or 80/.test(e.message));
+    // 48 is a multiple of the tiny checkpoint's grid (4 px) but below 64, the minimum the server also keeps.
+    await assert.rejects(runGenerateCommand(["--model", TINY, "--prompt", "x", "--width", "48", "--height", "64", "--out", path.join(dir, "bad.png"), "--quiet"]),
+      (e: Error) => e instanceof InvalidRequestError && /width 48 is below the minimum of 64/.test(e.message));
   });
 });

@@ -106,6 +106,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   if (prompts.length !== 1) throw new InvalidRequestError(`give exactly one prompt (--prompt TEXT or --prompt-file FILE); got ${prompts.length}`);
   const files = v.image ?? [];
   if (files.length === 0) throw new InvalidRequestError("give at least one image with -i FILE");
+  if (files.length > MAX_REFERENCES) throw new InvalidRequestError(`${files.length} images given; at most ${MAX_REFERENCES} are supported`);
   if (v.mask && v.expand) throw new InvalidRequestError("--mask and --expand cannot be combined (--expand makes its own mask)");
   const out = v.out ?? "edit.png";
   const request = editRequest(v, prompts[0], files, out);

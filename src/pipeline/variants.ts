@@ -60,12 +60,13 @@ export const VARIANT_CARDS: Readonly<Record<Variant, VariantCard>> = {
 export const VARIANTS = Object.keys(VARIANT_CARDS) as Variant[];
 
 /**
- * The size rule, as the README states it: sides multiples of 16, at least 64,
- * at most 4 MP in all. A checkpoint whose latent grid is coarser than 16 px
- * (none today) raises the multiple; a small model whose folder records a largest
- * size (flux2-mini) lowers the pixel limit where the server enforces it.
+ * The size rule, the same for the CLI, the server and the request layer: sides
+ * are multiples of the checkpoint's latent grid (2 · the VAE's scale factor:
+ * 16 for every FLUX.2 checkpoint, as the README says; 8 for flux2-mini and 4
+ * for the tiny test checkpoints), at least 64 (and 4 grid cells), at most 4 MP
+ * in all (less for a small model whose folder records its largest size; the
+ * server refuses above that, the CLI warns).
  */
-export const SIZE_MULTIPLE = 16;
 export const MIN_SIDE = 64;
 export const MAX_OUTPUT_PIXELS = 4 * 1024 * 1024;
 
@@ -75,15 +76,9 @@ export interface SizeRule {
   maxPixels: number;
 }
 
-const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
-
 /** The size rule for a checkpoint whose latents cover `latentMultiple` pixels per side (2 · VAE factor). */
 export function sizeRuleFor(latentMultiple: number, opts: { maxPixels?: number } = {}): SizeRule {
-  return {
-    multipleOf: (SIZE_MULTIPLE * latentMultiple) / gcd(SIZE_MULTIPLE, latentMultiple),
-    minSide: Math.max(MIN_SIDE, 4 * latentMultiple),
-    maxPixels: opts.maxPixels ?? MAX_OUTPUT_PIXELS,
-  };
+  return { multipleOf: latentMultiple, minSide: Math.max(MIN_SIDE, 4 * latentMultiple), maxPixels: opts.maxPixels ?? MAX_OUTPUT_PIXELS };
 }
 
 /** What is wrong with a size under the rule (a message that says what to use), or null; `what` names where it came from. */

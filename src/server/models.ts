@@ -7,6 +7,7 @@
 import { modelCapabilities, type ModelCapabilities } from "../api/request.js";
 import { openCheckpoint, VARIANT_DEFAULTS, type Variant } from "../pipeline/checkpoint.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
+import { sizeRuleFor } from "../pipeline/variants.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { ModelSpec } from "./config.js";
 
@@ -42,7 +43,8 @@ export function parseModelSpec(s: string): ModelSpec {
 /** Capabilities with the checkpoint's real size multiple and minimum side. */
 export function capsFor(variant: ModelVariant, multiple: number): ModelCapabilities {
   const caps = modelCapabilities(variant);
-  return { ...caps, multipleOf: multiple, minSide: Math.max(caps.minSide, 4 * multiple) };
+  const rule = sizeRuleFor(multiple);
+  return { ...caps, multipleOf: rule.multipleOf, minSide: rule.minSide };
 }
 
 /**
