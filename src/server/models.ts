@@ -7,7 +7,7 @@
 import { modelCapabilities, type ModelCapabilities } from "../api/request.js";
 import { openCheckpoint, VARIANT_DEFAULTS, type Variant } from "../pipeline/checkpoint.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
-import { sizeRuleFor } from "../pipeline/variants.js";
+import { hostedCapabilities } from "./providers/hosted.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { ModelSpec } from "./config.js";
 
@@ -40,11 +40,9 @@ export function parseModelSpec(s: string): ModelSpec {
   return { id, dir };
 }
 
-/** Capabilities with the checkpoint's real size multiple and minimum side. */
+/** Capabilities with the checkpoint's real size multiple and minimum side (local: the variant cards; hosted: the provider's). */
 export function capsFor(variant: ModelVariant, multiple: number): ModelCapabilities {
-  const caps = modelCapabilities(variant);
-  const rule = sizeRuleFor(multiple);
-  return { ...caps, multipleOf: rule.multipleOf, minSide: rule.minSide };
+  return variant === "pro" || variant === "max" || variant === "flex" ? hostedCapabilities(variant) : modelCapabilities(variant, multiple);
 }
 
 /**
