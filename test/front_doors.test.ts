@@ -103,9 +103,15 @@ describe("the same request through the CLI and the server", () => {
     const image = await pngImage(64, 64), mask = await squareMask(64, 64);
     await assert.rejects(runEditCommand(["--model", TINY, "-i", file("s.png", image), "--mask", file("smask.png", mask), "--width", "128",
       "--prompt", "x", "--out", path.join(dir, "stretch.png"), "--quiet"]), (e: Error) => e instanceof InvalidRequestError && /would stretch it/.test(e.message));
+    // The server refuses it at submit, from the image's header (a 422 naming width), before any job runs.
     const sub = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", input_image: image.toString("base64"), mask_image: mask.toString("base64"), width: 128, height: 64 });
-    const done = sub.status === 200 ? await untilDone(s.url, sub.body.id, {}, 60_000) : sub.body;
-    assert.match(JSON.stringify(done), /would stretch it/);
+    assert.equal(sub.status, 422, JSON.stringify(sub.body));
+    assert.deepEqual(sub.body.detail[0].loc, ["body", "width"]);
+    assert.match(sub.body.detail[0].msg, /the output follows input_image: 64×64; width\/height 128×64 would stretch it/);
+    // The outpaint size with its expansion is what width/height must match, if given.
+    const ok = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", input_image: image.toString("base64"), expand: [0, 16, 0, 16], width: 96, height: 64, seed: 1 });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.deepEqual([(await untilDone(s.url, ok.body.id, {}, 60_000)).result.width], [96]);
   });
 
   test("text-to-image sizes off the rule are refused before any model loads (CLI)", async () => {

@@ -11,7 +11,7 @@ import { decodeImage } from "../pipeline/image.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import type { ModelDefaults } from "../pipeline/model_defaults.js";
 import {
-  MAX_REFERENCES, prepareInpaintImage, prepareReference, referencePixelCap,
+  MAX_REFERENCES, prepareInpaintImage, prepareReference, preparedSize, referencePixelCap,
   type PixelCapMode, type PreparedReference, type ReferenceImage,
 } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
@@ -145,12 +145,37 @@ export async function expandCanvas(img: ReferenceImage, expand: readonly [number
 }
 
 /**
+ * The output size of an img2img / inpaint / outpaint request whose input_image is w×h, from
+ * the size alone (the server checks it at submit from the image's header): the image plus
+ * the expansion (padded on the right and bottom to the grid), shrunk to 1 MP if larger and
+ * floored to the grid, as the pixels will be. A width or height that disagrees is refused.
+ */
+export function checkRepaintSize(r: GenerationRequest, w: number, h: number, rule: SizeRule): { width: number; height: number } {
+  let W = w, H = h;
+  if (r.expand) {
+    const m = rule.multipleOf;
+    W += r.expand[1] + r.expand[3];
+    H += r.expand[0] + r.expand[2];
+    W += (m - (W % m)) % m;
+    H += (m - (H % m)) % m;
+  }
+  const size = preparedSize(W, H, { multiple: rule.multipleOf });
+  if ((r.width !== undefined && r.width !== size.width) || (r.height !== undefined && r.height !== size.height)) {
+    throw new InvalidRequestError(`the output follows input_image${r.expand ? " plus expand" : ""}: ${size.width}×${size.height}; ` +
+      `width/height ${r.width ?? "-"}×${r.height ?? "-"} would stretch it. Leave width and height out, or resize the image first`);
+  }
+  checkSize(size.width, size.height, rule, "input_image" + (r.expand ? " plus expand" : ""));
+  return size;
+}
+
+/**
  * img2img / inpaint / outpaint input from the first image. The output is this
  * image's size (plus the expansion), never a stretch of it: a width or height
  * that disagrees is refused.
  */
 async function initImage(r: GenerationRequest, env: PrepareEnv, rule: SizeRule, notes: string[]): Promise<InitImage> {
   let base = await readImage(env, r.input_image!, "input_image");
+  const size = checkRepaintSize(r, base.width, base.height, rule);
   let mask: Uint8Array | undefined;
   const maskValue = r.mask_image ?? r.mask;
   if (r.expand) {
@@ -171,11 +196,8 @@ async function initImage(r: GenerationRequest, env: PrepareEnv, rule: SizeRule, 
     notes.push(`image resized from ${base.width}×${base.height} to ${image.width}×${image.height}`);
     if (mask) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height, env.check);
   }
-  if ((r.width !== undefined && r.width !== image.width) || (r.height !== undefined && r.height !== image.height)) {
-    throw new InvalidRequestError(`the output follows input_image${r.expand ? " plus expand" : ""}: ${image.width}×${image.height}; ` +
-      `width/height ${r.width ?? "-"}×${r.height ?? "-"} would stretch it. Leave width and height out, or resize the image first`);
-  }
-  checkSize(image.width, image.height, rule, "input_image" + (r.expand ? " plus expand" : ""));
+  // The size worked out from the header alone (checkRepaintSize) is the size the pixels got.
+  if (image.width !== size.width || image.height !== size.height) throw new Error(`internal: repaint size ${image.width}×${image.height} is not the ${size.width}×${size.height} checked`);
   return { image, mask, strength: r.strength ?? DEFAULT_INPAINT_STRENGTH };
 }
 
