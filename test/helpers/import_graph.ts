@@ -24,6 +24,7 @@ export const TIERS: readonly (readonly string[])[] = [
   ["api"], // the request layer: one GenerationRequest → pipeline options → written images
   ["moderation", "provenance", "conformance", "hub"],
   ["train"],
+  ["loaders"], // assembling a pipeline from files: LoRAs, quantization (branch `pipeline` creates it)
   ["pipeline"],
   ["text", "lora", "quant"],
   ["models"],
