@@ -15,7 +15,7 @@ import { WeightSet } from "../src/io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../src/models/transformer.js";
 import { TransformerWeights, expectedTransformerShapes } from "../src/models/transformer_weights.js";
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
-import { specFor } from "../src/quant/blockwise.js";
+import { specFor } from "../src/models/quantized/blockwise.js";
 import { quantizeTransformerAtLoad } from "../src/quant/quantize.js";
 import { optimizedOpCounts, countOps } from "../src/bench/onnx_ops.js";
 import { transformerFlops } from "../src/bench/flops.js";

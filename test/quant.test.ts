@@ -19,11 +19,11 @@ import { Flux2Transformer, readTransformerConfig } from "../src/models/transform
 import { TransformerWeights } from "../src/models/transformer_weights.js";
 import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../src/models/qwen3.js";
 import { Flux2Pipeline } from "../src/pipeline/flux2.js";
-import { dequantizeBlockwise, drift, quantizeBlockwise, specFor, zeroPointBytes, type QuantSpec } from "../src/quant/blockwise.js";
+import { dequantizeBlockwise, drift, quantizeBlockwise, specFor, zeroPointBytes, type QuantSpec } from "../src/models/quantized/blockwise.js";
 import { f32ToF8e4m3, toFp8PerTensor } from "../src/quant/fp8.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad, transformerTargets } from "../src/quant/quantize.js";
 import { SafetensorsStreamWriter } from "../src/quant/writer.js";
-import { dequantizePerChannel, quantizePerChannel } from "../src/quant/per_channel.js";
+import { dequantizePerChannel, quantizePerChannel } from "../src/models/quantized/per_channel.js";
 import { runQuantizeCommand } from "../src/cli/quantize.js";
 import { goldenPath, transformerCaseInputs } from "./golden.js";
 

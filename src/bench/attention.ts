@@ -19,7 +19,7 @@
 import { OrtBackend } from "../backend/ort.js";
 import type { Session } from "../backend/backend.js";
 import { Graph, type Value } from "../onnx/graph.js";
-import { drift } from "../quant/blockwise.js";
+import { drift } from "../models/quantized/blockwise.js";
 import { FastNormal } from "./rng.js";
 
 export type AttentionVariant = "mha_fp32" | "attention_onnx" | "mha_fp16" | "decomposed_fp32" | "qk_int8" | "qk_pv_int8";

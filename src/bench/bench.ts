@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { WeightSet } from "../io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
-import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../models/quantized/blockwise.js";
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, type ModelVariant } from "./make_model.js";
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";

@@ -14,8 +14,8 @@
 
 import { OrtBackend } from "../backend/ort.js";
 import { Graph, dataSource, type Value } from "../onnx/graph.js";
-import { quantizeBlockwise } from "../quant/blockwise.js";
-import { quantizePerChannel } from "../quant/per_channel.js";
+import { quantizeBlockwise } from "../models/quantized/blockwise.js";
+import { quantizePerChannel } from "../models/quantized/per_channel.js";
 import { FastNormal } from "./rng.js";
 
 export type KernelName = "fp32" | "nbits8" | "qgemm" | "qgemm_if";

@@ -23,7 +23,7 @@ import * as path from "../platform/path.js";
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value, fileSource } from "../onnx/graph.js";
 import { WeightSet, type TensorInfo } from "../io/safetensors.js";
-import { QuantizedLinears } from "../quant/format.js";
+import { QuantizedLinears } from "./quantized/format.js";
 
 /** The transformers config fields a Llama-style decoder needs (Qwen3Config / MistralConfig names). */
 export interface DecoderConfig {

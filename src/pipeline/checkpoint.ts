@@ -15,7 +15,9 @@ import { readVaeConfig } from "../models/vae.js";
 import { validateSchedulerConfig } from "./schedule.js";
 import { TransformerWeights, type TransformerFormat } from "../models/transformer_weights.js";
 
-export type Variant = "klein" | "klein-base" | "klein-kv" | "dev";
+import { VARIANT_CARDS, VARIANTS, type Variant } from "./variants.js";
+
+export type { Variant };
 
 export interface VariantDefaults {
   steps: number;
@@ -28,12 +30,11 @@ export interface VariantDefaults {
   distilled: boolean;
 }
 
-export const VARIANT_DEFAULTS: Record<Variant, VariantDefaults> = {
-  "klein": { steps: 4, guidance: 1.0, cfg: false, embeddedGuidance: false, distilled: true },
-  "klein-kv": { steps: 4, guidance: 1.0, cfg: false, embeddedGuidance: false, distilled: true },
-  "klein-base": { steps: 50, guidance: 4.0, cfg: true, embeddedGuidance: false, distilled: false },
-  "dev": { steps: 50, guidance: 4.0, cfg: false, embeddedGuidance: true, distilled: false },
-};
+/** The sampling defaults, read off the variant cards (src/pipeline/variants.ts). */
+export const VARIANT_DEFAULTS: Record<Variant, VariantDefaults> = Object.fromEntries(VARIANTS.map((v) => {
+  const c = VARIANT_CARDS[v];
+  return [v, { steps: c.steps.default, guidance: c.guidance.default, cfg: c.guidanceMode === "cfg", embeddedGuidance: c.guidanceMode === "embedded", distilled: c.guidanceMode === "none" }];
+})) as Record<Variant, VariantDefaults>;
 
 export interface ComponentFiles {
   /** A .safetensors file, a shard index, or a folder holding either. */

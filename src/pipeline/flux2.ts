@@ -14,7 +14,7 @@ import { OrtBackend } from "../backend/ort.js";
 import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
 import { WeightSet } from "../io/safetensors.js";
-import { attachRuntimeLoras } from "../lora/apply.js";
+import { attachRuntimeLoras, type RuntimeLoras } from "../lora/apply.js";
 import { loadLoraFile, type LoraReport } from "../lora/formats.js";
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { loadQuantOptions, loadQuantizedQwen3, type QuantizeOption } from "../quant/load.js";
@@ -176,12 +176,17 @@ export class Flux2Pipeline {
     const tcfg = transformerConfig(ck);
     const adapters = (opts.loras ?? []).map((l, i) => ({ adapter: loadLoraFile(l.file, l.name ?? `lora${i}`), weight: l.strength }));
     let loraReports: LoraReport[] = [];
+    const runtimeLoras: RuntimeLoras[] = [];
     const weights = () => {
       const w = new TransformerWeights(WeightSet.open(ck.transformer.weights), ck.transformer.format);
       w.check(tcfg);
       // int8 / int4 Linear weights (src/quant/): quantized once into the cache, then memory-mapped.
       if (opts.quantize) quantizeTransformerAtLoad(w, tcfg, loadQuantOptions(opts.quantize));
-      if (adapters.length) loraReports = attachRuntimeLoras(w, adapters).reports;
+      if (adapters.length) {
+        const runtime = attachRuntimeLoras(w, adapters);
+        runtimeLoras.push(runtime);
+        loraReports = runtime.reports;
+      }
       return w;
     };
     // Validate the LoRAs against this model now (shape mismatches are refused before any work).
@@ -198,8 +203,19 @@ export class Flux2Pipeline {
       tokenizer: () => ck.textEncoder.kind === "mistral3" ? MistralPromptTokenizer.load(ck.tokenizer) : PromptTokenizer.load(ck.tokenizer),
     }, { keepLoaded: opts.keepLoaded, checkpoint: ck });
     pipe.loraReports = loraReports.map((r, i) => ({ name: adapters[i].adapter.name, file: opts.loras![i].file, strength: adapters[i].weight, format: adapters[i].adapter.format, report: r }));
+    // Strengths are graph inputs: a new set reaches every transformer session built so far (and later) without a rebuild.
+    pipe.setLoraStrengths = (strengths) => {
+      if (strengths.length !== adapters.length) throw new InvalidRequestError(`${strengths.length} LoRA strengths for ${adapters.length} LoRAs`);
+      strengths.forEach((x, i) => { adapters[i].weight = x; pipe.loraReports[i].strength = x; });
+      for (const r of runtimeLoras) r.setWeights(Object.fromEntries(adapters.map((a) => [a.adapter.name, a.weight])));
+    };
     return pipe;
   }
+
+  /** Change the strengths of the LoRAs this pipeline was built with, in order; the next run uses them (no rebuild). */
+  setLoraStrengths: (strengths: number[]) => void = (s) => {
+    if (s.length) throw new InvalidRequestError("this pipeline was built without LoRAs");
+  };
 
   /** What each LoRA applied, ignored or did not recognise (for the CLI, the API and metadata). */
   loraReports: { name: string; file: string; strength: number; format: string; report: LoraReport }[] = [];

@@ -8,7 +8,7 @@
 
 import * as os from "../platform/os.js";
 import { residentWeightBytes } from "../quant/memory.js";
-import { specFor, type QuantKind } from "../quant/blockwise.js";
+import { specFor, type QuantKind } from "../models/quantized/blockwise.js";
 import type { Checkpoint } from "./checkpoint.js";
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
 

@@ -20,9 +20,9 @@ import { cacheRoot } from "../backend/ort.js";
 import { expectedTransformerShapes, type TransformerWeights } from "../models/transformer_weights.js";
 import type { TransformerConfig } from "../models/transformer.js";
 import type { DecoderConfig, DecoderWeights } from "../models/qwen3.js";
-import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
-import { quantizePerChannel } from "./per_channel.js";
-import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "./format.js";
+import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "../models/quantized/blockwise.js";
+import { quantizePerChannel } from "../models/quantized/per_channel.js";
+import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "../models/quantized/format.js";
 import { SafetensorsStreamWriter, bytesOf, type PlannedTensor } from "./writer.js";
 
 /** A weight to quantize: its name, [N, K] and how to read it as float32. */

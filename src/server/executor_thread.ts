@@ -28,13 +28,14 @@ const moderator = data.moderation ? new Moderator(data.moderation, backend) : un
 const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number; loras: string }>();
 
 /**
- * The model's pipeline with the job's LoRA set. A different LoRA set rebuilds
- * the transformer session over the same memory-mapped base weights; the
- * previous pipeline of that model is released first, so only one is held.
+ * The model's pipeline with the job's LoRA set. Strengths are graph inputs, so
+ * the same LoRAs at other strengths reuse the loaded pipeline; a different set
+ * of LoRAs rebuilds the transformer session over the same memory-mapped base
+ * weights, the previous pipeline of that model released first (one is held).
  */
 async function pipeline(model: string, loraList: { name: string; strength: number }[] | undefined) {
   const loras = resolveLoras(data.loraDir, loraList);
-  const key = JSON.stringify(loras.map((l) => [l.name, l.strength]));
+  const key = JSON.stringify(loras.map((l) => [l.name, l.file]));
   let p = loaded.get(model);
   if (p && p.loras !== key) {
     await p.pipe.release();
@@ -49,6 +50,7 @@ async function pipeline(model: string, loraList: { name: string; strength: numbe
     p = { pipe: Flux2Pipeline.fromPretrained(spec.dir, { keepLoaded: true, backend, loras }), multiple, loras: key };
     loaded.set(model, p);
   }
+  p.pipe.setLoraStrengths(loras.map((l) => l.strength));
   return p;
 }
 

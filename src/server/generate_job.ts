@@ -1,18 +1,15 @@
-// One job on a loaded pipeline: the request (with stored input images) →
-// references / img2img / inpaint / outpaint inputs → generate → encoded images
-// with their parameters embedded. Runs inside the executor's worker thread.
+// One job on a loaded pipeline: the request (with stored input images) → the
+// request layer (src/api/prepare.ts: references, img2img / inpaint / outpaint,
+// sizes) → generate → the request layer's writer (src/api/output.ts). Runs inside
+// the executor's worker thread; what is the server's own here is cancellation,
+// progress events and moderation.
 
-import sharp from "sharp";
 import { referenceInputs, type GenerationRequest } from "../api/request.js";
-import { expandCanvas } from "../cli/edit.js";
-import { Flux2Pipeline, InvalidRequestError, type GenerateResult, type InitImage } from "../pipeline/flux2.js";
-import { decodeImage, type ImageFormat } from "../pipeline/image.js";
-import type { ImageRecord } from "../pipeline/metadata.js";
-import { encodeGenerated } from "../provenance/provenance.js";
+import { prepareGeneration } from "../api/prepare.js";
+import { encodeOutputs, imageFormat, imageRecord } from "../api/output.js";
+import { InvalidRequestError, type Flux2Pipeline } from "../pipeline/flux2.js";
 import type { Moderator } from "../moderation/moderator.js";
 import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
-import { prepareInpaintImage, prepareReference, referencePixelCap, resizeExact, type ReferenceImage } from "../pipeline/reference.js";
-import { resizeLanczos } from "../pipeline/resize.js";
 import type { ProgressInfo } from "./events.js";
 import { pngDataUrl } from "./png.js";
 
@@ -114,52 +111,10 @@ async function unlessCancelled<T>(ctx: RunContext, work: Promise<T>): Promise<T>
   }
 }
 
-async function readImage(ctx: RunContext, ref: string, field: string): Promise<ReferenceImage> {
-  enter(ctx, `decoding ${field}`);
-  const d = await unlessCancelled(ctx, decodeImage(ctx.readInput(ref), { maxPixels: ctx.maxPixels }));
-  return { rgb: d.rgb, width: d.width, height: d.height };
-}
-
-/** White = repaint; alpha flattened onto black, as `flux2 edit --mask` reads masks. */
-async function readMask(ctx: RunContext, ref: string): Promise<{ data: Uint8Array; width: number; height: number }> {
-  enter(ctx, "decoding mask_image");
-  const raw = await unlessCancelled(ctx, sharp(ctx.readInput(ref), { limitInputPixels: ctx.maxPixels }).flatten({ background: "#000000" }).greyscale().raw()
-    .toBuffer({ resolveWithObject: true }));
-  return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.info.width * raw.info.height), width: raw.info.width, height: raw.info.height };
-}
-
-/** img2img / inpaint / outpaint input from the first image (others stay references). */
-async function initImage(r: GenerationRequest, ctx: RunContext): Promise<InitImage> {
-  let base = await readImage(ctx, r.input_image!, "input_image");
-  let mask: Uint8Array | undefined;
-  if (r.expand) {
-    const e = await expandCanvas(base, r.expand as [number, number, number, number], ctx.multiple);
-    base = e.image;
-    mask = e.mask;
-  } else if (r.mask_image) {
-    const m = await readMask(ctx, r.mask_image);
-    if (m.width !== base.width || m.height !== base.height) {
-      throw new InvalidRequestError(`mask_image is ${m.width}×${m.height} but input_image is ${base.width}×${base.height}: give a mask of the same size`);
-    }
-    mask = m.data;
-  }
-  const stop = () => check(ctx);
-  enter(ctx, "resizing input_image");
-  let image = prepareInpaintImage(base, { multiple: ctx.multiple, check: stop }).image;
-  if (r.width !== undefined && r.height !== undefined && (r.width !== image.width || r.height !== image.height)) image = resizeExact(image, r.width, r.height, stop);
-  if (mask && (image.width !== base.width || image.height !== base.height)) mask = resizeLanczos(mask, base.width, base.height, 1, image.width, image.height, stop);
-  return { image, mask, strength: r.strength ?? (r.expand || r.mask_image ? 1 : 0.8) };
-}
-
 /** The pipeline's stage names (Flux2Pipeline.generate's onStage) as a client reads them. */
 const PIPELINE_STAGES: Record<string, string> = {
   encode: "the text encoder", references: "the reference encode (VAE)", denoise: "denoising", decode: "the VAE decode",
 };
-
-/** The request field of the i-th input image: input_image, input_image_2, … */
-function referenceField(i: number): string {
-  return i === 0 ? "input_image" : `input_image_${i + 1}`;
-}
 
 export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunContext): Promise<ExecOutput> {
   let r = job.request;
@@ -173,31 +128,21 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
     upsampledFrom = r.prompt;
     r = { ...r, prompt: await ctx.upsample(r.prompt, r.seed) };
   }
-  const d = pipe.defaults;
-  const repaint = r.mask_image !== undefined || r.expand !== undefined || r.strength !== undefined;
   ctx.moderator?.checkPrompt(r.prompt);
   await ctx.llmCheck?.(r.prompt);
-  const init = repaint ? await initImage(r, ctx) : undefined;
-  if (init) await ctx.moderator?.checkInputs([{ what: "input_image", image: init.image }], r.safety_tolerance);
-  // One reference at a time, each checked and shrunk right after its decode: only one
-  // full-size input is in memory at once (the count and sizes were validated at submit).
-  const inputs = referenceInputs(r).slice(repaint ? 1 : 0);
-  const cap = referencePixelCap(inputs.length);
-  const refs = [];
-  for (const [i, ref] of inputs.entries()) {
-    const field = referenceField(i + (init ? 1 : 0));
-    const image = await readImage(ctx, ref, field);
-    await ctx.moderator?.checkInputs([{ what: field, image }], r.safety_tolerance);
-    enter(ctx, `resizing reference ${i + 1}`);
-    refs.push(prepareReference(image, { multiple: ctx.multiple, pixelCap: cap, label: `reference ${i + 1}`, check: () => check(ctx) }));
-  }
-  const steps = r.steps ?? d.steps;
+  // The request layer reads the stored inputs one at a time, each checked and shrunk right
+  // after its decode: only one full-size input is in memory at once.
+  const prepared = await prepareGeneration(r, {
+    defaults: pipe.defaults, latentMultiple: ctx.multiple, maxPixels: ctx.maxPixels, readInput: (ref) => ctx.readInput(ref),
+    check: () => check(ctx), settle: (work) => unlessCancelled(ctx, work),
+    stage: (what) => enter(ctx, what),
+    inspect: async (field, image) => { await ctx.moderator?.checkInputs([{ what: field, image }], r.safety_tolerance); },
+  });
+  const steps = prepared.options.steps;
   // The last step reported (img2img runs fewer steps than asked) and its preview, repeated on the decode stage's event.
   let last: { step: number; steps: number; preview?: string } = { step: 0, steps };
-  const guidance = r.guidance ?? d.guidance;
   const result = await pipe.generate({
-    prompt: r.prompt, negativePrompt: r.negative_prompt, width: r.width, height: r.height, steps, guidance,
-    seed: r.seed, numImagesPerPrompt: r.num_images, references: refs.map((x) => x.image), init, preview: true,
+    ...prepared.options, preview: true,
     // Between stages (text encoder, reference encode, denoise, VAE decode) as well as between steps.
     // Each stage is also announced, so a client can say "Encoding prompt" or "Decoding" rather than show an idle bar,
     // and a cancel can say where the job stopped.
@@ -216,37 +161,17 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   });
   // Before encoding: a moderated image is never written anywhere.
   await ctx.moderator?.checkOutputs(result.images, r.safety_tolerance);
-  const references = [
-    ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
-    ...refs.map((x) => ({ width: x.image.width, height: x.image.height, resizedFrom: x.resizedTo || x.cropped ? `${x.original.width}x${x.original.height}` : undefined })),
-  ];
   enter(ctx, "encoding the output");
   check(ctx);
   return {
-    images: await encodeAll(ctx, result, r, job.model, pipe.variant, references, init?.strength, ctx.watermark !== false, upsampledFrom),
+    images: (await encodeOutputs(result, imageFormat(r.output_format), (i) => imageRecord(result, i, r, prepared, {
+      model: job.model, variant: pipe.variant, upsampledFrom, loras: r.loras?.map((l) => ({ name: l.name, strength: l.strength })),
+    }), { watermark: ctx.watermark !== false, settle: (work) => unlessCancelled(ctx, work) })).map((e) => ({ bytes: e.bytes, ext: e.ext })),
     ...(upsampledFrom !== undefined ? { prompt: r.prompt } : {}),
-    width: result.width, height: result.height, seed: r.seed ?? 0, steps: result.steps, guidance: result.guidance,
+    width: result.width, height: result.height, seed: prepared.options.seed, steps: result.steps, guidance: result.guidance,
     loras: pipe.loraReports.length ? pipe.loraReports.map((l) => ({
       name: l.name, strength: l.strength, format: l.format, applied: l.report.applied.length,
       ignored: l.report.ignored, unknown: l.report.unknown, unsupported_text_encoder: l.report.unsupportedTextEncoder,
     })) : undefined,
   };
-}
-
-async function encodeAll(ctx: RunContext, result: GenerateResult, r: GenerationRequest, model: string, variant: string, references: ImageRecord["references"],
-                         strength: number | undefined, watermark: boolean, upsampledFrom?: string): Promise<ExecImage[]> {
-  const format: ImageFormat = r.output_format === "jpeg" ? "jpg" : r.output_format === "webp" ? "webp" : "png";
-  const out: ExecImage[] = [];
-  for (const img of result.images) {
-    const record: ImageRecord = {
-      prompt: r.prompt, negativePrompt: r.negative_prompt ?? null, width: img.width, height: img.height,
-      steps: result.steps, guidance: result.guidance, seed: img.seed, variant, model,
-      references: references?.length ? references : undefined, strength,
-      loras: r.loras?.length ? r.loras.map((l) => ({ name: l.name, strength: l.strength })) : undefined,
-      upsampledFrom,
-    };
-    const { bytes } = await unlessCancelled(ctx, encodeGenerated(img.rgb, img.width, img.height, format, record, watermark));
-    out.push({ bytes, ext: format });
-  }
-  return out;
 }

@@ -18,7 +18,6 @@ import type { Backend } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
 import { MistralWeights, readMistralConfig } from "../models/mistral.js";
 import { Qwen3Weights, defaultConfigPath, readJsonConfig, readQwen3Config, type DecoderConfig, type DecoderWeights } from "../models/qwen3.js";
-import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { MistralPromptTokenizer } from "./mistral_prompt.js";
 import { PromptTokenizer } from "./tokenizer.js";
 import { TextGenerator, type SamplingOptions } from "./generate.js";
@@ -60,8 +59,17 @@ export interface TextLlm {
   stop: number[];
 }
 
+/**
+ * The files of a checkpoint that the text LLM needs. A pipeline Checkpoint fits it; text/ sits
+ * below pipeline/ and so names only what it reads (no import back up).
+ */
+export interface TextLlmFiles {
+  textEncoder: { weights: string; config: string | null; kind: "qwen3" | "mistral3" };
+  tokenizer: string;
+}
+
 /** Open a checkpoint's text encoder and tokenizer for chats under `system`. */
-export async function openTextLlm(ck: Checkpoint, system: string): Promise<TextLlm> {
+export async function openTextLlm(ck: TextLlmFiles, system: string): Promise<TextLlm> {
   const te = ck.textEncoder;
   const configFile = defaultConfigPath(te.weights, te.config);
   const raw = readJsonConfig(configFile);
@@ -89,7 +97,7 @@ export async function openTextLlm(ck: Checkpoint, system: string): Promise<TextL
  * released before returning. An empty answer (the model stopped at once) keeps the
  * original prompt, which the caller can see by comparing.
  */
-export async function upsamplePrompts(ck: Checkpoint, prompts: string[], opts: UpsampleOptions): Promise<string[]> {
+export async function upsamplePrompts(ck: TextLlmFiles, prompts: string[], opts: UpsampleOptions): Promise<string[]> {
   const m = await openTextLlm(ck, UPSAMPLE_SYSTEM_MESSAGE_T2I);
   const gen = await TextGenerator.create(m.config, m.weights, opts.backend);
   try {

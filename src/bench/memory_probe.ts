@@ -1,6 +1,6 @@
 // Peak memory of one LoRA training step on a random transformer, for docs/training.md:
 //
-//   node dist/src/train/memory_probe.js wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
+//   node dist/src/bench/memory_probe.js wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
 //        [--double N --single N --side N --text N] [--no-arena] [--mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]
 //
 // Run each variant in a fresh process (maxRSS only grows). "wide": 157M parameters (2 double
@@ -19,11 +19,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { OrtBackend, cacheRoot } from "../backend/ort.js";
-import { MODEL_SPECS, makeRandomModel } from "../bench/make_model.js";
+import { MODEL_SPECS, makeRandomModel } from "./make_model.js";
 import { randn } from "../util/random.js";
 import { Flux2Transformer } from "../models/transformer.js";
 import { latentIds, textIds } from "../pipeline/latents.js";
-import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "./step.js";
+import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 
 const SHAPES = {
   wide: { layers: { num_layers: 2, num_single_layers: 6, num_attention_heads: 8, joint_attention_dim: 1024 }, side: 32, text: 64 },
