@@ -247,3 +247,42 @@ test("frozen bf16 weights: no gradient, no float32 copy kept for the backward (c
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("checkpointing with bf16 weights: the recomputed segment converts from its own alias, so no conversion can be merged with the forward's", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-bf16-ck-"));
+  try {
+    const W = Float32Array.from({ length: 16 }, (_, i) => Math.sin(i + 1) / 2);
+    const file = path.join(dir, "w.safetensors");
+    writeSafetensors(file, { w: { dtype: "BF16", shape: [4, 4], data: Uint16Array.from(W, f32ToBf16Bits) } });
+    const set = WeightSet.open(file);
+    const run = async (checkpoint: boolean) => {
+      const g = new Graph("bf16-ck");
+      const x = g.input("x", "F32", [2, 4]);
+      // The weight is converted inside the block, as the transformer's blocks convert theirs.
+      const h = g.scope("block.0", () => g.sigmoid(g.linear(x, g.weight("w", fileSource(set.info("w"))))));
+      const loss = g.op("ReduceSum", [g.mul(h, h), g.constant([])], { keepdims: 0 })[0];
+      g.output(loss, "loss", "F32", []);
+      appendGradients(g, loss, ["x"], {}, checkpoint ? { checkpoint: (n) => n.name.match(/^(block\.\d+)\//)?.[1] ?? null } : {});
+      const s = await backend.createSession(g);
+      const out = await s.run({ x: { data: Float32Array.from({ length: 8 }, (_, i) => Math.cos(i)), shape: [2, 4] } });
+      await s.release();
+      return { g, gx: out["grad.x"].data as Float32Array };
+    };
+    const plain = await run(false);
+    const ck = await run(true);
+    assert.ok(ck.g.nodes.some((n) => n.name.includes("recompute/block.0")), "the block was recomputed");
+    const casts = ck.g.nodes.filter((n) => n.opType === "Cast" && n.inputs[0].startsWith("w"));
+    assert.deepEqual(casts.map((n) => n.inputs[0]).sort(), ["w", "w@backward", "w@recompute"], "forward, backward and recomputation each convert from their own initializer");
+    for (const alias of ["w@backward", "w@recompute"]) {
+      const init = ck.g.initializers.find((i) => i.name === alias);
+      assert.ok(init && init.source.kind === "file" && init.source.dtype === "BF16", `${alias} reads the stored bf16 bytes`);
+    }
+    const fwdCast = casts.find((n) => n.inputs[0] === "w")!.outputs[0];
+    assert.ok(!ck.g.nodes.some((n) => n.name.startsWith("grad/") && n.inputs.includes(fwdCast)), "no backward or recomputed node reads the forward's conversion");
+    assert.ok(plain.gx.some((v) => v !== 0));
+    for (let i = 0; i < 8; i++) assert.ok(Math.abs(plain.gx[i] - ck.gx[i]) <= 1e-6, `grad.x[${i}]: ${plain.gx[i]} vs ${ck.gx[i]}`);
+    set.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -14,7 +14,7 @@ process.env.FLUX2_CACHE = cache;
 import { WeightSet } from "../src/io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../src/models/transformer.js";
 import { TransformerWeights, expectedTransformerShapes } from "../src/models/transformer_weights.js";
-import { specFor } from "../src/quant/blockwise.js";
+import { specFor } from "../src/models/quantized/blockwise.js";
 import { quantizeTransformerAtLoad } from "../src/quant/quantize.js";
 import { optimizedOpCounts, countOps } from "../src/bench/onnx_ops.js";
 import { transformerFlops } from "../src/bench/flops.js";
@@ -104,7 +104,13 @@ test("bench --quick --json prints one report with the documented shape", () => {
       for (const k of ["seconds", "gflops", "fraction_of_peak", "peak_rss_bytes"]) assert.ok(Number.isFinite(s[k]) && s[k] > 0, `${run.weights} ${stage}.${k} = ${s[k]}`);
     }
     // The LoRA training step runs on float weights only.
-    if (run.weights === "bf16") assert.ok(run.stages.train_step?.seconds > 0, "bf16: train_step missing");
+    if (run.weights === "bf16") {
+      const t = run.stages.train_step;
+      assert.ok(t?.seconds > 0, "bf16: train_step missing");
+      // Sampled from a worker while the step runs (src/bench/mem_sampler.ts): PSS never exceeds RSS.
+      assert.ok(t.peak_anon_bytes > 0 && t.peak_pss_bytes > 0, `train_step peaks: anon ${t.peak_anon_bytes}, pss ${t.peak_pss_bytes}`);
+      assert.ok(t.peak_pss_bytes <= t.peak_rss_bytes, `PSS ${t.peak_pss_bytes} above VmHWM ${t.peak_rss_bytes}`);
+    }
     else assert.equal(run.stages.train_step, undefined);
   }
   assert.ok(report.fusions.int8.optimized.DynamicQuantizeMatMul > 0);

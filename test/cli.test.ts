@@ -57,13 +57,13 @@ test("generate from the golden initial latents reproduces the reference images",
 
 test("the same seed and parameters give byte-identical files, with parameters embedded", () => {
   const dir = tmpdir();
-  const args = ["generate", "--model", distilled, "--prompt", '{"scene": "a lighthouse", "palette": ["#1B3A5C"]}', "--width", "32", "--height", "32", "--seed", "42", "--quiet"];
+  const args = ["generate", "--model", distilled, "--prompt", '{"scene": "a lighthouse", "palette": ["#1B3A5C"]}', "--width", "64", "--height", "64", "--seed", "42", "--quiet"];
   assert.equal(flux2([...args, "--out", "a.png"], dir).code, 0);
   assert.equal(flux2([...args, "--out", "b.png"], dir).code, 0);
   const a = fs.readFileSync(path.join(dir, "a.png")), b = fs.readFileSync(path.join(dir, "b.png"));
   assert.ok(a.equals(b));
   const text = readPngText(a);
-  assert.match(text.parameters, /^\{"scene": "a lighthouse", "palette": \["#1B3A5C"\]\}\nSteps: 4, .*Seed: 42, Size: 32x32/);
+  assert.match(text.parameters, /^\{"scene": "a lighthouse", "palette": \["#1B3A5C"\]\}\nSteps: 4, .*Seed: 42, Size: 64x64/);
   assert.equal(JSON.parse(text.flux2).seed, 42);
   assert.equal(flux2([...args, "--seed", "43", "--out", "c.png"], dir).code, 0);
   assert.ok(!a.equals(fs.readFileSync(path.join(dir, "c.png"))));
@@ -75,7 +75,7 @@ test("a 100 KB prompt works on the command line, from --prompt-file and from sta
   const sentence = "A red fox in deep snow, #FF8800 scarf, café light ☕. ";
   const prompt = sentence.repeat(Math.ceil(100_000 / sentence.length)).slice(0, 100_000);
   fs.writeFileSync(path.join(dir, "prompt.txt"), prompt + "\n");
-  const args = ["generate", "--model", distilled, "--width", "32", "--height", "32", "--seed", "7", "--quiet"];
+  const args = ["generate", "--model", distilled, "--width", "64", "--height", "64", "--seed", "7", "--quiet"];
   const inline = flux2([...args, "--prompt", prompt, "--out", "argv.png"], dir);
   assert.equal(inline.signal, null, "killed by a signal");
   assert.equal(inline.code, 0, inline.err);
@@ -102,9 +102,11 @@ test("a 100 KB prompt works on the command line, from --prompt-file and from sta
 
 test("bad sizes are refused with a message that says what to use", () => {
   const dir = tmpdir();
-  const r = flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "30", "--height", "32"], dir);
+  const r = flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "66", "--height", "64"], dir);
   assert.equal(r.code, 1);
-  assert.match(r.err, /width 30 is not a multiple of 4: use 28 or 32/);
+  assert.match(r.err, /width 66 is not a multiple of 4: use 64 or 68/);
+  // At least 64, as the server says (the tiny checkpoint's own grid would allow 16).
+  assert.match(flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "32", "--height", "64"], dir).err, /width 32 is below the minimum of 64/);
   const big = flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "4096", "--height", "2048"], dir);
   assert.match(big.err, /at most 4 MP/);
   const steps = flux2(["generate", "--model", distilled, "--prompt", "x", "--steps", "0"], dir);
@@ -116,14 +118,14 @@ test("a checkpoint without its tokenizer, or with a corrupt shard, gives a clear
   const ck = path.join(dir, "ck");
   fs.cpSync(base, ck, { recursive: true });
   fs.rmSync(path.join(ck, "tokenizer"), { recursive: true });
-  const r = flux2(["generate", "--model", ck, "--prompt", "x", "--width", "32", "--height", "32"], dir);
+  const r = flux2(["generate", "--model", ck, "--prompt", "x", "--width", "64", "--height", "64"], dir);
   assert.equal(r.code, 1);
   assert.match(r.err, /tokenizer folder "tokenizer\/" is missing/);
 
   fs.cpSync(path.join(base, "tokenizer"), path.join(ck, "tokenizer"), { recursive: true });
   const shard = path.join(ck, "transformer", "diffusion_pytorch_model-00002-of-00002.safetensors");
   fs.truncateSync(shard, fs.statSync(shard).size - 4096);
-  const c = flux2(["generate", "--model", ck, "--prompt", "x", "--width", "32", "--height", "32"], dir);
+  const c = flux2(["generate", "--model", ck, "--prompt", "x", "--width", "64", "--height", "64"], dir);
   assert.equal(c.code, 1);
   assert.match(c.err, /diffusion_pytorch_model-00002-of-00002\.safetensors.*truncated/);
 });
@@ -142,8 +144,12 @@ test("edit with references reports crops and records them in the metadata", () =
 
 test("inpainting, outpainting and their input errors", async () => {
   const dir = tmpdir();
-  const img = goldenPath("edit/klein_inpaint__image.png");
-  const ok = flux2(["edit", "--model", base, "-i", img, "--mask", goldenPath("edit/klein_inpaint__mask.png"), "--strength", "0.6", "--steps", "5", "--prompt", "a small red boat", "--out", "in.png", "--quiet"], dir);
+  // The golden inpaint pair is 64×48, below the 64-pixel minimum side: the same picture and mask grown to 64×64.
+  const grow = (f: string, name: string) => sharp(goldenPath(f)).extend({ bottom: 16, extendWith: "copy" }).png().toFile(path.join(dir, name));
+  await grow("edit/klein_inpaint__image.png", "image.png");
+  await grow("edit/klein_inpaint__mask.png", "mask.png");
+  const img = path.join(dir, "image.png");
+  const ok = flux2(["edit", "--model", base, "-i", img, "--mask", "mask.png", "--strength", "0.6", "--steps", "5", "--prompt", "a small red boat", "--out", "in.png", "--quiet"], dir);
   assert.equal(ok.code, 0, ok.err);
   assert.equal(JSON.parse(readPngText(fs.readFileSync(path.join(dir, "in.png"))).flux2).strength, 0.6);
 
@@ -154,15 +160,15 @@ test("inpainting, outpainting and their input errors", async () => {
   assert.deepEqual([meta.width, meta.height], [src.width! + 8, src.height! + 8]);
 
   const mismatch = flux2(["edit", "--model", base, "-i", img, "--mask", goldenPath("edit/klein_kv__ref1.png"), "--prompt", "x"], dir);
-  assert.match(mismatch.err, /the mask is 72×69 but the image is/);
+  assert.match(mismatch.err, /the mask is 72×69 but input_image is/);
   // An animated mask is refused (sharp would silently read its first frame).
-  const frames = Buffer.alloc(64 * 48 * 4 * 2, 255);
-  frames.fill(0, 0, 64 * 48 * 4 - 1); // two different frames (identical ones are merged)
-  await sharp(frames, { raw: { width: 64, height: 48 * 2, channels: 4, pageHeight: 48 } } as never).gif().toFile(path.join(dir, "anim.gif"));
+  const frames = Buffer.alloc(64 * 64 * 4 * 2, 255);
+  frames.fill(0, 0, 64 * 64 * 4 - 1); // two different frames (identical ones are merged)
+  await sharp(frames, { raw: { width: 64, height: 64 * 2, channels: 4, pageHeight: 64 } } as never).gif().toFile(path.join(dir, "anim.gif"));
   assert.equal((await sharp(path.join(dir, "anim.gif")).metadata()).pages, 2);
   const anim = flux2(["edit", "--model", base, "-i", img, "--mask", "anim.gif", "--prompt", "x"], dir);
   assert.equal(anim.code, 1);
-  assert.match(anim.err, /anim\.gif: the mask is animated \(2 frames\); give a single-frame PNG/);
+  assert.match(anim.err, /mask_image is animated \(2 frames\); give a single-frame PNG/);
   const bad = path.join(dir, "bad.png");
   fs.writeFileSync(bad, "not an image");
   assert.match(flux2(["edit", "--model", distilled, "-i", bad, "--prompt", "x"], dir).err, /bad\.png/);
@@ -173,7 +179,7 @@ test("inpainting, outpainting and their input errors", async () => {
 
 test("--lora applies stacked LoRAs, reports them and records them; strength 0 is the base image", () => {
   const dir = tmpdir();
-  const args = ["generate", "--model", distilled, "--prompt", "fox", "--width", "32", "--height", "32", "--seed", "5"];
+  const args = ["generate", "--model", distilled, "--prompt", "fox", "--width", "64", "--height", "64", "--seed", "5"];
   assert.equal(flux2([...args, "--out", "base.png", "--quiet"], dir).code, 0);
   const r = flux2([...args, "--lora", goldenPath("lora/lora_kohya.safetensors") + ":0.8", "--lora", goldenPath("lora/lora_bfl.safetensors"), "--out", "l.png"], dir);
   assert.equal(r.code, 0, r.err);

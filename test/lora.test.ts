@@ -19,7 +19,7 @@ import {
 import {
   Flux2LoraHost, attachRuntimeLoras, bindAdapter, fuseLoras, fuseLorasWith, unfuseLoras, type AdapterUse, type LoraSetup,
 } from "../src/lora/apply.js";
-import { loraForwardKind, loraFuseKind, LORA_KINDS } from "../src/lora/conformance.js";
+import { loraForwardKind, loraFuseKind, LORA_KINDS } from "../src/conformance/lora_kinds.js";
 import { goldenDir, goldenPath, loadTensors, maxAbsDiff } from "./golden.js";
 
 const backend = new OrtBackend();

@@ -375,15 +375,11 @@ test("11 references are refused; counts above the recommendation warn", () => {
   assert.throws(() => checkReferenceCount(-1, "klein"), ReferenceImageError);
   assert.equal(recommendedReferences("klein"), 4);
   assert.equal(recommendedReferences("klein-base"), 4);
-  assert.equal(recommendedReferences("pro"), 8);
-  assert.equal(recommendedReferences("max"), 8);
-  assert.equal(recommendedReferences("flex"), 8);
   assert.equal(recommendedReferences("dev"), 6);
   assert.equal(checkReferenceCount(0, "klein"), null);
   assert.equal(checkReferenceCount(4, "klein"), null);
   assert.match(checkReferenceCount(5, "klein") ?? "", /recommended with at most 4/);
-  assert.equal(checkReferenceCount(8, "flex"), null);
-  assert.match(checkReferenceCount(10, "pro") ?? "", /at most 8/);
+  assert.match(checkReferenceCount(7, "dev") ?? "", /recommended with at most 6/);
 });
 
 test("prepareReferences: BFL cap applies 2024² only to a single reference", () => {

@@ -50,3 +50,30 @@ test("an unknown LoRA, or a path instead of a name, is a 422 naming the field", 
     assert.deepEqual(r.body.detail[0].loc, ["body", "loras"]);
   }
 });
+
+test("a LoRA strength change reuses the loaded pipeline and gives the pixels a fresh pipeline gives", async () => {
+  const { loadPipeline } = await import("../src/loaders/pretrained.js");
+  const { TINY } = await import("./helpers/net.js");
+  const style = path.join(loraDir, "style.safetensors");
+  const opts = { prompt: "a fox", width: 64, height: 64, seed: 11 };
+  const reused = loadPipeline(TINY, { keepLoaded: true, loras: [{ file: style, strength: 0.8, name: "style" }] });
+  const fresh = loadPipeline(TINY, { loras: [{ file: style, strength: 0.3, name: "style" }] });
+  try {
+    const at08 = (await reused.generate(opts)).images[0].rgb;
+    reused.setLoraStrengths([0.3]);
+    const at03 = (await reused.generate(opts)).images[0].rgb;
+    assert.equal(reused.loraReports[0].strength, 0.3);
+    assert.ok(Buffer.from(at03).equals(Buffer.from((await fresh.generate(opts)).images[0].rgb)), "reused pipeline at 0.3 differs from a fresh one");
+    assert.ok(!Buffer.from(at03).equals(Buffer.from(at08)), "the strength change had no effect");
+    assert.throws(() => reused.setLoraStrengths([1, 1]), /2 LoRA strengths for 1 LoRAs/);
+  } finally {
+    await reused.release();
+    await fresh.release();
+  }
+  // Through the server: 0.8 → 0.3 → 0.8 again on one loaded pipeline gives the first image again.
+  const a = await run({ loras: [{ name: "style", strength: 0.8 }] });
+  const b = await run({ loras: [{ name: "style", strength: 0.3 }] });
+  const c = await run({ loras: [{ name: "style", strength: 0.8 }] });
+  assert.ok(!a.equals(b));
+  assert.ok(a.equals(c));
+});

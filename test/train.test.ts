@@ -134,22 +134,31 @@ function goldenBatch(): TransformerBatch {
   };
 }
 
-test("the default LoRA targets select the modules diffusers' klein script trains; default init is peft's (seeded)", async () => {
+test("the default LoRA targets select the modules diffusers' klein script trains; default init is the script's gaussian, kaiming on request (seeded)", async () => {
   const init = readAll(path.join(trainDir, "train", "lora_default.lora_init.safetensors"));
   const mode = { kind: "lora" as const, targets: [...DEFAULT_LORA_TARGETS], rank: 4, alpha: 4 };
   const t = await TransformerTrainer.open(backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), mode, { seed: 5 });
   const again = await TransformerTrainer.open(backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), mode, { seed: 5 });
+  const kaiming = await TransformerTrainer.open(backend, path.join(model, "transformer.safetensors"), path.join(model, "transformer.config.json"), { ...mode, initMethod: "kaiming" }, { seed: 5 });
   try {
     assert.deepEqual([...t.params.keys()].sort(), [...init.keys()].sort());
+    let sumSq = 0, n = 0;
     for (const [k, a] of t.params) {
       assert.deepEqual([...a], [...again.params.get(k)!], "same seed, same init");
       assert.deepEqual(t.paramShape(k), init.get(k)!.shape);
-      if (k.endsWith("lora_B.weight")) assert.ok(a.every((x) => x === 0), `${k} starts at zero`);
+      const ka = kaiming.params.get(k)!;
+      if (k.endsWith("lora_B.weight")) assert.ok(a.every((x) => x === 0) && ka.every((x) => x === 0), `${k} starts at zero`);
       else {
+        for (const x of a) sumSq += x * x;
+        n += a.length;
         const bound = 1 / Math.sqrt(t.paramShape(k)[1]);
-        assert.ok(a.every((x) => Math.abs(x) <= bound) && a.some((x) => x !== 0), `${k} within ±1/sqrt(in)`);
+        assert.ok(ka.every((x) => Math.abs(x) <= bound) && ka.some((x) => x !== 0), `kaiming ${k} within ±1/sqrt(in)`);
+        assert.ok(a.some((x) => Math.abs(x) > bound), `gaussian ${k} is not the kaiming draw`);
       }
     }
+    // peft's gaussian init: A ~ N(0, 1/rank²); the sample standard deviation over every A.
+    const std = Math.sqrt(sumSq / n);
+    assert.ok(n > 1000 && Math.abs(std - 1 / mode.rank) < 0.05 / mode.rank, `gaussian std ${std} over ${n} values, want ${1 / mode.rank}`);
     assert.deepEqual(t.loraConfig?.modules.length, init.size / 2);
     // B = 0: the LoRA changes nothing yet, but its A tensors already get no gradient and B's do.
     const r = await t.lossAndGrads(goldenBatch());
@@ -160,6 +169,7 @@ test("the default LoRA targets select the modules diffusers' klein script trains
   } finally {
     await t.release();
     await again.release();
+    await kaiming.release();
   }
 });
 

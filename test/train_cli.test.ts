@@ -129,6 +129,9 @@ test("flux2 train: an empty folder is refused, a NaN loss stops keeping the last
   const e = run(["train", ...COMMON, "--data", empty, "--out", path.join(ROOT, "run-empty")]);
   assert.equal(e.code, 1);
   assert.match(e.stderr, /no images .*same-name \.txt caption/);
+  const badInit = run(["train", ...COMMON, "--data", empty, "--out", path.join(ROOT, "run-init"), "--lora-init", "xavier"]);
+  assert.equal(badInit.code, 1);
+  assert.match(badInit.stderr, /--lora-init must be gaussian or kaiming, got "xavier"/);
 
   const data = await makeData();
   const out = path.join(ROOT, "run-nan");

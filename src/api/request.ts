@@ -3,9 +3,10 @@
 // Field names follow Black Forest Labs' API (snake_case) so a BFL client's
 // body validates unchanged; the fields after the BFL ones are flux2.ts
 // extensions. Which fields a model accepts is decided per model
-// (`modelCapabilities`): klein takes no steps or guidance, as on BFL's API.
+// (`modelCapabilities`, from the variant cards): klein takes no steps or guidance, as on BFL's API.
 
 import { z } from "zod";
+import { VARIANT_CARDS, sizeRuleFor, type Variant } from "../pipeline/variants.js";
 
 /** An image as BFL's API takes it: base64 (optionally a data: URL) or an http(s) URL. */
 export const ImageInput = z.string().min(1).describe("base64-encoded image, data: URL, or http(s) URL");
@@ -28,7 +29,7 @@ export const GenerationRequest = z.object({
   height: z.number().int().min(64).max(4096).optional(),
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   steps: z.number().int().min(1).max(50).optional(),
-  guidance: z.number().min(1.5).max(10).optional(),
+  guidance: z.number().min(1).max(10).optional().describe("guidance scale; BFL's models take 1.5 to 10, local ones 1 (CFG off) to 10"),
   output_format: z.enum(["png", "jpeg", "webp"]).default("png"),
   webhook_url: z.string().url().optional(),
   webhook_secret: z.string().max(512).optional(),
@@ -64,36 +65,28 @@ export interface ModelCapabilities {
   maxPixels: number;
 }
 
-const COMMON: (keyof GenerationRequest)[] = [
+/** Fields every model takes, BFL's hosted ones included. */
+export const COMMON_FIELDS: (keyof GenerationRequest)[] = [
   "prompt", "input_image", "input_image_2", "input_image_3", "input_image_4", "input_image_5", "input_image_6",
   "input_image_7", "input_image_8", "input_image_9", "input_image_10", "aspect_ratio", "width", "height", "seed", "output_format",
   "webhook_url", "webhook_secret", "safety_tolerance", "prompt_upsampling",
 ];
 const LOCAL_EXTRAS: (keyof GenerationRequest)[] = ["mask_image", "mask", "strength", "expand", "num_images", "loras"];
 
-/** Capabilities of a model variant: distilled klein has fixed steps and no guidance. */
-export function modelCapabilities(variant: "klein" | "klein-kv" | "klein-base" | "dev" | "pro" | "max" | "flex"): ModelCapabilities {
-  const base = { minSide: 64, multipleOf: 16, maxPixels: 4 * 1024 * 1024 };
-  switch (variant) {
-    case "klein":
-    case "klein-kv":
-      return { ...base, fields: [...COMMON, ...LOCAL_EXTRAS], maxReferences: 10, recommendedReferences: 4, steps: null, guidance: null };
-    case "klein-base":
-      return {
-        ...base, fields: [...COMMON, ...LOCAL_EXTRAS, "steps", "guidance", "negative_prompt"], maxReferences: 10, recommendedReferences: 4,
-        steps: { min: 1, max: 50, default: 50 }, guidance: { min: 1.5, max: 10, default: 4 },
-      };
-    case "dev":
-      return {
-        ...base, fields: [...COMMON, ...LOCAL_EXTRAS, "steps", "guidance"], maxReferences: 10, recommendedReferences: 6,
-        steps: { min: 1, max: 50, default: 50 }, guidance: { min: 1.5, max: 10, default: 4 },
-      };
-    case "flex":
-      return { ...base, fields: [...COMMON, "steps", "guidance"], maxReferences: 8, recommendedReferences: 8, steps: { min: 1, max: 50, default: 50 }, guidance: { min: 1.5, max: 10, default: 4.5 } };
-    case "pro":
-    case "max":
-      return { ...base, fields: COMMON, maxReferences: 8, recommendedReferences: 8, steps: null, guidance: null };
-  }
+/**
+ * What a local variant takes, read off its card (src/pipeline/variants.ts): distilled klein
+ * takes no steps or guidance (as on BFL's API), klein base adds a negative prompt (CFG).
+ * BFL's hosted models have theirs in src/server/providers/bfl.ts.
+ */
+export function modelCapabilities(variant: Variant, latentMultiple = 16): ModelCapabilities {
+  const card = VARIANT_CARDS[variant];
+  const tunable = card.guidanceMode !== "none";
+  return {
+    ...sizeRuleFor(latentMultiple),
+    fields: [...COMMON_FIELDS, ...LOCAL_EXTRAS, ...(tunable ? ["steps", "guidance"] as const : []), ...(card.guidanceMode === "cfg" ? ["negative_prompt"] as const : [])],
+    maxReferences: card.references.max, recommendedReferences: card.references.recommended,
+    steps: tunable ? { ...card.steps } : null, guidance: tunable ? { ...card.guidance } : null,
+  };
 }
 
 /** Fields present in the request that the model does not take. */

@@ -21,6 +21,13 @@ export interface SessionOptions {
   cacheKey?: string;
   /** Force external-data serialization even for small graphs (tests). */
   external?: boolean;
+  /**
+   * ORT's memory pattern for this session (overrides the backend's setting). Training sessions turn
+   * it off: the pattern that ORT lays out after the first run was not served from the memory the
+   * first run left in the arena, so every later step took about twice the first step's memory
+   * (docs/training.md).
+   */
+  memPattern?: boolean;
 }
 
 export interface Session {

@@ -101,7 +101,7 @@ export class OrtBackend implements Backend {
     this.device = options.device ?? "cpu";
   }
 
-  private sessionOptions(external: boolean): ort.InferenceSession.SessionOptions {
+  private sessionOptions(external: boolean, session: SessionOptions = {}): ort.InferenceSession.SessionOptions {
     const o = this.options;
     const gpu = o.deviceId !== undefined ? ({ name: this.device, deviceId: o.deviceId } as ort.InferenceSession.ExecutionProviderConfig) : this.device;
     const providers: ort.InferenceSession.ExecutionProviderConfig[] = this.device === "cpu" ? ["cpu"] : [gpu, "cpu"];
@@ -113,7 +113,8 @@ export class OrtBackend implements Backend {
     };
     if (o.threads) opts.intraOpNumThreads = o.threads;
     if (o.memArena !== undefined) opts.enableCpuMemArena = o.memArena;
-    if (o.memPattern !== undefined) opts.enableMemPattern = o.memPattern;
+    const memPattern = session.memPattern ?? o.memPattern;
+    if (memPattern !== undefined) opts.enableMemPattern = memPattern;
     if (o.profilePrefix) {
       opts.enableProfiling = true;
       opts.profileFilePrefix = o.profilePrefix;
@@ -136,17 +137,17 @@ export class OrtBackend implements Backend {
     const fold = { foldConversions: !!this.options.foldWeightConversions };
     if (!options.external && graph.weightBytes() < INLINE_LIMIT) {
       const bytes = graph.serialize(() => null, undefined, fold);
-      return new OrtSession(await this.create(bytes, false));
+      return new OrtSession(await this.create(bytes, false, options));
     }
     const modelPath = writeExternalModel(graph, options.cacheKey, fold);
-    return new OrtSession(await this.create(modelPath, true));
+    return new OrtSession(await this.create(modelPath, true, options));
   }
 
-  private async create(model: Uint8Array | string, external: boolean): Promise<ort.InferenceSession> {
+  private async create(model: Uint8Array | string, external: boolean, session: SessionOptions): Promise<ort.InferenceSession> {
     try {
       return await (typeof model === "string"
-        ? ort.InferenceSession.create(model, this.sessionOptions(external))
-        : ort.InferenceSession.create(model, this.sessionOptions(external)));
+        ? ort.InferenceSession.create(model, this.sessionOptions(external, session))
+        : ort.InferenceSession.create(model, this.sessionOptions(external, session)));
     } catch (e) {
       if (this.device === "cpu") throw e;
       throw new Error(`cannot start ONNX Runtime's ${this.device} execution provider: ${firstLine((e as Error).message)}\n${GPU_HINTS[this.device]}`);

@@ -13,14 +13,15 @@ import { fileURLToPath } from "node:url";
 import { WeightSet } from "../io/safetensors.js";
 import { buildTransformerGraph, readTransformerConfig } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
-import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../models/quantized/blockwise.js";
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, type BenchModelSize } from "./make_model.js";
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
 import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
 import { chooseWeights, cpuFeatures, type CpuFeatures, type WeightsChoice } from "../quant/cpu.js";
 import type { KernelResult } from "./kernels.js";
-import { TORCH_INSTALL_HINT, findTorchPython, torchStep, type TorchDtype, type TorchStepResult } from "./torch.js";
+import type { AttentionResult } from "./attention.js";
+import { REFERENCE_BLAS_HINT, TORCH_INSTALL_HINT, findTorchPython, isReferenceBlas, torchMatmul, torchStep, type TorchDtype, type TorchStepResult } from "./torch.js";
 
 export type MeasuredStage = "text_encode" | "transformer_step" | "vae_decode" | "train_step";
 export const MEASURED_STAGES: MeasuredStage[] = ["text_encode", "transformer_step", "vae_decode", "train_step"];
@@ -41,6 +42,8 @@ export interface BenchOptions {
   compareTorch?: TorchDtype[];
   /** Time each Linear kernel at one GEMM shape (src/bench/kernels.ts). */
   kernels?: boolean;
+  /** Time each attention variant ORT offers on the CPU at the largest resolution's token count (src/bench/attention.ts). */
+  attention?: boolean;
   log: (s: string) => void;
   command: string;
 }
@@ -53,6 +56,12 @@ export interface TorchReport {
   runs: (TorchStepResult & { seconds: number })[];
   /** flux2.ts step seconds / PyTorch step seconds, per resolution and weights (below 1: flux2.ts is faster) */
   ratios: { resolution: number; weights: WeightsKind; torch_dtype: TorchDtype; ratio: number }[];
+  /**
+   * A whole flux2.ts generation (text encoding, the steps, decode; --generation) against PyTorch's
+   * step time × the number of steps at that resolution: a lower bound of PyTorch's generation,
+   * which leaves out its text encoder and VAE, so the ratio flatters PyTorch.
+   */
+  generation_ratios?: { resolution: number; weights: WeightsKind; steps: number; torch_dtype: TorchDtype; flux2_seconds: number; torch_steps_seconds: number; ratio: number }[];
 }
 
 export interface StageReport {
@@ -63,7 +72,12 @@ export interface StageReport {
   first_run_seconds?: number;
   /** The same GEMM measured in the stage's process just before it ran (other load on the machine shows here). */
   gemm_gflops_at_stage?: number;
+  /** VmHWM; a training step maps its weights more than once and RSS counts each mapping (src/bench/mem_sampler.ts) */
   peak_rss_bytes: number;
+  /** sampled peak PSS (each mapped page once): the memory the stage takes from the machine */
+  peak_pss_bytes?: number;
+  /** sampled peak anonymous memory (everything but the mapped weights) */
+  peak_anon_bytes?: number;
   load_seconds: number;
   gflop: number;
   /** Measured once and shared by several runs (the text encoder does not depend on the resolution, the VAE not on the weights). */
@@ -95,6 +109,8 @@ export interface BenchReport {
   choice: WeightsChoice & { cpu: CpuFeatures };
   /** GEMM rates of each Linear kernel at one shape (--kernels). */
   kernels?: KernelResult[];
+  /** Speed and accuracy (against mha_fp32) of each attention variant (--attention). */
+  attention?: AttentionResult[];
   /** PyTorch's step on the same checkpoint (--compare torch). */
   torch?: TorchReport;
   total_seconds: number;
@@ -145,18 +161,21 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   o.log(`GEMM peak: ${peak.toFixed(1)} GFLOP/s (${gemm.resolution}³, ${gemm.seconds.toFixed(3)} s)`);
 
   const quantizeSeconds: BenchReport["quantize_seconds"] = {};
-  for (const w of o.weights) {
+  for (const w of new Set([...o.weights, ...(o.generation?.weights ?? [])])) {
     if (!(QUANT_KINDS as string[]).includes(w)) continue;
     o.log(`preparing ${w} weights (once; cached in $FLUX2_CACHE/quant)...`);
     const components: ("transformer" | "text_encoder")[] = [];
-    if (o.stages.includes("transformer_step") || o.generation) components.push("transformer");
-    if (o.stages.includes("text_encode") || o.generation) components.push("text_encoder");
+    // Only what this run uses: a generation needs both components, but only for its own weights.
+    const generates = !!o.generation?.weights.includes(w);
+    if (o.stages.includes("transformer_step") || generates) components.push("transformer");
+    if (o.stages.includes("text_encode") || generates) components.push("text_encoder");
     const q = await runChild({ ...base, stage: "quantize", weights: w, resolution: 0, components }, echo);
     quantizeSeconds[w] = q.seconds;
   }
 
   const report = (r: StageResult, shared = false): StageReport => ({
     seconds: r.seconds, gflops: r.gflops, fraction_of_peak: r.gflops / peak, peak_rss_bytes: r.peak_rss_bytes,
+    ...(r.peak_pss_bytes ? { peak_pss_bytes: r.peak_pss_bytes, peak_anon_bytes: r.peak_anon_bytes } : {}),
     load_seconds: r.load_seconds, gflop: r.gflop, ...(r.gemm_gflops_at_stage ? { gemm_gflops_at_stage: r.gemm_gflops_at_stage } : {}),
     ...(r.first_run_seconds !== undefined ? { first_run_seconds: r.first_run_seconds } : {}),
     ...(shared ? { shared: true } : {}),
@@ -167,8 +186,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const vaeByRes = new Map<number, StageResult>();
   const measure = async (stage: StageName, weights: WeightsKind, resolution: number) => {
     o.log(`${stage} ${weights} ${stage === "text_encode" ? `${o.textLength} tokens` : `${resolution}²`}...`);
-    const r = await runChild({ ...base, stage, weights, resolution }, echo);
+    // A LoRA step at real size fits only with activation checkpointing (docs/training.md), which is
+    // how it is trained; measured so.
+    const r = await runChild({ ...base, stage, weights, resolution, ...(stage === "train_step" ? { checkpointActivations: true } : {}) }, echo);
     o.log(`  ${r.seconds.toFixed(2)} s, ${r.gflops.toFixed(1)} GFLOP/s (${((100 * r.gflops) / peak).toFixed(0)}% of peak), peak RSS ${gib(r.peak_rss_bytes)}` +
+      (r.peak_pss_bytes ? ` (PSS ${gib(r.peak_pss_bytes)}, anonymous ${gib(r.peak_anon_bytes ?? 0)})` : "") +
       (r.gemm_gflops_at_stage ? `; GEMM in the same process: ${r.gemm_gflops_at_stage.toFixed(1)} GFLOP/s` : ""));
     // The peak is the best GEMM rate seen at any point of the run.
     if (r.gemm_gflops_at_stage) {
@@ -180,18 +202,36 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const choice = { ...chooseWeights(cpuFeatures(), made.params.transformer), cpu: cpuFeatures() };
   o.log(`auto choice for this CPU and model: ${choice.weights} (${choice.reason})`);
 
+  let torch: TorchReport | undefined;
+  const py = o.compareTorch?.length || o.kernels ? findTorchPython() : null;
+
   let kernels: KernelResult[] | undefined;
   if (o.kernels) {
     const shape: [number, number, number] = o.quick ? [256, 1024, 512] : [1536, 9216, 3072];
     o.log(`GEMM kernels at ${shape[0]}×${shape[2]} · ${shape[2]}×${shape[1]} (interleaved, best of ${o.quick ? 2 : 3})...`);
     kernels = (await runChild({ ...base, stage: "kernels", weights: "fp32", resolution: 0, kernelShape: shape, repeats: o.quick ? 2 : 3 }, echo)).kernels;
+    if (py) {
+      // The same product in PyTorch (oneDNN's bf16 kernels, its BLAS for float32), right after.
+      const t = await torchMatmul(py, shape[0], shape[1], shape[2], { rounds: o.quick ? 2 : 3, threads: o.threads }, echo);
+      kernels = [...kernels!, ...t.kernels];
+      o.log(`  PyTorch ${t.kernels.map((k) => `${k.kernel} ${k.gflops.toFixed(0)} GFLOP/s`).join(", ")} (BLAS: ${t.blas ?? "unknown"})`);
+      if (isReferenceBlas(t.blas)) o.log(REFERENCE_BLAS_HINT);
+    }
   }
 
-  let torch: TorchReport | undefined;
-  const py = o.compareTorch?.length ? findTorchPython() : null;
   if (o.compareTorch?.length) {
     torch = py ? { python: py.python, version: py.version, runs: [], ratios: [] } : { python: null, hint: TORCH_INSTALL_HINT, runs: [], ratios: [] };
     o.log(py ? `PyTorch ${py.version} (${py.python}): the same step in ${o.compareTorch.join(", ")}, after flux2.ts's at each resolution` : TORCH_INSTALL_HINT);
+  }
+
+  let attention: AttentionResult[] | undefined;
+  if (o.attention) {
+    // The transformer's attention at the largest resolution: every image token plus the text.
+    const config = readTransformerConfig(path.join(dir, "transformer", "config.json"));
+    const L = (Math.max(...o.resolutions) / 16) ** 2 + o.textLength;
+    const shape: [number, number, number] = [L, config.num_attention_heads, config.attention_head_dim];
+    o.log(`attention variants at L = ${L}, ${shape[1]} heads × ${shape[2]} (interleaved, best of ${o.quick ? 2 : 3})...`);
+    attention = (await runChild({ ...base, stage: "attention", weights: "fp32", resolution: 0, attentionShape: shape, repeats: o.quick ? 2 : 3 }, echo)).attention;
   }
 
   // Resolution by resolution, every weights kind and then PyTorch back to back: interleaved, so
@@ -226,6 +266,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         const seconds = median(t.runs);
         torch.runs.push({ ...t, seconds });
         o.log(`  ${seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s), peak RSS ${gib(t.peak_rss_bytes)}`);
+        if (dtype === "fp32" && isReferenceBlas(t.blas)) o.log(REFERENCE_BLAS_HINT);
         for (const run of runs) {
           const st = run.resolution === resolution ? run.stages.transformer_step : undefined;
           if (st) torch.ratios.push({ resolution, weights: run.weights, torch_dtype: dtype, ratio: st.seconds / seconds });
@@ -255,6 +296,17 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
   }
 
+  if (torch && o.generation) {
+    torch.generation_ratios = [];
+    for (const g of generations) {
+      for (const t of torch.runs.filter((t) => t.resolution === g.resolution)) {
+        const steps = o.generation.steps;
+        torch.generation_ratios.push({ resolution: g.resolution, weights: g.weights, steps, torch_dtype: t.dtype, flux2_seconds: g.seconds,
+          torch_steps_seconds: steps * t.seconds, ratio: g.seconds / (steps * t.seconds) });
+      }
+    }
+  }
+
   return {
     date: new Date().toISOString(), command: o.command, machine: machineInfo(),
     gemm_peak_gflops: peak, gemm: { size: gemm.resolution, seconds: gemm.seconds, measured_in_stages: calibrations },
@@ -262,7 +314,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       variant: o.variant, dir, transformer_params: made.params.transformer, text_encoder_params: made.params.textEncoder,
       vae_params: made.params.vae, text_length: o.textLength,
     },
-    runs, quantize_seconds: quantizeSeconds, fusions, generations, choice, ...(kernels ? { kernels } : {}), ...(torch ? { torch } : {}),
+    runs, quantize_seconds: quantizeSeconds, fusions, generations, choice, ...(kernels ? { kernels } : {}), ...(attention ? { attention } : {}), ...(torch ? { torch } : {}),
     total_seconds: (performance.now() - t0) / 1000,
   };
 }
@@ -300,14 +352,14 @@ export function formatReport(r: BenchReport): string {
     `GEMM peak (float32 MatMul, best run): ${r.gemm_peak_gflops.toFixed(1)} GFLOP/s` +
       (r.gemm.measured_in_stages.length ? ` (2048³ in each stage's process: ${Math.min(...r.gemm.measured_in_stages).toFixed(0)}–${Math.max(...r.gemm.measured_in_stages).toFixed(0)})` : ""),
     "",
-    `${"weights".padEnd(8)}${"res".padStart(6)}  ${"stage".padEnd(17)}${"seconds".padStart(9)}${"1st run".padStart(9)}${"load s".padStart(8)}${"GFLOP".padStart(10)}${"GFLOP/s".padStart(9)}${"of peak".padStart(9)}${"peak RSS".padStart(12)}`,
+    `${"weights".padEnd(8)}${"res".padStart(6)}  ${"stage".padEnd(17)}${"seconds".padStart(9)}${"1st run".padStart(9)}${"load s".padStart(8)}${"GFLOP".padStart(10)}${"GFLOP/s".padStart(9)}${"of peak".padStart(9)}${"peak RSS".padStart(12)}${"peak PSS".padStart(12)}`,
   ];
   for (const run of r.runs) {
     for (const s of MEASURED_STAGES) {
       const st = run.stages[s];
       if (!st) continue;
       const ratio = s === "train_step" && run.stages.transformer_step ? `  (${(st.seconds / run.stages.transformer_step.seconds).toFixed(2)}× the forward step)` : "";
-      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.shared ? "  (shared)" : ""}${ratio}`);
+      lines.push(`${run.weights.padEnd(8)}${String(run.resolution).padStart(6)}  ${s.padEnd(17)}${st.seconds.toFixed(2).padStart(9)}${(st.first_run_seconds ?? st.seconds).toFixed(2).padStart(9)}${st.load_seconds.toFixed(1).padStart(8)}${st.gflop.toFixed(0).padStart(10)}${st.gflops.toFixed(1).padStart(9)}${`${(100 * st.fraction_of_peak).toFixed(0)}%`.padStart(9)}${gib(st.peak_rss_bytes).padStart(12)}${st.peak_pss_bytes ? `${gib(st.peak_pss_bytes).padStart(12)}` : "".padStart(12)}${st.shared ? "  (shared)" : ""}${ratio}`);
     }
     lines.push(`${"".padEnd(8)}${"".padStart(6)}  ${"whole generation".padEnd(17)} peak RSS = largest stage: ${gib(run.generation_peak_rss_bytes)}`);
   }
@@ -320,19 +372,31 @@ export function formatReport(r: BenchReport): string {
   }
   for (const g of r.generations) {
     lines.push("", `whole generation in one process (${g.weights}, ${g.resolution}², ${g.runs.length ? g.seconds.toFixed(0) : "?"} s): peak RSS ${gib(g.peak_rss_bytes)}`);
-    for (const m2 of g.memory ?? []) lines.push(`  ${m2.stage.padEnd(18)} rss ${gib(m2.rss_bytes).padStart(10)}  peak so far ${gib(m2.hwm_bytes)}`);
+    for (const m2 of g.memory ?? []) lines.push(`  ${m2.stage.padEnd(18)} rss ${gib(m2.rss_bytes).padStart(10)}  peak so far ${gib(m2.hwm_bytes)}${m2.seconds !== undefined ? `  at ${m2.seconds.toFixed(1)} s` : ""}`);
   }
   if (r.kernels) {
     const k0 = r.kernels[0];
     lines.push("", `GEMM kernels, ${k0.M}×${k0.K} · ${k0.K}×${k0.N} (best of ${k0.runs.length}, interleaved): ${r.kernels.map((k) => `${k.kernel} ${k.gflops.toFixed(0)} GFLOP/s`).join(", ")}`);
+  }
+  if (r.attention) {
+    const a0 = r.attention[0];
+    lines.push("", `attention variants, L = ${a0.L}, ${a0.H} heads × ${a0.Dh} (best of 3, interleaved; accuracy against mha_fp32):`);
+    for (const a of r.attention) {
+      lines.push(a.error ? `  ${a.variant.padEnd(16)} not run: ${a.error}`
+        : `  ${a.variant.padEnd(16)} ${a.seconds!.toFixed(3).padStart(8)} s ${a.gflops!.toFixed(0).padStart(6)} GFLOP/s  cosine ${a.cosine?.toFixed(6)}  max |err| ${a.max_abs_error?.toExponential(2)}`);
+    }
   }
   if (r.torch) {
     lines.push("");
     if (!r.torch.python) lines.push(r.torch.hint!);
     else {
       lines.push(`PyTorch ${r.torch.version} (${r.torch.python}), the same transformer step (src/bench/torch_step.py), run after flux2.ts's at each resolution:`);
-      for (const t of r.torch.runs) lines.push(`  torch ${t.dtype.padEnd(5)} ${String(t.resolution).padStart(5)}²  ${t.seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s, ${t.threads} threads), peak RSS ${gib(t.peak_rss_bytes)}`);
+      for (const t of r.torch.runs) lines.push(`  torch ${t.dtype.padEnd(5)} ${String(t.resolution).padStart(5)}²  ${t.seconds.toFixed(2)} s (1st run ${t.first_run_seconds.toFixed(2)} s, ${t.threads} threads), peak RSS ${gib(t.peak_rss_bytes)}${t.dtype === "fp32" ? `, BLAS ${t.blas ?? "unknown"}` : ""}`);
+      if (r.torch.runs.some((t) => t.dtype === "fp32" && isReferenceBlas(t.blas))) lines.push(`  ${REFERENCE_BLAS_HINT}`);
       for (const q of r.torch.ratios) lines.push(`  flux2.ts ${q.weights} / torch ${q.torch_dtype} at ${q.resolution}²: ${q.ratio.toFixed(2)}×`);
+      for (const q of r.torch.generation_ratios ?? []) {
+        lines.push(`  whole generation flux2.ts ${q.weights} (${q.flux2_seconds.toFixed(1)} s) / ${q.steps} × torch ${q.torch_dtype} step (${q.torch_steps_seconds.toFixed(1)} s, no text encoder or VAE) at ${q.resolution}²: ${q.ratio.toFixed(2)}×`);
+      }
     }
   }
   lines.push("", `auto choice (--quantize auto) for this CPU and model: ${r.choice.weights}: ${r.choice.reason}`);

@@ -15,8 +15,8 @@
 import type { Session } from "../backend/backend.js";
 import { OrtBackend } from "../backend/ort.js";
 import { Graph, dataSource, type Value } from "../onnx/graph.js";
-import { quantizeBlockwise } from "../quant/blockwise.js";
-import { quantizePerChannel } from "../quant/per_channel.js";
+import { quantizeBlockwise } from "../models/quantized/blockwise.js";
+import { quantizePerChannel } from "../models/quantized/per_channel.js";
 import { FastNormal } from "./rng.js";
 import { timed } from "./timer.js";
 
@@ -24,7 +24,8 @@ export type KernelName = "fp32" | "nbits8" | "qgemm" | "qgemm_if";
 export const KERNELS: KernelName[] = ["fp32", "nbits8", "qgemm", "qgemm_if"];
 
 export interface KernelResult {
-  kernel: KernelName;
+  /** an ORT kernel, or PyTorch's F.linear in bf16 / float32 at the same shape (src/bench/torch_step.py) */
+  kernel: KernelName | "torch_bf16" | "torch_fp32";
   M: number;
   N: number;
   K: number;

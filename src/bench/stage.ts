@@ -23,8 +23,8 @@ import { KLEIN_TEXT_LAYERS, Qwen3Encoder, Qwen3Weights, readQwen3Config } from "
 import { Flux2Vae, readVaeConfig } from "../models/vae.js";
 import { latentIds, textIds } from "../pipeline/latents.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
-import { QUANT_KINDS, drift as driftOf, specFor, type QuantKind, type QuantSpec } from "../quant/blockwise.js";
-import type { AccuracyLevel } from "../quant/format.js";
+import { QUANT_KINDS, drift as driftOf, specFor, type QuantKind, type QuantSpec } from "../models/quantized/blockwise.js";
+import type { AccuracyLevel } from "../models/quantized/format.js";
 import { quantizeDecoderAtLoad, quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { decoderFlops, transformerFlops, vaeDecodeFlops } from "./flops.js";
 import { FastNormal, randomTensor } from "./rng.js";
@@ -32,11 +32,13 @@ import { median, timed } from "./timer.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer } from "../train/step.js";
 import { measureKernels, type KernelResult } from "./kernels.js";
 import { loadPipeline } from "../loaders/pretrained.js";
+import { MemorySampler } from "./mem_sampler.js";
+import { measureAttention, type AttentionResult } from "./attention.js";
 
 /** Prefix of the result line a stage process prints on stdout. */
 export const RESULT_PREFIX = "FLUX2_BENCH_RESULT ";
 
-export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "kernels" | "train_step";
+export type StageName = "text_encode" | "transformer_step" | "vae_decode" | "quantize" | "generate" | "gemm" | "drift" | "kernels" | "attention" | "train_step";
 export type WeightsKind = "fp32" | "bf16" | QuantKind;
 
 export interface StageRequest {
@@ -65,6 +67,8 @@ export interface StageRequest {
   components?: ("transformer" | "text_encoder")[];
   /** [M, N, K] of the kernels stage */
   kernelShape?: [number, number, number];
+  /** [L, H, Dh] of the attention stage */
+  attentionShape?: [number, number, number];
   /** GEMM size (gemm) */
   gemmSize?: number;
   /**
@@ -87,7 +91,12 @@ export interface StageResult {
   gflop: number;
   /** achieved GFLOP/s */
   gflops: number;
+  /** VmHWM: counts a file page once per mapping (src/bench/mem_sampler.ts) */
   peak_rss_bytes: number;
+  /** sampled peak of anonymous memory (not the mapped weights) */
+  peak_anon_bytes?: number;
+  /** sampled peak PSS: each mapped page once, i.e. what the stage takes from the machine */
+  peak_pss_bytes?: number;
   rss_after_load_bytes: number;
   tokens?: number;
   runs: number[];
@@ -99,8 +108,10 @@ export interface StageResult {
   drift?: { weights: WeightsKind; cosine: number; max_abs: number; rel_l2: number; rel_max: number; seconds: number }[];
   /** GEMM rates of each Linear kernel at one shape (kernels) */
   kernels?: KernelResult[];
-  /** per-stage resident memory (generate) */
-  memory?: { stage: string; rss_bytes: number; hwm_bytes: number }[];
+  /** speed and accuracy of each attention variant (attention) */
+  attention?: AttentionResult[];
+  /** per-stage resident memory (generate), and the seconds since the process began the generation */
+  memory?: { stage: string; rss_bytes: number; hwm_bytes: number; seconds?: number }[];
   note?: string;
 }
 
@@ -149,6 +160,16 @@ function result(r: StageRequest, runs: number[], load: number, flop: number, aft
 }
 
 export async function runStage(r: StageRequest): Promise<StageResult> {
+  const sampler = new MemorySampler();
+  const res = await runStageUnsampled(r).catch(async (e) => {
+    await sampler.stop();
+    throw e;
+  });
+  const peaks = await sampler.stop();
+  return peaks.pssBytes ? { ...res, peak_anon_bytes: peaks.anonBytes, peak_pss_bytes: peaks.pssBytes } : res;
+}
+
+async function runStageUnsampled(r: StageRequest): Promise<StageResult> {
   switch (r.stage) {
     case "gemm": return gemmPeak(r);
     case "quantize": return prepareQuantized(r);
@@ -159,6 +180,7 @@ export async function runStage(r: StageRequest): Promise<StageResult> {
     case "drift": return transformerDrift(r);
     case "train_step": return trainStep(r);
     case "kernels": return kernelRates(r);
+    case "attention": return attentionRates(r);
   }
 }
 
@@ -320,10 +342,11 @@ async function prepareQuantized(r: StageRequest): Promise<StageResult> {
 
 async function generate(r: StageRequest): Promise<StageResult> {
   const spec = quantSpecOf(r);
-  const memory: { stage: string; rss_bytes: number; hwm_bytes: number }[] = [];
+  const memory: NonNullable<StageResult["memory"]> = [];
+  const t0 = performance.now();
   const mark = (stage: string) => {
     const s = procStatus();
-    memory.push({ stage, rss_bytes: s.rss, hwm_bytes: s.hwm });
+    memory.push({ stage, rss_bytes: s.rss, hwm_bytes: s.hwm, seconds: (performance.now() - t0) / 1000 });
     process.stderr.write(`generate: ${stage}: rss ${(s.rss / 2 ** 30).toFixed(2)} GiB, peak ${(s.hwm / 2 ** 30).toFixed(2)} GiB\n`);
   };
   mark("start");
@@ -386,5 +409,21 @@ async function kernelRates(r: StageRequest): Promise<StageResult> {
   return {
     stage: "kernels", weights: r.weights, resolution: 0, seconds: best.seconds, load_seconds: 0, gflop: (2 * M * N * K) / 1e9, gflops: best.gflops,
     peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: best.runs, kernels,
+  };
+}
+
+/** Each attention variant ORT's CPU provider offers, at one shape (src/bench/attention.ts). */
+async function attentionRates(r: StageRequest): Promise<StageResult> {
+  const [L, H, Dh] = r.attentionShape ?? [4608, 24, 128];
+  const attention = await measureAttention(L, H, Dh, { rounds: Math.max(1, r.repeats), threads: r.threads });
+  for (const a of attention) {
+    process.stderr.write(a.error ? `attention ${a.variant}: not run (${a.error})\n`
+      : `attention ${a.variant} L=${L}: ${a.seconds!.toFixed(3)} s, ${a.gflops!.toFixed(1)} GFLOP/s, cosine vs mha_fp32 ${a.cosine?.toFixed(6)}, max |err| ${a.max_abs_error?.toExponential(2)}\n`);
+  }
+  const ran = attention.filter((a) => a.seconds !== undefined);
+  const best = ran.reduce((a, b) => (b.gflops! > a.gflops! ? b : a), ran[0]);
+  return {
+    stage: "attention", weights: r.weights, resolution: r.resolution, seconds: best?.seconds ?? 0, load_seconds: 0,
+    gflop: (4 * L * L * H * Dh) / 1e9, gflops: best?.gflops ?? 0, peak_rss_bytes: procStatus().hwm, rss_after_load_bytes: 0, runs: best?.runs ?? [], attention,
   };
 }

@@ -30,7 +30,22 @@ export interface TorchStepResult {
   first_run_seconds: number;
   runs: number[];
   peak_rss_bytes: number;
+  /** the BLAS library PyTorch loaded (its float32 matmuls run on it) */
+  blas?: string | null;
 }
+
+/**
+ * Debian's reference BLAS (libblas3, /usr/lib/<arch>/blas/libblas.so.3): what PyTorch's float32
+ * matmuls run on when no optimized BLAS is installed; ~30× slower than OpenBLAS (measured on this
+ * machine: docs/performance.md), so a float32 comparison against it says nothing about PyTorch.
+ */
+export function isReferenceBlas(lib: string | null | undefined): boolean {
+  return !!lib && /\/blas\/libblas\.so/.test(lib);
+}
+
+export const REFERENCE_BLAS_HINT =
+  "PyTorch's float32 matmuls run on Debian's reference BLAS here (libblas3), ~30× slower than OpenBLAS: " +
+  "`apt-get install libopenblas0-pthread` (or put its libblas.so.3 first on LD_LIBRARY_PATH) for a fair float32 comparison.";
 
 /** The script, from dist/src/bench/ or src/bench/ (tsc does not copy it, so look in the source tree). */
 export function torchScript(): string {
@@ -64,6 +79,20 @@ function runPython(py: TorchPython, args: string[], echo: (s: string) => void): 
 export function torchStep(py: TorchPython, model: string, o: { dtype: TorchDtype; resolution: number; textLength: number; repeats: number; threads?: number },
                           echo: (s: string) => void): Promise<TorchStepResult> {
   const args = ["bench", model, "--dtype", o.dtype, "--resolution", String(o.resolution), "--text-length", String(o.textLength), "--repeats", String(Math.max(1, o.repeats))];
+  if (o.threads) args.push("--threads", String(o.threads));
+  return runPython(py, args, echo);
+}
+
+export interface TorchMatmulResult {
+  torch: string;
+  threads: number;
+  blas?: string | null;
+  kernels: { kernel: "torch_bf16" | "torch_fp32"; M: number; N: number; K: number; seconds: number; gflops: number; runs: number[] }[];
+}
+
+/** x [M, K] · W [N, K]ᵀ in PyTorch bf16 and float32 (F.linear), interleaved, best of `rounds`. */
+export function torchMatmul(py: TorchPython, M: number, N: number, K: number, o: { rounds: number; threads?: number }, echo: (s: string) => void): Promise<TorchMatmulResult> {
+  const args = ["matmul", String(M), String(N), String(K), "--rounds", String(Math.max(1, o.rounds))];
   if (o.threads) args.push("--threads", String(o.threads));
   return runPython(py, args, echo);
 }

@@ -12,6 +12,9 @@ safetensors package) and needs nothing but PyTorch.
       its expected output (one JSON line: per case the max abs error and the tolerance)
   torch_step.py bench MODEL_DIR --resolution 512 --text-length 512 --dtype bf16|fp32 [--repeats N]
       one warm-up forward, then N timed forwards on random inputs (one JSON line)
+  torch_step.py matmul M N K [--rounds N]
+      x [M, K] · W [N, K]ᵀ (F.linear, what every Linear of the step is) in bf16 and in float32:
+      the best of N runs each, interleaved (one JSON line), for `flux2 bench --kernels`
 """
 
 import argparse
@@ -200,6 +203,16 @@ class Flux2Step:
 
 # ---------------------------------------------------------------------------------------------
 
+def blas_library():
+    """The BLAS shared library this process loaded (PyTorch's float32 matmuls run on it; Debian's
+    reference libblas3 is ~30× slower than OpenBLAS), read from /proc/self/maps."""
+    try:
+        libs = [l.split()[-1] for l in open("/proc/self/maps") if "blas" in l.rsplit("/", 1)[-1]]
+    except OSError:
+        return None
+    return libs[0] if libs else None
+
+
 def check(golden):
     cases = json.load(open(os.path.join(golden, "cases.json")))["cases"]
     results = []
@@ -258,7 +271,27 @@ def bench(a):
             peak = int(line.split()[1]) * 1024
     print(json.dumps({"torch": torch.__version__, "dtype": a.dtype, "threads": threads, "resolution": a.resolution,
                       "text_length": a.text_length, "load_seconds": load, "first_run_seconds": first,
-                      "runs": runs, "peak_rss_bytes": peak}))
+                      "runs": runs, "peak_rss_bytes": peak, "blas": blas_library()}))
+
+
+def matmul(a):
+    threads = a.threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.M, a.K, generator=g)
+    w = torch.randn(a.N, a.K, generator=g) / math.sqrt(a.K)
+    cases = {"torch_bf16": (x.bfloat16(), w.bfloat16()), "torch_fp32": (x, w)}
+    runs = {k: [] for k in cases}
+    for xx, ww in cases.values():
+        F.linear(xx, ww)  # warm-up (oneDNN picks and JIT-compiles its kernel on the first call)
+    for _ in range(max(1, a.rounds)):
+        for k, (xx, ww) in cases.items():
+            t0 = time.perf_counter()
+            F.linear(xx, ww)
+            runs[k].append(time.perf_counter() - t0)
+    flop = 2 * a.M * a.N * a.K
+    out = [{"kernel": k, "M": a.M, "N": a.N, "K": a.K, "seconds": min(r), "gflops": flop / 1e9 / min(r), "runs": r} for k, r in runs.items()]
+    print(json.dumps({"torch": torch.__version__, "threads": threads, "blas": blas_library(), "kernels": out}))
 
 
 def main():
@@ -273,9 +306,16 @@ def main():
     b.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     b.add_argument("--repeats", type=int, default=1)
     b.add_argument("--threads", type=int, default=0)
+    m = sub.add_parser("matmul")
+    for d in ("M", "N", "K"):
+        m.add_argument(d, type=int)
+    m.add_argument("--rounds", type=int, default=3)
+    m.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     if a.cmd == "check":
         check(a.golden)
+    elif a.cmd == "matmul":
+        matmul(a)
     else:
         bench(a)
 

@@ -8,6 +8,8 @@ import type { WeightsKind } from "../bench/stage.js";
 import type { TorchDtype } from "../bench/torch.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { intOption, logger } from "./common.js";
+import { formatBrowserReport, runBrowserBench } from "../bench/browser.js";
+import { requireDefaultModel } from "../pipeline/default_model.js";
 
 const HELP = `usage: flux2 bench [--quick] [--json] [options]
        flux2 bench --make-model [--variant klein-4b|klein-9b] [--dir DIR]
@@ -55,6 +57,15 @@ machine; --quick runs a scaled-down model in about a minute.
                          without PyTorch, says how to install it and goes on
   --kernels              also time each Linear kernel (float32 MatMul, MatMulNBits,
                          DynamicQuantizeMatMul, MatMulIntegerToFloat) at one GEMM shape
+  --browser              instead: time per image and peak memory of one model (--dir, default the
+                         bundled flux2-mini) in headless Chromium (onnxruntime-web, WASM) next to
+                         Node (onnxruntime-node), in the same run; --resolutions (default 64),
+                         --steps (default 4), --repeats (default 3); Chromium from $CHROMIUM or
+                         /usr/bin/chromium; needs the browser bundle (npm run build)
+  --attention            also time each attention variant ORT's CPU provider offers
+                         (MultiHeadAttention, ONNX Attention, float16, MatMul-Softmax-MatMul
+                         in float32 and int8) at the largest resolution's token count, with
+                         its error against the float32 MultiHeadAttention
   --make-model           only write the random checkpoint (reused if complete)
   -h, --help             this text`;
 
@@ -63,8 +74,8 @@ const OPTIONS = {
   dir: { type: "string" }, weights: { type: "string" }, resolutions: { type: "string" }, stages: { type: "string" },
   "text-length": { type: "string" }, repeats: { type: "string" }, threads: { type: "string" },
   generation: { type: "string" }, "generation-weights": { type: "string" }, steps: { type: "string" },
-  compare: { type: "string" }, kernels: { type: "boolean" },
-  "make-model": { type: "boolean" }, drift: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
+  compare: { type: "string" }, kernels: { type: "boolean" }, attention: { type: "boolean" },
+  "make-model": { type: "boolean" }, drift: { type: "boolean" }, browser: { type: "boolean" }, accuracy: { type: "string" }, help: { type: "boolean", short: "h" },
 } as const;
 
 const WEIGHTS: WeightsKind[] = ["fp32", "bf16", "int8", "int8-block", "int8-mixed", "int4"];
@@ -126,6 +137,19 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
     return 0;
   }
 
+  if (v.browser) {
+    const r = await runBrowserBench({
+      modelDir: v.dir ?? requireDefaultModel(), size: resolutions(v.resolutions, [64])[0],
+      steps: intOption(v.steps, "steps", 1, 100) ?? 4, repeats: intOption(v.repeats, "repeats", 1, 100) ?? 3,
+      chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", log,
+    });
+    const report = { date: new Date().toISOString(), command: `flux2 bench ${argv.join(" ")}`, machine: machineInfo(), browser: r };
+    if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");
+    if (v.json) console.log(JSON.stringify(report));
+    else console.log(formatBrowserReport(r));
+    return 0;
+  }
+
   let compareTorch: TorchDtype[] | undefined;
   if (v.compare !== undefined) {
     const [what, dtypes] = v.compare.split(":");
@@ -146,7 +170,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
       resolution: genRes, steps: intOption(v.steps, "steps", 1, 50) ?? 4,
       weights: list(v["generation-weights"], WEIGHTS, "generation-weights", ["int8"]),
     } : undefined,
-    compareTorch, kernels: !!v.kernels,
+    compareTorch, kernels: !!v.kernels, attention: !!v.attention,
     log, command: `flux2 bench ${argv.join(" ")}`.trim(),
   });
   if (v.out) fs.writeFileSync(v.out, JSON.stringify(report, null, 2) + "\n");

@@ -13,13 +13,16 @@ import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory } from "../loaders/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
-import { WATERMARK_NAME, encodeGenerated } from "../provenance/provenance.js";
+import { WATERMARK_NAME } from "../provenance/provenance.js";
+import { GenerationRequest } from "../api/request.js";
+import { encodeOutputs } from "../api/output.js";
+import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
 import { Moderator } from "../moderation/moderator.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
-import { QUANT_KINDS, specFor, type QuantKind } from "../quant/blockwise.js";
+import { QUANT_KINDS, specFor, type QuantKind } from "../models/quantized/blockwise.js";
 import { chooseWeights, cpuFeatures } from "../quant/cpu.js";
 import { WeightSet, numel } from "../io/safetensors.js";
 import type { LoadQuantOptions } from "../quant/quantize.js";
@@ -210,6 +213,30 @@ export function outputFormat(file: string): ImageFormat {
   throw new InvalidRequestError(`--out ${file}: use a .png, .jpg or .webp file name`);
 }
 
+/** --out's extension as the request's output_format. */
+export function requestFormat(file: string): GenerationRequest["output_format"] {
+  const f = outputFormat(file);
+  return f === "jpg" ? "jpeg" : f;
+}
+
+/**
+ * Command-line values as a GenerationRequest, through the same schema the server parses JSON
+ * with; a value it refuses is named as the field (the flags' own checks ran before).
+ */
+export function parseCliRequest(fields: Record<string, unknown>): GenerationRequest {
+  const defined = Object.fromEntries(Object.entries(fields).filter(([, x]) => x !== undefined));
+  const parsed = GenerationRequest.safeParse(defined);
+  if (!parsed.success) {
+    throw new InvalidRequestError(parsed.error.issues.map((i) => `${i.path.join(".") || "request"}: ${i.message}`).join("; "));
+  }
+  return parsed.data;
+}
+
+/** 2 · the VAE's scale factor: the pixels one latent cell covers per side, twice (16 for FLUX.2). */
+export function latentMultiple(ck: Checkpoint): number {
+  return ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
+}
+
 export function outputPaths(out: string, count: number): string[] {
   if (count === 1) return [out];
   const ext = path.extname(out);
@@ -306,8 +333,7 @@ export async function writeImages(result: GenerateResult, out: string, record: (
   } finally {
     await moderation?.moderator.release();
   }
-  for (const [i, img] of result.images.entries()) {
-    const { bytes, record: r } = await encodeGenerated(img.rgb, img.width, img.height, format, record(i), watermark);
+  for (const [i, { bytes, record: r }] of (await encodeOutputs(result, format, record, { watermark })).entries()) {
     fs.mkdirSync(path.dirname(path.resolve(paths[i])), { recursive: true });
     fs.writeFileSync(paths[i], bytes);
     log(`wrote ${paths[i]}${r.watermark === WATERMARK_NAME ? "" : ` (watermark: ${r.watermark})`}`);

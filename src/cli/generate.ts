@@ -9,7 +9,9 @@ import { UPSAMPLE_MAX_NEW_TOKENS, upsamplePrompts } from "../text/upsample.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
 import { tensor } from "../util/tensor.js";
-import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { sizeRuleFor } from "../pipeline/variants.js";
+import { checkSize } from "../api/prepare.js";
+import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, latentMultiple, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
 
 const HELP = `usage: flux2 generate [--model PATH] --prompt TEXT [options]
 
@@ -89,6 +91,12 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   if (latents && latents.shape[0] % prompts.length !== 0) {
     throw new InvalidRequestError(`--initial-latents holds ${latents.shape[0]} images, not a multiple of the ${prompts.length} prompt(s)`);
   }
+  const d = modelDefaults(ck);
+  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : d.width);
+  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : d.height);
+  // The size rule (src/pipeline/variants.ts) before any model is loaded. Initial latents fix the
+  // size themselves (the golden fixtures' tiny sizes): the pipeline checks them against the grid.
+  if (!latents) checkSize(width, height, sizeRuleFor(latentMultiple(ck)));
   // Rewrite the prompts first (their own session over the text encoder files, released after).
   const originals = new Map<string, string>();
   if (v["upsample-prompt"]) {
@@ -106,9 +114,6 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   }
   for (const p of prompts) await moderation?.moderator.checkPromptWithLlm(p, ck);
   const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
-  const d = modelDefaults(ck);
-  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : d.width);
-  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : d.height);
   const steps = intOption(v.steps, "steps", 1, 50) ?? d.steps;
   const guidance = numOption(v.guidance, "guidance", 1, 10) ?? d.guidance;
   const seed = intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0;

@@ -14,6 +14,7 @@ import { runKeysCommand } from "./keys.js";
 import { runBenchCommand } from "./bench.js";
 import { runQuantizeCommand } from "./quantize.js";
 import { runTrainCommand } from "./train.js";
+import { runStoryboardCommand } from "./storyboard.js";
 import { runWatermarkCommand } from "./watermark.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   keys: { summary: "manage API keys: add, list, revoke", run: runKeysCommand },
   pull: { summary: "download a FLUX.2 repository from the Hugging Face Hub", run: runPullCommand },
   train: { summary: "fine-tune on a folder of captioned images: LoRA, --full or --vae", run: runTrainCommand },
+  storyboard: { summary: "storyboard panels from a brief, named references and a shot list; contact sheet and frames", run: runStoryboardCommand },
   quantize: { summary: "write an 8-bit or 4-bit copy of a checkpoint (MatMulNBits)", run: runQuantizeCommand },
   bench: { summary: "measure speed and memory (npm run bench; --quick, --json)", run: runBenchCommand },
   "bench-kv": { summary: "measure the speed-up of KV-cached references", run: runKvBenchCommand },

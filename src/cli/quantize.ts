@@ -10,7 +10,7 @@ import { expectedTransformerShapes } from "../models/transformer_weights.js";
 import { VAE_DEFAULTS } from "../models/vae.js";
 import { openCheckpoint, transformerConfig, type Variant } from "../pipeline/checkpoint.js";
 import { InvalidRequestError } from "../util/errors.js";
-import { specFor, type QuantSpec } from "../quant/blockwise.js";
+import { specFor, type QuantSpec } from "../models/quantized/blockwise.js";
 import { decoderTargets, passthroughOf, transformerTargets, writeQuantizedFile, type Passthrough, type Progress } from "../quant/quantize.js";
 import { intOption, logger } from "./common.js";
 

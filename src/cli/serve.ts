@@ -67,6 +67,9 @@ Keys and limits:
   --max-input-pixels N    decoded-pixel cap for input images (default 67108864)
   --lora-dir DIR          folder of LoRA .safetensors files that requests may name
                           in "loras": [{"name": FILE_NAME, "strength": 0.8}]
+                          (GET /v1/loras lists them for the studio's picker)
+  --cors ORIGIN           let pages from ORIGIN (e.g. https://studio.example.com)
+                          call the API from the browser; repeat for more origins
   --allow-private-urls    let image URLs and webhooks reach loopback, private and
                           link-local addresses (refused by default)
   --url-timeout S         time limit for fetching an image URL (default 15)
@@ -125,7 +128,25 @@ const OPTIONS = {
   "shutdown-timeout": { type: "string" }, "webhook-attempts": { type: "string" }, "webhook-backoff": { type: "string" },
   "poll-interval": { type: "string" }, log: { type: "boolean" }, help: { type: "boolean", short: "h" },
   "no-watermark": { type: "boolean" }, moderation: { type: "string" }, "upsample-tokens": { type: "string" },
+  cors: { type: "string", multiple: true },
 } as const;
+
+/** --cors ORIGIN: a browser origin such as https://studio.example.com (scheme, host, optional port; nothing else). */
+export function corsFlag(values: string[] | undefined): string[] | undefined {
+  if (!values?.length) return undefined;
+  return values.map((v) => {
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      throw new Error(`--cors takes an origin such as https://studio.example.com, got "${v}"`);
+    }
+    if ((u.protocol !== "http:" && u.protocol !== "https:") || u.origin !== v.replace(/\/$/, "")) {
+      throw new Error(`--cors takes an origin (scheme://host[:port], no path), got "${v}"; give the flag once per origin`);
+    }
+    return u.origin;
+  });
+}
 
 /** A number flag within [lo, hi]. */
 export function numFlag(v: string | undefined, name: string, lo: number, hi: number, integer = true): number | undefined {
@@ -199,6 +220,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     providerPollMs: numFlag(v["poll-interval"], "poll-interval", 1, 60_000) ?? d.providerPollMs,
     log: !!v.log,
     loraDir: v["lora-dir"],
+    corsOrigins: corsFlag(v.cors),
     watermark: !v["no-watermark"],
     moderation: v.moderation ? loadModerationConfig(v.moderation) : undefined,
     upsampleTokens: numFlag(v["upsample-tokens"], "upsample-tokens", 1, 4096),

@@ -26,6 +26,7 @@ import { smoothed, writeLossPng } from "../train/loss_plot.js";
 import { planTrainMemory } from "../train/memory.js";
 import { writeLatentStats } from "../train/vae_stats.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/step.js";
+import { LORA_INITS, type LoraInit } from "../train/lora.js";
 import { intOption, numOption } from "./common.js";
 import { loadPipeline } from "../loaders/pretrained.js";
 
@@ -49,6 +50,9 @@ Data (--data DIR):
 
 What to train:
   --rank N, --alpha A     LoRA rank and alpha (default 16, 16; scale alpha/rank)
+  --lora-init I           how lora_A starts (lora_B starts at 0): gaussian (N(0, 1/rank²), as
+                          diffusers' klein script; default) or kaiming (peft's default,
+                          U(±1/√in_features))
   --targets LIST          comma-separated module suffixes, PEFT's matching (default:
                           ${DEFAULT_LORA_TARGETS.join(",")})
   --full                  train every transformer parameter (from scratch or full fine-tune)
@@ -79,6 +83,7 @@ Output:
   --sample-prompt TEXT    sample prompt, repeatable (default: the first caption)
   --sample-steps N        denoising steps of the samples (default: the model's)
   --device D              cpu (default) | webgpu | cuda
+  --threads N             ONNX Runtime intra-op threads (default: one per core; 1 keeps a shared machine usable)
   --json                  one JSON line per step {"step","loss","lr"}, then the outputs
   --force                 run even if the memory plan says it will not fit
   --quiet                 no progress output
@@ -86,7 +91,7 @@ Output:
 
 const OPTIONS = {
   model: { type: "string" }, data: { type: "string" }, out: { type: "string" }, steps: { type: "string" },
-  rank: { type: "string" }, alpha: { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
+  rank: { type: "string" }, alpha: { type: "string" }, "lora-init": { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
   resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" },
   "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
   "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
@@ -94,14 +99,14 @@ const OPTIONS = {
   "warmup-steps": { type: "string" }, trigger: { type: "string" }, "caption-dropout": { type: "string" }, format: { type: "string" },
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
   "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
-  "kl-weight": { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" },
+  "kl-weight": { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
   force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
 } as const;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
-const SAVED = ["model", "data", "steps", "rank", "alpha", "lr", "batch-size", "resolution", "targets", "full", "vae", "save-every",
+const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
   "caption-dropout", "format", "max-sequence-length", "weight-decay", "max-grad-norm", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "checkpoint-activations"];
@@ -154,7 +159,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (format === "comfyui" && mode !== "lora") throw new InvalidRequestError("--format comfyui is for LoRAs; --full and --vae write a diffusers model folder");
   const resolutions = ((v.resolution as string | undefined) ?? "512").split(",").map((r) => intOption(r.trim(), "resolution", 64, 4096)!);
   const targets = v.targets ? (v.targets as string).split(",").map((t) => t.trim()).filter(Boolean) : [...DEFAULT_LORA_TARGETS];
-  if (mode !== "lora" && (values.rank || values.alpha || values.targets)) throw new InvalidRequestError("--rank, --alpha and --targets are LoRA settings; they do not apply with --full or --vae");
+  if (mode !== "lora" && (values.rank || values.alpha || values.targets || values["lora-init"])) throw new InvalidRequestError("--rank, --alpha, --targets and --lora-init are LoRA settings; they do not apply with --full or --vae");
+  const loraInit = ((v["lora-init"] as string | undefined) ?? "gaussian") as LoraInit;
+  if (!LORA_INITS.includes(loraInit)) throw new InvalidRequestError(`--lora-init must be ${LORA_INITS.join(" or ")}, got "${loraInit}"`);
   const ts = (v["timestep-sampling"] as string | undefined) ?? "uniform";
   let sampling: SigmaSampling;
   if (ts === "uniform") sampling = { kind: "uniform" };
@@ -163,6 +170,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (sampleEvery && mode === "vae") throw new InvalidRequestError("--sample-every is not supported with --vae (samples need a transformer being trained)");
   const device = v.device as Device | undefined;
   if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
+
+  const threads = numOption(v.threads as string | undefined, "threads", 1, 1024);
+  if (threads !== undefined && !Number.isInteger(threads)) throw new InvalidRequestError(`--threads must be a whole number, got "${v.threads}"`);
 
   const ck = openCheckpoint(v.model as string);
   if (!v.resume && fs.existsSync(path.join(runDir, "checkpoints")) && fs.readdirSync(path.join(runDir, "checkpoints")).length) {
@@ -180,7 +190,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   log(`data: ${ds.images.length} image(s) in ${v.data}${ds.skipped.length ? ` (${ds.skipped.length} skipped)` : ""}, ${samples.length} sample(s); ` +
     `buckets ${[...buckets].map(([b, n]) => `${b}: ${n}`).join(", ")}${ds.uncaptioned ? `; ${ds.uncaptioned} without a .txt caption` : ""}`);
 
-  const backend = new OrtBackend({ device });
+  const backend = new OrtBackend({ device, threads });
   const identity: RunIdentity = {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
@@ -201,7 +211,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   } else {
     const data = await encodeData(ck, ds.images, samples, { runDir, maxSequenceLength: maxLen, withEmpty: captionDropout > 0, backend, log });
     const trainer = await TransformerTrainer.open(backend, ck.transformer.weights, ck.transformer.config,
-      mode === "lora" ? { kind: "lora", targets, rank, alpha } : { kind: "full" }, { checkpointActivations: !!v["checkpoint-activations"], seed });
+      mode === "lora" ? { kind: "lora", targets, rank, alpha, initMethod: loraInit } : { kind: "full" }, { checkpointActivations: !!v["checkpoint-activations"], seed });
     if (mode === "lora" && trainer.params.size === 0) {
       await trainer.release();
       throw new InvalidRequestError(`--targets ${targets.join(",")} matches no Linear layer of the transformer; use module suffixes such as to_q, to_k, to_v, to_out.0`);

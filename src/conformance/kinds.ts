@@ -12,7 +12,7 @@ import { empiricalMu, sigmaSchedule } from "../pipeline/schedule.js";
 import { bnDenormalize, bnNormalize, latentIds, pack, packRefs, patchify, refIds, textIds, unpackWithIds, unpatchify } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { PIPELINE_KINDS } from "./pipeline_kinds.js";
-import { loraForwardKind, loraFuseKind } from "../lora/conformance.js";
+import { loraForwardKind, loraFuseKind } from "./lora_kinds.js";
 import { TRAIN_KINDS } from "./train_kinds.js";
 import type { CaseSet, CaseSpec, ComponentSpec, NamedTensor } from "./cases.js";
 

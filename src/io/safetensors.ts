@@ -7,8 +7,8 @@
 // itself through external-data references (see src/onnx/), which is why every
 // tensor carries its absolute file offset.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { f16ToF32, f8e4m3ToF32, f8e5m2ToF32 } from "./dtype.js";
 
 export type DType =
@@ -136,7 +136,8 @@ function parseHeader(fd: number, abs: string, shown: string) {
   if (size < 8) throw new SafetensorsError(`${shown}: truncated safetensors file (${size} bytes, no header); ${REDOWNLOAD}`);
   const lenBuf = Buffer.alloc(8);
   readExactly(fd, lenBuf, 0, () => `${shown}: unexpected end of file reading the header length; ${REDOWNLOAD}`);
-  const headerLen = Number(lenBuf.readBigUInt64LE(0));
+  // DataView, not Buffer.readBigUInt64LE: the browser bundle's Buffer (buffer@5) has no BigInt reads.
+  const headerLen = Number(new DataView(lenBuf.buffer, lenBuf.byteOffset, 8).getBigUint64(0, true));
   if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > size) {
     throw new SafetensorsError(
       `${shown}: corrupt or truncated safetensors file (header says ${headerLen} bytes, file has ${size}); ${REDOWNLOAD}`,

@@ -6,9 +6,9 @@
 // converted to float32 just before each use; --quantize stores int8/int4 codes
 // and scales) plus its largest activations.
 
-import * as os from "node:os";
+import * as os from "../platform/os.js";
 import { residentWeightBytes } from "../quant/memory.js";
-import { specFor, type QuantKind } from "../quant/blockwise.js";
+import { specFor, type QuantKind } from "../models/quantized/blockwise.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
 

@@ -9,7 +9,7 @@
 import type { Backend } from "../backend/backend.js";
 import { OrtBackend } from "../backend/ort.js";
 import { WeightSet } from "../io/safetensors.js";
-import { attachRuntimeLoras } from "../lora/apply.js";
+import { attachRuntimeLoras, type RuntimeLoras } from "../lora/apply.js";
 import { loadLoraFile, type LoraReport } from "../lora/formats.js";
 import { MistralEncoder } from "../models/mistral.js";
 import type { DecoderEncoder } from "../models/decoder.js";
@@ -24,6 +24,7 @@ import { loadQuantOptions, loadQuantizedQwen3, type QuantizeOption } from "../qu
 import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
+import { InvalidRequestError } from "../util/errors.js";
 
 /** A LoRA file and its strength. */
 export interface LoraUse {
@@ -53,11 +54,16 @@ export function loadPipeline(source: string, opts: LoadOptions = {}): Flux2Pipel
   const tcfg = transformerConfig(ck);
   const adapters = (opts.loras ?? []).map((l, i) => ({ adapter: loadLoraFile(l.file, l.name ?? `lora${i}`), weight: l.strength }));
   let loraReports: LoraReport[] = [];
+  const runtimeLoras: RuntimeLoras[] = [];
   const weights = (): TransformerWeights => {
     const w = new TransformerWeights(WeightSet.open(ck.transformer.weights), ck.transformer.format);
     w.check(tcfg);
     if (opts.quantize) quantizeTransformerAtLoad(w, tcfg, loadQuantOptions(opts.quantize));
-    if (adapters.length) loraReports = attachRuntimeLoras(w, adapters).reports;
+    if (adapters.length) {
+      const runtime = attachRuntimeLoras(w, adapters);
+      runtimeLoras.push(runtime);
+      loraReports = runtime.reports;
+    }
     return w;
   };
   if (adapters.length) weights().set.close();
@@ -65,6 +71,14 @@ export function loadPipeline(source: string, opts: LoadOptions = {}): Flux2Pipel
   pipe.loraReports = loraReports.map((report, i) => ({
     name: adapters[i].adapter.name, file: opts.loras![i].file, strength: adapters[i].weight, format: adapters[i].adapter.format, report,
   }));
+  // Strengths are graph inputs: a new set reaches every transformer session built so far (and later) without a rebuild.
+  if (adapters.length) {
+    pipe.setLoraStrengths = (strengths) => {
+      if (strengths.length !== adapters.length) throw new InvalidRequestError(`${strengths.length} LoRA strengths for ${adapters.length} LoRAs`);
+      strengths.forEach((x, i) => { adapters[i].weight = x; pipe.loraReports[i].strength = x; });
+      for (const r of runtimeLoras) r.setWeights(Object.fromEntries(adapters.map((a) => [a.adapter.name, a.weight])));
+    };
+  }
   return pipe;
 }
 

@@ -18,8 +18,8 @@
 // adapters without any rebuild, attach all of them at runtime and set the strengths of
 // the unused ones to 0.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import type { Backend, HostTensor } from "../backend/backend.js";
 import { SafetensorsFile, WeightSet, type TensorInfo } from "../io/safetensors.js";
 import { Graph, dataSource, type Value } from "../onnx/graph.js";

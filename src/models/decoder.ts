@@ -16,12 +16,12 @@
 // `model.language_model.` / `language_model.model.` for Mistral 3), whether q/k get a per-head
 // RMSNorm (Qwen3 only) and what a query row without any visible key yields.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value, fileSource } from "../onnx/graph.js";
 import { WeightSet, type TensorInfo } from "../io/safetensors.js";
-import { QuantizedLinears } from "../quant/format.js";
+import { QuantizedLinears } from "./quantized/format.js";
 
 /** The transformers config fields a Llama-style decoder needs (Qwen3Config / MistralConfig names). */
 export interface DecoderConfig {

@@ -7,7 +7,7 @@
 // computing them on the host lets us reproduce the reference's float32
 // rounding exactly.
 
-import * as fs from "node:fs";
+import * as fs from "../platform/fs.js";
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value } from "../onnx/graph.js";
 import { WeightSet } from "../io/safetensors.js";

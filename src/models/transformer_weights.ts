@@ -10,7 +10,7 @@
 import { WeightSet, readTensorBytes, toFloat32, type TensorInfo } from "../io/safetensors.js";
 import { dataSource, fileSource, rowSlice, type Graph, type Value, type WeightSource } from "../onnx/graph.js";
 import type { HostTensor } from "../backend/backend.js";
-import { QuantizedLinears } from "../quant/format.js";
+import { QuantizedLinears } from "./quantized/format.js";
 import type { TransformerConfig } from "./transformer.js";
 
 export type TransformerFormat = "diffusers" | "bfl";

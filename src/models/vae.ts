@@ -8,8 +8,8 @@
 // Batch, height and width are dynamic. The latent batch-norm statistics (docs/FLUX2-spec.md §3.4)
 // are not part of either graph: bnStats() hands them to the pipeline.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Graph, Value } from "../onnx/graph.js";
 import { WeightSet } from "../io/safetensors.js";

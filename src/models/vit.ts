@@ -11,8 +11,8 @@
 // Preprocessing (ViTImageProcessor): resize to image_size × image_size, /255,
 // (x − 0.5) / 0.5 (image_mean / image_std from preprocessor_config.json when present).
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import sharp from "sharp";
 import type { Backend, Session } from "../backend/backend.js";
 import { Graph, Value, fileSource } from "../onnx/graph.js";

@@ -182,7 +182,7 @@ export class Graph {
 
   /**
    * x @ dequant(B)^T with B block-quantized (ORT `com.microsoft.MatMulNBits`; layout in
-   * src/quant/blockwise.ts). accuracyLevel 4 lets ORT quantize x to int8 per block and use
+   * src/models/quantized/blockwise.ts). accuracyLevel 4 lets ORT quantize x to int8 per block and use
    * integer dot products (fast); 0 dequantizes B to float32 (exact float math, slower).
    */
   matmulNBits(x: Value, q: Value, scales: Value, zeroPoints: Value | null,
@@ -194,7 +194,7 @@ export class Graph {
   /**
    * x @ (qT · scales) with qT int8 [K, N] and one scale per output column (ORT
    * `com.microsoft.DynamicQuantizeMatMul`): ORT quantizes x to uint8 per call and runs MLAS's
-   * integer GEMM (layout in src/quant/per_channel.ts).
+   * integer GEMM (layout in src/models/quantized/per_channel.ts).
    */
   dynamicQuantizeMatMul(x: Value, qT: Value, scales: Value): Value {
     return this.op("DynamicQuantizeMatMul", [x, qT, scales], {}, { domain: "com.microsoft" })[0];

@@ -7,15 +7,17 @@
 //    encoder, tokenizer and VAE taken from a diffusers folder or given one by one.
 // The variant (klein, klein base, klein KV, dev) decides the sampling defaults.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { WeightSet } from "../io/safetensors.js";
 import { readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
 import { readVaeConfig } from "../models/vae.js";
 import { validateSchedulerConfig } from "./schedule.js";
 import { TransformerWeights, type TransformerFormat } from "../models/transformer_weights.js";
 
-export type Variant = "klein" | "klein-base" | "klein-kv" | "dev";
+import { VARIANT_CARDS, VARIANTS, type Variant } from "./variants.js";
+
+export type { Variant };
 
 export interface VariantDefaults {
   steps: number;
@@ -28,12 +30,11 @@ export interface VariantDefaults {
   distilled: boolean;
 }
 
-export const VARIANT_DEFAULTS: Record<Variant, VariantDefaults> = {
-  "klein": { steps: 4, guidance: 1.0, cfg: false, embeddedGuidance: false, distilled: true },
-  "klein-kv": { steps: 4, guidance: 1.0, cfg: false, embeddedGuidance: false, distilled: true },
-  "klein-base": { steps: 50, guidance: 4.0, cfg: true, embeddedGuidance: false, distilled: false },
-  "dev": { steps: 50, guidance: 4.0, cfg: false, embeddedGuidance: true, distilled: false },
-};
+/** The sampling defaults, read off the variant cards (src/pipeline/variants.ts). */
+export const VARIANT_DEFAULTS: Record<Variant, VariantDefaults> = Object.fromEntries(VARIANTS.map((v) => {
+  const c = VARIANT_CARDS[v];
+  return [v, { steps: c.steps.default, guidance: c.guidance.default, cfg: c.guidanceMode === "cfg", embeddedGuidance: c.guidanceMode === "embedded", distilled: c.guidanceMode === "none" }];
+})) as Record<Variant, VariantDefaults>;
 
 export interface ComponentFiles {
   /** A .safetensors file, a shard index, or a folder holding either. */

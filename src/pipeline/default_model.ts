@@ -6,9 +6,9 @@
 // any folder. FLUX2_DEFAULT_MODEL replaces it (tests point it at a random-init folder; a user can
 // point it at any FLUX.2 diffusers folder).
 
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { fileURLToPath } from "node:url";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
+import { fileURLToPath } from "../platform/url.js";
 import { CheckpointError } from "./checkpoint.js";
 
 /** The model id the server and the studio list the bundled model under. */

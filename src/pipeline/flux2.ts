@@ -38,8 +38,6 @@ import { Tap, type TraceListener } from "./tap.js";
 export type { ReferenceImage, InitImage };
 export { toSignedUnit } from "./conditioning.js";
 export { validateSize, MAX_PIXELS } from "./size.js";
-/** @deprecated import from src/util/errors.ts; kept so branches written against the old home still build. */
-export { InvalidRequestError } from "../util/errors.js";
 
 type F32 = Tensor<Float32Array>;
 
@@ -179,6 +177,14 @@ export class Flux2Pipeline {
     private sources: ComponentSources,
     readonly options: { keepLoaded?: boolean; checkpoint?: Checkpoint } = {},
   ) {}
+
+  /**
+   * Change the strengths of the LoRAs this pipeline was built with, in order; the next run uses
+   * them (no rebuild). The loader (src/loaders/pretrained.ts) replaces this when it attaches LoRAs.
+   */
+  setLoraStrengths: (strengths: number[]) => void = (s) => {
+    if (s.length) throw new InvalidRequestError("this pipeline was built without LoRAs");
+  };
 
   /** A pipeline from separate transformer and VAE files (prompt embeddings must be given). */
   static fromComponents(variant: Variant, parts: { transformer: { weights: string; config: string }; vae: { weights: string; config: string } }, backend: Backend = new OrtBackend()): Flux2Pipeline {

@@ -1,8 +1,8 @@
 // Image conversion at the pipeline edges: decoder output → uint8 RGB (docs/FLUX2-spec.md §3.6),
 // encoding with generation parameters, and decoding user images with sharp.
 
-import * as fs from "node:fs";
-import * as zlib from "node:zlib";
+import * as fs from "../platform/fs.js";
+import * as zlib from "../platform/zlib.js";
 import sharp from "sharp";
 
 const f = Math.fround;

@@ -11,8 +11,8 @@
 //     no limit beyond FLUX.2's 4 MP when no resolution is recorded): the server's max_pixels;
 //   - steps and guidance default to the recorded values, else the variant's.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { CheckpointError, VARIANT_DEFAULTS, type Checkpoint, type Variant, type VariantDefaults } from "./checkpoint.js";
 
 export interface ModelDefaults extends VariantDefaults {

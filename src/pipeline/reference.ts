@@ -12,6 +12,7 @@
 // one reference (1024² with several): `pixelCap: "bfl"`.
 // The inpaint pipeline instead resizes (Lanczos, no crop) to the floored size.
 
+import { VARIANT_CARDS, type Variant } from "./variants.js";
 import { resizeLanczos, type ResizeCheck } from "./resize.js";
 
 /** A reference image: packed 8-bit RGB, (H, W, 3) row-major. */
@@ -31,9 +32,6 @@ export const REFERENCE_PIXEL_CAP = 1024 * 1024;
 export const BFL_SINGLE_REFERENCE_PIXEL_CAP = 2024 * 2024;
 
 export type PixelCapMode = "diffusers" | "bfl";
-
-/** Variants as named by the checkpoints here and by BFL's API. */
-export type ReferenceVariant = "klein" | "klein-base" | "klein-kv" | "dev" | "pro" | "max" | "flex";
 
 export interface Size {
   width: number;
@@ -215,27 +213,16 @@ export function prepareInpaintImage(img: ReferenceImage, opts: PrepareOptions): 
   return { image: resizeExact(cur, target.width, target.height, opts.check), original, resizedTo };
 }
 
-/** References BFL's API accepts per model: klein 4, pro/max/flex 8; dev: 6 recommended. */
-export function recommendedReferences(variant: ReferenceVariant): number {
-  switch (variant) {
-    case "klein":
-    case "klein-base":
-    case "klein-kv":
-      return 4;
-    case "dev":
-      return 6;
-    case "pro":
-    case "max":
-    case "flex":
-      return 8;
-  }
+/** References a variant is recommended with (its card: klein 4, dev 6); more cost memory and time. */
+export function recommendedReferences(variant: Variant): number {
+  return VARIANT_CARDS[variant].references.recommended;
 }
 
 /**
  * Throws for 0 > n or n > MAX_REFERENCES; returns a warning when n is above the
  * variant's recommended count, otherwise null.
  */
-export function checkReferenceCount(n: number, variant: ReferenceVariant): string | null {
+export function checkReferenceCount(n: number, variant: Variant): string | null {
   if (!Number.isInteger(n) || n < 0) throw new ReferenceImageError(`invalid number of reference images: ${n}`);
   if (n > MAX_REFERENCES) {
     throw new ReferenceImageError(`${n} reference images given; at most ${MAX_REFERENCES} are supported`);

@@ -57,12 +57,12 @@ function xmpPacket(o: { system: string; prompt?: string }): string {
 
 /**
  * The watermark step for one image: marked when `enabled` and the image is large
- * enough (256×256 pixels in area, as the Python package requires). The returned note
+ * enough (64×64 pixels in area; see watermarkBlock). The returned note
  * goes into the image's metadata, so a missing mark is never silent.
  */
 export function watermarkImage(rgb: Uint8Array, width: number, height: number, enabled: boolean): { rgb: Uint8Array; watermark: string } {
   if (!enabled) return { rgb, watermark: "off" };
-  if (!canWatermark(width, height)) return { rgb, watermark: `none (${width}x${height} is under 256x256 pixels)` };
+  if (!canWatermark(width, height)) return { rgb, watermark: `none (${width}x${height} is under 64x64 pixels)` };
   return { rgb: embedWatermark(rgb, width, height), watermark: WATERMARK_NAME };
 }
 

@@ -43,8 +43,18 @@ export const FLUX2_WATERMARK_BITS: readonly number[] = bitsOf(0x2afe879cf52en, 4
 /** The same message as BFL's reference code actually embeds it (leading zeros dropped). */
 export const BFL_REFERENCE_WATERMARK_BITS: readonly number[] = FLUX2_WATERMARK_BITS.slice(2);
 
-/** The package refuses images under 256×256 pixels in area; with fewer blocks per bit the mark is not reliable. */
-export const MIN_WATERMARK_PIXELS = 256 * 256;
+/**
+ * From 256×256 pixels in area the mark uses 8×8-pixel blocks (the package's size; it
+ * refuses smaller images). Smaller images, down to MIN_WATERMARK_PIXELS, use 4×4 blocks
+ * so that every bit still has several blocks to vote (a 64×64 image: 256 blocks, 5–6
+ * per bit; with 8×8 blocks it would have 64, one or two per bit). A 4×4 block is a
+ * quarter of a JPEG block: JPEG keeps its mean less exactly than an 8×8 one's (its AC
+ * coefficients are quantised too), which the extra votes make up for at quality 90
+ * (test/watermark.test.ts measures it at 64², 128² and 256²).
+ */
+export const LARGE_WATERMARK_PIXELS = 256 * 256;
+/** Below this (64×64 pixels in area) an image carries no mark: under 4 blocks per bit. */
+export const MIN_WATERMARK_PIXELS = 64 * 64;
 
 /** How many message bits must match for a detection; a random image reaches 40 of 48 with p ≈ 2·10⁻⁶. */
 export const DETECT_MIN_MATCH = 40 / 48;
@@ -85,24 +95,30 @@ function voteOf(m: number): number {
 }
 
 export function canWatermark(W: number, H: number): boolean {
-  return W * H >= MIN_WATERMARK_PIXELS;
+  return W * H >= MIN_WATERMARK_PIXELS && W >= 4 && H >= 4;
+}
+
+/** The block size, in pixels, of the mark of a W×H image (8, or 4 for small images; 0: none). */
+export function watermarkBlock(W: number, H: number): number {
+  return !canWatermark(W, H) ? 0 : W * H >= LARGE_WATERMARK_PIXELS ? BLOCK_PX : BLOCK_PX / 2;
 }
 
 /**
  * Embed the message into packed RGB (H, W, 3); returns a new array. Throws for images
- * under 256×256 pixels in area (see canWatermark), as the package does.
+ * under 64×64 pixels in area (see canWatermark).
  */
 export function embedWatermark(rgb: Uint8Array, W: number, H: number, bits: readonly number[] = FLUX2_WATERMARK_BITS): Uint8Array {
   if (rgb.length !== W * H * 3) throw new RangeError(`embedWatermark: ${rgb.length} bytes is not ${W}×${H}×3`);
-  if (!canWatermark(W, H)) throw new RangeError(`embedWatermark: a ${W}×${H} image is under 256×256 pixels, too small to carry the watermark`);
-  const { means, cols } = blockMeans(rgb, W, H, BLOCK_PX);
+  if (!canWatermark(W, H)) throw new RangeError(`embedWatermark: a ${W}×${H} image is under 64×64 pixels, too small to carry the watermark`);
+  const block = watermarkBlock(W, H);
+  const { means, cols } = blockMeans(rgb, W, H, block);
   const out = Uint8Array.from(rgb);
   for (let n = 0; n < means.length; n++) {
     const delta = quantize(means[n], bits[n % bits.length]) - means[n];
-    const y0 = Math.floor(n / cols) * BLOCK_PX, x0 = (n % cols) * BLOCK_PX;
+    const y0 = Math.floor(n / cols) * block, x0 = (n % cols) * block;
     // Adding δ to R, G and B adds δ to luma and leaves chroma alone.
-    for (let y = y0; y < y0 + BLOCK_PX; y++) {
-      for (let x = x0; x < x0 + BLOCK_PX; x++) {
+    for (let y = y0; y < y0 + block; y++) {
+      for (let x = x0; x < x0 + block; x++) {
         const p = 3 * (y * W + x);
         for (let c = 0; c < 3; c++) out[p + c] = clampByte(rgb[p + c] + delta);
       }
@@ -149,7 +165,11 @@ export function matchWatermark(rgb: Uint8Array, W: number, H: number, b = BLOCK_
 }
 
 export interface WatermarkDetection extends WatermarkMatch {
-  /** The size the image is read at relative to the marked original: 1, or 0.5 for an image halved since. */
+  /**
+   * The size the image is read at relative to the marked original: 1, or 0.5 for an image halved since.
+   * A small image's own reading (4×4 blocks) is the same as the 0.5× reading of a large one's 8×8 mark:
+   * such a reading is reported as 1.
+   */
   scale: number;
   width: number;
   height: number;
@@ -157,8 +177,9 @@ export interface WatermarkDetection extends WatermarkMatch {
 
 /**
  * Look for the watermark in an encoded image (PNG, JPEG, WebP…). The mark lives in
- * 8×8-pixel block means; an image halved since marking has the same means in 4×4
- * blocks, so it is read a second time that way when the first reading finds nothing.
+ * 8×8-pixel block means (4×4 in small images); an image halved since marking has the
+ * same means in blocks half as wide, so it is read a second time that way when the
+ * first reading finds nothing.
  */
 export async function detectWatermark(file: Buffer): Promise<WatermarkDetection> {
   const { data, info } = await sharp(file).removeAlpha().toColourspace("srgb").raw().toBuffer({ resolveWithObject: true });
@@ -166,11 +187,12 @@ export async function detectWatermark(file: Buffer): Promise<WatermarkDetection>
   const rgb = new Uint8Array(data.buffer, data.byteOffset, data.length);
   let best: WatermarkDetection | undefined;
   for (const scale of [1, 0.5]) {
-    if (!canWatermark(info.width / scale, info.height / scale)) continue;
-    const m = { ...matchWatermark(rgb, info.width, info.height, BLOCK_PX * scale), scale, width: info.width, height: info.height };
+    const block = watermarkBlock(info.width / scale, info.height / scale);
+    if (!block) continue;
+    const m = { ...matchWatermark(rgb, info.width, info.height, block * scale), scale, width: info.width, height: info.height };
     if (!best || m.matched / m.bits > best.matched / best.bits) best = m;
     if (m.found) break;
   }
-  if (!best) throw new RangeError(`watermark detect: a ${info.width}×${info.height} image is too small to carry the watermark (under 128×128 pixels in area)`);
+  if (!best) throw new RangeError(`watermark detect: a ${info.width}×${info.height} image is too small to carry the watermark (under 32×32 pixels in area)`);
   return best;
 }

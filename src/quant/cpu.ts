@@ -2,15 +2,16 @@
 //
 // ORT's integer GEMM (MLAS QGEMM, what `--quantize int8` runs on) has kernels for int8 dot-product
 // instructions: AMX (Sapphire Rapids and later), AVX512-VNNI, AVX-VNNI (x86), SDOT/UDOT ("dotprod")
-// and SMMLA ("i8mm") on Arm. With them int8 beats the float32 GEMM that bf16 weights run on (this
-// machine, AVX512-VNNI: docs/performance.md). Without them (plain AVX2) MLAS multiplies u8×s8 with
+// and SMMLA ("i8mm") on Arm. With them int8 beats the float32 GEMM that bf16 weights run on (measured
+// on an AVX512-VNNI EPYC and on an AMX Xeon, where ORT was seen executing MLAS's AMX tile kernel:
+// docs/performance.md). Without them (plain AVX2) MLAS multiplies u8×s8 with
 // vpmaddubsw, whose int16 pair sums saturate for full-range int8 weights (ORT's documented U8S8
 // saturation issue): that path is neither measured here nor safe, so bf16 stays the default there.
 //
 // The features come from /proc/cpuinfo (Linux); elsewhere none are known and the choice is bf16.
 
-import * as fs from "node:fs";
-import * as os from "node:os";
+import * as fs from "../platform/fs.js";
+import * as os from "../platform/os.js";
 
 export interface CpuFeatures {
   arch: string;

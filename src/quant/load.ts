@@ -6,7 +6,7 @@ import type { Backend } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
 import { defaultConfigPath } from "../models/decoder.js";
 import { Qwen3Encoder, Qwen3Weights, readQwen3Config } from "../models/qwen3.js";
-import { specFor, type QuantKind } from "./blockwise.js";
+import { specFor, type QuantKind } from "../models/quantized/blockwise.js";
 import { quantizeDecoderAtLoad, type LoadQuantOptions } from "./quantize.js";
 
 export type QuantizeOption = QuantKind | LoadQuantOptions;

@@ -6,7 +6,7 @@
 //   - with quantization at load, the quantized Linears count at their quantized size.
 
 import { DTYPE_BYTES, WeightSet, numel } from "../io/safetensors.js";
-import { blockSizeFor, quantizable, quantizedBytes, type QuantSpec } from "./blockwise.js";
+import { blockSizeFor, quantizable, quantizedBytes, type QuantSpec } from "../models/quantized/blockwise.js";
 
 const QUANTIZABLE = [
   /^(single_)?transformer_blocks\.\d+\..*\.weight$/,

@@ -12,17 +12,17 @@
 // token embedding stay as stored: they are small, and the modulation / output layers are the
 // most sensitive to error. A weight whose K no block size ≥ 16 divides stays in float.
 
-import * as crypto from "node:crypto";
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as crypto from "../platform/crypto.js";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { DTYPE_BYTES, WeightSet, numel, readTensorBytes, type DType } from "../io/safetensors.js";
 import { cacheRoot } from "../backend/ort.js";
 import { expectedTransformerShapes, type TransformerWeights } from "../models/transformer_weights.js";
 import type { TransformerConfig } from "../models/transformer.js";
 import type { DecoderConfig, DecoderWeights } from "../models/decoder.js";
-import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "./blockwise.js";
-import { quantizePerChannel } from "./per_channel.js";
-import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "./format.js";
+import { INT8_BLOCK, blockSizeFor, quantizable, quantizeBlockwise, zeroPointBytes, type QuantSpec } from "../models/quantized/blockwise.js";
+import { quantizePerChannel } from "../models/quantized/per_channel.js";
+import { QuantizedLinears, quantMetadata, type AccuracyLevel } from "../models/quantized/format.js";
 import { SafetensorsStreamWriter, bytesOf, type PlannedTensor } from "./writer.js";
 
 /** A weight to quantize: its name, [N, K] and how to read it as float32. */

@@ -5,8 +5,8 @@
 // renamed into place only when every byte of every tensor has been written. Used for the
 // random real-shape checkpoints (src/bench/make_model.ts) and quantized folders (src/quant/).
 
-import * as fs from "node:fs";
-import * as path from "node:path";
+import * as fs from "../platform/fs.js";
+import * as path from "../platform/path.js";
 import { DTYPE_BYTES, numel, type DType } from "../io/safetensors.js";
 
 export interface PlannedTensor {

@@ -16,8 +16,12 @@ import { BflClient, providerRunner } from "./providers/bfl.js";
 import { LocalQueue } from "./queue_local.js";
 import { RedisDispatcher } from "./queue_redis.js";
 import { registerRoutes } from "./routes.js";
+import { registerCors, registerStudioRoutes } from "./studio_routes.js";
+import { registerStoryboardRoutes } from "./storyboard.js";
+import { Finetuner } from "./finetune.js";
 import { EventStreams } from "./sse.js";
 import { registerStatic } from "./static.js";
+import { registerFiles } from "./files.js";
 import { localRunner } from "./run_local.js";
 import { makeDataDir, StorageHealth, storageFault } from "./storage.js";
 import { JobStore } from "./store.js";
@@ -35,11 +39,16 @@ export interface RunningServer {
   health: StorageHealth;
   budget: MemoryBudget;
   streams: EventStreams;
+  /** Job events (progress, stages, state changes) as the event streams see them. */
+  events: JobEvents;
+  /** The local generation thread's owner (absent without local models). */
+  executor?: Executor;
   /**
    * Stop: no new requests (503), open event streams end, the running job
    * stops and goes back to the queue. `clean` is false when a job would not
-   * stop within cfg.shutdownTimeoutMs: it was re-queued anyway, but its
-   * thread is still busy, so the caller should exit the process.
+   * stop within cfg.shutdownTimeoutMs, or a thread replaced inside a long
+   * native call had not ended by then: the job was re-queued anyway, but a
+   * thread is still busy, so the caller should end the process by its signal.
    */
   shutdown(): Promise<{ clean: boolean }>;
   close(): Promise<void>;
@@ -101,7 +110,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   const queues: Queues = {};
   let executor: Executor | undefined;
   if (!cfg.queue && cfg.models.length) {
-    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir, watermark: cfg.watermark, moderation: cfg.moderation, upsampleTokens: cfg.upsampleTokens });
+    executor = new Executor({ models: cfg.models, storeRoot: images.root, threads: cfg.threads, maxPixels: cfg.maxInputPixels, loraDir: cfg.loraDir, watermark: cfg.watermark, moderation: cfg.moderation, upsampleTokens: cfg.upsampleTokens },
+      { cancelGraceMs: cfg.cancelGraceMs, log });
     queues.local = new LocalQueue(store, lifecycle, events, { kind: "local", concurrency: 1, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts, onFault, faultRetryMs: cfg.faultRetryMs }, localRunner(executor, images));
   }
   if (cfg.bflKey) {
@@ -109,6 +119,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     queues.provider = new LocalQueue(store, lifecycle, events, { kind: "provider", concurrency: PROVIDER_CONCURRENCY, leaseMs: cfg.leaseMs, maxAttempts: cfg.maxAttempts + 3, onFault, faultRetryMs: cfg.faultRetryMs },
       providerRunner(new BflClient(bfl), images, store, bfl));
   }
+  // Fine-tuning runs in this process's queue (child processes) whenever it serves local models.
+  const finetuner = !cfg.queue && cfg.models.length ? new Finetuner({ cfg, store, images, registry, lifecycle, events, baseUrl: baseFor, onFault, log }) : undefined;
   if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log, images);
 
   const keysRequired = needKeys(cfg);
@@ -122,6 +134,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     http: { headersTimeout: cfg.headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, cfg.headersTimeoutMs) },
   });
   app.decorateRequest("principal", null as never);
+  // Before the key check: a browser's CORS preflight carries no key.
+  registerCors(app, cfg.corsOrigins);
   app.addHook("onRequest", async (req, reply) => {
     // Decide on the route the router matched, which it found after decoding the path, never on the
     // raw URL: "/%761/jobs/ID" is routed to /v1/jobs/:id and must be checked like it.
@@ -136,6 +150,11 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   app.setErrorHandler(errorHandler(cfg.bodyLimit, health, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
   registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
+  registerStudioRoutes(app, { loraDir: cfg.loraDir, store, images, service, events, baseUrl: baseFor });
+  registerStoryboardRoutes(app, { service, images, registry, dataDir: cfg.dataDir, baseUrl: baseFor });
+  if (finetuner) finetuner.register(app);
+  else app.post("/v1/finetune", async () => { throw new ApiError(503, cfg.queue ? "fine-tuning runs on a server with local models, not with --queue (Redis workers)" : "this server has no local model to fine-tune: start it with --model"); });
+  registerFiles(app, registry);
   registerStatic(app);
 
   let port = cfg.port;
@@ -158,6 +177,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   if (cfg.log) log(`input decode budget ${budgetPlan.why}`);
   queues.local?.start();
   queues.provider?.start();
+  finetuner?.queue.start();
   webhooks.start();
 
   let closing: Promise<{ clean: boolean }> | null = null;
@@ -168,16 +188,27 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     const deadline = Date.now() + cfg.shutdownTimeoutMs;
     const localStopped = (await queues.local?.close(cfg.shutdownTimeoutMs)) ?? true;
     await queues.provider?.close(Math.max(0, deadline - Date.now()));
+    // The training child saves a checkpoint and exits; past the deadline the job is re-queued anyway and resumes from a checkpoint.
+    await finetuner?.close(Math.max(0, deadline - Date.now()));
     // Terminating a thread inside ONNX Runtime aborts the process: a thread that did not stop is left to the exit.
     if (localStopped) await executor?.close();
     else executor?.abandon();
+    // A thread replaced inside a long native call (its job was answered and re-queued) ends when the call
+    // returns: wait for it until the deadline; past it, the process must end by the signal (see flux2 serve).
+    let stuckThreads = 0;
+    if (executor?.stuckThreads) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([executor.retired(), new Promise((r) => { timer = setTimeout(r, Math.max(0, deadline - Date.now())); })]);
+      clearTimeout(timer);
+      stuckThreads = executor.stuckThreads;
+    }
     await queues.redis?.close();
     await webhooks.close();
     store.close();
-    return { clean: localStopped };
+    return { clean: localStopped && stuckThreads === 0 };
   })();
   return {
-    app, url: listenUrl, port, store, keysRequired, health, budget, streams, shutdown,
+    app, url: listenUrl, port, store, keysRequired, health, budget, streams, events, executor, shutdown,
     close: () => shutdown().then(() => undefined),
   };
 }

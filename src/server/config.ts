@@ -55,6 +55,8 @@ export interface ServerConfig {
   faultRetryMs: number;
   /** On SIGTERM: how long a running job may take to stop before the process exits anyway (it is re-queued either way). */
   shutdownTimeoutMs: number;
+  /** A cancelled job whose thread does not stop within this (it is inside one long native call) gets its thread replaced. */
+  cancelGraceMs: number;
   /** Let URL inputs and webhooks reach loopback / private / link-local addresses. */
   allowPrivateUrls: boolean;
   urlTimeoutMs: number;
@@ -78,6 +80,8 @@ export interface ServerConfig {
   log: boolean;
   /** Folder of LoRA files; a request's `loras[].name` is a file name (without .safetensors) in it. */
   loraDir?: string;
+  /** Browser origins (scheme://host[:port]) that may call the API from another page (--cors); none by default. */
+  corsOrigins?: string[];
   /** Invisible watermark on generated images (src/provenance/); off with --no-watermark. */
   watermark: boolean;
   /** Prompt and image checks (--moderation FILE, src/moderation/); undefined: none, said at start-up and in /v1/models. */
@@ -115,6 +119,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     maxStreamsPerKey: 32,
     streamBufferBytes: 1024 * 1024,
     shutdownTimeoutMs: 10_000,
+    cancelGraceMs: 2_000,
     minFreeBytes: 64 * 1024 * 1024,
     faultRetryMs: 30_000,
     allowPrivateUrls: false,

@@ -10,10 +10,18 @@ export interface ProgressInfo {
   fraction: number;
   /** A small PNG data URL of the current estimate. */
   preview?: string;
+  /**
+   * The stage that just began, on the event sent when it begins (step/steps/fraction are then 0, or
+   * the last step for "decode"): "load" (the model's pipeline is being built), "encode" (prompt),
+   * "references", "denoise", "decode". Step events carry no stage.
+   */
+  stage?: string;
 }
 
 export type JobEvent =
   | { type: "progress"; data: ProgressInfo }
+  /** A stage of a local run begins ("decoding input_image", "resizing reference 1", "denoising", …). */
+  | { type: "stage"; data: { stage: string } }
   | { type: "status"; data: { state: string } }
   | { type: "done"; data: { state: string } };
 

@@ -30,13 +30,14 @@ const moderator = data.moderation ? new Moderator(data.moderation, backend) : un
 const loaded = new Map<string, { pipe: Flux2Pipeline; multiple: number; loras: string }>();
 
 /**
- * The model's pipeline with the job's LoRA set. A different LoRA set rebuilds
- * the transformer session over the same memory-mapped base weights; the
- * previous pipeline of that model is released first, so only one is held.
+ * The model's pipeline with the job's LoRA set. Strengths are graph inputs, so
+ * the same LoRAs at other strengths reuse the loaded pipeline; a different set
+ * of LoRAs rebuilds the transformer session over the same memory-mapped base
+ * weights, the previous pipeline of that model released first (one is held).
  */
 async function pipeline(model: string, loraList: { name: string; strength: number }[] | undefined) {
   const loras = resolveLoras(data.loraDir, loraList);
-  const key = JSON.stringify(loras.map((l) => [l.name, l.strength]));
+  const key = JSON.stringify(loras.map((l) => [l.name, l.file]));
   let p = loaded.get(model);
   if (p && p.loras !== key) {
     await p.pipe.release();
@@ -51,6 +52,7 @@ async function pipeline(model: string, loraList: { name: string; strength: numbe
     p = { pipe: loadPipeline(spec.dir, { keepLoaded: true, backend, loras }), multiple, loras: key };
     loaded.set(model, p);
   }
+  p.pipe.setLoraStrengths(loras.map((l) => l.strength));
   return p;
 }
 
@@ -76,9 +78,15 @@ function classify(e: unknown): "invalid" | "cancelled" | "internal" | "request_m
 async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void> {
   const isCancelled = () => Atomics.load(cancel, 0) === 1;
   try {
-    if (isCancelled()) throw new CancelledError();
+    if (isCancelled()) throw new CancelledError("the wait in the queue");
+    post({ type: "stage", seq, stage: "loading the model" });
+    const cached = loaded.get(job.model);
+    // Building a pipeline (first use, or another LoRA set) is announced as the "load" stage.
+    if (!cached || cached.loras !== JSON.stringify(resolveLoras(data.loraDir, job.request.loras).map((l) => [l.name, l.strength]))) {
+      post({ type: "progress", seq, progress: { step: 0, steps: 0, fraction: 0, stage: "load" } });
+    }
     const { pipe, multiple } = await pipeline(job.model, job.request.loras);
-    if (isCancelled()) throw new CancelledError(); // loading can take a while
+    if (isCancelled()) throw new CancelledError("loading the model"); // loading can take a while
     const out = await runGeneration(pipe, job, {
       multiple, maxPixels: data.maxPixels, isCancelled, watermark: data.watermark, moderator,
       llmCheck: moderator?.config.llm ? (prompt) => moderator.checkPromptWithLlm(prompt, openCheckpoint(modelDir(job.model))) : undefined,
@@ -88,6 +96,7 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
       }))[0],
       readInput: (ref) => store.readSync(storeName(ref)),
       onProgress: (progress) => post({ type: "progress", seq, progress }),
+      onStage: (stage) => post({ type: "stage", seq, stage }),
     });
     // Copy into exactly-sized buffers before transferring: a Buffer may share a pooled ArrayBuffer.
     const images = out.images.map((i) => ({ ext: i.ext, bytes: new Uint8Array(i.bytes) }));
@@ -97,8 +106,12 @@ async function run(seq: number, job: ExecJob, cancel: Int32Array): Promise<void>
   }
 }
 
-// One job at a time, in arrival order.
+// One job at a time, in arrival order. "retire" (this thread was replaced while
+// stuck in a native call) ends the thread once the job in hand has stopped: it
+// exits by itself between calls, which is safe, where terminating it from outside
+// is not (see Executor.replaceStuck).
 let chain: Promise<void> = Promise.resolve();
 parentPort!.on("message", (m: ToThread) => {
   if (m.type === "run") chain = chain.then(() => run(m.seq, m.job, new Int32Array(m.cancel)));
+  else if (m.type === "retire") chain = chain.then(() => process.exit(0));
 });

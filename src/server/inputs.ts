@@ -49,6 +49,8 @@ export interface InputOptions {
   requestPixels: number;
   /** Server-wide memory for decoding inputs; a submit that does not fit now gets a 503. */
   budget?: MemoryBudget;
+  /** Checks of the images' sizes from their headers, before anything is decoded or stored (throws ApiError). */
+  checkSizes?: (sizes: Partial<Record<ImageField, { width: number; height: number }>>) => void;
 }
 
 interface LoadedInput {
@@ -109,6 +111,7 @@ export async function storeInputs(r: GenerationRequest, store: ImageStore, opts:
   if (!fields.length) return r;
   const inputs = await Promise.all(fields.map((f) => loadInput(f, src[f] as string, opts)));
   checkRequestPixels(inputs, opts.requestPixels);
+  opts.checkSizes?.(Object.fromEntries(inputs.map((i) => [i.field, { width: i.width, height: i.height }])));
   // Checked before anything is stored, so a refused request leaves no files behind.
   const mask = inputs.find((i) => i.field === "mask_image"), image = inputs.find((i) => i.field === "input_image");
   if (mask && image && (mask.width !== image.width || mask.height !== image.height)) {

@@ -11,6 +11,9 @@ import { ApiError, fieldError } from "./errors.js";
 import { checkResolves, type UrlPolicy } from "./fetch_image.js";
 import type { ImageStore } from "./images.js";
 import { storeInputs } from "./inputs.js";
+import { checkRepaintSize, repaints } from "../api/prepare.js";
+import { sizeRuleFor } from "../pipeline/variants.js";
+import { InvalidRequestError } from "../util/errors.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { ModelRegistry } from "./models.js";
 import type { LocalQueue } from "./queue_local.js";
@@ -19,7 +22,7 @@ import type { IdempotencyClaim, IdempotencyHit, JobKind, JobRow, JobStore } from
 import { validateRequest } from "./validate.js";
 import { LoraNameError, resolveLoras } from "./loras.js";
 import { TERMINAL } from "./views.js";
-import { checkModerationFields } from "../moderation/server.js";
+import { checkModerationFields } from "./moderation.js";
 
 export interface Queues {
   local?: LocalQueue;
@@ -107,7 +110,19 @@ export class JobService {
     }
     // The seed is fixed now, so a retried run produces the same image.
     request.seed ??= randomInt(0, 2 ** 32);
-    const stored = await storeInputs(request, this.images, { policy: this.policy, maxPixels: this.cfg.maxInputPixels, requestPixels: this.cfg.maxRequestPixels, budget: this.budget });
+    const stored = await storeInputs(request, this.images, {
+      policy: this.policy, maxPixels: this.cfg.maxInputPixels, requestPixels: this.cfg.maxRequestPixels, budget: this.budget,
+      // An edit's output size follows its image: checked from the header now (a 422), not when the job runs.
+      checkSizes: (sizes) => {
+        if (model.kind !== "local" || !repaints(request) || !sizes.input_image) return;
+        try {
+          checkRepaintSize(request, sizes.input_image.width, sizes.input_image.height, sizeRuleFor(model.caps.multipleOf));
+        } catch (e) {
+          if (e instanceof InvalidRequestError) throw fieldError(request.width !== undefined || request.height !== undefined ? (request.width !== undefined ? "width" : "height") : "input_image", e.message);
+          throw e;
+        }
+      },
+    });
     const kind: JobKind = model.kind === "provider" ? "provider" : this.cfg.queue ? "redis" : "local";
     if (kind === "local" && !this.queues.local) throw new ApiError(503, `no local executor for ${modelId}`);
     const id = randomUUID();

@@ -7,6 +7,7 @@
 import { modelCapabilities, type ModelCapabilities } from "../api/request.js";
 import { openCheckpoint, VARIANT_DEFAULTS, type Variant } from "../pipeline/checkpoint.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
+import { hostedCapabilities } from "./providers/hosted.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { ModelSpec } from "./config.js";
 
@@ -39,10 +40,9 @@ export function parseModelSpec(s: string): ModelSpec {
   return { id, dir };
 }
 
-/** Capabilities with the checkpoint's real size multiple and minimum side. */
+/** Capabilities with the checkpoint's real size multiple and minimum side (local: the variant cards; hosted: the provider's). */
 export function capsFor(variant: ModelVariant, multiple: number): ModelCapabilities {
-  const caps = modelCapabilities(variant);
-  return { ...caps, multipleOf: multiple, minSide: Math.max(caps.minSide, 4 * multiple) };
+  return variant === "pro" || variant === "max" || variant === "flex" ? hostedCapabilities(variant) : modelCapabilities(variant, multiple);
 }
 
 /**

@@ -5,6 +5,8 @@
 import { z } from "zod";
 import { GenerationRequest } from "../api/request.js";
 import type { ModelRegistry } from "./models.js";
+import { FinetuneRequest } from "./finetune.js";
+import { StoryboardRequest } from "./storyboard.js";
 import * as S from "./schemas.js";
 
 const json = (schema: z.ZodType) => z.toJSONSchema(schema, { target: "openapi-3.0", io: "output", unrepresentable: "any" });
@@ -77,10 +79,34 @@ export function buildOpenApi(registry: ModelRegistry, version: string) {
       get: { summary: "A stored image (<sha256>.<ext>); immutable", parameters: [{ name: "name", in: "path", required: true, schema: { type: "string" } }], responses: { "200": { description: "the image" }, "404": { description: "not found" } } },
     },
   });
+  Object.assign(paths, storyboardAndFinetunePaths(idParam));
   return {
     openapi: "3.0.3",
     info: { title: "flux2.ts API", version, description: "A superset of Black Forest Labs' FLUX API, served by flux2.ts. See docs/server.md." },
     components: { securitySchemes: { xKey: { type: "apiKey", in: "header", name: "x-key" } } },
     paths,
+  };
+}
+
+/** Storyboards (src/server/storyboard.ts) and fine-tuning jobs (src/server/finetune.ts). */
+function storyboardAndFinetunePaths(idParam: unknown[]) {
+  const security = [{ xKey: [] }];
+  const body = (schema: z.ZodType) => ({ required: true, content: { "application/json": { schema: input(schema) } } });
+  const ok = (description: string) => ({ "200": { description }, "404": { description: "not found", content: content(S.ErrorResponse) }, ...errors });
+  const shotParam = [...idParam, { name: "shot", in: "path", required: true, schema: { type: "string" } }];
+  const exportGet = (what: string) => ({ get: { summary: what, security, parameters: idParam, responses: { ...ok(what), "409": { description: "not every panel is ready", content: content(S.ErrorResponse) } } } });
+  return {
+    "/v1/storyboard": { post: { summary: "A storyboard: one generation task per shot, with the named references each shot mentions", security, requestBody: body(StoryboardRequest),
+      responses: { "200": { description: "the storyboard with its shots' task ids" }, "422": { description: "invalid board (fields named in loc)", content: content(S.ValidationError) }, ...errors } } },
+    "/v1/storyboard/{id}": { get: { summary: "The storyboard: each shot's status and image, and the exports once every panel is ready", security, parameters: idParam, responses: ok("the storyboard") } },
+    "/v1/storyboard/{id}/shots/{shot}": { post: { summary: "Re-make one shot (optional new seed or prompt); the other panels keep their images", security, parameters: shotParam, responses: ok("the storyboard") } },
+    "/v1/storyboard/{id}/contact_sheet.png": exportGet("The contact sheet as PNG"),
+    "/v1/storyboard/{id}/contact_sheet.pdf": exportGet("The contact sheet as PDF"),
+    "/v1/storyboard/{id}/manifest.json": exportGet("The frames manifest (flux2-storyboard/1) with each frame's URL"),
+    "/v1/storyboard/{id}/frames.ffconcat": exportGet("An ffmpeg concat list of the frames"),
+    "/v1/finetune": { post: { summary: "Fine-tune a LoRA on captioned images as a queued task (poll with get_result or GET /v1/finetune/{id})", security, requestBody: body(FinetuneRequest),
+      responses: { "200": { description: "id, polling_url, status_url" }, "409": { description: "the LoRA name is taken", content: content(S.ErrorResponse) }, "422": { description: "invalid request", content: content(S.ValidationError) }, ...errors } } },
+    "/v1/finetune/{id}": { get: { summary: "Training progress: step, losses, ETA, sample images, loss curve, the LoRA when done", security, parameters: idParam, responses: ok("the fine-tuning task") } },
+    "/v1/finetune/{id}/loss.png": { get: { summary: "The loss curve as the trainer last drew it", security, parameters: idParam, responses: ok("image/png") } },
   };
 }

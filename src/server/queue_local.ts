@@ -21,6 +21,8 @@ export interface JobRunContext {
   claim: Claim;
   signal: AbortSignal;
   progress: (p: ProgressInfo) => void;
+  /** A stage of the run begins. */
+  stage: (stage: string) => void;
 }
 
 /** A runner's verdict: an outcome to record, or "try again at retryAt" (rate limits, transient errors). */
@@ -146,7 +148,11 @@ export class LocalQueue {
     this.lifecycle.started(row.id);
     let result: RunResult | Interrupted;
     try {
-      result = await this.run({ job: row, claim, signal: ac.signal, progress: (p) => this.events.publish(row.id, { type: "progress", data: p }) });
+      result = await this.run({
+        job: row, claim, signal: ac.signal,
+        progress: (p) => this.events.publish(row.id, { type: "progress", data: p }),
+        stage: (stage) => this.events.publish(row.id, { type: "stage", data: { stage } }),
+      });
     } catch (e) {
       // A full or read-only disk is not the job's fault: it waits in the queue and runs again later.
       result = e instanceof Interrupted ? e : isStorageError(e) ? { retryAt: Date.now() + (this.opts.faultRetryMs ?? STORAGE_RETRY_AFTER_S * 1000) } : { state: "error", error: (e as Error).message };
@@ -194,6 +200,9 @@ export class LocalQueue {
       else this.lifecycle.finish(row.id, { state: "error", error: `interrupted ${claim.attempt} times: ${result.message}` }, claim);
     } else if ("retryAt" in result) {
       this.store.release(row.id, claim, { notBefore: result.retryAt, refund: true });
+    } else if (result.state === "cancelled") {
+      // The row is cancelled already (by the DELETE); the run adds where it stopped.
+      if (result.error) this.store.noteCancelled(row.id, result.error);
     } else {
       this.lifecycle.finish(row.id, result, claim);
     }

@@ -15,7 +15,7 @@ import { buildOpenApi } from "./openapi.js";
 import type { EventStreams } from "./sse.js";
 import type { StorageHealth } from "./storage.js";
 import { jobView, notFoundView, resultView } from "./views.js";
-import { moderationInfo } from "../moderation/server.js";
+import { moderationInfo } from "./moderation.js";
 
 declare module "fastify" {
   interface FastifyRequest {

@@ -20,11 +20,11 @@ export function localRunner(executor: Executor, images: ImageStore) {
   return async (ctx: JobRunContext): Promise<RunResult> => {
     const started = Date.now();
     try {
-      const out = await executor.run({ id: ctx.job.id, model: ctx.job.model, request: JSON.parse(ctx.job.request) }, { signal: ctx.signal, onProgress: ctx.progress });
+      const out = await executor.run({ id: ctx.job.id, model: ctx.job.model, request: JSON.parse(ctx.job.request) }, { signal: ctx.signal, onProgress: ctx.progress, onStage: ctx.stage });
       return { state: "ready", result: await storeOutput(images, out, started, "local") };
     } catch (e) {
       if (!(e instanceof ExecError)) throw e;
-      if (e.kind === "cancelled") return { state: "cancelled", error: "cancelled" };
+      if (e.kind === "cancelled") return { state: "cancelled", error: e.message };
       if (e.kind === "crashed") throw new Interrupted(e.message);
       // Moderated: no image was stored; the reason goes to details.moderation.
       if (e.kind === "request_moderated" || e.kind === "content_moderated") return { state: e.kind, error: e.message };

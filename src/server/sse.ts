@@ -1,5 +1,7 @@
 // GET /v1/jobs/:id/events: server-sent events for one job.
 //   event: status    {state, status}         now, then on every change
+//   event: stage     {stage}                 as each stage of a local run begins
+//                                            ("decoding input_image", "resizing reference 1", "denoising", …)
 //   event: progress  {step, steps, fraction, preview}   after each denoising step
 //   event: done      the get_result body      then the stream ends
 // A comment line every 15 s keeps proxies from closing an idle stream.
@@ -122,6 +124,7 @@ export class EventStreams {
     // No await between reading the row and subscribing, so no event can slip through.
     unsubscribe = this.events.subscribe(id, (e: JobEvent) => {
       if (e.type === "progress") write(progressFrame(e.data));
+      else if (e.type === "stage") write(frame("stage", e.data));
       else if (e.type === "status") write(frame("status", { state: e.data.state, status: BFL_STATUS[e.data.state as keyof typeof BFL_STATUS] ?? "Pending" }));
       else finish();
     });

@@ -15,7 +15,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 export type JobState = "queued" | "running" | "ready" | "error" | "cancelled" | "request_moderated" | "content_moderated";
-export type JobKind = "local" | "provider" | "redis";
+/** "finetune": a training job of POST /v1/finetune (src/server/finetune.ts). */
+export type JobKind = "local" | "provider" | "redis" | "finetune";
 export const ACTIVE_STATES: JobState[] = ["queued", "running"];
 
 export interface JobRow {
@@ -57,6 +58,8 @@ export interface JobResult {
   by: string;
   /** The prompt used when it differs from the request's (prompt_upsampling). */
   prompt?: string;
+  /** A fine-tuning job's outcome (its images are the last sample images). */
+  finetune?: { lora: string; steps: number; final_loss: number | null; resumed_from: number | null };
 }
 
 export interface Outcome {
@@ -316,6 +319,11 @@ export class JobStore {
       }
       return row;
     }).immediate();
+  }
+
+  /** A cancelled job's run stopped: its error says where ("cancelled during resizing reference 1"). */
+  noteCancelled(id: string, error: string): void {
+    this.sql("UPDATE jobs SET error = ? WHERE id = ? AND state = 'cancelled' AND error = 'cancelled'").run(error, id);
   }
 
   /** Cancel a queued or running job; returns the row as it was before, or undefined if not active. */

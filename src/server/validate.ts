@@ -135,7 +135,7 @@ function semanticErrors(r: GenerationRequest, model: ModelEntry): FieldError[] {
   }
   if (r.mask_image !== undefined && r.expand !== undefined) err("expand", "expand makes its own mask: do not combine it with mask_image");
   if (r.expand && r.expand.every((n) => n === 0)) err("expand", "at least one side must grow");
-  // prompt_upsampling and safety_tolerance on local models: src/moderation/server.ts (checkModerationFields).
+  // prompt_upsampling and safety_tolerance on local models: src/server/moderation.ts (checkModerationFields).
   if (r.webhook_url !== undefined && !/^https?:\/\//i.test(r.webhook_url)) err("webhook_url", "webhook_url must be an http(s) URL", "url_scheme");
   return errors;
 }

@@ -47,6 +47,7 @@ export function resultBody(row: JobRow, base: string): Record<string, unknown> |
     ...present({ seed: r.seed, start_time: seconds(r.started_at), end_time: seconds(r.ended_at) }),
     duration: (r.ended_at - r.started_at) / 1000,
     width: r.width, height: r.height, steps: r.steps, guidance: r.guidance, ...(r.loras ? { loras: r.loras } : {}),
+    ...(r.finetune ? { finetune: r.finetune } : {}),
   };
 }
 

@@ -19,8 +19,8 @@
 // tokenises with add_special_tokens = False when the rendered text starts with the BOS string, so the
 // result holds exactly one `<s>` (docs/FLUX2-spec.md §2.2 [verify]). The same rule is applied here.
 
-import * as fs from "node:fs/promises";
-import * as path from "node:path";
+import * as fs from "../platform/fs_promises.js";
+import * as path from "../platform/path.js";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import { TokenizerLoadError, checkLength, defaultTemplate, encodeBatch, parseTemplate, tokenContent, type EncodedPrompts, type PaddingSide } from "./tokenizer.js";

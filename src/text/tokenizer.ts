@@ -6,8 +6,8 @@
 // to a fixed length. The BPE work is done by @huggingface/tokenizers and the
 // template by @huggingface/jinja, so a real Hub tokenizer folder drops in as is.
 
-import * as fs from "node:fs/promises";
-import * as path from "node:path";
+import * as fs from "../platform/fs_promises.js";
+import * as path from "../platform/path.js";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 

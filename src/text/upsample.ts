@@ -61,8 +61,17 @@ export interface TextLlm {
   stop: number[];
 }
 
+/**
+ * The files of a checkpoint that the text LLM needs. A pipeline Checkpoint fits it; text/ sits
+ * below pipeline/ and so names only what it reads (no import back up).
+ */
+export interface TextLlmFiles {
+  textEncoder: { weights: string; config: string | null; kind: "qwen3" | "mistral3" };
+  tokenizer: string;
+}
+
 /** Open a checkpoint's text encoder and tokenizer for chats under `system`. */
-export async function openTextLlm(ck: Checkpoint, system: string): Promise<TextLlm> {
+export async function openTextLlm(ck: TextLlmFiles, system: string): Promise<TextLlm> {
   const te = ck.textEncoder;
   const configFile = defaultConfigPath(te.weights, te.config);
   const raw = readJsonConfig(configFile);
@@ -90,7 +99,7 @@ export async function openTextLlm(ck: Checkpoint, system: string): Promise<TextL
  * released before returning. An empty answer (the model stopped at once) keeps the
  * original prompt, which the caller can see by comparing.
  */
-export async function upsamplePrompts(ck: Checkpoint, prompts: string[], opts: UpsampleOptions): Promise<string[]> {
+export async function upsamplePrompts(ck: TextLlmFiles, prompts: string[], opts: UpsampleOptions): Promise<string[]> {
   const m = await openTextLlm(ck, UPSAMPLE_SYSTEM_MESSAGE_T2I);
   const gen = await TextGenerator.create(m.config, m.weights, opts.backend);
   try {

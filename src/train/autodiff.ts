@@ -207,8 +207,14 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
   };
   push(loss.name, b.op1("Expand", [b.scalar(1, lossMeta.elem), b.ints(lossMeta.shape)]));
 
-  const recompute = opts.checkpoint ? new Recompute(b, forward, opts.checkpoint) : null;
-  const reconvert = new Reconvert(b, opts.reconvertWeights === false ? [] : forward);
+  const reconvert = new Reconvert(b, opts.reconvertWeights === false ? [] : forward, "backward");
+  // A recomputed segment converts its weights from a third alias: re-emitting the forward's Cast
+  // of the same initializer would let ONNX Runtime's common subexpression elimination merge the
+  // two, keeping every forward conversion alive until its segment is recomputed (a float32 copy
+  // of the model).
+  const recompute = opts.checkpoint
+    ? new Recompute(b, forward, opts.checkpoint, new Reconvert(b, opts.reconvertWeights === false ? [] : forward, "recompute"))
+    : null;
 
   for (let idx = forward.length - 1; idx >= 0; idx--) {
     const node = forward[idx];
@@ -253,7 +259,7 @@ class Recompute {
   private nodesOf = new Map<string, NodeProto[]>();
   private done = new Map<string, Map<string, string>>(); // segment → forward name → recomputed name
 
-  constructor(private b: Builder, forward: NodeProto[], key: (n: NodeProto) => string | null) {
+  constructor(private b: Builder, forward: NodeProto[], key: (n: NodeProto) => string | null, private reconvert: Reconvert) {
     for (const n of forward) {
       const k = key(n);
       if (k === null) continue;
@@ -299,6 +305,11 @@ class Recompute {
     };
     b.g.scope(`recompute/${seg}`, () => {
       for (const n of nodes) {
+        const converted = this.reconvert.value(n.outputs[0]);
+        if (converted !== null) {
+          made.set(n.outputs[0], converted);
+          continue;
+        }
         const outs = b.op(n.opType, n.inputs.map((i) => (i ? new Value(source(i)) : null)), n.attrs ?? {}, { domain: n.domain, outputs: n.outputs.length });
         n.outputs.forEach((o, k) => made.set(o, outs[k].name));
       }
@@ -336,7 +347,7 @@ class Reconvert {
   private conversions = new Map<string, { node: NodeProto; init: string }>();
   private done = new Map<string, string>();
 
-  constructor(private b: Builder, forward: NodeProto[]) {
+  constructor(private b: Builder, forward: NodeProto[], private suffix: string) {
     const stored = new Map(b.g.initializers.filter((i) => i.source.kind === "file").map((i) => [i.name, i]));
     for (const n of forward) {
       if ((n.opType === "Cast" || n.opType === "DequantizeLinear") && stored.has(n.inputs[0])) {
@@ -353,7 +364,7 @@ class Reconvert {
     if (!v) {
       const { g } = this.b;
       const source = g.initializers.find((i) => i.name === c.init)!.source;
-      const alias = `${c.init}@backward`;
+      const alias = `${c.init}@${this.suffix}`;
       const out = c.node.opType === "Cast"
         ? g.weight(alias, source)
         : g.dequantizedWeight(alias, source, new Value(c.node.inputs[1]), (c.node.attrs?.axis as number | undefined) ?? 1);

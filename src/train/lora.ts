@@ -45,16 +45,38 @@ export function selectModules(linears: Map<string, [number, number]>, targets: s
 }
 
 /**
- * peft's default init: A ~ kaiming_uniform(a = √5), i.e. U(−1/√in, 1/√in); B = 0.
- * Drawn from the project's seeded generator (src/util/random.ts), module by module in order.
+ * How A starts (B always starts at zero, so the LoRA begins as the identity edit):
+ * - "gaussian": A ~ N(0, (1/rank)²), peft's `init_lora_weights="gaussian"`, which is what diffusers'
+ *   train_dreambooth_lora_flux2_klein.py asks for; the default here, since that script is the reference
+ *   the training step follows (../shared/golden-train).
+ * - "kaiming": peft's own default (`init_lora_weights=True`), A ~ kaiming_uniform(a = √5), i.e.
+ *   U(−1/√in, 1/√in), as ai-toolkit and peft-based trainers get it.
  */
-export function initLora(modules: LoraModule[], rank: number, seed: number): Map<string, Float32Array> {
+export type LoraInit = "gaussian" | "kaiming";
+export const LORA_INITS: readonly LoraInit[] = ["gaussian", "kaiming"];
+
+/**
+ * A and B of every module, drawn from the project's seeded generator (src/util/random.ts), module
+ * by module in order (gaussian draws use Box–Muller pairs, as `randn` does).
+ */
+export function initLora(modules: LoraModule[], rank: number, seed: number, method: LoraInit = "gaussian"): Map<string, Float32Array> {
+  if (!LORA_INITS.includes(method)) throw new Error(`LoRA init must be one of ${LORA_INITS.join(", ")}, got "${method}"`);
   const rng = new Xoshiro128(seed);
   const out = new Map<string, Float32Array>();
   for (const m of modules) {
-    const bound = 1 / Math.sqrt(m.inFeatures);
     const A = new Float32Array(rank * m.inFeatures);
-    for (let i = 0; i < A.length; i++) A[i] = (2 * rng.nextDouble() - 1) * bound;
+    if (method === "kaiming") {
+      const bound = 1 / Math.sqrt(m.inFeatures);
+      for (let i = 0; i < A.length; i++) A[i] = (2 * rng.nextDouble() - 1) * bound;
+    } else {
+      const std = 1 / rank;
+      for (let i = 0; i < A.length; i += 2) {
+        const r = Math.sqrt(-2 * Math.log(1 - rng.nextDouble())) * std;
+        const theta = 2 * Math.PI * rng.nextDouble();
+        A[i] = r * Math.cos(theta);
+        if (i + 1 < A.length) A[i + 1] = r * Math.sin(theta);
+      }
+    }
     const k = loraKeys(m.module);
     out.set(k.A, A);
     out.set(k.B, new Float32Array(m.outFeatures * rank));

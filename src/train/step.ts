@@ -19,11 +19,11 @@ import { VaeWeights, expectedVaeShapes } from "../models/vae_weights.js";
 import { latentIds, pack, textIds, unpack } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { appendGradients } from "./autodiff.js";
-import { TrainableLora, initLora, loraKeys, selectModules } from "./lora.js";
+import { TrainableLora, initLora, loraKeys, selectModules, type LoraInit } from "./lora.js";
 import { promoteWeights } from "./params.js";
 
 export type TrainMode =
-  | { kind: "lora"; targets: string[]; rank: number; alpha: number; init?: Map<string, Float32Array> }
+  | { kind: "lora"; targets: string[]; rank: number; alpha: number; init?: Map<string, Float32Array>; initMethod?: LoraInit }
   | { kind: "full" };
 
 /**
@@ -144,7 +144,7 @@ export class TransformerTrainer {
     private weights: TransformerWeights,
     private mode: TrainMode,
     params: Map<string, Float32Array>,
-    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean; attentionChunkBytes?: number },
+    private opts: { checkpointActivations?: boolean; reconvertWeights?: boolean; attentionChunkBytes?: number; memPattern?: boolean },
     loraConfig?: { rank: number; alpha: number; targets: string[]; modules: string[] },
   ) {
     this.params = params;
@@ -155,11 +155,13 @@ export class TransformerTrainer {
    * Open a transformer for training. opts.checkpointActivations recomputes each block's forward
    * in the backward (less memory, about one more forward of compute); opts.reconvertWeights
    * (default true) is for measurements only; opts.attentionChunkBytes bounds the attention
-   * backward's score matrices (default 256 MiB; src/train/autodiff.ts). `weights`: a .safetensors file or a diffusers transformer
+   * backward's score matrices (default 256 MiB; src/train/autodiff.ts). opts.memPattern (default
+   * false) is ORT's memory pattern, for measurements only: with it, every step after the first took
+   * about twice the first step's memory (docs/training.md). `weights`: a .safetensors file or a diffusers transformer
    * folder; `config`: its config.json (or null: beside the weights, else inferred from a BFL file).
    */
   static async open(backend: Backend, weights: string, config: string | null, mode: TrainMode,
-                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean; attentionChunkBytes?: number } = {}): Promise<TransformerTrainer> {
+                    opts: { checkpointActivations?: boolean; seed?: number; reconvertWeights?: boolean; attentionChunkBytes?: number; memPattern?: boolean } = {}): Promise<TransformerTrainer> {
     const set = WeightSet.open(weights);
     try {
       const w = new TransformerWeights(set, TransformerWeights.detectFormat(set));
@@ -179,7 +181,7 @@ export class TransformerTrainer {
       if (!(mode.alpha > 0)) throw new Error(`LoRA alpha must be a positive number, got ${mode.alpha}`);
       const linears = new Map(shapes.filter(([, s]) => s.length === 2).map(([n, s]) => [n.replace(/\.weight$/, ""), [s[0], s[1]] as [number, number]]));
       const modules = selectModules(linears, mode.targets);
-      const params = mode.init ? checkLoraInit(mode.init, modules, mode.rank) : initLora(modules, mode.rank, opts.seed ?? 0);
+      const params = mode.init ? checkLoraInit(mode.init, modules, mode.rank) : initLora(modules, mode.rank, opts.seed ?? 0, mode.initMethod);
       const loraConfig = { rank: mode.rank, alpha: mode.alpha, targets: [...mode.targets], modules: modules.map((m) => m.module) };
       const trainer = new TransformerTrainer(backend, cfg, w, mode, params, opts, loraConfig);
       w.lora = new TrainableLora(modules, mode.rank, mode.alpha);
@@ -237,7 +239,7 @@ export class TransformerTrainer {
     const step = await cached(this.graphs, `${B}x${C}x${h}x${w}:${L}`, async () => {
       const g = this.build(B, C, hw, L);
       const grads = new Map([...this.params.keys()].map((k) => [k, `grad.${k}`] as [string, string]));
-      return { session: await this.backend.createSession(g), grads };
+      return { session: await this.backend.createSession(g, { memPattern: this.opts.memPattern ?? false }), grads };
     });
 
     // x_t = (1 − σ) x0 + σ ε and target ε − x0, in float32 as torch computes them.
@@ -303,7 +305,7 @@ export class VaeTrainer {
   private graphs = new Map<string, Promise<StepGraph>>();
 
   private constructor(private backend: Backend, readonly config: VaeConfig, private weights: VaeWeights, params: Map<string, Float32Array>,
-                      private opts: { checkpointActivations?: boolean }) {
+                      private opts: { checkpointActivations?: boolean; memPattern?: boolean }) {
     this.params = params;
   }
 
@@ -380,7 +382,7 @@ export class VaeTrainer {
     const step = await cached(this.graphs, `${B}x${H}x${W}`, async () => {
       const g = this.build(B, H, W);
       const grads = new Map([...this.params.keys()].map((k) => [k, `grad.${k}`] as [string, string]));
-      return { session: await this.backend.createSession(g), grads };
+      return { session: await this.backend.createSession(g, { memPattern: this.opts.memPattern ?? false }), grads };
     });
     const feeds: Record<string, HostTensor> = {
       images: { data: b.images, shape: [...b.shape] },

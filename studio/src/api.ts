@@ -1,6 +1,9 @@
-// The studio's client for the flux2 HTTP API (served by `flux2 serve` on the
-// same origin). Everything the UI needs goes through here, so the shapes the
-// server returns are normalised in one place.
+// The studio's client for the flux2 HTTP API. Everything the UI needs goes
+// through here, so the shapes the server returns are normalised in one place.
+// Paths are relative ("v1/models", not "/v1/models"), so the studio works
+// wherever it is served, also behind a reverse proxy's path prefix; a server
+// address set in the Server panel sends the calls to another origin instead
+// (that server needs --cors with this page's origin).
 
 export interface Range { min: number; max: number; default: number }
 
@@ -50,6 +53,10 @@ export interface Job {
   progress: number | null;
   /** Latest step preview (PNG data URL) of a running job, where the server gives one. */
   preview: string | null;
+  /** Hidden from the default gallery view (POST v1/gallery/:id/hide). */
+  hidden: boolean;
+  startedAt: number | null;
+  endedAt: number | null;
 }
 
 export interface FieldError { field: string; msg: string }
@@ -58,9 +65,27 @@ export class ApiError extends Error {
   constructor(message: string, readonly status: number, readonly fields: FieldError[] = []) { super(message); }
 }
 
-export interface ProgressEvent { step: number; steps: number; fraction: number; preview: string | null }
+export interface ProgressEvent { step: number; steps: number; fraction: number; preview: string | null; stage: string | null }
 
 const KEY_STORAGE = "flux2.studio.key";
+const SERVER_STORAGE = "flux2.studio.server";
+
+/** The server address set in the Server panel ("" = the server this page came from). */
+export function serverAddress(): string {
+  try { return localStorage.getItem(SERVER_STORAGE) ?? ""; } catch { return ""; }
+}
+/** Set (or with "" clear) the server address; refuses anything but an absolute http(s) URL. */
+export function setServerAddress(a: string): void {
+  const v = a.trim().replace(/\/+$/, "");
+  if (v && !/^https?:\/\/[^/?#\s]+(\/[^?#\s]*)?$/.test(v)) throw new Error("give an address such as https://flux.example.com (or leave it empty for this server)");
+  try { v ? localStorage.setItem(SERVER_STORAGE, v) : localStorage.removeItem(SERVER_STORAGE); } catch { /* private mode */ }
+}
+/** The URL of an API path such as "v1/models": relative to the page, or under the configured server address. */
+export function apiUrl(p: string): string {
+  const rel = p.replace(/^\/+/, "");
+  const base = serverAddress();
+  return base ? `${base}/${rel}` : rel;
+}
 
 export function apiKey(): string {
   try { return localStorage.getItem(KEY_STORAGE) ?? ""; } catch { return ""; }
@@ -147,26 +172,26 @@ export function accepts(m: ModelInfo, field: string): boolean {
 }
 
 export async function listModels(): Promise<ModelInfo[]> {
-  const body = await getJson<unknown>("/v1/models");
+  const body = await getJson<unknown>(apiUrl("v1/models"));
   const list = Array.isArray(body) ? body : (obj(body).data ?? obj(body).models ?? []);
   return (list as Record<string, unknown>[]).map(normaliseModel).filter((m) => m.id);
 }
 
 export async function submit(model: string, body: Record<string, unknown>): Promise<{ id: string; pollingUrl: string }> {
-  const res = await fetch(`/v1/${encodeURIComponent(model)}`, { method: "POST", headers: headers(true), body: JSON.stringify(body) });
+  const res = await fetch(apiUrl(`v1/${encodeURIComponent(model)}`), { method: "POST", headers: headers(true), body: JSON.stringify(body) });
   if (!res.ok) throw await errorFrom(res);
   const r = obj(await res.json());
-  return { id: str(r.id), pollingUrl: str(r.polling_url) || `/v1/get_result?id=${encodeURIComponent(str(r.id))}` };
+  return { id: str(r.id), pollingUrl: str(r.polling_url) || apiUrl(`v1/get_result?id=${encodeURIComponent(str(r.id))}`) };
 }
 
 /**
- * This server's image URLs as same-origin paths: the server builds absolute URLs from
- * --public-url or its listen address (never the Host header), which a browser that reached it
- * by another name may not resolve; the studio is always served by that same server.
+ * This server's image URLs through apiUrl: the server builds absolute URLs from --public-url or
+ * its listen address (never the Host header), which a browser that reached it by another name,
+ * or through a proxy's path prefix, may not resolve.
  */
-function sameOrigin(url: string): string {
-  const m = /^https?:\/\/[^/]+(?:\/.*)?(\/v1\/images\/[0-9a-f]{64}\.[a-z]+)$/.exec(url);
-  return m ? m[1] : url;
+export function sameOrigin(url: string): string {
+  const m = /^(?:https?:\/\/[^/]+)?(?:\/.*)?\/(v1\/images\/[0-9a-f]{64}\.[a-z]+)$/.exec(url);
+  return m ? apiUrl(m[1]) : url;
 }
 
 function normaliseResult(v: unknown): JobResult | null {
@@ -203,16 +228,18 @@ export function normaliseJob(j: Record<string, unknown>): Job {
     error: typeof err === "string" ? err : err ? JSON.stringify(err) : null,
     progress: num(j.progress),
     preview: str(ext.preview) || null,
+    hidden: j.hidden === true,
+    startedAt: time(j.started_at), endedAt: time(j.ended_at),
   };
 }
 
 export async function getResult(id: string): Promise<Job> {
-  return normaliseJob(await getJson<Record<string, unknown>>(`/v1/get_result?id=${encodeURIComponent(id)}`));
+  return normaliseJob(await getJson<Record<string, unknown>>(apiUrl(`v1/get_result?id=${encodeURIComponent(id)}`)));
 }
 
 export async function getJob(id: string): Promise<Job> {
   try {
-    return normaliseJob(await getJson<Record<string, unknown>>(`/v1/jobs/${encodeURIComponent(id)}`));
+    return normaliseJob(await getJson<Record<string, unknown>>(apiUrl(`v1/jobs/${encodeURIComponent(id)}`)));
   } catch {
     return getResult(id);
   }
@@ -221,7 +248,7 @@ export async function getJob(id: string): Promise<Job> {
 export async function listJobs(limit = 30, before?: string): Promise<{ jobs: Job[]; next: string | null }> {
   const q = new URLSearchParams({ limit: String(limit) });
   if (before) q.set("before", before);
-  const body = await getJson<unknown>(`/v1/jobs?${q}`);
+  const body = await getJson<unknown>(apiUrl(`v1/jobs?${q}`));
   const b = obj(body);
   const list = (Array.isArray(body) ? body : b.jobs ?? b.data ?? b.items ?? []) as Record<string, unknown>[];
   const jobs = list.map(normaliseJob);
@@ -231,7 +258,7 @@ export async function listJobs(limit = 30, before?: string): Promise<{ jobs: Job
 }
 
 export async function cancelJob(id: string): Promise<void> {
-  const res = await fetch(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE", headers: headers() });
+  const res = await fetch(apiUrl(`v1/jobs/${encodeURIComponent(id)}`), { method: "DELETE", headers: headers() });
   if (!res.ok && res.status !== 404 && res.status !== 409) throw await errorFrom(res);
 }
 
@@ -257,7 +284,7 @@ export async function followEvents(
   on: { progress?: (p: ProgressEvent) => void; status?: (s: string, data: Record<string, unknown>) => void },
   signal?: AbortSignal,
 ): Promise<void> {
-  const res = await fetch(`/v1/jobs/${encodeURIComponent(id)}/events`, { headers: { ...headers(), accept: "text/event-stream" }, signal });
+  const res = await fetch(apiUrl(`v1/jobs/${encodeURIComponent(id)}/events`), { headers: { ...headers(), accept: "text/event-stream" }, signal });
   if (!res.ok || !res.body) throw await errorFrom(res);
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
@@ -279,7 +306,7 @@ export async function followEvents(
     if (event === "progress") {
       const step = num(d.step) ?? 0;
       const steps = num(d.steps) ?? 0;
-      on.progress?.({ step, steps, fraction: num(d.fraction) ?? (steps ? step / steps : 0), preview: str(d.preview) || null });
+      on.progress?.({ step, steps, fraction: num(d.fraction) ?? (steps ? step / steps : 0), preview: str(d.preview) || null, stage: str(d.stage) || null });
     } else if (event === "status" || event === "done" || event === "message") {
       const raw = str(obj(d.flux2).state) || str(d.state) || str(d.status);
       const s = raw ? normaliseStatus(raw) : event === "done" ? "done" : "";
@@ -302,4 +329,39 @@ export async function followEvents(
   } finally {
     reader.cancel().catch(() => undefined);
   }
+}
+
+export interface GalleryFilter { model?: string; q?: string; since?: string; until?: string; hidden?: "exclude" | "include" | "only" }
+
+/** The server's jobs for the gallery (GET v1/gallery), newest first, filtered on the server. */
+export async function listGallery(limit = 30, before?: string, f: GalleryFilter = {}): Promise<{ jobs: Job[]; next: string | null }> {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (before) q.set("before", before);
+  for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
+  // "To" a day includes that day: the server's `until` is exclusive.
+  if (f.until && /^\d{4}-\d{2}-\d{2}$/.test(f.until)) q.set("until", new Date(Date.parse(f.until) + 86_400_000).toISOString().slice(0, 10));
+  const b = obj(await getJson<unknown>(apiUrl(`v1/gallery?${q}`)));
+  const jobs = ((b.jobs ?? []) as Record<string, unknown>[]).map(normaliseJob);
+  return { jobs, next: typeof b.next_before === "string" ? b.next_before : null };
+}
+
+async function send(method: string, p: string, body?: unknown): Promise<Record<string, unknown>> {
+  const res = await fetch(apiUrl(p), { method, headers: headers(body !== undefined), body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!res.ok) throw await errorFrom(res);
+  return obj(await res.json());
+}
+
+export const hideJob = (id: string, hidden: boolean) => send("POST", `v1/gallery/${encodeURIComponent(id)}/hide`, { hidden });
+/** Deletes a finished job and the image files no other job uses. */
+export const deleteJob = (id: string) => send("DELETE", `v1/gallery/${encodeURIComponent(id)}`);
+
+export interface LoraInfo { name: string; size: number; format: string; rank: number | null; weights: number; targets: string[]; error?: string }
+export interface LoraList { loraDir: boolean; max: number; strength: Range; loras: LoraInfo[] }
+
+export async function listLoras(): Promise<LoraList> {
+  const b = obj(await getJson<unknown>(apiUrl("v1/loras")));
+  return {
+    loraDir: b.lora_dir === true, max: num(b.max_loras) ?? 8, strength: range(b.strength) ?? { min: -4, max: 4, default: 1 },
+    loras: ((b.loras ?? []) as LoraInfo[]),
+  };
 }

@@ -64,6 +64,12 @@ export interface LoadedSettings {
   guidance?: number;
   model?: string;
   variant?: string;
+  loras?: { name: string; strength: number }[];
+  strength?: number;
+  /** Reference images the image was made from: a PNG records their sizes, not their pixels. */
+  references?: number;
+  /** Recorded settings the studio has no control for (A1111's Sampler, ComfyUI's scheduler…), name → value. */
+  other?: Record<string, string>;
 }
 
 const int = (v: unknown): number | undefined => {
@@ -86,6 +92,8 @@ export function parseParameters(text: string): { prompt: string; negativePrompt:
   return { prompt, negativePrompt, settings };
 }
 
+const A1111_USED = new Set(["Size", "Seed", "Steps", "CFG scale", "Guidance", "Distilled CFG Scale", "Model", "Variant"]);
+
 function fromA1111(text: string): LoadedSettings {
   const { prompt, negativePrompt, settings } = parseParameters(text);
   const size = /^(\d+)x(\d+)$/.exec(settings.Size ?? "");
@@ -95,6 +103,7 @@ function fromA1111(text: string): LoadedSettings {
     seed: int(settings.Seed), steps: int(settings.Steps),
     guidance: int(settings["CFG scale"] ?? settings.Guidance ?? settings["Distilled CFG Scale"]),
     model: settings.Model, variant: settings.Variant,
+    other: Object.fromEntries(Object.entries(settings).filter(([k]) => !A1111_USED.has(k))),
   };
 }
 
@@ -105,8 +114,12 @@ function fromFlux2(json: string): LoadedSettings | null {
   return {
     source: "flux2", prompt: r.prompt,
     negativePrompt: typeof r.negativePrompt === "string" && r.negativePrompt ? r.negativePrompt : undefined,
-    width: int(r.width), height: int(r.height), seed: int(r.seed), steps: int(r.steps), guidance: int(r.guidance),
+    width: int(r.width), height: int(r.height), seed: int(r.seed), steps: int(r.steps), guidance: typeof r.guidance === "number" ? r.guidance : undefined,
     model: typeof r.model === "string" ? r.model : undefined, variant: typeof r.variant === "string" ? r.variant : undefined,
+    loras: Array.isArray(r.loras) ? (r.loras as { name?: unknown; strength?: unknown }[])
+      .filter((l) => typeof l?.name === "string").map((l) => ({ name: String(l.name), strength: typeof l.strength === "number" ? l.strength : 1 })) : undefined,
+    strength: typeof r.strength === "number" ? r.strength : undefined,
+    references: Array.isArray(r.references) ? r.references.length : undefined,
   };
 }
 

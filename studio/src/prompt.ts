@@ -1,60 +1,109 @@
 // Prompt helpers: the structured (JSON) prompt FLUX.2 understands, the length
 // indicator, and inserting a hex colour at the cursor.
 
-export interface Subject { description: string; position: string; action: string }
+// BFL's JSON prompt schema (docs.bfl.ai, "JSON prompting"): scene, subjects, style, color_palette,
+// lighting, mood, background, composition, camera. The builder edits the string fields and the
+// palette; whatever else a prompt carries (other keys, objects where we expect text, extra subject or
+// camera keys) is kept as it was in `extra` and written back, so Text → builder → Text loses nothing.
+
+export type Extra = Record<string, unknown>;
+export interface Subject { description: string; position: string; action: string; extra: Extra }
+export const TEXT_FIELDS = ["style", "lighting", "mood", "background", "composition"] as const;
+export type TextField = (typeof TEXT_FIELDS)[number];
+export const CAMERA_FIELDS = ["angle", "lens", "depth_of_field"] as const;
+export type CameraField = (typeof CAMERA_FIELDS)[number];
 export interface Structured {
   scene: string;
   subjects: Subject[];
   style: string;
+  /** Hex colours (#RRGGBB), in order. */
+  color_palette: string[];
   lighting: string;
   mood: string;
-  camera: { angle: string; lens: string; depth_of_field: string };
+  background: string;
+  composition: string;
+  camera: Record<CameraField, string> & { extra: Extra };
+  /** Top-level keys the builder has no field for, and known keys whose value is not plain text. */
+  extra: Extra;
 }
 
-export const emptySubject = (): Subject => ({ description: "", position: "", action: "" });
+export const emptySubject = (): Subject => ({ description: "", position: "", action: "", extra: {} });
 export const emptyStructured = (): Structured => ({
-  scene: "", subjects: [emptySubject()], style: "", lighting: "", mood: "",
-  camera: { angle: "", lens: "", depth_of_field: "" },
+  scene: "", subjects: [emptySubject()], style: "", color_palette: [], lighting: "", mood: "", background: "", composition: "",
+  camera: { angle: "", lens: "", depth_of_field: "", extra: {} }, extra: {},
 });
 
-/** The JSON prompt text for a structured prompt: empty fields are left out. */
+const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v);
+
+/** Text fields of an object: strings into `fields`, anything else kept raw in `extra`. */
+function split<K extends string>(o: Record<string, unknown>, keys: readonly K[]): { fields: Record<K, string>; extra: Extra } {
+  const fields = Object.fromEntries(keys.map((k) => [k, ""])) as Record<K, string>;
+  const extra: Extra = {};
+  for (const [k, v] of Object.entries(o)) {
+    if ((keys as readonly string[]).includes(k) && typeof v === "string") fields[k as K] = v;
+    else extra[k] = v;
+  }
+  return { fields, extra };
+}
+
+/** Non-empty trimmed strings of `fields`, then `extra` (which never overrides a field the builder edited). */
+function join(fields: Record<string, string>, extra: Extra): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) if (v.trim()) out[k] = v.trim();
+  for (const [k, v] of Object.entries(extra)) if (!(k in out)) out[k] = v;
+  return out;
+}
+
+/** The JSON prompt text for a structured prompt: empty fields are left out, extra keys kept. */
 export function structuredToText(s: Structured): string {
   const out: Record<string, unknown> = {};
   if (s.scene.trim()) out.scene = s.scene.trim();
   const subjects = s.subjects
-    .map((x) => Object.fromEntries(Object.entries(x).filter(([, v]) => v.trim()).map(([k, v]) => [k, v.trim()])))
+    .map((x) => join({ description: x.description, position: x.position, action: x.action }, x.extra))
     .filter((x) => Object.keys(x).length);
   if (subjects.length) out.subjects = subjects;
-  for (const k of ["style", "lighting", "mood"] as const) if (s[k].trim()) out[k] = s[k].trim();
-  const camera = Object.fromEntries(Object.entries(s.camera).filter(([, v]) => v.trim()).map(([k, v]) => [k, v.trim()]));
+  for (const k of TEXT_FIELDS) {
+    if (s[k].trim()) out[k] = s[k].trim();
+    if (k === "style" && s.color_palette.length) out.color_palette = s.color_palette;
+  }
+  const { extra: camExtra, ...cam } = s.camera;
+  const camera = join(cam, camExtra);
   if (Object.keys(camera).length) out.camera = camera;
+  for (const [k, v] of Object.entries(s.extra)) if (!(k in out)) out[k] = v;
   return Object.keys(out).length ? JSON.stringify(out) : "";
 }
 
-const asText = (v: unknown): string => (typeof v === "string" ? v : v === undefined || v === null ? "" : JSON.stringify(v));
-
-/** Read a prompt back into the builder; plain text becomes the scene. */
+/** Read a prompt back into the builder; plain text (or JSON that is not an object) becomes the scene. */
 export function textToStructured(text: string): Structured {
   const s = emptyStructured();
   const t = text.trim();
   if (!t) return s;
   let j: unknown;
   try { j = JSON.parse(t); } catch { s.scene = t; return s; }
-  if (!j || typeof j !== "object" || Array.isArray(j)) { s.scene = t; return s; }
-  const o = j as Record<string, unknown>;
-  s.scene = asText(o.scene ?? o.description);
-  if (Array.isArray(o.subjects) && o.subjects.length) {
-    s.subjects = o.subjects.map((x) => {
+  if (!isObj(j)) { s.scene = t; return s; }
+  const { fields, extra } = split(j, ["scene", ...TEXT_FIELDS]);
+  // Known keys holding something other than text (a lighting object, say) stay raw in extra.
+  Object.assign(s, fields);
+  const subjects = j.subjects;
+  if (Array.isArray(subjects) && subjects.every((x) => isObj(x) || typeof x === "string") && subjects.length) {
+    delete extra.subjects;
+    s.subjects = subjects.map((x) => {
       if (typeof x === "string") return { ...emptySubject(), description: x };
-      const r = (x ?? {}) as Record<string, unknown>;
-      return { description: asText(r.description ?? r.type ?? r.name), position: asText(r.position), action: asText(r.action) };
+      const r = split(x as Record<string, unknown>, ["description", "position", "action"] as const);
+      return { ...r.fields, extra: r.extra };
     });
   }
-  s.style = asText(o.style);
-  s.lighting = asText(o.lighting);
-  s.mood = asText(o.mood);
-  const c = (o.camera && typeof o.camera === "object" ? o.camera : {}) as Record<string, unknown>;
-  s.camera = { angle: asText(c.angle), lens: asText(c.lens), depth_of_field: asText(c.depth_of_field ?? c["f-number"]) };
+  const palette = j.color_palette;
+  if (Array.isArray(palette) && palette.every((c) => typeof c === "string" && HEX.test(c))) {
+    delete extra.color_palette;
+    s.color_palette = palette as string[];
+  }
+  if (isObj(j.camera)) {
+    delete extra.camera;
+    const c = split(j.camera, CAMERA_FIELDS);
+    s.camera = { ...c.fields, extra: c.extra };
+  }
+  s.extra = extra;
   return s;
 }
 

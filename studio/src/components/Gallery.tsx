@@ -1,6 +1,7 @@
 import { useRef, useState, type DragEvent } from "react";
-import type { Job } from "../api";
+import type { GalleryFilter, Job } from "../api";
 import { fileName } from "../images";
+import { PngInfo } from "./PngInfo";
 
 interface Props {
   jobs: Job[];
@@ -14,6 +15,11 @@ interface Props {
   onReuse: (j: Job) => void;
   onReuseSeed: (j: Job) => void;
   onSettingsFile: (f: File) => void;
+  onHide: (j: Job, hidden: boolean) => void;
+  onDelete: (j: Job) => void;
+  filter: GalleryFilter;
+  onFilter: (f: GalleryFilter) => void;
+  models: string[];
 }
 
 const PARAM_ORDER = ["width", "height", "seed", "steps", "guidance", "strength", "num_images", "output_format"];
@@ -33,12 +39,16 @@ function paramsOf(j: Job): [string, string][] {
   if (refs) out.push(["references", String(refs)]);
   if (p.mask_image) out.push(["mask", "yes"]);
   if (Array.isArray(p.expand) && p.expand.some(Boolean)) out.push(["expand", (p.expand as number[]).join(" ")]);
+  if (Array.isArray(p.loras) && p.loras.length) out.push(["loras", (p.loras as { name: string; strength: number }[]).map((l) => `${l.name}:${l.strength}`).join(" ")]);
   return out;
 }
 
 export function Gallery(p: Props) {
   const [over, setOver] = useState(false);
+  const [info, setInfo] = useState<string | null>(null);
+  const [confirming, setConfirming] = useState<string | null>(null);
   const file = useRef<HTMLInputElement>(null);
+  const f = p.filter;
   const onDrop = (e: DragEvent) => {
     e.preventDefault();
     setOver(false);
@@ -58,17 +68,33 @@ export function Gallery(p: Props) {
         <input ref={file} type="file" accept="image/png" hidden data-testid="settings-file" aria-label="Load settings from a PNG"
           onChange={(e) => { const f = e.target.files?.[0]; if (f) p.onSettingsFile(f); e.target.value = ""; }} />
       </div>
+      <fieldset className="filters row wrap" data-testid="gallery-filters">
+        <legend className="sr-only">Filter the gallery</legend>
+        <label>Search prompts <input type="search" value={f.q ?? ""} data-testid="filter-q" onChange={(e) => p.onFilter({ ...f, q: e.target.value })} /></label>
+        <label>Model
+          <select value={f.model ?? ""} data-testid="filter-model" onChange={(e) => p.onFilter({ ...f, model: e.target.value || undefined })}>
+            <option value="">all</option>
+            {p.models.map((m) => <option key={m} value={m}>{m}</option>)}
+          </select>
+        </label>
+        <label>From <input type="date" value={f.since ?? ""} data-testid="filter-since" onChange={(e) => p.onFilter({ ...f, since: e.target.value || undefined })} /></label>
+        <label>To <input type="date" value={f.until ?? ""} data-testid="filter-until" onChange={(e) => p.onFilter({ ...f, until: e.target.value || undefined })} /></label>
+        <label className="check"><input type="checkbox" checked={f.hidden === "include"} data-testid="filter-hidden"
+          onChange={(e) => p.onFilter({ ...f, hidden: e.target.checked ? "include" : "exclude" })} /> Show hidden</label>
+      </fieldset>
+      {info && <PngInfo url={info} onClose={() => setInfo(null)} />}
       {p.error && <p className="error" role="alert">Could not load the history: {p.error}</p>}
       {!p.jobs.length && !p.loading && !p.error && <p className="hint">No images yet.</p>}
       <ul className="cards" data-testid="gallery">
         {p.jobs.map((j) => {
           const prompt = j.result?.prompt || String(j.params.prompt ?? "");
           const sample = j.result?.sample ?? null;
+          const samples = j.result?.samples ?? [];
           return (
-            <li key={j.id} className="card" data-testid="gallery-item" data-job={j.id} data-status={j.status}>
+            <li key={j.id} className={`card ${j.hidden ? "hidden-job" : ""}`} data-testid="gallery-item" data-job={j.id} data-status={j.status} data-images={samples.length}>
               {sample ? (
-                <button type="button" className="thumb" onClick={() => p.onShow(j)} aria-label={`Show image: ${prompt.slice(0, 80)}`}>
-                  <img src={sample} alt="" loading="lazy" />
+                <button type="button" className={`thumb ${samples.length > 1 ? "batch" : ""}`} onClick={() => p.onShow(j)} aria-label={`Show ${samples.length > 1 ? `${samples.length} images` : "image"}: ${prompt.slice(0, 80)}`}>
+                  {samples.slice(0, 4).map((u) => <img key={u} src={u} alt="" loading="lazy" />)}
                 </button>
               ) : (
                 <div className="thumb empty" aria-hidden="true">{j.status}</div>
@@ -78,7 +104,9 @@ export function Gallery(p: Props) {
                 <dl className="params" data-testid="gallery-params">
                   <div><dt>model</dt><dd>{j.model || "—"}</dd></div>
                   {paramsOf(j).map(([k, v]) => <div key={k}><dt>{k}</dt><dd>{v}</dd></div>)}
+                  {samples.length > 1 && <div><dt>images</dt><dd>{samples.length}</dd></div>}
                   {j.status !== "Ready" && <div><dt>status</dt><dd>{j.status}</dd></div>}
+                  {j.hidden && <div><dt>hidden</dt><dd>yes</dd></div>}
                   {j.createdAt && <div><dt>made</dt><dd><time dateTime={new Date(j.createdAt).toISOString()}>{new Date(j.createdAt).toLocaleString()}</time></dd></div>}
                 </dl>
                 {j.error && <p className="error">{j.error}</p>}
@@ -88,6 +116,16 @@ export function Gallery(p: Props) {
                   <button type="button" onClick={() => p.onReuse(j)}>Reuse parameters</button>
                   {(j.result?.seed ?? j.params.seed) !== undefined && (j.result?.seed ?? j.params.seed) !== null && (
                     <button type="button" onClick={() => p.onReuseSeed(j)}>Reuse seed</button>
+                  )}
+                  {sample && /\.png$/.test(sample) && <button type="button" onClick={() => setInfo(sample)}>PNG info</button>}
+                  <button type="button" onClick={() => p.onHide(j, !j.hidden)}>{j.hidden ? "Unhide" : "Hide"}</button>
+                  {confirming === j.id ? (
+                    <>
+                      <button type="button" className="danger" onClick={() => { setConfirming(null); p.onDelete(j); }}>Delete for good</button>
+                      <button type="button" onClick={() => setConfirming(null)}>Keep</button>
+                    </>
+                  ) : (
+                    <button type="button" onClick={() => setConfirming(j.id)}>Delete…</button>
                   )}
                 </div>
               </div>

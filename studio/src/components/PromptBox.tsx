@@ -1,5 +1,5 @@
 import { useRef, useState, type KeyboardEvent } from "react";
-import { emptySubject, estimateTokens, HEX, insertAt, TOKEN_LIMIT, type Structured } from "../prompt";
+import { emptySubject, estimateTokens, HEX, insertAt, TOKEN_LIMIT, type CameraField, type Structured, type TextField } from "../prompt";
 
 type Field = HTMLInputElement | HTMLTextAreaElement;
 
@@ -28,19 +28,37 @@ export function PromptBox({ mode, onMode, text, onText, structured, onStructured
     onFocus: (e: { currentTarget: Field }) => { target.current = { el: e.currentTarget, key }; },
   });
 
-  const setSubject = (i: number, k: keyof Structured["subjects"][number], v: string) =>
+  const [extraText, setExtraText] = useState<string | null>(null);
+  const extraShown = extraText ?? (Object.keys(structured.extra).length ? JSON.stringify(structured.extra, null, 1) : "");
+  let extraError: string | null = null;
+  if (extraText !== null && extraText.trim()) {
+    try { const v = JSON.parse(extraText); if (!v || typeof v !== "object" || Array.isArray(v)) extraError = "Other fields must be a JSON object, like {\"weather\": \"rain\"}."; }
+    catch (e) { extraError = `Not valid JSON: ${(e as Error).message}`; }
+  }
+  const setExtra = (t: string) => {
+    setExtraText(t);
+    if (!t.trim()) { onStructured({ ...structured, extra: {} }); return; }
+    try { const v = JSON.parse(t); if (v && typeof v === "object" && !Array.isArray(v)) onStructured({ ...structured, extra: v }); } catch { /* shown below the field */ }
+  };
+
+  type SubjectField = "description" | "position" | "action";
+  const setSubject = (i: number, k: SubjectField, v: string) =>
     onStructured({ ...structured, subjects: structured.subjects.map((s, j) => (j === i ? { ...s, [k]: v } : s)) });
-  const setField = (k: "scene" | "style" | "lighting" | "mood", v: string) => onStructured({ ...structured, [k]: v });
-  const setCamera = (k: keyof Structured["camera"], v: string) => onStructured({ ...structured, camera: { ...structured.camera, [k]: v } });
+  const setField = (k: "scene" | TextField, v: string) => onStructured({ ...structured, [k]: v });
+  const setCamera = (k: CameraField, v: string) => onStructured({ ...structured, camera: { ...structured.camera, [k]: v } });
+  const addToPalette = () => {
+    const hex = colour.toUpperCase();
+    if (!structured.color_palette.includes(hex)) onStructured({ ...structured, color_palette: [...structured.color_palette, hex] });
+  };
 
   // Set a tracked field by key, against the current props.
   const setByKey = (key: string, v: string) => {
     const [a, b, c] = key.split(".");
     if (a === "text") onText(v);
     else if (a === "negative") negative?.onChange(v);
-    else if (a === "subject") setSubject(Number(b), c as keyof Structured["subjects"][number], v);
-    else if (a === "camera") setCamera(b as keyof Structured["camera"], v);
-    else setField(a as "scene" | "style" | "lighting" | "mood", v);
+    else if (a === "subject") setSubject(Number(b), c as SubjectField, v);
+    else if (a === "camera") setCamera(b as CameraField, v);
+    else setField(a as "scene" | TextField, v);
   };
 
   const insertColour = () => {
@@ -129,10 +147,29 @@ export function PromptBox({ mode, onMode, text, onText, structured, onStructured
             <label>Style<input value={structured.style} placeholder="oil painting" onChange={(e) => setField("style", e.target.value)} {...track("style")} /></label>
             <label>Lighting<input value={structured.lighting} placeholder="soft backlight" onChange={(e) => setField("lighting", e.target.value)} {...track("lighting")} /></label>
             <label>Mood<input value={structured.mood} placeholder="calm" onChange={(e) => setField("mood", e.target.value)} {...track("mood")} /></label>
+            <label>Background<input id="b-background" value={structured.background} placeholder="foggy hills" onChange={(e) => setField("background", e.target.value)} {...track("background")} /></label>
+            <label>Composition<input id="b-composition" value={structured.composition} placeholder="rule of thirds" onChange={(e) => setField("composition", e.target.value)} {...track("composition")} /></label>
             <label>Camera angle<input value={structured.camera.angle} placeholder="eye level" onChange={(e) => setCamera("angle", e.target.value)} {...track("camera.angle")} /></label>
             <label>Lens<input value={structured.camera.lens} placeholder="35mm" onChange={(e) => setCamera("lens", e.target.value)} {...track("camera.lens")} /></label>
             <label>Depth of field<input value={structured.camera.depth_of_field} placeholder="shallow, f/1.8" onChange={(e) => setCamera("depth_of_field", e.target.value)} {...track("camera.depth_of_field")} /></label>
           </div>
+          <div className="palette" data-testid="palette">
+            <span className="label">Colour palette</span>
+            {structured.color_palette.length === 0 && <span className="hint">none: add colours with the picker below</span>}
+            <ul className="row wrap">
+              {structured.color_palette.map((c) => (
+                <li key={c} className="swatch-chip">
+                  <span className="swatch" style={{ background: c }} aria-hidden="true" />{c}
+                  <button type="button" className="icon" aria-label={`Remove ${c} from the palette`}
+                    onClick={() => onStructured({ ...structured, color_palette: structured.color_palette.filter((x) => x !== c) })}>✕</button>
+                </li>
+              ))}
+            </ul>
+          </div>
+          <label htmlFor="b-extra">Other fields (JSON, kept as written)</label>
+          <textarea id="b-extra" rows={2} value={extraShown} spellCheck={false} placeholder='{"weather": "light rain"}' aria-invalid={!!extraError}
+            onChange={(e) => setExtra(e.target.value)} onBlur={() => { if (!extraError) setExtraText(null); }} />
+          {extraError && <p className="error" role="alert">{extraError}</p>}
           <details>
             <summary>JSON sent</summary>
             <pre className="json" data-testid="json-preview">{sent || "{}"}</pre>
@@ -151,6 +188,11 @@ export function PromptBox({ mode, onMode, text, onText, structured, onStructured
         <button type="button" onMouseDown={(e) => e.preventDefault()} onClick={insertColour} disabled={!HEX.test(hexText)}>
           Insert {colour.toUpperCase()}
         </button>
+        {mode === "json" && (
+          <button type="button" onClick={addToPalette} disabled={!HEX.test(hexText) || structured.color_palette.includes(colour.toUpperCase())}>
+            Add {colour.toUpperCase()} to the palette
+          </button>
+        )}
         <span className="hint">at the cursor, next to the subject you are describing</span>
       </div>
 

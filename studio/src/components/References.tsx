@@ -124,7 +124,7 @@ export function References({ refs, onRefs, max, recommended, mask, expand, stren
               )}
             </div>
           )}
-          {mask && <MaskPainter image={refs[0]} hasMask={!!mask.value} onChange={mask.onChange} />}
+          {mask && <MaskPainter image={refs[0]} value={mask.value} onChange={mask.onChange} />}
           {errors.mask_image && <p className="error" role="alert">{errors.mask_image}</p>}
           {expand && (
             <fieldset className="expand">

@@ -14,12 +14,25 @@ interface Props {
   limits: SizeLimits;
   size: { width: number; height: number };
   errors: { width?: string; height?: string; size?: string };
+  /** Editing the first image: the output size follows it (plus any expansion), shown here and not editable. */
+  locked: { width: number; height: number; why: string } | null;
 }
 
-export function SizeControls({ state, onChange, limits, size, errors }: Props) {
+export function SizeControls({ state, onChange, limits, size, errors, locked }: Props) {
   const mps = megapixelChoices(limits);
   const set = (p: Partial<SizeState>) => onChange({ ...state, ...p });
   const custom = state.mode === "custom";
+  if (locked) {
+    return (
+      <section className="panel" aria-labelledby="size-h" data-testid="size-locked">
+        <div className="row spread">
+          <h2 id="size-h">Size</h2>
+          <span className="hint" data-testid="size-summary">{describeSize(locked.width, locked.height)}</span>
+        </div>
+        <p className="hint">🔒 {locked.why} The size panel's own choice is kept for when you stop editing.</p>
+      </section>
+    );
+  }
   return (
     <section className="panel" aria-labelledby="size-h">
       <div className="row spread">

@@ -3,8 +3,8 @@
 
 import { referenceInputs, type GenerationRequest } from "../api/request.js";
 import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
-import { fieldError } from "../server/errors.js";
-import { DEFAULT_SAFETY_TOLERANCE, describeModeration, safetyToleranceProblem, type ModerationConfig } from "./config.js";
+import { fieldError } from "./errors.js";
+import { DEFAULT_SAFETY_TOLERANCE, describeModeration, safetyToleranceProblem, type ModerationConfig } from "../moderation/config.js";
 
 /** Refuse (422 naming the field) what moderation cannot honour for a local model. */
 export function checkModerationFields(r: GenerationRequest, c: ModerationConfig | undefined): void {

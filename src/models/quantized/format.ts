@@ -10,7 +10,7 @@
 // and every file of the set carries the metadata entry
 // `flux2_quantization = {"format":"MatMulNBits","bits":8|4,"version":1}`. The block size of each
 // weight follows from its shapes (blob bytes · 8 / bits), so weights may use different ones.
-// Per-channel int8 for ORT's QGEMM operators (`--quantize int8`; src/quant/per_channel.ts) is
+// Per-channel int8 for ORT's QGEMM operators (`--quantize int8`; src/models/quantized/per_channel.ts) is
 //
 //   NAME.qweight_t    I8  [K, N]   DynamicQuantizeMatMul "B" (transposed: that op has no transB)
 //   NAME.scales       F32 [N]      one scale per output channel
@@ -20,8 +20,8 @@
 // in the original checkpoint. Such a set is what `flux2 quantize` writes, and what
 // `--quantize int8|int4` writes once into $FLUX2_CACHE/quant/ when quantizing at load.
 
-import { WeightSet, readTensorBytes, type TensorInfo } from "../io/safetensors.js";
-import { fileSource, type Graph, type Value } from "../onnx/graph.js";
+import { WeightSet, readTensorBytes, type TensorInfo } from "../../io/safetensors.js";
+import { fileSource, type Graph, type Value } from "../../onnx/graph.js";
 import { dequantizeBlockwise, type Bits } from "./blockwise.js";
 import { dequantizePerChannel } from "./per_channel.js";
 

@@ -25,7 +25,7 @@ export interface QuantSpec {
   symmetric: boolean;
   /**
    * One scale per output channel, codes stored transposed for ORT's QGEMM operators
-   * (DynamicQuantizeMatMul; src/quant/per_channel.ts) instead of MatMulNBits blocks.
+   * (DynamicQuantizeMatMul; src/models/quantized/per_channel.ts) instead of MatMulNBits blocks.
    */
   perChannel?: boolean;
   /**

@@ -11,10 +11,10 @@ import type { HostTensor } from "../backend/backend.js";
 import { WeightSet } from "../io/safetensors.js";
 import { Flux2Transformer, readTransformerConfig } from "../models/transformer.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
-import type { ComponentSpec } from "../conformance/cases.js";
-import { host, input, type CaseContext, type CaseOutput, type KindHandler } from "../conformance/kinds.js";
-import { loadLoraFile, type LoraAdapter } from "./formats.js";
-import { attachRuntimeLoras, fuseLoras, type RuntimeLoras } from "./apply.js";
+import type { ComponentSpec } from "./cases.js";
+import { host, input, type CaseContext, type CaseOutput, type KindHandler } from "./kinds.js";
+import { loadLoraFile, type LoraAdapter } from "../lora/formats.js";
+import { attachRuntimeLoras, fuseLoras, type RuntimeLoras } from "../lora/apply.js";
 
 interface AdapterParam {
   file: string;

@@ -1,0 +1,109 @@
+// The studio's storyboard and fine-tuning pages in Debian's Chromium against a
+// real server (tiny checkpoints): a storyboard with 3 shots and 2 named
+// references produces 3 panels and a contact sheet, and a re-made panel changes
+// alone; a fine-tuning run from dropped images shows its progress and loss
+// curve and ends with the LoRA in the server's LoRA folder. Screenshots go to
+// test-artifacts/studio/.
+
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import sharp from "sharp";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { startServer, type RunningServer } from "../src/server/app.js";
+import { defaultConfig } from "../src/server/config.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const ARTIFACTS = path.join(ROOT, "test-artifacts/studio");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
+
+describe("studio storyboard and fine-tuning pages (Chromium, real server)", { skip }, () => {
+  let server: RunningServer;
+  let context: BrowserContext;
+  let page: Page;
+  let work: string;
+  let loraDir: string;
+
+  before(async () => {
+    if (!fs.existsSync(path.join(ROOT, "dist/studio/index.html"))) {
+      execFileSync(process.execPath, [path.join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "studio/vite.config.ts"], { cwd: ROOT, stdio: "inherit" });
+    }
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    work = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio-pages-"));
+    loraDir = path.join(work, "loras");
+    server = await startServer(defaultConfig({
+      host: "127.0.0.1", port: 0, dataDir: path.join(work, "data"), loraDir,
+      models: [{ id: "flux-2-klein-4b", dir: path.join(ROOT, "testdata/golden/checkpoints/klein_distilled") }, { id: "klein-base", dir: path.join(ROOT, "testdata/golden/checkpoints/klein_base") }],
+    }), () => undefined);
+    const colours: [string, [number, number, number]][] = [["mara", [200, 30, 30]], ["harbour", [30, 60, 200]], ["t0", [0, 200, 0]], ["t1", [200, 200, 0]]];
+    for (const [n, [r, g, b]] of colours) await sharp({ create: { width: 64, height: 64, channels: 3, background: { r, g, b } } }).png().toFile(path.join(work, `${n}.png`));
+    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
+      executablePath: CHROMIUM, viewport: { width: 1280, height: 1000 }, colorScheme: "light",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    page = context.pages()[0] ?? await context.newPage();
+  });
+
+  after(async () => {
+    await context?.close();
+    await server?.close();
+  });
+
+  it("a storyboard with 3 shots and 2 named references produces 3 panels and a contact sheet; Re-make changes one panel", async () => {
+    await page.goto(`${server.url}/#/storyboard`);
+    await page.getByTestId("storyboard-page").waitFor();
+    await page.getByLabel("Title").fill("The harbour job");
+    await page.getByTestId("sb-width").fill("64");
+    await page.getByTestId("sb-height").fill("64");
+    for (const [name, file] of [["Mara", "mara.png"], ["Harbour", "harbour.png"]]) {
+      await page.getByTestId("sb-add-ref").click();
+      const ref = page.getByTestId("sb-ref").last();
+      await ref.getByLabel("Reference name").fill(name);
+      await ref.getByLabel("Reference image").setInputFiles(path.join(work, file));
+      await ref.locator("img").waitFor();
+    }
+    await page.locator("#sb-shots").fill("1. Mara waits on the Harbour wall.\n2. Close-up of Mara's hands.\n3. The Harbour at dawn, empty.");
+    await page.getByTestId("sb-generate").click();
+    await page.getByTestId("sb-contact-sheet").waitFor({ timeout: 120_000 });
+    const panels = page.getByTestId("sb-panel");
+    assert.equal(await panels.count(), 3);
+    const srcs = await panels.locator("img").evaluateAll((els) => els.map((e) => (e as HTMLImageElement).src));
+    assert.equal(srcs.length, 3);
+    assert.match(await panels.nth(0).innerText(), /Mara, Harbour/);
+    assert.ok(await page.getByTestId("sb-contact-sheet").evaluate((img) => (img as HTMLImageElement).naturalWidth > 900));
+    await page.screenshot({ path: path.join(ARTIFACTS, "storyboard.png"), fullPage: true });
+
+    await panels.nth(1).getByTestId("sb-remake").click();
+    await page.waitForFunction((old) => {
+      const imgs = [...document.querySelectorAll("[data-testid=sb-panel] img")] as HTMLImageElement[];
+      return imgs.length === 3 && imgs[1].src !== old && !!document.querySelector("[data-testid=sb-contact-sheet]");
+    }, srcs[1], { timeout: 120_000 });
+    const after2 = await panels.locator("img").evaluateAll((els) => els.map((e) => (e as HTMLImageElement).src));
+    assert.deepEqual([after2[0], after2[2]], [srcs[0], srcs[2]], "the other panels keep their images");
+  });
+
+  it("fine-tuning from dropped images shows step, loss curve and ends with the LoRA", async () => {
+    await page.goto(`${server.url}/#/finetune`);
+    await page.getByTestId("finetune-page").waitFor();
+    await page.getByLabel("Training images").setInputFiles([path.join(work, "t0.png"), path.join(work, "t1.png")]);
+    await page.getByTestId("ft-item").nth(1).waitFor();
+    await page.getByLabel("Caption of t0.png").fill("a green square");
+    await page.getByLabel("Caption of t1.png").fill("a yellow square");
+    assert.equal(await page.locator("#ft-model").inputValue(), "klein-base", "the base model made for training is chosen first");
+    await page.getByLabel("Trigger word").fill("sqr");
+    await page.getByLabel("LoRA name (file in the server's LoRA folder)").fill("squares");
+    await page.getByTestId("ft-steps").fill("6");
+    await page.getByTestId("ft-resolution").fill("64");
+    await page.getByTestId("ft-start").click();
+    await page.getByTestId("ft-done").waitFor({ timeout: 180_000 });
+    assert.match(await page.getByTestId("ft-progress").innerText(), /Step 6 \/ 6 · loss \d/);
+    await page.getByTestId("ft-curve").waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, "finetune.png"), fullPage: true });
+    assert.ok(fs.existsSync(path.join(loraDir, "squares.safetensors")));
+  });
+});
