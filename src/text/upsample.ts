@@ -19,7 +19,6 @@ import { WeightSet } from "../io/safetensors.js";
 import { MistralWeights, readMistralConfig } from "../models/mistral.js";
 import { Qwen3Weights, readQwen3Config } from "../models/qwen3.js";
 import { defaultConfigPath, readJsonConfig, type DecoderConfig, type DecoderWeights } from "../models/decoder.js";
-import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { MistralPromptTokenizer } from "./mistral_prompt.js";
 import { PromptTokenizer } from "./tokenizer.js";
 import { TextGenerator, type SamplingOptions } from "./generate.js";
