@@ -2,7 +2,7 @@
 // training settings, writes them as a dataset folder and queues a job of kind
 // "finetune" on the server's durable SQLite queue (the same store, claim/lease,
 // recovery, get_result polling and webhooks as generation). The job runs
-// `flux2 train` in a child process (finetune_child.ts) over DATA/finetune/ID/:
+// `flux2 train` in a child process (src/cli/finetune_child.ts: a front-end entry point, spawned by path) over DATA/finetune/ID/:
 //
 //   data/NNN.png + NNN.txt   the images and captions as submitted
 //   checkpoints/             resumable checkpoints (every `checkpoint_every` steps)
@@ -242,7 +242,7 @@ export class Finetuner {
     };
     this.writeStatus(job.id, status);
 
-    const child = fork(new URL("./finetune_child.js", import.meta.url), args, { silent: true, execArgv: [] });
+    const child = fork(new URL("../cli/finetune_child.js", import.meta.url), args, { silent: true, execArgv: [] });
     fs.writeFileSync(path.join(dir, "child.pid"), String(child.pid ?? 0));
     const stderr: string[] = [];
     let final: Record<string, unknown> | null = null;

@@ -8,7 +8,7 @@
 // stops as on Ctrl-C — after the current step, with a resumable checkpoint — so no
 // orphan keeps training while the restarted server resumes the job.
 
-import { runTrainCommand } from "../cli/train.js";
+import { runTrainCommand } from "./train.js";
 
 let finished = false;
 process.on("disconnect", () => {
