@@ -102,13 +102,16 @@ export function checkRequest(r: GenerationRequest, rule: SizeRule, defaults: Mod
 async function readImage(env: PrepareEnv, value: string, field: string): Promise<ReferenceImage> {
   const settle = env.settle ?? ((p) => p);
   env.stage?.(`decoding ${field}`);
-  let d;
-  try {
-    d = await settle(decodeImage(env.readInput(value, field), { maxPixels: env.maxPixels ?? DEFAULT_MAX_INPUT_PIXELS }));
-  } catch (e) {
-    if (e instanceof InvalidRequestError) throw e;
-    throw new InvalidRequestError(`${field}: ${(e as Error).message}`);
-  }
+  // Only the decode's own failures become a bad-request error; what `settle` throws (a cancel) passes through.
+  const decode = (async () => {
+    try {
+      return await decodeImage(env.readInput(value, field), { maxPixels: env.maxPixels ?? DEFAULT_MAX_INPUT_PIXELS });
+    } catch (e) {
+      if (e instanceof InvalidRequestError) throw e;
+      throw new InvalidRequestError(`${field}: ${(e as Error).message}`);
+    }
+  })();
+  const d = await settle(decode);
   const image = { rgb: d.rgb, width: d.width, height: d.height };
   await env.inspect?.(field, image);
   return image;
@@ -122,12 +125,8 @@ async function readMask(env: PrepareEnv, value: string): Promise<{ data: Uint8Ar
   const limitInputPixels = env.maxPixels ?? DEFAULT_MAX_INPUT_PIXELS;
   const pages = await settle(sharp(input, { limitInputPixels }).metadata().then((m) => m.pages ?? 1, () => 1));
   if (pages > 1) throw new InvalidRequestError(`mask_image is animated (${pages} frames); give a single-frame PNG`);
-  let raw: { data: Buffer; info: { width: number; height: number } };
-  try {
-    raw = await settle(sharp(input, { limitInputPixels }).flatten({ background: "#000000" }).greyscale().raw().toBuffer({ resolveWithObject: true }));
-  } catch (e) {
-    throw new InvalidRequestError(`mask_image: cannot read the mask (${(e as Error).message})`);
-  }
+  const raw = await settle(sharp(input, { limitInputPixels }).flatten({ background: "#000000" }).greyscale().raw().toBuffer({ resolveWithObject: true })
+    .catch((e: Error) => { throw new InvalidRequestError(`mask_image: cannot read the mask (${e.message})`); }));
   return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.info.width * raw.info.height), width: raw.info.width, height: raw.info.height };
 }
 

@@ -8,7 +8,7 @@ import type { WeightsKind } from "../bench/stage.js";
 import type { TorchDtype } from "../bench/torch.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { intOption, logger } from "./common.js";
-import { formatBrowserReport, runBrowserBench } from "../bench/browser.js";
+import { formatBrowserReport, runBrowserBench } from "./bench_browser.js";
 import { requireDefaultModel } from "../pipeline/default_model.js";
 
 const HELP = `usage: flux2 bench [--quick] [--json] [options]

@@ -7,10 +7,6 @@
 // If the server goes away (crash, kill -9), the IPC channel closes: the run then
 // stops as on Ctrl-C — after the current step, with a resumable checkpoint — so no
 // orphan keeps training while the restarted server resumes the job.
-//
-// It lives in cli/ because it is a front end (a process entry running a CLI
-// command); the server only names its file to fork it and never imports it, so
-// the layers stay one way (server/ below cli/).
 
 import { runTrainCommand } from "./train.js";
 

@@ -2,7 +2,7 @@
 // training settings, writes them as a dataset folder and queues a job of kind
 // "finetune" on the server's durable SQLite queue (the same store, claim/lease,
 // recovery, get_result polling and webhooks as generation). The job runs
-// `flux2 train` in a child process (src/cli/finetune_child.ts) over DATA/finetune/ID/:
+// `flux2 train` in a child process (src/cli/finetune_child.ts: a front-end entry point, spawned by path) over DATA/finetune/ID/:
 //
 //   data/NNN.png + NNN.txt   the images and captions as submitted
 //   checkpoints/             resumable checkpoints (every `checkpoint_every` steps)

@@ -17,13 +17,12 @@ import ts from "typescript";
  * other folders sit where what they import and who imports them puts them.
  */
 export const TIERS: readonly (readonly string[])[] = [
-  ["cli", "(root)", "browser"], // the flux2 command (it starts the server: `flux2 serve`), src/index.ts, the browser bundle's entry
-  ["eval"], // the evaluation runner (it measures flux2-mini)
-  ["mini"], // the flux2-mini recipe (data, model, training plan; sized with bench/'s model writer and FLOP counts)
-  ["bench"], // benchmarks and probes (they time the lower layers; bench/browser.ts starts the server to serve the bundle)
-  ["server"], // the HTTP server
-  ["api"], // the request layer: one GenerationRequest → pipeline options → written images
-  ["moderation", "provenance", "conformance", "hub", "storyboard"],
+  ["cli", "(root)", "browser"], // the flux2 command (it starts the server: `flux2 serve`), src/index.ts; the browser bundle's front door
+  ["server", "eval"], // the HTTP server; the evaluation runner
+  ["mini"], // the flux2-mini recipe (data, model, training plan)
+  ["bench"], // benchmarks and probes (they time the lower layers)
+  ["api", "storyboard"], // the request layer: one GenerationRequest → pipeline options → written images; boards → requests
+  ["moderation", "provenance", "conformance", "hub"],
   ["train"],
   ["loaders"], // assembling a pipeline from files: LoRAs, quantization (branch `pipeline` creates it)
   ["pipeline"],
@@ -32,7 +31,7 @@ export const TIERS: readonly (readonly string[])[] = [
   ["backend"],
   ["onnx"],
   ["io", "util"],
-  ["platform"], // the engine's only door to node:* (src/platform/browser/: the browser twins)
+  ["platform"], // node:* for Node, in-memory files and POSIX paths for the browser bundle (the isomorphic layers import only this)
 ];
 
 export type FolderGraph = Map<string, Map<string, string[]>>; // from → to → "file: specifier" examples

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { runForJson } from "./child.js";
+import { runForJson } from "../bench/child.js";
 
 export interface BrowserBenchOptions {
   modelDir: string;
@@ -77,7 +77,7 @@ export async function runBrowserBench(o: BrowserBenchOptions): Promise<BrowserBe
   o.log(`Node (onnxruntime-node), ${o.size}², ${o.steps} steps...`);
   const here = path.dirname(fileURLToPath(import.meta.url));
   const node = await runForJson<{ first_image_seconds: number; times: number[]; peak_rss_mb: number; rgb: string }>(process.execPath,
-    [path.join(here, "browser_node_child.js"), JSON.stringify({ modelDir: o.modelDir, size: o.size, steps: o.steps, repeats: o.repeats })],
+    [path.join(here, "bench_browser_child.js"), JSON.stringify({ modelDir: o.modelDir, size: o.size, steps: o.steps, repeats: o.repeats })],
     "browser bench (node)", o.log, (s) => s.split("\n").find((l) => l.startsWith(RESULT))?.slice(RESULT.length));
   results.push({ engine: "node onnxruntime-node (CPU)", first_image_seconds: node.first_image_seconds, seconds_per_image: median(node.times), peak_rss_mb: node.peak_rss_mb });
 
