@@ -64,6 +64,21 @@ describe("redis queue with two workers", { skip: redisAvailable() ? false : "red
     }
   };
   const untilReady = (w: Child) => waitOr("a worker to be ready", () => events(w, "ready").length > 0 || (w.proc.exitCode !== null && Promise.reject(new Error(w.err.join("\n")))), 60_000);
+  /**
+   * Submit, retrying while the server answers an error other than a refusal of the request itself: right
+   * after Redis restarts, the server's connection is still in its reconnect backoff and a submit gets a
+   * 5xx (the client is told; nothing is lost). A refusal that lasts past the timeout fails with the answer.
+   */
+  const submit = async (body: Record<string, unknown>): Promise<string> => {
+    let last = "";
+    return waitOr(`the server to accept ${JSON.stringify(body.prompt)} (last answer: see below)`, async () => {
+      const r = await api(url, "POST", `/v1/${MODEL}`, body);
+      if (r.status === 200) return r.body.id as string;
+      last = `${r.status} ${JSON.stringify(r.body)}`;
+      assert.ok(r.status >= 500, `submit refused: ${last}`);
+      return null;
+    }, 60_000).catch((e: Error) => { throw new Error(`${e.message}\n  last submit answer: ${last}`); });
+  };
   const stateOf = async (id: string) => (await api(url, "GET", `/v1/get_result?id=${id}`)).body.flux2.state as string;
 
   before(async () => {
@@ -150,15 +165,15 @@ describe("redis queue with two workers", { skip: redisAvailable() ? false : "red
     redis = await startRedis(port);
     // The server re-adds what Redis forgot; workers reconnect, re-advertise and run them.
     for (const id of ids) assert.equal((await untilDone(url, id, {}, 120_000)).status, "Ready", id);
-    const next = await untilDone(url, (await api(url, "POST", `/v1/${MODEL}`, { prompt: "after the restart", width: 64, height: 64 })).body.id, {}, 30_000);
+    const next = await untilDone(url, await submit({ prompt: "after the restart", width: 64, height: 64 }), {}, 30_000);
     assert.equal(next.status, "Ready");
   });
 
   test("cancel through Redis: a waiting job is removed, a running one stops", async () => {
     const slow = { prompt: "slow", width: 384, height: 384 };
-    const a = (await api(url, "POST", `/v1/${MODEL}`, { ...slow, seed: 1 })).body.id;
-    const b = (await api(url, "POST", `/v1/${MODEL}`, { ...slow, seed: 2 })).body.id;
-    const c = (await api(url, "POST", `/v1/${MODEL}`, { ...slow, seed: 3 })).body.id;
+    const a = await submit({ ...slow, seed: 1 });
+    const b = await submit({ ...slow, seed: 2 });
+    const c = await submit({ ...slow, seed: 3 });
     await waitOr("a job to run", async () => (await stateOf(a)) === "running", 60_000, [a, b, c]);
     for (const id of [a, b, c]) assert.equal((await api(url, "DELETE", `/v1/jobs/${id}`)).status, 200);
     const next = await untilDone(url, (await api(url, "POST", `/v1/${MODEL}`, { prompt: "after", width: 64, height: 64 })).body.id, {}, 30_000);
