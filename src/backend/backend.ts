@@ -9,6 +9,16 @@ import type { Graph } from "../onnx/graph.js";
 
 export type HostData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Float64Array;
 
+/** ONNX Runtime's name for a host array's element type (the same in onnxruntime-node and -web). */
+export function ortTypeOf(data: HostData): "float32" | "int64" | "int32" | "uint8" | "float64" {
+  if (data instanceof Float32Array) return "float32";
+  if (data instanceof BigInt64Array) return "int64";
+  if (data instanceof Int32Array) return "int32";
+  if (data instanceof Uint8Array) return "uint8";
+  if (data instanceof Float64Array) return "float64";
+  throw new Error("unsupported tensor data type");
+}
+
 export interface HostTensor {
   data: HostData;
   shape: number[];

@@ -14,7 +14,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import ort from "onnxruntime-node";
 import type { Graph, Initializer } from "../onnx/graph.js";
-import type { Backend, Device, HostData, HostTensor, Session, SessionOptions } from "./backend.js";
+import { ortTypeOf, type Backend, type Device, type HostData, type HostTensor, type Session, type SessionOptions } from "./backend.js";
 
 // ONNX Runtime 1.30's Linux build creates a telemetry client (Microsoft's 1DS SDK) when its
 // environment is first created, i.e. on the first InferenceSession. That client reads
@@ -33,15 +33,6 @@ export function cacheRoot(): string {
   return process.env.FLUX2_CACHE ?? path.join(os.homedir(), ".cache", "flux2ts");
 }
 
-function ortType(data: HostData): ort.Tensor.Type {
-  if (data instanceof Float32Array) return "float32";
-  if (data instanceof BigInt64Array) return "int64";
-  if (data instanceof Int32Array) return "int32";
-  if (data instanceof Uint8Array) return "uint8";
-  if (data instanceof Float64Array) return "float64";
-  throw new Error("unsupported tensor data type");
-}
-
 function toHost(t: ort.Tensor): HostTensor {
   return { data: t.data as HostData, shape: [...t.dims] };
 }
@@ -54,7 +45,7 @@ class OrtSession implements Session {
 
   async run(feeds: Record<string, HostTensor>, outputs?: string[]): Promise<Record<string, HostTensor>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = new ort.Tensor(ortType(v.data), v.data as never, v.shape);
+    for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = new ort.Tensor(ortTypeOf(v.data), v.data as never, v.shape);
     const res = outputs ? await this.session.run(ortFeeds, outputs) : await this.session.run(ortFeeds);
     const out: Record<string, HostTensor> = {};
     for (const [k, v] of Object.entries(res)) out[k] = toHost(v);

@@ -11,7 +11,7 @@
 import * as ort from "onnxruntime-web";
 import * as fs from "../platform/fs.js";
 import type { Graph, Initializer } from "../onnx/graph.js";
-import type { Backend, Device, HostData, HostTensor, Session, SessionOptions } from "./backend.js";
+import { ortTypeOf, type Backend, type Device, type HostData, type HostTensor, type Session, type SessionOptions } from "./backend.js";
 
 /** Inline weights below this size (a serialized protobuf must stay well under 2 GB). */
 const INLINE_LIMIT = 512 * 1024 * 1024;
@@ -27,15 +27,6 @@ export interface OrtWebBackendOptions {
   foldWeightConversions?: boolean;
 }
 
-function ortType(data: HostData): "float32" | "int64" | "int32" | "uint8" | "float64" {
-  if (data instanceof Float32Array) return "float32";
-  if (data instanceof BigInt64Array) return "int64";
-  if (data instanceof Int32Array) return "int32";
-  if (data instanceof Uint8Array) return "uint8";
-  if (data instanceof Float64Array) return "float64";
-  throw new Error("unsupported tensor data type");
-}
-
 class OrtWebSession implements Session {
   constructor(private session: ort.InferenceSession) {}
 
@@ -44,7 +35,7 @@ class OrtWebSession implements Session {
 
   async run(feeds: Record<string, HostTensor>, outputs?: string[]): Promise<Record<string, HostTensor>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = new ort.Tensor(ortType(v.data), v.data as never, v.shape);
+    for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = new ort.Tensor(ortTypeOf(v.data), v.data as never, v.shape);
     const res = outputs ? await this.session.run(ortFeeds, outputs) : await this.session.run(ortFeeds);
     const out: Record<string, HostTensor> = {};
     for (const [k, v] of Object.entries(res)) {
