@@ -57,6 +57,11 @@ What to train:
                           ${DEFAULT_LORA_TARGETS.join(",")})
   --full                  train every transformer parameter (from scratch or full fine-tune)
   --vae                   train the VAE as an autoencoder (MSE + --kl-weight · KL, default 1e-6)
+  --color-weight W        with --vae: add W · the squared error of 8×8-block mean colours, which
+                          weighs flat colours that pixel MSE lets drift (default 0)
+  --freeze PREFIXES       with --vae: comma-separated parameter-name prefixes kept frozen, e.g.
+                          encoder.,quant_conv. to train the decoder alone, so that the latent
+                          space (and a transformer trained on it) stays valid
   --checkpoint-activations recompute each block in the backward (less memory, slower)
 
 Optimization (AdamW, as diffusers' klein LoRA script):
@@ -99,7 +104,7 @@ const OPTIONS = {
   "warmup-steps": { type: "string" }, trigger: { type: "string" }, "caption-dropout": { type: "string" }, format: { type: "string" },
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
   "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
-  "kl-weight": { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
+  "kl-weight": { type: "string" }, "color-weight": { type: "string" }, freeze: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
   force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -109,7 +114,7 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
   "caption-dropout", "format", "max-sequence-length", "weight-decay", "max-grad-norm", "timestep-sampling", "logit-mean", "logit-std",
-  "kl-weight", "checkpoint-activations"];
+  "kl-weight", "color-weight", "freeze", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
@@ -152,6 +157,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const weightDecay = numOption(v["weight-decay"] as string, "weight-decay", 0, 10) ?? 1e-4;
   const maxGradNorm = numOption(v["max-grad-norm"] as string, "max-grad-norm", 0, 1e9) ?? 1;
   const klWeight = numOption(v["kl-weight"] as string, "kl-weight", 0, 1e6) ?? 1e-6;
+  const colorWeight = numOption(v["color-weight"] as string, "color-weight", 0, 1e6) ?? 0;
+  const freeze = v.freeze ? (v.freeze as string).split(",").map((t) => t.trim()).filter(Boolean) : [];
+  if (mode !== "vae" && (v["color-weight"] !== undefined || freeze.length)) throw new InvalidRequestError("--color-weight and --freeze are VAE settings; use them with --vae");
   const scheduler = (v["lr-scheduler"] as string | undefined) ?? "constant";
   if (!LR_SCHEDULERS.includes(scheduler as LrScheduler)) throw new InvalidRequestError(`--lr-scheduler must be one of ${LR_SCHEDULERS.join(", ")}, got "${scheduler}"`);
   const format = ((v.format as string | undefined) ?? "peft") as LoraExportFormat;
@@ -194,19 +202,22 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const identity: RunIdentity = {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
-    ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights) } : {}),
+    ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights), ...(freeze.length ? { freeze } : {}) } : {}),
   };
 
   let task: TrainTask;
   let release: () => Promise<void>;
   let trainableCount = 0;
   let vaePixels: Float32Array[] = [];
+  let vaeTrainsEncoder = true;
   const stop = { stop: false };
   if (mode === "vae") {
     const pixels = (vaePixels = await loadPixels(samples, ds.images));
     const vcfg = readVaeConfig(ck.vae.config!);
-    const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!);
-    task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
+    const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!, { freeze });
+    vaeTrainsEncoder = trainer.trainsEncoder;
+    if (freeze.length) log(`frozen: ${freeze.join(", ")} (${trainer.trainsEncoder ? "the encoder still trains" : "the encoder is frozen: the latent space does not move"})`);
+    task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, colorWeight, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
     release = () => trainer.release();
   } else {
     const data = await encodeData(ck, ds.images, samples, { runDir, maxSequenceLength: maxLen, withEmpty: captionDropout > 0, backend, log });
@@ -298,9 +309,15 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   } else {
     saveModelFolder(path.join(runDir, "model"), ck.source, "vae", task.params, ck.vae.weights);
     outputs.model = path.join(runDir, "model");
-    // The trained encoder has moved the latent space: new batch-norm statistics over the data.
-    const st = await writeLatentStats(backend, path.join(runDir, "model", "vae"), samples.map((s, i) => ({ data: vaePixels[i], width: s.bucket.width, height: s.bucket.height })));
-    log(`latent batch-norm statistics recomputed over ${samples.length} image(s), ${st.count} latent positions`);
+    if (vaeTrainsEncoder) {
+      // The trained encoder has moved the latent space: new batch-norm statistics over the data.
+      const st = await writeLatentStats(backend, path.join(runDir, "model", "vae"), samples.map((s, i) => ({ data: vaePixels[i], width: s.bucket.width, height: s.bucket.height })));
+      log(`latent batch-norm statistics recomputed over ${samples.length} image(s), ${st.count} latent positions`);
+    } else {
+      // A frozen encoder leaves the latent space where it was: the base's statistics stay, bit for
+      // bit, so a transformer trained on the base's latents still fits this VAE.
+      log("latent batch-norm statistics kept from the base (the encoder was frozen)");
+    }
   }
   if (sampleEvery && result.step % sampleEvery !== 0) await sampleFn(result.step);
   await release();

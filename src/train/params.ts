@@ -19,9 +19,11 @@ const ROWS = /^(.*)\[(\d+):(\d+)\]$/;
 /**
  * Replace every file-backed initializer by a float32 graph input. `storedShape(name)` gives a
  * weight's whole shape (the graph may hold only rows of it, or a view). Throws for weights the
- * graph dequantizes (fp8 / int4 storage cannot be trained in place).
+ * graph dequantizes (fp8 / int4 storage cannot be trained in place). `trainable(name)`, when
+ * given, leaves the weights it rejects as they are: frozen, memory-mapped from the file in their
+ * stored dtype, with no float32 copy fed at every step.
  */
-export function promoteWeights(g: Graph, storedShape: (name: string) => number[]): Promoted {
+export function promoteWeights(g: Graph, storedShape: (name: string) => number[], trainable?: (name: string) => boolean): Promoted {
   const shapes = new Map<string, number[]>();
   const rename = new Map<string, string>();
   const front: typeof g.nodes = [];
@@ -33,6 +35,10 @@ export function promoteWeights(g: Graph, storedShape: (name: string) => number[]
     }
     const m = init.name.match(ROWS);
     const name = m ? m[1] : init.name;
+    if (trainable && !trainable(name)) {
+      keep.push(init);
+      continue;
+    }
     if (init.source.dtype !== "F32" && init.source.dtype !== "BF16" && init.source.dtype !== "F16") {
       throw new Error(`full training needs float weights, but "${name}" is stored as ${init.source.dtype}; convert the checkpoint to bf16/f32 first`);
     }

@@ -63,12 +63,15 @@ export interface VaeBatch {
   /** (B, latent_channels, H/f, W/f) standard normal. */
   eps: Float32Array;
   klWeight: number;
+  /** Weight of the colour term (see VaeTrainer.build); 0 or absent: plain MSE + KL. */
+  colorWeight?: number;
 }
 
 export interface VaeStepResult {
   loss: number;
   reconLoss: number;
   kl: number;
+  colorLoss: number;
   reconstruction: Float32Array;
   grads: Map<string, Float32Array>;
 }
@@ -300,21 +303,30 @@ function checkLoraInit(init: Map<string, Float32Array>, modules: { module: strin
 // ---------------------------------------------------------------------------
 // VAE
 
+/** The colour term's block side in pixels (the whole step falls back to the VAE's factor when an image side is not a multiple). */
+export const COLOR_BLOCK = 8;
+
 export class VaeTrainer {
   readonly params: Map<string, Float32Array>;
   private graphs = new Map<string, Promise<StepGraph>>();
 
+  /** Whether the encoder side (encoder.*, quant_conv.*) is trained, i.e. whether the latent space moves. */
+  readonly trainsEncoder: boolean;
+
   private constructor(private backend: Backend, readonly config: VaeConfig, private weights: VaeWeights, params: Map<string, Float32Array>,
-                      private opts: { checkpointActivations?: boolean; memPattern?: boolean }) {
+                      private opts: { checkpointActivations?: boolean; memPattern?: boolean; frozen: boolean }) {
     this.params = params;
+    this.trainsEncoder = [...params.keys()].some((k) => k.startsWith("encoder.") || k.startsWith("quant_conv."));
   }
 
   /**
    * Open a VAE (diffusers folder / file or BFL ae file) with its config for full autoencoder
    * training. opts.checkpointActivations recomputes each encoder / decoder block (and the mid
-   * blocks) in the backward.
+   * blocks) in the backward. opts.freeze: parameter-name prefixes (diffusers names) kept frozen,
+   * e.g. ["encoder.", "quant_conv."] trains the decoder alone, so that the latent space (and a
+   * transformer trained on it) stays valid.
    */
-  static async open(backend: Backend, weights: string, config: string, opts: { checkpointActivations?: boolean } = {}): Promise<VaeTrainer> {
+  static async open(backend: Backend, weights: string, config: string, opts: { checkpointActivations?: boolean; freeze?: string[] } = {}): Promise<VaeTrainer> {
     const cfg = readVaeConfig(config);
     const set = WeightSet.open(weights);
     try {
@@ -322,9 +334,14 @@ export class VaeTrainer {
       w.check(cfg);
       // The latent batch-norm (bn.running_mean / running_var) holds buffers, not parameters: its
       // statistics are computed over the data after training (golden-train README).
-      const names = expectedVaeShapes(cfg).map(([name]) => name).filter((name) => !name.startsWith("bn."));
+      const all = expectedVaeShapes(cfg).map(([name]) => name).filter((name) => !name.startsWith("bn."));
+      const freeze = opts.freeze ?? [];
+      for (const p of freeze) if (!all.some((n) => n.startsWith(p))) throw new Error(`freeze prefix "${p}" matches no VAE parameter (they start with ${[...new Set(all.map((n) => n.split(".")[0] + "."))].join(", ")})`);
+      const names = all.filter((name) => !freeze.some((p) => name.startsWith(p)));
+      if (!names.length) throw new Error(`freezing ${freeze.join(", ")} leaves no VAE parameter to train`);
+      if (freeze.length && w.format !== "diffusers") throw new Error("freezing part of the VAE needs a diffusers-format VAE (its tensor names are the parameter names)");
       const params = new Map(names.map((name) => [name, w.set.float32(w.storedName(name))] as [string, Float32Array]));
-      return new VaeTrainer(backend, cfg, w, params, opts);
+      return new VaeTrainer(backend, cfg, w, params, { ...opts, frozen: freeze.length > 0 });
     } catch (e) {
       set.close();
       throw e;
@@ -340,6 +357,7 @@ export class VaeTrainer {
     const image = g.input("images", "F32", [B, c.in_channels, H, W]);
     const eps = g.input("eps", "F32", [B, Cl, H / fct, W / fct]);
     const klWeight = g.input("kl_weight", "F32", []);
+    const colorWeight = g.input("color_weight", "F32", []);
     const moments = g.scope("encoder", () => encoder(ctx, image));
     const [mean, rawLogvar] = g.split(moments, 1, [Cl, Cl]);
     // diffusers' DiagonalGaussianDistribution: logvar clamped to [-30, 20], std = exp(logvar / 2), var = exp(logvar).
@@ -351,12 +369,22 @@ export class VaeTrainer {
     const terms = g.sub(g.sub(g.add(g.mul(mean, mean), g.exp(logvar)), g.scalar(1)), logvar);
     const perSample = g.mul(g.op("ReduceSum", [terms, g.constant([1, 2, 3])], { keepdims: 0 })[0], g.scalar(0.5));
     const kl = meanAll(g, perSample);
-    const loss = g.add(recon, g.mul(klWeight, kl));
+    // The colour term: squared error of the mean colour of every COLOR_BLOCK² block. Pixel MSE is
+    // dominated by edges, so an MSE-trained VAE can keep shapes while shifting flat colours by
+    // more than a user would accept for a hex prompt (docs/flux2-mini.md); this term weighs the
+    // flat colours on their own. Block means are a reshape and a ReduceMean (both differentiable
+    // by src/train/grad_rules.ts) rather than an AveragePool, which has no gradient rule.
+    const k = H % COLOR_BLOCK === 0 && W % COLOR_BLOCK === 0 ? COLOR_BLOCK : fct;
+    const blocks = g.reshape(g.sub(rec, image), [B, c.out_channels, H / k, k, W / k, k]);
+    const blockMean = g.op("ReduceMean", [blocks, g.constant([3, 5])], { keepdims: 0 })[0];
+    const color = meanAll(g, g.mul(blockMean, blockMean));
+    const loss = g.add(g.add(recon, g.mul(klWeight, kl)), g.mul(colorWeight, color));
     g.output(loss, "loss", "F32", []);
     g.output(recon, "recon_loss", "F32", []);
     g.output(kl, "kl", "F32", []);
+    g.output(color, "color_loss", "F32", []);
     g.output(rec, "reconstruction", "F32", [B, c.out_channels, H, W]);
-    promoteWeights(g, (name) => this.weights.shape(name));
+    promoteWeights(g, (name) => this.weights.shape(name), this.opts.frozen ? (name) => this.params.has(name) : undefined);
     // Segments: the blocks vae.ts scopes as down.N / mid / up.N, inside our encoder / decoder scopes.
     const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(encoder|decoder)\/(down\.\d+|mid|up\.\d+)(?=\/)/)?.[0] ?? null : undefined;
     appendGradients(g, loss, [...this.params.keys()], {}, { checkpoint });
@@ -379,6 +407,8 @@ export class VaeTrainer {
     const epsShape = [B, c.latent_channels, H / fct, W / fct];
     checkArray("eps", b.eps, epsShape);
     if (!(b.klWeight >= 0)) throw new Error(`klWeight must be a non-negative number, got ${b.klWeight}`);
+    const colorWeight = b.colorWeight ?? 0;
+    if (!(colorWeight >= 0)) throw new Error(`colorWeight must be a non-negative number, got ${b.colorWeight}`);
     const step = await cached(this.graphs, `${B}x${H}x${W}`, async () => {
       const g = this.build(B, H, W);
       const grads = new Map([...this.params.keys()].map((k) => [k, `grad.${k}`] as [string, string]));
@@ -388,11 +418,12 @@ export class VaeTrainer {
       images: { data: b.images, shape: [...b.shape] },
       eps: { data: b.eps, shape: epsShape },
       kl_weight: { data: Float32Array.of(b.klWeight), shape: [] },
+      color_weight: { data: Float32Array.of(colorWeight), shape: [] },
     };
     for (const [k, v] of this.params) feeds[k] = { data: v, shape: this.paramShape(k) };
     const out = await step.session.run(feeds);
     return {
-      loss: Number(out.loss.data[0]), reconLoss: Number(out.recon_loss.data[0]), kl: Number(out.kl.data[0]),
+      loss: Number(out.loss.data[0]), reconLoss: Number(out.recon_loss.data[0]), kl: Number(out.kl.data[0]), colorLoss: Number(out.color_loss.data[0]),
       reconstruction: out.reconstruction.data as Float32Array, grads: collectGrads(out, step.grads),
     };
   }

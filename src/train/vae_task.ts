@@ -23,7 +23,7 @@ export class VaeTask implements TrainTask {
 
   /** `pixels[i]`: sample i as (1, 3, H, W) in [-1, 1] (see loadPixels). */
   constructor(private trainer: VaeLikeTrainer, private samples: Sample[], private images: DataImage[], private pixels: Float32Array[],
-              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; latentChannels: number; scaleFactor: number }) {
+              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; colorWeight?: number; latentChannels: number; scaleFactor: number }) {
     this.perEpoch = batchesPerEpoch(samples, images, o.batchSize);
   }
 
@@ -42,7 +42,7 @@ export class VaeTask implements TrainTask {
     batch.forEach((s, b) => images.set(this.pixels[s], b * per));
     const f = this.o.scaleFactor;
     const eps = randn(streamSeed(this.o.seed, EPS, step, micro), B * this.o.latentChannels * (H / f) * (W / f));
-    const r = await this.trainer.lossAndGrads({ images, shape: [B, 3, H, W], eps, klWeight: this.o.klWeight });
+    const r = await this.trainer.lossAndGrads({ images, shape: [B, 3, H, W], eps, klWeight: this.o.klWeight, colorWeight: this.o.colorWeight ?? 0 });
     return { loss: r.loss, grads: r.grads };
   }
 }
