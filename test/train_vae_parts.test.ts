@@ -103,7 +103,7 @@ test("flux2 train --vae --freeze encoder.,quant_conv.: the encoder side and the 
   }
   const out = path.join(root, "run");
   const r = spawnSync(process.execPath, [CLI, "train", "--model", MODEL, "--data", data, "--out", out, "--vae", "--freeze", ENCODER_SIDE.join(","),
-    "--color-weight", "5", "--resolution", "64", "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--save-every", "0", "--threads", "1"], { encoding: "utf8" });
+    "--color-weight", "5", "--posterior", "mode", "--resolution", "64", "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--save-every", "0", "--threads", "1"], { encoding: "utf8" });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /the encoder is frozen: the latent space does not move/);
   assert.match(r.stderr, /statistics kept from the base/);
@@ -122,5 +122,5 @@ test("flux2 train --vae --freeze encoder.,quant_conv.: the encoder side and the 
   }
   const bad = spawnSync(process.execPath, [CLI, "train", "--model", MODEL, "--data", data, "--out", path.join(root, "run-b"), "--full", "--freeze", "encoder."], { encoding: "utf8" });
   assert.equal(bad.status, 1, bad.stderr);
-  assert.match(bad.stderr, /--color-weight and --freeze are VAE settings; use them with --vae/);
+  assert.match(bad.stderr, /--color-weight, --freeze and --posterior are VAE settings; use them with --vae/);
 });

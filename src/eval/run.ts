@@ -61,7 +61,7 @@ export interface EvalReport {
   emoji: Measure & { k: number; gallery: number };
   style: Measure & { withoutLora: number | null };
   /** With vaeCeiling: hex, layout and emoji scores of the ideal pictures encoded and decoded by the VAE. */
-  vaeCeiling: { hex: number | null; layout: number | null; emoji: number | null } | null;
+  vaeCeiling: { hex: number | null; layout: number | null; emoji: number | null; hexMeanDeltaE: number | null } | null;
   cases: { measure: string; prompt: string; pass: boolean; detail: string }[];
 }
 
@@ -171,8 +171,12 @@ async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layo
     return { rgb: out, width: size, height: size };
   };
   log("VAE ceiling...");
-  const hex: boolean[] = [], layout: boolean[] = [], emoji: boolean[] = [];
-  for (const c of hexCases) hex.push(hexAdherence(await roundTrip(drawHexCase(c, size)), c.hex).pass);
+  const hex: boolean[] = [], layout: boolean[] = [], emoji: boolean[] = [], hexDeltaE: number[] = [];
+  for (const c of hexCases) {
+    const r = hexAdherence(await roundTrip(drawHexCase(c, size)), c.hex);
+    hex.push(r.pass);
+    if (r.deltaE !== null) hexDeltaE.push(r.deltaE);
+  }
   for (const c of layoutCases) layout.push(layoutAdherence(await roundTrip(drawLayoutCase(c, size)), c.shape, c.position).pass);
   if (emojiCases.length) {
     const all = listEmoji();
@@ -183,7 +187,7 @@ async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layo
       emoji.push(rankOf(thumbnailFeature(await roundTrip(await emojiRgb(all[t], size))), gallery, t) < 5);
     }
   }
-  return { hex: count(hex).score, layout: count(layout).score, emoji: count(emoji).score };
+  return { hex: count(hex).score, layout: count(layout).score, emoji: count(emoji).score, hexMeanDeltaE: mean(hexDeltaE) };
 }
 
 function count(passes: boolean[]): Measure {
@@ -205,6 +209,6 @@ export function formatReport(r: EvalReport): string {
     `emoji retrieval top-${r.emoji.k} (among ${r.emoji.gallery} training emoji, 16×16 Lab thumbnails):  ${r.emoji.passed}/${r.emoji.total} = ${pct(r.emoji.score)}`,
     `LoRA style (palette fraction of ${r.style.total} style prompts):                    ${pct(r.style.score)}` +
       (r.style.withoutLora !== null ? ` (without the LoRA: ${pct(r.style.withoutLora)})` : ""),
-    ...(r.vaeCeiling ? [`VAE ceiling (ideal pictures through the VAE): hex ${pct(r.vaeCeiling.hex)}, layout ${pct(r.vaeCeiling.layout)}, emoji ${pct(r.vaeCeiling.emoji)}`] : []),
+    ...(r.vaeCeiling ? [`VAE ceiling (ideal pictures through the VAE): hex ${pct(r.vaeCeiling.hex)}${r.vaeCeiling.hexMeanDeltaE === null ? "" : ` (mean ΔE ${r.vaeCeiling.hexMeanDeltaE.toFixed(1)})`}, layout ${pct(r.vaeCeiling.layout)}, emoji ${pct(r.vaeCeiling.emoji)}`] : []),
   ].join("\n");
 }

@@ -23,7 +23,7 @@ export class VaeTask implements TrainTask {
 
   /** `pixels[i]`: sample i as (1, 3, H, W) in [-1, 1] (see loadPixels). */
   constructor(private trainer: VaeLikeTrainer, private samples: Sample[], private images: DataImage[], private pixels: Float32Array[],
-              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; colorWeight?: number; latentChannels: number; scaleFactor: number }) {
+              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; colorWeight?: number; posterior?: "sample" | "mode"; latentChannels: number; scaleFactor: number }) {
     this.perEpoch = batchesPerEpoch(samples, images, o.batchSize);
   }
 
@@ -41,7 +41,10 @@ export class VaeTask implements TrainTask {
     const images = new Float32Array(B * per);
     batch.forEach((s, b) => images.set(this.pixels[s], b * per));
     const f = this.o.scaleFactor;
-    const eps = randn(streamSeed(this.o.seed, EPS, step, micro), B * this.o.latentChannels * (H / f) * (W / f));
+    const count = B * this.o.latentChannels * (H / f) * (W / f);
+    // "mode" decodes the posterior's mean (ε = 0), which is what the pipelines decode: a decoder
+    // fine-tuned on it learns exact colours instead of colours averaged over the posterior noise.
+    const eps = this.o.posterior === "mode" ? new Float32Array(count) : randn(streamSeed(this.o.seed, EPS, step, micro), count);
     const r = await this.trainer.lossAndGrads({ images, shape: [B, 3, H, W], eps, klWeight: this.o.klWeight, colorWeight: this.o.colorWeight ?? 0 });
     return { loss: r.loss, grads: r.grads };
   }
