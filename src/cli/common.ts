@@ -11,12 +11,11 @@ import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from
 import type { GenerateOptions, GenerateResult } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage, type ImageFormat } from "../pipeline/image.js";
-import { assertFits, describePlan, planMemory } from "../loaders/memory.js";
+import { assertFits, describePlan, planMemory, type PlannedRun } from "../loaders/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { WATERMARK_NAME } from "../provenance/provenance.js";
 import { GenerationRequest } from "../api/request.js";
 import { encodeOutputs } from "../api/output.js";
-import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
 import { Moderator } from "../moderation/moderator.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
@@ -232,10 +231,7 @@ export function parseCliRequest(fields: Record<string, unknown>): GenerationRequ
   return parsed.data;
 }
 
-/** 2 · the VAE's scale factor: the pixels one latent cell covers per side, twice (16 for FLUX.2). */
-export function latentMultiple(ck: Checkpoint): number {
-  return ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
-}
+export { latentMultiple } from "../pipeline/checkpoint.js";
 
 export function outputPaths(out: string, count: number): string[] {
   if (count === 1) return [out];
@@ -261,10 +257,9 @@ export function openModel(v: ModelArgs): Checkpoint {
 }
 
 /** Print the memory plan and refuse (unless --force) a run that cannot fit. */
-export function checkMemory(ck: Checkpoint, v: ModelArgs, width: number, height: number, batch: number, maxLen: number): void {
+export function checkMemory(ck: Checkpoint, v: ModelArgs, run: Omit<PlannedRun, "quantize">): void {
   const log = logger(v.quiet);
-  const teHidden = JSON.parse(fs.readFileSync(ck.textEncoder.config!, "utf8")).hidden_size ?? 2560;
-  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden, resolveQuantize(v, ck));
+  const plan = planMemory(ck, { ...run, quantize: resolveQuantize(v, ck) });
   log(`model: ${ck.source} (${ck.variant})\nmemory plan:\n${describePlan(plan)}`);
   if (!v.force) assertFits(plan);
 }

@@ -10,9 +10,10 @@ import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { loadPipeline } from "../loaders/pretrained.js";
 import { InvalidRequestError } from "../util/errors.js";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "../pipeline/variants.js";
 import { decodeImage } from "../pipeline/image.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
-import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
+import { latentMultiple } from "../pipeline/checkpoint.js";
 import { prepareReferences, MAX_REFERENCES } from "../pipeline/reference.js";
 import { encodeGenerated } from "../provenance/provenance.js";
 import { parseStoryboard, planShots, StoryboardError, type ShotPlan, type StoryboardSpec } from "../storyboard/board.js";
@@ -114,8 +115,8 @@ export async function runStoryboardCommand(argv: string[]): Promise<number> {
     ...board,
     width: intOption(v.width, "width", 64, 2048) ?? board.width ?? d.width,
     height: intOption(v.height, "height", 64, 2048) ?? board.height ?? d.height,
-    steps: intOption(v.steps, "steps", 1, 50) ?? board.steps,
-    guidance: numOption(v.guidance, "guidance", 1, 10) ?? board.guidance,
+    steps: intOption(v.steps, "steps", STEPS_RANGE.min, STEPS_RANGE.max) ?? board.steps,
+    guidance: numOption(v.guidance, "guidance", GUIDANCE_RANGE.min, GUIDANCE_RANGE.max) ?? board.guidance,
     seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? board.seed,
   };
   let plans: ShotPlan[];
@@ -153,7 +154,7 @@ export async function runStoryboardCommand(argv: string[]): Promise<number> {
   }
 
   // Sides of the reference latents: a multiple of the VAE's scale × the 2×2 patch.
-  const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
+  const multiple = latentMultiple(ck);
   const pipe = loadPipeline(ck.source, { backend, keepLoaded: true, loras: (v.lora ?? []).map(parseLoraArg) });
   const panels: Panel[] = [];
   const started = Date.now();

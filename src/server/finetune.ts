@@ -24,6 +24,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import sharp from "sharp";
 import { z } from "zod";
 import { ImageInput } from "../api/request.js";
+import { STEPS_RANGE } from "../pipeline/variants.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, fieldError, unprocessable, zodIssues } from "./errors.js";
 import type { JobEvents } from "./events.js";
@@ -61,7 +62,7 @@ export const FinetuneRequest = z.object({
   /** Sample images every N steps (0: only at the end). */
   sample_every: z.number().int().min(0).max(100_000).default(0),
   sample_prompts: z.array(z.string().min(1).max(2000)).max(4).optional(),
-  sample_steps: z.number().int().min(1).max(50).optional(),
+  sample_steps: z.number().int().min(STEPS_RANGE.min).max(STEPS_RANGE.max).optional(),
   max_sequence_length: z.number().int().min(1).max(4096).optional(),
   webhook_url: z.string().url().optional(),
   webhook_secret: z.string().max(512).optional(),

@@ -21,6 +21,7 @@
 // every shot. Any other line is refused, naming it: nothing is ignored.
 
 import { z } from "zod";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "../pipeline/variants.js";
 
 export const REFERENCE_KINDS = ["character", "costume", "place", "prop", "style"] as const;
 
@@ -55,8 +56,8 @@ export const StoryboardSpec = z.object({
   height: z.number().int().min(64).max(2048).optional(),
   /** The seed of every panel unless a shot gives its own: one seed keeps the look of the panels alike. */
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
-  steps: z.number().int().min(1).max(50).optional(),
-  guidance: z.number().min(1).max(10).optional(),
+  steps: z.number().int().min(STEPS_RANGE.min).max(STEPS_RANGE.max).optional(),
+  guidance: z.number().min(GUIDANCE_RANGE.min).max(GUIDANCE_RANGE.max).optional(),
 }).strict();
 
 export type StoryboardSpec = z.infer<typeof StoryboardSpec>;
