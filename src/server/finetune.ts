@@ -28,9 +28,9 @@ import { STEPS_RANGE } from "../pipeline/variants.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, fieldError, unprocessable, zodIssues } from "./errors.js";
 import type { JobEvents } from "./events.js";
-import { checkResolves, fetchImage, type UrlPolicy } from "./fetch_image.js";
+import { checkResolves, type UrlPolicy } from "../api/fetch_image.js";
 import type { ImageStore } from "./images.js";
-import { decodeBase64Image } from "./inputs.js";
+import { imageValueBytes } from "../api/image_input.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { ModelRegistry } from "./models.js";
 import { Interrupted, LocalQueue, type JobRunContext, type RunResult } from "./queue_local.js";
@@ -153,7 +153,7 @@ export class Finetuner {
         const field = ["images", i, "image"];
         let bytes: Buffer;
         try {
-          bytes = /^https?:\/\//i.test(item.image) ? await fetchImage(item.image, policy) : decodeBase64Image(item.image);
+          bytes = await imageValueBytes(item.image, { policy });
         } catch (e) {
           throw fieldError(field, `cannot read the image: ${(e as Error).message}`, "image_invalid");
         }
