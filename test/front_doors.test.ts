@@ -161,6 +161,11 @@ describe("the same request through the CLI and the server", () => {
       (e: Error) => e instanceof InvalidRequestError && /hold 1 images, not a multiple of the 2 prompt/.test(e.message));
   });
 
+  test("a --variant no card names is refused, listing the cards' variants", async () => {
+    await assert.rejects(runGenerateCommand(["--model", TINY, "--variant", "schnell", "--prompt", "x", "--out", path.join(dir, "bad.png"), "--quiet"]),
+      (e: Error) => e instanceof InvalidRequestError && /--variant must be one of klein, klein-kv, klein-base, dev \(the variant cards\), got "schnell"/.test(e.message));
+  });
+
   test("text-to-image sizes off the rule are refused before any model loads (CLI)", async () => {
     // 48 is a multiple of the tiny checkpoint's grid (4 px) but below 64, the minimum the server also keeps.
     await assert.rejects(runGenerateCommand(["--model", TINY, "--prompt", "x", "--width", "48", "--height", "64", "--out", path.join(dir, "bad.png"), "--quiet"]),

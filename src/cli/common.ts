@@ -10,6 +10,7 @@ import { requireDefaultModel } from "../pipeline/default_model.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
 import type { GenerateOptions, GenerateResult } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
+import { VARIANTS } from "../pipeline/variants.js";
 import { encodeImage, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory, type PlannedRun } from "../loaders/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
@@ -38,7 +39,7 @@ export const MODEL_HELP = `Model:
   --vae PATH              VAE folder or ae.safetensors
   --text-encoder DIR      text encoder folder
   --tokenizer DIR         tokenizer folder
-  --variant V             klein | klein-base | klein-kv | dev (default: detected)
+  --variant V             ${VARIANTS.join(" | ")} (default: detected)
   --device D              cpu (default) | webgpu | cuda
   --quantize auto|none|int8|int8-mixed|int8-block|int4   quantize the
                           transformer and text-encoder Linear weights at load
@@ -249,6 +250,9 @@ export function openModel(v: ModelArgs): Checkpoint {
   if (!v.model) {
     v.model = requireDefaultModel();
     logger(v.quiet)(`no --model given: using ${v.model}`);
+  }
+  if (v.variant !== undefined && !(VARIANTS as string[]).includes(v.variant)) {
+    throw new InvalidRequestError(`--variant must be one of ${VARIANTS.join(", ")} (the variant cards), got "${v.variant}"; leave it out to detect it from the model`);
   }
   return openCheckpoint(v.model, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
