@@ -188,3 +188,15 @@ export function shotPrompt(board: StoryboardSpec, text: string, refs: Storyboard
   if (board.style) parts.push(`Style: ${board.style.trim()}`);
   return parts.join(" ");
 }
+
+/**
+ * The generation request of one shot, for `flux2 storyboard` and POST /v1/storyboard alike: its
+ * prompt, its references as input images (`image` gives a reference's value: a file path for
+ * the CLI, the stored image for the server), the board's size, steps and guidance, its seed.
+ */
+export function shotRequest(board: StoryboardSpec, plan: ShotPlan, image: (name: string) => string | undefined = (n) => board.references.find((r) => r.name === n)?.image): Record<string, unknown> {
+  const body: Record<string, unknown> = { prompt: plan.prompt, seed: plan.seed };
+  plan.references.forEach((name, i) => (body[i === 0 ? "input_image" : `input_image_${i + 1}`] = image(name)));
+  for (const k of ["width", "height", "steps", "guidance"] as const) if (board[k] !== undefined) body[k] = board[k];
+  return body;
+}
