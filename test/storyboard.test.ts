@@ -150,7 +150,7 @@ test("POST /v1/storyboard: 3 shots + 2 named references → 3 panels and a conta
   const cliDir = path.join(ROOT, "parity");
   fs.mkdirSync(cliDir);
   fs.writeFileSync(path.join(cliDir, "mara.png"), Buffer.from(mara, "base64"));
-  fs.writeFileSync(path.join(cliDir, "harbour.png"), harbour);
+  fs.writeFileSync(path.join(cliDir, "harbour.png"), Buffer.from(harbour, "base64"));
   fs.writeFileSync(path.join(cliDir, "board.txt"), BOARD());
   const viaCli = cli(["storyboard", "--model", TINY, "--board", path.join(cliDir, "board.txt"), "--out", path.join(cliDir, "out"), "--json"]);
   assert.equal(viaCli.code, 0, viaCli.stderr);
