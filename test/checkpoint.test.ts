@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openCheckpoint, transformerConfig } from "../src/pipeline/checkpoint.js";
+import { PIPELINE_CLASSES, VARIANT_CARDS, VARIANTS, variantOfPipeline } from "../src/pipeline/variants.js";
 import { goldenPath } from "./golden.js";
 import { loadPipeline } from "../src/loaders/pretrained.js";
 
@@ -25,6 +26,28 @@ test("variants and their defaults come from model_index.json", () => {
   assert.equal(b.variant, "klein-base");
   assert.deepEqual([b.defaults.steps, b.defaults.guidance, b.defaults.cfg], [50, 4, true]);
   assert.equal(b.textEncoder.kind, "qwen3");
+});
+
+test("the variant follows model_index.json's pipeline class and is_distilled, as the variant cards name them", () => {
+  const variantOf = (index: Record<string, unknown>) => {
+    const dir = copy(distilled);
+    const file = path.join(dir, "model_index.json");
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, "utf8")), ...index }));
+    return openCheckpoint(dir).variant;
+  };
+  assert.equal(variantOf({ _class_name: "Flux2KleinPipeline", is_distilled: true }), "klein");
+  assert.equal(variantOf({ _class_name: "Flux2KleinPipeline", is_distilled: false }), "klein-base");
+  assert.equal(variantOf({ _class_name: "Flux2KleinPipeline", is_distilled: undefined }), "klein-base"); // diffusers' default
+  assert.equal(variantOf({ _class_name: "Flux2KleinInpaintPipeline", is_distilled: true }), "klein");
+  assert.equal(variantOf({ _class_name: "Flux2KleinKVPipeline", is_distilled: true }), "klein-kv");
+  assert.equal(variantOf({ _class_name: "Flux2Pipeline" }), "dev");
+  assert.throws(() => variantOf({ _class_name: "FluxPipeline" }), /unknown pipeline class "FluxPipeline" \(expected one of Flux2KleinPipeline, Flux2KleinInpaintPipeline, Flux2KleinKVPipeline, Flux2Pipeline\)/);
+  // What `flux2 quantize` writes for each variant reads back as that variant.
+  for (const v of VARIANTS) {
+    const d = VARIANT_CARDS[v].diffusers;
+    assert.equal(variantOfPipeline(d.pipeline, d.isDistilled ?? false), v);
+    assert.ok(PIPELINE_CLASSES.includes(d.pipeline));
+  }
 });
 
 test("a BFL single file inside its repository uses the folder's other parts", () => {

@@ -11,6 +11,9 @@ import sharp from "sharp";
 import { runEditCommand } from "../src/cli/edit.js";
 import { runGenerateCommand } from "../src/cli/generate.js";
 import { readPngText } from "../src/pipeline/image.js";
+import { seededNoise } from "../src/pipeline/flux2.js";
+import { latentMultiple, openCheckpoint, transformerConfig } from "../src/pipeline/checkpoint.js";
+import { writeSafetensors } from "../src/io/safetensors.js";
 import { InvalidRequestError } from "../src/util/errors.js";
 import { api, TINY, TINY_BASE, untilDone } from "./helpers/net.js";
 import { pngImage, tempDir, testServer } from "./helpers/server.js";
@@ -112,6 +115,55 @@ describe("the same request through the CLI and the server", () => {
     const ok = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", input_image: image.toString("base64"), expand: [0, 16, 0, 16], width: 96, height: 64, seed: 1 });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.deepEqual([(await untilDone(s.url, ok.body.id, {}, 60_000)).result.width], [96]);
+  });
+
+  /** One server job's PNG. */
+  async function served(model: string, body: Record<string, unknown>): Promise<Buffer> {
+    const sub = await api(s.url, "POST", `/v1/${model}`, body);
+    assert.equal(sub.status, 200, JSON.stringify(sub.body));
+    const done = await untilDone(s.url, sub.body.id, {}, 120_000);
+    assert.equal(done.status, "Ready", JSON.stringify(done));
+    return Buffer.from(await (await fetch(done.result.sample)).arrayBuffer());
+  }
+
+  test("several prompts in one `flux2 generate` run: image i is the server's request for prompt i with seed + i", async () => {
+    const prompts = ["a red fox in the snow", "a blue boat at dawn"];
+    assert.equal(await runGenerateCommand(["--model", TINY, "--prompt", prompts[0], "--prompt", prompts[1], "--width", "64", "--height", "64",
+      "--seed", "21", "--batch", "1", "--out", path.join(dir, "multi-prompt.png"), "--quiet"]), 0);
+    for (const i of [0, 1]) {
+      const cli = fs.readFileSync(path.join(dir, `multi-prompt-${i}.png`));
+      await assertSamePixels(await served("flux-2-klein-4b", { prompt: prompts[i], width: 64, height: 64, seed: 21 + i }), cli, [64, 64]);
+      const record = JSON.parse(readPngText(cli).flux2);
+      assert.equal(record.prompt, prompts[i]);
+      assert.equal(record.seed, 21 + i);
+    }
+  });
+
+  test("`flux2 generate --initial-latents` with the server's own seeded noise gives the server's pixels", async () => {
+    const ck = openCheckpoint(TINY);
+    const m = latentMultiple(ck), C = transformerConfig(ck).in_channels;
+    const noise = seededNoise(9, 1, C, 64 / m, 96 / m); // a 96×64 image
+    const file = path.join(dir, "noise.safetensors");
+    writeSafetensors(file, { initial_latents: { dtype: "F32", shape: [...noise.shape], data: noise.data } });
+    // The size comes from the latents (the grid times their cells); no --width/--height needed.
+    assert.equal(await runGenerateCommand(["--model", TINY, "--prompt", "a lighthouse", "--initial-latents", file, "--out", path.join(dir, "latents.png"), "--quiet"]), 0);
+    const cli = fs.readFileSync(path.join(dir, "latents.png"));
+    await assertSamePixels(await served("flux-2-klein-4b", { prompt: "a lighthouse", width: 96, height: 64, seed: 9 }), cli, [96, 64]);
+    const record = JSON.parse(readPngText(cli).flux2);
+    assert.equal(record.initialLatents, "noise.safetensors");
+    assert.equal(record.seed, null); // given noise, not a seed
+    // Flags that disagree with the latents are refused, saying why, before anything loads.
+    await assert.rejects(runGenerateCommand(["--model", TINY, "--prompt", "x", "--initial-latents", file, "--width", "64", "--out", path.join(dir, "bad.png"), "--quiet"]),
+      (e: Error) => e instanceof InvalidRequestError && /--initial-latents stand for 96×64; --width\/--height 64×- disagree/.test(e.message));
+    await assert.rejects(runGenerateCommand(["--model", TINY, "--prompt", "x", "--initial-latents", file, "--num-images", "2", "--out", path.join(dir, "bad.png"), "--quiet"]),
+      (e: Error) => e instanceof InvalidRequestError && /2 image\(s\) per prompt asked, but the initial latents hold 1 images/.test(e.message));
+    await assert.rejects(runGenerateCommand(["--model", TINY, "--prompt", "x", "--prompt", "y", "--initial-latents", file, "--out", path.join(dir, "bad.png"), "--quiet"]),
+      (e: Error) => e instanceof InvalidRequestError && /hold 1 images, not a multiple of the 2 prompt/.test(e.message));
+  });
+
+  test("a --variant no card names is refused, listing the cards' variants", async () => {
+    await assert.rejects(runGenerateCommand(["--model", TINY, "--variant", "schnell", "--prompt", "x", "--out", path.join(dir, "bad.png"), "--quiet"]),
+      (e: Error) => e instanceof InvalidRequestError && /--variant must be one of klein, klein-kv, klein-base, dev \(the variant cards\), got "schnell"/.test(e.message));
   });
 
   test("text-to-image sizes off the rule are refused before any model loads (CLI)", async () => {

@@ -63,3 +63,13 @@ test("src/pipeline/ imports nothing from src/lora/ or src/quant/", () => {
   }
   assert.deepEqual(bad, []);
 });
+
+test("BFL's hosted models (pro, max, flex) are not in src/pipeline/: their cards live with the provider", async () => {
+  const hosted = /["'](pro|max|flex)["']|flux-2-(pro|max|flex)/;
+  const found = sourceFiles(PIPELINE).filter((f) => hosted.test(fs.readFileSync(f, "utf8").replace(/\/\/.*$/gm, "")));
+  assert.deepEqual(found.map((f) => path.basename(f)), []);
+  const { VARIANTS } = await import("../src/pipeline/variants.js");
+  assert.deepEqual(VARIANTS.filter((v: string) => ["pro", "max", "flex"].includes(v)), []);
+  const { hostedCapabilities } = await import("../src/server/providers/hosted.js");
+  for (const v of ["pro", "max", "flex"] as const) assert.equal(hostedCapabilities(v).maxReferences, 8);
+});

@@ -145,6 +145,21 @@ test("POST /v1/storyboard: 3 shots + 2 named references → 3 panels and a conta
   assert.equal(done.shots.length, 3);
   const bytes = async (url: string) => Buffer.from(await (await fetch(url)).arrayBuffer());
   const panels = await Promise.all(done.shots.map((x: any) => bytes(x.image)));
+  // The same board through `flux2 storyboard` gives the same pixels: both fill one request per
+  // shot (shotRequest) and hand it to the request layer.
+  const cliDir = path.join(ROOT, "parity");
+  fs.mkdirSync(cliDir);
+  fs.writeFileSync(path.join(cliDir, "mara.png"), Buffer.from(mara, "base64"));
+  fs.writeFileSync(path.join(cliDir, "harbour.png"), Buffer.from(harbour, "base64"));
+  fs.writeFileSync(path.join(cliDir, "board.txt"), BOARD());
+  const viaCli = cli(["storyboard", "--model", TINY, "--board", path.join(cliDir, "board.txt"), "--out", path.join(cliDir, "out"), "--json"]);
+  assert.equal(viaCli.code, 0, viaCli.stderr);
+  const cliFrames = JSON.parse(viaCli.stdout.trim().split("\n").at(-1)!).frames;
+  assert.equal(cliFrames.length, panels.length);
+  for (const [i, f] of cliFrames.entries()) {
+    const a = await sharp(fs.readFileSync(path.join(cliDir, "out", f.file))).raw().toBuffer(), b = await sharp(panels[i]).raw().toBuffer();
+    assert.ok(a.equals(b), `panel ${i + 1}: the CLI's and the server's pixels differ`);
+  }
   const sheet = await fetch(done.exports.contact_sheet_png);
   assert.equal(sheet.headers.get("content-type"), "image/png");
   assert.ok((await sharp(Buffer.from(await sheet.arrayBuffer())).metadata()).width! > 900);

@@ -18,6 +18,7 @@ import {
 import { resizeLanczos } from "../pipeline/resize.js";
 import { referenceInputs, type GenerationRequest } from "./request.js";
 import { sizeProblem, sizeRuleFor, type SizeRule } from "../pipeline/variants.js";
+import type { Tensor } from "../util/tensor.js";
 
 /** Refuse a size that breaks the rule (multiples of 16, at least 64, at most 4 MP), before anything is loaded. */
 export function checkSize(width: number, height: number, rule: SizeRule, what?: string): void {
@@ -70,6 +71,24 @@ export interface PreparedGeneration {
   notes: string[];
 }
 
+/**
+ * What a command-line run may ask beyond one HTTP request (`flux2 generate`):
+ * several prompts in one run, more images per prompt than the API's 8, and
+ * fixed initial noise. prepareGeneration checks them with the request.
+ */
+export interface RunExtras {
+  /** Every prompt of the run, the request's prompt first; image i is seeded seed + i across them all. */
+  prompts?: string[];
+  /** Images per prompt (1–64); overrides the request's num_images. */
+  numImagesPerPrompt?: number;
+  /**
+   * Initial noise (B, C, H/grid, W/grid) instead of seeded noise, text to image only: it fixes
+   * the number of images (B / prompts) and, unless given, the size. Its size is not held to the
+   * size rule (the golden fixtures are smaller than 64 px); the pipeline checks it against the grid.
+   */
+  latents?: Tensor<Float32Array>;
+}
+
 /** The request field of the i-th input image: input_image, input_image_2, … */
 export function imageField(i: number): string {
   return i === 0 ? "input_image" : `input_image_${i + 1}`;
@@ -84,7 +103,7 @@ export function repaints(r: GenerationRequest): boolean {
  * Checks that need no image and no model: combinations, counts, and, for text to
  * image, the size. Run before anything is loaded.
  */
-export function checkRequest(r: GenerationRequest, rule: SizeRule, defaults: ModelDefaults): void {
+export function checkRequest(r: GenerationRequest, rule: SizeRule, defaults: ModelDefaults, extras: RunExtras = {}): void {
   const refs = referenceInputs(r);
   if (refs.length > MAX_REFERENCES) throw new InvalidRequestError(`${refs.length} input images given; at most ${MAX_REFERENCES} are supported`);
   const mask = r.mask_image ?? r.mask;
@@ -95,8 +114,35 @@ export function checkRequest(r: GenerationRequest, rule: SizeRule, defaults: Mod
   if (mask !== undefined && r.expand !== undefined) throw new InvalidRequestError("expand makes its own mask: do not combine it with mask_image");
   if (r.expand && r.expand.every((n) => n === 0)) throw new InvalidRequestError("expand: at least one side must grow");
   // An edit's size is checked once its image's size is known (prepareGeneration); text to image's now.
-  if (refs.length === 0) checkSize(r.width ?? defaults.width, r.height ?? defaults.height, rule);
+  if (extras.latents) checkLatents(r, extras, refs.length, rule.multipleOf);
+  else if (refs.length === 0) checkSize(r.width ?? defaults.width, r.height ?? defaults.height, rule);
   else if (!repaints(r) && r.width !== undefined && r.height !== undefined) checkSize(r.width, r.height, rule);
+}
+
+/** Initial latents: text to image only, and a whole number of images per prompt. */
+function checkLatents(r: GenerationRequest, extras: RunExtras, references: number, multiple: number): void {
+  const t = extras.latents!;
+  if (references > 0) throw new InvalidRequestError("initial latents are for text to image: do not give input images with them");
+  if (t.shape.length !== 4) throw new InvalidRequestError(`initial latents must be (B, C, H/grid, W/grid), got shape [${t.shape}]`);
+  const size = latentsSize(t, multiple);
+  if ((r.width !== undefined && r.width !== size.width) || (r.height !== undefined && r.height !== size.height)) {
+    throw new InvalidRequestError(`the initial latents stand for ${size.width}×${size.height} (${t.shape[3]}×${t.shape[2]} cells of ${multiple} px); ` +
+      `width/height ${r.width ?? "-"}×${r.height ?? "-"} disagree: leave them out`);
+  }
+  const prompts = extras.prompts?.length ?? 1;
+  if (t.shape[0] % prompts !== 0) throw new InvalidRequestError(`the initial latents hold ${t.shape[0]} images, not a multiple of the ${prompts} prompt(s)`);
+  const perPrompt = extras.numImagesPerPrompt ?? r.num_images;
+  if (perPrompt !== undefined && perPrompt * prompts !== t.shape[0]) {
+    throw new InvalidRequestError(`${perPrompt} image(s) per prompt asked, but the initial latents hold ${t.shape[0]} images for ${prompts} prompt(s): leave the image count out`);
+  }
+}
+
+/** The prompt(s) of a run: the request's, or every prompt of a command-line run (the first must be the request's). */
+function runPrompts(r: GenerationRequest, extras: RunExtras): string | string[] {
+  const all = extras.prompts;
+  if (!all || all.length <= 1) return r.prompt;
+  if (all[0] !== r.prompt) throw new Error("internal: the request's prompt must be the first of the run's prompts");
+  return all;
 }
 
 async function readImage(env: PrepareEnv, value: string, field: string): Promise<ReferenceImage> {
@@ -244,17 +290,23 @@ function referenceEditSize(r: GenerationRequest, first: ReferenceImage, d: Model
   return size;
 }
 
-/** Turn a request into pipeline options (see the top of this file). */
-export async function prepareGeneration(r: GenerationRequest, env: PrepareEnv): Promise<PreparedGeneration> {
+/** The size initial latents stand for: the grid times their width and height. */
+export function latentsSize(latents: Tensor<Float32Array>, multiple: number): { width: number; height: number } {
+  return { width: latents.shape[3] * multiple, height: latents.shape[2] * multiple };
+}
+
+/** Turn a request into pipeline options (see the top of this file); `extras` are a command-line run's (RunExtras). */
+export async function prepareGeneration(r: GenerationRequest, env: PrepareEnv, extras: RunExtras = {}): Promise<PreparedGeneration> {
   const d = env.defaults;
   const rule = sizeRuleFor(env.latentMultiple);
-  checkRequest(r, rule, d);
+  checkRequest(r, rule, d, extras);
   const notes: string[] = [];
   const init = repaints(r) ? await initImage(r, env, rule, notes) : undefined;
   const refs = await references(r, env, init !== undefined, notes);
   let size: { width: number; height: number };
   if (init) size = { width: init.image.width, height: init.image.height };
   else if (refs.length) size = referenceEditSize(r, refs[0].image, d, rule);
+  else if (extras.latents) size = latentsSize(extras.latents, env.latentMultiple);
   else size = { width: r.width ?? d.width, height: r.height ?? d.height };
   const recorded = [
     ...(init ? [{ width: init.image.width, height: init.image.height }] : []),
@@ -262,8 +314,10 @@ export async function prepareGeneration(r: GenerationRequest, env: PrepareEnv): 
   ];
   return {
     options: {
-      prompt: r.prompt, negativePrompt: r.negative_prompt, ...size, steps: r.steps ?? d.steps, guidance: r.guidance ?? d.guidance,
-      seed: r.seed ?? 0, numImagesPerPrompt: r.num_images, references: refs.map((p) => p.image), init,
+      prompt: runPrompts(r, extras), negativePrompt: r.negative_prompt, ...size, steps: r.steps ?? d.steps, guidance: r.guidance ?? d.guidance,
+      seed: r.seed ?? 0, references: refs.map((p) => p.image), init,
+      numImagesPerPrompt: extras.latents ? extras.latents.shape[0] / (extras.prompts?.length || 1) : extras.numImagesPerPrompt ?? r.num_images,
+      ...(extras.latents ? { latents: extras.latents } : {}),
     },
     references: recorded.length ? recorded : undefined,
     strength: init?.strength,

@@ -6,7 +6,7 @@
 // (`modelCapabilities`, from the variant cards): klein takes no steps or guidance, as on BFL's API.
 
 import { z } from "zod";
-import { VARIANT_CARDS, sizeRuleFor, type Variant } from "../pipeline/variants.js";
+import { GUIDANCE_RANGE, STEPS_RANGE, VARIANT_CARDS, sizeRuleFor, type Variant } from "../pipeline/variants.js";
 
 /** An image as BFL's API takes it: base64 (optionally a data: URL) or an http(s) URL. */
 export const ImageInput = z.string().min(1).describe("base64-encoded image, data: URL, or http(s) URL");
@@ -28,8 +28,8 @@ export const GenerationRequest = z.object({
   width: z.number().int().min(64).max(4096).optional(),
   height: z.number().int().min(64).max(4096).optional(),
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  steps: z.number().int().min(1).max(50).optional(),
-  guidance: z.number().min(1).max(10).optional().describe("guidance scale; BFL's models take 1.5 to 10, local ones 1 (CFG off) to 10"),
+  steps: z.number().int().min(STEPS_RANGE.min).max(STEPS_RANGE.max).optional(),
+  guidance: z.number().min(GUIDANCE_RANGE.min).max(GUIDANCE_RANGE.max).optional().describe("guidance scale; BFL's models take 1.5 to 10, local ones 1 (CFG off) to 10"),
   output_format: z.enum(["png", "jpeg", "webp"]).default("png"),
   webhook_url: z.string().url().optional(),
   webhook_secret: z.string().max(512).optional(),

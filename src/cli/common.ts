@@ -10,13 +10,13 @@ import { requireDefaultModel } from "../pipeline/default_model.js";
 import { openCheckpoint, transformerConfig, type Checkpoint, type Variant } from "../pipeline/checkpoint.js";
 import type { GenerateOptions, GenerateResult } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
+import { VARIANTS } from "../pipeline/variants.js";
 import { encodeImage, type ImageFormat } from "../pipeline/image.js";
-import { assertFits, describePlan, planMemory } from "../loaders/memory.js";
+import { assertFits, describePlan, planMemory, type PlannedRun } from "../loaders/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { WATERMARK_NAME } from "../provenance/provenance.js";
 import { GenerationRequest } from "../api/request.js";
 import { encodeOutputs } from "../api/output.js";
-import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
 import { Moderator } from "../moderation/moderator.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
@@ -39,7 +39,7 @@ export const MODEL_HELP = `Model:
   --vae PATH              VAE folder or ae.safetensors
   --text-encoder DIR      text encoder folder
   --tokenizer DIR         tokenizer folder
-  --variant V             klein | klein-base | klein-kv | dev (default: detected)
+  --variant V             ${VARIANTS.join(" | ")} (default: detected)
   --device D              cpu (default) | webgpu | cuda
   --quantize auto|none|int8|int8-mixed|int8-block|int4   quantize the
                           transformer and text-encoder Linear weights at load
@@ -232,10 +232,7 @@ export function parseCliRequest(fields: Record<string, unknown>): GenerationRequ
   return parsed.data;
 }
 
-/** 2 · the VAE's scale factor: the pixels one latent cell covers per side, twice (16 for FLUX.2). */
-export function latentMultiple(ck: Checkpoint): number {
-  return ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
-}
+export { latentMultiple } from "../pipeline/checkpoint.js";
 
 export function outputPaths(out: string, count: number): string[] {
   if (count === 1) return [out];
@@ -254,6 +251,9 @@ export function openModel(v: ModelArgs): Checkpoint {
     v.model = requireDefaultModel();
     logger(v.quiet)(`no --model given: using ${v.model}`);
   }
+  if (v.variant !== undefined && !(VARIANTS as string[]).includes(v.variant)) {
+    throw new InvalidRequestError(`--variant must be one of ${VARIANTS.join(", ")} (the variant cards), got "${v.variant}"; leave it out to detect it from the model`);
+  }
   return openCheckpoint(v.model, {
     transformer: v.transformer, vae: v.vae, textEncoder: v["text-encoder"], tokenizer: v.tokenizer,
     variant: v.variant as Variant | undefined,
@@ -261,10 +261,9 @@ export function openModel(v: ModelArgs): Checkpoint {
 }
 
 /** Print the memory plan and refuse (unless --force) a run that cannot fit. */
-export function checkMemory(ck: Checkpoint, v: ModelArgs, width: number, height: number, batch: number, maxLen: number): void {
+export function checkMemory(ck: Checkpoint, v: ModelArgs, run: Omit<PlannedRun, "quantize">): void {
   const log = logger(v.quiet);
-  const teHidden = JSON.parse(fs.readFileSync(ck.textEncoder.config!, "utf8")).hidden_size ?? 2560;
-  const plan = planMemory(ck, transformerConfig(ck), width, height, batch, maxLen, teHidden, resolveQuantize(v, ck));
+  const plan = planMemory(ck, { ...run, quantize: resolveQuantize(v, ck) });
   log(`model: ${ck.source} (${ck.variant})\nmemory plan:\n${describePlan(plan)}`);
   if (!v.force) assertFits(plan);
 }

@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { InvalidRequestError } from "../util/errors.js";
 import { checkReferenceCount, MAX_REFERENCES } from "../pipeline/reference.js";
 import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
-import { sizeRuleFor } from "../pipeline/variants.js";
+import { GUIDANCE_RANGE, STEPS_RANGE, sizeRuleFor } from "../pipeline/variants.js";
 import type { GenerationRequest } from "../api/request.js";
 import { checkRequest, DEFAULT_INPAINT_STRENGTH, DEFAULT_MAX_INPUT_PIXELS, imageField, prepareGeneration } from "../api/prepare.js";
 import { imageRecord } from "../api/output.js";
@@ -88,7 +88,7 @@ export function editRequest(v: EditArgs, prompt: string, files: string[], out: s
     prompt, ...images, mask_image: v.mask, strength: numOption(v.strength, "strength", 0, 1),
     expand: v.expand !== undefined ? parseExpand(v.expand) : undefined,
     width: intOption(v.width, "width", 1, 1 << 16), height: intOption(v.height, "height", 1, 1 << 16),
-    steps: intOption(v.steps, "steps", 1, 50), guidance: numOption(v.guidance, "guidance", 1, 10),
+    steps: intOption(v.steps, "steps", STEPS_RANGE.min, STEPS_RANGE.max), guidance: numOption(v.guidance, "guidance", GUIDANCE_RANGE.min, GUIDANCE_RANGE.max),
     seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0, negative_prompt: v["negative-prompt"],
     output_format: requestFormat(out),
   });
@@ -132,7 +132,8 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? d.maxSequenceLength;
   const note = sizeNote(d, width, height);
   if (note) log(`note: ${note}`);
-  checkMemory(ck, v, width, height, 1, maxLen);
+  const refs = [...(prepared.options.init ? [prepared.options.init.image] : []), ...(prepared.options.references ?? [])];
+  checkMemory(ck, v, { width, height, batch: 1, textLength: maxLen, references: refs.map((r) => ({ width: r.width, height: r.height })), kvCache: v.kv || undefined });
   await warnLongPrompts(ck, prompts, maxLen, log);
 
   const started = Date.now();

@@ -2,6 +2,7 @@
 
 import { parseArgs } from "node:util";
 import { InvalidRequestError } from "../util/errors.js";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "../pipeline/variants.js";
 import { formatReport, runEval } from "../eval/run.js";
 import { intOption, logger, numOption, parseLoraArg } from "./common.js";
 
@@ -58,7 +59,7 @@ export async function runEvalCommand(argv: string[]): Promise<number> {
   if (size !== undefined && size % 16 !== 0) throw new InvalidRequestError(`--size must be a multiple of 16, got ${size}`);
   const report = await runEval({
     model: v.model, loras: (v.lora ?? []).map(parseLoraArg), size,
-    steps: intOption(v.steps, "steps", 1, 50), guidance: numOption(v.guidance, "guidance", 1, 10),
+    steps: intOption(v.steps, "steps", STEPS_RANGE.min, STEPS_RANGE.max), guidance: numOption(v.guidance, "guidance", GUIDANCE_RANGE.min, GUIDANCE_RANGE.max),
     seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER), maxSequenceLength: intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096),
     limits: {
       hex: intOption(v.hex, "hex", 0, 1000), layout: intOption(v.layout, "layout", 0, 1000),

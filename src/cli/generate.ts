@@ -8,10 +8,14 @@ import type { Device } from "../backend/backend.js";
 import { UPSAMPLE_MAX_NEW_TOKENS, upsamplePrompts } from "../text/upsample.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
-import { tensor } from "../util/tensor.js";
-import { sizeRuleFor } from "../pipeline/variants.js";
-import { checkSize } from "../api/prepare.js";
-import { MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, latentMultiple, logger, numOption, openModel, outputFormat, runPipeline, warnLongPrompts, writeImages } from "./common.js";
+import { tensor, type Tensor } from "../util/tensor.js";
+import { GUIDANCE_RANGE, STEPS_RANGE, sizeRuleFor } from "../pipeline/variants.js";
+import { checkRequest, checkSize, latentsSize, prepareGeneration, type RunExtras } from "../api/prepare.js";
+import { imageRecord } from "../api/output.js";
+import {
+  MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, latentMultiple, logger, numOption,
+  openModel, outputFormat, parseCliRequest, requestFormat, runPipeline, warnLongPrompts, writeImages,
+} from "./common.js";
 
 const HELP = `usage: flux2 generate [--model PATH] --prompt TEXT [options]
 
@@ -47,8 +51,10 @@ Sampling:
   --batch N               images per transformer forward (default: all)
   --initial-latents FILE  start from this noise (.safetensors, tensor
                           "initial_latents" or the only tensor, shape
-                          (prompts x K, 128, H/16, W/16), the layout of the golden
-                          fixtures) instead of the seed
+                          (prompts x K, C, H/g, W/g) for the model's grid g:
+                          (.., 128, H/16, W/16) for FLUX.2, the layout of the
+                          golden fixtures) instead of the seed; it fixes the
+                          size and the image count
 
 ${MODERATION_HELP}
 
@@ -69,8 +75,16 @@ function readInitialLatents(file: string) {
   const all = readAll(file);
   const t = all.get("initial_latents") ?? (all.size === 1 ? [...all.values()][0] : undefined);
   if (!t) throw new InvalidRequestError(`${file}: expected a tensor named "initial_latents" (or a single tensor); found ${[...all.keys()].join(", ")}`);
-  if (t.dtype !== "F32" || t.shape.length !== 4) throw new InvalidRequestError(`${file}: initial latents must be float32 (B, 128, H/16, W/16), got ${t.dtype}[${t.shape}]`);
+  if (t.dtype !== "F32" || t.shape.length !== 4) throw new InvalidRequestError(`${file}: initial latents must be float32 (B, C, H/grid, W/grid), got ${t.dtype}[${t.shape}]`);
   return tensor(t.data as Float32Array, t.shape);
+}
+
+/** --width/--height given with --initial-latents must be the size the latents stand for. */
+function checkLatentsSize(latents: Tensor<Float32Array>, multiple: number, width?: number, height?: number): void {
+  const size = latentsSize(latents, multiple);
+  if ((width !== undefined && width !== size.width) || (height !== undefined && height !== size.height)) {
+    throw new InvalidRequestError(`--initial-latents stand for ${size.width}×${size.height}; --width/--height ${width ?? "-"}×${height ?? "-"} disagree: leave them out`);
+  }
 }
 
 export async function runGenerateCommand(argv: string[]): Promise<number> {
@@ -88,15 +102,23 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   const log = logger(v.quiet);
   const ck = openModel(v);
   const latents = v["initial-latents"] ? readInitialLatents(v["initial-latents"]) : undefined;
-  if (latents && latents.shape[0] % prompts.length !== 0) {
-    throw new InvalidRequestError(`--initial-latents holds ${latents.shape[0]} images, not a multiple of the ${prompts.length} prompt(s)`);
-  }
   const d = modelDefaults(ck);
-  const width = intOption(v.width, "width", 1, 1 << 16) ?? (latents ? latents.shape[3] * 16 : d.width);
-  const height = intOption(v.height, "height", 1, 1 << 16) ?? (latents ? latents.shape[2] * 16 : d.height);
-  // The size rule (src/pipeline/variants.ts) before any model is loaded. Initial latents fix the
-  // size themselves (the golden fixtures' tiny sizes): the pipeline checks them against the grid.
-  if (!latents) checkSize(width, height, sizeRuleFor(latentMultiple(ck)));
+  const numImages = intOption(v["num-images"], "num-images", 1, 64);
+  // The flags as one GenerationRequest (the server's schema) plus what only a command line asks
+  // (several prompts, up to 64 images each, initial noise); the request layer checks them all, the
+  // size rule included, before any model is loaded, and again once upsampling has rewritten the prompts.
+  const width = intOption(v.width, "width", 1, 1 << 16), height = intOption(v.height, "height", 1, 1 << 16);
+  if (latents) checkLatentsSize(latents, latentMultiple(ck), width, height);
+  else checkSize(width ?? d.width, height ?? d.height, sizeRuleFor(latentMultiple(ck))); // the rule's own message, before the schema's bounds
+  const request = (prompt: string) => parseCliRequest({
+    prompt, negative_prompt: v["negative-prompt"], output_format: requestFormat(out),
+    // Initial latents fix the size (the golden fixtures' are under the 64 px minimum); the flags, if given, must agree.
+    width: latents ? undefined : width, height: latents ? undefined : height,
+    steps: intOption(v.steps, "steps", STEPS_RANGE.min, STEPS_RANGE.max), guidance: numOption(v.guidance, "guidance", GUIDANCE_RANGE.min, GUIDANCE_RANGE.max),
+    seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0,
+  });
+  const extras = (all: string[]): RunExtras => ({ prompts: all, numImagesPerPrompt: numImages, latents });
+  checkRequest(request(prompts[0]), sizeRuleFor(latentMultiple(ck)), d, extras(prompts));
   // Rewrite the prompts first (their own session over the text encoder files, released after).
   const originals = new Map<string, string>();
   if (v["upsample-prompt"]) {
@@ -113,30 +135,27 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     });
   }
   for (const p of prompts) await moderation?.moderator.checkPromptWithLlm(p, ck);
-  const numImages = latents ? latents.shape[0] / prompts.length : intOption(v["num-images"], "num-images", 1, 64) ?? 1;
-  const steps = intOption(v.steps, "steps", 1, 50) ?? d.steps;
-  const guidance = numOption(v.guidance, "guidance", 1, 10) ?? d.guidance;
-  const seed = intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0;
+  const req = request(prompts[0]);
+  const prepared = await prepareGeneration(req, { defaults: d, latentMultiple: latentMultiple(ck), readInput: (file) => file }, extras(prompts));
+  const { steps } = prepared.options;
   const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? d.maxSequenceLength;
   const batch = intOption(v.batch, "batch", 1, 64);
   if (ck.defaults.distilled && v.guidance !== undefined) log(`note: ${ck.variant} is guidance-distilled; --guidance is ignored`);
-  const note = sizeNote(d, width, height);
+  const note = sizeNote(d, prepared.options.width, prepared.options.height);
   if (note) log(`note: ${note}`);
-  checkMemory(ck, v, width, height, batch ?? numImages * prompts.length, maxLen);
+  checkMemory(ck, v, { width: prepared.options.width, height: prepared.options.height, batch: batch ?? (prepared.options.numImagesPerPrompt ?? 1) * prompts.length, textLength: maxLen });
   await warnLongPrompts(ck, prompts, maxLen, log);
 
   const started = Date.now();
-  const result = await runPipeline(v, {
-    prompt: prompts, numImagesPerPrompt: numImages, negativePrompt: v["negative-prompt"],
-    width, height, steps, guidance, seed, latents, maxSequenceLength: maxLen, batchSize: batch,
-  }, steps);
-  await writeImages(result, out, (i) => ({
-    prompt: result.images[i].prompt ?? prompts[0], upsampledFrom: originals.get(result.images[i].prompt ?? prompts[0]), negativePrompt: v["negative-prompt"] ?? null,
-    width: result.width, height: result.height, steps, guidance, seed: result.images[i].seed,
-    variant: ck.variant, model: path.basename(path.resolve(v.model!)),
-    loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
-    initialLatents: v["initial-latents"] ? path.basename(v["initial-latents"]) : null,
-  }), log, !v["no-watermark"], moderation);
+  const result = await runPipeline(v, { ...prepared.options, maxSequenceLength: maxLen, batchSize: batch }, steps);
+  await writeImages(result, out, (i) => {
+    const prompt = result.images[i].prompt ?? prompts[0];
+    return imageRecord(result, i, { ...req, prompt }, prepared, {
+      model: path.basename(path.resolve(v.model!)), variant: ck.variant, upsampledFrom: originals.get(prompt),
+      loras: result.loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
+      initialLatents: v["initial-latents"] ? path.basename(v["initial-latents"]) : null,
+    });
+  }, log, !v["no-watermark"], moderation);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return 0;
 }

@@ -8,7 +8,8 @@ import { Qwen3Weights, readQwen3Config } from "../models/qwen3.js";
 import { TransformerWeights } from "../models/transformer_weights.js";
 import { expectedTransformerShapes } from "../models/transformer_weights.js";
 import { VAE_DEFAULTS } from "../models/vae.js";
-import { openCheckpoint, transformerConfig, type Variant } from "../pipeline/checkpoint.js";
+import { openCheckpoint, transformerConfig } from "../pipeline/checkpoint.js";
+import { VARIANT_CARDS } from "../pipeline/variants.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { specFor, type QuantSpec } from "../models/quantized/blockwise.js";
 import { decoderTargets, passthroughOf, transformerTargets, writeQuantizedFile, type Passthrough, type Progress } from "../quant/quantize.js";
@@ -110,13 +111,6 @@ function readRange(file: string, offset: number, length: number): Uint8Array {
   }
 }
 
-const PIPELINE_CLASS: Record<Variant, { cls: string; distilled?: boolean }> = {
-  "klein": { cls: "Flux2KleinPipeline", distilled: true },
-  "klein-base": { cls: "Flux2KleinPipeline", distilled: false },
-  "klein-kv": { cls: "Flux2KleinKVPipeline", distilled: true },
-  "dev": { cls: "Flux2Pipeline" },
-};
-
 export async function runQuantizeCommand(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
   if (v.help) {
@@ -146,11 +140,11 @@ export async function runQuantizeCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
   fs.mkdirSync(out, { recursive: true });
   const root = fs.statSync(v.model).isDirectory() ? v.model : null;
-  const pc = PIPELINE_CLASS[ck.variant];
+  const pc = VARIANT_CARDS[ck.variant].diffusers;
   const index = root && fs.existsSync(path.join(root, "model_index.json"))
     ? JSON.parse(fs.readFileSync(path.join(root, "model_index.json"), "utf8"))
     : {
-        _class_name: pc.cls, ...(pc.distilled !== undefined ? { is_distilled: pc.distilled } : {}),
+        _class_name: pc.pipeline, ...(pc.isDistilled !== undefined ? { is_distilled: pc.isDistilled } : {}),
         scheduler: ["diffusers", "FlowMatchEulerDiscreteScheduler"], text_encoder: ["transformers", "Qwen3ForCausalLM"],
         tokenizer: ["transformers", "Qwen2TokenizerFast"], transformer: ["diffusers", "Flux2Transformer2DModel"], vae: ["diffusers", "AutoencoderKLFlux2"],
       };

@@ -10,15 +10,18 @@ import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { loadPipeline } from "../loaders/pretrained.js";
 import { InvalidRequestError } from "../util/errors.js";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "../pipeline/variants.js";
 import { decodeImage } from "../pipeline/image.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
-import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
-import { prepareReferences, MAX_REFERENCES } from "../pipeline/reference.js";
-import { encodeGenerated } from "../provenance/provenance.js";
-import { parseStoryboard, planShots, StoryboardError, type ShotPlan, type StoryboardSpec } from "../storyboard/board.js";
+import { latentMultiple } from "../pipeline/checkpoint.js";
+import { MAX_REFERENCES } from "../pipeline/reference.js";
+import { sizeRuleFor } from "../pipeline/variants.js";
+import { checkRequest, prepareGeneration } from "../api/prepare.js";
+import { encodeOutputs, imageRecord } from "../api/output.js";
+import { parseStoryboard, planShots, shotRequest, StoryboardError, type ShotPlan, type StoryboardSpec } from "../storyboard/board.js";
 import { writeShotList } from "../storyboard/write_shots.js";
 import { frameName, writeExport, type Panel } from "../storyboard/sheet.js";
-import { intOption, logger, numOption, openModel, parseLoraArg } from "./common.js";
+import { intOption, logger, numOption, openModel, parseCliRequest, parseLoraArg } from "./common.js";
 
 const HELP = `usage: flux2 storyboard --board FILE --out DIR [options]
        flux2 storyboard --brief TEXT --write-shots N [--board FILE] --out DIR [options]
@@ -114,8 +117,8 @@ export async function runStoryboardCommand(argv: string[]): Promise<number> {
     ...board,
     width: intOption(v.width, "width", 64, 2048) ?? board.width ?? d.width,
     height: intOption(v.height, "height", 64, 2048) ?? board.height ?? d.height,
-    steps: intOption(v.steps, "steps", 1, 50) ?? board.steps,
-    guidance: numOption(v.guidance, "guidance", 1, 10) ?? board.guidance,
+    steps: intOption(v.steps, "steps", STEPS_RANGE.min, STEPS_RANGE.max) ?? board.steps,
+    guidance: numOption(v.guidance, "guidance", GUIDANCE_RANGE.min, GUIDANCE_RANGE.max) ?? board.guidance,
     seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? board.seed,
   };
   let plans: ShotPlan[];
@@ -144,17 +147,19 @@ export async function runStoryboardCommand(argv: string[]): Promise<number> {
     if (missing.length) throw new InvalidRequestError(`the export in ${out} lacks shot(s) ${missing.map((p) => p.id).join(", ")}: run them too (--shot) or the whole board`);
   }
 
-  // References: decoded once, prepared per shot (the pixel cap depends on how many a shot has).
-  const refImages = new Map<string, Awaited<ReturnType<typeof decodeImage>>>();
+  // References: each file checked (it exists and decodes) before the model loads; each shot's
+  // request reads and prepares its own through the request layer, as the server's jobs do.
+  const refFiles = new Map<string, string>();
   for (const r of board.references) {
     const file = path.resolve(base, r.image);
     if (!fs.existsSync(file)) throw new InvalidRequestError(`reference ${r.name}: image ${file} does not exist (paths are relative to the board file)`);
-    refImages.set(r.name, await decodeImage(file));
+    await decodeImage(file);
+    refFiles.set(r.name, file);
   }
-
-  // Sides of the reference latents: a multiple of the VAE's scale × the 2×2 patch.
-  const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
-  const pipe = loadPipeline(ck.source, { backend, keepLoaded: true, loras: (v.lora ?? []).map(parseLoraArg) });
+  const requests = plans.map((plan) => parseCliRequest(shotRequest(board, plan, (n) => refFiles.get(n))));
+  for (const r of requests) checkRequest(r, sizeRuleFor(latentMultiple(ck)), d);
+  const loras = (v.lora ?? []).map(parseLoraArg);
+  const pipe = loadPipeline(ck.source, { backend, keepLoaded: true, loras });
   const panels: Panel[] = [];
   const started = Date.now();
   try {
@@ -165,17 +170,13 @@ export async function runStoryboardCommand(argv: string[]): Promise<number> {
         continue;
       }
       const t0 = Date.now();
-      const refs = prepareReferences(plan.references.map((n) => refImages.get(n)!), { multiple });
-      const r = await pipe.generate({
-        prompt: plan.prompt, width: board.width, height: board.height, steps: board.steps, guidance: board.guidance, seed: plan.seed,
-        references: refs.map((x) => x.image),
-      });
+      const request = requests[plans.indexOf(plan)];
+      const prepared = await prepareGeneration(request, { defaults: d, latentMultiple: latentMultiple(ck), readInput: (file) => file });
+      const r = await pipe.generate(prepared.options);
       const img = r.images[0];
-      const { bytes } = await encodeGenerated(img.rgb, img.width, img.height, "png", {
-        prompt: plan.prompt, negativePrompt: null, width: img.width, height: img.height, steps: r.steps, guidance: r.guidance, seed: plan.seed,
-        variant: ck.variant, model: path.basename(path.resolve(ck.source)),
-        references: refs.length ? refs.map((x) => ({ width: x.image.width, height: x.image.height })) : undefined,
-      }, !v["no-watermark"]);
+      const [{ bytes }] = await encodeOutputs(r, "png", (i) => imageRecord(r, i, request, prepared, {
+        model: path.basename(path.resolve(ck.source)), variant: ck.variant, loras: loras.map((l) => ({ name: l.name ?? path.basename(l.file), strength: l.strength })),
+      }), { watermark: !v["no-watermark"] });
       panels.push({ index: plan.index, id: plan.id, text: plan.text, prompt: plan.prompt, references: plan.references, seed: plan.seed, width: img.width, height: img.height, png: bytes });
       log(`panel ${plan.index + 1}/${plans.length} ${plan.id} (${plan.references.length} reference(s), seed ${plan.seed}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }

@@ -9,8 +9,11 @@
 import * as os from "../platform/os.js";
 import { residentWeightBytes } from "../quant/memory.js";
 import { specFor, type QuantKind } from "../models/quantized/blockwise.js";
-import type { Checkpoint } from "../pipeline/checkpoint.js";
-import { innerDim, mlpDim, type TransformerConfig } from "../models/transformer.js";
+import { latentMultiple, transformerConfig, type Checkpoint } from "../pipeline/checkpoint.js";
+import { modelDefaults } from "../pipeline/model_defaults.js";
+import { VARIANT_CARDS } from "../pipeline/variants.js";
+import { innerDim, mlpDim } from "../models/transformer.js";
+import { WeightSet } from "../io/safetensors.js";
 
 export interface StageEstimate {
   stage: "text_encode" | "denoise" | "vae_decode";
@@ -24,20 +27,77 @@ export interface MemoryPlan {
   availableBytes: number;
 }
 
-export function planMemory(ck: Checkpoint, cfg: TransformerConfig, width: number, height: number, batch: number, textLength: number, teHidden: number, quantize?: QuantKind): MemoryPlan {
-  const spec = quantize ? specFor(quantize) : undefined;
+/** One run as the plan needs it; what is left out is the model's own (its variant card and folder defaults). */
+export interface PlannedRun {
+  width: number;
+  height: number;
+  /** Images per transformer forward. */
+  batch: number;
+  /** Text tokens; default: the model's (max_sequence_length in its folder, else 512). */
+  textLength?: number;
+  /** The prepared reference images (an img2img / inpaint image included), as the transformer sees them. */
+  references?: readonly { width: number; height: number }[];
+  /** Reuse the references' keys/values after step 0; default: the variant card's (on for klein KV). */
+  kvCache?: boolean;
+  quantize?: QuantKind;
+}
+
+/** The text encoder as a run reads it: which tensors, and its width (from the embedding table). */
+interface TextEncoderRead {
+  read: (key: string) => boolean;
+  hidden: number;
+}
+
+/**
+ * The text encoder runs up to the deepest layer its variant card takes the prompt embedding
+ * from (klein: 27 of Qwen3-4B's 36, dev: 30 of Mistral Small's 40); the layers after it, the
+ * final norm, the lm_head and Mistral's vision tower are never read (src/models/decoder.ts).
+ */
+function textEncoderRead(ck: Checkpoint): TextEncoderRead {
+  const depth = Math.max(...VARIANT_CARDS[ck.variant].textLayers);
+  const set = WeightSet.open(ck.textEncoder.weights);
+  try {
+    const keys = set.keys().filter((k) => !/(^|\.)(vision_tower|multi_modal_projector)\./.test(k));
+    const embed = keys.find((k) => /(^|\.)embed_tokens\.weight$/.test(k));
+    const layerOf = (k: string) => Number(/(^|\.)layers\.(\d+)\./.exec(k)?.[2] ?? NaN);
+    const layers = Math.max(0, ...keys.map(layerOf).filter(Number.isFinite)) + 1;
+    const all = depth >= layers; // the final-norm output is asked for: every layer and the norm
+    const kept = new Set(keys.filter((k) => k === embed || layerOf(k) < depth || (all && /(^|\.)norm\.weight$/.test(k) && !/layers\./.test(k))));
+    return { read: (k) => kept.has(k), hidden: embed ? set.info(embed).shape[1] : 0 };
+  } finally {
+    set.close();
+  }
+}
+
+/**
+ * The plan of one run. The per-variant facts come from the variant card
+ * (src/pipeline/variants.ts): the text layers (how deep the text encoder runs),
+ * the guidance mode (CFG runs its two forwards one after the other, so it only
+ * keeps a second velocity), and whether the references' keys/values are cached.
+ */
+export function planMemory(ck: Checkpoint, run: PlannedRun): MemoryPlan {
+  const card = VARIANT_CARDS[ck.variant];
+  const cfg = transformerConfig(ck);
+  const spec = run.quantize ? specFor(run.quantize) : undefined;
+  const te = textEncoderRead(ck);
+  const textLength = run.textLength ?? modelDefaults(ck).maxSequenceLength;
+  const m = latentMultiple(ck), B = run.batch;
   const D = innerDim(cfg), M = mlpDim(cfg);
-  const tokens = (width / 16) * (height / 16) + textLength;
+  const imageTokens = (run.width / m) * (run.height / m);
+  const refTokens = (run.references ?? []).reduce((n, r) => n + (r.width / m) * (r.height / m), 0);
+  // Step 0 runs over the image, the text and every reference (with or without the cache).
+  const tokens = imageTokens + textLength + refTokens;
   // The widest live tensors of a single block: the fused qkv+mlp projection and a few D-wide streams.
-  const denoiseAct = batch * tokens * (3 * D + 2 * M + 6 * D) * 4;
-  const teAct = batch * textLength * teHidden * 4 * 12;
-  // VAE decode: a handful of 128-channel full-resolution feature maps.
-  const vaeAct = batch * width * height * 128 * 4 * 4;
-  const vaeWeights = residentWeightBytes(ck.vae.weights);
+  let denoiseAct = B * tokens * (3 * D + 2 * M + 6 * D) * 4;
+  if (card.guidanceMode === "cfg") denoiseAct += B * imageTokens * cfg.in_channels * 4; // the negative prompt's velocity
+  if (refTokens && (run.kvCache ?? card.kvCacheDefault)) denoiseAct += 2 * (cfg.num_layers + cfg.num_single_layers) * B * refTokens * D * 4; // K and V of every block
+  const teAct = B * textLength * te.hidden * 4 * 12;
+  // VAE: a handful of 128-channel full-resolution feature maps (decode; encoding references is smaller).
+  const vaeAct = B * run.width * run.height * 128 * 4 * 4;
   const stages: StageEstimate[] = [
-    { stage: "text_encode", weightBytes: residentWeightBytes(ck.textEncoder.weights, spec), activationBytes: teAct },
+    { stage: "text_encode", weightBytes: residentWeightBytes(ck.textEncoder.weights, spec, te.read), activationBytes: teAct },
     { stage: "denoise", weightBytes: residentWeightBytes(ck.transformer.weights, spec), activationBytes: denoiseAct },
-    { stage: "vae_decode", weightBytes: vaeWeights, activationBytes: vaeAct },
+    { stage: "vae_decode", weightBytes: residentWeightBytes(ck.vae.weights), activationBytes: vaeAct },
   ];
   const peakBytes = Math.max(...stages.map((s) => s.weightBytes + s.activationBytes));
   return { stages, peakBytes, availableBytes: os.freemem() };

@@ -11,11 +11,11 @@ import * as fs from "../platform/fs.js";
 import * as path from "../platform/path.js";
 import { WeightSet } from "../io/safetensors.js";
 import { readTransformerConfig, type TransformerConfig } from "../models/transformer.js";
-import { readVaeConfig } from "../models/vae.js";
+import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { validateSchedulerConfig } from "./schedule.js";
 import { TransformerWeights, type TransformerFormat } from "../models/transformer_weights.js";
 
-import { VARIANT_CARDS, VARIANTS, type Variant } from "./variants.js";
+import { PIPELINE_CLASSES, VARIANT_CARDS, VARIANTS, variantOfPipeline, type Variant } from "./variants.js";
 
 export type { Variant };
 
@@ -52,19 +52,17 @@ export interface Checkpoint {
   tokenizer: string;
 }
 
+/** Pixels per side one packed latent token covers: 2 · the VAE's scale factor (16 for FLUX.2, 8 for flux2-mini, 4 for the tiny test checkpoints). */
+export function latentMultiple(ck: Pick<Checkpoint, "vae">): number {
+  return ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
+}
+
 export class CheckpointError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "CheckpointError";
   }
 }
-
-const KNOWN_PIPELINES: Record<string, (isDistilled: boolean) => Variant> = {
-  Flux2Pipeline: () => "dev",
-  Flux2KleinPipeline: (d) => (d ? "klein" : "klein-base"),
-  Flux2KleinKVPipeline: () => "klein-kv",
-  Flux2KleinInpaintPipeline: (d) => (d ? "klein" : "klein-base"),
-};
 
 const EXPECTED_CLASSES: Record<string, string[]> = {
   transformer: ["Flux2Transformer2DModel"],
@@ -198,11 +196,12 @@ export function openCheckpoint(source: string, opts: OpenOptions = {}): Checkpoi
   }
   const index = readJson(indexPath);
   validateModelIndex(index, indexPath);
-  const make = KNOWN_PIPELINES[index._class_name as string];
-  if (!make) {
-    throw new CheckpointError(`${indexPath}: unknown pipeline class "${index._class_name}" (expected one of ${Object.keys(KNOWN_PIPELINES).join(", ")})`);
+  // The pipeline class and is_distilled name the variant (the variant cards' diffusers names).
+  const known = variantOfPipeline(String(index._class_name), index.is_distilled === true);
+  if (!known) {
+    throw new CheckpointError(`${indexPath}: unknown pipeline class "${index._class_name}" (expected one of ${PIPELINE_CLASSES.join(", ")})`);
   }
-  const variant = opts.variant ?? make(index.is_distilled === true);
+  const variant = opts.variant ?? known;
   const transformer = opts.transformer ? singleTransformer(opts.transformer) : diffusersTransformer(source);
   const vae = opts.vae ? vaeFromPath(opts.vae, source) : diffusersVae(source);
   const teDir = opts.textEncoder ?? requireDir(source, "text_encoder", "text encoder");

@@ -17,8 +17,7 @@ import { Flux2Transformer, readTransformerConfig, type TransformerConfig } from 
 import type { Flux2KvTransformer } from "../models/transformer_kv.js";
 import { Flux2Vae, readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { DecoderEncoder } from "../models/decoder.js";
-import { KLEIN_TEXT_LAYERS } from "../models/qwen3.js";
-import { DEV_TEXT_LAYERS } from "../models/mistral.js";
+import { VARIANT_CARDS } from "./variants.js";
 import type { EncodedPrompts } from "../text/tokenizer.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { randn } from "../util/random.js";
@@ -278,7 +277,7 @@ export class Flux2Pipeline {
   /** Prompt (and, with CFG, negative prompt) embeddings, repeated per image; the text encoder is released after. */
   private async encodeText(opts: GenerateOptions, run: RunSettings, tap: Tap): Promise<TextConditioning> {
     const L = opts.maxSequenceLength ?? this.defaults.maxSequenceLength;
-    const layers = opts.textEncoderLayers ?? (this.variant === "dev" ? DEV_TEXT_LAYERS : KLEIN_TEXT_LAYERS);
+    const layers = opts.textEncoderLayers ?? [...VARIANT_CARDS[this.variant].textLayers];
     const given = opts.promptEmbeds ?? (run.prompts ? await this.encodePrompts(run.prompts, L, layers, tap) : null);
     if (!given) throw new InvalidRequestError("give a prompt (or prompt embeddings)");
     let negEmbeds: F32 | null = null;
@@ -347,7 +346,7 @@ export class Flux2Pipeline {
   }
 
   private async denoiseStage(opts: GenerateOptions, run: RunSettings, text: TextConditioning, refs: ReferenceTokens | null, start: SamplerStart, tap: Tap): Promise<F32> {
-    const useKv = !!refs && (opts.kvCache ?? this.variant === "klein-kv");
+    const useKv = !!refs && (opts.kvCache ?? VARIANT_CARDS[this.variant].kvCacheDefault);
     if (useKv && text.negEmbeds) throw new InvalidRequestError("the KV cache does not support classifier-free guidance");
     const velocity = await this.velocity(useKv, run, text, refs, start, opts.batchSize, tap);
     const onStep = opts.onStep ? await this.stepReporter(opts, start) : undefined;

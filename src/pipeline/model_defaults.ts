@@ -14,6 +14,7 @@
 import * as fs from "../platform/fs.js";
 import * as path from "../platform/path.js";
 import { CheckpointError, VARIANT_DEFAULTS, type Checkpoint, type Variant, type VariantDefaults } from "./checkpoint.js";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "./variants.js";
 
 export interface ModelDefaults extends VariantDefaults {
   width: number;
@@ -36,8 +37,8 @@ const HINT_RANGES: Record<keyof FolderHints, { lo: number; hi: number; integer: 
   resolution: { lo: 64, hi: 4096, integer: true },
   max_resolution: { lo: 64, hi: 4096, integer: true },
   max_sequence_length: { lo: 1, hi: 4096, integer: true },
-  steps: { lo: 1, hi: 50, integer: true },
-  guidance: { lo: 1, hi: 10, integer: false },
+  steps: { lo: STEPS_RANGE.min, hi: STEPS_RANGE.max, integer: true },
+  guidance: { lo: GUIDANCE_RANGE.min, hi: GUIDANCE_RANGE.max, integer: false },
 };
 
 /** Read and check a folder's "flux2ts" hints ({} for a single file or a folder without them). */

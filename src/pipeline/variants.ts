@@ -33,6 +33,11 @@ export interface VariantCard {
   /** Reuse the references' keys/values after step 0 unless asked otherwise (the klein KV checkpoint). */
   kvCacheDefault: boolean;
   references: { recommended: number; max: number };
+  /**
+   * How diffusers names it in model_index.json: the pipeline class it is written with (and
+   * others it is read from) and its is_distilled flag (klein and klein base share a class).
+   */
+  diffusers: { pipeline: string; alsoReadFrom?: readonly string[]; isDistilled?: boolean };
 }
 
 const STEPS = { min: 1, max: 50 };
@@ -42,22 +47,51 @@ export const VARIANT_CARDS: Readonly<Record<Variant, VariantCard>> = {
   "klein": {
     steps: { ...STEPS, default: 4 }, guidance: { ...GUIDANCE, default: 1 }, guidanceMode: "none",
     textLayers: KLEIN_TEXT_LAYERS, kvCacheDefault: false, references: { recommended: 4, max: 10 },
+    diffusers: { pipeline: "Flux2KleinPipeline", alsoReadFrom: ["Flux2KleinInpaintPipeline"], isDistilled: true },
   },
   "klein-kv": {
     steps: { ...STEPS, default: 4 }, guidance: { ...GUIDANCE, default: 1 }, guidanceMode: "none",
     textLayers: KLEIN_TEXT_LAYERS, kvCacheDefault: true, references: { recommended: 4, max: 10 },
+    diffusers: { pipeline: "Flux2KleinKVPipeline", isDistilled: true },
   },
   "klein-base": {
     steps: { ...STEPS, default: 50 }, guidance: { ...GUIDANCE, default: 4 }, guidanceMode: "cfg",
     textLayers: KLEIN_TEXT_LAYERS, kvCacheDefault: false, references: { recommended: 4, max: 10 },
+    diffusers: { pipeline: "Flux2KleinPipeline", alsoReadFrom: ["Flux2KleinInpaintPipeline"], isDistilled: false },
   },
   "dev": {
     steps: { ...STEPS, default: 50 }, guidance: { ...GUIDANCE, default: 4 }, guidanceMode: "embedded",
     textLayers: DEV_TEXT_LAYERS, kvCacheDefault: false, references: { recommended: 6, max: 10 },
+    diffusers: { pipeline: "Flux2Pipeline" },
   },
 };
 
 export const VARIANTS = Object.keys(VARIANT_CARDS) as Variant[];
+
+function envelope(pick: (c: VariantCard) => { min: number; max: number }): { min: number; max: number } {
+  const rs = VARIANTS.map((v) => pick(VARIANT_CARDS[v]));
+  return { min: Math.min(...rs.map((r) => r.min)), max: Math.max(...rs.map((r) => r.max)) };
+}
+
+/** The widest step and guidance ranges of the cards: what a request is held to before its model is known. */
+export const STEPS_RANGE = envelope((c) => c.steps);
+export const GUIDANCE_RANGE = envelope((c) => c.guidance);
+
+/** Every pipeline class a variant is read from (model_index.json's _class_name). */
+export const PIPELINE_CLASSES: readonly string[] = [...new Set(VARIANTS.flatMap((v) => [VARIANT_CARDS[v].diffusers.pipeline, ...(VARIANT_CARDS[v].diffusers.alsoReadFrom ?? [])]))];
+
+/**
+ * The variant a diffusers folder holds, from its pipeline class and is_distilled (absent counts
+ * as false, as diffusers' default: klein base); null for a class no card names.
+ */
+export function variantOfPipeline(cls: string, isDistilled: boolean): Variant | null {
+  const named = VARIANTS.filter((v) => {
+    const d = VARIANT_CARDS[v].diffusers;
+    return d.pipeline === cls || (d.alsoReadFrom ?? []).includes(cls);
+  });
+  if (named.length <= 1) return named[0] ?? null;
+  return named.find((v) => (VARIANT_CARDS[v].diffusers.isDistilled ?? false) === isDistilled) ?? null;
+}
 
 /**
  * The size rule, the same for the CLI, the server and the request layer: sides

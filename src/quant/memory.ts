@@ -13,12 +13,16 @@ const QUANTIZABLE = [
   /(^|\.)layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/,
 ];
 
-/** Resident bytes of the weights at `p` (a file, index or folder), optionally quantized at load with `spec`. */
-export function residentWeightBytes(p: string, spec?: QuantSpec): number {
+/**
+ * Resident bytes of the weights at `p` (a file, index or folder), optionally quantized at load
+ * with `spec`; `read` keeps only the tensors a run reads (a text encoder cut at its last output layer).
+ */
+export function residentWeightBytes(p: string, spec?: QuantSpec, read: (key: string) => boolean = () => true): number {
   const set = WeightSet.open(p);
   try {
     let n = 0;
     for (const k of set.keys()) {
+      if (!read(k)) continue;
       const t = set.info(k);
       const q = spec && t.shape.length === 2 && QUANTIZABLE.some((re) => re.test(k)) && quantizable(t.shape[1], spec);
       const bs = q && !spec.perChannel ? blockSizeFor(t.shape[1], spec.blockSize)! : 0;

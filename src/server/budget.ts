@@ -8,9 +8,9 @@
 // runs: what the machine has, less the largest model's planned peak (the
 // generation thread may hold it at any time), less a reserve for the rest.
 
-import * as fs from "node:fs";
 import * as os from "node:os";
-import { openCheckpoint, transformerConfig } from "../pipeline/checkpoint.js";
+import { openCheckpoint } from "../pipeline/checkpoint.js";
+import { localModel } from "./models.js";
 import { formatBytes, planMemory } from "../loaders/memory.js";
 import type { ModelSpec } from "./config.js";
 import { ApiError } from "./errors.js";
@@ -27,16 +27,25 @@ export interface MemoryBudgetPlan {
   why: string;
 }
 
-/** Planned peak of the largest model served by this process, at its largest accepted size. */
+/**
+ * Planned peak of the largest model served by this process, at its largest accepted size (the
+ * square under its size rule: 2048² for FLUX.2's 4 MP, less for a small model whose folder
+ * records its largest size) and its own text length, without references.
+ */
 export function plannedModelPeak(models: ModelSpec[]): number {
   let peak = 0;
   for (const m of models) {
     const ck = openCheckpoint(m.dir);
-    const te = ck.textEncoder.config ? JSON.parse(fs.readFileSync(ck.textEncoder.config, "utf8")) as { hidden_size?: number } : {};
-    // 2048×2048 is the largest output any local model accepts (4 MP).
-    peak = Math.max(peak, planMemory(ck, transformerConfig(ck), 2048, 2048, 1, 512, te.hidden_size ?? 2560).peakBytes);
+    const side = largestSide(m);
+    peak = Math.max(peak, planMemory(ck, { width: side, height: side, batch: 1 }).peakBytes);
   }
   return peak;
+}
+
+/** The side of the largest square a model accepts (its /v1/models limits: the size rule and the folder's largest size). */
+function largestSide(m: ModelSpec): number {
+  const caps = localModel(m).caps;
+  return Math.floor(Math.sqrt(caps.maxPixels) / caps.multipleOf) * caps.multipleOf;
 }
 
 /**

@@ -8,11 +8,10 @@
 
 import { parentPort, workerData } from "node:worker_threads";
 import { OrtBackend } from "../backend/ort.js";
-import { openCheckpoint } from "../pipeline/checkpoint.js";
+import { latentMultiple, openCheckpoint } from "../pipeline/checkpoint.js";
 import type { Flux2Pipeline } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { ReferenceImageError } from "../pipeline/reference.js";
-import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { CancelledError, runGeneration, type ExecJob } from "./generate_job.js";
 import { ImageStore } from "./images.js";
 import { storeName } from "./inputs.js";
@@ -48,7 +47,7 @@ async function pipeline(model: string, loraList: { name: string; strength: numbe
     const spec = data.models.find((m) => m.id === model);
     if (!spec) throw new InvalidRequestError(`model ${model} is not served by this process`);
     const ck = openCheckpoint(spec.dir);
-    const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
+    const multiple = latentMultiple(ck);
     p = { pipe: loadPipeline(spec.dir, { keepLoaded: true, backend, loras }), multiple, loras: key };
     loaded.set(model, p);
   }

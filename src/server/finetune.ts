@@ -24,12 +24,13 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import sharp from "sharp";
 import { z } from "zod";
 import { ImageInput } from "../api/request.js";
+import { STEPS_RANGE } from "../pipeline/variants.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, fieldError, unprocessable, zodIssues } from "./errors.js";
 import type { JobEvents } from "./events.js";
-import { checkResolves, fetchImage, type UrlPolicy } from "./fetch_image.js";
+import { checkResolves, type UrlPolicy } from "../api/fetch_image.js";
 import type { ImageStore } from "./images.js";
-import { decodeBase64Image } from "./inputs.js";
+import { imageValueBytes } from "../api/image_input.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { ModelRegistry } from "./models.js";
 import { Interrupted, LocalQueue, type JobRunContext, type RunResult } from "./queue_local.js";
@@ -61,7 +62,7 @@ export const FinetuneRequest = z.object({
   /** Sample images every N steps (0: only at the end). */
   sample_every: z.number().int().min(0).max(100_000).default(0),
   sample_prompts: z.array(z.string().min(1).max(2000)).max(4).optional(),
-  sample_steps: z.number().int().min(1).max(50).optional(),
+  sample_steps: z.number().int().min(STEPS_RANGE.min).max(STEPS_RANGE.max).optional(),
   max_sequence_length: z.number().int().min(1).max(4096).optional(),
   webhook_url: z.string().url().optional(),
   webhook_secret: z.string().max(512).optional(),
@@ -152,7 +153,7 @@ export class Finetuner {
         const field = ["images", i, "image"];
         let bytes: Buffer;
         try {
-          bytes = /^https?:\/\//i.test(item.image) ? await fetchImage(item.image, policy) : decodeBase64Image(item.image);
+          bytes = await imageValueBytes(item.image, { policy });
         } catch (e) {
           throw fieldError(field, `cannot read the image: ${(e as Error).message}`, "image_invalid");
         }

@@ -1,5 +1,5 @@
-// Input images of a request (base64, data: URL or http(s) URL) are fetched and
-// checked when the job is submitted, so a bad image is a 422 at once, and
+// Input images of a request (base64, data: URL or http(s) URL, read by the
+// request layer: src/api/image_input.ts) are fetched and checked when the job is submitted, so a bad image is a 422 at once, and
 // stored content-addressed: the queued job holds "store:<sha256>.<ext>"
 // references instead of megabytes of base64, and a retried job reads the same
 // bytes.
@@ -10,7 +10,8 @@ import { decodeImage } from "../pipeline/image.js";
 import { validateReference } from "../pipeline/reference.js";
 import { fieldError } from "./errors.js";
 import { DECODE_BYTES_PER_PIXEL, type MemoryBudget } from "./budget.js";
-import { fetchImage, type UrlPolicy } from "./fetch_image.js";
+import type { UrlPolicy } from "../api/fetch_image.js";
+import { imageValueBytes } from "../api/image_input.js";
 import { extFor, IMAGE_TYPES, type ImageStore } from "./images.js";
 import { IMAGE_FIELDS, type ImageField } from "./validate.js";
 
@@ -22,23 +23,6 @@ export function isStoreRef(v: unknown): v is string {
 
 export function storeName(ref: string): string {
   return ref.slice(STORE_PREFIX.length);
-}
-
-const BASE64_RE = /^[A-Za-z0-9+/_-]+={0,2}$/;
-
-/** base64 or a data: URL → bytes (strict: stray characters are an error, not silently dropped). */
-export function decodeBase64Image(s: string): Buffer {
-  let data = s;
-  if (/^data:/i.test(s)) {
-    const comma = s.indexOf(",");
-    if (comma < 0 || !/;base64$/i.test(s.slice(0, comma))) throw new Error("data: URLs must be base64 (data:image/png;base64,...)");
-    data = s.slice(comma + 1);
-  }
-  data = data.replace(/\s+/g, "");
-  if (!BASE64_RE.test(data)) throw new Error("not valid base64 (or an http(s) URL)");
-  const buf = Buffer.from(data, data.includes("-") || data.includes("_") ? "base64url" : "base64");
-  if (buf.length === 0) throw new Error("empty image");
-  return buf;
 }
 
 export interface InputOptions {
@@ -67,7 +51,7 @@ interface LoadedInput {
 async function loadInput(field: ImageField, value: string, opts: InputOptions): Promise<LoadedInput> {
   let bytes: Buffer;
   try {
-    bytes = /^https?:\/\//i.test(value) ? await fetchImage(value, opts.policy) : decodeBase64Image(value);
+    bytes = await imageValueBytes(value, { policy: opts.policy });
   } catch (e) {
     throw fieldError(field, `cannot read the image: ${(e as Error).message}`, "image_invalid");
   }

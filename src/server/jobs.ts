@@ -8,7 +8,7 @@ import type { MemoryBudget } from "./budget.js";
 import type { StorageHealth } from "./storage.js";
 import type { ServerConfig } from "./config.js";
 import { ApiError, fieldError } from "./errors.js";
-import { checkResolves, type UrlPolicy } from "./fetch_image.js";
+import { checkResolves, type UrlPolicy } from "../api/fetch_image.js";
 import type { ImageStore } from "./images.js";
 import { storeInputs } from "./inputs.js";
 import { checkRepaintSize, repaints } from "../api/prepare.js";

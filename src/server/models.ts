@@ -5,10 +5,9 @@
 // 2 · the VAE's scale factor (16 for FLUX.2, 4 for the tiny test models).
 
 import { modelCapabilities, type ModelCapabilities } from "../api/request.js";
-import { openCheckpoint, VARIANT_DEFAULTS, type Variant } from "../pipeline/checkpoint.js";
+import { latentMultiple, openCheckpoint, VARIANT_DEFAULTS, type Variant } from "../pipeline/checkpoint.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
 import { hostedCapabilities } from "./providers/hosted.js";
-import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { ModelSpec } from "./config.js";
 
 export const PROVIDER_MODELS = ["flux-2-pro", "flux-2-max", "flux-2-flex"] as const;
@@ -52,7 +51,7 @@ export function capsFor(variant: ModelVariant, multiple: number): ModelCapabilit
  */
 export function localModel(spec: ModelSpec, runs = "this process"): ModelEntry {
   const ck = openCheckpoint(spec.dir);
-  const multiple = ck.vae.config ? 2 * vaeScaleFactor(readVaeConfig(ck.vae.config)) : 16;
+  const multiple = latentMultiple(ck);
   const d = modelDefaults(ck);
   const caps = capsFor(ck.variant, multiple);
   if (d.maxSide !== null) caps.maxPixels = Math.min(caps.maxPixels, d.maxSide * d.maxSide);

@@ -18,7 +18,7 @@ import type { JobService } from "./jobs.js";
 import type { ModelRegistry } from "./models.js";
 import type { JobResult, JobRow } from "./store.js";
 import { BFL_STATUS, imageUrl } from "./views.js";
-import { planShots, StoryboardError, StoryboardShot, StoryboardSpec, type ShotPlan } from "../storyboard/board.js";
+import { planShots, shotRequest, StoryboardError, StoryboardShot, StoryboardSpec, type ShotPlan } from "../storyboard/board.js";
 import { contactSheetPdf, contactSheetPng, ffconcat, manifest, type Panel } from "../storyboard/sheet.js";
 
 export const StoryboardRequest = StoryboardSpec.extend({
@@ -83,15 +83,6 @@ class BoardFiles {
     fs.writeFileSync(`${f}.tmp`, JSON.stringify(rec));
     fs.renameSync(`${f}.tmp`, f);
   }
-}
-
-/** The generation request of one shot: its prompt, its references as input images, the board's size, steps and guidance, its seed. */
-function shotRequest(board: StoryboardSpec, plan: ShotPlan): Record<string, unknown> {
-  const byName = new Map(board.references.map((r) => [r.name, r.image]));
-  const body: Record<string, unknown> = { prompt: plan.prompt, seed: plan.seed };
-  plan.references.forEach((name, i) => (body[i === 0 ? "input_image" : `input_image_${i + 1}`] = byName.get(name)));
-  for (const k of ["width", "height", "steps", "guidance"] as const) if (board[k] !== undefined) body[k] = board[k];
-  return body;
 }
 
 /** A submit's 422 about a shot's request, located at that shot. */

@@ -11,7 +11,7 @@
 // X-Flux2-Job-Id).
 
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { fetchChecked, type UrlPolicy } from "./fetch_image.js";
+import { fetchChecked, type UrlPolicy } from "../api/fetch_image.js";
 import type { JobStore, WebhookRow } from "./store.js";
 
 export const SIGNATURE_HEADER = "x-flux2-signature";

@@ -21,6 +21,7 @@
 // every shot. Any other line is refused, naming it: nothing is ignored.
 
 import { z } from "zod";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "../pipeline/variants.js";
 
 export const REFERENCE_KINDS = ["character", "costume", "place", "prop", "style"] as const;
 
@@ -55,8 +56,8 @@ export const StoryboardSpec = z.object({
   height: z.number().int().min(64).max(2048).optional(),
   /** The seed of every panel unless a shot gives its own: one seed keeps the look of the panels alike. */
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
-  steps: z.number().int().min(1).max(50).optional(),
-  guidance: z.number().min(1).max(10).optional(),
+  steps: z.number().int().min(STEPS_RANGE.min).max(STEPS_RANGE.max).optional(),
+  guidance: z.number().min(GUIDANCE_RANGE.min).max(GUIDANCE_RANGE.max).optional(),
 }).strict();
 
 export type StoryboardSpec = z.infer<typeof StoryboardSpec>;
@@ -186,4 +187,16 @@ export function shotPrompt(board: StoryboardSpec, text: string, refs: Storyboard
   }
   if (board.style) parts.push(`Style: ${board.style.trim()}`);
   return parts.join(" ");
+}
+
+/**
+ * The generation request of one shot, for `flux2 storyboard` and POST /v1/storyboard alike: its
+ * prompt, its references as input images (`image` gives a reference's value: a file path for
+ * the CLI, the stored image for the server), the board's size, steps and guidance, its seed.
+ */
+export function shotRequest(board: StoryboardSpec, plan: ShotPlan, image: (name: string) => string | undefined = (n) => board.references.find((r) => r.name === n)?.image): Record<string, unknown> {
+  const body: Record<string, unknown> = { prompt: plan.prompt, seed: plan.seed };
+  plan.references.forEach((name, i) => (body[i === 0 ? "input_image" : `input_image_${i + 1}`] = image(name)));
+  for (const k of ["width", "height", "steps", "guidance"] as const) if (board[k] !== undefined) body[k] = board[k];
+  return body;
 }

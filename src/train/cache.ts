@@ -15,8 +15,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Backend } from "../backend/backend.js";
 import { readAll, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
-import { KLEIN_TEXT_LAYERS } from "../models/qwen3.js";
-import { DEV_TEXT_LAYERS } from "../models/mistral.js";
+import { VARIANT_CARDS } from "../pipeline/variants.js";
 import { Flux2Vae } from "../models/vae.js";
 import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { toSignedUnit } from "../pipeline/conditioning.js";
@@ -82,7 +81,7 @@ export async function encodeData(ck: Checkpoint, images: DataImage[], samples: S
   // Text first (the largest encoder), released before the VAE is loaded.
   o.log(`encoding ${captions.length} caption(s) with the text encoder (once; cached in ${path.dirname(file)})`);
   const pipe = loadPipeline(ck.source, { backend: o.backend, keepLoaded: true });
-  const layers = ck.variant === "dev" ? DEV_TEXT_LAYERS : KLEIN_TEXT_LAYERS;
+  const layers = [...VARIANT_CARDS[ck.variant].textLayers];
   const embeds = new Map<string, Float32Array>();
   let embedShape: [number, number] = [0, 0];
   try {
