@@ -21,6 +21,8 @@ export default defineConfig({
   server: {
     // `npx vite --config studio/vite.config.ts` for UI work: API calls go to a
     // running `flux2 serve` (FLUX2_SERVER, default http://127.0.0.1:8080).
-    proxy: { "/v1": process.env.FLUX2_SERVER ?? "http://127.0.0.1:8080" },
+    proxy: { "/v1": process.env.FLUX2_SERVER ?? "http://127.0.0.1:8080", "/browser": process.env.FLUX2_SERVER ?? "http://127.0.0.1:8080" },
+    // Cross-origin isolated like `flux2 serve` (src/server/static.ts ISOLATION_HEADERS): WASM threads in "Run in this browser".
+    headers: { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "credentialless" },
   },
 });

@@ -9,7 +9,9 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer } from "../src/server/app.js";
 import { defaultConfig } from "../src/server/config.js";
-import { listModelFiles, parseRange } from "../src/server/files.js";
+import { listModelFiles, parseRange, registerFiles } from "../src/server/files.js";
+import { registerStatic } from "../src/server/static.js";
+import Fastify from "fastify";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const GOLDEN = path.join(ROOT, "testdata/golden/checkpoints/klein_distilled");
@@ -88,4 +90,34 @@ describe("model files over HTTP", () => {
   function body(rel: string): Buffer {
     return fs.readFileSync(path.join(dir, rel));
   }
+});
+
+// WASM threads in "Run in this browser" need a cross-origin isolated page: the studio's files and
+// the browser bundle (whose files ORT starts its thread Workers from) carry COOP + COEP.
+describe("cross-origin isolation of the studio and the browser bundle", () => {
+  it("sends Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: credentialless", async () => {
+    const studio = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio-"));
+    const bundle = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-bundle-"));
+    fs.mkdirSync(path.join(studio, "assets"));
+    fs.writeFileSync(path.join(studio, "index.html"), "<!doctype html><p>studio</p>");
+    fs.writeFileSync(path.join(studio, "assets", "app-1234.js"), "export {}");
+    fs.writeFileSync(path.join(bundle, "flux2.js"), "export {}");
+    const app = Fastify();
+    registerFiles(app, { get: () => undefined } as never, bundle);
+    registerStatic(app, studio);
+    try {
+      for (const url of ["/", "/index.html", "/assets/app-1234.js", "/browser/flux2.js"]) {
+        const res = await app.inject({ method: "GET", url });
+        assert.equal(res.statusCode, 200, url);
+        assert.equal(res.headers["cross-origin-opener-policy"], "same-origin", url);
+        assert.equal(res.headers["cross-origin-embedder-policy"], "credentialless", url);
+      }
+      // The API is not isolated (other origins' pages may read it with CORS): no COEP on /v1.
+      const api = await app.inject({ method: "GET", url: "/v1/files/nope/files.json" });
+      assert.equal(api.headers["cross-origin-embedder-policy"], undefined);
+    } finally {
+      await app.close();
+      for (const d of [studio, bundle]) fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
 });

@@ -11,6 +11,7 @@
 import * as ort from "onnxruntime-web";
 import * as fs from "../platform/fs.js";
 import type { Graph, Initializer } from "../onnx/graph.js";
+import { defaultWasmThreads } from "./web_device.js";
 import { ortTypeOf, type Backend, type Device, type HostData, type HostTensor, type Session, type SessionOptions } from "./backend.js";
 
 /** Inline weights below this size (a serialized protobuf must stay well under 2 GB). */
@@ -19,7 +20,7 @@ const INLINE_LIMIT = 512 * 1024 * 1024;
 export interface OrtWebBackendOptions {
   /** "webgpu" (needs an adapter) or "cpu" (WebAssembly). Default: "cpu". */
   device?: Device;
-  /** WASM threads (needs crossOriginIsolated in a browser); default: ORT's choice. */
+  /** WASM threads (more than 1 needs a cross-origin isolated page); default: defaultWasmThreads() (web_device.ts). */
   threads?: number;
   /** Where ORT fetches its .wasm/.mjs files (a URL prefix ending in "/"); default: next to the bundle. */
   wasmPaths?: string;
@@ -59,7 +60,14 @@ export class OrtWebBackend implements Backend {
     this.device = options.device ?? "cpu";
     if (this.device === "cuda") throw new Error("onnxruntime-web has no CUDA provider: use device \"webgpu\" or \"cpu\" (WebAssembly)");
     if (options.wasmPaths) ort.env.wasm.wasmPaths = options.wasmPaths;
-    if (options.threads) ort.env.wasm.numThreads = options.threads;
+    // ORT reads numThreads once, when its WASM starts (the first session): later backends share it.
+    const threads = options.threads ?? defaultWasmThreads();
+    if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) throw new Error(`threads: a whole number ≥ 1, got ${options.threads}`);
+    const g = globalThis as { crossOriginIsolated?: boolean; document?: unknown };
+    if (threads && threads > 1 && g.document !== undefined && !g.crossOriginIsolated) {
+      throw new Error(`${threads} WASM threads need a cross-origin isolated page (headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: credentialless or require-corp, as \`flux2 serve\` sends); leave threads unset or 1 here`);
+    }
+    if (threads) ort.env.wasm.numThreads = threads;
   }
 
   private sessionOptions(): ort.InferenceSession.SessionOptions {
@@ -95,36 +103,4 @@ export class OrtWebBackend implements Backend {
   }
 }
 
-/** What this device offers the engine: shown by the studio's "Run in this browser" toggle. */
-export interface DeviceCapabilities {
-  webgpu: boolean;
-  /** The WebGPU adapter's vendor / architecture, when there is one. */
-  adapter: string | null;
-  /** Largest WebGPU storage buffer, bytes (weights per buffer must fit). */
-  maxBufferBytes: number | null;
-  /** WASM threads are possible only in a cross-origin isolated page. */
-  threads: number;
-  crossOriginIsolated: boolean;
-  /** navigator.deviceMemory (GiB, rounded down by the browser, at most 8), if told. */
-  deviceMemoryGiB: number | null;
-}
-
-export async function deviceCapabilities(): Promise<DeviceCapabilities> {
-  const nav = globalThis.navigator as (Navigator & { gpu?: any; deviceMemory?: number }) | undefined;
-  let adapter: any = null;
-  try {
-    adapter = nav?.gpu ? await nav.gpu.requestAdapter() : null;
-  } catch {
-    adapter = null;
-  }
-  const info = adapter?.info ?? null;
-  const isolated = !!(globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated;
-  return {
-    webgpu: !!adapter,
-    adapter: info ? [info.vendor, info.architecture, info.description].filter(Boolean).join(" ") || "unnamed adapter" : null,
-    maxBufferBytes: adapter ? Number(adapter.limits.maxStorageBufferBindingSize) : null,
-    threads: isolated ? (nav?.hardwareConcurrency ?? 1) : 1,
-    crossOriginIsolated: isolated,
-    deviceMemoryGiB: nav?.deviceMemory ?? null,
-  };
-}
+export { deviceCapabilities, defaultWasmThreads, type DeviceCapabilities } from "./web_device.js";

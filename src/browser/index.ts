@@ -17,7 +17,7 @@ export type { GenerateOptions, GenerateResult, GeneratedImage, StepInfo, InitIma
 export type { ReferenceImage } from "../pipeline/reference.js";
 export { formatParameters, parseParameters, VERSION } from "../pipeline/metadata.js";
 export { OrtWebBackend, deviceCapabilities, type DeviceCapabilities, type OrtWebBackendOptions } from "../backend/ort_web.js";
-export { downloadModel, fetchManifest, type DownloadProgress, type DownloadReport, type Manifest } from "./model_store.js";
+export { downloadModel, fetchManifest, type DownloadProgress, type DownloadReport, type Manifest, type StorageChoice, type StorageKind } from "./model_store.js";
 export { encodePng, decodeImage, readPngText, insertPngText } from "./png.js";
 
 export interface LoadedModel {

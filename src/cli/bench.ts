@@ -1,6 +1,7 @@
 // flux2 bench: real-shape speed and memory (src/bench/), and the random-weight checkpoints it uses.
 
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { parseArgs } from "node:util";
 import { runBench, runChild, formatReport, machineInfo, type MeasuredStage, MEASURED_STAGES } from "../bench/bench.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, plannedModelBytes, type BenchModelSize } from "../bench/make_model.js";
@@ -60,7 +61,9 @@ machine; --quick runs a scaled-down model in about a minute.
   --browser              instead: time per image and peak memory of one model (--dir, default the
                          bundled flux2-mini) in headless Chromium (onnxruntime-web, WASM) next to
                          Node (onnxruntime-node), in the same run; --resolutions (default 64),
-                         --steps (default 4), --repeats (default 3); Chromium from $CHROMIUM or
+                         --steps (default 4), --repeats (default 3), --threads: the browser's WASM
+                         thread counts, one run each (default 1 and all cores, at most 8);
+                         Chromium from $CHROMIUM or
                          /usr/bin/chromium; needs the browser bundle (npm run build)
   --attention            also time each attention variant ORT's CPU provider offers
                          (MultiHeadAttention, ONNX Attention, float16, MatMul-Softmax-MatMul
@@ -94,6 +97,13 @@ function resolutions(v: string | undefined, dflt: number[]): number[] {
     if (r % 16) throw new InvalidRequestError(`--resolutions: ${r} is not a multiple of 16`);
     return r;
   });
+}
+
+/** --threads with --browser: WASM thread counts, "1,2" (default: 1 and every core, at most 8). */
+function browserThreads(v: string | undefined): number[] {
+  const cores = Math.min(8, os.availableParallelism());
+  const ts = v === undefined ? [1, cores] : v.split(",").map((s) => intOption(s.trim(), "threads", 1, 64)!);
+  return [...new Set(ts)];
 }
 
 export async function runBenchCommand(argv: string[]): Promise<number> {
@@ -141,6 +151,7 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
     const r = await runBrowserBench({
       modelDir: v.dir ?? requireDefaultModel(), size: resolutions(v.resolutions, [64])[0],
       steps: intOption(v.steps, "steps", 1, 100) ?? 4, repeats: intOption(v.repeats, "repeats", 1, 100) ?? 3,
+      threads: browserThreads(v.threads),
       chromium: process.env.CHROMIUM ?? "/usr/bin/chromium", log,
     });
     const report = { date: new Date().toISOString(), command: `flux2 bench ${argv.join(" ")}`, machine: machineInfo(), browser: r };

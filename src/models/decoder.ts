@@ -281,6 +281,7 @@ interface Ctx {
   Dh: number; // head dim
   rope: { pos: Value; cos: Value; sin: Value };
   bias: Value; // (B, 1, L, L) additive attention bias
+  headBias: Value; // the same, expanded to (B, H, L, L) for MultiHeadAttention
   rowScale: Value | null; // (B, L, 1) multiplier of the attention output
   kvCache: boolean;
 }
@@ -339,7 +340,7 @@ function attention(ctx: Ctx, x: Value, p: string, layer: number): Value {
     g.output(k, `present_key_${layer}`, "F32", ["batch", "total", KV * Dh]);
     g.output(v, `present_value_${layer}`, "F32", ["batch", "total", KV * Dh]);
   }
-  let a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.bias],
+  let a = g.op("MultiHeadAttention", [q, repeatKv(ctx, k), repeatKv(ctx, v), null, null, ctx.headBias],
     { num_heads: H, scale: { float: 1 / Math.sqrt(Dh) } }, { domain: "com.microsoft" })[0];
   // Where, not Mul: a kernel that turns a fully masked row into NaN (0·NaN = NaN) is zeroed too.
   if (ctx.rowScale) a = g.op("Where", [g.op("Greater", [ctx.rowScale, g.scalar(0.5)])[0], a, g.scalar(0)])[0];
@@ -386,9 +387,13 @@ export function buildDecoderGraph(c: DecoderConfig, w: DecoderWeights, opts: Dec
       sin: g.input("rope_sin", "F32", [opts.kvCache ? "total" : "seq", c.head_dim / 2]),
     },
     bias: g.input("attention_bias", "F32", ["batch", 1, "seq", opts.kvCache ? "total" : "seq"]),
+    headBias: null as never, // set below, from bias
     rowScale: opts.rowScale ? g.input("attention_row_scale", "F32", ["batch", "seq", 1]) : null,
     kvCache: !!opts.kvCache,
   };
+  // One (B, H, S, T) copy of the (B, 1, S, T) bias, shared by every layer: ONNX Runtime Web's WebGPU
+  // MultiHeadAttention takes no head-broadcast bias (the CPU kernels do, with the same result).
+  ctx.headBias = g.op("Expand", [ctx.bias, g.constant([1, ctx.H, 1, 1])])[0];
   const ids = g.input("input_ids", "I64", ["batch", "seq"]);
 
   // Gather rows in the stored dtype, then cast only the gathered rows: the vocabulary table is

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { ISOLATION_HEADERS } from "./static.js";
 import { ApiError } from "./errors.js";
 import type { ModelRegistry } from "./models.js";
 
@@ -115,6 +116,8 @@ export function registerFiles(app: FastifyInstance, registry: ModelRegistry, bro
     const rel = (req.params as { "*": string })["*"];
     const file = inside(browserDir, rel);
     if (!file) throw new ApiError(404, `no "${rel}" in the browser bundle (npm run build writes dist/browser/)`);
+    // ONNX Runtime Web starts its WASM threads as Workers from these files: they carry the studio's isolation too.
+    for (const [k, v] of Object.entries(ISOLATION_HEADERS)) reply.header(k, v);
     return sendFile(file, req, reply, "no-cache");
   });
 }

@@ -17,6 +17,19 @@ const TYPES: Record<string, string> = {
   ".ico": "image/x-icon", ".webp": "image/webp", ".woff2": "font/woff2", ".txt": "text/plain; charset=utf-8",
 };
 
+/**
+ * Cross-origin isolation for the studio and the browser bundle: with these, the page may use
+ * SharedArrayBuffer, so the in-browser engine runs WASM with threads (issue 17). "credentialless"
+ * rather than "require-corp": the studio may show images from another flux2 server or a provider's
+ * delivery URL, which send no Cross-Origin-Resource-Policy; credentialless loads them without
+ * cookies instead of blocking them (the API uses an x-key header, not cookies). Browsers without
+ * credentialless (Safari) are simply not isolated and run WASM on one thread; nothing breaks.
+ */
+export const ISOLATION_HEADERS: Readonly<Record<string, string>> = {
+  "cross-origin-opener-policy": "same-origin",
+  "cross-origin-embedder-policy": "credentialless",
+};
+
 /** A file under `root` for a URL path, or null (missing, a folder, or outside root). */
 export function resolveStatic(root: string, urlPath: string): string | null {
   let rel: string;
@@ -41,6 +54,7 @@ export function registerStatic(app: FastifyInstance, root = STUDIO_DIR): void {
     }
     // Vite's assets/ names carry a content hash; index.html must be re-read to pick up new ones.
     reply.header("cache-control", url.startsWith("/assets/") ? "public, max-age=31536000, immutable" : "no-cache");
+    for (const [k, v] of Object.entries(ISOLATION_HEADERS)) reply.header(k, v);
     reply.type(TYPES[path.extname(file)] ?? "application/octet-stream");
     return reply.send(fs.createReadStream(file));
   };

@@ -3,7 +3,7 @@
 // The engine reads checkpoints with positioned synchronous reads (safetensors headers, then
 // tensors on demand) and finds its parts by listing folders (config.json, tokenizer files,
 // shards). A browser has no synchronous file API, so the model store (src/browser/model_store.ts)
-// downloads a model's files once, keeps them in Cache Storage, and mounts their bytes here; the
+// downloads a model's files once, keeps them in OPFS (or Cache Storage), and mounts their bytes here; the
 // engine's code then runs unchanged. Hand-written because it is a few dozen lines for exactly the
 // calls the engine makes (no browser fs library covers synchronous positioned reads over
 // in-memory buffers); anything else throws, naming the call.

@@ -36,8 +36,8 @@ export function LocalRun({ state, onToggle, onDevice }: { state: LocalState; onT
           {capsError && <p className="error">Cannot load the in-browser engine: {capsError}</p>}
           {caps && (
             <p data-testid="local-caps">
-              WebGPU: {caps.webgpu ? `yes (${caps.adapter}; buffers up to ${caps.maxBufferBytes ? mb(caps.maxBufferBytes) : "?"})` : "no adapter"} ·
-              {" "}WASM threads: {caps.threads}{caps.crossOriginIsolated ? "" : " (page not cross-origin isolated)"} ·
+              WebGPU: {caps.webgpu ? `yes (${caps.adapter}; storage buffers up to ${caps.maxBufferBytes ? mb(caps.maxBufferBytes) : "?"})` : "no adapter"} ·
+              {" "}WASM threads: {caps.threads}{caps.crossOriginIsolated ? " (cross-origin isolated)" : " (page not cross-origin isolated)"} ·
               {" "}memory: {caps.deviceMemoryGiB ? `${caps.deviceMemoryGiB} GB or more` : "not told"}
             </p>
           )}
@@ -60,6 +60,7 @@ export function LocalRun({ state, onToggle, onDevice }: { state: LocalState; onT
               {state.model.id} ready in this tab ({state.model.device === "webgpu" ? "WebGPU" : "WebAssembly"}):
               {" "}{state.model.download.files} files, {mb(state.model.download.bytes)}
               {state.model.download.downloadedBytes ? `, ${mb(state.model.download.downloadedBytes)} downloaded` : ", all from the cache"}
+              {state.model.download.storage ? ` (kept in ${state.model.download.storage === "opfs" ? "the origin private file system (OPFS)" : "Cache Storage"})` : ""}
               {state.model.download.cacheUnavailable ? ` (not cached: ${state.model.download.cacheUnavailable})` : ""}.
             </p>
           )}

@@ -4,18 +4,11 @@
 // The types below are the part of the bundle's API (src/browser/index.ts) the studio uses.
 
 import type { Job } from "../api";
+// Shared with the bundle (type-only; these two files import nothing from Node or ONNX Runtime).
+import type { DeviceCapabilities as Capabilities } from "../../../src/backend/web_device";
+import type { DownloadProgress, DownloadReport } from "../../../src/browser/model_store";
 
-export interface Capabilities {
-  webgpu: boolean;
-  adapter: string | null;
-  maxBufferBytes: number | null;
-  threads: number;
-  crossOriginIsolated: boolean;
-  deviceMemoryGiB: number | null;
-}
-
-export interface DownloadProgress { file: string; loaded: number; total: number; fromCache: boolean }
-export interface DownloadReport { folder: string; files: number; bytes: number; downloadedBytes: number; cachedBytes: number; cacheUnavailable?: string }
+export type { Capabilities, DownloadProgress, DownloadReport };
 
 interface Preview { rgb: Uint8Array; width: number; height: number }
 interface Generated { rgb: Uint8Array; width: number; height: number; seed: number | null }
