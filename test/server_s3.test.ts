@@ -61,7 +61,7 @@ describe("--store s3:// (parsing, refusals)", () => {
   });
 });
 
-describe("worker and server on separate data folders, images through an S3 store (s3rver)", { skip: redisAvailable() ? false : "redis-server is not installed", timeout: 240_000 }, () => {
+describe("worker and server on separate data folders, images through an S3 store (s3rver)", { skip: redisAvailable() ? false : "redis-server is not installed", timeout: 900_000 }, () => {
   let redis: TestRedis;
   let s3: S3rver;
   let endpoint = "";
@@ -158,18 +158,22 @@ describe("worker and server on separate data folders, images through an S3 store
     }
   });
 
-  test("start-up refuses a missing bucket, wrong credentials and --image-ttl, naming the store and what to do", async () => {
+  test("start-up refuses a missing bucket, wrong credentials and --image-ttl, naming the store and what to do", { timeout: 300_000 }, async () => {
     const base = ["worker", "--queue", redis.url, "--model", `${MODEL}=${TINY}`, "--data", tempDir()];
-    const missing = await exitOf(spawnCli([...base, "--store", "s3://no-such-bucket"], env));
+    // All at once: each is a process start, slow on a loaded machine. (A wrong access key id, not a wrong
+    // secret: s3rver checks that the key exists but does not verify SigV4 signatures.)
+    const [missing, denied, ttl, srv] = await Promise.all([
+      exitOf(spawnCli([...base, "--store", "s3://no-such-bucket"], env)),
+      exitOf(spawnCli([...base, "--store", `s3://${BUCKET}`], { ...env, AWS_ACCESS_KEY_ID: "NOT-A-KEY" })),
+      exitOf(spawnCli([...base, "--store", `s3://${BUCKET}`, "--image-ttl", "60"], env)),
+      exitOf(spawnCli(["serve", "--port", "0", "--data", tempDir(), "--queue", redis.url, "--store", "s3://no-such-bucket"], env)),
+    ]);
     assert.equal(missing.code, 1, missing.text);
     assert.match(missing.text, /S3 store s3:\/\/no-such-bucket at http:\/\/127\.0\.0\.1:\d+: the bucket does not exist: create it first/);
-    const denied = await exitOf(spawnCli([...base, "--store", `s3://${BUCKET}`], { ...env, AWS_SECRET_ACCESS_KEY: "wrong" }));
     assert.equal(denied.code, 1, denied.text);
     assert.match(denied.text, /access denied: check AWS_ACCESS_KEY_ID/);
-    const ttl = await exitOf(spawnCli([...base, "--store", `s3://${BUCKET}`, "--image-ttl", "60"], env));
     assert.equal(ttl.code, 1, ttl.text);
     assert.match(ttl.text, /--image-ttl .* lifecycle rule/);
-    const srv = await exitOf(spawnCli(["serve", "--port", "0", "--data", tempDir(), "--queue", redis.url, "--store", "s3://no-such-bucket"], env));
     assert.equal(srv.code, 1, srv.text);
     assert.match(srv.text, /the bucket does not exist/);
     assert.doesNotMatch(srv.text, /listening on/);
