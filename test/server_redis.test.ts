@@ -346,3 +346,24 @@ describe("worker and server on separate data folders (images through Redis)", { 
     }
   });
 });
+
+describe("a worker stopped while Redis is gone", { skip: redisAvailable() ? false : "redis-server is not installed", timeout: 300_000 }, () => {
+  test("SIGTERM: it exits (status 1, saying why) instead of waiting for Redis forever", async () => {
+    const redis = await startRedis();
+    const worker = spawnCli(["worker", "--queue", redis.url, "--model", `${MODEL}=${TINY}`, "--data", tempDir(), "--threads", "1", "--name", "orphan"]);
+    try {
+      await waitFor("the worker", () => events(worker, "ready").length > 0 || (worker.proc.exitCode !== null && Promise.reject(new Error(worker.err.join("\n")))), 120_000);
+      await redis.stop();
+      await sleep(500);
+      worker.proc.kill("SIGTERM");
+      // BullMQ's close waits for Redis; once Redis has been unreachable for 10 s the worker drops the connections. Before, it never exited.
+      const code = await Promise.race([worker.exited, sleep(120_000).then(() => "still running after 120 s")]);
+      assert.equal(code, 1, [...worker.err, ...worker.out].join("\n"));
+      assert.ok(worker.err.some((l) => /Redis could not be reached to close cleanly/.test(l)), worker.err.join("\n"));
+      assert.ok(events(worker, "warn").some((e: any) => /could not close: Redis unreachable for 10 s/.test(e.message)));
+    } finally {
+      if (worker.proc.exitCode === null && worker.proc.signalCode === null) worker.proc.kill("SIGKILL");
+      await redis.stop();
+    }
+  });
+});

@@ -51,7 +51,10 @@ recorded once.
   -h, --help              this text
 
 Logs one JSON line per event on stdout: ready, start and done (id, worker,
-attempt), warn.`;
+attempt), warn. On SIGTERM or SIGINT it stops taking jobs, finishes the one in
+hand and exits 0; if Redis stays unreachable for 10 s meanwhile, it drops the
+connections and exits 1 (another worker takes the job over). A second signal
+exits at once.`;
 
 const OPTIONS = {
   queue: { type: "string" }, model: { type: "string", multiple: true }, data: { type: "string" }, store: { type: "string" }, "s3-endpoint": { type: "string" }, "s3-region": { type: "string" },
@@ -83,6 +86,8 @@ export async function runWorkerCommand(argv: string[]): Promise<number> {
     name: v.name, log: (line) => console.log(line),
   });
   await stopped;
-  await worker.close();
-  return 0;
+  if (await worker.close()) return 0;
+  // Dropped connections may still hold timers: end now (the job in hand, if any, is taken over elsewhere).
+  console.error("flux2 worker: Redis could not be reached to close cleanly; exiting");
+  process.exit(1);
 }

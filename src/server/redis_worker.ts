@@ -47,8 +47,12 @@ export interface WorkerOptions {
 
 export interface RunningWorker {
   name: string;
-  close(): Promise<void>;
+  /** Stop taking jobs and close; false when Redis could not be reached within the deadline (connections dropped). */
+  close(deadlineMs?: number): Promise<boolean>;
 }
+
+/** How long a closing worker waits for an unreachable Redis before dropping its connections. */
+export const CLOSE_DEADLINE_MS = 10_000;
 
 const ADVERT_MS = 5000;
 
@@ -91,13 +95,28 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
 
   return {
     name,
-    async close() {
+    async close(deadlineMs = CLOSE_DEADLINE_MS) {
       clearInterval(advertTimer);
-      await Promise.all(workers.map((w) => w.close()));
-      await executor.close();
+      // BullMQ's close finishes the job in hand (as long as it takes) and releases it in Redis, so with Redis
+      // unreachable it waits forever (seen: a SIGTERM'd worker kept reconnecting). Once Redis has been
+      // unreachable for the deadline, the connections are dropped instead: the job's lock lapses and another
+      // worker takes it over, as after a crash.
+      const closing = Promise.all(workers.map((w) => w.close())).then(() => true, () => false);
+      let downSince: number | null = null;
+      let timer: NodeJS.Timeout | undefined;
+      const clean = await Promise.race([closing, new Promise<boolean>((resolve) => {
+        timer = setInterval(() => {
+          if (ctl.status === "ready") downSince = null;
+          else if (Date.now() - (downSince ??= Date.now()) >= deadlineMs) resolve(false);
+        }, 250);
+      })]);
+      clearInterval(timer);
+      if (!clean) opts.log(JSON.stringify({ event: "warn", message: `could not close: Redis unreachable for ${deadlineMs / 1000} s; connections dropped (a job in hand is taken over by another worker once its lock lapses)` }));
       ctl.disconnect();
       conns.closeAll();
+      await executor.close();
       s3?.close();
+      return clean;
     },
   };
 }
