@@ -95,10 +95,11 @@ describe("budgets", () => {
  * shorter than any poll): `until` waits for one of a job's events to match.
  */
 function recordEvents(s: Server) {
-  const seen: { id: string; e: JobEvent }[] = [];
+  const seen: { id: string; e: JobEvent; cpu: NodeJS.CpuUsage }[] = [];
   const publish = s.events.publish.bind(s.events);
   s.events.publish = (id: string, e: JobEvent) => {
-    seen.push({ id, e });
+    // The process's CPU time so far (all threads; the server runs in this process), for the cancel bound.
+    seen.push({ id, e, cpu: process.cpuUsage() });
     publish(id, e);
   };
   const describeJob = (id: string) => seen.filter((x) => x.id === id)
@@ -106,6 +107,8 @@ function recordEvents(s: Server) {
   return {
     /** What job `id` went through, for a failure message. */
     describe: describeJob,
+    /** The process CPU time when job `id` published its first event (undefined before). */
+    firstCpu: (id: string) => seen.find((x) => x.id === id)?.cpu,
     until: (what: string, id: string, match: (e: JobEvent) => boolean, timeoutMs: number) =>
       waitFor(what, () => seen.some((x) => x.id === id && match(x.e)), timeoutMs, 5)
         .catch((e: Error) => { throw new Error(`${e.message}; job ${id}: ${describeJob(id) || "no events"}`); }),
@@ -152,8 +155,20 @@ describe("cancellation reaches every stage", () => {
   // event, not a guess of how long the earlier stages take: a fixed sleep once
   // landed after the resize, in the reference's VAE encode, on a fast machine).
   // Stopping in the stage, without the thread replacement a stuck thread gets
-  // (after CANCEL_GRACE_MS), is what shows the check works on any machine; the
-  // delay is printed (about 1 s or less on an idle machine).
+  // (after CANCEL_GRACE_MS), is what shows the check works on any machine.
+  //
+  // The ≤ 1 s response (issue 16) is asserted in CPU time, not wall time: from
+  // the DELETE to the next job's first event (the generation thread is free),
+  // this process may spend at most 1 s of CPU, all threads together. Under load
+  // the wall time of that window stretches with the machine's other work, but
+  // the CPU it takes does not, so the bound holds on a busy 2-core machine as
+  // on an idle one, and it still fails when the check is missing: shrinking the
+  // 64 MP reference to 1 MP takes seconds of CPU, and a cancel that waited for
+  // it (or for the VAE encode after it) would spend them. (A check that never
+  // came would instead end in the thread replacement after 2 s, which the
+  // error's wording rules out above.) During the decode, libvips' own threads
+  // finish the abandoned decode in the background, so their CPU is not the
+  // cancel's: that stage gets the wall-clock delay printed, not bounded.
   for (const stage of ["decoding input_image", "resizing reference 1"]) {
     test(`DELETE during ${stage} stops the job there and frees the generation thread`, { timeout: 180_000 }, async (t) => {
       const a = await api(s.url, "POST", MODEL, { prompt: "huge", input_image: await huge(), width: 64, height: 64 });
@@ -161,13 +176,17 @@ describe("cancellation reaches every stage", () => {
       const b = await api(s.url, "POST", MODEL, { prompt: "next", width: 64, height: 64 });
       await ev.until(`the huge job to reach "${stage}"`, a.body.id, isStage(stage), 60_000);
       const t0 = Date.now();
+      const cpu0 = process.cpuUsage();
       assert.equal((await api(s.url, "DELETE", `/v1/jobs/${a.body.id}`)).body.state, "cancelled");
       const started = await waitFor("the next job to start", async () => {
         const j = await state(s.url, b.body.id);
         return j.started_at ? j.started_at * 1000 : null;
       }, 60_000, 10).catch((e: Error) => { throw new Error(`${e.message}; cancelled job: ${ev.describe(a.body.id)}`); });
       assert.equal(await stoppedDuring(s.url, a.body.id), `cancelled during ${stage}`, ev.describe(a.body.id));
-      t.diagnostic(`the next job started ${started - t0} ms after the DELETE during ${stage}`);
+      const cpu1 = await waitFor("the next job's first event", () => ev.firstCpu(b.body.id), 60_000, 10);
+      const cpuMs = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / 1000;
+      t.diagnostic(`the next job started ${started - t0} ms after the DELETE during ${stage}; ${cpuMs.toFixed(0)} ms of CPU in between`);
+      if (stage.startsWith("resizing")) assert.ok(cpuMs <= 1000, `the cancel took ${cpuMs.toFixed(0)} ms of CPU to free the thread (bound 1000 ms)`);
       await waitFor("the next job", async () => (await state(s.url, b.body.id)).state === "ready", 60_000);
     });
   }

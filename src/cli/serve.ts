@@ -7,6 +7,7 @@ import { DEFAULT_MODEL_ID, defaultModelPath, requireDefaultModel } from "../pipe
 import { defaultConfig, defaultDataDir, isLoopbackHost, type ServerConfig } from "../server/config.js";
 import { startServer } from "../server/app.js";
 import { redisOptions } from "../server/redis_conn.js";
+import { parseS3Url, s3ClientConfig, type S3Settings } from "../server/s3_images.js";
 import { parseModelSpec } from "../server/models.js";
 import { SIGNATURE_HEADER } from "../server/webhooks.js";
 import { describeModeration, loadModerationConfig } from "../moderation/config.js";
@@ -50,6 +51,16 @@ Storage and queue:
                           (TLS) or redis+sentinel://HOST:PORT,HOST:PORT/MASTER[/DB]
                           (rediss+sentinel:// for TLS); the password may instead
                           be in $FLUX2_REDIS_PASSWORD. Reconnects with backoff
+  --store s3://BUCKET[/PREFIX]
+                          with --queue: images travel between this server and
+                          the workers through this S3-compatible bucket instead
+                          of Redis (give the workers the same --store). Endpoint,
+                          region and credentials: the standard AWS variables
+                          (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID,
+                          AWS_SECRET_ACCESS_KEY, AWS_PROFILE ...) or the flags below
+  --s3-endpoint URL       an S3-compatible server (MinIO, Ceph, ...); path-style
+  --s3-region R           the bucket's region (default $AWS_REGION; us-east-1
+                          with a custom endpoint)
   --lease S               seconds before a silent running job counts as
                           interrupted (default 30)
   --max-attempts N        runs a job gets when interrupted by crashes (default 2:
@@ -119,7 +130,7 @@ Other:
 const OPTIONS = {
   port: { type: "string" }, host: { type: "string" }, "public-url": { type: "string" },
   model: { type: "string", multiple: true }, "bfl-key": { type: "string" }, "bfl-url": { type: "string" }, threads: { type: "string" },
-  data: { type: "string" }, queue: { type: "string" }, lease: { type: "string" }, "max-attempts": { type: "string" },
+  data: { type: "string" }, queue: { type: "string" }, store: { type: "string" }, "s3-endpoint": { type: "string" }, "s3-region": { type: "string" }, lease: { type: "string" }, "max-attempts": { type: "string" },
   "require-keys": { type: "boolean" }, "max-active": { type: "string" }, "max-queue": { type: "string" },
   "body-limit": { type: "string" }, "max-input-pixels": { type: "string" }, "allow-private-urls": { type: "boolean" }, "lora-dir": { type: "string" },
   "url-timeout": { type: "string" }, "max-request-pixels": { type: "string" }, "memory-budget": { type: "string" },
@@ -171,10 +182,24 @@ function publicUrlFlag(v: string | undefined): string | undefined {
   return u.href.replace(/\/$/, "");
 }
 
+/** --store / --s3-endpoint / --s3-region → S3 settings (validated now); the S3 flags without --store are refused. */
+export function s3Flags(store: string | undefined, endpoint: string | undefined, region: string | undefined): S3Settings | undefined {
+  if (!store) {
+    if (endpoint !== undefined || region !== undefined) throw new Error("--s3-endpoint and --s3-region go with --store s3://BUCKET[/PREFIX]");
+    return undefined;
+  }
+  const s: S3Settings = { url: store, endpoint, region };
+  parseS3Url(store);
+  s3ClientConfig(s);
+  return s;
+}
+
 export function serveConfig(argv: string[]): ServerConfig | null {
   const { values: v } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
   if (v.help) return null;
   if (v.queue) redisOptions(v.queue); // a bad URL is refused now, with what to write instead
+  const store = s3Flags(v.store, v["s3-endpoint"], v["s3-region"]);
+  if (store && !v.queue) throw new Error("--store s3://… is where workers and the server exchange images: it needs --queue redis://… (without --queue, images stay in --data)");
   const d = defaultConfig();
   const body = numFlag(v["body-limit"], "body-limit", 1, 4096, false);
   const lease = numFlag(v.lease, "lease", 1, 86400, false);
@@ -197,6 +222,7 @@ export function serveConfig(argv: string[]): ServerConfig | null {
     threads: numFlag(v.threads, "threads", 1, 1024),
     dataDir: v.data ?? d.dataDir,
     queue: v.queue,
+    store,
     leaseMs: lease !== undefined ? lease * 1000 : d.leaseMs,
     maxAttempts: numFlag(v["max-attempts"], "max-attempts", 1, 100) ?? d.maxAttempts,
     requireKeys: !!v["require-keys"],
@@ -269,7 +295,7 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   const stopped = untilSignal();
   const server = await startServer(cfg, log);
   const models = cfg.models.map((m) => m.id).concat(cfg.bflKey ? ["flux-2-pro", "flux-2-max", "flux-2-flex"] : []);
-  console.log(`flux2 serve: listening on ${server.url} (data ${cfg.dataDir}, queue ${cfg.queue ?? "embedded"}, models ${models.join(", ") || "none"})`);
+  console.log(`flux2 serve: listening on ${server.url} (data ${cfg.dataDir}, queue ${cfg.queue ?? "embedded"}${cfg.store ? `, images through ${cfg.store.url}` : ""}, models ${models.join(", ") || "none"})`);
   if (!cfg.publicUrl && (cfg.host === "0.0.0.0" || cfg.host === "::")) {
     log(`note: result and polling URLs start with ${server.url}; give --public-url with the address clients use to reach this server`);
   }

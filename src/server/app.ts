@@ -15,6 +15,7 @@ import { ModelRegistry } from "./models.js";
 import { BflClient, providerRunner } from "./providers/bfl.js";
 import { LocalQueue } from "./queue_local.js";
 import { RedisDispatcher } from "./queue_redis.js";
+import { S3Images } from "./s3_images.js";
 import { registerRoutes } from "./routes.js";
 import { registerCors, registerStudioRoutes } from "./studio_routes.js";
 import { registerStoryboardRoutes } from "./storyboard.js";
@@ -121,7 +122,9 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   }
   // Fine-tuning runs in this process's queue (child processes) whenever it serves local models.
   const finetuner = !cfg.queue && cfg.models.length ? new Finetuner({ cfg, store, images, registry, lifecycle, events, baseUrl: baseFor, onFault, log }) : undefined;
-  if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log, images);
+  if (cfg.store && !cfg.queue) throw new Error("--store s3://… is where workers and the server exchange images: it needs --queue redis://…");
+  const objectStore = cfg.store ? new S3Images(cfg.store, images) : undefined;
+  if (cfg.queue) queues.redis = new RedisDispatcher(cfg.queue, store, lifecycle, events, registry, log, images, objectStore);
 
   const keysRequired = needKeys(cfg);
   const service = new JobService(cfg, store, images, registry, lifecycle, queues, budget, health);
@@ -159,6 +162,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
 
   let port = cfg.port;
   try {
+    // A wrong bucket, endpoint or key stops the server before it listens, not every job later.
+    await objectStore?.check();
     // A deep accept backlog: bursts of connections (a thousand clients at once) are not refused.
     await app.listen({ host: cfg.host, port: cfg.port, backlog: 4096 });
     const addr = app.server.address();

@@ -4,6 +4,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import type { ModerationConfig } from "../moderation/config.js";
+import type { S3Settings } from "./s3_images.js";
 
 export interface ModelSpec {
   /** API model id, e.g. flux-2-klein-4b (POST /v1/<id>). */
@@ -20,6 +21,8 @@ export interface ServerConfig {
   models: ModelSpec[];
   /** redis://host:port: jobs of local models go to BullMQ workers instead of this process. */
   queue?: string;
+  /** With queue: images travel between server and workers through this S3-compatible bucket instead of Redis. */
+  store?: S3Settings;
   /** Require x-key even on loopback (always required on other addresses). */
   requireKeys: boolean;
   bflKey?: string;

@@ -162,6 +162,8 @@ export async function runGeneration(pipe: Flux2Pipeline, job: ExecJob, ctx: RunC
   });
   // Before encoding: a moderated image is never written anywhere.
   await ctx.moderator?.checkOutputs(result.images, r.safety_tolerance);
+  // A cancel seen here arrived during the VAE decode (or the output check): say so, not "encoding".
+  check(ctx);
   enter(ctx, "encoding the output");
   check(ctx);
   return {

@@ -55,6 +55,9 @@ function replay(hit: IdempotencyHit): { id: string } {
   return { id: hit.jobId };
 }
 
+/** How long a submit waits for Redis to take the job before answering anyway (the sweep adds it later). */
+export const ENQUEUE_WAIT_MS = 2000;
+
 export class JobService {
   constructor(
     private cfg: ServerConfig,
@@ -139,7 +142,12 @@ export class JobService {
     if (row.kind === "local") return this.queues.local!.notify();
     if (row.kind === "provider") return this.queues.provider!.notify();
     // If Redis cannot be reached now, the row stays queued and the sweep adds it once Redis is back.
-    await this.queues.redis!.enqueue(row).catch(() => {});
+    // BullMQ's connection holds commands while it reconnects (it must, for its blocking reads), so the
+    // add could wait for as long as Redis is away: the answer waits at most ENQUEUE_WAIT_MS for it.
+    const added = this.queues.redis!.enqueue(row).catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([added, new Promise((r) => { timer = setTimeout(r, ENQUEUE_WAIT_MS); })]);
+    clearTimeout(timer);
   }
 
   /** A job the caller may see: its own, or any when the caller is anonymous (keys not required). */

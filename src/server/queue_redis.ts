@@ -14,12 +14,18 @@ import { advertisedModel, type AdvertisedModel, type ModelRegistry } from "./mod
 import { cancelKey, MODELS_KEY, queueName, RedisConnections, type RedisClient } from "./redis_conn.js";
 import type { JobResult, JobRow, JobStore } from "./store.js";
 import type { ImageStore } from "./images.js";
-import { INPUT_TTL_S, RedisImages, storedInputs } from "./redis_images.js";
+import { INPUT_TTL_S, RedisImages, storedInputs, type ImageTransfer } from "./redis_images.js";
+import type { S3Images } from "./s3_images.js";
 
 export interface RedisJobData {
   id: string;
   model: string;
   request: unknown;
+  /**
+   * Where the job's images travel: the server's --store URL (s3://…), absent for Redis. A worker
+   * configured for another store refuses the job, saying so, instead of waiting for images that never come.
+   */
+  store?: string;
 }
 
 /** BullMQ options every job gets: one retry after a crash (a stalled job), results kept a week for the sweep. */
@@ -29,9 +35,11 @@ export class RedisDispatcher {
   private conns: RedisConnections;
   private queues = new Map<string, { queue: Queue; events: QueueEvents }>();
   private ctl: RedisClient | null = null;
-  private transfer: RedisImages | null = null;
+  private transfer: ImageTransfer | null = null;
   private timers: NodeJS.Timeout[] = [];
   private sweepAfter = 0;
+  /** The latest advert seen per model (src/server/models.ts AdvertisedModel). */
+  private adverts = new Map<string, AdvertisedModel>();
   private closed = false;
 
   constructor(
@@ -42,13 +50,15 @@ export class RedisDispatcher {
     private registry: ModelRegistry,
     private log: (s: string) => void,
     private images: ImageStore,
+    /** --store s3://…: images go through this bucket instead of Redis. */
+    private objectStore?: S3Images,
   ) {
     this.conns = new RedisConnections(url, log);
   }
 
   async start(localIds: string[]): Promise<void> {
     this.ctl = await this.conns.plain();
-    this.transfer = new RedisImages(this.ctl, this.images);
+    this.transfer = this.objectStore ?? new RedisImages(this.ctl, this.images);
     for (const id of localIds) this.ensure(id);
     await this.refreshModels();
     await this.sweep();
@@ -56,14 +66,25 @@ export class RedisDispatcher {
     this.timers.push(setInterval(() => void this.sweep().catch((e) => this.log(`redis sweep: ${e.message}`)), 3000));
   }
 
-  /** Models that live workers advertise become available (and get a queue). */
+  /**
+   * Models that live workers advertise become available (and get a queue). An advert stays valid
+   * until its own expiry even when Redis no longer has it: a Redis restarted without persistence
+   * forgets every advert, and until the workers advertise again (at once when they reconnect,
+   * src/server/redis_worker.ts) submits for their models must not get "Model not found".
+   */
   async refreshModels(): Promise<void> {
     if (!this.ctl) return;
     const adverts = await this.ctl.hgetall(MODELS_KEY);
-    const list = [];
     for (const raw of Object.values(adverts)) {
       const a = JSON.parse(raw) as AdvertisedModel;
-      if (a.expires > Date.now()) list.push(advertisedModel(a));
+      const known = this.adverts.get(a.id);
+      if (!known || a.expires > known.expires) this.adverts.set(a.id, a);
+    }
+    const now = Date.now();
+    const list = [];
+    for (const [id, a] of this.adverts) {
+      if (a.expires > now) list.push(advertisedModel(a));
+      else this.adverts.delete(id);
     }
     this.registry.setRemote(list);
     for (const m of list) this.ensure(m.id);
@@ -98,7 +119,7 @@ export class RedisDispatcher {
     }).catch((e: Error) => this.log(`redis: ${e.message}`));
   }
 
-  /** A worker finished: its images are copied from Redis into our store (unless we share its folder), then the job is Ready. */
+  /** A worker finished: its images are copied from Redis (or the S3 store) into our store (unless we share its folder), then the job is Ready. */
   private async completed(jobId: string, returnvalue: unknown): Promise<void> {
     const result = (typeof returnvalue === "string" ? JSON.parse(returnvalue) : returnvalue) as JobResult;
     this.store.markRunning(jobId, result.started_at);
@@ -123,7 +144,7 @@ export class RedisDispatcher {
   }
 
   async enqueue(row: Pick<JobRow, "id" | "model" | "request">): Promise<void> {
-    const data: RedisJobData = { id: row.id, model: row.model, request: JSON.parse(row.request) };
+    const data: RedisJobData = { id: row.id, model: row.model, request: JSON.parse(row.request), ...(this.objectStore ? { store: this.objectStore.url } : {}) };
     // Inputs first, so a worker on another machine finds them when it takes the job.
     for (const name of storedInputs(data.request)) await this.transfer!.push(name, INPUT_TTL_S);
     await this.ensure(row.model).queue.add(row.model, data, { ...JOB_OPTIONS, jobId: row.id });
@@ -163,5 +184,6 @@ export class RedisDispatcher {
     }
     this.ctl?.disconnect();
     this.conns.closeAll();
+    this.objectStore?.close();
   }
 }

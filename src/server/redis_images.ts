@@ -24,13 +24,21 @@ export const INPUT_TTL_S = 24 * 3600;
 export const OUTPUT_TTL_S = 3600;
 
 export class ImageExpiredError extends Error {
-  constructor(name: string) {
-    super(`image ${name} is no longer in Redis (its time to live passed, or Redis restarted without persistence); submit the job again`);
+  constructor(name: string, where = "Redis", why = "its time to live passed, or Redis restarted without persistence") {
+    super(`image ${name} is no longer in ${where} (${why}); submit the job again`);
     this.name = "ImageExpiredError";
   }
 }
 
-export class RedisImages {
+/** Where images travel between the server and workers: Redis (the default) or an S3 bucket (src/server/s3_images.ts). */
+export interface ImageTransfer {
+  /** Make local image `name` available to the other side, for about `ttlS` seconds where the store can expire keys. */
+  push(name: string, ttlS: number): Promise<void>;
+  /** Copy image `name` into the local store (unless there already); ImageExpiredError when it is gone. */
+  pull(name: string): Promise<void>;
+}
+
+export class RedisImages implements ImageTransfer {
   constructor(private redis: RedisClient, private local: ImageStore) {}
 
   /** Make local image `name` available to other machines for `ttlS` seconds (refreshing the expiry when already there). */

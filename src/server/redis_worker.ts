@@ -14,7 +14,8 @@ import { ImageStore } from "./images.js";
 import { localModel, type AdvertisedModel } from "./models.js";
 import { cancelKey, MODELS_KEY, queueName, RedisConnections, type RedisClient } from "./redis_conn.js";
 import type { RedisJobData } from "./queue_redis.js";
-import { ImageExpiredError, OUTPUT_TTL_S, RedisImages, storedInputs } from "./redis_images.js";
+import { ImageExpiredError, OUTPUT_TTL_S, RedisImages, storedInputs, type ImageTransfer } from "./redis_images.js";
+import { S3Images, type S3Settings } from "./s3_images.js";
 import { storeOutput } from "./run_local.js";
 import type { JobResult } from "./store.js";
 import type { GenerationRequest } from "../api/request.js";
@@ -30,6 +31,8 @@ export interface WorkerOptions {
   dataDir: string;
   /** Seconds output images stay in Redis for the server to collect (default one hour). */
   imageTtlS?: number;
+  /** Images through this S3 bucket instead of Redis (the server's --store); checked at start. */
+  s3?: S3Settings;
   threads?: number;
   /** BullMQ lock: a worker silent this long is presumed dead and its job retried. */
   lockMs: number;
@@ -44,16 +47,27 @@ export interface WorkerOptions {
 
 export interface RunningWorker {
   name: string;
-  close(): Promise<void>;
+  /** Stop taking jobs and close; false when Redis could not be reached within the deadline (connections dropped). */
+  close(deadlineMs?: number): Promise<boolean>;
 }
+
+/** How long a closing worker waits for an unreachable Redis before dropping its connections. */
+export const CLOSE_DEADLINE_MS = 10_000;
 
 const ADVERT_MS = 5000;
 
 export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const name = opts.name ?? `${os.hostname()}/${process.pid}`;
   const conns = new RedisConnections(opts.url, (s) => opts.log(JSON.stringify({ event: "warn", message: s })));
-  const ctl = await conns.plain();
   const images = new ImageStore(path.join(opts.dataDir, "images"));
+  const s3 = opts.s3 ? new S3Images(opts.s3, images) : undefined;
+  try {
+    await s3?.check(); // a wrong bucket, endpoint or key stops the worker now, not every job later
+  } catch (e) {
+    s3?.close();
+    throw e;
+  }
+  const ctl = await conns.plain();
   const adverts = opts.models.map((m) => localModel(m, "redis workers"));
   const executor = new Executor({ models: opts.models, storeRoot: images.root, threads: opts.threads, maxPixels: opts.maxPixels, loraDir: opts.loraDir,
     moderation: opts.moderation, watermark: opts.watermark, upsampleTokens: opts.upsampleTokens });
@@ -66,9 +80,12 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
   };
   await advertise();
   const advertTimer = setInterval(() => void advertise().catch(() => {}), ADVERT_MS);
+  // A Redis restarted without persistence has forgotten the adverts: advertise again as soon as the
+  // connection is back, not at the next tick (up to 5 s later), so the server never lacks the model.
+  ctl.on("ready", () => void advertise().catch(() => {}));
 
-  const transfer = new RedisImages(ctl, images);
-  const processJob = (job: Job<RedisJobData>) => runJob(job, { executor, images, transfer, imageTtlS: opts.imageTtlS ?? OUTPUT_TTL_S, ctl, name, log: opts.log });
+  const transfer: ImageTransfer = s3 ?? new RedisImages(ctl, images);
+  const processJob = (job: Job<RedisJobData>) => runJob(job, { executor, images, transfer, store: s3?.url, imageTtlS: opts.imageTtlS ?? OUTPUT_TTL_S, ctl, name, log: opts.log });
   const workers = opts.models.map((m) => new Worker<RedisJobData, JobResult>(queueName(m.id), processJob, {
     connection: conns.make() as never, concurrency: 1, lockDuration: opts.lockMs, stalledInterval: opts.lockMs, maxStalledCount: 1,
   }));
@@ -78,12 +95,28 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
 
   return {
     name,
-    async close() {
+    async close(deadlineMs = CLOSE_DEADLINE_MS) {
       clearInterval(advertTimer);
-      await Promise.all(workers.map((w) => w.close()));
-      await executor.close();
+      // BullMQ's close finishes the job in hand (as long as it takes) and releases it in Redis, so with Redis
+      // unreachable it waits forever (seen: a SIGTERM'd worker kept reconnecting). Once Redis has been
+      // unreachable for the deadline, the connections are dropped instead: the job's lock lapses and another
+      // worker takes it over, as after a crash.
+      const closing = Promise.all(workers.map((w) => w.close())).then(() => true, () => false);
+      let downSince: number | null = null;
+      let timer: NodeJS.Timeout | undefined;
+      const clean = await Promise.race([closing, new Promise<boolean>((resolve) => {
+        timer = setInterval(() => {
+          if (ctl.status === "ready") downSince = null;
+          else if (Date.now() - (downSince ??= Date.now()) >= deadlineMs) resolve(false);
+        }, 250);
+      })]);
+      clearInterval(timer);
+      if (!clean) opts.log(JSON.stringify({ event: "warn", message: `could not close: Redis unreachable for ${deadlineMs / 1000} s; connections dropped (a job in hand is taken over by another worker once its lock lapses)` }));
       ctl.disconnect();
       conns.closeAll();
+      await executor.close();
+      s3?.close();
+      return clean;
     },
   };
 }
@@ -91,7 +124,9 @@ export async function startRedisWorker(opts: WorkerOptions): Promise<RunningWork
 interface JobDeps {
   executor: Executor;
   images: ImageStore;
-  transfer: RedisImages;
+  transfer: ImageTransfer;
+  /** This worker's --store (undefined: Redis). */
+  store?: string;
   imageTtlS: number;
   ctl: RedisClient;
   name: string;
@@ -102,8 +137,11 @@ async function runJob(job: Job<RedisJobData>, d: JobDeps): Promise<JobResult> {
   const { id, model, request } = job.data;
   const cancelled = async () => (await d.ctl.exists(cancelKey(id))) === 1;
   if (await cancelled()) throw new UnrecoverableError("cancelled");
+  if (job.data.store !== d.store) {
+    throw new UnrecoverableError(`the server keeps this job's images in ${job.data.store ?? "Redis"}, but worker ${d.name} uses ${d.store ?? "Redis"}: start every worker with the server's --store${job.data.store ? ` ${job.data.store}` : " (none)"}`);
+  }
   d.log(JSON.stringify({ event: "start", id, worker: d.name, attempt: job.attemptsStarted }));
-  // The inputs come from Redis unless this worker shares the server's folder.
+  // The inputs come from Redis (or the S3 store) unless this worker shares the server's folder.
   try {
     for (const n of storedInputs(request)) await d.transfer.pull(n);
   } catch (e) {
