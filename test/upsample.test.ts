@@ -72,12 +72,13 @@ describe("flux2 serve: prompt_upsampling", () => {
 
   test("true: result.prompt is the rewrite, recorded in the image with the original; false changes nothing", async () => {
     const body = { prompt: "a lighthouse", width: 64, height: 64, seed: 9 };
-    const up = await untilDone(s.url, (await api(s.url, "POST", "/v1/flux-2-klein-4b", { ...body, prompt_upsampling: true })).body.id, {}, 60_000);
+    // Generous limits: they only stop a hang (a loaded machine took over 60 s for this job).
+    const up = await untilDone(s.url, (await api(s.url, "POST", "/v1/flux-2-klein-4b", { ...body, prompt_upsampling: true })).body.id, {}, 120_000);
     assert.equal(up.status, "Ready", JSON.stringify(up));
     assert.notEqual(up.result.prompt, "a lighthouse");
     const rec = JSON.parse(readPngText(Buffer.from(await (await fetch(up.result.sample)).arrayBuffer())).flux2);
     assert.deepEqual([rec.prompt, rec.upsampledFrom], [up.result.prompt, "a lighthouse"]);
-    const plain = await untilDone(s.url, (await api(s.url, "POST", "/v1/flux-2-klein-4b", { ...body, prompt_upsampling: false })).body.id);
+    const plain = await untilDone(s.url, (await api(s.url, "POST", "/v1/flux-2-klein-4b", { ...body, prompt_upsampling: false })).body.id, {}, 120_000);
     assert.equal(plain.result.prompt, "a lighthouse");
     assert.notEqual(plain.result.sample, up.result.sample);
   });
