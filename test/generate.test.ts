@@ -104,6 +104,22 @@ test("sampleToken: top_p keeps the smallest most-likely set reaching top_p", () 
   assert.throws(() => sampleToken(logits, { temperature: 1, topP: 0 }, rng), /top_p must be in \(0, 1\]/);
 });
 
+test("sampleToken: top_k keeps the k most likely before top_p (transformers' order)", () => {
+  const logits = Float32Array.from([0.5, 0.3, 0.15, 0.05].map(Math.log));
+  const rng = new Xoshiro128(8);
+  const draw = (o: { topK?: number; topP?: number }) => {
+    const seen = new Set<number>();
+    for (let i = 0; i < 400; i++) seen.add(sampleToken(logits, { temperature: 1, ...o }, rng));
+    return [...seen].sort();
+  };
+  assert.deepEqual(draw({ topK: 1 }), [0]);
+  assert.deepEqual(draw({ topK: 3 }), [0, 1, 2]);
+  // top_p over what top_k kept, renormalised: 0.5/0.95 + 0.3/0.95 = 0.84 reaches 0.83, 0.5/0.95 does not.
+  assert.deepEqual(draw({ topK: 3, topP: 0.83 }), [0, 1]);
+  assert.deepEqual(draw({ topK: 0 }), [0, 1, 2, 3]);
+  assert.throws(() => sampleToken(logits, { temperature: 1, topK: -1 }, rng), /top_k must be a whole number/);
+});
+
 test("a checkpoint without lm_head and without tied embeddings is refused with a clear message", () => {
   const untied = { ...config, tie_word_embeddings: false };
   assert.match(lmHeadProblem(untied, new Qwen3Weights(WeightSet.open(dir)))!, /no lm_head \("lm_head.weight"\) and does not tie it to the embeddings.*cannot generate text/);

@@ -29,6 +29,7 @@ import {
   DEV_MAX_LENGTH, DEV_SYSTEM_MESSAGE, DEV_SYSTEM_MESSAGE_SHA256, devMessages, MistralPromptTokenizer,
   removeImageTokens, renderDevChatBuiltin,
 } from "../src/text/mistral_prompt.js";
+import { TextGenerator } from "../src/text/generate.js";
 
 const backend = new OrtBackend();
 const TOL = 1e-4;
@@ -139,7 +140,7 @@ type Rows = "zero" | "uniform";
  * hidden_states[0..N] (the last one after the final RMSNorm) as float64 arrays (B*L*D), written
  * from the spec's math with no code shared with the encoder.
  */
-function referenceForward(t: Tiny, w: Weights, ids: number[], mask: number[], B: number, L: number, rows: Rows): Float64Array[] {
+function referenceForward(t: Tiny, w: Weights, ids: number[], mask: number[], B: number, L: number, rows: Rows, window: number | null = null): Float64Array[] {
   const { D, H, KV, Dh, I, N } = t;
   const eps = t.text.rms_norm_eps as number, theta = t.text.rope_theta as number;
   const get = (n: string) => {
@@ -199,7 +200,7 @@ function referenceForward(t: Tiny, w: Weights, ids: number[], mask: number[], B:
       for (let tq = 0; tq < L; tq++) {
         const o = new Float64Array(H * Dh);
         const allowed: number[] = [];
-        for (let tk = 0; tk <= tq; tk++) if (mask[b * L + tk] === 1) allowed.push(tk);
+        for (let tk = 0; tk <= tq; tk++) if (mask[b * L + tk] === 1 && (window === null || tq - tk < window)) allowed.push(tk);
         for (let h = 0; h < H; h++) {
           const kvh = Math.floor(h / (H / KV));
           let keys = allowed, weights: number[];
@@ -716,3 +717,85 @@ test("dev prompt: tokenizer folder errors are clear", async () => {
     cleanup(badSide);
   }
 });
+
+// -- text generation (prompt upsampling on dev) against the float64 reference ------------------
+
+/** A random untied lm_head (V, D): the checkpoint writer's default one is constant, which would make every logit equal. */
+function randomLmHead(t: Tiny, seed: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: t.V * t.D }, () => (r() * 2 - 1) * 0.5);
+}
+
+/** Logits (L, V) in float64: the reference's final (normed) hidden state times lm_head. */
+function referenceLogits(t: Tiny, w: Weights, head: Float32Array, ids: number[], window: number | null = null): Float64Array {
+  const L = ids.length;
+  const final = referenceForward(t, w, ids, ids.map(() => 1), 1, L, "zero", window)[t.N];
+  const out = new Float64Array(L * t.V);
+  for (let q = 0; q < L; q++) {
+    for (let v = 0; v < t.V; v++) {
+      let s = 0;
+      for (let d = 0; d < t.D; d++) s += final[q * t.D + d] * head[v * t.D + d];
+      out[q * t.V + v] = s;
+    }
+  }
+  return out;
+}
+
+const GEN_IDS = [1, 57, 201, 4, 17, 99, 120, 18, 3];
+const LOGIT_TOL = 2e-4;
+
+function rowDiff(got: Float32Array, want: Float64Array, row: number, V: number): number {
+  let m = 0;
+  for (let v = 0; v < V; v++) {
+    const d = Math.abs(got[v] - want[row * V + v]);
+    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
+  }
+  return m;
+}
+
+for (const [label, layout, window] of [["model.language_model.*", "current", null], ["language_model.model.*", "older", null], ["sliding window 3", "current", 3]] as const) {
+  test(`Mistral generation (${label}): uncached and KV-cached logits of the untied lm_head match the float64 reference at every position`, async () => {
+    const t: Tiny = window === null ? TINY : { ...TINY, text: { ...TINY.text, sliding_window: window } };
+    const w = randomWeights(t, 21);
+    const head = randomLmHead(t, 22);
+    const headKey = layout === "older" ? "language_model.lm_head.weight" : "lm_head.weight";
+    const dir = writeCheckpoint(t, w, layout, (tensors) => { tensors[headKey] = { dtype: "F32", shape: [t.V, t.D], data: head }; });
+    const config = readMistralConfig(path.join(dir, "config.json"));
+    assert.equal(config.tie_word_embeddings, false);
+    assert.equal(config.sliding_window, window);
+    const want = referenceLogits(t, w, head, GEN_IDS, window);
+    const L = GEN_IDS.length;
+    // The verified forward pass (uncached graph, hidden states checked above) with logits on.
+    const enc = await MistralEncoder.fromFiles(backend, dir, null, { outputLayers: [], logits: true });
+    const gen = await TextGenerator.create(config, new MistralWeights(WeightSet.open(dir)), backend);
+    try {
+      const full = (await enc.hiddenStates(big(GEN_IDS), big(GEN_IDS.map(() => 1)), 1, L, [], { logits: true })).logits!.data as Float32Array;
+      for (let q = 0; q < L; q++) {
+        const d = rowDiff(full.subarray(q * t.V, (q + 1) * t.V), want, q, t.V);
+        assert.ok(d <= LOGIT_TOL, `uncached position ${q}: max |diff| ${d}`);
+      }
+      // Prefill four tokens, then one at a time through the cache.
+      const cache = gen.newCache();
+      const diffs = [rowDiff(await gen.forward(GEN_IDS.slice(0, 4), cache), want, 3, t.V)];
+      for (let q = 4; q < L; q++) {
+        diffs.push(rowDiff(await gen.forward([GEN_IDS[q]], cache), want, q, t.V));
+        assert.equal(cache.length, q + 1);
+      }
+      diffs.forEach((d, i) => assert.ok(d <= LOGIT_TOL, `cached position ${i + 3}: max |diff| ${d}`));
+      console.log(`mistral generate ${label}: cached logits max |diff| ${Math.max(...diffs).toExponential(2)}`);
+
+      // Greedy decoding is the argmax chain of the float64 reference.
+      const out = await gen.generate(GEN_IDS.slice(0, 5), { maxNewTokens: 6 });
+      assert.equal(out.tokens.length, 6);
+      const chain = referenceLogits(t, w, head, [...GEN_IDS.slice(0, 5), ...out.tokens.slice(0, -1)], window);
+      out.tokens.forEach((tok, i) => {
+        const row = Array.from(chain.subarray((4 + i) * t.V, (5 + i) * t.V));
+        assert.equal(tok, row.indexOf(Math.max(...row)), `greedy token ${i}`);
+      });
+    } finally {
+      await gen.release();
+      await enc.release();
+      cleanup(dir);
+    }
+  });
+}

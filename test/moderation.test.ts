@@ -16,7 +16,7 @@ import { Qwen3Encoder } from "../src/models/qwen3.js";
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { PromptTokenizer } from "../src/text/tokenizer.js";
 import { goldenPath, repoRoot } from "./golden.js";
-import { api, untilDone } from "./helpers/net.js";
+import { api, serverUrl, spawnCli, stop, TINY, untilDone, waitFor } from "./helpers/net.js";
 import { pngImage, testServer } from "./helpers/server.js";
 import { writeTinyVit } from "./helpers/vit.js";
 
@@ -88,6 +88,20 @@ describe("flux2 serve without moderation", () => {
     const ok = await api(s.url, "POST", "/v1/flux-2-klein-4b", { prompt: "x", width: 64, height: 64, safety_tolerance: 5 });
     assert.equal(ok.status, 200);
     assert.equal((await untilDone(s.url, ok.body.id)).status, "Ready");
+  });
+
+  test("flux2 serve says so at start-up", { timeout: 60_000 }, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-nomod-"));
+    const c = spawnCli(["serve", "--port", "0", "--data", dir, "--model", `flux-2-klein-4b=${TINY}`, "--threads", "1"]);
+    try {
+      await serverUrl(c, 45_000);
+      // Printed on stderr just after the listening line.
+      const line = await waitFor("the moderation line", () => c.err.find((l) => l.includes("moderation")), 10_000);
+      assert.match(line, /^flux2 serve: no moderation configured: prompts and images are not checked \(flux2 serve --moderation CONFIG/);
+    } finally {
+      await stop(c);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

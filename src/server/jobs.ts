@@ -99,7 +99,7 @@ export class JobService {
     if (who.keyId && keyMax > 0 && this.store.activeCount(who.keyId) >= keyMax) throw tooManyActive(keyMax);
     const warnings: string[] = [];
     const request: GenerationRequest = validateRequest(body, model, warnings);
-    if (model.kind === "local") checkModerationFields(request, this.cfg.moderation);
+    if (model.kind === "local") checkModerationFields(request, this.cfg.moderation, model.upsamplingProblem);
     // Nothing is written on a disk without room: a clear 503 now instead of a half-stored job.
     this.health?.assertRoom();
     try {

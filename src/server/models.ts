@@ -9,6 +9,7 @@ import { latentMultiple, openCheckpoint, VARIANT_DEFAULTS, type Variant } from "
 import { modelDefaults } from "../pipeline/model_defaults.js";
 import { hostedCapabilities } from "./providers/hosted.js";
 import type { ModelSpec } from "./config.js";
+import { textLlmProblem } from "../text/upsample.js";
 
 export const PROVIDER_MODELS = ["flux-2-pro", "flux-2-max", "flux-2-flex"] as const;
 export type ProviderModel = (typeof PROVIDER_MODELS)[number];
@@ -25,6 +26,12 @@ export interface ModelEntry {
   dir?: string;
   /** Where it runs: "this process", "redis workers", or "api.bfl.ai". */
   runs: string;
+  /**
+   * Local checkpoints read here: why `prompt_upsampling` cannot be honoured (the text encoder has no
+   * lm_head), or null when it can. Absent where this process cannot tell (worker-advertised models:
+   * the worker refuses the job with the same message).
+   */
+  upsamplingProblem?: string | null;
 }
 
 const ID_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -58,7 +65,7 @@ export function localModel(spec: ModelSpec, runs = "this process"): ModelEntry {
   if (caps.steps) caps.steps = { ...caps.steps, default: d.steps };
   if (caps.guidance) caps.guidance = { ...caps.guidance, default: d.guidance };
   return {
-    id: spec.id, kind: "local", variant: ck.variant, caps, dir: spec.dir, runs,
+    id: spec.id, kind: "local", variant: ck.variant, caps, dir: spec.dir, runs, upsamplingProblem: textLlmProblem(ck),
     defaults: { steps: d.steps, guidance: caps.guidance ? d.guidance : null, width: d.width, height: d.height },
   };
 }

@@ -7,11 +7,13 @@ import { fieldError } from "./errors.js";
 import { DEFAULT_SAFETY_TOLERANCE, describeModeration, safetyToleranceProblem, type ModerationConfig } from "../moderation/config.js";
 
 /** Refuse (422 naming the field) what moderation cannot honour for a local model. */
-export function checkModerationFields(r: GenerationRequest, c: ModerationConfig | undefined): void {
+export function checkModerationFields(r: GenerationRequest, c: ModerationConfig | undefined, upsamplingProblem?: string | null): void {
   const problem = safetyToleranceProblem(r.safety_tolerance, c);
   if (problem) throw fieldError("safety_tolerance", problem, "not_supported");
   // Upsampling with images would need dev's vision tower: refused at submit, not after queueing.
   if (r.prompt_upsampling && referenceInputs(r).length) throw fieldError("prompt_upsampling", IMAGE_UPSAMPLING_REFUSED, "not_supported");
+  // A text encoder without an lm_head cannot rewrite the prompt: refused, never run without it.
+  if (r.prompt_upsampling && upsamplingProblem) throw fieldError("prompt_upsampling", upsamplingProblem, "not_supported");
 }
 
 /** The `moderation` object of GET /v1/models (local models; BFL's hosted models moderate on BFL's side). */

@@ -59,6 +59,7 @@ export function describeModel(m: ModelEntry & { available: boolean }) {
       recommended_references: c.recommendedReferences, steps: c.steps, guidance: c.guidance,
     },
     fields: c.fields, defaults: m.defaults,
+    prompt_upsampling: m.upsamplingProblem === undefined ? null : { available: !m.upsamplingProblem, reason: m.upsamplingProblem ?? null },
   };
 }
 

@@ -75,6 +75,8 @@ export const ModelInfo = z.object({
   }),
   fields: z.array(z.string()).describe("request fields this model accepts"),
   defaults: z.object({ steps: z.number().nullable(), guidance: z.number().nullable(), width: z.number(), height: z.number() }),
+  prompt_upsampling: z.object({ available: z.boolean(), reason: z.string().nullable().describe("why `prompt_upsampling: true` is refused (422)") })
+    .nullable().describe("flux2.ts extension, local checkpoints read by this server: whether the text encoder can rewrite prompts; null where this server cannot tell (BFL's hosted models, worker-advertised ones)"),
 });
 export const ModerationInfo = z.object({
   configured: z.boolean().describe("false: prompts and images are not checked (flux2 serve --moderation CONFIG)"),

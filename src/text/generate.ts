@@ -3,8 +3,8 @@
 // built with its KV-cache option, run one token at a time on the same backend.
 //
 // Sampling follows transformers' generate(): greedy when temperature is 0, else
-// logits / temperature → softmax → top-p (the smallest set of most likely tokens
-// whose probability reaches top_p) → one draw from a seeded xoshiro128** stream
+// logits / temperature → top-k (the k most likely tokens) → softmax → top-p (the
+// smallest set of most likely tokens whose probability reaches top_p) → one draw from a seeded xoshiro128** stream
 // (src/util/random.ts), so the same seed gives the same text. Generation stops at
 // a stop token (not included in the output) or after maxNewTokens.
 
@@ -19,6 +19,8 @@ export interface SamplingOptions {
   temperature?: number;
   /** Nucleus sampling mass, (0, 1]; 1 (default) keeps every token. */
   topP?: number;
+  /** Keep only the k most likely tokens before top-p (transformers' top_k); 0 or absent keeps every token. */
+  topK?: number;
   seed?: number;
   /** Token ids that end generation (e.g. <|im_end|>, </s>). */
   stopTokens?: number[];
@@ -38,11 +40,13 @@ export function lmHeadProblem(c: DecoderConfig, w: DecoderWeights): string | nul
 }
 
 /** One sampling decision from next-token logits. */
-export function sampleToken(logits: Float32Array, opts: Pick<SamplingOptions, "temperature" | "topP">, rng: Xoshiro128): number {
+export function sampleToken(logits: Float32Array, opts: Pick<SamplingOptions, "temperature" | "topP" | "topK">, rng: Xoshiro128): number {
   const t = opts.temperature ?? 0;
   if (!(t >= 0)) throw new RangeError(`temperature must be 0 or more, got ${t}`);
   const topP = opts.topP ?? 1;
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`top_p must be in (0, 1], got ${topP}`);
+  const topK = opts.topK ?? 0;
+  if (!Number.isInteger(topK) || topK < 0) throw new RangeError(`top_k must be a whole number, 0 (off) or more, got ${topK}`);
   if (t === 0) {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
@@ -51,13 +55,15 @@ export function sampleToken(logits: Float32Array, opts: Pick<SamplingOptions, "t
   let max = -Infinity;
   for (const l of logits) max = Math.max(max, l / t);
   const probs = Float64Array.from(logits, (l) => Math.exp(l / t - max));
-  const sum = probs.reduce((a, b) => a + b, 0);
-  const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a] || a - b);
+  const sorted = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a] || a - b);
+  // top-k first (transformers' TopKLogitsWarper), then top-p renormalised over what top-k kept.
+  const order = topK > 0 ? sorted.slice(0, topK) : sorted;
+  const total = order.reduce((a, i) => a + probs[i], 0);
   const kept: number[] = [];
   let mass = 0;
   for (const i of order) {
     kept.push(i);
-    mass += probs[i] / sum;
+    mass += probs[i] / total;
     if (mass >= topP) break;
   }
   let u = rng.nextDouble() * kept.reduce((a, i) => a + probs[i], 0);
@@ -93,9 +99,14 @@ export class TextGenerator {
     if (L === 0) throw new Error("text generation: no tokens to feed");
     for (const id of tokens) if (!Number.isInteger(id) || id < 0 || id >= c.vocab_size) throw new Error(`text generation: token id ${id} is outside the vocabulary (0..${c.vocab_size - 1})`);
     const { cos, sin, half } = qwen3RopeTables(T, c.head_dim, c.rope_theta);
-    // Query q (absolute position P+q) sees keys 0..P+q: the cache and the causal part of this step.
+    // Query q (absolute position P+q) sees keys 0..P+q: the cache and the causal part of this step;
+    // with a sliding window (Mistral configs may set one) only the last `window` of them, as in
+    // causalPaddingBias for the uncached graph.
+    const window = c.sliding_window ?? null;
     const bias = new Float32Array(L * T);
-    for (let q = 0; q < L; q++) for (let k = P + q + 1; k < T; k++) bias[q * T + k] = MASKED;
+    for (let q = 0; q < L; q++) {
+      for (let k = 0; k < T; k++) if (k > P + q || (window !== null && P + q - k >= window)) bias[q * T + k] = MASKED;
+    }
     const kv = c.num_key_value_heads * c.head_dim;
     const feeds: Record<string, HostTensor> = {
       input_ids: { data: BigInt64Array.from(tokens, BigInt), shape: [1, L] },

@@ -39,6 +39,19 @@ export const DEV_SYSTEM_MESSAGE_SHA256 = "d43d93082f24034d9c7f4e5b65cdeceb1e082c
 /** `max_sequence_length` of the dev pipeline. */
 export const DEV_MAX_LENGTH = 512;
 
+/**
+ * transformers' `clean_up_tokenization` (PreTrainedTokenizerBase), which diffusers' upsample_prompt asks
+ * for with clean_up_tokenization_spaces=True: drops the space before . ? ! , and in English
+ * contractions. Hand-written because @huggingface/tokenizers' decode has no such step (it is
+ * transformers' Python, not the tokenizer's); the replacement list is transformers', in its order.
+ */
+export function cleanUpTokenizationSpaces(text: string): string {
+  return text
+    .replaceAll(" .", ".").replaceAll(" ?", "?").replaceAll(" !", "!").replaceAll(" ,", ",")
+    .replaceAll(" ' ", "'").replaceAll(" n't", "n't").replaceAll(" 'm", "'m").replaceAll(" 's", "'s")
+    .replaceAll(" 've", "'ve").replaceAll(" 're", "'re");
+}
+
 /** Removes every "[IMG]" (the processor would otherwise count image placeholders and fail after truncation). */
 export function removeImageTokens(prompt: string): string {
   return prompt.split("[IMG]").join("");
@@ -155,14 +168,19 @@ export class MistralPromptTokenizer {
     return new MistralPromptTokenizer(dir, tokenizer, specials, config, template, opts);
   }
 
-  /** The dev chat for one prompt ("[IMG]" removed) rendered as the processor does, not tokenised. */
-  renderChat(prompt: string): string {
+  /**
+   * The dev chat for one prompt ("[IMG]" removed) rendered as the processor does, not tokenised.
+   * `generationPrompt`: the template's add_generation_prompt (false when encoding a prompt, true
+   * for prompt upsampling, as diffusers' Flux2Pipeline.upsample_prompt). Mistral Small's template
+   * adds nothing for it; the built-in form ends at [/INST] either way.
+   */
+  renderChat(prompt: string, generationPrompt = false): string {
     if (this.template === null) return renderDevChatBuiltin(prompt, this.systemMessage, this.bosToken ?? "");
     try {
       return this.template.render({
         ...this.templateVars,
         messages: devMessages(prompt, this.systemMessage),
-        add_generation_prompt: false,
+        add_generation_prompt: generationPrompt,
       });
     } catch (e) {
       throw new Error(`${this.dir}: the chat template (${this.templateSource}) failed to render the dev chat: ${(e as Error).message}`);
