@@ -32,7 +32,8 @@ async function serve(dataDir: string, loraDir: string): Promise<{ url: string; p
   const proc = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--data", dataDir, "--lora-dir", loraDir], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let text = "";
   const url = await new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`flux2 serve printed no "listening on" line in 120 s:\n${text}`)), 120_000);
+    // Loading the model takes a while on a busy machine; a server that never comes up is stopped.
+    const t = setTimeout(() => { proc.kill("SIGTERM"); reject(new Error(`flux2 serve printed no "listening on" line in 300 s:\n${text}`)); }, 300_000);
     const on = (b: Buffer) => { text += b; const m = /listening on (http:\/\/\S+)/.exec(text); if (m) { clearTimeout(t); resolve(m[1].replace(/\/$/, "")); } };
     proc.stdout!.on("data", on);
     proc.stderr!.on("data", on);

@@ -464,7 +464,7 @@ export function App() {
       for (const b of bodies) {
         const { id } = await submit(model.id, b, batchId);
         added++;
-        setQueue((q) => [...q, { id, model: model.id, prompt: promptSent, status: "Pending", images: Number(b.num_images ?? 1) }]);
+        setQueue((q) => [...q, { id, model: model.id, prompt: promptSent, status: "Pending", images: Number(b.num_images ?? 1), batch: batchId }]);
       }
     } catch (err) {
       if (err instanceof ApiError && err.fields.length) {
@@ -523,7 +523,8 @@ export function App() {
     }
     if (outcome?.status === "Ready") {
       const full = await getJob(item.id).catch(() => outcome!);
-      const j: Job = { ...full, result: full.result ?? outcome.result, model: full.model || item.model };
+      // /v1/jobs does not carry the batch id (the gallery does): the queue item knows it.
+      const j: Job = { ...full, result: full.result ?? outcome.result, model: full.model || item.model, batch: full.batch ?? item.batch ?? null };
       if (j.startedAt && j.endedAt) typical.current.set(typicalKey, j.endedAt - j.startedAt);
       setShown(j);
       setJobs((js) => [j, ...js.filter((x) => x.id !== j.id)]);
