@@ -89,7 +89,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       throw new ApiError(400, `${BATCH_HEADER} must be one id of 1 to 64 letters, digits, "-" or "_" (the same for every job of a batch)`);
     }
     const { id, warnings } = await d.service.submit(req.params.model, req.body, req.principal, idem);
-    if (batch) d.tagBatch?.(id, batch);
+    if (typeof batch === "string") d.tagBatch?.(id, batch);
     // Accepted but not used: said in the same header as an ignored key (BFL's body has no place for it).
     const said = reply.getHeader(WARNING_HEADER);
     if (warnings.length) reply.header(WARNING_HEADER, [...(said ? [String(said)] : []), ...warnings].join("; "));
