@@ -93,6 +93,29 @@ test("the gallery filters by model, prompt words and date, hides and shows, and 
   assert.equal((await fetch(sample)).status, 200);
 });
 
+test("x-flux2-batch: the jobs of one batch carry its id in the gallery; a malformed id is refused; delete forgets it", async () => {
+  const s = await server;
+  const sub = async (seed: number, headers: Record<string, string>) => api(s.url, "POST", `/v1/${MODEL}`, { prompt: "a batch of owls", width: 64, height: 64, seed }, headers);
+  const ids: string[] = [];
+  for (const seed of [7, 8]) {
+    const r = await sub(seed, { "x-flux2-batch": "b-123_x" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    ids.push(r.body.id);
+  }
+  const alone = await sub(9, {});
+  assert.equal(alone.status, 200);
+  for (const id of [...ids, alone.body.id]) assert.equal((await untilDone(s.url, id)).status, "Ready");
+  const bad = await sub(10, { "x-flux2-batch": "no spaces allowed" });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.detail, /x-flux2-batch/);
+  const jobs = (await api(s.url, "GET", "/v1/gallery?q=owls")).body.jobs as any[];
+  const batchOf = Object.fromEntries(jobs.map((j) => [j.id, j.batch]));
+  assert.deepEqual(batchOf, { [ids[0]]: "b-123_x", [ids[1]]: "b-123_x", [alone.body.id]: null });
+  assert.equal((await api(s.url, "DELETE", `/v1/gallery/${ids[0]}`)).status, 200);
+  assert.equal(s.store.getMeta(`batch:${ids[0]}`), undefined, "the deleted job's batch tag is gone");
+  assert.equal(s.store.getMeta(`batch:${ids[1]}`), "b-123_x");
+});
+
 test("an active job cannot be deleted, only cancelled", async () => {
   const s = await server;
   const sub = await api(s.url, "POST", `/v1/${MODEL}`, { prompt: "slow", width: 512, height: 512, seed: 2 });
@@ -109,6 +132,7 @@ test("--cors: preflight and responses allow the listed origin only", async () =>
   assert.equal(pre.status, 204);
   assert.equal(pre.headers.get("access-control-allow-origin"), ORIGIN);
   assert.match(pre.headers.get("access-control-allow-headers") ?? "", /x-key/);
+  assert.match(pre.headers.get("access-control-allow-headers") ?? "", /x-flux2-batch/, "the studio's batch header passes a preflight");
   const get = await fetch(`${s.url}/v1/models`, { headers: { origin: ORIGIN } });
   assert.equal(get.headers.get("access-control-allow-origin"), ORIGIN);
   const other = await fetch(`${s.url}/v1/models`, { headers: { origin: "http://evil.example" } });

@@ -19,31 +19,22 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium, type BrowserContext, type Page, type Request } from "playwright-core";
-import { startServer } from "../src/server/app.js";
-import { defaultConfig } from "../src/server/config.js";
+import { type BrowserContext, type Page, type Request } from "playwright-core";
+import { TINY as CHECKPOINT } from "./helpers/net.js";
+import { ensureStudioBuilt, launchStudioBrowser, startStudioServer, STUDIO_ARTIFACTS as ARTIFACTS, STUDIO_MODEL as MODEL, studioSkip } from "./helpers/studio.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CHECKPOINT = path.join(ROOT, "testdata/golden/checkpoints/klein_distilled");
-const ARTIFACTS = path.join(ROOT, "test-artifacts/studio");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const MODEL = "flux-2-klein-4b";
 
 // FLUX2_STUDIO_URL=http://127.0.0.1:PORT runs the browser against a server
 // that is already running (UI work) instead of starting one.
 const EXISTING = process.env.FLUX2_STUDIO_URL;
 
-const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
-
-function ensureStudioBuilt(): void {
-  if (fs.existsSync(path.join(ROOT, "dist/studio/index.html"))) return;
-  execFileSync(process.execPath, [path.join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "studio/vite.config.ts"], { cwd: ROOT, stdio: "inherit" });
-}
+const skip = studioSkip();
 
 /** A real server (the same startServer `flux2 serve` runs) on a free port, with the tiny klein checkpoint. */
 async function start(dataDir: string): Promise<{ url: string; close: () => Promise<void> }> {
   if (EXISTING) return { url: EXISTING.replace(/\/$/, ""), close: async () => undefined };
-  const s = await startServer(defaultConfig({ host: "127.0.0.1", port: 0, dataDir, models: [{ id: MODEL, dir: CHECKPOINT }] }), () => undefined);
+  const s = await startStudioServer({ dataDir });
   return { url: s.url, close: () => s.close() };
 }
 
@@ -93,14 +84,7 @@ describe("studio (Chromium, real server)", { skip }, () => {
     multipleOf = limits.multiple_of ?? limits.multipleOf ?? 16;
 
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-chromium-"));
-    // A fresh profile every run (launchPersistentContext owns --user-data-dir).
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"],
-      viewport: { width: 1280, height: 1000 },
-      colorScheme: "light",
-    });
+    context = await launchStudioBrowser(userDataDir);
     context.on("request", (r: Request) => {
       requests.push(r.url());
       if (r.method() === "DELETE") deletes.push(new URL(r.url()).pathname);

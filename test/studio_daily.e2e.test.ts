@@ -13,18 +13,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { startServer, type RunningServer } from "../src/server/app.js";
-import { defaultConfig } from "../src/server/config.js";
+import { type BrowserContext, type Page } from "playwright-core";
+import { type RunningServer } from "../src/server/app.js";
+import { launchStudioBrowser, startStudioServer, STUDIO_ARTIFACTS as ARTIFACTS, STUDIO_MODEL as MODEL, studioSkip } from "./helpers/studio.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CHECKPOINT = path.join(ROOT, "testdata/golden/checkpoints/klein_distilled");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const MODEL = "flux-2-klein-4b";
 const PREFIX = "/flux/";
-const ARTIFACTS = path.join(ROOT, "test-artifacts/studio");
-const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}`
-  : !fs.existsSync(path.join(ROOT, "dist/studio/index.html")) ? "the studio is not built (npm run build builds dist/studio/)" : false;
+const skip = studioSkip(true);
 
 /** A reverse proxy that serves the server under PREFIX (strips it), as nginx's `location /flux/ { proxy_pass http://up/; }`. */
 function prefixProxy(upstream: string): Promise<{ url: string; seen: string[]; close: () => Promise<void> }> {
@@ -47,8 +42,8 @@ function prefixProxy(upstream: string): Promise<{ url: string; seen: string[]; c
 }
 
 describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
-  let dataDir: string, loraDir: string, userDataDir: string;
-  let server: RunningServer;
+  let loraDir: string, userDataDir: string;
+  let server: RunningServer & { dataDir: string };
   let context: BrowserContext;
   let page: Page;
   let multipleOf = 16;
@@ -88,17 +83,12 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
 
   before(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio2-"));
     loraDir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio2-loras-"));
     fs.copyFileSync(path.join(ROOT, "testdata/golden/lora/lora_kohya.safetensors"), path.join(loraDir, "style.safetensors"));
-    server = await startServer(defaultConfig({ host: "127.0.0.1", port: 0, dataDir, loraDir, models: [{ id: MODEL, dir: CHECKPOINT }] }), () => undefined);
+    server = await startStudioServer({ loraDir });
     multipleOf = (await api("/v1/models")).models.find((m: any) => m.id === MODEL).limits.multiple_of;
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-chromium2-"));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-      viewport: { width: 1280, height: 1000 }, colorScheme: "light",
-    });
+    context = await launchStudioBrowser(userDataDir);
     context.on("request", (r) => {
       if (r.method() === "POST" && /\/v1\/[^/]+$/.test(new URL(r.url()).pathname) && !/gallery/.test(r.url())) {
         try { posts.push(r.postDataJSON() as Record<string, unknown>); } catch { /* not JSON */ }
@@ -114,7 +104,7 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
   after(async () => {
     await context?.close().catch(() => undefined);
     await server?.close();
-    for (const d of [dataDir, loraDir, userDataDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+    for (const d of [loraDir, userDataDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
 
   it("outpainting: the size panel shows and locks the first image + expansion, and the request carries no width/height", async () => {

@@ -7,20 +7,16 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import sharp from "sharp";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { startServer, type RunningServer } from "../src/server/app.js";
-import { defaultConfig } from "../src/server/config.js";
+import { type BrowserContext, type Page } from "playwright-core";
+import { type RunningServer } from "../src/server/app.js";
+import { TINY, TINY_BASE } from "./helpers/net.js";
+import { ensureStudioBuilt, launchStudioBrowser, startStudioServer, STUDIO_ARTIFACTS as ARTIFACTS, STUDIO_MODEL, studioSkip } from "./helpers/studio.js";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const ARTIFACTS = path.join(ROOT, "test-artifacts/studio");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
+const skip = studioSkip();
 
 describe("studio storyboard and fine-tuning pages (Chromium, real server)", { skip }, () => {
   let server: RunningServer;
@@ -30,22 +26,14 @@ describe("studio storyboard and fine-tuning pages (Chromium, real server)", { sk
   let loraDir: string;
 
   before(async () => {
-    if (!fs.existsSync(path.join(ROOT, "dist/studio/index.html"))) {
-      execFileSync(process.execPath, [path.join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "studio/vite.config.ts"], { cwd: ROOT, stdio: "inherit" });
-    }
+    ensureStudioBuilt();
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     work = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-studio-pages-"));
     loraDir = path.join(work, "loras");
-    server = await startServer(defaultConfig({
-      host: "127.0.0.1", port: 0, dataDir: path.join(work, "data"), loraDir,
-      models: [{ id: "flux-2-klein-4b", dir: path.join(ROOT, "testdata/golden/checkpoints/klein_distilled") }, { id: "klein-base", dir: path.join(ROOT, "testdata/golden/checkpoints/klein_base") }],
-    }), () => undefined);
+    server = await startStudioServer({ dataDir: path.join(work, "data"), loraDir, models: [{ id: STUDIO_MODEL, dir: TINY }, { id: "klein-base", dir: TINY_BASE }] });
     const colours: [string, [number, number, number]][] = [["mara", [200, 30, 30]], ["harbour", [30, 60, 200]], ["t0", [0, 200, 0]], ["t1", [200, 200, 0]]];
     for (const [n, [r, g, b]] of colours) await sharp({ create: { width: 64, height: 64, channels: 3, background: { r, g, b } } }).png().toFile(path.join(work, `${n}.png`));
-    context = await chromium.launchPersistentContext(path.join(work, "profile"), {
-      executablePath: CHROMIUM, viewport: { width: 1280, height: 1000 }, colorScheme: "light",
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
+    context = await launchStudioBrowser(path.join(work, "profile"));
     page = context.pages()[0] ?? await context.newPage();
   });
 

@@ -17,7 +17,7 @@ import { LocalQueue } from "./queue_local.js";
 import { RedisDispatcher } from "./queue_redis.js";
 import { S3Images } from "./s3_images.js";
 import { registerRoutes } from "./routes.js";
-import { registerCors, registerStudioRoutes } from "./studio_routes.js";
+import { recordBatch, registerCors, registerStudioRoutes } from "./studio_routes.js";
 import { registerStoryboardRoutes } from "./storyboard.js";
 import { Finetuner } from "./finetune.js";
 import { EventStreams } from "./sse.js";
@@ -44,6 +44,8 @@ export interface RunningServer {
   events: JobEvents;
   /** The local generation thread's owner (absent without local models). */
   executor?: Executor;
+  /** Every route registered (method and fastify pattern), as /openapi.json must document them (test/server_openapi.test.ts). */
+  routes: { method: string; url: string }[];
   /**
    * Stop: no new requests (503), open event streams end, the running job
    * stops and goes back to the queue. `clean` is false when a job would not
@@ -137,6 +139,8 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     http: { headersTimeout: cfg.headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, cfg.headersTimeoutMs) },
   });
   app.decorateRequest("principal", null as never);
+  const routes: { method: string; url: string }[] = [];
+  app.addHook("onRoute", (r) => { for (const method of [r.method].flat()) routes.push({ method, url: r.url }); });
   // Before the key check: a browser's CORS preflight carries no key.
   registerCors(app, cfg.corsOrigins);
   app.addHook("onRequest", async (req, reply) => {
@@ -152,11 +156,17 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
   if (cfg.log) app.addHook("onResponse", async (req, reply) => log(`${req.method} ${req.url.split("?")[0]} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`));
   app.setErrorHandler(errorHandler(cfg.bodyLimit, health, log) as never);
   app.setNotFoundHandler((_req, reply) => void reply.status(404).send({ detail: "Not Found" }));
-  registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor });
+  registerRoutes(app, { cfg, service, images, registry, events, streams, health, version: VERSION, baseUrl: baseFor, tagBatch: (id, batch) => recordBatch(store, id, batch) });
   registerStudioRoutes(app, { loraDir: cfg.loraDir, store, images, service, events, baseUrl: baseFor });
   registerStoryboardRoutes(app, { service, images, registry, dataDir: cfg.dataDir, baseUrl: baseFor });
   if (finetuner) finetuner.register(app);
-  else app.post("/v1/finetune", async () => { throw new ApiError(503, cfg.queue ? "fine-tuning runs on a server with local models, not with --queue (Redis workers)" : "this server has no local model to fine-tune: start it with --model"); });
+  else {
+    // The same routes as a Finetuner's, each saying why this server does not fine-tune.
+    const noFinetune = async () => { throw new ApiError(503, cfg.queue ? "fine-tuning runs on a server with local models, not with --queue (Redis workers)" : "this server has no local model to fine-tune: start it with --model"); };
+    app.post("/v1/finetune", noFinetune);
+    app.get("/v1/finetune/:id", noFinetune);
+    app.get("/v1/finetune/:id/loss.png", noFinetune);
+  }
   registerFiles(app, registry);
   registerStatic(app);
 
@@ -213,7 +223,7 @@ export async function startServer(cfg: ServerConfig, log: (s: string) => void = 
     return { clean: localStopped && stuckThreads === 0 };
   })();
   return {
-    app, url: listenUrl, port, store, keysRequired, health, budget, streams, events, executor, shutdown,
+    app, url: listenUrl, port, store, keysRequired, health, budget, streams, events, executor, routes, shutdown,
     close: () => shutdown().then(() => undefined),
   };
 }

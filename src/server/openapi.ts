@@ -29,10 +29,14 @@ export function buildOpenApi(registry: ModelRegistry, version: string) {
         parameters: [{
           name: "Idempotency-Key", in: "header", required: false, schema: { type: "string", minLength: 1, maxLength: 255 },
           description: "the same key (per API key) within 24 hours returns the first task instead of starting another; reused with a different body: 422",
+        }, {
+          name: "x-flux2-batch", in: "header", required: false, schema: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" },
+          description: "flux2.ts extension: one id for every task of a batch (a provider model makes one image per task); GET /v1/gallery reports it as `batch`, and the studio shows the batch as one card",
         }],
         requestBody: { required: true, content: { "application/json": { schema: input(GenerationRequest.pick(keys).strict()) } } },
         responses: {
           "200": { description: "queued", content: content(S.SubmitResponse) },
+          "400": { description: "more than one Idempotency-Key, or a malformed x-flux2-batch", content: content(S.ErrorResponse) },
           "404": { description: "unknown model", content: content(S.ErrorResponse) },
           "413": { description: "body too large", content: content(S.ErrorResponse) },
           "422": { description: "invalid request (fields named in loc)", content: content(S.ValidationError) },
@@ -80,6 +84,7 @@ export function buildOpenApi(registry: ModelRegistry, version: string) {
     },
   });
   Object.assign(paths, storyboardAndFinetunePaths(idParam));
+  Object.assign(paths, studioPaths(idParam));
   return {
     openapi: "3.0.3",
     info: { title: "flux2.ts API", version, description: "A superset of Black Forest Labs' FLUX API, served by flux2.ts. See docs/server.md." },
@@ -108,5 +113,67 @@ function storyboardAndFinetunePaths(idParam: unknown[]) {
       responses: { "200": { description: "id, polling_url, status_url" }, "409": { description: "the LoRA name is taken", content: content(S.ErrorResponse) }, "422": { description: "invalid request", content: content(S.ValidationError) }, ...errors } } },
     "/v1/finetune/{id}": { get: { summary: "Training progress: step, losses, ETA, sample images, loss curve, the LoRA when done", security, parameters: idParam, responses: ok("the fine-tuning task") } },
     "/v1/finetune/{id}/loss.png": { get: { summary: "The loss curve as the trainer last drew it", security, parameters: idParam, responses: ok("image/png") } },
+  };
+}
+
+/** The studio's routes (src/server/studio_routes.ts), model files for in-browser runs (files.ts), the studio itself (static.ts), health and this document. */
+function studioPaths(idParam: unknown[]) {
+  const security = [{ xKey: [] }];
+  const notFound = { "404": { description: "not found", content: content(S.ErrorResponse) } };
+  const q = (name: string, schema: Record<string, unknown>, description: string) => ({ name, in: "query", required: false, schema, description });
+  const pathParam = (name: string, description: string) => ({ name, in: "path", required: true, schema: { type: "string" }, description });
+  const file = (what: string) => ({ "200": { description: what, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } }, ...notFound });
+  return {
+    "/health": {
+      get: {
+        summary: "Whether the data folder takes writes (503 with retry-after when it does not) and which queue runs jobs",
+        responses: { "200": { description: "{status: ok, queue, free_bytes}" }, "503": { description: "{status: unhealthy, queue, detail, free_bytes}" } },
+      },
+    },
+    "/openapi.json": { get: { summary: "This document", responses: { "200": { description: "OpenAPI 3.0" } } } },
+    "/v1/loras": {
+      get: { summary: "The LoRA folder's files (flux2 serve --lora-dir), each read with the loader a job uses: format, rank, weights, targets, size", security, responses: { "200": { description: "LoRAs", content: content(S.LoraList) }, ...errors } },
+    },
+    "/v1/gallery": {
+      get: {
+        summary: "Tasks for the studio's gallery, newest first, with the hidden flag and batch id", security,
+        parameters: [
+          q("limit", { type: "integer", minimum: 1, maximum: 200, default: 30 }, "page size"),
+          q("before", { type: "string" }, "a task id: list older tasks"),
+          q("model", { type: "string" }, "only this model's tasks"),
+          q("q", { type: "string", maxLength: 500 }, "words that must all be in the prompt (case-insensitive)"),
+          q("since", { type: "string" }, "made at or after: ISO 8601 date or time, or epoch milliseconds"),
+          q("until", { type: "string" }, "made before (exclusive): ISO 8601 date or time, or epoch milliseconds"),
+          q("hidden", { type: "string", enum: ["exclude", "include", "only"], default: "exclude" }, "hidden tasks left out, included, or alone"),
+        ],
+        responses: { "200": { description: "tasks", content: content(S.GalleryList) }, "422": { description: "invalid query", content: content(S.ValidationError) }, ...errors },
+      },
+    },
+    "/v1/gallery/{id}/hide": {
+      post: {
+        summary: "Hide a task from the default gallery view ({hidden: true}, the default) or show it again ({hidden: false})", security, parameters: idParam,
+        requestBody: { required: false, content: { "application/json": { schema: { type: "object", properties: { hidden: { type: "boolean", default: true } } } } } },
+        responses: { "200": { description: "the new state", content: content(S.HideResponse) }, "422": { description: "hidden is not a boolean", content: content(S.ValidationError) }, ...notFound, ...errors },
+      },
+    },
+    "/v1/gallery/{id}": {
+      delete: {
+        summary: "Delete a finished task and the image files (its inputs and outputs) no other task uses", security, parameters: idParam,
+        responses: { "200": { description: "deleted", content: content(S.DeleteResponse) }, "409": { description: "queued or running: cancel it first", content: content(S.ErrorResponse) }, ...notFound, ...errors },
+      },
+    },
+    "/v1/files/{model}/files.json": {
+      get: { summary: "A local model's files (path, size, version) for running it in the browser", security, parameters: [pathParam("model", "a local model id")], responses: { "200": { description: "the files", content: content(S.ModelFiles) }, ...notFound, ...errors } },
+    },
+    "/v1/files/{model}/{path}": {
+      get: {
+        summary: "One file of a local model; takes a Range header (206) and If-None-Match (304)", security,
+        parameters: [pathParam("model", "a local model id"), pathParam("path", "the file's path in files.json; may contain /")],
+        responses: { ...file("the file"), "206": { description: "the requested range" }, "416": { description: "range not satisfiable" }, ...errors },
+      },
+    },
+    "/browser/{path}": { get: { summary: "flux2's browser bundle (dist/browser/), used by the studio's Run in this browser", parameters: [pathParam("path", "file in the bundle; may contain /")], responses: file("the file") } },
+    "/": { get: { summary: "The studio (dist/studio/index.html); 404 when it is not built", responses: { "200": { description: "text/html" }, ...notFound } } },
+    "/{path}": { get: { summary: "The studio's files (dist/studio/)", parameters: [pathParam("path", "file under dist/studio/; may contain /")], responses: file("the file") } },
   };
 }

@@ -37,7 +37,13 @@ export interface RouteDeps {
    * Host header, which any client sets: echoed, it would let one poison the links others get.
    */
   baseUrl: () => string;
+  /** Records the studio's batch tag of a submitted job (x-flux2-batch; see studio_routes.ts). */
+  tagBatch?: (jobId: string, batch: string) => void;
 }
+
+/** x-flux2-batch: the studio's id for the jobs of one batch (a provider batch is one job per image), so the gallery shows them as one card. */
+export const BATCH_HEADER = "x-flux2-batch";
+const BATCH_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 const ListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(20),
@@ -79,7 +85,12 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   app.post<{ Params: { model: string } }>("/v1/:model", async (req, reply) => {
     const idem = req.headers["idempotency-key"];
     if (Array.isArray(idem)) throw new ApiError(400, "send one Idempotency-Key header");
+    const batch = req.headers[BATCH_HEADER];
+    if (batch !== undefined && (Array.isArray(batch) || !BATCH_ID.test(batch))) {
+      throw new ApiError(400, `${BATCH_HEADER} must be one id of 1 to 64 letters, digits, "-" or "_" (the same for every job of a batch)`);
+    }
     const { id, warnings } = await d.service.submit(req.params.model, req.body, req.principal, idem);
+    if (typeof batch === "string") d.tagBatch?.(id, batch);
     // Accepted but not used: said in the same header as an ignored key (BFL's body has no place for it).
     const said = reply.getHeader(WARNING_HEADER);
     if (warnings.length) reply.header(WARNING_HEADER, [...(said ? [String(said)] : []), ...warnings].join("; "));

@@ -89,3 +89,28 @@ export const ModerationInfo = z.object({
   description: z.string(),
 }).describe("flux2.ts extension: moderation of local models (BFL's hosted models moderate on BFL's side)");
 export const ModelList = z.object({ models: z.array(ModelInfo), moderation: ModerationInfo });
+
+// --- the studio's routes (src/server/studio_routes.ts, files.ts) ---
+export const LoraInfo = z.object({
+  name: z.string().describe("the file name without .safetensors: what a request's loras[].name takes"),
+  size: z.number().int().describe("bytes"),
+  format: z.string().describe("the layout the loader recognised (kohya, diffusers, …), or unreadable"),
+  rank: z.number().int().nullable().describe("largest rank of its low-rank parts; null when every part is a dense delta"),
+  weights: z.number().int().describe("how many transformer weights it changes"),
+  targets: z.array(z.string()).describe("the module kinds it changes (attn.to_q, ff.linear_in, …)"),
+  error: z.string().optional().describe("why the file cannot be used"),
+});
+export const LoraList = z.object({
+  lora_dir: z.boolean().describe("whether the server has a LoRA folder (flux2 serve --lora-dir)"),
+  max_loras: z.number().int(),
+  strength: Range,
+  loras: z.array(LoraInfo),
+});
+export const GalleryJob = JobView.extend({
+  hidden: z.boolean(),
+  batch: z.string().nullable().describe("the x-flux2-batch id the job was submitted with: jobs sharing it are one batch"),
+});
+export const GalleryList = z.object({ jobs: z.array(GalleryJob), next_before: z.string().nullable() });
+export const HideResponse = z.object({ id: z.string(), hidden: z.boolean() });
+export const DeleteResponse = z.object({ id: z.string(), deleted: z.literal(true), files_removed: z.number().int(), files_kept: z.number().int() });
+export const ModelFiles = z.object({ model: z.string(), files: z.array(z.object({ path: z.string(), size: z.number().int(), version: z.string() })) });

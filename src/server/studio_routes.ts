@@ -3,6 +3,8 @@
 //   GET    /v1/gallery           finished and active jobs, newest first, with filters and the hidden flag
 //   POST   /v1/gallery/:id/hide  {hidden: true|false}: keep a job out of the default gallery view
 //   DELETE /v1/gallery/:id       delete a finished job and the image files no other job uses
+// and each gallery job's batch: the x-flux2-batch header the studio sends with every job of a batch
+// (a provider model takes one image per job), recorded by recordBatch, so the batch is one card.
 // and the --cors origins (a small onRequest hook).
 
 import * as fs from "node:fs";
@@ -88,6 +90,12 @@ export function describeLoras(loraDir: string | undefined): LoraInfo[] {
 // --- gallery ---------------------------------------------------------------
 
 const HIDDEN_PREFIX = "hidden:";
+const BATCH_PREFIX = "batch:";
+
+/** Remember the batch a submitted job belongs to (routes.ts reads the x-flux2-batch header). */
+export function recordBatch(store: JobStore, jobId: string, batch: string): void {
+  store.setMeta(BATCH_PREFIX + jobId, batch);
+}
 
 const GalleryQuery = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(30),
@@ -151,11 +159,12 @@ export function registerStudioRoutes(app: FastifyInstance, d: StudioRouteDeps): 
     if (until !== null) { where.push("j.created_at < ?"); args.push(until); }
     if (q.hidden === "exclude") where.push("m.k IS NULL");
     if (q.hidden === "only") where.push("m.k IS NOT NULL");
-    const rows = db.prepare(`SELECT j.*, m.k IS NOT NULL AS hidden FROM jobs j LEFT JOIN meta m ON m.k = '${HIDDEN_PREFIX}' || j.id
-      WHERE ${where.join(" AND ")} ORDER BY j.seq DESC LIMIT ?`).all(...args, q.limit) as (JobRow & { hidden: number })[];
+    const rows = db.prepare(`SELECT j.*, m.k IS NOT NULL AS hidden, b.v AS batch FROM jobs j LEFT JOIN meta m ON m.k = '${HIDDEN_PREFIX}' || j.id
+      LEFT JOIN meta b ON b.k = '${BATCH_PREFIX}' || j.id
+      WHERE ${where.join(" AND ")} ORDER BY j.seq DESC LIMIT ?`).all(...args, q.limit) as (JobRow & { hidden: number; batch: string | null })[];
     const base = d.baseUrl();
     return {
-      jobs: rows.map((r) => ({ ...jobView(r, base, d.events), hidden: !!r.hidden })),
+      jobs: rows.map((r) => ({ ...jobView(r, base, d.events), hidden: !!r.hidden, batch: r.batch })),
       next_before: rows.length === q.limit ? rows[rows.length - 1].id : null,
     };
   });
@@ -182,7 +191,7 @@ export function registerStudioRoutes(app: FastifyInstance, d: StudioRouteDeps): 
       db.prepare("DELETE FROM jobs WHERE id = ?").run(row.id);
       db.prepare("DELETE FROM webhooks WHERE job_id = ?").run(row.id);
       db.prepare("DELETE FROM idempotency WHERE job_id = ?").run(row.id);
-      db.prepare("DELETE FROM meta WHERE k = ?").run(HIDDEN_PREFIX + row.id);
+      db.prepare("DELETE FROM meta WHERE k IN (?, ?)").run(HIDDEN_PREFIX + row.id, BATCH_PREFIX + row.id);
     }).immediate();
     for (const n of names) {
       if (shared.get(row.id, n, n)) continue;
@@ -200,8 +209,8 @@ export function registerStudioRoutes(app: FastifyInstance, d: StudioRouteDeps): 
 /**
  * --cors ORIGIN: answers preflights and adds Access-Control-Allow-Origin for the listed origins only.
  * Hand-written (a dozen lines) rather than @fastify/cors, which is not a dependency: the policy here is
- * an exact origin list, no credentials, and the two request headers the API reads (x-key, content-type,
- * Idempotency-Key).
+ * an exact origin list, no credentials, and the request headers the API reads (x-key, content-type,
+ * Idempotency-Key, x-flux2-batch).
  */
 export function registerCors(app: FastifyInstance, origins: string[] | undefined): void {
   if (!origins?.length) return;
@@ -217,7 +226,7 @@ export function registerCors(app: FastifyInstance, origins: string[] | undefined
   app.addHook("onRequest", async (req, reply) => {
     if (!allow(req, reply) || req.method !== "OPTIONS" || !req.headers["access-control-request-method"]) return;
     reply.header("access-control-allow-methods", "GET, POST, DELETE");
-    reply.header("access-control-allow-headers", "x-key, content-type, idempotency-key");
+    reply.header("access-control-allow-headers", "x-key, content-type, idempotency-key, x-flux2-batch");
     reply.header("access-control-max-age", "600");
     return reply.status(204).send();
   });

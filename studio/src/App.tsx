@@ -9,6 +9,7 @@ import { emptyStructured, isJsonPrompt, structuredToText, textToStructured, type
 import { ASPECTS, megapixelChoices, nearestMegapixels, presetSize, validateSize, type SizeLimits } from "./size";
 import { editedSize, loadForm, saveForm, saveFormImages, type SavedForm } from "./form";
 import { Gallery } from "./components/Gallery";
+import { groupBatches, newBatchId } from "./batches";
 import { LoraPicker, type LoraChoice } from "./components/LoraPicker";
 import { ModelPicker } from "./components/ModelPicker";
 import { Output } from "./components/Output";
@@ -343,10 +344,12 @@ export function App() {
     }
   };
 
+  // A batch's card (batches.ts) stands for all its jobs.
   const hide = async (j: Job, hidden: boolean) => {
+    const ids = new Set((j.members ?? [j]).map((m) => m.id));
     try {
-      await hideJob(j.id, hidden);
-      setJobs((js) => (hidden && filter.hidden !== "include" ? js.filter((x) => x.id !== j.id) : js.map((x) => (x.id === j.id ? { ...x, hidden } : x))));
+      for (const id of ids) await hideJob(id, hidden);
+      setJobs((js) => (hidden && filter.hidden !== "include" ? js.filter((x) => !ids.has(x.id)) : js.map((x) => (ids.has(x.id) ? { ...x, hidden } : x))));
       notify("info", hidden ? "Hidden from the gallery (tick Show hidden to see it)." : "Shown in the gallery again.");
     } catch (e) {
       notify("error", `Could not ${hidden ? "hide" : "unhide"}: ${(e as Error).message}`);
@@ -354,10 +357,13 @@ export function App() {
   };
 
   const remove = async (j: Job) => {
+    const ids = new Set((j.members ?? [j]).map((m) => m.id));
     try {
-      await deleteJob(j.id);
-      setJobs((js) => js.filter((x) => x.id !== j.id));
-      setShown((s) => (s?.id === j.id ? null : s));
+      for (const id of ids) {
+        await deleteJob(id);
+        setJobs((js) => js.filter((x) => x.id !== id));
+      }
+      setShown((s) => (s && ids.has(s.id) ? null : s));
       notify("info", "Deleted the image and its files.");
     } catch (e) {
       notify("error", `Could not delete: ${(e as Error).message}`);
@@ -450,13 +456,15 @@ export function App() {
     if (local.enabled) return generateInBrowser(base);
     // A local model makes a batch as one job (num_images; image i uses seed + i); a provider needs one job per image.
     const bodies = batch > 1 && takes("num_images") ? [buildBody(base, batch)] : Array.from({ length: batch }, (_, i) => buildBody(base + i, 1));
+    // One job per image: the jobs share a batch id, so the gallery shows them as one card.
+    const batchId = bodies.length > 1 ? newBatchId() : undefined;
     const waiting = queue.length;
     let added = 0;
     try {
       for (const b of bodies) {
-        const { id } = await submit(model.id, b);
+        const { id } = await submit(model.id, b, batchId);
         added++;
-        setQueue((q) => [...q, { id, model: model.id, prompt: promptSent, status: "Pending", images: Number(b.num_images ?? 1) }]);
+        setQueue((q) => [...q, { id, model: model.id, prompt: promptSent, status: "Pending", images: Number(b.num_images ?? 1), batch: batchId }]);
       }
     } catch (err) {
       if (err instanceof ApiError && err.fields.length) {
@@ -515,7 +523,8 @@ export function App() {
     }
     if (outcome?.status === "Ready") {
       const full = await getJob(item.id).catch(() => outcome!);
-      const j: Job = { ...full, result: full.result ?? outcome.result, model: full.model || item.model };
+      // /v1/jobs does not carry the batch id (the gallery does): the queue item knows it.
+      const j: Job = { ...full, result: full.result ?? outcome.result, model: full.model || item.model, batch: full.batch ?? item.batch ?? null };
       if (j.startedAt && j.endedAt) typical.current.set(typicalKey, j.endedAt - j.startedAt);
       setShown(j);
       setJobs((js) => [j, ...js.filter((x) => x.id !== j.id)]);
@@ -592,7 +601,7 @@ export function App() {
 
   const nextTheme: Record<Theme, Theme> = { system: "light", light: "dark", dark: "system" };
   const invalid = blocking.length > 0;
-  const galleryJobs = jobs.filter((j) => !ACTIVE.has(j.status) && !queue.some((q) => q.id === j.id));
+  const galleryJobs = groupBatches(jobs.filter((j) => !ACTIVE.has(j.status) && !queue.some((q) => q.id === j.id)));
 
   return (
     <>

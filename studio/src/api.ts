@@ -57,6 +57,10 @@ export interface Job {
   hidden: boolean;
   startedAt: number | null;
   endedAt: number | null;
+  /** The x-flux2-batch id it was submitted with (the jobs of a provider batch share one), or null. */
+  batch: string | null;
+  /** A gallery card of a batch (batches.ts): the batch's jobs, oldest first. */
+  members?: Job[];
 }
 
 export interface FieldError { field: string; msg: string }
@@ -177,8 +181,11 @@ export async function listModels(): Promise<ModelInfo[]> {
   return (list as Record<string, unknown>[]).map(normaliseModel).filter((m) => m.id);
 }
 
-export async function submit(model: string, body: Record<string, unknown>): Promise<{ id: string; pollingUrl: string }> {
-  const res = await fetch(apiUrl(`v1/${encodeURIComponent(model)}`), { method: "POST", headers: headers(true), body: JSON.stringify(body) });
+/** `batch`: the x-flux2-batch id shared by the jobs of one batch (batches.ts), so the gallery shows them as one card. */
+export async function submit(model: string, body: Record<string, unknown>, batch?: string): Promise<{ id: string; pollingUrl: string }> {
+  const h = headers(true);
+  if (batch) h["x-flux2-batch"] = batch;
+  const res = await fetch(apiUrl(`v1/${encodeURIComponent(model)}`), { method: "POST", headers: h, body: JSON.stringify(body) });
   if (!res.ok) throw await errorFrom(res);
   const r = obj(await res.json());
   return { id: str(r.id), pollingUrl: str(r.polling_url) || apiUrl(`v1/get_result?id=${encodeURIComponent(str(r.id))}`) };
@@ -230,6 +237,7 @@ export function normaliseJob(j: Record<string, unknown>): Job {
     preview: str(ext.preview) || null,
     hidden: j.hidden === true,
     startedAt: time(j.started_at), endedAt: time(j.ended_at),
+    batch: typeof j.batch === "string" && j.batch ? j.batch : null,
   };
 }
 

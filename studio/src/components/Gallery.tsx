@@ -91,7 +91,7 @@ export function Gallery(p: Props) {
           const sample = j.result?.sample ?? null;
           const samples = j.result?.samples ?? [];
           return (
-            <li key={j.id} className={`card ${j.hidden ? "hidden-job" : ""}`} data-testid="gallery-item" data-job={j.id} data-status={j.status} data-images={samples.length}>
+            <li key={j.id} className={`card ${j.hidden ? "hidden-job" : ""}`} data-testid="gallery-item" data-job={j.id} data-status={j.status} data-images={samples.length} data-jobs={j.members?.length ?? 1}>
               {sample ? (
                 <button type="button" className={`thumb ${samples.length > 1 ? "batch" : ""}`} onClick={() => p.onShow(j)} aria-label={`Show ${samples.length > 1 ? `${samples.length} images` : "image"}: ${prompt.slice(0, 80)}`}>
                   {samples.slice(0, 4).map((u) => <img key={u} src={u} alt="" loading="lazy" />)}
@@ -105,6 +105,7 @@ export function Gallery(p: Props) {
                   <div><dt>model</dt><dd>{j.model || "—"}</dd></div>
                   {paramsOf(j).map(([k, v]) => <div key={k}><dt>{k}</dt><dd>{v}</dd></div>)}
                   {samples.length > 1 && <div><dt>images</dt><dd>{samples.length}</dd></div>}
+                  {j.members && <div><dt>jobs</dt><dd>{j.members.length} (one per image)</dd></div>}
                   {j.status !== "Ready" && <div><dt>status</dt><dd>{j.status}</dd></div>}
                   {j.hidden && <div><dt>hidden</dt><dd>yes</dd></div>}
                   {j.createdAt && <div><dt>made</dt><dd><time dateTime={new Date(j.createdAt).toISOString()}>{new Date(j.createdAt).toLocaleString()}</time></dd></div>}

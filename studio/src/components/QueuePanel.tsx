@@ -1,7 +1,11 @@
 // Queued and running jobs, oldest first, each with a cancel. The server keeps the queue (its job
 // list persists), so the studio rebuilds this list from it after a reload.
 
-export interface QueueItem { id: string; model: string; prompt: string; status: string; images: number }
+export interface QueueItem {
+  id: string; model: string; prompt: string; status: string; images: number;
+  /** The x-flux2-batch id it was sent with (a provider batch), so the finished job joins its batch's gallery card. */
+  batch?: string;
+}
 
 export function QueuePanel({ items, onCancel }: { items: QueueItem[]; onCancel: (id: string) => void }) {
   if (!items.length) return null;

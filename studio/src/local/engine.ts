@@ -98,7 +98,7 @@ export async function generateLocally(m: LocalModel, body: Record<string, unknow
   const sample = toPngUrl(png);
   return {
     id: `local-${Date.now().toString(36)}-${counter++}`, model: m.id, status: "Ready", createdAt: created,
-    params: { ...body, run: "this browser" }, error: null, progress: 1, preview: null, hidden: false, startedAt: created, endedAt: Date.now(),
+    params: { ...body, run: "this browser" }, error: null, progress: 1, preview: null, hidden: false, startedAt: created, endedAt: Date.now(), batch: null,
     result: { sample, samples: [sample], prompt: record.prompt, seed: img.seed, width: img.width, height: img.height, raw: { ...record, run: "this browser" } },
   };
 }

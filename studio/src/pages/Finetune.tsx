@@ -7,6 +7,7 @@
 import { useEffect, useState, type DragEvent, type FormEvent } from "react";
 import { cancelJob, listModels, type ModelInfo } from "../api";
 import { call, duration, local, readDataUrl } from "./client";
+import { usePoll } from "./usePoll";
 
 interface Item { key: number; name: string; image: string; caption: string }
 
@@ -73,22 +74,7 @@ export function FinetunePage() {
     }, (e: Error) => setError(`Could not list the models: ${e.message}`));
   }, []);
 
-  useEffect(() => {
-    if (!jobId) return;
-    let stop = false;
-    const tick = async () => {
-      try {
-        const j = await call<FinetuneView>("GET", `v1/finetune/${jobId}`);
-        if (stop) return;
-        setJob(j);
-        if (j.status === "Pending") setTimeout(() => void tick(), 1000);
-      } catch (e) {
-        if (!stop) setError((e as Error).message);
-      }
-    };
-    void tick();
-    return () => { stop = true; };
-  }, [jobId]);
+  usePoll<FinetuneView>(jobId ? `v1/finetune/${jobId}` : null, setJob, (e) => setError(e.message));
 
   const addFiles = async (files: FileList | File[]) => {
     const list = [...files].filter((f) => f.type.startsWith("image/") || /\.(txt)$/i.test(f.name));

@@ -6,6 +6,7 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { listModels, type ModelInfo } from "../api";
 import { call, local, readDataUrl } from "./client";
+import { usePoll } from "./usePoll";
 
 const KINDS = ["character", "costume", "place", "prop", "style"] as const;
 
@@ -58,22 +59,7 @@ export function StoryboardPage() {
   }, []);
 
   // Poll the board while any panel is pending.
-  useEffect(() => {
-    if (!boardId) return;
-    let stop = false;
-    const tick = async () => {
-      try {
-        const b = await call<BoardView>("GET", `v1/storyboard/${boardId}`);
-        if (stop) return;
-        setBoard(b);
-        if (b.status === "Pending") setTimeout(() => void tick(), 1000);
-      } catch (e) {
-        if (!stop) setError((e as Error).message);
-      }
-    };
-    void tick();
-    return () => { stop = true; };
-  }, [boardId, poke]);
+  usePoll<BoardView>(boardId ? `v1/storyboard/${boardId}` : null, setBoard, (e) => setError(e.message), poke);
 
   const addRef = () => setRefs((r) => [...r, { key: ++refKey, name: "", kind: "character", description: "", image: null, file: "" }]);
   const patch = (key: number, p: Partial<RefEntry>) => setRefs((r) => r.map((x) => (x.key === key ? { ...x, ...p } : x)));
