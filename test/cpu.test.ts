@@ -1,7 +1,7 @@
-// CPU feature detection and the automatic choice of weights (src/quant/cpu.ts).
+// CPU feature detection and the automatic choice of weights (src/backend/cpu.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chooseWeights, cpuFeatures, int8DotProducts, parseCpuInfo } from "../src/quant/cpu.js";
+import { chooseWeights, cpuFeatures, int8DotProducts, parseCpuInfo } from "../src/backend/cpu.js";
 
 const X86 = (flags: string) => `processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 ${flags}\n\nprocessor\t: 1\n`;
 const ARM = (features: string) => `processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd ${features}\nCPU implementer\t: 0x41\n`;

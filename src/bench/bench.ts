@@ -18,7 +18,7 @@ import { quantizeTransformerAtLoad } from "../quant/quantize.js";
 import { MODEL_SPECS, defaultModelDir, makeRandomModel, type BenchModelSize } from "./make_model.js";
 import { FUSED_OPS, optimizedOpCounts } from "./onnx_ops.js";
 import { RESULT_PREFIX, type StageName, type StageRequest, type StageResult, type WeightsKind } from "./stage.js";
-import { chooseWeights, cpuFeatures, type CpuFeatures, type WeightsChoice } from "../quant/cpu.js";
+import { chooseWeights, cpuFeatures, type CpuFeatures, type WeightsChoice } from "../backend/cpu.js";
 import type { KernelResult } from "./kernels.js";
 import type { AttentionResult } from "./attention.js";
 import { REFERENCE_BLAS_HINT, TORCH_INSTALL_HINT, findTorchPython, isReferenceBlas, torchMatmul, torchStep, type TorchDtype, type TorchStepResult } from "./torch.js";
@@ -105,7 +105,7 @@ export interface BenchReport {
   quantize_seconds: Partial<Record<WeightsKind, number>>;
   fusions: Partial<Record<WeightsKind, { emitted: Record<string, number>; optimized: Record<string, number> }>>;
   generations: StageResult[];
-  /** The weights `--quantize auto` picks on this machine for this model, and why (src/quant/cpu.ts). */
+  /** The weights `--quantize auto` picks on this machine for this model, and why (src/backend/cpu.ts). */
   choice: WeightsChoice & { cpu: CpuFeatures };
   /** GEMM rates of each Linear kernel at one shape (--kernels). */
   kernels?: KernelResult[];

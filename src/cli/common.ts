@@ -23,7 +23,7 @@ import { PromptTokenizer } from "../text/tokenizer.js";
 import { MistralPromptTokenizer } from "../text/mistral_prompt.js";
 import { ProgressBar } from "./progress.js";
 import { QUANT_KINDS, specFor, type QuantKind } from "../models/quantized/blockwise.js";
-import { chooseWeights, cpuFeatures } from "../quant/cpu.js";
+import { chooseWeights, cpuFeatures, integerGemmExact } from "../backend/cpu.js";
 import { WeightSet, numel } from "../io/safetensors.js";
 import type { LoadQuantOptions } from "../quant/quantize.js";
 import { loadPipeline, type LoraUse } from "../loaders/pretrained.js";
@@ -161,15 +161,20 @@ const resolved = new WeakMap<ModelArgs, QuantKind | undefined>();
 
 /**
  * The quantization a run uses: --quantize when it names one, else (auto) the choice for this CPU
- * and model (src/quant/cpu.ts), printed once with its reason. undefined: weights as stored.
+ * and model (src/backend/cpu.ts), printed once with its reason. undefined: weights as stored.
  */
 export function resolveQuantize(v: ModelArgs, ck?: Checkpoint): QuantKind | undefined {
   if (resolved.has(v)) return resolved.get(v);
   const q = quantizeArg(v.quantize);
   let out: QuantKind | undefined;
   if (q === "none") out = undefined;
-  else if (q !== "auto") out = q;
-  else {
+  else if (q !== "auto") {
+    out = q;
+    if ((q === "int8" || q === "int8-mixed") && (v.device ?? "cpu") === "cpu" && !integerGemmExact()) {
+      logger(v.quiet)(`weights: ${q} on a CPU without int8 dot products (no VNNI/AMX): ORT's integer GEMM would saturate here, so the int8 codes are ` +
+        "dequantized at use and multiplied in float32 (int8's memory, float's speed); --quantize int8-block runs MatMulNBits instead");
+    }
+  } else {
     const set = WeightSet.open((ck ?? openModel(v)).transformer.weights);
     const params = set.keys().reduce((n, k) => n + numel(set.info(k).shape), 0);
     set.close();

@@ -21,9 +21,10 @@
 // `--quantize int8|int4` writes once into $FLUX2_CACHE/quant/ when quantizing at load.
 
 import { WeightSet, readTensorBytes, type TensorInfo } from "../../io/safetensors.js";
-import { fileSource, type Graph, type Value } from "../../onnx/graph.js";
+import { fileSource, type Graph, type Value, type WeightSource } from "../../onnx/graph.js";
 import { dequantizeBlockwise, type Bits } from "./blockwise.js";
 import { dequantizePerChannel } from "./per_channel.js";
+import { integerGemmExact } from "../../backend/cpu.js";
 
 export const QUANT_METADATA_KEY = "flux2_quantization";
 
@@ -150,10 +151,7 @@ export class QuantizedLinears {
     if (o) return o.linear(g, x, name);
     const t = this.tensor(name);
     if (!t) return null;
-    if (this.format === "QGEMM") {
-      // x is quantized per call by the operator (uint8, the range of this call's values).
-      return g.dynamicQuantizeMatMul(x, g.weight(`${name}.qweight_t`, fileSource(t.q), "I8"), g.weight(`${name}.scales`, fileSource(t.scales)));
-    }
+    if (this.format === "QGEMM") return perChannelLinear(g, x, `${name}.qweight_t`, fileSource(t.q), g.weight(`${name}.scales`, fileSource(t.scales)));
     const q = g.weight(`${name}.qweight`, fileSource(t.q), "U8");
     const s = g.weight(`${name}.scales`, fileSource(t.scales));
     const z = t.zeroPoints ? g.weight(`${name}.zero_points`, fileSource(t.zeroPoints), "U8") : null;
@@ -177,4 +175,16 @@ export class QuantizedLinears {
     });
     return { data, shape: [t.N, t.K] };
   }
+}
+
+/**
+ * x @ (qT · scales) for per-channel int8 codes qT [K, N] (src/models/quantized/per_channel.ts).
+ * Where ORT's integer GEMM is exact (int8 dot products: AMX, VNNI, Arm dotprod/i8mm) it runs there,
+ * x quantized per call by the operator (uint8, the range of this call's values). Elsewhere that
+ * kernel saturates (src/backend/cpu.ts), so the codes are dequantized at use and multiplied in
+ * float32: the int8 file and its memory saving stay, the integer speed-up does not.
+ */
+export function perChannelLinear(g: Graph, x: Value, codesName: string, codes: WeightSource, scales: Value, exact = integerGemmExact()): Value {
+  if (exact) return g.dynamicQuantizeMatMul(x, g.weight(codesName, codes, "I8"), scales);
+  return g.matmul(x, g.dequantizedWeight(codesName, codes, scales, 1));
 }

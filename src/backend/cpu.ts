@@ -71,6 +71,17 @@ export function int8DotProducts(f: CpuFeatures): string[] {
   return out;
 }
 
+/**
+ * Whether ORT's u8×s8 integer GEMM (DynamicQuantizeMatMul) computes exact integer sums on this
+ * CPU: only with int8 dot-product instructions. On x86 without VNNI/AMX, MLAS's AVX2 kernel adds
+ * u8×s8 pairs with vpmaddubsw, whose int16 sums saturate for full-range int8 weights (measured on
+ * an AVX2 AMD EPYC: per-channel int8 outputs off by up to 4× against the exact integer sum;
+ * test/quant.test.ts). Unknown CPUs (no /proc/cpuinfo, the browser) count as not exact.
+ */
+export function integerGemmExact(f: CpuFeatures = cpuFeatures()): boolean {
+  return int8DotProducts(f).length > 0;
+}
+
 export interface WeightsChoice {
   /** "int8": per-channel int8 on the integer GEMM; "bf16": weights as stored, float32 math */
   weights: "int8" | "bf16";
