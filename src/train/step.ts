@@ -365,7 +365,8 @@ export class VaeTrainer {
     const std = g.exp(g.mul(logvar, g.scalar(0.5)));
     const z = g.add(mean, g.mul(std, eps));
     const rec = g.scope("decoder", () => decoder(ctx, z));
-    const recon = meanAll(g, squaredError(g, rec, image));
+    const diff = g.sub(rec, image); // shared by the pixel MSE and the colour term below
+    const recon = meanAll(g, g.mul(diff, diff));
     const terms = g.sub(g.sub(g.add(g.mul(mean, mean), g.exp(logvar)), g.scalar(1)), logvar);
     const perSample = g.mul(g.op("ReduceSum", [terms, g.constant([1, 2, 3])], { keepdims: 0 })[0], g.scalar(0.5));
     const kl = meanAll(g, perSample);
@@ -375,7 +376,7 @@ export class VaeTrainer {
     // flat colours on their own. Block means are a reshape and a ReduceMean (both differentiable
     // by src/train/grad_rules.ts) rather than an AveragePool, which has no gradient rule.
     const k = H % COLOR_BLOCK === 0 && W % COLOR_BLOCK === 0 ? COLOR_BLOCK : fct;
-    const blocks = g.reshape(g.sub(rec, image), [B, c.out_channels, H / k, k, W / k, k]);
+    const blocks = g.reshape(diff, [B, c.out_channels, H / k, k, W / k, k]);
     const blockMean = g.op("ReduceMean", [blocks, g.constant([3, 5])], { keepdims: 0 })[0];
     const color = meanAll(g, g.mul(blockMean, blockMean));
     const loss = g.add(g.add(recon, g.mul(klWeight, kl)), g.mul(colorWeight, color));
