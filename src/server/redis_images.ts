@@ -38,6 +38,16 @@ export interface ImageTransfer {
   pull(name: string): Promise<void>;
 }
 
+/**
+ * Put bytes that arrived from another machine under content-addressed `name` (<sha256>.<ext>) into
+ * the local store, refusing a copy whose hash does not match its name. `where` names the source.
+ */
+export async function putTransferred(local: ImageStore, name: string, bytes: Uint8Array, where: string): Promise<void> {
+  const [hash, ext] = name.split(".");
+  if (createHash("sha256").update(bytes).digest("hex") !== hash) throw new Error(`image ${name} in ${where} does not match its name (corrupt copy)`);
+  await local.put(bytes, ext);
+}
+
 export class RedisImages implements ImageTransfer {
   constructor(private redis: RedisClient, private local: ImageStore) {}
 
@@ -55,9 +65,7 @@ export class RedisImages implements ImageTransfer {
     if (this.local.has(name)) return;
     const bytes = await this.redis.getBuffer(imageKey(name));
     if (!bytes) throw new ImageExpiredError(name);
-    const [hash, ext] = name.split(".");
-    if (createHash("sha256").update(bytes).digest("hex") !== hash) throw new Error(`image ${name} in Redis does not match its name (corrupt copy)`);
-    await this.local.put(bytes, ext);
+    await putTransferred(this.local, name, bytes, "Redis");
   }
 }
 

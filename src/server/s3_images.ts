@@ -19,10 +19,9 @@
 // roles; AWS_REGION; AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), or from
 // --s3-endpoint / --s3-region.
 
-import { createHash } from "node:crypto";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { IMAGE_TYPES, isImageName, type ImageStore } from "./images.js";
-import { ImageExpiredError, type ImageTransfer } from "./redis_images.js";
+import { ImageExpiredError, putTransferred, type ImageTransfer } from "./redis_images.js";
 
 export interface S3Location {
   bucket: string;
@@ -163,9 +162,7 @@ export class S3Images implements ImageTransfer {
       if (httpStatus(e) === 404 || (e as Error).name === "NoSuchKey") throw new ImageExpiredError(name, `the S3 store ${this.where}`, "the bucket's lifecycle rule removed it, or another store was configured");
       throw e;
     }
-    const [hash, ext] = name.split(".");
-    if (createHash("sha256").update(bytes).digest("hex") !== hash) throw new Error(`image ${name} in ${this.where} does not match its name (corrupt copy)`);
-    await this.local.put(bytes, ext);
+    await putTransferred(this.local, name, bytes, this.where);
   }
 
   close(): void {
