@@ -5,6 +5,7 @@
 
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describeCycles, folderGraph, importsOf, layerViolations, readSourceTree } from "./helpers/import_graph.js";
@@ -58,4 +59,32 @@ test("imports: the checker fails on an upward arrow, a cycle and an unplaced fol
   // And a clean made-up tree passes.
   const good = folderGraph(new Map([["cli/a.ts", `import "../api/b.js";`], ["api/b.ts", `import "../pipeline/c.js";`], ["pipeline/c.ts", ""]]));
   assert.deepEqual([...layerViolations(good), ...describeCycles(good)], []);
+});
+
+test("imports: the studio takes only types from src/, and only from files that touch neither Node nor the models", () => {
+  const studio = path.resolve(SRC, "..", "studio", "src");
+  const fromSrc: string[] = [];
+  for (const f of fs.readdirSync(studio, { recursive: true }).map(String).filter((n) => /\.tsx?$/.test(n))) {
+    const text = fs.readFileSync(path.join(studio, f), "utf8");
+    for (const m of text.matchAll(/^import\s+(type\s+)?[^;]*?from\s+"(\.\.\/)+src\/([^"]+)"/gm)) {
+      assert.ok(m[1], `studio/src/${f}: imports a value from src/${m[3]} (only \`import type\` keeps Node code out of the bundle)`);
+      fromSrc.push(m[3]);
+    }
+  }
+  // The request schema is the studio's contract with the server; it must stay importable by a browser-only tsconfig.
+  assert.ok(fromSrc.includes("api/request_schema"), `expected the studio to type its request with src/api/request_schema: ${fromSrc.join(", ")}`);
+  const files = readSourceTree(SRC);
+  for (const target of new Set(fromSrc)) {
+    const seen = new Set<string>();
+    const visit = (rel: string) => {
+      if (seen.has(rel)) return;
+      seen.add(rel);
+      const text = files.get(rel);
+      assert.ok(text !== undefined, `src/${rel} is not in the source tree`);
+      assert.doesNotMatch(text!, /from\s+"node:/, `src/${rel} (reached from the studio through src/${target}) imports a Node module`);
+      for (const dep of importsOf(rel, text!)) visit(dep);
+    };
+    visit(`${target}.ts`);
+    assert.ok(![...seen].some((r) => r.startsWith("models/")), `src/${target} reaches the models: ${[...seen].join(", ")}`);
+  }
 });

@@ -10,6 +10,10 @@
 
 import { KLEIN_TEXT_LAYERS } from "../models/qwen3.js";
 import { DEV_TEXT_LAYERS } from "../models/mistral.js";
+import { GUIDANCE_RANGE, STEPS_RANGE } from "./ranges.js";
+
+/** The widest step and guidance ranges of the cards (every card shares them): what a request is held to before its model is known. */
+export { GUIDANCE_RANGE, STEPS_RANGE };
 
 export type Variant = "klein" | "klein-base" | "klein-kv" | "dev";
 
@@ -40,8 +44,8 @@ export interface VariantCard {
   diffusers: { pipeline: string; alsoReadFrom?: readonly string[]; isDistilled?: boolean };
 }
 
-const STEPS = { min: 1, max: 50 };
-const GUIDANCE = { min: 1, max: 10 };
+const STEPS = { ...STEPS_RANGE };
+const GUIDANCE = { ...GUIDANCE_RANGE };
 
 export const VARIANT_CARDS: Readonly<Record<Variant, VariantCard>> = {
   "klein": {
@@ -67,15 +71,6 @@ export const VARIANT_CARDS: Readonly<Record<Variant, VariantCard>> = {
 };
 
 export const VARIANTS = Object.keys(VARIANT_CARDS) as Variant[];
-
-function envelope(pick: (c: VariantCard) => { min: number; max: number }): { min: number; max: number } {
-  const rs = VARIANTS.map((v) => pick(VARIANT_CARDS[v]));
-  return { min: Math.min(...rs.map((r) => r.min)), max: Math.max(...rs.map((r) => r.max)) };
-}
-
-/** The widest step and guidance ranges of the cards: what a request is held to before its model is known. */
-export const STEPS_RANGE = envelope((c) => c.steps);
-export const GUIDANCE_RANGE = envelope((c) => c.guidance);
 
 /** Every pipeline class a variant is read from (model_index.json's _class_name). */
 export const PIPELINE_CLASSES: readonly string[] = [...new Set(VARIANTS.flatMap((v) => [VARIANT_CARDS[v].diffusers.pipeline, ...(VARIANT_CARDS[v].diffusers.alsoReadFrom ?? [])]))];

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import {
-  accepts, ApiError, apiKey, cancelJob, deleteJob, FINAL, followEvents, getJob, getResult, hideJob, listGallery, listJobs, listLoras, listModels,
-  sameOrigin, serverAddress, setApiKey, setServerAddress, submit, type GalleryFilter, type Job, type LoraList, type ModelInfo,
+  accepts, ApiError, imageField, apiKey, cancelJob, deleteJob, FINAL, followEvents, getJob, getResult, hideJob, listGallery, listJobs, listLoras, listModels,
+  sameOrigin, serverAddress, setApiKey, setServerAddress, submit, type GalleryFilter, type Job, type RequestBody, type RequestField, type LoraList, type ModelInfo,
 } from "./api";
 import { blobToDataUrl, referenceFromUrl, fileName, type Reference } from "./images";
 import { settingsFromPng, type LoadedSettings } from "./png";
@@ -198,7 +198,7 @@ export function App() {
 
   // --- derived values
   const promptSent = promptMode === "text" ? text : structuredToText(structured);
-  const takes = (f: string) => !!model && accepts(model, f);
+  const takes = (f: RequestField) => !!model && accepts(model, f);
   const maxRefs = model?.limits.maxReferences ?? 0;
   // Editing the first image (img2img, inpainting, outpainting): the output size follows it.
   const editing = refs.length > 0 && ((strengthOn && takes("strength")) || (!!mask && takes("mask_image")) || (expand.some(Boolean) && takes("expand")));
@@ -242,7 +242,7 @@ export function App() {
     if ((s.model || s.variant) && !m) skipped.push(`model ${s.model ?? s.variant} (not on this server; kept ${model?.id ?? "the current one"})`);
     const target = m ?? model;
     if (m && m.id !== modelId) chooseModel(m, true);
-    const can = (f: string) => !!target && accepts(target, f);
+    const can = (f: RequestField) => !!target && accepts(target, f);
     if (isJsonPrompt(s.prompt)) { setPromptMode("json"); setStructured(textToStructured(s.prompt)); setText(s.prompt); }
     else { setPromptMode("text"); setText(s.prompt); setStructured(emptyStructured()); }
     setNegative(s.negativePrompt && can("negative_prompt") ? s.negativePrompt : "");
@@ -371,15 +371,15 @@ export function App() {
   };
 
   // --- generating: submitting adds to the queue; the queue's head is followed until it ends.
-  const buildBody = (seed: number, images: number): Record<string, unknown> => {
-    const b: Record<string, unknown> = { prompt: promptSent, seed, output_format: "png" };
+  const buildBody = (seed: number, images: number): RequestBody => {
+    const b: RequestBody = { prompt: promptSent, seed, output_format: "png" };
     // An edit's size follows its first image (the server derives it): sending the size panel's would stretch it.
     if (!editing) { b.width = size.width; b.height = size.height; }
     if (images > 1) b.num_images = images;
     if (takes("steps") && model?.limits.steps) b.steps = steps;
     if (takes("guidance") && model?.limits.guidance) b.guidance = guidance;
     if (takes("negative_prompt") && negative.trim()) b.negative_prompt = negative;
-    refs.forEach((r, i) => { b[i === 0 ? "input_image" : `input_image_${i + 1}`] = r.dataUrl; });
+    refs.forEach((r, i) => { b[imageField(i)] = r.dataUrl; });
     if (refs.length && mask && takes("mask_image")) b.mask_image = mask;
     if (refs.length && (strengthOn || mask) && takes("strength")) b.strength = strengthOn ? strength : 1;
     if (refs.length && expand.some(Boolean) && takes("expand")) b.expand = expand;

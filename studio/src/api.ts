@@ -5,6 +5,8 @@
 // address set in the Server panel sends the calls to another origin instead
 // (that server needs --cors with this page's origin).
 
+import type { GenerationRequest } from "../../src/api/request_schema";
+
 export interface Range { min: number; max: number; default: number }
 
 export interface Limits {
@@ -163,8 +165,19 @@ export function normaliseModel(m: Record<string, unknown>): ModelInfo {
   };
 }
 
+/**
+ * The body of POST /v1/<model>, typed by the server's own schema (src/api/request_schema.ts; a
+ * type-only import, so nothing of it reaches the bundle): a field the server renamed or dropped
+ * fails the studio's type check instead of being sent and refused.
+ */
+export type RequestBody = Partial<GenerationRequest> & { prompt: string };
+export type RequestField = keyof GenerationRequest;
+/** input_image, input_image_2, … input_image_10. */
+export type ImageField = Extract<RequestField, `input_image${string}`>;
+export const imageField = (i: number): ImageField => (i === 0 ? "input_image" : `input_image_${i + 1}`) as ImageField;
+
 /** Whether a model takes a request field (steps, guidance, mask_image, …). */
-export function accepts(m: ModelInfo, field: string): boolean {
+export function accepts(m: ModelInfo, field: RequestField): boolean {
   if (m.limits.fields) return m.limits.fields.includes(field);
   switch (field) {
     case "steps": return m.limits.steps !== null;
@@ -182,7 +195,7 @@ export async function listModels(): Promise<ModelInfo[]> {
 }
 
 /** `batch`: the x-flux2-batch id shared by the jobs of one batch (batches.ts), so the gallery shows them as one card. */
-export async function submit(model: string, body: Record<string, unknown>, batch?: string): Promise<{ id: string; pollingUrl: string }> {
+export async function submit(model: string, body: RequestBody, batch?: string): Promise<{ id: string; pollingUrl: string }> {
   const h = headers(true);
   if (batch) h["x-flux2-batch"] = batch;
   const res = await fetch(apiUrl(`v1/${encodeURIComponent(model)}`), { method: "POST", headers: h, body: JSON.stringify(body) });
