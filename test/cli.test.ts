@@ -113,6 +113,21 @@ test("bad sizes are refused with a message that says what to use", () => {
   assert.match(steps.err, /--steps must be an integer from 1 to 50/);
 });
 
+
+test("a flag the model cannot honour is refused before loading, by the server's per-model rule", () => {
+  const dir = tmpdir();
+  const g = flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "64", "--height", "64", "--guidance", "3"], dir);
+  assert.equal(g.code, 1);
+  assert.match(g.err, /klein does not take --guidance: it is guidance-distilled/);
+  const n = flux2(["edit", "--model", distilled, "--prompt", "x", "-i", goldenPath("edit/klein_multi_ref__ref0.png"), "--negative-prompt", "blur"], dir);
+  assert.equal(n.code, 1);
+  assert.match(n.err, /klein does not take --negative-prompt: it samples without CFG/);
+  assert.deepEqual(fs.readdirSync(dir), [], "nothing written");
+  // klein base takes both (CFG); --steps stays open on distilled klein for previews and tests.
+  const ok = flux2(["generate", "--model", base, "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2", "--guidance", "3", "--negative-prompt", "blur", "--out", "b.png"], dir);
+  assert.equal(ok.code, 0, ok.err);
+  assert.equal(flux2(["generate", "--model", distilled, "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2", "--out", "d.png"], dir).code, 0);
+});
 test("a checkpoint without its tokenizer, or with a corrupt shard, gives a clear error", () => {
   const dir = tmpdir();
   const ck = path.join(dir, "ck");

@@ -15,7 +15,7 @@ import { encodeImage, type ImageFormat } from "../pipeline/image.js";
 import { assertFits, describePlan, planMemory, type PlannedRun } from "../loaders/memory.js";
 import type { ImageRecord } from "../pipeline/metadata.js";
 import { WATERMARK_NAME } from "../provenance/provenance.js";
-import { GenerationRequest } from "../api/request.js";
+import { GenerationRequest, modelCapabilities, unsupportedFields } from "../api/request.js";
 import { encodeOutputs } from "../api/output.js";
 import { loadModerationConfig, safetyToleranceProblem } from "../moderation/config.js";
 import { Moderator } from "../moderation/moderator.js";
@@ -235,6 +235,25 @@ export function parseCliRequest(fields: Record<string, unknown>): GenerationRequ
     throw new InvalidRequestError(parsed.error.issues.map((i) => `${i.path.join(".") || "request"}: ${i.message}`).join("; "));
   }
   return parsed.data;
+}
+
+/** Why a model does not take a request field, and what to do instead (for checkModelFields). */
+const REFUSED_BECAUSE: Record<string, string> = {
+  guidance: "it is guidance-distilled and has no guidance scale; drop --guidance (klein base takes one, as CFG)",
+  negative_prompt: "it samples without CFG, so a negative prompt has nothing to act on; drop --negative-prompt or use a klein base checkpoint",
+};
+
+/**
+ * The fields the model takes, by the server's rule (modelCapabilities, read off the variant cards):
+ * a flag the model cannot honour is refused before loading, never ignored. One difference, on
+ * purpose: a command line may set --steps on distilled klein (the pipeline runs any step count, and
+ * tests and previews use fewer), where the server, like BFL's API, takes no steps for klein.
+ */
+export function checkModelFields(request: GenerationRequest, ck: Checkpoint): void {
+  const refused = unsupportedFields(request, modelCapabilities(ck.variant)).filter((f) => f !== "steps");
+  if (refused.length === 0) return;
+  const flag = (f: string) => `--${f.replace(/_/g, "-")}`;
+  throw new InvalidRequestError(refused.map((f) => `${ck.variant} does not take ${flag(f)}: ${REFUSED_BECAUSE[f] ?? "the server refuses it for this model too"}`).join("; "));
 }
 
 export { latentMultiple } from "../pipeline/checkpoint.js";

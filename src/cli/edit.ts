@@ -11,7 +11,7 @@ import { checkRequest, DEFAULT_INPAINT_STRENGTH, DEFAULT_MAX_INPUT_PIXELS, image
 import { imageRecord } from "../api/output.js";
 import {
   MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, latentMultiple, logger,
-  numOption, openModel, parseCliRequest, requestFormat, runPipeline, warnLongPrompts, writeImages,
+  checkModelFields, numOption, openModel, parseCliRequest, requestFormat, runPipeline, warnLongPrompts, writeImages,
 } from "./common.js";
 import { IMAGE_UPSAMPLING_REFUSED } from "../text/upsample.js";
 
@@ -116,6 +116,7 @@ export async function runEditCommand(argv: string[]): Promise<number> {
   const log = logger(v.quiet);
   const ck = openModel(v);
   const d = modelDefaults(ck);
+  checkModelFields(request, ck);
   checkRequest(request, sizeRuleFor(latentMultiple(ck)), d);
   await moderation?.moderator.checkPromptWithLlm(prompts[0], ck);
   const warning = checkReferenceCount(files.length, ck.variant);

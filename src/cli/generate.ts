@@ -14,7 +14,7 @@ import { checkRequest, checkSize, latentsSize, prepareGeneration, type RunExtras
 import { imageRecord } from "../api/output.js";
 import {
   MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, latentMultiple, logger, numOption,
-  openModel, outputFormat, parseCliRequest, requestFormat, runPipeline, warnLongPrompts, writeImages,
+  checkModelFields, openModel, outputFormat, parseCliRequest, requestFormat, runPipeline, warnLongPrompts, writeImages,
 } from "./common.js";
 
 const HELP = `usage: flux2 generate [--model PATH] --prompt TEXT [options]
@@ -44,7 +44,7 @@ Sampling:
                           records: 64x64 for flux2-mini)
   --steps N               denoising steps, 1-50 (default: 4 klein, 50 base/dev)
   --guidance G            guidance scale 1-10 (klein base: CFG, dev: embedded;
-                          ignored by distilled klein; default 4)
+                          default 4); refused by distilled klein, which has none
   --seed S                seed (default 0); image i of a run uses seed+i, so the
                           same seed and parameters give byte-identical files
   --num-images K          images per prompt (default 1)
@@ -118,6 +118,7 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0,
   });
   const extras = (all: string[]): RunExtras => ({ prompts: all, numImagesPerPrompt: numImages, latents });
+  checkModelFields(request(prompts[0]), ck);
   checkRequest(request(prompts[0]), sizeRuleFor(latentMultiple(ck)), d, extras(prompts));
   // Rewrite the prompts first (their own session over the text encoder files, released after).
   const originals = new Map<string, string>();
@@ -140,7 +141,6 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
   const { steps } = prepared.options;
   const maxLen = intOption(v["max-sequence-length"], "max-sequence-length", 1, 4096) ?? d.maxSequenceLength;
   const batch = intOption(v.batch, "batch", 1, 64);
-  if (ck.defaults.distilled && v.guidance !== undefined) log(`note: ${ck.variant} is guidance-distilled; --guidance is ignored`);
   const note = sizeNote(d, prepared.options.width, prepared.options.height);
   if (note) log(`note: ${note}`);
   checkMemory(ck, v, { width: prepared.options.width, height: prepared.options.height, batch: batch ?? (prepared.options.numImagesPerPrompt ?? 1) * prompts.length, textLength: maxLen });

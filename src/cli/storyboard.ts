@@ -21,7 +21,7 @@ import { encodeOutputs, imageRecord } from "../api/output.js";
 import { parseStoryboard, planShots, shotRequest, StoryboardError, type ShotPlan, type StoryboardSpec } from "../storyboard/board.js";
 import { writeShotList } from "../storyboard/write_shots.js";
 import { frameName, writeExport, type Panel } from "../storyboard/sheet.js";
-import { intOption, logger, numOption, openModel, parseCliRequest, parseLoraArg } from "./common.js";
+import { checkModelFields, intOption, logger, numOption, openModel, parseCliRequest, parseLoraArg } from "./common.js";
 
 const HELP = `usage: flux2 storyboard --board FILE --out DIR [options]
        flux2 storyboard --brief TEXT --write-shots N [--board FILE] --out DIR [options]
@@ -157,7 +157,10 @@ export async function runStoryboardCommand(argv: string[]): Promise<number> {
     refFiles.set(r.name, file);
   }
   const requests = plans.map((plan) => parseCliRequest(shotRequest(board, plan, (n) => refFiles.get(n))));
-  for (const r of requests) checkRequest(r, sizeRuleFor(latentMultiple(ck)), d);
+  for (const r of requests) {
+    checkModelFields(r, ck);
+    checkRequest(r, sizeRuleFor(latentMultiple(ck)), d);
+  }
   const loras = (v.lora ?? []).map(parseLoraArg);
   const pipe = loadPipeline(ck.source, { backend, keepLoaded: true, loras });
   const panels: Panel[] = [];
