@@ -25,7 +25,9 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Poll `fn` until it returns a truthy value, or fail after `timeoutMs`. */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 20_000, everyMs = 25): Promise<T> {
-  const end = Date.now() + timeoutMs;
+  // A monotonic clock: the wall clock of these VMs can be stepped while a test waits (one suite run
+  // timed out a 30 s wait 29 s into its test), and a step must not end or stretch a wait.
+  const end = performance.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
@@ -34,7 +36,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
     await sleep(everyMs);
   }
 }
