@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { api, serverUrl, sleep, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
+import { api, resolveAfter, serverUrl, sleep, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
 import { redisAvailable, startRedis, startSentinel, startTlsRedis, type TestRedis } from "./helpers/redis.js";
 import { spawnSync } from "node:child_process";
 import { repoRoot } from "./golden.js";
@@ -357,7 +357,7 @@ describe("a worker stopped while Redis is gone", { skip: redisAvailable() ? fals
       await sleep(500);
       worker.proc.kill("SIGTERM");
       // BullMQ's close waits for Redis; once Redis has been unreachable for 10 s the worker drops the connections. Before, it never exited.
-      const code = await Promise.race([worker.exited, sleep(120_000).then(() => "still running after 120 s")]);
+      const code = await Promise.race([worker.exited, resolveAfter(120_000, "still running after 120 s")]);
       assert.equal(code, 1, [...worker.err, ...worker.out].join("\n"));
       assert.ok(worker.err.some((l) => /Redis could not be reached to close cleanly/.test(l)), worker.err.join("\n"));
       assert.ok(events(worker, "warn").some((e: any) => /could not close: Redis unreachable for 10 s/.test(e.message)));

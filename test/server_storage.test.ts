@@ -20,7 +20,7 @@ import { LocalQueue } from "../src/server/queue_local.js";
 import { isStorageError, storageFault } from "../src/server/storage.js";
 import { WebhookSender } from "../src/server/webhooks.js";
 import { JobStore, type Claim, type Outcome } from "../src/server/store.js";
-import { api, CLI, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
+import { api, CLI, resolveAfter, serverUrl, spawnCli, stop, TINY, untilDone, waitFor, type Child } from "./helpers/net.js";
 import { tempDir, testServer } from "./helpers/server.js";
 import sharp from "sharp";
 
@@ -146,7 +146,7 @@ describe("a full disk, flux2 serve as a process", { skip: cannotMount ?? false }
     const filler = fill(mnt);
     await waitFor("the fault to show", async () => (await api(url, "GET", "/health")).status === 503, 30_000, 50);
     c.proc.kill("SIGTERM");
-    const code = await Promise.race([c.exited, new Promise((r) => setTimeout(() => r("still running 30 s after SIGTERM"), 30_000))]);
+    const code = await Promise.race([c.exited, resolveAfter(30_000, "still running 30 s after SIGTERM")]);
     assert.ok(code === 0 || code === "SIGTERM", `exit: ${code}; ${c.err.join("\n")}`);
     fs.rmSync(filler);
     const again = spawnCli(args);

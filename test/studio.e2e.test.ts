@@ -461,7 +461,7 @@ describe("flux2 serve (the command) serves the studio", { skip: serveRegistered 
       assert.deepEqual(remote, [], "index.html loads nothing remote");
     } finally {
       proc.kill("SIGTERM");
-      await new Promise((r) => { if (proc.exitCode !== null) r(null); proc.once("exit", r); setTimeout(r, 10_000); });
+      await new Promise((r) => { if (proc.exitCode !== null) r(null); proc.once("exit", r); setTimeout(r, 10_000).unref(); });
       fs.rmSync(data, { recursive: true, force: true });
     }
   });

@@ -23,6 +23,13 @@ export async function freePort(): Promise<number> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Resolves with `value` after `ms`, for the losing side of a Promise.race. Its timer is unref'd: a
+ * plain sleep there keeps the test file's process alive until it fires, long after the race is won
+ * (a 120 s guard held server_redis's process for 110 s after its last test).
+ */
+export const resolveAfter = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(() => r(value), ms).unref());
+
 /** Poll `fn` until it returns a truthy value, or fail after `timeoutMs`. */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 20_000, everyMs = 25): Promise<T> {
   // A monotonic clock: the wall clock of these VMs can be stepped while a test waits (one suite run
