@@ -184,6 +184,9 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     await generateAndWait();
     assert.match(String(posts[n].mask_image), /^data:image\/png;base64,/);
     maskedJob = await page.locator("[data-testid=gallery-item]").first().getAttribute("data-job") ?? "";
+    // Gallery thumbnails are square (the pages' own .thumb rule once made them 64 px high strips).
+    const thumb = (await page.locator("[data-testid=gallery-item] .thumb").first().boundingBox())!;
+    assert.ok(thumb.width > 100 && Math.abs(thumb.width - thumb.height) < 2, `thumbnail ${thumb.width}×${thumb.height}`);
     // Change everything, then reuse.
     await clearReferences();
     await page.fill("#prompt", "something else");
@@ -202,6 +205,17 @@ describe("studio as a daily tool (Chromium, real server)", { skip }, () => {
     assert.ok((await pixels(posts[n2].input_image)).equals(await pixels(posts[n].input_image)), "the same first image");
     assert.ok((await pixels(posts[n2].mask_image)).equals(await pixels(posts[n].mask_image)), "the same mask");
     assert.equal(posts[n2].seed, posts[n].seed);
+    // A mask and an expansion together are refused in the form (the server refuses them: the
+    // expansion makes its own mask), not sent and refused.
+    await page.getByLabel("Right").fill(String(multipleOf));
+    const blocked = posts.length;
+    const gen = page.locator("[data-testid=generate]");
+    assert.equal(await gen.getAttribute("aria-disabled"), "true");
+    assert.match(await gen.getAttribute("title") ?? "", /mask and an expansion cannot be combined/);
+    await gen.click({ force: true }); // aria-disabled, so Playwright would wait for it to be enabled
+    await page.locator("[data-testid=submit-errors]", { hasText: /mask and an expansion cannot be combined/ }).waitFor();
+    assert.equal(posts.length, blocked, "nothing was sent");
+    await page.getByLabel("Right").fill("0");
   });
 
   it("a queued second job runs after the first; the queue is listed with cancels and survives a reload", async () => {

@@ -226,6 +226,9 @@ export function App() {
   if (seedError) blocking.push({ field: "seed", msg: seedError });
   if (refs.length > maxRefs) blocking.push({ field: "refs-h", msg: `${model?.id ?? "This model"} takes at most ${maxRefs} reference images; remove ${refs.length - maxRefs}.` });
   if (loras.length && !takes("loras")) blocking.push({ field: "loras-h", msg: `${model?.id ?? "This model"} takes no LoRAs; clear them.` });
+  if (refs.length && mask && takes("mask_image") && expand.some(Boolean) && takes("expand")) {
+    blocking.push({ field: "refs-h", msg: "A painted mask and an expansion cannot be combined: the expansion makes its own mask. Clear the mask, or set the expansion to 0." });
+  }
   if (unknownLoras.length) blocking.push({ field: "loras-h", msg: `LoRA ${unknownLoras.map((l) => l.name).join(", ")} is not on this server.` });
 
   const setRefsAndMask = (r: Reference[]) => {

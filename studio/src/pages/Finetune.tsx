@@ -123,7 +123,7 @@ export function FinetunePage() {
           <ul className="ft-items">
             {items.map((it) => (
               <li key={it.key} data-testid="ft-item">
-                <img src={it.image} alt={it.name} className="thumb" />
+                <img src={it.image} alt={it.name} className="page-thumb" />
                 <textarea aria-label={`Caption of ${it.name}`} rows={2} value={it.caption} placeholder="Caption (empty: the trigger word alone)"
                   onChange={(e) => setItems((x) => x.map((y) => (y.key === it.key ? { ...y, caption: e.target.value } : y)))} />
                 <button type="button" onClick={() => setItems((x) => x.filter((y) => y.key !== it.key))} aria-label={`Remove ${it.name}`}>✕</button>

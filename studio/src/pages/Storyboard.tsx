@@ -136,7 +136,7 @@ export function StoryboardPage() {
                 const f = e.target.files?.[0];
                 if (f) patch(r.key, { image: await readDataUrl(f), file: f.name });
               }} />
-              {r.image && <img src={r.image} alt={r.name} className="thumb" />}
+              {r.image && <img src={r.image} alt={r.name} className="page-thumb" />}
               <button type="button" onClick={() => setRefs((x) => x.filter((y) => y.key !== r.key))}>Remove</button>
             </fieldset>
           ))}
