@@ -286,3 +286,62 @@ test("checkpointing with bf16 weights: the recomputed segment converts from its 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** Two LoRA'd linears (frozen w, trainable a / b) with a sigmoid between, one checkpoint segment each. */
+function twoLoraLayers(g: Graph, v: Record<string, Value>): Value {
+  const layer = (x: Value, i: number) => {
+    const y = g.linear(x, v[`w${i}`]);
+    const h = g.op("FusedMatMul", [x, v[`a${i}`]], { transB: 1 }, { domain: "com.microsoft" })[0];
+    return g.add(y, g.op("FusedMatMul", [h, v[`b${i}`]], { transB: 1, alpha: { float: 0.5 } }, { domain: "com.microsoft" })[0]);
+  };
+  const s = g.scope("block.0", () => g.sigmoid(layer(v.x, 1)));
+  return g.scope("block.1", () => layer(s, 2));
+}
+const loraCheckpoint = { checkpoint: (n: { name: string }) => n.name.match(/^(block\.\d+)\//)?.[1] ?? null };
+
+test("a trainable input's gradient is computed before the backward goes on: the chain is tied to it, and the values are unchanged", async () => {
+  // Values: finite differences through the tied (and checkpointed) backward, in float64.
+  const frozen = (shape: number[], seed: number) => ({ data: Float64Array.from({ length: shape[0] * shape[1] }, (_, i) => Math.sin(seed + i) / 2), shape });
+  await gradcheck(backend, {
+    elem: "F64",
+    inputs: [{ name: "x", shape: [3, 5], frozen: frozen([3, 5], 1) }, { name: "w1", shape: [4, 5], frozen: frozen([4, 5], 2) }, { name: "w2", shape: [6, 4], frozen: frozen([6, 4], 3) },
+             { name: "a1", shape: [2, 5] }, { name: "b1", shape: [4, 2] }, { name: "a2", shape: [2, 4] }, { name: "b2", shape: [6, 2] }],
+    build: twoLoraLayers,
+    gradOptions: loraCheckpoint,
+  });
+  // Structure: ONNX Runtime runs a value's producers before it, so layer 1's gradients depending on
+  // layer 2's means layer 2's are computed (and their operands freed) before the backward reaches layer 1.
+  const g = new Graph("lora2");
+  const v: Record<string, Value> = { x: g.input("x", "F32", [3, 5]), w1: g.input("w1", "F32", [4, 5]), w2: g.input("w2", "F32", [6, 4]) };
+  for (const [k, s] of [["a1", [2, 5]], ["b1", [4, 2]], ["a2", [2, 4]], ["b2", [6, 2]]] as const) v[k] = g.input(k, "F32", [...s]);
+  const out = twoLoraLayers(g, v);
+  const loss = g.op("ReduceMean", [g.mul(out, out), g.constant([])], { keepdims: 0 })[0];
+  g.output(loss, "loss", "F32", []);
+  appendGradients(g, loss, ["a1", "b1", "a2", "b2"], {}, {});
+  const producer = new Map(g.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+  const gradValue = (p: string) => g.nodes.find((n) => n.outputs[0] === `grad.${p}`)!.inputs[0];
+  const ancestors = (name: string) => {
+    const seen = new Set<string>(), stack = [name];
+    while (stack.length) for (const i of producer.get(stack.pop()!)?.inputs ?? []) if (i && !seen.has(i)) { seen.add(i); stack.push(i); }
+    return seen;
+  };
+  const before = ancestors(gradValue("a1"));
+  for (const p of ["a2", "b2", "b1"]) assert.ok(before.has(gradValue(p)), `grad.a1 waits for grad.${p}`);
+});
+
+test("checkpointing recomputes only what the backward reads: no recomputed node is left unread", async () => {
+  const g = new Graph("lora2-ck");
+  const v: Record<string, Value> = { x: g.input("x", "F32", [3, 5]), w1: g.input("w1", "F32", [4, 5]), w2: g.input("w2", "F32", [6, 4]) };
+  for (const [k, s] of [["a1", [2, 5]], ["b1", [4, 2]], ["a2", [2, 4]], ["b2", [6, 2]]] as const) v[k] = g.input(k, "F32", [...s]);
+  const y = twoLoraLayers(g, v);
+  const loss = g.op("ReduceMean", [g.mul(y, y), g.constant([])], { keepdims: 0 })[0];
+  g.output(loss, "loss", "F32", []);
+  appendGradients(g, loss, ["a1", "b1", "a2", "b2"], {}, loraCheckpoint);
+  const read = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
+  const recomputedNodes = g.nodes.filter((n) => n.name.includes("recompute/"));
+  assert.ok(recomputedNodes.some((n) => n.name.includes("recompute/block.1/")), "block.1 is recomputed (its LoRA input product h)");
+  const unread = recomputedNodes.filter((n) => !n.outputs.some((o) => read.has(o)));
+  assert.deepEqual(unread.map((n) => `${n.name} (${n.opType})`), []);
+  // Block 1's frozen product and its output sum are not read by any gradient rule: not recomputed.
+  assert.ok(!recomputedNodes.some((n) => n.name.includes("recompute/block.1/") && n.inputs.includes("w2")), "the frozen product of block 1 is not recomputed");
+});

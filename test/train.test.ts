@@ -185,6 +185,11 @@ test("activation checkpointing (recompute each block in the backward) gives the 
     const b = await ck.lossAndGrads(goldenBatch());
     assert.ok(recomputed(spy.graphs[1]) > 0 && recomputed(spy.graphs[0]) === 0, "the checkpointed graph recomputes blocks");
     for (const block of ["double.0", "single.0", "single.1"]) assert.ok(spy.graphs[1].nodes.some((n) => n.name.includes(`recompute/${block}/`)), block);
+    // Only what the backward reads is recomputed: a block's last projection, gate and residual add are not.
+    const ckGraph = spy.graphs[1];
+    const read = new Set([...ckGraph.nodes.flatMap((n) => n.inputs), ...ckGraph.outputs.map((o) => o.name)]);
+    const unread = ckGraph.nodes.filter((n) => n.name.includes("recompute/") && !n.outputs.some((o) => read.has(o)));
+    assert.deepEqual(unread.map((n) => n.name), [], "recomputed nodes nothing reads");
     assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(a.loss));
     for (const [k, g] of a.grads) {
       const h = b.grads.get(k)!;

@@ -62,7 +62,16 @@ export class Builder {
     return this.meta(v).shape;
   }
 
+  /**
+   * While a gradient rule runs: maps a forward value it reads to the value the backward reads
+   * instead (a re-conversion, a recomputation), at the moment a node reads it, so that a value a
+   * rule only asks the shape of is neither converted nor recomputed.
+   */
+  resolve: ((name: string) => string) | null = null;
+
   op(opType: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string; outputs?: number } = {}): Value[] {
+    const r = this.resolve;
+    if (r) inputs = inputs.map((v) => (v ? new Value(r(v.name)) : v));
     const outs = this.g.op(opType, inputs, attrs, opts);
     inferNode(this.g.nodes[this.g.nodes.length - 1], this.metas);
     return outs;
@@ -159,7 +168,10 @@ const FLOAT: ReadonlySet<Elem> = new Set(["F32", "F64"]);
 export interface RuleContext {
   b: Builder;
   node: NodeProto;
-  /** A forward value (input or output of `node`), possibly recomputed (checkpointing). */
+  /**
+   * A forward value (input or output of `node`). Nodes the rule builds read it through
+   * Builder.resolve: re-converted (frozen weights) or recomputed (checkpointing) there.
+   */
   x(i: number): Value;
   y(i: number): Value;
   /** Whether input i needs a gradient. */
@@ -183,6 +195,7 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
   if (lossMeta.shape.reduce((p, q) => p * q, 1) !== 1) throw new Error(`appendGradients: the loss must be a scalar, got shape [${lossMeta.shape}]`);
 
   const forward = [...g.nodes];
+  const trainable = new Set(wrt);
   // Which values depend on a trainable input (and are float: indices and shapes never do).
   const live = new Set<string>(wrt);
   for (const n of forward) {
@@ -224,15 +237,21 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
     if (!rule) throw new Error(`autodiff: no gradient rule for op ${node.opType} (node ${node.name})`);
     const dys = node.outputs.map((o) => total(o));
     const tie = dys.find((d) => d !== null)!;
-    const fwd = (name: string) => new Value(reconvert.value(name) ?? (recompute ? recompute.value(name, tie) : name));
+    // Forward values are read as the backward's own conversions of frozen weights and, inside a
+    // checkpointed segment, as recomputations of the same segment's values; values from other
+    // segments (their boundaries) or from outside any segment are read as the forward made them.
+    const seg = opts.checkpoint?.(node) ?? null;
+    b.resolve = (name) => reconvert.value(name) ?? (recompute && seg !== null ? recompute.value(name, seg, tie) : name);
     const ctx: RuleContext = {
       b, node,
-      x: (i) => fwd(node.inputs[i]),
-      y: (k) => fwd(node.outputs[k]),
+      x: (i) => new Value(node.inputs[i]),
+      y: (k) => new Value(node.outputs[k]),
       needs: (i) => !!node.inputs[i] && live.has(node.inputs[i]),
       dy: (k) => dys[k],
     };
     const grads = g.scope(`grad`, () => rule(ctx));
+    b.resolve = null;
+    g.scope(`grad`, () => tieToParamGrads(b, node, grads, ctx.needs, trainable)).forEach((d, i) => (grads[i] = d));
     grads.forEach((d, i) => {
       if (d && ctx.needs(i)) {
         const want = metas.get(node.inputs[i])!.shape;
@@ -253,68 +272,97 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
   return { outputs, metas };
 }
 
+/**
+ * A node that reads a trainable input (a LoRA A or B, a weight in full training) gives that
+ * input's gradient, a leaf of the backward graph: only the `grad.<name>` output reads it. ONNX
+ * Runtime orders execution by a reverse depth-first walk from the graph's leaves, which put these
+ * leaf computations after the whole backward chain, so their operands stayed alive until the
+ * end: per LoRA'd linear the output gradient dY and the input x (recomputed, when checkpointing),
+ * for a klein single block about 0.4 GB (1536 tokens, to_qkv_mlp_proj's dY alone is 162 MiB),
+ * block after block (docs/training.md, "klein-4B width at 512²"). So the node's other input
+ * gradients, the ones the chain continues with, are tied to the trainable inputs' gradients
+ * (d + 0·Σ dW, as Recompute ties): the chain cannot go on before those are computed, and their
+ * operands die here. The values are unchanged (adding a zero).
+ */
+function tieToParamGrads(b: Builder, node: NodeProto, grads: (Value | null)[], needs: (i: number) => boolean, trainable: ReadonlySet<string>): (Value | null)[] {
+  const own = grads.filter((d, i): d is Value => !!d && needs(i) && trainable.has(node.inputs[i]));
+  if (!own.length || !grads.some((d, i) => d && needs(i) && !trainable.has(node.inputs[i]))) return grads;
+  const sums = own.map((d) => b.reduceSum(d, [], false));
+  const total = sums.length === 1 ? sums[0] : b.op1("Sum", sums);
+  const zero = b.mul(total, b.scalar(0, total));
+  return grads.map((d, i) => {
+    if (!d || !needs(i) || trainable.has(node.inputs[i])) return d;
+    const elem = b.meta(d).elem;
+    return b.add(d, elem === b.meta(zero).elem ? zero : b.op1("Cast", [zero], { to: elem === "F64" ? 11 : 1 }));
+  });
+}
+
 /** Activation checkpointing: re-emits a segment's forward nodes the first time the backward reads one of its values. */
 class Recompute {
-  private segmentOf = new Map<string, string>(); // value name → segment
-  private nodesOf = new Map<string, NodeProto[]>();
-  private done = new Map<string, Map<string, string>>(); // segment → forward name → recomputed name
+  private producer = new Map<string, { node: NodeProto; seg: string }>(); // value name → forward node, segment
+  private segments = new Map<string, { zero: Value; made: Map<string, string>; tied: Map<string, string> }>();
 
   constructor(private b: Builder, forward: NodeProto[], key: (n: NodeProto) => string | null, private reconvert: Reconvert) {
     for (const n of forward) {
-      const k = key(n);
-      if (k === null) continue;
-      let list = this.nodesOf.get(k);
-      if (!list) this.nodesOf.set(k, (list = []));
-      list.push(n);
-      for (const o of n.outputs) this.segmentOf.set(o, k);
+      const seg = key(n);
+      if (seg === null) continue;
+      for (const o of n.outputs) this.producer.set(o, { node: n, seg });
     }
   }
 
-  value(name: string, tie: Value): string {
-    const seg = this.segmentOf.get(name);
-    if (seg === undefined) return name;
-    let map = this.done.get(seg);
-    if (!map) {
-      map = this.emit(seg, tie);
-      this.done.set(seg, map);
-    }
-    return map.get(name) ?? name;
-  }
-
-  private emit(seg: string, tie: Value): Map<string, string> {
+  /**
+   * The recomputed copy of `name` (a value made inside a segment), emitting only the segment's
+   * nodes it depends on. Emitting the whole segment made nodes whose outputs nothing reads
+   * (a block's last projection, its gate and residual add): ONNX Runtime ran those leaves last,
+   * holding their inputs (e.g. a single block's 72 MiB to_out input and the 151 MiB float32
+   * to_out weight) to the end of the step, and spent a full projection on them.
+   */
+  value(name: string, seg: string, tie: Value): string {
+    const p = this.producer.get(name);
+    if (!p || p.seg !== seg) return name;
     const { b } = this;
-    const nodes = this.nodesOf.get(seg)!;
-    const made = new Map<string, string>();
-    const inside = new Set(nodes.flatMap((n) => n.outputs));
-    // x + 0·Σ(dY): the recomputation starts only once this gradient exists, and differs from the forward.
-    const zero = b.mul(b.reduceSum(tie, [], false), b.scalar(0, tie));
-    const tied = new Map<string, string>();
-    const source = (name: string): string => {
-      if (!name) return name;
-      if (made.has(name)) return made.get(name)!;
-      if (inside.has(name)) throw new Error(`checkpointing: value ${name} used before it is made`);
+    const resolve = b.resolve;
+    b.resolve = null; // the recomputation reads what make() gives it
+    try {
+      let st = this.segments.get(seg);
+      if (!st) {
+        // x + 0·Σ(dY): the recomputation starts only once this gradient exists, and differs from the forward.
+        st = { zero: b.mul(b.reduceSum(tie, [], false), b.scalar(0, tie)), made: new Map(), tied: new Map() };
+        this.segments.set(seg, st);
+      }
+      const s = st;
+      return b.g.scope(`recompute/${seg}`, () => this.make(name, seg, s));
+    } finally {
+      b.resolve = resolve;
+    }
+  }
+
+  private make(name: string, seg: string, st: { zero: Value; made: Map<string, string>; tied: Map<string, string> }): string {
+    const hit = st.made.get(name);
+    if (hit !== undefined) return hit;
+    const { b } = this;
+    const p = this.producer.get(name);
+    if (!p || p.seg !== seg) {
+      // From outside the segment. Only activations (float values made by nodes) are tied; weights and constants are read as they are.
       const m = b.metas.get(name);
-      // Only activations (float values made by nodes) are tied; weights and constants are read as they are.
       if (!m || !FLOAT.has(m.elem) || !this.isActivation(name)) return name;
-      let t = tied.get(name);
+      let t = st.tied.get(name);
       if (!t) {
-        t = b.add(new Value(name), m.elem === b.meta(zero).elem ? zero : b.op1("Cast", [zero], { to: m.elem === "F64" ? 11 : 1 })).name;
-        tied.set(name, t);
+        t = b.add(new Value(name), m.elem === b.meta(st.zero).elem ? st.zero : b.op1("Cast", [st.zero], { to: m.elem === "F64" ? 11 : 1 })).name;
+        st.tied.set(name, t);
       }
       return t;
-    };
-    b.g.scope(`recompute/${seg}`, () => {
-      for (const n of nodes) {
-        const converted = this.reconvert.value(n.outputs[0]);
-        if (converted !== null) {
-          made.set(n.outputs[0], converted);
-          continue;
-        }
-        const outs = b.op(n.opType, n.inputs.map((i) => (i ? new Value(source(i)) : null)), n.attrs ?? {}, { domain: n.domain, outputs: n.outputs.length });
-        n.outputs.forEach((o, k) => made.set(o, outs[k].name));
-      }
-    });
-    return made;
+    }
+    const n = p.node;
+    const converted = this.reconvert.value(n.outputs[0]);
+    if (converted !== null) {
+      st.made.set(n.outputs[0], converted);
+      return converted;
+    }
+    const inputs = n.inputs.map((i) => (i ? new Value(this.make(i, seg, st)) : null));
+    const outs = b.op(n.opType, inputs, n.attrs ?? {}, { domain: n.domain, outputs: n.outputs.length });
+    n.outputs.forEach((o, k) => st.made.set(o, outs[k].name));
+    return st.made.get(name)!;
   }
 
   private activations: Set<string> | null = null;
