@@ -32,8 +32,8 @@ export const resolveAfter = <T>(ms: number, value: T) => new Promise<T>((r) => s
 
 /** Poll `fn` until it returns a truthy value, or fail after `timeoutMs`. */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 20_000, everyMs = 25): Promise<T> {
-  // A monotonic clock: the wall clock of these VMs can be stepped while a test waits (one suite run
-  // timed out a 30 s wait 29 s into its test), and a step must not end or stretch a wait.
+  // A monotonic clock, so that a step of the wall clock (NTP, a VM resumed) cannot end or stretch a
+  // wait. None was seen here: a clock watch over the rest of the session found no step.
   const end = performance.now() + timeoutMs;
   let last: unknown;
   for (;;) {
