@@ -297,6 +297,18 @@ function twoLoraLayers(g: Graph, v: Record<string, Value>): Value {
   const s = g.scope("block.0", () => g.sigmoid(layer(v.x, 1)));
   return g.scope("block.1", () => layer(s, 2));
 }
+/** The two LoRA'd layers in float32 with a mean-square loss and the gradients of the four LoRA tensors appended. */
+function twoLoraGradGraph(name: string, gradOptions: Parameters<typeof appendGradients>[4]): Graph {
+  const g = new Graph(name);
+  const v: Record<string, Value> = { x: g.input("x", "F32", [3, 5]), w1: g.input("w1", "F32", [4, 5]), w2: g.input("w2", "F32", [6, 4]) };
+  for (const [k, s] of [["a1", [2, 5]], ["b1", [4, 2]], ["a2", [2, 4]], ["b2", [6, 2]]] as const) v[k] = g.input(k, "F32", [...s]);
+  const out = twoLoraLayers(g, v);
+  const loss = g.op("ReduceMean", [g.mul(out, out), g.constant([])], { keepdims: 0 })[0];
+  g.output(loss, "loss", "F32", []);
+  appendGradients(g, loss, ["a1", "b1", "a2", "b2"], {}, gradOptions);
+  return g;
+}
+
 const loraCheckpoint = { checkpoint: (n: { name: string }) => n.name.match(/^(block\.\d+)\//)?.[1] ?? null };
 
 test("a trainable input's gradient is computed before the backward goes on: the chain is tied to it, and the values are unchanged", async () => {
@@ -311,13 +323,7 @@ test("a trainable input's gradient is computed before the backward goes on: the 
   });
   // Structure: ONNX Runtime runs a value's producers before it, so layer 1's gradients depending on
   // layer 2's means layer 2's are computed (and their operands freed) before the backward reaches layer 1.
-  const g = new Graph("lora2");
-  const v: Record<string, Value> = { x: g.input("x", "F32", [3, 5]), w1: g.input("w1", "F32", [4, 5]), w2: g.input("w2", "F32", [6, 4]) };
-  for (const [k, s] of [["a1", [2, 5]], ["b1", [4, 2]], ["a2", [2, 4]], ["b2", [6, 2]]] as const) v[k] = g.input(k, "F32", [...s]);
-  const out = twoLoraLayers(g, v);
-  const loss = g.op("ReduceMean", [g.mul(out, out), g.constant([])], { keepdims: 0 })[0];
-  g.output(loss, "loss", "F32", []);
-  appendGradients(g, loss, ["a1", "b1", "a2", "b2"], {}, {});
+  const g = twoLoraGradGraph("lora2", {});
   const producer = new Map(g.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
   const gradValue = (p: string) => g.nodes.find((n) => n.outputs[0] === `grad.${p}`)!.inputs[0];
   const ancestors = (name: string) => {
@@ -330,13 +336,7 @@ test("a trainable input's gradient is computed before the backward goes on: the 
 });
 
 test("checkpointing recomputes only what the backward reads: no recomputed node is left unread", async () => {
-  const g = new Graph("lora2-ck");
-  const v: Record<string, Value> = { x: g.input("x", "F32", [3, 5]), w1: g.input("w1", "F32", [4, 5]), w2: g.input("w2", "F32", [6, 4]) };
-  for (const [k, s] of [["a1", [2, 5]], ["b1", [4, 2]], ["a2", [2, 4]], ["b2", [6, 2]]] as const) v[k] = g.input(k, "F32", [...s]);
-  const y = twoLoraLayers(g, v);
-  const loss = g.op("ReduceMean", [g.mul(y, y), g.constant([])], { keepdims: 0 })[0];
-  g.output(loss, "loss", "F32", []);
-  appendGradients(g, loss, ["a1", "b1", "a2", "b2"], {}, loraCheckpoint);
+  const g = twoLoraGradGraph("lora2-ck", loraCheckpoint);
   const read = new Set([...g.nodes.flatMap((n) => n.inputs), ...g.outputs.map((o) => o.name)]);
   const recomputedNodes = g.nodes.filter((n) => n.name.includes("recompute/"));
   assert.ok(recomputedNodes.some((n) => n.name.includes("recompute/block.1/")), "block.1 is recomputed (its LoRA input product h)");

@@ -16,7 +16,7 @@ import {
   type PixelCapMode, type PreparedReference, type ReferenceImage,
 } from "../pipeline/reference.js";
 import { resizeLanczos } from "../pipeline/resize.js";
-import { referenceInputs, type GenerationRequest } from "./request.js";
+import { imageField, referenceInputs, type GenerationRequest } from "./request.js";
 import { sizeProblem, sizeRuleFor, type SizeRule } from "../pipeline/variants.js";
 import type { Tensor } from "../util/tensor.js";
 
@@ -87,11 +87,6 @@ export interface RunExtras {
    * size rule (the golden fixtures are smaller than 64 px); the pipeline checks it against the grid.
    */
   latents?: Tensor<Float32Array>;
-}
-
-/** The request field of the i-th input image: input_image, input_image_2, … */
-export function imageField(i: number): string {
-  return i === 0 ? "input_image" : `input_image_${i + 1}`;
 }
 
 /** Does the request repaint its first image (img2img, inpaint, outpaint) rather than use it as a reference? */

@@ -10,10 +10,17 @@ import { GenerationRequest } from "./request_schema.js";
 
 export { ImageInput, GenerationRequest } from "./request_schema.js";
 
+/** The request field of the i-th input image: input_image, input_image_2, … */
+export function imageField(i: number): string {
+  return i === 0 ? "input_image" : `input_image_${i + 1}`;
+}
+
+/** The reference image fields, in order: input_image, input_image_2, … input_image_10. */
+export const REFERENCE_FIELDS: readonly string[] = Array.from({ length: 10 }, (_, i) => imageField(i));
+
 /** The reference images of a request, in order (input_image, input_image_2, …). */
 export function referenceInputs(r: GenerationRequest): string[] {
-  const keys = ["input_image", ...Array.from({ length: 9 }, (_, i) => `input_image_${i + 2}`)] as const;
-  return keys.map((k) => r[k as keyof GenerationRequest] as string | undefined).filter((x): x is string => !!x);
+  return REFERENCE_FIELDS.map((k) => r[k as keyof GenerationRequest] as string | undefined).filter((x): x is string => !!x);
 }
 
 export interface ModelCapabilities {

@@ -7,7 +7,8 @@ import { checkReferenceCount, MAX_REFERENCES } from "../pipeline/reference.js";
 import { modelDefaults, sizeNote } from "../pipeline/model_defaults.js";
 import { GUIDANCE_RANGE, STEPS_RANGE, sizeRuleFor } from "../pipeline/variants.js";
 import type { GenerationRequest } from "../api/request.js";
-import { checkRequest, DEFAULT_INPAINT_STRENGTH, DEFAULT_MAX_INPUT_PIXELS, imageField, prepareGeneration } from "../api/prepare.js";
+import { checkRequest, DEFAULT_INPAINT_STRENGTH, DEFAULT_MAX_INPUT_PIXELS, prepareGeneration } from "../api/prepare.js";
+import { imageField } from "../api/request.js";
 import { imageRecord } from "../api/output.js";
 import {
   MODEL_HELP, MODEL_OPTIONS, MODERATION_HELP, PROMPT_FILE_HELP, cliModeration, collectPrompts, checkMemory, intOption, latentMultiple, logger,

@@ -118,8 +118,9 @@ export async function runGenerateCommand(argv: string[]): Promise<number> {
     seed: intOption(v.seed, "seed", 0, Number.MAX_SAFE_INTEGER) ?? 0,
   });
   const extras = (all: string[]): RunExtras => ({ prompts: all, numImagesPerPrompt: numImages, latents });
-  checkModelFields(request(prompts[0]), ck);
-  checkRequest(request(prompts[0]), sizeRuleFor(latentMultiple(ck)), d, extras(prompts));
+  const first = request(prompts[0]);
+  checkModelFields(first, ck);
+  checkRequest(first, sizeRuleFor(latentMultiple(ck)), d, extras(prompts));
   // Rewrite the prompts first (their own session over the text encoder files, released after).
   const originals = new Map<string, string>();
   if (v["upsample-prompt"]) {

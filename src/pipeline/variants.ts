@@ -44,27 +44,24 @@ export interface VariantCard {
   diffusers: { pipeline: string; alsoReadFrom?: readonly string[]; isDistilled?: boolean };
 }
 
-const STEPS = { ...STEPS_RANGE };
-const GUIDANCE = { ...GUIDANCE_RANGE };
-
 export const VARIANT_CARDS: Readonly<Record<Variant, VariantCard>> = {
   "klein": {
-    steps: { ...STEPS, default: 4 }, guidance: { ...GUIDANCE, default: 1 }, guidanceMode: "none",
+    steps: { ...STEPS_RANGE, default: 4 }, guidance: { ...GUIDANCE_RANGE, default: 1 }, guidanceMode: "none",
     textLayers: KLEIN_TEXT_LAYERS, kvCacheDefault: false, references: { recommended: 4, max: 10 },
     diffusers: { pipeline: "Flux2KleinPipeline", alsoReadFrom: ["Flux2KleinInpaintPipeline"], isDistilled: true },
   },
   "klein-kv": {
-    steps: { ...STEPS, default: 4 }, guidance: { ...GUIDANCE, default: 1 }, guidanceMode: "none",
+    steps: { ...STEPS_RANGE, default: 4 }, guidance: { ...GUIDANCE_RANGE, default: 1 }, guidanceMode: "none",
     textLayers: KLEIN_TEXT_LAYERS, kvCacheDefault: true, references: { recommended: 4, max: 10 },
     diffusers: { pipeline: "Flux2KleinKVPipeline", isDistilled: true },
   },
   "klein-base": {
-    steps: { ...STEPS, default: 50 }, guidance: { ...GUIDANCE, default: 4 }, guidanceMode: "cfg",
+    steps: { ...STEPS_RANGE, default: 50 }, guidance: { ...GUIDANCE_RANGE, default: 4 }, guidanceMode: "cfg",
     textLayers: KLEIN_TEXT_LAYERS, kvCacheDefault: false, references: { recommended: 4, max: 10 },
     diffusers: { pipeline: "Flux2KleinPipeline", alsoReadFrom: ["Flux2KleinInpaintPipeline"], isDistilled: false },
   },
   "dev": {
-    steps: { ...STEPS, default: 50 }, guidance: { ...GUIDANCE, default: 4 }, guidanceMode: "embedded",
+    steps: { ...STEPS_RANGE, default: 50 }, guidance: { ...GUIDANCE_RANGE, default: 4 }, guidanceMode: "embedded",
     textLayers: DEV_TEXT_LAYERS, kvCacheDefault: false, references: { recommended: 6, max: 10 },
     diffusers: { pipeline: "Flux2Pipeline" },
   },

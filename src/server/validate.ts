@@ -4,11 +4,10 @@
 // naming its field, as BFL's API does.
 
 import { parseAspectRatio, sizeForAspectRatio } from "../api/aspect.js";
-import { GenerationRequest, referenceInputs } from "../api/request.js";
+import { GenerationRequest, REFERENCE_FIELDS, referenceInputs } from "../api/request.js";
 import { unprocessable, zodIssues, type FieldError } from "./errors.js";
 import type { ModelEntry } from "./models.js";
 
-export const REFERENCE_FIELDS = ["input_image", ...Array.from({ length: 9 }, (_, i) => `input_image_${i + 2}`)] as const;
 export const IMAGE_FIELDS = [...REFERENCE_FIELDS, "mask_image"] as const;
 export type ImageField = (typeof IMAGE_FIELDS)[number];
 

@@ -292,9 +292,14 @@ function tieToParamGrads(b: Builder, node: NodeProto, grads: (Value | null)[], n
   const zero = b.mul(total, b.scalar(0, total));
   return grads.map((d, i) => {
     if (!d || !needs(i) || trainable.has(node.inputs[i])) return d;
-    const elem = b.meta(d).elem;
-    return b.add(d, elem === b.meta(zero).elem ? zero : b.op1("Cast", [zero], { to: elem === "F64" ? 11 : 1 }));
+    return plusZero(b, d, zero);
   });
+}
+
+/** x + zero, the zero cast to x's float type: ties x to the value the zero was made from, without changing it. */
+function plusZero(b: Builder, x: Value, zero: Value): Value {
+  const elem = b.meta(x).elem;
+  return b.add(x, elem === b.meta(zero).elem ? zero : b.op1("Cast", [zero], { to: elem === "F64" ? 11 : 1 }));
 }
 
 /** Activation checkpointing: re-emits a segment's forward nodes the first time the backward reads one of its values. */
@@ -348,7 +353,7 @@ class Recompute {
       if (!m || !FLOAT.has(m.elem) || !this.isActivation(name)) return name;
       let t = st.tied.get(name);
       if (!t) {
-        t = b.add(new Value(name), m.elem === b.meta(st.zero).elem ? st.zero : b.op1("Cast", [st.zero], { to: m.elem === "F64" ? 11 : 1 })).name;
+        t = plusZero(b, new Value(name), st.zero).name;
         st.tied.set(name, t);
       }
       return t;

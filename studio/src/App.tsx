@@ -286,7 +286,7 @@ export function App() {
     const num = (v: unknown) => (typeof v === "number" ? v : undefined);
     try {
       // The job's own inputs, from the server's image store (references in order, then the mask).
-      const refUrls = ["input_image", ...Array.from({ length: 9 }, (_, i) => `input_image_${i + 2}`)].map((k) => p[k]).filter((u): u is string => typeof u === "string");
+      const refUrls = Array.from({ length: 10 }, (_, i) => p[imageField(i)]).filter((u): u is string => typeof u === "string");
       const refsBack = await Promise.all(refUrls.map((u, i) => referenceFromUrl(sameOrigin(u), `job-${j.id.slice(0, 8)}-ref${i + 1}${/\.\w+$/.exec(fileName(u, ".png"))?.[0] ?? ".png"}`)));
       const maskUrl = typeof p.mask_image === "string" ? p.mask_image : typeof p.mask === "string" ? p.mask : null;
       let maskBack: string | null = null;
