@@ -22,6 +22,7 @@
 
 import { z } from "zod";
 import { GUIDANCE_RANGE, STEPS_RANGE } from "../pipeline/variants.js";
+import { imageField } from "../api/request.js";
 
 export const REFERENCE_KINDS = ["character", "costume", "place", "prop", "style"] as const;
 
@@ -196,7 +197,7 @@ export function shotPrompt(board: StoryboardSpec, text: string, refs: Storyboard
  */
 export function shotRequest(board: StoryboardSpec, plan: ShotPlan, image: (name: string) => string | undefined = (n) => board.references.find((r) => r.name === n)?.image): Record<string, unknown> {
   const body: Record<string, unknown> = { prompt: plan.prompt, seed: plan.seed };
-  plan.references.forEach((name, i) => (body[i === 0 ? "input_image" : `input_image_${i + 1}`] = image(name)));
+  plan.references.forEach((name, i) => (body[imageField(i)] = image(name)));
   for (const k of ["width", "height", "steps", "guidance"] as const) if (board[k] !== undefined) body[k] = board[k];
   return body;
 }
