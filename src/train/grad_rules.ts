@@ -111,7 +111,7 @@ const instanceNormRule: GradRule = (c) => {
 /**
  * com.microsoft MultiHeadAttention (q, k, v as (B, S, H·D)): the forward stays the fused
  * kernel; the backward recomputes the probabilities P = softmax(α Q Kᵀ) per head and
- * applies dV = Pᵀ dO, dS = P ∘ (dO Vᵀ − rowsum(P ∘ dO Vᵀ)), dQ = α dS K, dK = α dSᵀ Q,
+ * applies dV = Pᵀ dO, dS = P ∘ (dO Vᵀ − rowsum(dO ∘ O)), dQ = α dS K, dK = α dSᵀ Q,
  * in groups of heads (GradientOptions.attentionChunkBytes).
  */
 const attentionRule: GradRule = (c) => {
@@ -134,6 +134,11 @@ const attentionRule: GradRule = (c) => {
   const sizes = Array.from({ length: Math.ceil(H / group) }, (_, i) => Math.min(group, H - i * group));
   const parts = (t: Value) => (sizes.length === 1 ? [t] : b.op("Split", [t, b.ints(sizes)], { axis: 1 }, { outputs: sizes.length }));
   const [Qs, Ks, Vs, dOs] = [parts(Q), parts(K), parts(V), parts(dO4)];
+  // rowsum(P ∘ dP) = Σⱼ Pᵢⱼ (dOᵢ · Vⱼ) = dOᵢ · Oᵢ: one dot product per query row, read from the
+  // forward output O, instead of a product and a sum over each (S, Sk) score matrix (FlashAttention's
+  // backward does the same). (B, H, S, 1), split like the heads.
+  const needsScores = c.needs(0) || c.needs(1);
+  const rowDots = needsScores ? parts(b.transpose(b.reduceSum(b.reshape(b.mul(dO, c.y(0)), [B, S, H, Dv]), [-1], true), [0, 2, 1, 3])) : [];
   const dQ: Value[] = [], dK: Value[] = [], dV: Value[] = [];
   let previous: Value | null = null;
   sizes.forEach((_, i) => {
@@ -145,9 +150,9 @@ const attentionRule: GradRule = (c) => {
     }
     const P = b.op1("Softmax", [b.matmul(Qi, Ks[i], 0, 1, alpha)], { axis: -1 });
     if (c.needs(2)) dV.push(b.matmul(P, dOi, 1, 0));
-    if (c.needs(0) || c.needs(1)) {
+    if (needsScores) {
       const dP = b.matmul(dOi, Vs[i], 0, 1);
-      const dS = b.mul(P, b.sub(dP, b.reduceSum(b.mul(dP, P), [-1], true)));
+      const dS = b.mul(P, b.sub(dP, rowDots[i]));
       if (c.needs(0)) dQ.push(b.matmul(dS, Ks[i], 0, 0, alpha));
       if (c.needs(1)) dK.push(b.matmul(dS, Qi, 1, 0, alpha));
     }
