@@ -97,6 +97,9 @@ export interface StageResult {
   peak_anon_bytes?: number;
   /** sampled peak PSS: each mapped page once, i.e. what the stage takes from the machine */
   peak_pss_bytes?: number;
+  /** the PSS sampler's own kernel time: smaps_rollup reads and the seconds they took (src/bench/mem_sampler.ts) */
+  pss_reads?: number;
+  pss_read_seconds?: number;
   rss_after_load_bytes: number;
   tokens?: number;
   runs: number[];
@@ -166,7 +169,7 @@ export async function runStage(r: StageRequest): Promise<StageResult> {
     throw e;
   });
   const peaks = await sampler.stop();
-  return peaks.pssBytes ? { ...res, peak_anon_bytes: peaks.anonBytes, peak_pss_bytes: peaks.pssBytes } : res;
+  return peaks.pssBytes ? { ...res, peak_anon_bytes: peaks.anonBytes, peak_pss_bytes: peaks.pssBytes, pss_reads: peaks.pssReads, pss_read_seconds: +peaks.pssReadSeconds.toFixed(3) } : res;
 }
 
 async function runStageUnsampled(r: StageRequest): Promise<StageResult> {
