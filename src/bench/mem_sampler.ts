@@ -12,7 +12,7 @@
 // klein-4B's 1024² LoRA step (12 GB anonymous + 8 GB mapped weights) one read costs tens of
 // milliseconds of kernel time and stalls the step's page faults. Read every 250 ms, it took about a
 // third of the step's CPU samples (perf: smaps_pte_range, smaps_account, vm_normal_page), and the
-// step's stage spent 29% of its CPU time in the kernel against 5% for a small slice, slowing the
+// step's stage spent 30% of its CPU time in the kernel against 5% for a small slice, slowing the
 // measurement it was there to watch. So PSS is read at most 1% of the time (the next read waits
 // 100 × the last read's duration), and sooner only when RssAnon (cheap: /proc/self/status) has
 // grown by 256 MiB since the last PSS read, which is when a new PSS peak can appear.
