@@ -9,8 +9,8 @@
 // worker, because onnxruntime-node runs a session on the main thread and blocks its timers.
 //
 // Reading smaps_rollup walks every page table entry of the process under its mmap lock: at
-// klein-4B's 1024² LoRA step (12 GB anonymous + 8 GB mapped weights) one read costs tens of
-// milliseconds of kernel time and stalls the step's page faults. Read every 250 ms, it took about a
+// klein-4B's 1024² LoRA step (12 GB anonymous + 8 GB mapped weights) one read costs about 0.2 s
+// of kernel time and holds up the step's page faults meanwhile. Read every 250 ms, it took about a
 // third of the step's CPU samples (perf: smaps_pte_range, smaps_account, vm_normal_page), and the
 // step's stage spent 30% of its CPU time in the kernel against 5% for a small slice, slowing the
 // measurement it was there to watch. So PSS is read at most 1% of the time (the next read waits
