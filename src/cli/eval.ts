@@ -35,6 +35,8 @@ Options:
   --vae-ceiling         also score the ideal pictures after a round trip through
                         the model's VAE: the most any transformer could reach
   --out-dir DIR         also write every generated picture
+  --threads N           ONNX Runtime intra-op threads (default: one per core; 1 keeps a
+                        shared machine usable)
   --json                print the report (with every case) as JSON
   --quiet               no progress output
   -h, --help            this text`;
@@ -46,7 +48,7 @@ export async function runEvalCommand(argv: string[]): Promise<number> {
       model: { type: "string" }, lora: { type: "string", multiple: true }, size: { type: "string" }, steps: { type: "string" },
       guidance: { type: "string" }, seed: { type: "string" }, "max-sequence-length": { type: "string" },
       hex: { type: "string" }, layout: { type: "string" }, emoji: { type: "string" }, style: { type: "string" },
-      batch: { type: "string" }, "vae-ceiling": { type: "boolean" }, "out-dir": { type: "string" }, json: { type: "boolean" }, quiet: { type: "boolean" },
+      batch: { type: "string" }, "vae-ceiling": { type: "boolean" }, "out-dir": { type: "string" }, threads: { type: "string" }, json: { type: "boolean" }, quiet: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -57,6 +59,7 @@ export async function runEvalCommand(argv: string[]): Promise<number> {
   if (!v.model) throw new InvalidRequestError("--model DIR is required (see flux2 eval --help)");
   const size = intOption(v.size, "size", 32, 1024);
   if (size !== undefined && size % 16 !== 0) throw new InvalidRequestError(`--size must be a multiple of 16, got ${size}`);
+  const threads = intOption(v.threads, "threads", 1, 1024);
   const report = await runEval({
     model: v.model, loras: (v.lora ?? []).map(parseLoraArg), size,
     steps: intOption(v.steps, "steps", STEPS_RANGE.min, STEPS_RANGE.max), guidance: numOption(v.guidance, "guidance", GUIDANCE_RANGE.min, GUIDANCE_RANGE.max),
@@ -65,7 +68,7 @@ export async function runEvalCommand(argv: string[]): Promise<number> {
       hex: intOption(v.hex, "hex", 0, 1000), layout: intOption(v.layout, "layout", 0, 1000),
       emoji: intOption(v.emoji, "emoji", 0, 1000), style: intOption(v.style, "style", 0, 1000),
     },
-    batch: intOption(v.batch, "batch", 1, 64), vaeCeiling: v["vae-ceiling"], outDir: v["out-dir"], log: logger(v.quiet || v.json),
+    batch: intOption(v.batch, "batch", 1, 64), vaeCeiling: v["vae-ceiling"], outDir: v["out-dir"], threads, log: logger(v.quiet || v.json),
   });
   console.log(v.json ? JSON.stringify(report, null, 2) : formatReport(report));
   return 0;

@@ -42,6 +42,8 @@ export interface EvalOptions {
   vaeCeiling?: boolean;
   /** Write every generated picture here (PNG, named by measure and case). */
   outDir?: string;
+  /** ONNX Runtime intra-op threads (default: one per core). */
+  threads?: number;
   log?: (s: string) => void;
 }
 
@@ -98,7 +100,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
     }
     return out;
   };
-  const open = (loras: LoraUse[]) => loadPipeline(o.model, { backend: new OrtBackend(), loras, keepLoaded: true });
+  const open = (loras: LoraUse[]) => loadPipeline(o.model, { backend: new OrtBackend({ threads: o.threads }), loras, keepLoaded: true });
 
   const pipe = open(o.loras ?? []);
   let hex: Measure, layout: Measure, emoji: EvalReport["emoji"], style: EvalReport["style"];
@@ -150,7 +152,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
       await base.release();
     }
   }
-  const ceiling = o.vaeCeiling ? await vaeCeiling(o.model, size, hexCases, layoutCases, emojiCases, log) : null;
+  const ceiling = o.vaeCeiling ? await vaeCeiling(o.model, size, hexCases, layoutCases, emojiCases, log, o.threads) : null;
   return { model: o.model, size, steps: o.steps ?? null, hex, layout, emoji, style, vaeCeiling: ceiling, cases };
 }
 
@@ -158,10 +160,10 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
  * The eval's ideal pictures (the drawn shapes, the training emoji) encoded and decoded by the model's
  * VAE and scored like generated ones: the ceiling the VAE puts on the transformer's scores.
  */
-async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layoutCases: LayoutCase[], emojiCases: EmojiCase[], log: (s: string) => void): Promise<EvalReport["vaeCeiling"]> {
+async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layoutCases: LayoutCase[], emojiCases: EmojiCase[], log: (s: string) => void, threads?: number): Promise<EvalReport["vaeCeiling"]> {
   const ck = openCheckpoint(model);
   if (!ck.vae.config) throw new Error(`${model}: the VAE has no config.json, so its round trip cannot be measured`);
-  const vae = await Flux2Vae.fromFiles(new OrtBackend(), ck.vae.weights, ck.vae.config, ck.vae.format);
+  const vae = await Flux2Vae.fromFiles(new OrtBackend({ threads }), ck.vae.weights, ck.vae.config, ck.vae.format);
   const roundTrip = async (rgb: Uint8Array): Promise<Img> => {
     const n = size * size, x = new Float32Array(3 * n);
     for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) x[c * n + i] = rgb[i * 3 + c] / 127.5 - 1;
