@@ -118,7 +118,7 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
     "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": { dtype: "F32", shape: [r8, D], data: new Float32Array(r8 * D).fill(0.01) },
     "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": { dtype: "F32", shape: [D, r8], data: new Float32Array(D * r8).fill(0.01) },
   });
-  const e = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--lora", lora, "--steps", "1", "--hex", "2", "--layout", "2", "--emoji", "2", "--style", "1", "--vae-ceiling", "--json"],
+  const e = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--lora", lora, "--steps", "1", "--hex", "2", "--layout", "2", "--emoji", "2", "--style", "1", "--vae-ceiling", "--threads", "1", "--json"],
     { encoding: "utf8", timeout: 180_000 });
   assert.equal(e.status, 0, e.stderr);
   const r = JSON.parse(e.stdout);
@@ -134,4 +134,7 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
   const bad = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--size", "70"], { encoding: "utf8" });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--size must be a multiple of 16/);
+  const badThreads = spawnSync(process.execPath, [cli, "eval", "--model", dir, "--threads", "0"], { encoding: "utf8" });
+  assert.equal(badThreads.status, 1);
+  assert.match(badThreads.stderr, /--threads/);
 });
