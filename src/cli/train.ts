@@ -22,7 +22,7 @@ import { VaeTask, loadPixels } from "../train/vae_task.js";
 import { trainLoop, type LoopResult, type RunIdentity, type StepLog, type TrainTask } from "../train/loop.js";
 import { LR_SCHEDULERS, readTrainSigmas, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
-import { smoothed, writeLossPng } from "../train/loss_plot.js";
+import { LossPlotter, smoothed } from "../train/loss_plot.js";
 import { planTrainMemory } from "../train/memory.js";
 import { writeLatentStats } from "../train/vae_stats.js";
 import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/step.js";
@@ -260,6 +260,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   process.on("SIGINT", onSigint);
 
   const lossPng = path.join(runDir, "loss.png");
+  const plotter = new LossPlotter(lossPng, `${mode} loss, ${path.basename(runDir)}`, (m) => process.stderr.write(`flux2 train: ${m}\n`));
   const samplesWritten: string[] = [];
   const started = Date.now();
   let firstStep: number | null = null;
@@ -277,9 +278,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
         firstStep ??= s.step - 1;
         if (json) console.log(JSON.stringify({ step: s.step, loss: s.loss, lr: s.lr }));
         progress(s, steps, started, firstStep, log);
-        if (Date.now() - lastPlot > 2000 || s.step === steps) {
+        if (Date.now() - lastPlot > 2000) {
           lastPlot = Date.now();
-          await writeLossPng(lossPng, [...s.losses], `${mode} loss, ${path.basename(runDir)}`);
+          plotter.update(s.losses);
         }
         if (sampleEvery && s.step % sampleEvery === 0) await sampleFn(s.step);
       },
@@ -287,7 +288,10 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   } finally {
     process.off("SIGINT", onSigint);
   }
-  await writeLossPng(lossPng, result.losses, `${mode} loss, ${path.basename(runDir)}`);
+  const plotted = await plotter.finish(result.losses);
+  // A redraw stuck inside sharp keeps a libuv work item, and with it the process, alive after
+  // the command has finished; leave once the output below is written.
+  if (!plotted) setTimeout(() => process.exit(), 2000).unref();
 
   if (result.status === "nan") {
     await release();

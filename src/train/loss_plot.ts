@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import sharp from "sharp";
 
 /** Exponential moving average with bias correction (what the progress line shows). */
-export function smoothed(losses: number[], beta = 0.9): number[] {
+export function smoothed(losses: readonly number[], beta = 0.9): number[] {
   const out: number[] = [];
   let avg = 0;
   losses.forEach((l, i) => {
@@ -15,7 +15,7 @@ export function smoothed(losses: number[], beta = 0.9): number[] {
   return out;
 }
 
-export function lossSvg(losses: number[], title: string): string {
+export function lossSvg(losses: readonly number[], title: string): string {
   const W = 800, H = 400, L = 70, R = 20, T = 40, B = 50;
   const n = losses.length;
   const finite = losses.filter(Number.isFinite);
@@ -39,9 +39,77 @@ export function lossSvg(losses: number[], title: string): string {
 }
 
 /** Write the curve atomically (temporary file + rename), so a viewer never sees half a PNG. */
-export async function writeLossPng(file: string, losses: number[], title: string): Promise<void> {
+export async function writeLossPng(file: string, losses: readonly number[], title: string): Promise<void> {
   if (!losses.length) return;
   const tmp = `${file}.tmp-${process.pid}`;
   await sharp(Buffer.from(lossSvg(losses, title))).png().toFile(tmp);
   fs.renameSync(tmp, file);
+}
+
+/**
+ * Redraws RUN_DIR/loss.png as a run goes without ever holding up training. A redraw runs in the
+ * background; a request while one is in flight replaces any waiting request, so at most one
+ * redraw waits. A redraw that takes longer than `stallMs` marks the plot as stalled: one
+ * warning, no more redraws, and training goes on. Why: a 2,000-step `flux2 train --vae` run
+ * (session 6, docs/flux2-mini.md) stopped for good after step 569 while it awaited a redraw,
+ * with a libvips worker and a pango fontconfig thread blocked (SVG text goes through pango);
+ * the cause was not found and a 3,000-redraw loop did not reproduce it, so the trainer no
+ * longer waits on the plot at all.
+ */
+export class LossPlotter {
+  private inFlight: Promise<void> | null = null;
+  private waiting: number[] | null = null;
+  /** True once a redraw timed out or failed: no more redraws. */
+  stalled = false;
+
+  constructor(
+    private readonly file: string,
+    private readonly title: string,
+    private readonly warn: (message: string) => void,
+    private readonly stallMs = 60_000,
+    private readonly render: (file: string, losses: readonly number[], title: string) => Promise<void> = writeLossPng,
+  ) {}
+
+  /** Ask for a redraw with these losses (copied); returns at once. */
+  update(losses: readonly number[]): void {
+    if (this.stalled) return;
+    if (this.inFlight) {
+      this.waiting = [...losses];
+      return;
+    }
+    this.start([...losses]);
+  }
+
+  /** Draw the final curve and wait for it, at most `stallMs`. False if the plot stalled or failed. */
+  async finish(losses: readonly number[]): Promise<boolean> {
+    this.waiting = null;
+    while (this.inFlight && !this.stalled) await this.inFlight;
+    if (this.stalled) return false;
+    this.start([...losses]);
+    await this.inFlight;
+    return !this.stalled;
+  }
+
+  private start(losses: number[]): void {
+    let timer: NodeJS.Timeout | undefined;
+    const stall = new Promise<"stalled">((resolve) => { timer = setTimeout(() => resolve("stalled"), this.stallMs); });
+    const drawn = this.render(this.file, losses, this.title).then(() => "drawn" as const, (e: unknown) => e instanceof Error ? e : new Error(String(e)));
+    this.inFlight = Promise.race([drawn, stall]).then((outcome) => {
+      clearTimeout(timer);
+      this.inFlight = null;
+      if (outcome === "stalled") {
+        this.stalled = true;
+        this.warn(`the loss plot (${this.file}) did not finish drawing in ${Math.round(this.stallMs / 1000)} s; it is no longer redrawn, and training goes on (the losses are in the progress lines and in --json)`);
+        return;
+      }
+      if (outcome instanceof Error) {
+        this.stalled = true;
+        this.warn(`the loss plot (${this.file}) could not be drawn (${outcome.message}); it is no longer redrawn, and training goes on`);
+        return;
+      }
+      const next = this.waiting;
+      this.waiting = null;
+      if (next) this.start(next);
+    });
+  }
 }
