@@ -5,6 +5,7 @@
 # captions to the colour, scored as CIELAB ΔE on a held-out split.
 import json, struct, re, sys, numpy as np
 f = sys.argv[1]
+# The safetensors header is read by hand: numpy is the only dependency (the safetensors package is not installed here).
 b = open(f, 'rb'); n = struct.unpack('<Q', b.read(8))[0]; h = json.loads(b.read(n)); base = 8 + n
 caps = json.loads(h['__metadata__']['flux2_train_cache'])['captions']
 pat = re.compile(r'^a #([0-9A-F]{6}) (circle|square|triangle) on a white background$')
@@ -16,10 +17,13 @@ def emb(i):
 X = np.stack([emb(i) for i, _ in rows])          # N × 128 × 192
 rgb = np.array([[int(x[k:k+2], 16) for k in (0, 2, 4)] for _, x in rows], dtype=np.float64)
 def lab(c):
+    # The eval's colour maths (src/mini/colour.ts rgbToLab, CIE76 on CIELAB D65), with the same
+    # constants, so that the ΔE printed here is the ΔE flux2 eval scores; repeated in numpy because
+    # this script is Python (the ridge regression needs a linear solver).
     c = c / 255.0; c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    xyz = c @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = c @ np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.072175], [0.0193339, 0.119192, 0.9503041]]).T
     xyz /= np.array([0.95047, 1.0, 1.08883])
-    fx = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    fx = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
     return np.stack([116 * fx[:, 1] - 16, 500 * (fx[:, 0] - fx[:, 1]), 200 * (fx[:, 1] - fx[:, 2])], 1)
 rng = np.random.default_rng(0); idx = rng.permutation(len(rows)); ntr = int(0.8 * len(rows)); tr, te = idx[:ntr], idx[ntr:]
 def score(F, name, lam_grid=(1e-3, 1e-2, 1e-1, 1, 10, 100, 1000, 1e4, 1e5)):
