@@ -208,3 +208,14 @@ test("--lora applies stacked LoRAs, reports them and records them; strength 0 is
   assert.notEqual(px("l.png"), px("base.png"));
   assert.match(flux2([...args, "--lora", "missing.safetensors"], dir).err, /no such file "missing\.safetensors"/);
 });
+
+test("the package's bin is executable after the build, so `npx flux2` runs in a fresh clone", () => {
+  // tsc writes new files without the executable bit, and npm does not link the root package's own
+  // bin, so `npm install && npx flux2 …` (the README's first command) ran the file directly and
+  // failed with "Permission denied" on a clean clone. The build sets the bit (package.json "build").
+  assert.ok((fs.statSync(cli).mode & 0o111) !== 0, `${cli} is not executable: mode ${(fs.statSync(cli).mode & 0o777).toString(8)}`);
+  const r = spawnSync(cli, ["--help"], { encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.error, undefined, String(r.error));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout + r.stderr, /flux2/);
+});
