@@ -63,6 +63,12 @@ describe("studio storyboard and fine-tuning pages (Chromium, real server)", { sk
     const srcs = await panels.locator("img").evaluateAll((els) => els.map((e) => (e as HTMLImageElement).src));
     assert.equal(srcs.length, 3);
     assert.match(await panels.nth(0).innerText(), /Mara, Harbour/);
+    // The sheet's <img> is in the page before its picture has loaded (naturalWidth is 0 until then):
+    // on a loaded machine the width was read too early (CI, session 7). Wait for the load, then check.
+    await page.waitForFunction(() => {
+      const img = document.querySelector("[data-testid=sb-contact-sheet]") as HTMLImageElement | null;
+      return !!img && img.complete && img.naturalWidth > 0;
+    }, undefined, { timeout: 30_000 });
     assert.ok(await page.getByTestId("sb-contact-sheet").evaluate((img) => (img as HTMLImageElement).naturalWidth > 900));
     await page.screenshot({ path: path.join(ARTIFACTS, "storyboard.png"), fullPage: true });
 
