@@ -4,21 +4,12 @@
 import * as fs from "node:fs";
 const dist = new URL("../../dist/src/", import.meta.url);
 const { expectedTransformerShapes } = await import(new URL("models/transformer_weights.js", dist));
-const { initTensor } = await import(new URL("mini/model.js", dist));
-const { SafetensorsStreamWriter } = await import(new URL("quant/writer.js", dist));
-const { f32ArrayToBf16 } = await import(new URL("io/dtype.js", dist));
+const { writeTensors } = await import(new URL("mini/model.js", dist));
+const { numel } = await import(new URL("io/safetensors.js", dist));
 const [src, dst, json] = process.argv.slice(2);
 fs.cpSync(src, dst, { recursive: true });
 const cfg = { ...JSON.parse(fs.readFileSync(`${src}/transformer/config.json`, "utf8")), ...JSON.parse(json) };
 fs.writeFileSync(`${dst}/transformer/config.json`, JSON.stringify(cfg, null, 2));
-const tensors = expectedTransformerShapes(cfg), shapes = new Map(tensors);
-const w = new SafetensorsStreamWriter(`${dst}/transformer/diffusion_pytorch_model.safetensors`, tensors.map(([name, shape]) => ({ name, dtype: "BF16", shape })), { format: "pt" });
-let n = 0;
-for (const [name, shape] of tensors) {
-  const v = initTensor(name, shape, shapes, 0);
-  n += v.length;
-  const h = f32ArrayToBf16(v);
-  w.write(name, new Uint8Array(h.buffer, h.byteOffset, h.byteLength));
-}
-w.close();
-console.log(`${dst}: ${n} transformer parameters`);
+const tensors = expectedTransformerShapes(cfg);
+writeTensors(`${dst}/transformer/diffusion_pytorch_model.safetensors`, tensors, 0);
+console.log(`${dst}: ${tensors.reduce((n, [, shape]) => n + numel(shape), 0)} transformer parameters`);

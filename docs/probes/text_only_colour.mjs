@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 const dist = new URL("../../dist/src/", import.meta.url);
 const { OrtBackend } = await import(new URL("backend/ort.js", dist));
 const { loadPipeline } = await import(new URL("loaders/pretrained.js", dist));
-const { hexLab, deltaE, rgbToLab } = await import(new URL("mini/colour.js", dist));
+const { hexLab, deltaE, parseHex, rgbToLab } = await import(new URL("mini/colour.js", dist));
 const [model, n = "128", steps = "1", guidance = "1"] = process.argv.slice(2);
 if (!model) throw new Error("usage: node docs/probes/text_only_colour.mjs MODEL [N] [STEPS] [GUIDANCE]");
 const dir = `${process.env.DATA ?? "data/flux2-mini/train"}/1_scenes`;
@@ -34,6 +34,6 @@ for (let i = 0; i < cases.length; i += 8) {
 }
 await pipe.release();
 const want = cases.map((c) => hexLab(c.hex));
-const meanRgb = [0, 1, 2].map((k) => cases.reduce((a, c) => a + parseInt(c.hex.slice(1 + 2 * k, 3 + 2 * k), 16), 0) / cases.length);
+const meanRgb = [0, 1, 2].map((k) => cases.reduce((a, c) => a + parseHex(c.hex)[k], 0) / cases.length);
 const avg = (f) => cases.reduce((a, _, i) => a + f(i), 0) / cases.length;
 console.log(`${model}: ${cases.length} captions, ${steps} step(s), guidance ${guidance}: mean ΔE ${avg((i) => deltaE(rgbToLab(...got[i]), want[i])).toFixed(1)}; always the captions' mean colour: ${avg((i) => deltaE(rgbToLab(...meanRgb), want[i])).toFixed(1)}`);

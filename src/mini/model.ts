@@ -147,7 +147,8 @@ export function initTensor(name: string, shape: number[], all: Map<string, numbe
   return out.fill(1); // norm scales
 }
 
-function writeTensors(file: string, tensors: [string, number[]][], seed: number): void {
+/** Write `tensors` (name, shape) to a bf16 safetensors file with their seeded initial values (initTensor). */
+export function writeTensors(file: string, tensors: [string, number[]][], seed: number): void {
   const shapes = new Map(tensors);
   const w = new SafetensorsStreamWriter(file, tensors.map(([name, shape]) => ({ name, dtype: DTYPE, shape })), { format: "pt" });
   try {
