@@ -173,6 +173,28 @@ test("attention backward in groups of heads (a small score-matrix budget) gives 
   assert.equal(g.nodes.filter((n) => n.opType === "Softmax").length, 2, "two head groups");
 });
 
+test("MultiHeadAttention with an additive attention bias (a causal mask per head, in head groups), as the Qwen3 text encoder uses it (float32)", async () => {
+  const B = 2, S = 4, H = 3, D = 4;
+  // (B, H, S, S): −1e9 above the diagonal (causal) and a different small bias per head, so a
+  // backward that dropped the bias, or split it out of step with the heads, would be caught.
+  const bias = new Float32Array(B * H * S * S);
+  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < S; i++) for (let j = 0; j < S; j++) {
+    bias[((b * H + h) * S + i) * S + j] = j > i ? -1e9 : 0.3 * (h + 1) * (j - i) + 0.1 * b;
+  }
+  for (const attentionChunkBytes of [256 * 2 ** 20, 2 * S * S * 4]) {
+    await gradcheck(backend, {
+      elem: "F32",
+      inputs: [
+        { name: "q", shape: [B, S, H * D] }, { name: "k", shape: [B, S, H * D] }, { name: "v", shape: [B, S, H * D] },
+        { name: "bias", shape: [B, H, S, S], frozen: { data: bias, shape: [B, H, S, S] } },
+      ],
+      build: (g, { q, k, v, bias: mask }) => g.op("MultiHeadAttention", [q, k, v, null, null, mask], { num_heads: H }, { domain: "com.microsoft" })[0],
+      gradOptions: { attentionChunkBytes },
+      tol: 2e-2,
+    });
+  }
+});
+
 test("Conv with stride and padding, and nearest Resize (float32)", async () => {
   await gradcheck(backend, {
     elem: "F32",

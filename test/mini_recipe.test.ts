@@ -36,6 +36,25 @@ test("the recipe trains the VAE, then the transformer on it, at the mini's resol
   assert.match(bad.stderr, /--from must be one of prepare, vae, transformer/);
 });
 
+test("the text-encoder candidate recipe trains the VAE, the text encoder, then the transformer on both, within 90 minutes", () => {
+  const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini-text-encoder.json"));
+  assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "transformer"]);
+  const [vae, te, tr] = r.stages;
+  assert.equal(vae.args.vae, true);
+  assert.equal(te.args["text-encoder"], true);
+  assert.equal(tr.args.full, true);
+  assert.equal(te.args.model, `${vae.args.out}/model`);
+  assert.equal(tr.args.model, `${te.args.out}/model`);
+  for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
+  for (const s of [te, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
+  assert.ok(r.stages.reduce((m, s) => m + (s.budget_minutes ?? 0), 0) <= 90);
+  // Its run folders are its own, so it never resumes (or overwrites) the shipped recipe's runs.
+  for (const s of r.stages) assert.match(String(s.args.out), /^runs\/flux2-mini-te\//);
+  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--recipe", path.join(repoRoot, "recipes", "flux2-mini-text-encoder.json")], { encoding: "utf8" });
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder/);
+});
+
 test("packing turns float32 trained weights into bf16 within 40 MB, and refuses a model over budget", () => {
   const dir = path.join(tmp(), "trained");
   writeMiniModel(dir, 1);

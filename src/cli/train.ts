@@ -19,6 +19,11 @@ import { makeSamples, scanDataset, type DataImage, type Sample } from "../train/
 import { encodeData } from "../train/cache.js";
 import { FlowMatchingTask } from "../train/flow_task.js";
 import { VaeTask, loadPixels } from "../train/vae_task.js";
+import { ALIGN_GRID, TextEncoderAligner, alignHead } from "../train/text_align.js";
+import { TextAlignTask, lengthBucket, loadCaptionData } from "../train/text_task.js";
+import { PromptTokenizer } from "../text/tokenizer.js";
+import { VARIANT_CARDS } from "../pipeline/variants.js";
+import { readQwen3Config } from "../models/qwen3.js";
 import { trainLoop, type LoopResult, type RunIdentity, type StepLog, type TrainTask } from "../train/loop.js";
 import { LR_SCHEDULERS, readTrainSigmas, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
@@ -34,7 +39,7 @@ const HELP = `usage: flux2 train --model PATH --data DIR --out RUN_DIR [options]
 
 Fine-tunes a FLUX.2 checkpoint (diffusers folder; klein base is the one made for
 training) on a folder of images with same-name .txt captions. Writes
-RUN_DIR/lora.safetensors (or RUN_DIR/model/ with --full / --vae), resumable
+RUN_DIR/lora.safetensors (or RUN_DIR/model/ with --full / --vae / --text-encoder), resumable
 checkpoints under RUN_DIR/checkpoints/, RUN_DIR/loss.png and samples.
 
 Data (--data DIR):
@@ -65,6 +70,10 @@ What to train:
   --freeze PREFIXES       with --vae: comma-separated parameter-name prefixes kept frozen, e.g.
                           encoder.,quant_conv. to train the decoder alone, so that the latent
                           space (and a transformer trained on it) stays valid
+  --text-encoder          train the Qwen3 text encoder so that its prompt embeddings predict each
+                          caption's picture (an 8×8 CIELAB thumbnail, read through a small
+                          attention-pooling head that is then dropped; src/train/text_align.ts):
+                          for a model whose encoder was never pretrained, such as flux2-mini
   --checkpoint-activations recompute each block in the backward (less memory, slower)
 
 Optimization (AdamW, as diffusers' klein LoRA script):
@@ -100,7 +109,7 @@ Output:
 const OPTIONS = {
   model: { type: "string" }, data: { type: "string" }, out: { type: "string" }, steps: { type: "string" },
   rank: { type: "string" }, alpha: { type: "string" }, "lora-init": { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
-  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" },
+  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" },
   "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
   "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
   seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
@@ -112,9 +121,10 @@ const OPTIONS = {
 } as const;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
+type Mode = "lora" | "full" | "vae" | "text";
 
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
-const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "save-every",
+const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
   "caption-dropout", "format", "max-sequence-length", "weight-decay", "max-grad-norm", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "color-weight", "freeze", "posterior", "checkpoint-activations"];
@@ -141,8 +151,8 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const say = (s: string) => (json ? process.stderr.write(s + "\n") : console.log(s));
 
   // Settings.
-  const mode: "lora" | "full" | "vae" = v.vae ? "vae" : v.full ? "full" : "lora";
-  if (v.full && v.vae) throw new InvalidRequestError("--full and --vae train different models; give one of them");
+  const mode: Mode = v["text-encoder"] ? "text" : v.vae ? "vae" : v.full ? "full" : "lora";
+  if ([v.full, v.vae, v["text-encoder"]].filter(Boolean).length > 1) throw new InvalidRequestError("--full, --vae and --text-encoder train different models; give one of them");
   const steps = intOption(v.steps as string, "steps", 1, 10_000_000) ?? 1000;
   const rank = intOption(v.rank as string, "rank", 1, 4096) ?? 16;
   const alpha = numOption(v.alpha as string, "alpha", 1e-6, 1e6) ?? 16;
@@ -169,10 +179,10 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (!LR_SCHEDULERS.includes(scheduler as LrScheduler)) throw new InvalidRequestError(`--lr-scheduler must be one of ${LR_SCHEDULERS.join(", ")}, got "${scheduler}"`);
   const format = ((v.format as string | undefined) ?? "peft") as LoraExportFormat;
   if (format !== "peft" && format !== "comfyui") throw new InvalidRequestError(`--format must be peft or comfyui, got "${format}"`);
-  if (format === "comfyui" && mode !== "lora") throw new InvalidRequestError("--format comfyui is for LoRAs; --full and --vae write a diffusers model folder");
+  if (format === "comfyui" && mode !== "lora") throw new InvalidRequestError("--format comfyui is for LoRAs; --full, --vae and --text-encoder write a diffusers model folder");
   const resolutions = ((v.resolution as string | undefined) ?? "512").split(",").map((r) => intOption(r.trim(), "resolution", 64, 4096)!);
   const targets = v.targets ? (v.targets as string).split(",").map((t) => t.trim()).filter(Boolean) : [...DEFAULT_LORA_TARGETS];
-  if (mode !== "lora" && (values.rank || values.alpha || values.targets || values["lora-init"])) throw new InvalidRequestError("--rank, --alpha, --targets and --lora-init are LoRA settings; they do not apply with --full or --vae");
+  if (mode !== "lora" && (values.rank || values.alpha || values.targets || values["lora-init"])) throw new InvalidRequestError("--rank, --alpha, --targets and --lora-init are LoRA settings; they do not apply with --full, --vae or --text-encoder");
   const loraInit = ((v["lora-init"] as string | undefined) ?? "gaussian") as LoraInit;
   if (!LORA_INITS.includes(loraInit)) throw new InvalidRequestError(`--lora-init must be ${LORA_INITS.join(" or ")}, got "${loraInit}"`);
   const ts = (v["timestep-sampling"] as string | undefined) ?? "uniform";
@@ -180,7 +190,10 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (ts === "uniform") sampling = { kind: "uniform" };
   else if (ts === "logit_normal") sampling = { kind: "logit_normal", mean: numOption(v["logit-mean"] as string, "logit-mean", -10, 10) ?? 0, std: numOption(v["logit-std"] as string, "logit-std", 1e-6, 10) ?? 1 };
   else throw new InvalidRequestError(`--timestep-sampling must be uniform or logit_normal, got "${ts}"`);
-  if (sampleEvery && mode === "vae") throw new InvalidRequestError("--sample-every is not supported with --vae (samples need a transformer being trained)");
+  if (sampleEvery && (mode === "vae" || mode === "text")) throw new InvalidRequestError(`--sample-every is not supported with --${mode === "vae" ? "vae" : "text-encoder"} (samples need a transformer being trained)`);
+  if (mode === "text" && captionDropout > 0) throw new InvalidRequestError("--caption-dropout is a transformer setting: an empty caption has no picture for the text encoder to learn");
+  if (mode === "text" && (v["timestep-sampling"] !== undefined || v["logit-mean"] !== undefined || v["logit-std"] !== undefined)) throw new InvalidRequestError("--timestep-sampling, --logit-mean and --logit-std are flow-matching settings; --text-encoder has no timesteps");
+  if (mode === "text" && v["checkpoint-activations"]) throw new InvalidRequestError("--checkpoint-activations is not implemented for --text-encoder (its graphs are small: lower --batch-size or --max-sequence-length to save memory)");
   const device = v.device as Device | undefined;
   if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
 
@@ -208,6 +221,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
     ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights), ...(freeze.length ? { freeze } : {}) } : {}),
+    ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen } : {}),
   };
 
   let task: TrainTask;
@@ -216,7 +230,23 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   let vaePixels: Float32Array[] = [];
   let vaeTrainsEncoder = true;
   const stop = { stop: false };
-  if (mode === "vae") {
+  let textParams: () => Map<string, Float32Array> = () => new Map();
+  let trainSamples = samples;
+  let textLengths: number[] | undefined;
+  if (mode === "text") {
+    if (ck.textEncoder.kind !== "qwen3") throw new InvalidRequestError("--text-encoder trains a Qwen3 text encoder (klein checkpoints); this checkpoint's is Mistral");
+    trainSamples = samples.filter((s) => ds.images[s.image].caption.trim() !== "");
+    if (!trainSamples.length) throw new InvalidRequestError(`--text-encoder needs captioned images; none of the ${ds.images.length} in ${v.data} has a caption`);
+    if (trainSamples.length < samples.length) log(`text encoder: ${samples.length - trainSamples.length} sample(s) without a caption are left out`);
+    const tokenizer = await PromptTokenizer.load(ck.tokenizer);
+    log(`tokenizing ${trainSamples.length} caption(s) and drawing their ${ALIGN_GRID}×${ALIGN_GRID} thumbnails`);
+    const data = await loadCaptionData(trainSamples, ds.images, tokenizer, maxLen, ALIGN_GRID);
+    const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID), seed);
+    task = new TextAlignTask(trainer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen });
+    textLengths = [...new Set(data.tokens.map((ids) => lengthBucket(ids.length, maxLen)))].sort((a, b) => a - b);
+    textParams = () => trainer.encoderParams();
+    release = () => trainer.release();
+  } else if (mode === "vae") {
     const pixels = (vaePixels = await loadPixels(samples, ds.images));
     const vcfg = readVaeConfig(ck.vae.config!);
     const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!, { freeze });
@@ -242,7 +272,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const largest = samples.reduce((a, s) => (s.bucket.width * s.bucket.height > a.bucket.width * a.bucket.height ? s : a), samples[0]);
   const plan = planTrainMemory(ck, transformerConfig(ck), {
     trainableParams: trainableCount, batch: batchSize, width: largest.bucket.width, height: largest.bucket.height,
-    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae",
+    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae", textEncoder: mode === "text" ? readQwen3Config(ck.textEncoder.config!) : undefined, textLengths,
   });
   log(`memory plan (${mode}, ${(trainableCount / 1e6).toFixed(2)} M trainable parameters):\n${plan.lines.join("\n")}`);
   if (plan.peakBytes > plan.availableBytes && !v.force) {
@@ -273,7 +303,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     result = await trainLoop(task, {
       steps, gradAccum, maxGradNorm, adam: { betas: [0.9, 0.999], eps: 1e-8, weightDecay },
       schedule: { scheduler: scheduler as LrScheduler, lr, warmupSteps: warmup, totalSteps: steps },
-      runDir, saveEvery, keepCheckpoints: keep, identity, dataFingerprint: dataFingerprint(ds.images, samples), resume: v.resume as string | undefined, stopSignal: stop, log,
+      runDir, saveEvery, keepCheckpoints: keep, identity, dataFingerprint: dataFingerprint(ds.images, trainSamples), resume: v.resume as string | undefined, stopSignal: stop, log,
       onStep: async (s: StepLog) => {
         firstStep ??= s.step - 1;
         if (json) console.log(JSON.stringify({ step: s.step, loss: s.loss, lr: s.lr }));
@@ -314,6 +344,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     outputs.lora = file;
   } else if (mode === "full") {
     saveModelFolder(path.join(runDir, "model"), ck.source, "transformer", task.params, ck.transformer.weights);
+    outputs.model = path.join(runDir, "model");
+  } else if (mode === "text") {
+    saveModelFolder(path.join(runDir, "model"), ck.source, "text_encoder", textParams(), ck.textEncoder.weights);
     outputs.model = path.join(runDir, "model");
   } else {
     saveModelFolder(path.join(runDir, "model"), ck.source, "vae", task.params, ck.vae.weights);
@@ -363,7 +396,7 @@ function formatDuration(s: number): string {
 }
 
 /** Sample images with the current weights: the LoRA (or model) written to RUN_DIR/samples/, then the pipeline. */
-async function writeSamples(ck: Checkpoint, runDir: string, task: TrainTask, mode: "lora" | "full" | "vae", lora: { rank: number; alpha: number; targets: string[] }, step: number,
+async function writeSamples(ck: Checkpoint, runDir: string, task: TrainTask, mode: Mode, lora: { rank: number; alpha: number; targets: string[] }, step: number,
                             o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
   const dir = path.join(runDir, "samples");
   fs.mkdirSync(dir, { recursive: true });

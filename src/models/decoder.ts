@@ -450,6 +450,24 @@ interface Built {
   session: Session;
 }
 
+/**
+ * The host-side inputs of a decoder graph for right- or left-padded ids: positions 0..L-1 (padding
+ * does not shift them), the rotary tables and the causal + padding attention bias. Shared by the
+ * runnable encoder and the text-encoder trainer (src/train/text_align.ts).
+ */
+export function decoderFeeds(c: DecoderConfig, inputIds: BigInt64Array, attentionMask: BigInt64Array, B: number, L: number): Record<string, HostTensor> {
+  const { cos, sin, half } = qwen3RopeTables(L, c.head_dim, c.rope_theta);
+  const positions = new BigInt64Array(B * L);
+  for (let i = 0; i < B * L; i++) positions[i] = BigInt(i % L);
+  return {
+    input_ids: { data: inputIds, shape: [B, L] },
+    position_ids: { data: positions, shape: [B, L] },
+    rope_cos: { data: cos, shape: [L, half] },
+    rope_sin: { data: sin, shape: [L, half] },
+    attention_bias: { data: causalPaddingBias(attentionMask, B, L, c.sliding_window ?? null), shape: [B, 1, L, L] },
+  };
+}
+
 /** A runnable decoder encoder: sessions built on demand, host-side feeds, stacked prompt embeddings. */
 export class DecoderEncoder {
   private built: Built | null = null;
@@ -483,18 +501,8 @@ export class DecoderEncoder {
     for (let i = 0; i < attentionMask.length; i++) {
       if (attentionMask[i] !== 0n && attentionMask[i] !== 1n) throw new Error(`text encoder: attention_mask must be 0 or 1, got ${attentionMask[i]} at [${Math.floor(i / L)}, ${i % L}]`);
     }
-    const { cos, sin, half } = qwen3RopeTables(L, c.head_dim, c.rope_theta);
-    const positions = new BigInt64Array(B * L);
-    for (let i = 0; i < B * L; i++) positions[i] = BigInt(i % L); // 0..L-1, padding does not shift them
-    const bias = causalPaddingBias(attentionMask, B, L, c.sliding_window ?? null);
-    const feeds: Record<string, HostTensor> = {
-      input_ids: { data: inputIds, shape: [B, L] },
-      position_ids: { data: positions, shape: [B, L] },
-      rope_cos: { data: cos, shape: [L, half] },
-      rope_sin: { data: sin, shape: [L, half] },
-      attention_bias: { data: bias, shape: [B, 1, L, L] },
-    };
-    if (this.fullyMaskedRows === "zero") feeds.attention_row_scale = { data: fullyMaskedRowScale(bias, B, L), shape: [B, L, 1] };
+    const feeds = decoderFeeds(c, inputIds, attentionMask, B, L);
+    if (this.fullyMaskedRows === "zero") feeds.attention_row_scale = { data: fullyMaskedRowScale(feeds.attention_bias.data as Float32Array, B, L), shape: [B, L, 1] };
     return feeds;
   }
 

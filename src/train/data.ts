@@ -180,17 +180,24 @@ export async function loadBucketed(file: string, bucket: Bucket): Promise<Uint8A
 /** A micro-batch: sample indices that share one bucket. */
 export type Batch = number[];
 
-/** The batches of one epoch (see the file header), a pure function of (seed, epoch). */
-export function epochBatches(samples: Sample[], images: DataImage[], batchSize: number, seed: number, epoch: number): Batch[] {
+/** What a batch must share: its bucket (one image size per graph). */
+export type BatchKey = (sample: Sample, index: number) => string;
+const bucketKey: BatchKey = (s) => `${s.bucket.width}x${s.bucket.height}`;
+
+/**
+ * The batches of one epoch (see the file header), a pure function of (seed, epoch). Samples are
+ * batched with others of the same `key` (default: the bucket).
+ */
+export function epochBatches(samples: Sample[], images: DataImage[], batchSize: number, seed: number, epoch: number, key: BatchKey = bucketKey): Batch[] {
   const rng = new Xoshiro128(streamSeed(seed, 1, epoch));
   const order: number[] = [];
   samples.forEach((s, i) => { for (let r = 0; r < images[s.image].repeats; r++) order.push(i); });
   shuffle(order, rng);
   const byBucket = new Map<string, number[]>();
   for (const i of order) {
-    const key = `${samples[i].bucket.width}x${samples[i].bucket.height}`;
-    let list = byBucket.get(key);
-    if (!list) byBucket.set(key, (list = []));
+    const k = key(samples[i], i);
+    let list = byBucket.get(k);
+    if (!list) byBucket.set(k, (list = []));
     list.push(i);
   }
   const batches: Batch[] = [];
@@ -200,12 +207,12 @@ export function epochBatches(samples: Sample[], images: DataImage[], batchSize: 
 }
 
 /** Number of micro-batches in every epoch (the same each epoch). */
-export function batchesPerEpoch(samples: Sample[], images: DataImage[], batchSize: number): number {
+export function batchesPerEpoch(samples: Sample[], images: DataImage[], batchSize: number, key: BatchKey = bucketKey): number {
   const counts = new Map<string, number>();
-  for (const s of samples) {
-    const key = `${s.bucket.width}x${s.bucket.height}`;
-    counts.set(key, (counts.get(key) ?? 0) + images[s.image].repeats);
-  }
+  samples.forEach((s, i) => {
+    const k = key(s, i);
+    counts.set(k, (counts.get(k) ?? 0) + images[s.image].repeats);
+  });
   let n = 0;
   for (const c of counts.values()) n += Math.ceil(c / batchSize);
   return n;

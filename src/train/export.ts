@@ -164,11 +164,11 @@ export function saveLora(file: string, params: Map<string, Float32Array>, info: 
 }
 
 /**
- * Write a diffusers model folder: `component` (transformer or vae) holds the trained
+ * Write a diffusers model folder: `component` (transformer, vae or text_encoder) holds the trained
  * tensors (named as in the base's weights file, shapes from it), the rest of the
  * base folder is hard-linked (copied across devices).
  */
-export function saveModelFolder(outDir: string, baseDir: string, component: "transformer" | "vae", params: Map<string, Float32Array>, baseWeights: string): void {
+export function saveModelFolder(outDir: string, baseDir: string, component: "transformer" | "vae" | "text_encoder", params: Map<string, Float32Array>, baseWeights: string): void {
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
@@ -197,7 +197,8 @@ export function saveModelFolder(outDir: string, baseDir: string, component: "tra
     } finally {
       base.close();
     }
-    writeSafetensors(path.join(dir, "diffusion_pytorch_model.safetensors"), tensors);
+    // transformers names its single weights file model.safetensors, diffusers diffusion_pytorch_model.safetensors.
+    writeSafetensors(path.join(dir, component === "text_encoder" ? "model.safetensors" : "diffusion_pytorch_model.safetensors"), tensors);
     const old = `${outDir}.old-${process.pid}`;
     if (fs.existsSync(outDir)) fs.renameSync(outDir, old);
     fs.renameSync(tmp, outDir);

@@ -116,7 +116,10 @@ const instanceNormRule: GradRule = (c) => {
  */
 const attentionRule: GradRule = (c) => {
   const { b, node } = c;
-  if (node.inputs.length > 3 && node.inputs.slice(3).some((i) => i)) throw new Error(`autodiff: ${node.name}: MultiHeadAttention with bias, masks or past state is not supported`);
+  // Input 5 is an additive attention bias (B or 1, H or 1, S, Sk), e.g. a causal mask: a constant
+  // added to the scores, so the backward adds it again when it recomputes P and needs no gradient for it.
+  if (node.inputs.length > 3 && node.inputs.slice(3).some((i, j) => i && j !== 2)) throw new Error(`autodiff: ${node.name}: MultiHeadAttention with a qkv bias, key padding mask or past state is not supported`);
+  if (c.needs(5)) throw new Error(`autodiff: ${node.name}: gradients of an attention bias are not supported`);
   const H = attrOf(node, "num_heads", 1);
   const q = c.x(0), k = c.x(1), v = c.x(2), dO = c.dy(0)!;
   const [B, S, QD] = b.shape(q), Sk = b.shape(k)[1], VD = b.shape(v)[2];
@@ -134,6 +137,8 @@ const attentionRule: GradRule = (c) => {
   const sizes = Array.from({ length: Math.ceil(H / group) }, (_, i) => Math.min(group, H - i * group));
   const parts = (t: Value) => (sizes.length === 1 ? [t] : b.op("Split", [t, b.ints(sizes)], { axis: 1 }, { outputs: sizes.length }));
   const [Qs, Ks, Vs, dOs] = [parts(Q), parts(K), parts(V), parts(dO4)];
+  const attnBias = node.inputs[5] ? c.x(5) : null;
+  const biasParts = attnBias ? (b.shape(attnBias)[1] === 1 ? sizes.map(() => attnBias) : parts(attnBias)) : null;
   // rowsum(P ∘ dP) = Σⱼ Pᵢⱼ (dOᵢ · Vⱼ) = dOᵢ · Oᵢ: one dot product per query row, read from the
   // forward output O, instead of a product and a sum over each (S, Sk) score matrix (FlashAttention's
   // backward does the same). (B, H, S, 1), split like the heads.
@@ -148,7 +153,8 @@ const attentionRule: GradRule = (c) => {
       Qi = b.add(Qi, zero);
       dOi = b.add(dOi, zero);
     }
-    const P = b.op1("Softmax", [b.matmul(Qi, Ks[i], 0, 1, alpha)], { axis: -1 });
+    const scores = b.matmul(Qi, Ks[i], 0, 1, alpha);
+    const P = b.op1("Softmax", [biasParts ? b.add(scores, biasParts[i]) : scores], { axis: -1 });
     if (c.needs(2)) dV.push(b.matmul(P, dOi, 1, 0));
     if (needsScores) {
       const dP = b.matmul(dOi, Vs[i], 0, 1);

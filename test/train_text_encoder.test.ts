@@ -1,0 +1,119 @@
+// `flux2 train --text-encoder` (src/train/text_align.ts, src/train/text_task.ts): the picture
+// descriptor, the length-bucketed batches, and the command end to end on the tiny klein-base
+// checkpoint: the loss falls, the saved encoder changes only the tensors the prompt embeddings
+// depend on, the folder loads in `flux2 generate`, and bad settings are refused.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import sharp from "sharp";
+import { pictureDescriptor } from "../src/train/text_align.js";
+import { lengthBucket } from "../src/train/text_task.js";
+import { rgbToLab } from "../src/mini/colour.js";
+import { readAll, WeightSet } from "../src/io/safetensors.js";
+
+const CLI = path.resolve("dist/src/cli/main.js");
+const MODEL = "testdata/golden/checkpoints/klein_base";
+const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-train-te-"));
+
+function run(args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test("pictureDescriptor: each cell is its mean colour in scaled CIELAB; sizes that do not divide are refused", () => {
+  const W = 16, H = 8, rgb = new Uint8Array(W * H * 3);
+  // Left half red, right half a blue; one cell of the red half is half white, half red.
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) rgb.set(x < 8 ? [200, 30, 40] : [20, 60, 180], (y * W + x) * 3);
+  for (let y = 0; y < 2; y++) for (let x = 0; x < 4; x++) rgb.set([255, 255, 255], (y * W + x) * 3);
+  const d = pictureDescriptor(rgb, W, H, 4); // cells of 4 × 2 pixels
+  const cell = (cx: number, cy: number) => [0, 1, 2].map((c) => d[(cy * 4 + cx) * 3 + c]);
+  const scaled = (r: number, g: number, b: number) => { const [L, a, bb] = rgbToLab(r, g, b); return [(L - 50) / 50, a / 50, bb / 50]; };
+  const close = (a: number[], b: number[]) => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-5, `${a} vs ${b}`));
+  close(cell(1, 2), scaled(200, 30, 40));
+  close(cell(3, 0), scaled(20, 60, 180));
+  close(cell(0, 0), scaled(255, 255, 255)); // the white corner cell
+  assert.equal(d.length, 4 * 4 * 3);
+  assert.throws(() => pictureDescriptor(rgb, W, H, 3), /does not divide/);
+  assert.throws(() => pictureDescriptor(rgb.subarray(3), W, H, 4), /is not 16×8 RGB/);
+});
+
+test("lengthBucket: the smallest bucket that holds the caption, never past the maximum length", () => {
+  assert.equal(lengthBucket(14, 128), 32);
+  assert.equal(lengthBucket(33, 128), 48);
+  assert.equal(lengthBucket(120, 128), 128);
+  assert.equal(lengthBucket(20, 24), 24);
+  assert.equal(lengthBucket(600, 512), 512);
+});
+
+/** 8 flat-colour pictures captioned with their colour's name (the names differ in their tokens). */
+async function makeData(): Promise<string> {
+  const dir = path.join(ROOT, "data");
+  fs.mkdirSync(dir, { recursive: true });
+  const colours: [string, number[]][] = [["red", [230, 20, 20]], ["green", [20, 200, 40]], ["blue", [20, 40, 230]], ["yellow", [240, 230, 20]],
+    ["black", [10, 10, 10]], ["white", [250, 250, 250]], ["purple", [140, 40, 170]], ["orange", [250, 140, 20]]];
+  for (const [i, [name, rgb]] of colours.entries()) {
+    const px = Buffer.alloc(64 * 64 * 3);
+    for (let k = 0; k < 64 * 64; k++) px.set(rgb, k * 3);
+    await sharp(px, { raw: { width: 64, height: 64, channels: 3 } }).png().toFile(path.join(dir, `c${i}.png`));
+    fs.writeFileSync(path.join(dir, `c${i}.txt`), `a picture that is ${name} all over`);
+  }
+  return dir;
+}
+
+test("flux2 train --text-encoder: the loss falls, only the tensors the prompt embeddings read are changed, and the model folder generates", async () => {
+  const data = await makeData();
+  const out = path.join(ROOT, "run");
+  const r = run(["train", "--text-encoder", "--model", MODEL, "--data", data, "--out", out, "--resolution", "64", "--max-sequence-length", "32",
+    "--steps", "40", "--batch-size", "8", "--lr", "3e-3", "--save-every", "0", "--threads", "1", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /memory plan \(text/);
+  assert.match(r.stderr, /8×8 thumbnails/);
+  assert.match(r.stderr, /one graph per length 32\b/, "the plan counts the padded lengths in use");
+  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  const steps = lines.filter((l) => "loss" in l);
+  assert.equal(steps.length, 40);
+  const mean = (a: any[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
+  const first = mean(steps.slice(0, 5)), last = mean(steps.slice(-5));
+  assert.ok(last < first / 3, `loss ${first} → ${last}: did not fall to a third`);
+  const final = lines[lines.length - 1];
+  assert.equal(final.status, "done");
+  assert.equal(final.model, path.join(out, "model"));
+
+  // The tiny encoder has 28 layers and klein reads hidden states 9, 18 and 27: layers 0–26 and the
+  // embedding train; layer 27 and the final norm are not in the graph and are kept bit for bit.
+  const base = WeightSet.open(path.join(MODEL, "text_encoder")); // sharded in two files
+  const trained = readAll(path.join(out, "model", "text_encoder", "model.safetensors"));
+  assert.deepEqual([...trained.keys()].sort(), [...base.keys()].sort(), "every tensor of the base is written, nothing else (no head)");
+  const same = (k: string) => Buffer.from((trained.get(k)!.data as Float32Array).buffer).equals(Buffer.from(base.float32(k).buffer));
+  assert.ok(!same("model.embed_tokens.weight"), "the embedding table trained");
+  assert.ok(!same("model.layers.0.self_attn.q_proj.weight"));
+  assert.ok(!same("model.layers.26.mlp.down_proj.weight"));
+  assert.ok(same("model.layers.27.mlp.down_proj.weight"), "layer 27 feeds no output klein reads");
+  assert.ok(same("model.norm.weight"));
+  base.close();
+  for (const part of ["transformer", "vae", "tokenizer", "scheduler", "model_index.json"]) assert.ok(fs.existsSync(path.join(out, "model", part)), part);
+
+  const png = path.join(ROOT, "gen.png");
+  const g = run(["generate", "--model", path.join(out, "model"), "--prompt", "a picture that is red all over", "--width", "64", "--height", "64", "--steps", "2", "--out", png, "--quiet"]);
+  assert.equal(g.code, 0, g.stderr);
+  assert.equal((await sharp(png).metadata()).width, 64);
+});
+
+test("flux2 train --text-encoder refuses settings it cannot honour", async () => {
+  const data = await makeData();
+  const refuse = (extra: string[], re: RegExp) => {
+    const r = run(["train", "--text-encoder", "--model", MODEL, "--data", data, "--out", path.join(ROOT, `bad-${extra.join("")}`), "--steps", "1", ...extra]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, re);
+  };
+  refuse(["--full"], /--full, --vae and --text-encoder train different models/);
+  refuse(["--caption-dropout", "0.1"], /empty caption has no picture/);
+  refuse(["--sample-every", "5"], /--sample-every is not supported with --text-encoder/);
+  refuse(["--rank", "4"], /LoRA settings/);
+  refuse(["--timestep-sampling", "logit_normal"], /no timesteps/);
+  refuse(["--checkpoint-activations"], /not implemented for --text-encoder/);
+});
