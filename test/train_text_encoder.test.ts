@@ -12,7 +12,7 @@ import * as path from "node:path";
 import sharp from "sharp";
 import { pictureDescriptor } from "../src/train/text_align.js";
 import { lengthBucket } from "../src/train/text_task.js";
-import { rgbToLab } from "../src/mini/colour.js";
+import { rgbToLab } from "../src/util/colour.js";
 import { readAll, WeightSet } from "../src/io/safetensors.js";
 
 const CLI = path.resolve("dist/src/cli/main.js");

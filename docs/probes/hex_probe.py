@@ -17,7 +17,7 @@ def emb(i):
 X = np.stack([emb(i) for i, _ in rows])          # N × 128 × 192
 rgb = np.array([[int(x[k:k+2], 16) for k in (0, 2, 4)] for _, x in rows], dtype=np.float64)
 def lab(c):
-    # The eval's colour maths (src/mini/colour.ts rgbToLab, CIE76 on CIELAB D65), with the same
+    # The eval's colour maths (src/util/colour.ts rgbToLab, CIE76 on CIELAB D65), with the same
     # constants, so that the ΔE printed here is the ΔE flux2 eval scores; repeated in numpy because
     # this script is Python (the ridge regression needs a linear solver).
     c = c / 255.0; c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)

@@ -1,11 +1,13 @@
 // Colours for the flux2-mini data set and its evaluation: hex codes, colour names, sRGB → CIELAB
 // and the CIE76 colour difference ΔE*ab (the Euclidean distance in L*a*b*, D65 white).
 //
-// Hand-written rather than a colour library: the conversion is a dozen lines of the published
-// sRGB and CIELAB formulas, and the data builder and the eval must use exactly the same ones.
+// The conversion itself lives in src/util/colour.ts (the trainer's thumbnails use it too); the
+// data builder, the eval and the trainer all use exactly the same formulas.
 
+import { deltaE, rgbToLab, type Lab } from "../util/colour.js";
+
+export { deltaE, rgbToLab, type Lab };
 export type Rgb = [number, number, number];
-export type Lab = [number, number, number];
 
 export function parseHex(hex: string): Rgb {
   const m = /^#([0-9a-fA-F]{6})$/.exec(hex);
@@ -16,33 +18,6 @@ export function parseHex(hex: string): Rgb {
 
 export function toHex(c: Rgb): string {
   return "#" + c.map((v) => Math.round(v).toString(16).padStart(2, "0")).join("").toUpperCase();
-}
-
-function linear(v: number): number {
-  const c = v / 255;
-  return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
-}
-
-// D65 reference white (CIE 1931 2°), as in the sRGB standard.
-const XN = 0.95047, YN = 1.0, ZN = 1.08883;
-
-function f(t: number): number {
-  return t > 216 / 24389 ? Math.cbrt(t) : (24389 / 27 * t + 16) / 116;
-}
-
-/** 8-bit sRGB → CIELAB (D65). */
-export function rgbToLab(r: number, g: number, b: number): Lab {
-  const R = linear(r), G = linear(g), B = linear(b);
-  const x = (0.4124564 * R + 0.3575761 * G + 0.1804375 * B) / XN;
-  const y = (0.2126729 * R + 0.7151522 * G + 0.072175 * B) / YN;
-  const z = (0.0193339 * R + 0.119192 * G + 0.9503041 * B) / ZN;
-  const fx = f(x), fy = f(y), fz = f(z);
-  return [116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)];
-}
-
-/** CIE76 ΔE*ab. */
-export function deltaE(a: Lab, b: Lab): number {
-  return Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
 }
 
 export function hexLab(hex: string): Lab {

@@ -21,7 +21,7 @@ import { Value, type Graph } from "../onnx/graph.js";
 import { WeightSet } from "../io/safetensors.js";
 import { buildQwen3Graph, readQwen3Config, Qwen3Weights, type Qwen3Config } from "../models/qwen3.js";
 import { decoderFeeds } from "../models/decoder.js";
-import { rgbToLab } from "../mini/colour.js";
+import { rgbToLab } from "../util/colour.js";
 import { Xoshiro128 } from "../util/random.js";
 import { appendGradients } from "./autodiff.js";
 import { promoteWeights } from "./params.js";
