@@ -242,8 +242,8 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     log(`tokenizing ${trainSamples.length} caption(s) and drawing their ${ALIGN_GRID}×${ALIGN_GRID} thumbnails`);
     const data = await loadCaptionData(trainSamples, ds.images, tokenizer, maxLen, ALIGN_GRID);
     const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID), seed);
-    task = new TextAlignTask(trainer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen });
-    textLengths = [...new Set(data.tokens.map((ids) => lengthBucket(ids.length, maxLen)))].sort((a, b) => a - b);
+    task = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen });
+    textLengths = [...new Set(data.lengths.map((n) => lengthBucket(n, maxLen)))].sort((a, b) => a - b);
     textParams = () => trainer.encoderParams();
     release = () => trainer.release();
   } else if (mode === "vae") {

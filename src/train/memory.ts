@@ -49,9 +49,9 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   // of the embedding table (a dense scatter, and its sum). Each padded length has its own graph,
   // and ONNX Runtime keeps each graph's arena at its peak, so the lengths add up (measured: 5.2 GB
   // peak RSS for batch 32 over lengths 32–128 on flux2-mini, where this gives 4.9 GB + the process).
-  const perLength = (L: number) => t ? ACTIVATION_FACTOR * o.batch * L * t.num_hidden_layers * (8 * t.hidden_size + 3 * t.intermediate_size + t.num_attention_heads * L) * 4 : 0;
-  const textActivations = t ? (o.textLengths ?? [o.textLength]).reduce((a, L) => a + perLength(L), 0) + 2 * t.vocab_size * t.hidden_size * 4 : 0;
-  const activations = t ? textActivations : o.vae ? o.batch * o.width * o.height * 128 * 4 * 12 : ACTIVATION_FACTOR * (o.checkpointActivations ? 2 * perBlock + blocks * o.batch * tokens * D * 4 : blocks * perBlock);
+  const textActivations = (enc: NonNullable<typeof t>) => (o.textLengths ?? [o.textLength]).reduce((a, L) =>
+    a + ACTIVATION_FACTOR * o.batch * L * enc.num_hidden_layers * (8 * enc.hidden_size + 3 * enc.intermediate_size + enc.num_attention_heads * L) * 4, 0) + 2 * enc.vocab_size * enc.hidden_size * 4;
+  const activations = t ? textActivations(t) : o.vae ? o.batch * o.width * o.height * 128 * 4 * 12 : ACTIVATION_FACTOR * (o.checkpointActivations ? 2 * perBlock + blocks * o.batch * tokens * D * 4 : blocks * perBlock);
   const frozen = o.vae || t ? 0 : residentWeightBytes(ck.transformer.weights);
   const optimizer = o.trainableParams * 4 * 5;
   const train = frozen + optimizer + activations;

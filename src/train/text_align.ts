@@ -85,18 +85,27 @@ export function pictureDescriptor(rgb: Uint8Array, width: number, height: number
   return out;
 }
 
-/** A seeded uniform(±1/√fan_in) init for the head (PyTorch's Linear default), zero biases. */
-export function initAlignHead(shape: AlignHeadShape, embedWidth: number, seed: number): Map<string, Float32Array> {
-  const rng = new Xoshiro128(seed);
-  const uniform = (n: number, fanIn: number) => Float32Array.from({ length: n }, () => (2 * rng.nextDouble() - 1) / Math.sqrt(fanIn));
+/** The head's tensors and shapes (PyTorch [out, in] Linear layout), in one place for the init, the feeds and the graph. */
+export function alignHeadShapes(shape: AlignHeadShape, embedWidth: number): Map<string, number[]> {
   const { queries: Q, hidden: Hd, outputs: K } = shape;
   return new Map([
-    [`${HEAD_PREFIX}score.weight`, uniform(Q * embedWidth, embedWidth)],
-    [`${HEAD_PREFIX}fc1.weight`, uniform(Hd * Q * embedWidth, Q * embedWidth)],
-    [`${HEAD_PREFIX}fc1.bias`, new Float32Array(Hd)],
-    [`${HEAD_PREFIX}fc2.weight`, uniform(K * Hd, Hd)],
-    [`${HEAD_PREFIX}fc2.bias`, new Float32Array(K)],
+    [`${HEAD_PREFIX}score.weight`, [Q, embedWidth]],
+    [`${HEAD_PREFIX}fc1.weight`, [Hd, Q * embedWidth]],
+    [`${HEAD_PREFIX}fc1.bias`, [Hd]],
+    [`${HEAD_PREFIX}fc2.weight`, [K, Hd]],
+    [`${HEAD_PREFIX}fc2.bias`, [K]],
   ]);
+}
+
+/** A seeded uniform(±1/√fan_in) init for the head's weights (PyTorch's Linear default), zero biases. */
+export function initAlignHead(shape: AlignHeadShape, embedWidth: number, seed: number): Map<string, Float32Array> {
+  const rng = new Xoshiro128(seed);
+  const init = new Map<string, Float32Array>();
+  for (const [name, dims] of alignHeadShapes(shape, embedWidth)) {
+    const n = dims.reduce((a, d) => a * d, 1);
+    init.set(name, dims.length === 1 ? new Float32Array(n) : Float32Array.from({ length: n }, () => (2 * rng.nextDouble() - 1) / Math.sqrt(dims[1])));
+  }
+  return init;
 }
 
 export class TextEncoderAligner {
@@ -117,11 +126,7 @@ export class TextEncoderAligner {
       this.shapes.set(name, weights.set.info(name).shape);
     }
     for (const [k, v] of headParams) this.params.set(k, v);
-    this.shapes.set(`${HEAD_PREFIX}score.weight`, [head.queries, this.embedWidth]);
-    this.shapes.set(`${HEAD_PREFIX}fc1.weight`, [head.hidden, head.queries * this.embedWidth]);
-    this.shapes.set(`${HEAD_PREFIX}fc1.bias`, [head.hidden]);
-    this.shapes.set(`${HEAD_PREFIX}fc2.weight`, [head.outputs, head.hidden]);
-    this.shapes.set(`${HEAD_PREFIX}fc2.bias`, [head.outputs]);
+    for (const [k, dims] of alignHeadShapes(head, this.embedWidth)) this.shapes.set(k, dims);
   }
 
   /** `weights`: a Qwen3 text_encoder folder or file; `configPath`: its config.json (default: in the folder). */
@@ -147,17 +152,15 @@ export class TextEncoderAligner {
   }
 
   private graphFor(B: number, L: number, withGrads: boolean): { graph: Graph; trainable: string[] } {
-    const c = this.config, J = this.embedWidth, { queries: Q, hidden: Hd, outputs: K } = this.head;
+    const c = this.config, J = this.embedWidth, { queries: Q, outputs: K } = this.head;
     const g = buildQwen3Graph(c, this.weights, { outputLayers: this.layers });
     const promoted = promoteWeights(g, (name) => this.weights.set.info(name).shape);
     const trainable = [...promoted.shapes.keys()];
     if (!withGrads) return { graph: g, trainable };
 
     const feats = g.concat(this.layers.map((k) => new Value(`hidden_state_${k}`)), 2); // (B, L, J)
-    const w = (name: string, dims: number[]) => g.input(`${HEAD_PREFIX}${name}`, "F32", dims);
-    const scoreW = w("score.weight", [Q, J]);
-    const fc1W = w("fc1.weight", [Hd, Q * J]), fc1B = w("fc1.bias", [Hd]);
-    const fc2W = w("fc2.weight", [K, Hd]), fc2B = w("fc2.bias", [K]);
+    const w = (name: string) => g.input(`${HEAD_PREFIX}${name}`, "F32", this.paramShape(`${HEAD_PREFIX}${name}`));
+    const scoreW = w("score.weight"), fc1W = w("fc1.weight"), fc1B = w("fc1.bias"), fc2W = w("fc2.weight"), fc2B = w("fc2.bias");
     const tokenBias = g.input("token_bias", "F32", [B, L, 1]); // 0 for caption tokens, −1e9 for padding
     const scores = g.add(g.linear(feats, scoreW), tokenBias); // (B, L, Q)
     const weightsOverTokens = g.op("Softmax", [scores], { axis: 1 })[0];

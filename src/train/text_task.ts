@@ -17,36 +17,34 @@ export interface TextAlignLike {
 }
 
 export interface CaptionData {
-  /** Per sample: its caption's token ids (unpadded, truncated to the maximum length). */
-  tokens: number[][];
+  /** Per sample: its caption, tokenized again per batch by the pipeline's own tokenizer (which pads and truncates). */
+  captions: string[];
+  /** Per sample: its caption's token count (truncated to the maximum length), for the length buckets. */
+  lengths: number[];
   /** Per sample: its picture descriptor. */
   descriptors: Float32Array[];
-  padId: number;
 }
 
 export function lengthBucket(n: number, maxLength: number): number {
   return Math.min(maxLength, LENGTH_BUCKETS.find((b) => b >= n) ?? maxLength);
 }
 
-/**
- * Tokenize every sample's caption (the pipeline's own prompt rendering, so the encoder is trained
- * on exactly the token sequences it will see) and compute its picture descriptor.
- */
+/** Every sample's caption, its token count (the pipeline's own prompt rendering) and its picture descriptor. */
 export async function loadCaptionData(samples: Sample[], images: DataImage[], tokenizer: PromptEncoder, maxLength: number, grid: number): Promise<CaptionData> {
-  const tokens: number[][] = [];
+  const captions: string[] = [];
+  const lengths: number[] = [];
   const descriptors: Float32Array[] = [];
-  let padId = -1;
   for (const s of samples) {
-    const enc = tokenizer.encode([images[s.image].caption], maxLength);
-    const ids: number[] = [];
-    for (let i = 0; i < enc.length; i++) if (enc.attentionMask[i] === 1n) ids.push(Number(enc.inputIds[i]));
-    for (let i = 0; i < enc.length; i++) if (enc.attentionMask[i] === 0n) { padId = Number(enc.inputIds[i]); break; }
-    tokens.push(ids);
+    const caption = images[s.image].caption;
+    const enc = tokenizer.encode([caption], maxLength);
+    let n = 0;
+    for (const m of enc.attentionMask) n += Number(m);
+    captions.push(caption);
+    lengths.push(n);
     const rgb = await loadBucketed(images[s.image].file, s.bucket);
     descriptors.push(pictureDescriptor(rgb, s.bucket.width, s.bucket.height, grid));
   }
-  if (padId < 0) padId = Number(tokenizer.encode([""], maxLength).inputIds[maxLength - 1]);
-  return { tokens, descriptors, padId };
+  return { captions, lengths, descriptors };
 }
 
 export class TextAlignTask implements TrainTask {
@@ -54,9 +52,9 @@ export class TextAlignTask implements TrainTask {
   private readonly perEpoch: number;
   private readonly key: (s: Sample, i: number) => string;
 
-  constructor(private trainer: TextAlignLike, private samples: Sample[], private images: DataImage[], private data: CaptionData,
+  constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], private images: DataImage[], private data: CaptionData,
               private o: { seed: number; batchSize: number; gradAccum: number; maxLength: number }) {
-    this.key = (_s, i) => String(lengthBucket(data.tokens[i].length, o.maxLength));
+    this.key = (_s, i) => String(lengthBucket(data.lengths[i], o.maxLength));
     this.perEpoch = batchesPerEpoch(samples, images, o.batchSize, this.key);
   }
 
@@ -72,16 +70,9 @@ export class TextAlignTask implements TrainTask {
     const B = batch.length;
     const L = Number(this.key(this.samples[batch[0]], batch[0]));
     const K = this.data.descriptors[batch[0]].length;
-    const inputIds = new BigInt64Array(B * L).fill(BigInt(this.data.padId));
-    const attentionMask = new BigInt64Array(B * L);
+    const { inputIds, attentionMask } = this.tokenizer.encode(batch.map((s) => this.data.captions[s]), L);
     const targets = new Float32Array(B * K);
-    batch.forEach((s, b) => {
-      this.data.tokens[s].forEach((id, t) => {
-        inputIds[b * L + t] = BigInt(id);
-        attentionMask[b * L + t] = 1n;
-      });
-      targets.set(this.data.descriptors[s], b * K);
-    });
+    batch.forEach((s, b) => targets.set(this.data.descriptors[s], b * K));
     const r = await this.trainer.lossAndGrads({ inputIds, attentionMask, B, L, targets });
     return { loss: r.loss, grads: r.grads };
   }
