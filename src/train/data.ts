@@ -218,6 +218,33 @@ export function batchesPerEpoch(samples: Sample[], images: DataImage[], batchSiz
   return n;
 }
 
+/**
+ * Which micro-batch a training step reads: micro-batch m = step × gradAccum + micro is batch
+ * m mod E of epoch floor(m / E), E the batches per epoch. The current epoch's batches are kept,
+ * so each epoch is shuffled once. Every task (flow matching, VAE, text encoder) picks its
+ * batches through this, so a resumed run reads the same batches whatever it trains.
+ */
+export class EpochBatcher {
+  readonly perEpoch: number;
+  private current: { epoch: number; batches: Batch[] } | null = null;
+
+  constructor(
+    private readonly samples: Sample[],
+    private readonly images: DataImage[],
+    private readonly o: { batchSize: number; gradAccum: number; seed: number },
+    private readonly key: BatchKey = bucketKey,
+  ) {
+    this.perEpoch = batchesPerEpoch(samples, images, o.batchSize, key);
+  }
+
+  batch(step: number, micro: number): Batch {
+    const m = step * this.o.gradAccum + micro;
+    const epoch = Math.floor(m / this.perEpoch);
+    if (this.current?.epoch !== epoch) this.current = { epoch, batches: epochBatches(this.samples, this.images, this.o.batchSize, this.o.seed, epoch, this.key) };
+    return this.current.batches[m % this.perEpoch];
+  }
+}
+
 /** Fisher–Yates with the run's generator. */
 function shuffle<T>(a: T[], rng: Xoshiro128): void {
   for (let i = a.length - 1; i > 0; i--) {

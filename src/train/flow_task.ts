@@ -6,7 +6,7 @@
 // floor(m / E), E the batches per epoch (src/train/data.ts epochBatches).
 
 import { randn, Xoshiro128 } from "../util/random.js";
-import { batchesPerEpoch, epochBatches, type Batch, type DataImage, type Sample } from "./data.js";
+import { EpochBatcher, type Batch, type DataImage, type Sample } from "./data.js";
 import type { EncodedData } from "./cache.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { sampleSigmas, streamSeed, type SigmaSampling, type TrainSigmas } from "./schedule.js";
@@ -31,11 +31,10 @@ export interface FlowTaskOptions {
 const NOISE = 2, SIGMA = 3, DROPOUT = 4;
 
 export class FlowMatchingTask implements TrainTask {
-  private epochCache: { epoch: number; batches: Batch[] } | null = null;
-  readonly batchesPerEpoch: number;
+  private readonly batches: EpochBatcher;
 
   constructor(private trainer: FlowTrainer, private samples: Sample[], private images: DataImage[], private data: EncodedData, private o: FlowTaskOptions) {
-    this.batchesPerEpoch = batchesPerEpoch(samples, images, o.batchSize);
+    this.batches = new EpochBatcher(samples, images, o);
   }
 
   get params(): Map<string, Float32Array> {
@@ -44,12 +43,7 @@ export class FlowMatchingTask implements TrainTask {
 
   /** The sample indices of micro-batch j of step k. */
   batchOf(step: number, micro: number): Batch {
-    const m = step * this.o.gradAccum + micro;
-    const epoch = Math.floor(m / this.batchesPerEpoch);
-    if (this.epochCache?.epoch !== epoch) {
-      this.epochCache = { epoch, batches: epochBatches(this.samples, this.images, this.o.batchSize, this.o.seed, epoch) };
-    }
-    return this.epochCache.batches[m % this.batchesPerEpoch];
+    return this.batches.batch(step, micro);
   }
 
   async microBatch(step: number, micro: number): Promise<MicroBatchResult> {

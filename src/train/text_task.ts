@@ -4,7 +4,7 @@
 // seeded order, as the other tasks.
 
 import type { PromptEncoder } from "../pipeline/flux2.js";
-import { batchesPerEpoch, epochBatches, loadBucketed, type Batch, type DataImage, type Sample } from "./data.js";
+import { EpochBatcher, loadBucketed, type BatchKey, type DataImage, type Sample } from "./data.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { pictureDescriptor, type TextAlignBatch } from "./text_align.js";
 
@@ -48,14 +48,13 @@ export async function loadCaptionData(samples: Sample[], images: DataImage[], to
 }
 
 export class TextAlignTask implements TrainTask {
-  private epochCache: { epoch: number; batches: Batch[] } | null = null;
-  private readonly perEpoch: number;
-  private readonly key: (s: Sample, i: number) => string;
+  private readonly batches: EpochBatcher;
+  private readonly key: BatchKey;
 
-  constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], private images: DataImage[], private data: CaptionData,
+  constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], images: DataImage[], private data: CaptionData,
               private o: { seed: number; batchSize: number; gradAccum: number; maxLength: number }) {
     this.key = (_s, i) => String(lengthBucket(data.lengths[i], o.maxLength));
-    this.perEpoch = batchesPerEpoch(samples, images, o.batchSize, this.key);
+    this.batches = new EpochBatcher(samples, images, o, this.key);
   }
 
   get params(): Map<string, Float32Array> {
@@ -63,10 +62,7 @@ export class TextAlignTask implements TrainTask {
   }
 
   async microBatch(step: number, micro: number): Promise<MicroBatchResult> {
-    const m = step * this.o.gradAccum + micro;
-    const epoch = Math.floor(m / this.perEpoch);
-    if (this.epochCache?.epoch !== epoch) this.epochCache = { epoch, batches: epochBatches(this.samples, this.images, this.o.batchSize, this.o.seed, epoch, this.key) };
-    const batch = this.epochCache.batches[m % this.perEpoch];
+    const batch = this.batches.batch(step, micro);
     const B = batch.length;
     const L = Number(this.key(this.samples[batch[0]], batch[0]));
     const K = this.data.descriptors[batch[0]].length;

@@ -5,7 +5,7 @@
 
 import { toSignedUnit } from "../pipeline/conditioning.js";
 import { randn } from "../util/random.js";
-import { batchesPerEpoch, epochBatches, loadBucketed, type Batch, type DataImage, type Sample } from "./data.js";
+import { EpochBatcher, loadBucketed, type DataImage, type Sample } from "./data.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { streamSeed } from "./schedule.js";
 import type { VaeBatch } from "./step.js";
@@ -18,13 +18,12 @@ export interface VaeLikeTrainer {
 const EPS = 5;
 
 export class VaeTask implements TrainTask {
-  private epochCache: { epoch: number; batches: Batch[] } | null = null;
-  private readonly perEpoch: number;
+  private readonly batches: EpochBatcher;
 
   /** `pixels[i]`: sample i as (1, 3, H, W) in [-1, 1] (see loadPixels). */
-  constructor(private trainer: VaeLikeTrainer, private samples: Sample[], private images: DataImage[], private pixels: Float32Array[],
+  constructor(private trainer: VaeLikeTrainer, private samples: Sample[], images: DataImage[], private pixels: Float32Array[],
               private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; colorWeight?: number; posterior?: "sample" | "mode"; latentChannels: number; scaleFactor: number }) {
-    this.perEpoch = batchesPerEpoch(samples, images, o.batchSize);
+    this.batches = new EpochBatcher(samples, images, o);
   }
 
   get params(): Map<string, Float32Array> {
@@ -32,10 +31,7 @@ export class VaeTask implements TrainTask {
   }
 
   async microBatch(step: number, micro: number): Promise<MicroBatchResult> {
-    const m = step * this.o.gradAccum + micro;
-    const epoch = Math.floor(m / this.perEpoch);
-    if (this.epochCache?.epoch !== epoch) this.epochCache = { epoch, batches: epochBatches(this.samples, this.images, this.o.batchSize, this.o.seed, epoch) };
-    const batch = this.epochCache.batches[m % this.perEpoch];
+    const batch = this.batches.batch(step, micro);
     const { width: W, height: H } = this.samples[batch[0]].bucket;
     const B = batch.length, per = 3 * H * W;
     const images = new Float32Array(B * per);
