@@ -19,7 +19,7 @@ import { makeSamples, scanDataset, type DataImage, type Sample } from "../train/
 import { encodeData } from "../train/cache.js";
 import { FlowMatchingTask } from "../train/flow_task.js";
 import { VaeTask, loadPixels } from "../train/vae_task.js";
-import { ALIGN_GRID, TextEncoderAligner, alignHead } from "../train/text_align.js";
+import { ALIGN_GRID, ALIGN_POOLINGS, TextEncoderAligner, alignHead, type AlignPooling } from "../train/text_align.js";
 import { TextAlignTask, lengthBucket, loadCaptionData } from "../train/text_task.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { VARIANT_CARDS } from "../pipeline/variants.js";
@@ -74,6 +74,10 @@ What to train:
                           caption's picture (an 8×8 CIELAB thumbnail, read through a small
                           attention-pooling head that is then dropped; src/train/text_align.ts):
                           for a model whose encoder was never pretrained, such as flux2-mini
+  --align-pool P          with --text-encoder: how the head reads the embeddings: attention
+                          (default: learned queries over the caption's tokens) or mean (the
+                          average over all --max-sequence-length positions, padding included,
+                          the sequence the transformer attends to; docs/flux2-mini.md, session 10)
   --checkpoint-activations recompute each block in the backward (less memory, slower)
 
 Optimization (AdamW, as diffusers' klein LoRA script):
@@ -109,7 +113,7 @@ Output:
 const OPTIONS = {
   model: { type: "string" }, data: { type: "string" }, out: { type: "string" }, steps: { type: "string" },
   rank: { type: "string" }, alpha: { type: "string" }, "lora-init": { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
-  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" },
+  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" }, "align-pool": { type: "string" },
   "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
   "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
   seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
@@ -126,7 +130,7 @@ type Mode = "lora" | "full" | "vae" | "text";
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
-  "caption-dropout", "format", "max-sequence-length", "weight-decay", "max-grad-norm", "timestep-sampling", "logit-mean", "logit-std",
+  "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "color-weight", "freeze", "posterior", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
@@ -193,6 +197,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (sampleEvery && (mode === "vae" || mode === "text")) throw new InvalidRequestError(`--sample-every is not supported with --${mode === "vae" ? "vae" : "text-encoder"} (samples need a transformer being trained)`);
   if (mode === "text" && captionDropout > 0) throw new InvalidRequestError("--caption-dropout is a transformer setting: an empty caption has no picture for the text encoder to learn");
   if (mode === "text" && (v["timestep-sampling"] !== undefined || v["logit-mean"] !== undefined || v["logit-std"] !== undefined)) throw new InvalidRequestError("--timestep-sampling, --logit-mean and --logit-std are flow-matching settings; --text-encoder has no timesteps");
+  const alignPool = ((v["align-pool"] as string | undefined) ?? "attention") as AlignPooling;
+  if (!ALIGN_POOLINGS.includes(alignPool)) throw new InvalidRequestError(`--align-pool must be ${ALIGN_POOLINGS.join(" or ")}, got "${alignPool}"`);
+  if (mode !== "text" && v["align-pool"] !== undefined) throw new InvalidRequestError("--align-pool is a --text-encoder setting");
   if (mode === "text" && v["checkpoint-activations"]) throw new InvalidRequestError("--checkpoint-activations is not implemented for --text-encoder (its graphs are small: lower --batch-size or --max-sequence-length to save memory)");
   const device = v.device as Device | undefined;
   if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
@@ -221,7 +228,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
     ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights), ...(freeze.length ? { freeze } : {}) } : {}),
-    ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen } : {}),
+    ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen, ...(alignPool !== "attention" ? { align_pool: alignPool } : {}) } : {}),
   };
 
   let task: TrainTask;
@@ -241,9 +248,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     const tokenizer = await PromptTokenizer.load(ck.tokenizer);
     log(`tokenizing ${trainSamples.length} caption(s) and drawing their ${ALIGN_GRID}×${ALIGN_GRID} thumbnails`);
     const data = await loadCaptionData(trainSamples, ds.images, tokenizer, maxLen, ALIGN_GRID);
-    const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID), seed);
-    task = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen });
-    textLengths = [...new Set(data.lengths.map((n) => lengthBucket(n, maxLen)))].sort((a, b) => a - b);
+    const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID, alignPool), seed);
+    task = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen, padToMax: alignPool === "mean" });
+    textLengths = alignPool === "mean" ? [maxLen] : [...new Set(data.lengths.map((n) => lengthBucket(n, maxLen)))].sort((a, b) => a - b);
     textParams = () => trainer.encoderParams();
     release = () => trainer.release();
   } else if (mode === "vae") {

@@ -7,14 +7,20 @@
 // on text; flux2-mini's cannot, so it is taught here, from the training set itself, what its
 // captions mean in pixels.
 //
-// The objective reads exactly what the transformer will read: the prompt embeddings (the klein
-// hidden states 9, 18, 27 stacked per token, (B, L, J)). A small head pools them with Q learned
-// attention queries over the caption's tokens (padding masked), maps the pooled (Q·J) vector
+// The objective reads the prompt embeddings the transformer will read (the klein hidden states
+// 9, 18, 27 stacked per token, (B, L, J)). A small head pools them, maps the pooled vector
 // through a two-layer MLP to a picture descriptor (the image box-averaged to g × g pixels in
-// scaled CIELAB, see pictureDescriptor), and the loss is the mean squared error. Pooling by
-// attention is how the transformer itself reads text (its joint attention), so features that a
-// head can pool into the picture's colours and layout are ones the transformer can pick up.
-// The head is thrown away; only the encoder's weights are kept.
+// scaled CIELAB, see pictureDescriptor), and the loss is the mean squared error. The head is
+// thrown away; only the encoder's weights are kept. Two poolings:
+//   "attention"  Q learned attention queries over the caption's tokens (padding masked), batches
+//                padded only to their length bucket. The head learns where to look, so the
+//                picture may be readable from a few tokens only.
+//   "mean"       the plain mean over every one of the max_sequence_length positions, padding
+//                included, exactly the sequence the transformer attends to. A transformer whose
+//                attention is still near uniform (early in training) averages its text tokens,
+//                so this puts the picture where an untrained transformer already reads: in the
+//                average embedding, carried mostly by the padding positions (which attend to the
+//                whole caption). Session 10 (docs/flux2-mini.md) measured why this matters.
 
 import type { Backend, HostTensor, Session } from "../backend/backend.js";
 import { Value, type Graph } from "../onnx/graph.js";
@@ -26,8 +32,12 @@ import { Xoshiro128 } from "../util/random.js";
 import { appendGradients } from "./autodiff.js";
 import { promoteWeights } from "./params.js";
 
+export type AlignPooling = "attention" | "mean";
+export const ALIGN_POOLINGS: AlignPooling[] = ["attention", "mean"];
+
 export interface AlignHeadShape {
-  /** Pooling queries. */
+  pooling: AlignPooling;
+  /** Pooling queries ("attention"; 1 for "mean", which has no query weights). */
   queries: number;
   /** Width of the MLP's hidden layer. */
   hidden: number;
@@ -54,8 +64,8 @@ export interface TextAlignResult {
 
 /** The thumbnail's side in cells (8 × 8 × 3 numbers) and the head that reads it: what `flux2 train --text-encoder` uses. */
 export const ALIGN_GRID = 8;
-export function alignHead(grid: number): AlignHeadShape {
-  return { queries: 4, hidden: 256, outputs: 3 * grid * grid };
+export function alignHead(grid: number, pooling: AlignPooling = "attention"): AlignHeadShape {
+  return { pooling, queries: pooling === "mean" ? 1 : 4, hidden: 256, outputs: 3 * grid * grid };
 }
 
 /** The head's parameter names: prefixed so they can never collide with a Qwen3 tensor name. */
@@ -89,7 +99,7 @@ export function pictureDescriptor(rgb: Uint8Array, width: number, height: number
 export function alignHeadShapes(shape: AlignHeadShape, embedWidth: number): Map<string, number[]> {
   const { queries: Q, hidden: Hd, outputs: K } = shape;
   return new Map([
-    [`${HEAD_PREFIX}score.weight`, [Q, embedWidth]],
+    ...(shape.pooling === "attention" ? [[`${HEAD_PREFIX}score.weight`, [Q, embedWidth]] as [string, number[]]] : []),
     [`${HEAD_PREFIX}fc1.weight`, [Hd, Q * embedWidth]],
     [`${HEAD_PREFIX}fc1.bias`, [Hd]],
     [`${HEAD_PREFIX}fc2.weight`, [K, Hd]],
@@ -160,11 +170,16 @@ export class TextEncoderAligner {
 
     const feats = g.concat(this.layers.map((k) => new Value(`hidden_state_${k}`)), 2); // (B, L, J)
     const w = (name: string) => g.input(`${HEAD_PREFIX}${name}`, "F32", this.paramShape(`${HEAD_PREFIX}${name}`));
-    const scoreW = w("score.weight"), fc1W = w("fc1.weight"), fc1B = w("fc1.bias"), fc2W = w("fc2.weight"), fc2B = w("fc2.bias");
-    const tokenBias = g.input("token_bias", "F32", [B, L, 1]); // 0 for caption tokens, −1e9 for padding
-    const scores = g.add(g.linear(feats, scoreW), tokenBias); // (B, L, Q)
-    const weightsOverTokens = g.op("Softmax", [scores], { axis: 1 })[0];
-    const pooled = g.matmul(g.transpose(weightsOverTokens, [0, 2, 1]), feats); // (B, Q, J)
+    const fc1W = w("fc1.weight"), fc1B = w("fc1.bias"), fc2W = w("fc2.weight"), fc2B = w("fc2.bias");
+    let pooled: Value; // (B, Q, J)
+    if (this.head.pooling === "attention") {
+      const tokenBias = g.input("token_bias", "F32", [B, L, 1]); // 0 for caption tokens, −1e9 for padding
+      const scores = g.add(g.linear(feats, w("score.weight")), tokenBias); // (B, L, Q)
+      const weightsOverTokens = g.op("Softmax", [scores], { axis: 1 })[0];
+      pooled = g.matmul(g.transpose(weightsOverTokens, [0, 2, 1]), feats);
+    } else {
+      pooled = g.op("ReduceMean", [feats, g.constant([1], "I64")], { keepdims: 1 })[0];
+    }
     const hidden = g.silu(g.linear(g.reshape(pooled, [B, Q * J]), fc1W, fc1B));
     const pred = g.linear(hidden, fc2W, fc2B); // (B, K)
     const target = g.input("target", "F32", [B, K]);
@@ -175,7 +190,7 @@ export class TextEncoderAligner {
     const half = c.head_dim / 2;
     const shapes: Record<string, number[]> = {
       input_ids: [B, L], position_ids: [B, L], rope_cos: [L, half], rope_sin: [L, half], attention_bias: [B, 1, L, L],
-      token_bias: [B, L, 1], target: [B, K],
+      ...(this.head.pooling === "attention" ? { token_bias: [B, L, 1] } : {}), target: [B, K],
     };
     appendGradients(g, loss, [...trainable, ...this.params.keys()].filter((v, i, a) => a.indexOf(v) === i), shapes);
     return { graph: g, trainable };
@@ -196,13 +211,15 @@ export class TextEncoderAligner {
       this.sessions.set(key, p);
     }
     const step = await p;
-    const tokenBias = new Float32Array(B * L);
-    for (let i = 0; i < B * L; i++) tokenBias[i] = b.attentionMask[i] === 1n ? 0 : -1e9;
     const feeds: Record<string, HostTensor> = {
       ...decoderFeeds(this.config, b.inputIds, b.attentionMask, B, L),
-      token_bias: { data: tokenBias, shape: [B, L, 1] },
       target: { data: b.targets, shape: [B, K] },
     };
+    if (this.head.pooling === "attention") {
+      const tokenBias = new Float32Array(B * L);
+      for (let i = 0; i < B * L; i++) tokenBias[i] = b.attentionMask[i] === 1n ? 0 : -1e9;
+      feeds.token_bias = { data: tokenBias, shape: [B, L, 1] };
+    }
     for (const [k, v] of this.params) feeds[k] = { data: v, shape: this.paramShape(k) };
     const out = await step.session.run(feeds);
     const grads = new Map<string, Float32Array>();

@@ -52,8 +52,11 @@ export class TextAlignTask implements TrainTask {
   private readonly key: BatchKey;
 
   constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], images: DataImage[], private data: CaptionData,
-              private o: { seed: number; batchSize: number; gradAccum: number; maxLength: number }) {
-    this.key = (_s, i) => String(lengthBucket(data.lengths[i], o.maxLength));
+              private o: { seed: number; batchSize: number; gradAccum: number; maxLength: number; padToMax?: boolean }) {
+    // "mean" pooling reads every position up to the maximum length, as the transformer does, so
+    // its batches are all padded to it; "attention" pooling masks padding, so batching captions
+    // of similar length only saves work.
+    this.key = o.padToMax ? () => String(o.maxLength) : (_s, i) => String(lengthBucket(data.lengths[i], o.maxLength));
     this.batches = new EpochBatcher(samples, images, o, this.key);
   }
 
