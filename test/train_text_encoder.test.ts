@@ -96,6 +96,10 @@ test("flux2 train --text-encoder: the loss falls, only the tensors the prompt em
   assert.ok(same("model.norm.weight"));
   base.close();
   for (const part of ["transformer", "vae", "tokenizer", "scheduler", "model_index.json"]) assert.ok(fs.existsSync(path.join(out, "model", part)), part);
+  // The folder generates at the length it was trained at; the base folder's index is untouched.
+  const index = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, "model_index.json"), "utf8"));
+  assert.equal(index(path.join(out, "model")).flux2ts.max_sequence_length, 32);
+  assert.equal(index(MODEL).flux2ts?.max_sequence_length, undefined);
 
   const png = path.join(ROOT, "gen.png");
   const g = run(["generate", "--model", path.join(out, "model"), "--prompt", "a picture that is red all over", "--width", "64", "--height", "64", "--steps", "2", "--out", png, "--quiet"]);

@@ -303,7 +303,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   let firstStep: number | null = null;
   let lastPlot = 0;
   const sampleFn = async (step: number) => samplesWritten.push(...await writeSamples(ck, runDir, task, mode, { rank, alpha, targets }, step, {
-    prompts: (v["sample-prompt"] as string[] | undefined) ?? [ds.images[0].caption], steps: sampleSteps, seed, size: largest.bucket, backend, log,
+    prompts: (v["sample-prompt"] as string[] | undefined) ?? [ds.images[0].caption], steps: sampleSteps, seed, size: largest.bucket, maxSequenceLength: maxLen, backend, log,
   }));
   let result: LoopResult;
   try {
@@ -350,10 +350,10 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     saveLora(file, task.params, { rank, alpha, targets }, format);
     outputs.lora = file;
   } else if (mode === "full") {
-    saveModelFolder(path.join(runDir, "model"), ck.source, "transformer", task.params, ck.transformer.weights);
+    saveModelFolder(path.join(runDir, "model"), ck.source, "transformer", task.params, ck.transformer.weights, { maxSequenceLength: maxLen });
     outputs.model = path.join(runDir, "model");
   } else if (mode === "text") {
-    saveModelFolder(path.join(runDir, "model"), ck.source, "text_encoder", textParams(), ck.textEncoder.weights);
+    saveModelFolder(path.join(runDir, "model"), ck.source, "text_encoder", textParams(), ck.textEncoder.weights, { maxSequenceLength: maxLen });
     outputs.model = path.join(runDir, "model");
   } else {
     saveModelFolder(path.join(runDir, "model"), ck.source, "vae", task.params, ck.vae.weights);
@@ -404,7 +404,7 @@ function formatDuration(s: number): string {
 
 /** Sample images with the current weights: the LoRA (or model) written to RUN_DIR/samples/, then the pipeline. */
 async function writeSamples(ck: Checkpoint, runDir: string, task: TrainTask, mode: Mode, lora: { rank: number; alpha: number; targets: string[] }, step: number,
-                            o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
+                            o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; maxSequenceLength: number; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
   const dir = path.join(runDir, "samples");
   fs.mkdirSync(dir, { recursive: true });
   let pipe: Flux2Pipeline;
@@ -421,7 +421,8 @@ async function writeSamples(ck: Checkpoint, runDir: string, task: TrainTask, mod
   const files: string[] = [];
   try {
     for (const [i, prompt] of o.prompts.entries()) {
-      const r = await pipe.generate({ prompt, width: o.size.width, height: o.size.height, steps: o.steps, seed: o.seed + i });
+      // At the text length being trained, not the folder's default: the model has seen no other.
+      const r = await pipe.generate({ prompt, width: o.size.width, height: o.size.height, steps: o.steps, seed: o.seed + i, maxSequenceLength: o.maxSequenceLength });
       const file = path.join(dir, `${tag}-${i}.png`);
       const img = r.images[0];
       fs.writeFileSync(file, await encodeImage(img.rgb, img.width, img.height, "png", `${prompt}\nSteps: ${r.steps}, Seed: ${o.seed + i}, training step ${step}`));

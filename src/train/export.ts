@@ -168,7 +168,13 @@ export function saveLora(file: string, params: Map<string, Float32Array>, info: 
  * tensors (named as in the base's weights file, shapes from it), the rest of the
  * base folder is hard-linked (copied across devices).
  */
-export function saveModelFolder(outDir: string, baseDir: string, component: "transformer" | "vae" | "text_encoder", params: Map<string, Float32Array>, baseWeights: string): void {
+/**
+ * `maxSequenceLength`: the text length the component was trained at, written to the folder's
+ * model_index.json (`flux2ts.max_sequence_length`) so that the folder generates at that length by
+ * default: a transformer trained on L text tokens has never seen the padding past L.
+ */
+export function saveModelFolder(outDir: string, baseDir: string, component: "transformer" | "vae" | "text_encoder", params: Map<string, Float32Array>, baseWeights: string,
+                                opts: { maxSequenceLength?: number } = {}): void {
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
@@ -178,6 +184,13 @@ export function saveModelFolder(outDir: string, baseDir: string, component: "tra
         if (name === component) continue;
         linkTree(path.join(baseDir, name), path.join(tmp, name));
       }
+    }
+    const index = path.join(tmp, "model_index.json");
+    if (opts.maxSequenceLength !== undefined && fs.existsSync(index)) {
+      const j = JSON.parse(fs.readFileSync(index, "utf8"));
+      j.flux2ts = { ...(j.flux2ts ?? {}), max_sequence_length: opts.maxSequenceLength };
+      fs.rmSync(index); // a hard link to the base's file: replace it, never write through it
+      fs.writeFileSync(index, JSON.stringify(j, null, 2) + "\n");
     }
     const dir = path.join(tmp, component);
     fs.mkdirSync(dir, { recursive: true });
