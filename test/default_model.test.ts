@@ -41,7 +41,7 @@ test("the default model is models/flux2-mini in the package root, or $FLUX2_DEFA
 
 test("a folder's flux2ts hints set the defaults; a real klein folder keeps FLUX.2's", () => {
   const d = modelDefaults(openCheckpoint(mini));
-  assert.deepEqual([d.width, d.height, d.maxSequenceLength, d.maxSide, d.steps, d.guidance, d.cfg], [64, 64, 128, 128, 50, 4, true]);
+  assert.deepEqual([d.width, d.height, d.maxSequenceLength, d.maxSide, d.steps, d.guidance, d.cfg], [64, 64, 64, 128, 50, 4, true]);
   const t = modelDefaults(openCheckpoint(TINY));
   assert.deepEqual([t.width, t.height, t.maxSequenceLength, t.maxSide, t.steps], [1024, 1024, 512, null, 4]);
   // A reference larger than the model's largest side is fitted (aspect kept, multiples of 8).
@@ -69,8 +69,8 @@ test("the pipeline uses the folder's size and text length when none is given", a
   try {
     const r = await pipe.generate({ prompt: "a #1E90FF circle on a white background", steps: 1, trace: (n, t) => shapes.set(n, t.shape) });
     assert.deepEqual([r.width, r.height], [64, 64]);
-    assert.deepEqual(shapes.get("prompt_input_ids"), [1, 128]);
-    assert.deepEqual(shapes.get("negative_input_ids"), [1, 128], "klein base: CFG with an empty negative prompt");
+    assert.deepEqual(shapes.get("prompt_input_ids"), [1, 64]);
+    assert.deepEqual(shapes.get("negative_input_ids"), [1, 64], "klein base: CFG with an empty negative prompt");
   } finally {
     await pipe.release();
   }

@@ -64,8 +64,9 @@ test("the bundled model is a klein-layout diffusers folder of at most 40 MB of b
 });
 
 test(`the README's first command: flux2 generate with no --model writes a blue shape on white for "${PROMPT}"`, async () => {
-  // Measured for the shipped model (docs/flux2-mini.md): seeds 0, 1 and 3 give a blue blob (hue 29–33° from
-  // #1E90FF, ΔE 38–41: a duller, greener blue), seed 2 a grey-teal one; all four on white. At least two of four must be blue.
+  // Measured for the shipped model, version 2 (docs/flux2-mini.md, session 10): seeds 0 and 1 give a round blue
+  // disc (hue 30° and 26° from #1E90FF, ΔE 39 and 35: a duller blue); seeds 2 and 3 are further off (60° and 47°);
+  // all four on white. At least two of four must be blue.
   const readings: string[] = [];
   let blue = 0;
   for (const seed of [0, 1, 2, 3]) {

@@ -15,44 +15,30 @@ import { repoRoot } from "./golden.js";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-recipe-"));
 
-test("the recipe trains the VAE, then the transformer on it, at the mini's resolution and text length", () => {
+test("the recipe trains the VAE, the text encoder, then the transformer on both, at the mini's resolution and text length, within 90 minutes", () => {
   const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini.json"));
-  assert.deepEqual(r.stages.map((s) => s.name), ["vae", "transformer"]);
-  const [vae, tr] = r.stages;
-  assert.equal(vae.args.vae, true);
-  assert.equal(tr.args.full, true);
-  assert.equal(tr.args.model, `${vae.args.out}/model`);
-  for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
-  assert.equal(Number(tr.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
-  assert.equal(r.resolution, MINI_RESOLUTION);
-  assert.ok(r.stages.reduce((m, s) => m + (s.budget_minutes ?? 0), 0) <= 90);
-  assert.deepEqual(toArgv({ steps: 10, full: true, vae: false, "sample-prompt": ["a b", "c"] }), ["--steps", "10", "--full", "--sample-prompt", "a b", "--sample-prompt", "c"]);
-  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run"], { encoding: "utf8" });
-  assert.equal(dry.status, 0, dry.stderr);
-  const order = ["[prepare]", "[vae]", "[transformer]", "[lora]", "[evaluate]", "[pack]"].map((t) => dry.stdout.indexOf(t));
-  assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])), dry.stdout);
-  const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
-  assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /--from must be one of prepare, vae, transformer/);
-});
-
-test("the text-encoder candidate recipe trains the VAE, the text encoder, then the transformer on both, within 90 minutes", () => {
-  const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini-text-encoder.json"));
   assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "transformer"]);
   const [vae, te, tr] = r.stages;
   assert.equal(vae.args.vae, true);
   assert.equal(te.args["text-encoder"], true);
+  assert.equal(te.args["align-pool"], "mean", "the encoder is aligned on what the transformer reads");
   assert.equal(tr.args.full, true);
   assert.equal(te.args.model, `${vae.args.out}/model`);
   assert.equal(tr.args.model, `${te.args.out}/model`);
   for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
   for (const s of [te, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
+  assert.equal(r.resolution, MINI_RESOLUTION);
+  assert.equal(r.max_sequence_length, MINI_MAX_SEQUENCE_LENGTH);
   assert.ok(r.stages.reduce((m, s) => m + (s.budget_minutes ?? 0), 0) <= 90);
-  // Its run folders are its own, so it never resumes (or overwrites) the shipped recipe's runs.
-  for (const s of r.stages) assert.match(String(s.args.out), /^runs\/flux2-mini-te\//);
-  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--recipe", path.join(repoRoot, "recipes", "flux2-mini-text-encoder.json")], { encoding: "utf8" });
+  assert.deepEqual(toArgv({ steps: 10, full: true, vae: false, "sample-prompt": ["a b", "c"] }), ["--steps", "10", "--full", "--sample-prompt", "a b", "--sample-prompt", "c"]);
+  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run"], { encoding: "utf8" });
   assert.equal(dry.status, 0, dry.stderr);
-  assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder/);
+  const order = ["[prepare]", "[vae]", "[text_encoder]", "[transformer]", "[lora]", "[evaluate]", "[pack]"].map((t) => dry.stdout.indexOf(t));
+  assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])), dry.stdout);
+  assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder --align-pool mean/);
+  const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, transformer/);
 });
 
 test("packing turns float32 trained weights into bf16 within 40 MB, and refuses a model over budget", () => {

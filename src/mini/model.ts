@@ -32,8 +32,8 @@ import { decoderFlops, transformerFlops, vaeDecodeFlops } from "../bench/flops.j
 import { Xoshiro128 } from "../util/random.js";
 
 export const MINI_RESOLUTION = 64;
-/** Text tokens per prompt the mini is trained and run with (its captions are at most ~90 tokens with the chat template). */
-export const MINI_MAX_SEQUENCE_LENGTH = 128;
+/** Text tokens per prompt the mini is trained and run with: 88% of its captions fit with the chat template; longer JSON captions are cut (docs/flux2-mini.md, session 10). */
+export const MINI_MAX_SEQUENCE_LENGTH = 64;
 
 export const MINI_TRANSFORMER: TransformerConfig = {
   patch_size: 1, in_channels: 64, out_channels: null, num_layers: 2, num_single_layers: 4,
