@@ -20,7 +20,7 @@ import { encodeData } from "../train/cache.js";
 import { FlowMatchingTask } from "../train/flow_task.js";
 import { VaeTask, loadPixels } from "../train/vae_task.js";
 import { ALIGN_GRID, ALIGN_POOLINGS, TextEncoderAligner, alignHead, type AlignPooling } from "../train/text_align.js";
-import { TextAlignTask, lengthBucket, loadCaptionData } from "../train/text_task.js";
+import { TextAlignTask, loadCaptionData } from "../train/text_task.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { VARIANT_CARDS } from "../pipeline/variants.js";
 import { readQwen3Config } from "../models/qwen3.js";
@@ -249,8 +249,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     log(`tokenizing ${trainSamples.length} caption(s) and drawing their ${ALIGN_GRID}×${ALIGN_GRID} thumbnails`);
     const data = await loadCaptionData(trainSamples, ds.images, tokenizer, maxLen, ALIGN_GRID);
     const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID, alignPool), seed);
-    task = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen, padToMax: alignPool === "mean" });
-    textLengths = alignPool === "mean" ? [maxLen] : [...new Set(data.lengths.map((n) => lengthBucket(n, maxLen)))].sort((a, b) => a - b);
+    const textTask = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen, padToMax: alignPool === "mean" });
+    task = textTask;
+    textLengths = textTask.paddedLengths;
     textParams = () => trainer.encoderParams();
     release = () => trainer.release();
   } else if (mode === "vae") {

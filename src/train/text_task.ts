@@ -1,7 +1,8 @@
 // The text encoder's training task for the loop (`flux2 train --text-encoder`): the alignment
-// step of src/train/text_align.ts over every captioned image, with batches of captions of
-// similar token length (so a batch of short captions does not pay for a 128-token graph) in a
-// seeded order, as the other tasks.
+// step of src/train/text_align.ts over every captioned image, in a seeded order as the other
+// tasks. With attention pooling, batches hold captions of similar token length (so a batch of
+// short captions does not pay for a 128-token graph); with mean pooling, every batch is padded to
+// the maximum length.
 
 import type { PromptEncoder } from "../pipeline/flux2.js";
 import { EpochBatcher, loadBucketed, type BatchKey, type DataImage, type Sample } from "./data.js";
@@ -50,6 +51,8 @@ export async function loadCaptionData(samples: Sample[], images: DataImage[], to
 export class TextAlignTask implements TrainTask {
   private readonly batches: EpochBatcher;
   private readonly key: BatchKey;
+  /** The padded lengths its batches use, ascending: one graph each (what the memory plan adds up). */
+  readonly paddedLengths: number[];
 
   constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], images: DataImage[], private data: CaptionData,
               private o: { seed: number; batchSize: number; gradAccum: number; maxLength: number; padToMax?: boolean }) {
@@ -58,6 +61,7 @@ export class TextAlignTask implements TrainTask {
     // of similar length only saves work.
     this.key = o.padToMax ? () => String(o.maxLength) : (_s, i) => String(lengthBucket(data.lengths[i], o.maxLength));
     this.batches = new EpochBatcher(samples, images, o, this.key);
+    this.paddedLengths = [...new Set(samples.map((s, i) => Number(this.key(s, i))))].sort((a, b) => a - b);
   }
 
   get params(): Map<string, Float32Array> {
