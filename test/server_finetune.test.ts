@@ -60,6 +60,9 @@ test("POST /v1/finetune refuses bad requests, naming the field", async () => {
   const extra = await api(s.url, "POST", "/v1/finetune", { images: [{ image: "aGk=", caption: "x" }], epochs: 3 });
   assert.equal(extra.status, 422);
   assert.deepEqual(extra.body.detail[0].loc, ["body", "epochs"]);
+  const ema = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, ema_decay: 1, images: await images() });
+  assert.equal(ema.status, 422);
+  assert.deepEqual(ema.body.detail[0].loc, ["body", "ema_decay"]);
   const model = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, base_model: "nope", images: await images() });
   assert.equal(model.status, 422);
   assert.match(model.body.detail[0].msg, /no local model "nope" on this server \(it has flux-2-klein-4b, klein-base\)/);
@@ -68,7 +71,7 @@ test("POST /v1/finetune refuses bad requests, naming the field", async () => {
 
 test("a fine-tuning job survives a server restart: it resumes from its last checkpoint, ends Ready, and its LoRA loads", async () => {
   let s = await start();
-  const sub = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, name: "checkers", steps: 30, sample_every: 15, images: await images() });
+  const sub = await api(s.url, "POST", "/v1/finetune", { ...SETTINGS, name: "checkers", steps: 30, sample_every: 15, ema_decay: 0.9, images: await images() });
   assert.equal(sub.status, 200, JSON.stringify(sub.body));
   const id = sub.body.id;
   // Progress while it runs: step, loss and (from the second timed step) an ETA.
@@ -94,6 +97,7 @@ test("a fine-tuning job survives a server restart: it resumes from its last chec
   assert.equal(done.result.finetune.lora, "checkers");
   const st = await status(s.url, id);
   assert.equal(st.resumed_from, stoppedAt, "resumed from the checkpoint saved at shutdown, not from step 0");
+  assert.equal(st.settings.ema_decay, 0.9, "the moving average survives the restart (the resumed trainer refuses another decay)");
   assert.equal(st.step, 30);
   assert.equal(st.losses.length, 30, "the loss curve spans the whole run");
   assert.ok(st.samples.some((x: { step: number }) => x.step === 30), JSON.stringify(st.samples));

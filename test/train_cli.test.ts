@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import sharp from "sharp";
+import { readAll } from "../src/io/safetensors.js";
 
 const CLI = path.resolve("dist/src/cli/main.js");
 const MODEL = "testdata/golden/checkpoints/klein_base";
@@ -140,4 +141,31 @@ test("flux2 train: an empty folder is refused, a NaN loss stops keeping the last
   assert.match(r.stderr, /training stopped at step \d: the (loss|gradient norm) is (NaN|Infinity)/);
   assert.match(r.stderr, /Lower --lr/);
   assert.ok(!fs.existsSync(path.join(out, "lora.safetensors")));
+});
+
+test("flux2 train --ema-decay: the LoRA written is the moving average kept in the checkpoint, not the last weights", async () => {
+  const data = await makeData();
+  const out = path.join(ROOT, "run-ema");
+  const args = ["train", ...COMMON, "--data", data, "--out", out, "--steps", "5", "--lr", "1e-2", "--rank", "4", "--save-every", "0", "--json"];
+  const r = run([...args, "--ema-decay", "0.9"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /× 6 float32 copies \(with the EMA\)/);
+  const final = jsonLines(r.stdout).at(-1);
+  assert.equal(final.ema_decay, 0.9);
+  const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("base64");
+  const ck = readAll(final.checkpoint);
+  const ema = new Set([...ck].filter(([k]) => k.startsWith("ema.")).map(([, t]) => bytes(t.data)));
+  const raw = new Set([...ck].filter(([k]) => k.startsWith("param.")).map(([, t]) => bytes(t.data)));
+  assert.ok(ema.size > 0 && ema.size === raw.size);
+  const lora = [...readAll(final.lora).values()].map((t) => bytes(t.data));
+  assert.ok(lora.every((b) => ema.has(b)), "every LoRA tensor is one of the checkpoint's averages");
+  assert.ok(lora.some((b) => !raw.has(b)), "the averages are not the last weights");
+
+  // Resuming with another decay is refused, naming it; a decay outside (0, 1) is refused up front.
+  const bad = run(["train", "--out", out, "--resume", out, "--ema-decay", "0.99", "--steps", "6"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /ema_decay: the checkpoint has 0.9, this run 0.99/);
+  const one = run([...args.map((a) => (a === out ? path.join(ROOT, "run-ema-bad") : a)), "--ema-decay", "1"]);
+  assert.equal(one.code, 1);
+  assert.match(one.stderr, /--ema-decay must be between 0 and 1/);
 });

@@ -187,3 +187,36 @@ test("training loop: a NaN loss stops the run with a clear message and keeps the
   assert.match(r.message!, /step-000002\.safetensors is kept/);
   assert.deepEqual(listCheckpoints(path.join(runDir, "checkpoints")).map((f) => path.basename(f)), ["step-000002.safetensors"]);
 });
+
+test("training loop: --ema-decay keeps diffusers' moving average, exports it, and resumes it bit for bit", async () => {
+  // The reference: the weights after every step (onStep), averaged here with the formula written out.
+  const steps = 8, decay = 0.5;
+  const opts = (runDir: string, over: Partial<LoopOptions> = {}) => loopOptions(runDir, { steps, gradAccum: 1, emaDecay: decay, schedule: { scheduler: "constant", lr: 0.1, warmupSteps: 0, totalSteps: steps }, ...over });
+  const task = new QuadraticTask(2);
+  const after: Float32Array[] = [];
+  const r = await trainLoop(task, opts(tmp("run-ema"), { onStep: () => { after.push(task.params.get("w")!.slice()); } }));
+  assert.equal(r.status, "done");
+  const want = new Float64Array(after[0].length);
+  after.forEach((w, k) => {
+    // (1 + k) / (10 + k) is below 0.5 until k = 8: the warm-up governs the first steps, the decay the last.
+    const d = k === 0 ? 0 : Math.min(decay, (1 + k) / (10 + k));
+    for (let i = 0; i < w.length; i++) want[i] = Math.fround(d * Math.fround(want[i]) + (1 - d) * w[i]);
+  });
+  const ema = r.ema!.get("w")!;
+  for (let i = 0; i < ema.length; i++) assert.ok(Math.abs(ema[i] - want[i]) < 1e-6, `ema[${i}] ${ema[i]} vs ${want[i]}`);
+  // The average is not the last weights (the test could not tell them apart otherwise).
+  assert.ok(ema.some((x, i) => Math.abs(x - after[steps - 1][i]) > 1e-4));
+
+  // Interrupted at step 3 and resumed: the same average as the uninterrupted run.
+  const runDir = tmp("run-ema-b");
+  const stop = { stop: false };
+  await trainLoop(new QuadraticTask(2), opts(runDir, { stopSignal: stop, onStep: (s) => { if (s.step === 3) stop.stop = true; } }));
+  const resumed = await trainLoop(new QuadraticTask(2), opts(runDir, { resume: runDir }));
+  assert.deepEqual(resumed.ema!.get("w"), r.ema!.get("w"));
+
+  // A checkpoint saved without the average cannot continue one; a bad decay is refused.
+  const plain = tmp("run-ema-c");
+  await trainLoop(new QuadraticTask(2), opts(plain, { emaDecay: undefined, steps: 2 }));
+  await assert.rejects(trainLoop(new QuadraticTask(2), opts(plain, { resume: plain })), (e: Error) => e instanceof ResumeError && /no moving average/.test(e.message));
+  await assert.rejects(trainLoop(new QuadraticTask(2), opts(tmp("run-ema-d"), { emaDecay: 1 })), /between 0 and 1/);
+});

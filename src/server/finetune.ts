@@ -54,6 +54,8 @@ export const FinetuneRequest = z.object({
   rank: z.number().int().min(1).max(256).default(16),
   alpha: z.number().positive().max(4096).optional(),
   learning_rate: z.number().positive().max(1).default(1e-4),
+  /** Export the exponential moving average of the LoRA weights with this decay (flux2 train --ema-decay). */
+  ema_decay: z.number().gt(0).lt(1).optional(),
   resolution: z.number().int().min(64).max(2048).default(512),
   batch_size: z.number().int().min(1).max(16).default(1),
   seed: z.number().int().min(0).max(2 ** 32 - 1).optional(),
@@ -234,6 +236,7 @@ export class Finetuner {
       ...(req.sample_prompts ?? []).flatMap((p) => ["--sample-prompt", p]),
       ...(req.sample_steps ? ["--sample-steps", String(req.sample_steps)] : []),
       ...(req.max_sequence_length ? ["--max-sequence-length", String(req.max_sequence_length)] : []),
+      ...(req.ema_decay !== undefined ? ["--ema-decay", String(req.ema_decay)] : []),
       ...(resume ? ["--resume", dir] : []),
     ];
     const before = this.readStatus(job.id);
@@ -382,7 +385,7 @@ export class Finetuner {
     const result = row.result ? JSON.parse(row.result) as JobResult : null;
     return {
       id: row.id, status: BFL_STATUS[row.state], state: row.state, base_model: req.base_model, name: req.name,
-      settings: { steps: req.steps, rank: req.rank, alpha: req.alpha ?? req.rank, learning_rate: req.learning_rate, resolution: req.resolution, batch_size: req.batch_size,
+      settings: { steps: req.steps, rank: req.rank, alpha: req.alpha ?? req.rank, learning_rate: req.learning_rate, ema_decay: req.ema_decay ?? null, resolution: req.resolution, batch_size: req.batch_size,
         seed: req.seed, trigger_word: req.trigger_word ?? null, checkpoint_every: req.checkpoint_every, sample_every: req.sample_every, images: req.image_count },
       step: st?.step ?? 0, steps: req.steps, progress: row.state === "ready" ? 1 : live ? live.fraction : (st?.step ?? 0) / req.steps,
       loss: st?.losses.at(-1) ?? null, losses: st?.losses ?? [], eta_s: row.state === "running" ? st?.eta_s ?? null : null, seconds_per_step: st?.seconds_per_step ?? null,

@@ -13,8 +13,16 @@
 // clip_grad_norm_ then AdamW run once per optimizer step; the logged loss is the
 // mean over the micro-batches.
 //
+// EMA (`emaDecay`): an exponential moving average of the trainable tensors, updated after
+// every optimizer step as diffusers' EMAModel does without warm-up power: the decay of
+// optimizer step k (0-based) is min(emaDecay, (1 + k) / (10 + k)), and 0 at k = 0, so the
+// average starts as a copy of the first updated weights and does not drag in the
+// initialisation for long. It is what the run exports (LoopResult.ema), because a short,
+// noisy run's last weights are one point of a wandering path while the average sits nearer
+// its centre. Checkpoints hold it as `ema.<name>`, so a resumed run continues the same average.
+//
 // Checkpoints: RUN_DIR/checkpoints/step-NNNNNN.safetensors holds `param.<name>`,
-// `adam_m.<name>`, `adam_v.<name>`, and in its metadata the step, the optimizer
+// `adam_m.<name>`, `adam_v.<name>` (and `ema.<name>`), and in its metadata the step, the optimizer
 // step count and the run's identity (base model, mode, rank, alpha, targets, seed,
 // data); written atomically (temporary file + rename), the oldest beyond
 // `keepCheckpoints` removed after a newer one is complete.
@@ -59,6 +67,10 @@ export interface LoopOptions {
   dataFingerprint?: string;
   /** A checkpoint file (or run folder: its latest) to resume from. */
   resume?: string;
+  /** Keep an exponential moving average of the trainable tensors with this decay (0 < d < 1); absent: none. */
+  emaDecay?: number;
+  /** Given the moving average once it exists (updated in place after each step), e.g. to sample with it. */
+  onEma?: (ema: Map<string, Float32Array>) => void;
   /** Called after every optimizer step. */
   onStep?: (info: StepLog) => void | Promise<void>;
   /** Set to make the loop stop after the current step and save (Ctrl-C). */
@@ -82,6 +94,22 @@ export interface LoopResult {
   lastCheckpoint: string | null;
   message?: string;
   losses: number[];
+  /** The moving average of the trainable tensors (with emaDecay), what the run exports. */
+  ema?: Map<string, Float32Array>;
+}
+
+/** The EMA decay of optimizer step k (0-based): diffusers' EMAModel.get_decay without warm-up power. */
+export function emaDecayAt(decay: number, k: number): number {
+  return k <= 0 ? 0 : Math.min(decay, (1 + k) / (10 + k));
+}
+
+/** ema ← d·ema + (1 − d)·param for every tensor. */
+function updateEma(ema: Map<string, Float32Array>, params: Map<string, Float32Array>, d: number): void {
+  const c = 1 - d;
+  for (const [name, p] of params) {
+    const e = ema.get(name)!;
+    for (let i = 0; i < p.length; i++) e[i] = d * e[i] + c * p[i];
+  }
 }
 
 export class ResumeError extends Error {}
@@ -90,14 +118,17 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
   const log = o.log ?? (() => {});
   if (!(Number.isInteger(o.steps) && o.steps >= 1)) throw new Error(`--steps must be a positive integer, got ${o.steps}`);
   if (!(Number.isInteger(o.gradAccum) && o.gradAccum >= 1)) throw new Error(`--grad-accum must be a positive integer, got ${o.gradAccum}`);
+  if (o.emaDecay !== undefined && !(o.emaDecay > 0 && o.emaDecay < 1)) throw new Error(`--ema-decay must be between 0 and 1 (e.g. 0.999), got ${o.emaDecay}`);
   const ckDir = path.join(o.runDir, "checkpoints");
   const opt = new AdamW(task.params, { ...o.adam, lr: o.schedule.lr });
+  const ema = o.emaDecay !== undefined ? new Map([...task.params].map(([k, p]) => [k, p.slice()] as [string, Float32Array])) : undefined;
   let step = 0;
   let losses: number[] = [];
   let lastCheckpoint: string | null = null;
+  if (ema) o.onEma?.(ema);
   if (o.resume) {
     const file = resolveCheckpoint(o.resume);
-    const ck = loadCheckpoint(file, task.params, o.identity);
+    const ck = loadCheckpoint(file, task.params, o.identity, ema);
     if (o.dataFingerprint && ck.data && ck.data !== o.dataFingerprint) {
       log(`warning: the data changed since ${file} was saved; the batches from here differ from those of an uninterrupted run`);
     }
@@ -110,7 +141,7 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
   }
 
   const save = () => {
-    lastCheckpoint = saveCheckpoint(ckDir, step, task.params, opt, o.identity, losses, o.dataFingerprint);
+    lastCheckpoint = saveCheckpoint(ckDir, step, task.params, opt, o.identity, losses, o.dataFingerprint, ema);
     pruneCheckpoints(ckDir, o.keepCheckpoints);
     return lastCheckpoint;
   };
@@ -123,7 +154,10 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
     for (let j = 0; j < o.gradAccum; j++) {
       const r = await task.microBatch(k, j);
       lossSum += r.loss;
-      if (!sum) {
+      if (o.gradAccum === 1) {
+        // One micro-batch: its gradients are the sum; clipping scales them in place (no copy).
+        sum = r.grads;
+      } else if (!sum) {
         sum = new Map();
         for (const [name, g] of r.grads) sum.set(name, scaled(g, 1 / o.gradAccum));
       } else {
@@ -150,20 +184,21 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
       }
       const kept = (lastCheckpoint ? `the last good checkpoint ${lastCheckpoint} is kept (resume from it with a lower --lr)` : "no good checkpoint had been saved") + aside;
       const message = `training stopped at step ${k + 1}: ${what} (lr ${lr.toExponential(2)}); ${kept}. Lower --lr, keep gradient clipping on, or check the data`;
-      return { status: "nan", step, lastCheckpoint, message, losses };
+      return { status: "nan", step, lastCheckpoint, message, losses, ema };
     }
     opt.step(sum!, lr);
+    if (ema) updateEma(ema, task.params, emaDecayAt(o.emaDecay!, k));
     step = k + 1;
     losses.push(loss);
     await o.onStep?.({ step, loss, lr, gradNorm, losses });
     if (o.stopSignal?.stop) {
       const file = save();
-      return { status: "interrupted", step, lastCheckpoint: file, losses, message: `interrupted at step ${step}: resumable checkpoint ${file}` };
+      return { status: "interrupted", step, lastCheckpoint: file, losses, ema, message: `interrupted at step ${step}: resumable checkpoint ${file}` };
     }
     if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.steps) save();
   }
   if (!lastCheckpoint || !lastCheckpoint.endsWith(checkpointName(step))) save();
-  return { status: "done", step, lastCheckpoint, losses };
+  return { status: "done", step, lastCheckpoint, losses, ema };
 }
 
 function scaled(g: Float32Array, s: number): Float32Array {
@@ -203,13 +238,15 @@ export function resolveCheckpoint(p: string): string {
   throw new ResumeError(`--resume ${p}: no checkpoint there (looked for checkpoints/step-NNNNNN.safetensors); start without --resume`);
 }
 
-function saveCheckpoint(ckDir: string, step: number, params: Map<string, Float32Array>, opt: AdamW, identity: RunIdentity, losses: number[], data?: string): string {
+function saveCheckpoint(ckDir: string, step: number, params: Map<string, Float32Array>, opt: AdamW, identity: RunIdentity, losses: number[], data?: string,
+                        ema?: Map<string, Float32Array>): string {
   const st = opt.state();
   const tensors: Record<string, TensorToWrite> = {};
   for (const [name, p] of params) {
     tensors[`param.${name}`] = { dtype: "F32", shape: [p.length], data: p };
     tensors[`adam_m.${name}`] = { dtype: "F32", shape: [p.length], data: st.m.get(name)! };
     tensors[`adam_v.${name}`] = { dtype: "F32", shape: [p.length], data: st.v.get(name)! };
+    if (ema) tensors[`ema.${name}`] = { dtype: "F32", shape: [p.length], data: ema.get(name)! };
   }
   tensors["losses"] = { dtype: "F64", shape: [losses.length], data: Float64Array.from(losses) };
   const file = path.join(ckDir, checkpointName(step));
@@ -223,8 +260,11 @@ function pruneCheckpoints(ckDir: string, keep: number): void {
   for (const f of list.slice(0, Math.max(0, list.length - keep))) fs.rmSync(f, { force: true });
 }
 
-/** Read a checkpoint into `params` (in place), refusing one of another run, naming the mismatch. */
-export function loadCheckpoint(file: string, params: Map<string, Float32Array>, identity: RunIdentity) {
+/**
+ * Read a checkpoint into `params` (in place), refusing one of another run, naming the mismatch;
+ * with `ema`, its moving average too (the identity's ema_decay keeps runs with and without apart).
+ */
+export function loadCheckpoint(file: string, params: Map<string, Float32Array>, identity: RunIdentity, ema?: Map<string, Float32Array>) {
   const all = readAll(file);
   const meta = readMeta(file);
   const mismatches: string[] = [];
@@ -242,6 +282,11 @@ export function loadCheckpoint(file: string, params: Map<string, Float32Array>, 
     p.set(src.data as Float32Array);
     m.set(name, all.get(`adam_m.${name}`)!.data as Float32Array);
     v.set(name, all.get(`adam_v.${name}`)!.data as Float32Array);
+    if (ema) {
+      const e = all.get(`ema.${name}`);
+      if (!e || e.data.length !== p.length) throw new ResumeError(`--resume ${file}: no moving average for "${name}" (a checkpoint saved without --ema-decay); resume without --ema-decay or start a new run`);
+      ema.get(name)!.set(e.data as Float32Array);
+    }
   }
   const losses = Array.from((all.get("losses")?.data as Float64Array | undefined) ?? []);
   return { step: meta.step as number, adam: { step: meta.adam_step as number, m, v }, losses, data: meta.data };

@@ -5,7 +5,7 @@
 // the VAE; both released) and training. Training holds the transformer's frozen
 // weights as stored (memory-mapped, bf16 stays bf16), four float32 copies of
 // every trainable tensor (value, gradient, AdamW m and v) plus the accumulated
-// gradient, and the activations the backward pass needs: every block's
+// gradient (and the EMA with --ema-decay), and the activations the backward pass needs: every block's
 // intermediate tensors (about the widest live tensors of a forward block, kept
 // for each block, times ACTIVATION_FACTOR), or one block's with activation
 // checkpointing.
@@ -32,6 +32,8 @@ export interface TrainMemoryPlan {
 
 export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   trainableParams: number; batch: number; width: number; height: number; textLength: number; checkpointActivations: boolean; vae: boolean;
+  /** --ema-decay: one more float32 copy of every trainable tensor. */
+  ema?: boolean;
   /** Training the text encoder (--text-encoder): its config and the padded lengths its batches use. */
   textEncoder?: { hidden_size: number; intermediate_size: number; num_hidden_layers: number; num_attention_heads: number; vocab_size: number };
   textLengths?: number[];
@@ -53,11 +55,12 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
     a + ACTIVATION_FACTOR * o.batch * L * enc.num_hidden_layers * (8 * enc.hidden_size + 3 * enc.intermediate_size + enc.num_attention_heads * L) * 4, 0) + 2 * enc.vocab_size * enc.hidden_size * 4;
   const activations = t ? textActivations(t) : o.vae ? o.batch * o.width * o.height * 128 * 4 * 12 : ACTIVATION_FACTOR * (o.checkpointActivations ? 2 * perBlock + blocks * o.batch * tokens * D * 4 : blocks * perBlock);
   const frozen = o.vae || t ? 0 : residentWeightBytes(ck.transformer.weights);
-  const optimizer = o.trainableParams * 4 * 5;
+  const copies = o.ema ? 6 : 5;
+  const optimizer = o.trainableParams * 4 * copies;
   const train = frozen + optimizer + activations;
   const lines = [
     t ? "  prepare data   token ids and an 8×8 thumbnail per caption (a few kB each; no encoder pass)" : `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
-    `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × 5 float32 copies ${formatBytes(optimizer)}, ` +
+    `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × ${copies} float32 copies${o.ema ? " (with the EMA)" : ""} ${formatBytes(optimizer)}, ` +
       `activations ~${formatBytes(activations)} (${t ? `${o.batch} captions, one graph per length ${(o.textLengths ?? [o.textLength]).join(", ")}` : `${o.batch}×${o.width}×${o.height}`}${o.checkpointActivations ? ", checkpointed" : ""})`,
     `  peak ~${formatBytes(Math.max(encode, train))}; available ${formatBytes(os.freemem())}`,
   ];

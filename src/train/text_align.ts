@@ -157,8 +157,8 @@ export class TextEncoderAligner {
   }
 
   /** The encoder's trained tensors (the head left out), by checkpoint name: what is saved. */
-  encoderParams(): Map<string, Float32Array> {
-    return new Map([...this.params].filter(([k]) => !k.startsWith(HEAD_PREFIX)));
+  encoderParams(from: Map<string, Float32Array> = this.params): Map<string, Float32Array> {
+    return new Map([...from].filter(([k]) => !k.startsWith(HEAD_PREFIX)));
   }
 
   private graphFor(B: number, L: number, withGrads: boolean): { graph: Graph; trainable: string[] } {
