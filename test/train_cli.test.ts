@@ -169,3 +169,18 @@ test("flux2 train --ema-decay: the LoRA written is the moving average kept in th
   assert.equal(one.code, 1);
   assert.match(one.stderr, /--ema-decay must be between 0 and 1/);
 });
+
+test("the training memory plan adds what training allocates to what the process already holds", async () => {
+  const { planTrainMemory } = await import("../src/train/memory.js");
+  const { openCheckpoint, transformerConfig } = await import("../src/pipeline/checkpoint.js");
+  const ck = openCheckpoint(MODEL);
+  const cfg = transformerConfig(ck);
+  const base = { trainableParams: 1_000_000, batch: 2, width: 64, height: 64, textLength: 32, checkpointActivations: false, vae: false };
+  const bare = planTrainMemory(ck, cfg, base);
+  const held = planTrainMemory(ck, cfg, { ...base, processBytes: 500 * 2 ** 20 });
+  assert.equal(bare.neededBytes, held.neededBytes, "what is still to allocate does not depend on what is held");
+  assert.equal(held.peakBytes - bare.peakBytes, 500 * 2 ** 20);
+  assert.ok(held.lines.some((l) => /process now +500\.0 MiB/.test(l)), held.lines.join("\n"));
+  const ema = planTrainMemory(ck, cfg, { ...base, ema: true });
+  assert.equal(ema.neededBytes - bare.neededBytes, 1_000_000 * 4, "--ema-decay: one float32 copy more");
+});

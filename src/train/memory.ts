@@ -26,7 +26,10 @@ const ACTIVATION_FACTOR = 2.5;
 
 export interface TrainMemoryPlan {
   lines: string[];
+  /** The process's expected peak RSS: processBytes + what training adds. */
   peakBytes: number;
+  /** What training adds to the process: compared with the free memory. */
+  neededBytes: number;
   availableBytes: number;
 }
 
@@ -34,6 +37,12 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   trainableParams: number; batch: number; width: number; height: number; textLength: number; checkpointActivations: boolean; vae: boolean;
   /** --ema-decay: one more float32 copy of every trainable tensor. */
   ema?: boolean;
+  /**
+   * What the process holds when the plan is made (its RSS): Node, ONNX Runtime and the data
+   * loaded for training — the cached latents and prompt embeddings, which stay in memory for
+   * the whole run (flux2-mini: 0.6 GB), or the token ids and thumbnails. Training comes on top.
+   */
+  processBytes?: number;
   /** Training the text encoder (--text-encoder): its config and the padded lengths its batches use. */
   textEncoder?: { hidden_size: number; intermediate_size: number; num_hidden_layers: number; num_attention_heads: number; vocab_size: number };
   textLengths?: number[];
@@ -58,11 +67,14 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   const copies = o.ema ? 6 : 5;
   const optimizer = o.trainableParams * 4 * copies;
   const train = frozen + optimizer + activations;
+  const now = o.processBytes ?? 0;
   const lines = [
     t ? "  prepare data   token ids and an 8×8 thumbnail per caption (a few kB each; no encoder pass)" : `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
     `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × ${copies} float32 copies${o.ema ? " (with the EMA)" : ""} ${formatBytes(optimizer)}, ` +
       `activations ~${formatBytes(activations)} (${t ? `${o.batch} captions, one graph per length ${(o.textLengths ?? [o.textLength]).join(", ")}` : `${o.batch}×${o.width}×${o.height}`}${o.checkpointActivations ? ", checkpointed" : ""})`,
-    `  peak ~${formatBytes(Math.max(encode, train))}; available ${formatBytes(os.freemem())}`,
+    ...(o.processBytes !== undefined ? [`  process now    ${formatBytes(now)} (Node, ONNX Runtime and the data loaded for training)`] : []),
+    `  peak ~${formatBytes(now + Math.max(encode, train))}; available ${formatBytes(os.freemem())}`,
   ];
-  return { lines, peakBytes: Math.max(encode, train), availableBytes: os.freemem() };
+  // What is still to be allocated is what must fit in the free memory (the process's own is taken).
+  return { lines, peakBytes: now + Math.max(encode, train), neededBytes: Math.max(encode, train), availableBytes: os.freemem() };
 }
