@@ -93,7 +93,10 @@ describe("studio storyboard and fine-tuning pages (Chromium, real server)", { sk
     await page.getByLabel("LoRA name (file in the server's LoRA folder)").fill("squares");
     await page.getByTestId("ft-steps").fill("6");
     await page.getByTestId("ft-resolution").fill("64");
+    await page.getByTestId("ft-ema").fill("0.9");
+    const submitted = page.waitForRequest((r) => r.method() === "POST" && new URL(r.url()).pathname === "/v1/finetune");
     await page.getByTestId("ft-start").click();
+    assert.equal(JSON.parse((await submitted).postData() ?? "{}").ema_decay, 0.9, "the weight average is sent as ema_decay");
     await page.getByTestId("ft-done").waitFor({ timeout: 180_000 });
     assert.match(await page.getByTestId("ft-progress").innerText(), /Step 6 \/ 6 · loss \d/);
     await page.getByTestId("ft-curve").waitFor();

@@ -58,6 +58,8 @@ export function FinetunePage() {
   const [steps, setSteps] = useState(500);
   const [rank, setRank] = useState(16);
   const [lr, setLr] = useState(1e-4);
+  // Empty: export the last weights; a decay such as 0.999: their moving average (flux2 train --ema-decay).
+  const [emaDecay, setEmaDecay] = useState("");
   const [resolution, setResolution] = useState(512);
   const [sampleEvery, setSampleEvery] = useState(100);
   const [samplePrompt, setSamplePrompt] = useState("");
@@ -100,7 +102,7 @@ export function FinetunePage() {
       const r = await call<{ id: string }>("POST", "v1/finetune", {
         ...(model ? { base_model: model } : {}), images: items.map((i) => ({ image: i.image, caption: i.caption })),
         ...(trigger ? { trigger_word: trigger } : {}), ...(name ? { name } : {}),
-        steps, rank, learning_rate: lr, resolution, sample_every: sampleEvery, ...(samplePrompt ? { sample_prompts: [samplePrompt] } : {}),
+        steps, rank, learning_rate: lr, ...(emaDecay.trim() ? { ema_decay: Number(emaDecay) } : {}), resolution, sample_every: sampleEvery, ...(samplePrompt ? { sample_prompts: [samplePrompt] } : {}),
       });
       setJobId(r.id);
       history.replaceState(null, "", `#/finetune/${r.id}`);
@@ -148,6 +150,7 @@ export function FinetunePage() {
           <div className="row">
             <label>Resolution <input type="number" min={64} step={16} value={resolution} onChange={(e) => setResolution(Number(e.target.value))} data-testid="ft-resolution" /></label>
             <label>Samples every <input type="number" min={0} value={sampleEvery} onChange={(e) => setSampleEvery(Number(e.target.value))} /> steps</label>
+            <label>Weight average (EMA decay) <input type="number" step="any" min={0} max={1} value={emaDecay} placeholder="off, e.g. 0.999" onChange={(e) => setEmaDecay(e.target.value)} data-testid="ft-ema" /></label>
           </div>
           <label htmlFor="ft-sample">Sample prompt (default: the first caption)</label>
           <input id="ft-sample" value={samplePrompt} onChange={(e) => setSamplePrompt(e.target.value)} />
