@@ -311,8 +311,8 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   let firstStep: number | null = null;
   let lastPlot = 0;
   // Samples show what the run would export: the moving average when there is one.
-  let weights: () => Map<string, Float32Array> = () => task.params;
-  const sampleFn = async (step: number) => samplesWritten.push(...await writeSamples(ck, runDir, weights(), mode, { rank, alpha, targets }, step, {
+  let sampleWeights = task.params;
+  const sampleFn = async (step: number) => samplesWritten.push(...await writeSamples(ck, runDir, sampleWeights, mode, { rank, alpha, targets }, step, {
     prompts: (v["sample-prompt"] as string[] | undefined) ?? [ds.images[0].caption], steps: sampleSteps, seed, size: largest.bucket, maxSequenceLength: maxLen, backend, log,
   }));
   let result: LoopResult;
@@ -321,7 +321,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
       steps, gradAccum, maxGradNorm, adam: { betas: [0.9, 0.999], eps: 1e-8, weightDecay },
       schedule: { scheduler: scheduler as LrScheduler, lr, warmupSteps: warmup, totalSteps: steps },
       runDir, saveEvery, keepCheckpoints: keep, identity, dataFingerprint: dataFingerprint(ds.images, trainSamples), resume: v.resume as string | undefined, stopSignal: stop, log,
-      emaDecay, onEma: (ema) => { weights = () => ema; },
+      emaDecay, onEma: (ema) => { sampleWeights = ema; },
       onStep: async (s: StepLog) => {
         firstStep ??= s.step - 1;
         if (json) console.log(JSON.stringify({ step: s.step, loss: s.loss, lr: s.lr }));

@@ -167,8 +167,7 @@ export function saveLora(file: string, params: Map<string, Float32Array>, info: 
  * Write a diffusers model folder: `component` (transformer, vae or text_encoder) holds the trained
  * tensors (named as in the base's weights file, shapes from it), the rest of the
  * base folder is hard-linked (copied across devices).
- */
-/**
+ *
  * `maxSequenceLength`: the text length the component was trained at, written to the folder's
  * model_index.json (`flux2ts.max_sequence_length`) so that the folder generates at that length by
  * default: a transformer trained on L text tokens has never seen the padding past L.

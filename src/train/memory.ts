@@ -68,13 +68,14 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   const optimizer = o.trainableParams * 4 * copies;
   const train = frozen + optimizer + activations;
   const now = o.processBytes ?? 0;
+  const needed = Math.max(encode, train);
   const lines = [
     t ? "  prepare data   token ids and an 8×8 thumbnail per caption (a few kB each; no encoder pass)" : `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
     `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × ${copies} float32 copies${o.ema ? " (with the EMA)" : ""} ${formatBytes(optimizer)}, ` +
       `activations ~${formatBytes(activations)} (${t ? `${o.batch} captions, one graph per length ${(o.textLengths ?? [o.textLength]).join(", ")}` : `${o.batch}×${o.width}×${o.height}`}${o.checkpointActivations ? ", checkpointed" : ""})`,
     ...(o.processBytes !== undefined ? [`  process now    ${formatBytes(now)} (Node, ONNX Runtime and the data loaded for training)`] : []),
-    `  peak ~${formatBytes(now + Math.max(encode, train))}; available ${formatBytes(os.freemem())}`,
+    `  peak ~${formatBytes(now + needed)}; available ${formatBytes(os.freemem())}`,
   ];
   // What is still to be allocated is what must fit in the free memory (the process's own is taken).
-  return { lines, peakBytes: now + Math.max(encode, train), neededBytes: Math.max(encode, train), availableBytes: os.freemem() };
+  return { lines, peakBytes: now + needed, neededBytes: needed, availableBytes: os.freemem() };
 }
