@@ -10,7 +10,7 @@ import { buildMiniDataset } from "../src/mini/dataset.js";
 import { HELD_OUT_LAYOUTS, sampleScene, SIZES } from "../src/mini/scenes.js";
 import { HELD_OUT_HEX } from "../src/mini/colour.js";
 import { SHAPES } from "../src/mini/shapes.js";
-import { emojiCaption, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
+import { emojiCaption, emojiCaptions, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
 import { repoRoot } from "./golden.js";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-data-"));
@@ -88,6 +88,9 @@ test("emoji: Noto images with emojibase names, no skin-tone components", () => {
   assert.ok(apple && fs.existsSync(apple.image));
   assert.equal(emojiPrompt(apple), "a red apple");
   assert.equal(emojiCaption(apple, 0), "a red apple");
+  // Every form is a line of the emoji's caption file, the plain name (what a user types) first.
+  assert.deepEqual(emojiCaptions(apple), ["a red apple", "a red apple, emoji", "a red apple, diet, food, fruit, health", "an emoji of a red apple"]);
+  assert.ok(all.every((e) => emojiCaptions(e)[0] === emojiPrompt(e) && emojiCaptions(e).length >= 3 && emojiCaptions(e).every((c) => !c.includes("\n"))));
   assert.ok(!all.some((e) => e.group === "component"));
   assert.equal(new Set(all.map((e) => e.code)).size, all.length);
 });

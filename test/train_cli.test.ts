@@ -170,6 +170,26 @@ test("flux2 train --ema-decay: the LoRA written is the moving average kept in th
   assert.match(one.stderr, /--ema-decay must be between 0 and 1/);
 });
 
+test("flux2 train --multi-caption: every line of a caption file is encoded, and the run trains on them", async () => {
+  const src = await makeData();
+  const data = path.join(ROOT, "data-multi");
+  fs.mkdirSync(data, { recursive: true });
+  for (const i of [0, 1, 2]) {
+    fs.copyFileSync(path.join(src, `img${i}.png`), path.join(data, `img${i}.png`));
+    fs.writeFileSync(path.join(data, `img${i}.txt`), `a checkerboard number ${i}\nboard ${i}, squares\n`);
+  }
+  const out = path.join(ROOT, "run-multi");
+  const r = run(["train", ...COMMON, "--data", data, "--out", out, "--multi-caption", "--steps", "3", "--lr", "1e-3", "--rank", "4", "--save-every", "0", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /3 image\(s\) in .*, 3 sample\(s\), 6 captions \(--multi-caption\)/);
+  const cacheDir = path.join(out, "cache");
+  const [cacheFile] = fs.readdirSync(cacheDir).filter((f) => f.endsWith(".safetensors"));
+  const meta = JSON.parse(fs.readFileSync(path.join(cacheDir, cacheFile)).subarray(8, 8 + Number(fs.readFileSync(path.join(cacheDir, cacheFile)).readBigUInt64LE(0))).toString("utf8")).__metadata__;
+  assert.deepEqual(JSON.parse(meta.flux2_train_cache).captions.sort(), [0, 1, 2].flatMap((i) => [`a checkerboard number ${i}`, `board ${i}, squares`]).sort());
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, "train.json"), "utf8"))["multi-caption"], true, "a resumed run keeps the option");
+  assert.equal(jsonLines(r.stdout).at(-1).status, "done");
+});
+
 test("the training memory plan adds what training allocates to what the process already holds", async () => {
   const { planTrainMemory } = await import("../src/train/memory.js");
   const { openCheckpoint, transformerConfig } = await import("../src/pipeline/checkpoint.js");

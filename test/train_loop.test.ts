@@ -10,7 +10,9 @@ import * as path from "node:path";
 import sharp from "sharp";
 import { randn, Xoshiro128 } from "../src/util/random.js";
 import { learningRate, readTrainSigmas, sampleSigmas, streamSeed, trainSigmas } from "../src/train/schedule.js";
-import { applyTrigger, batchesPerEpoch, bucketFor, DataError, epochBatches, makeSamples, parseFolderName, scanDataset } from "../src/train/data.js";
+import { applyTrigger, batchesPerEpoch, bucketFor, DataError, epochBatches, makeSamples, parseFolderName, pickCaptions, scanDataset } from "../src/train/data.js";
+import { FlowMatchingTask } from "../src/train/flow_task.js";
+import { TextAlignTask } from "../src/train/text_task.js";
 import { listCheckpoints, ResumeError, trainLoop, type LoopOptions, type TrainTask } from "../src/train/loop.js";
 
 function tmp(name: string): string {
@@ -77,6 +79,51 @@ test("dataset folder: captions, kohya repeat folders, trigger word, corrupt imag
   assert.equal(applyTrigger("ohwx on a beach", "ohwx"), "ohwx on a beach");
 });
 
+test("dataset folder: --multi-caption reads one caption per line, and each visit picks one of them, seeded", async () => {
+  const dir = tmp("multicap");
+  await png(path.join(dir, "a.png"), 64, 64, [255, 0, 0]);
+  fs.writeFileSync(path.join(dir, "a.txt"), "a red square\n\n  a crimson block \r\nred box\n");
+  await png(path.join(dir, "b.png"), 64, 64, [0, 0, 255]);
+  fs.writeFileSync(path.join(dir, "b.txt"), "a blue square\n");
+  const plain = await scanDataset(dir);
+  assert.deepEqual(plain.images.map((i) => i.captions), [["a red square\n\n  a crimson block \r\nred box"], ["a blue square"]], "without the option a file is one caption");
+  const multi = await scanDataset(dir, { multiCaption: true, trigger: "sks" });
+  assert.deepEqual(multi.images.map((i) => i.captions), [["sks, a red square", "sks, a crimson block", "sks, red box"], ["sks, a blue square"]]);
+  assert.equal(multi.images[0].caption, "sks, a red square");
+
+  const samples = makeSamples(multi, [64]);
+  const picks = Array.from({ length: 300 }, (_, k) => pickCaptions(multi.images, samples, [0, 1], 7, k, 0));
+  assert.deepEqual(pickCaptions(multi.images, samples, [0, 1], 7, 5, 0), picks[5], "a pure function of (seed, step, micro-batch)");
+  assert.ok(picks.every((p) => p[1] === "sks, a blue square"), "an image with one caption always gets it");
+  const counts = new Map<string, number>();
+  for (const p of picks) counts.set(p[0], (counts.get(p[0]) ?? 0) + 1);
+  assert.equal(counts.size, 3);
+  for (const [c, n] of counts) assert.ok(n > 70 && n < 130, `${c} picked ${n} times of 300`);
+  const other = Array.from({ length: 300 }, (_, k) => pickCaptions(multi.images, samples, [0, 1], 8, k, 0)[0]);
+  assert.notDeepEqual(other, picks.map((p) => p[0]), "another seed picks otherwise");
+
+  // Both tasks train on the picked caption: the transformer gets its cached embedding, the text encoder its tokens.
+  const embeds = new Map<string, Float32Array>(multi.images.flatMap((i) => i.captions).map((c, j) => [c, new Float32Array([j])]));
+  const data = { latents: [new Float32Array(4), new Float32Array(4)], latentShapes: [[4, 1, 1], [4, 1, 1]] as [number, number, number][], embeds, embedShape: [1, 1] as [number, number], file: "", reused: false };
+  const seen: number[][] = [];
+  const flowTrainer = { params: new Map(), lossAndGrads: async (b: { embeds: Float32Array }) => (seen.push([...b.embeds]), { loss: 0, grads: new Map() }) };
+  const flow = new FlowMatchingTask(flowTrainer as any, samples, multi.images, data, { seed: 7, batchSize: 2, gradAccum: 1, captionDropout: 0, sigmas: trainSigmas(), sampling: { kind: "uniform" } });
+  const tokenized: string[][] = [];
+  const tokenizer = { encode: (prompts: string[], L: number) => (tokenized.push(prompts), { inputIds: new BigInt64Array(prompts.length * L), attentionMask: new BigInt64Array(prompts.length * L).fill(1n) }) };
+  const textTrainer = { params: new Map(), lossAndGrads: async () => ({ loss: 0, grads: new Map() }) };
+  const captionData = { captions: multi.images.map((i) => i.captions), lengths: [4, 4], descriptors: [new Float32Array(3), new Float32Array(3)] };
+  const text = new TextAlignTask(textTrainer, tokenizer as any, samples, multi.images, captionData, { seed: 7, batchSize: 2, gradAccum: 1, maxLength: 8, padToMax: true });
+  for (let k = 0; k < 40; k++) {
+    const batch = flow.batchOf(k, 0);
+    const expected = pickCaptions(multi.images, samples, batch, 7, k, 0);
+    await flow.microBatch(k, 0);
+    assert.deepEqual(seen[k], expected.map((c) => embeds.get(c)![0]), `flow step ${k}`);
+    await text.microBatch(k, 0);
+    assert.deepEqual(tokenized[k], expected, `text step ${k}`);
+  }
+  assert.equal(new Set(seen.flat()).size, 4, "every caption of the data reached the transformer");
+});
+
 test("dataset folder: an empty folder and images too small for a bucket are refused, saying what to do", async () => {
   const empty = tmp("empty");
   await assert.rejects(scanDataset(empty), (e: Error) => e instanceof DataError && /no images/.test(e.message) && /\.txt caption/.test(e.message));
@@ -97,7 +144,7 @@ test("buckets keep the aspect ratio at about R² pixels, sides multiples of 16, 
 });
 
 test("epoch order: every sample × repeats once per epoch, one bucket per batch, a pure function of (seed, epoch)", () => {
-  const images = [0, 1, 2, 3, 4].map((i) => ({ file: `${i}.png`, caption: "", repeats: i === 4 ? 2 : 1, width: i % 2 ? 128 : 64, height: 64 }));
+  const images = [0, 1, 2, 3, 4].map((i) => ({ file: `${i}.png`, caption: "", captions: [""], repeats: i === 4 ? 2 : 1, width: i % 2 ? 128 : 64, height: 64 }));
   const samples = images.map((img, i) => ({ image: i, resolution: 64, bucket: { width: img.width === 128 ? 128 : 64, height: 64 } }));
   const e0 = epochBatches(samples, images, 2, 5, 0);
   assert.equal(e0.length, batchesPerEpoch(samples, images, 2));

@@ -48,6 +48,9 @@ Data (--data DIR):
   images without a .txt get the folder's name (after N_) as caption
   --trigger WORD          put WORD into every caption ("[trigger]" is replaced; else
                           "WORD, " is put in front)
+  --multi-caption         each non-empty line of a .txt is one caption of the image, and
+                          every visit picks one at random (seeded; kohya's --enable_wildcard).
+                          Without it the whole file is one caption, line breaks included
   --caption-dropout P     train with the empty caption with probability P (default 0)
   --resolution R[,R...]   training resolutions: aspect-ratio buckets of about R²
                           pixels, sides multiples of 16 (default 512; e.g. 512,768,1024)
@@ -121,7 +124,7 @@ const OPTIONS = {
   "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
   "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
   seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
-  "warmup-steps": { type: "string" }, trigger: { type: "string" }, "caption-dropout": { type: "string" }, format: { type: "string" },
+  "warmup-steps": { type: "string" }, trigger: { type: "string" }, "multi-caption": { type: "boolean" }, "caption-dropout": { type: "string" }, format: { type: "string" },
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
   "ema-decay": { type: "string" }, "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
   "kl-weight": { type: "string" }, "color-weight": { type: "string" }, freeze: { type: "string" }, posterior: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
@@ -134,7 +137,7 @@ type Mode = "lora" | "full" | "vae" | "text";
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
-  "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
+  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "color-weight", "freeze", "posterior", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
@@ -222,11 +225,13 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   fs.writeFileSync(settingsFile, JSON.stringify(toSave, null, 2) + "\n");
 
   // Data.
-  const ds = await scanDataset(v.data as string, { trigger: v.trigger as string | undefined, warn: (s) => process.stderr.write(s + "\n") });
+  const ds = await scanDataset(v.data as string, { trigger: v.trigger as string | undefined, multiCaption: !!v["multi-caption"], warn: (s) => process.stderr.write(s + "\n") });
   const samples = makeSamples(ds, resolutions);
   const buckets = new Map<string, number>();
   for (const s of samples) buckets.set(`${s.bucket.width}×${s.bucket.height}`, (buckets.get(`${s.bucket.width}×${s.bucket.height}`) ?? 0) + 1);
-  log(`data: ${ds.images.length} image(s) in ${v.data}${ds.skipped.length ? ` (${ds.skipped.length} skipped)` : ""}, ${samples.length} sample(s); ` +
+  const nCaptions = ds.images.reduce((n, img) => n + img.captions.length, 0);
+  log(`data: ${ds.images.length} image(s) in ${v.data}${ds.skipped.length ? ` (${ds.skipped.length} skipped)` : ""}, ${samples.length} sample(s)` +
+    `${nCaptions > ds.images.length ? `, ${nCaptions} captions (--multi-caption)` : ""}; ` +
     `buckets ${[...buckets].map(([b, n]) => `${b}: ${n}`).join(", ")}${ds.uncaptioned ? `; ${ds.uncaptioned} without a .txt caption` : ""}`);
 
   const backend = new OrtBackend({ device, threads });
@@ -408,7 +413,11 @@ function progress(s: StepLog, total: number, started: number, firstStep: number,
 /** Hash of what the batch order depends on: each sample's file, caption, repeats and bucket. */
 function dataFingerprint(images: DataImage[], samples: Sample[]): string {
   const h = createHash("sha256");
-  h.update(JSON.stringify(samples.map((s) => [images[s.image].file, images[s.image].caption, images[s.image].repeats, s.bucket.width, s.bucket.height])));
+  // One caption is written as a string, as before multi-caption data existed, so older runs still resume.
+  h.update(JSON.stringify(samples.map((s) => {
+    const img = images[s.image];
+    return [img.file, img.captions.length === 1 ? img.caption : img.captions, img.repeats, s.bucket.width, s.bucket.height];
+  })));
   return h.digest("hex").slice(0, 16);
 }
 

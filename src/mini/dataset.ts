@@ -3,7 +3,8 @@
 //
 //   OUT/train/1_scenes/scene_000000.png|.txt   generated shapes (src/mini/scenes.ts)
 //   OUT/train/3_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts), 3 repeats
-//                                              per epoch: each emoji must be remembered, a scene only composed
+//                                              per epoch: each emoji must be remembered, a scene only composed;
+//                                              one caption per line (train with flux2 train --multi-caption)
 //   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
 //   OUT/eval.json                              what the eval holds out and asks for
 //   OUT/manifest.json                          seed, size, counts, SHA-256 of every file
@@ -18,7 +19,7 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { drawScene, sampleScene } from "./scenes.js";
-import { emojiCaption, emojiRgb, listEmoji } from "./emoji.js";
+import { emojiCaptions, emojiRgb, listEmoji } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
 
@@ -97,7 +98,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
         write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
-        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaption(e, i0 + k + seed) + "\n");
+        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaptions(e).join("\n") + "\n");
       });
     }
     nEmoji = all.length;

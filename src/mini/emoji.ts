@@ -64,7 +64,17 @@ export function emojiPrompt(e: EmojiEntry): string {
   return `${article(e.label)} ${e.label}`;
 }
 
-/** A training caption: the name, sometimes with "emoji" or keywords (chosen by `variant`). */
+/**
+ * The training captions, one per line of the emoji's .txt (read with flux2 train --multi-caption):
+ * the plain name first, as a user writes it ("a red apple"), then the name with "emoji", with
+ * keywords, and "an emoji of …". Up to version 2 each emoji had one of these, chosen by its index,
+ * so three emoji in four were never trained on their plain name (docs/flux2-mini.md, session 12).
+ */
+export function emojiCaptions(e: EmojiEntry): string[] {
+  return [...new Set([0, 1, 2, 3].map((v) => emojiCaption(e, v)))];
+}
+
+/** One training caption: the name, with "emoji" or keywords, or "an emoji of …" (by `variant` mod 4). */
 export function emojiCaption(e: EmojiEntry, variant: number): string {
   const name = emojiPrompt(e);
   const tags = e.tags.filter((t) => !e.label.includes(t)).slice(0, 4);

@@ -56,7 +56,7 @@ export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[],
   h.update(JSON.stringify({
     version: 1, vae: fileStamp(ck.vae.weights), te: fileStamp(ck.textEncoder.weights), tok: ck.tokenizer,
     L: o.maxSequenceLength, empty: o.withEmpty,
-    images: images.map((i) => [fileStamp(i.file), i.caption]),
+    images: images.map((i) => [fileStamp(i.file), i.captions.length === 1 ? i.caption : i.captions]),
     samples: samples.map((s) => [s.image, s.bucket.width, s.bucket.height]),
   }));
   return h.digest("hex").slice(0, 16);
@@ -66,7 +66,7 @@ export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[],
 export async function encodeData(ck: Checkpoint, images: DataImage[], samples: Sample[], o: CacheOptions): Promise<EncodedData> {
   const key = cacheKey(ck, images, samples, o);
   const file = path.join(o.runDir, "cache", `${key}.safetensors`);
-  const captions = [...new Set(samples.map((s) => images[s.image].caption))];
+  const captions = [...new Set(samples.flatMap((s) => images[s.image].captions))];
   if (o.withEmpty && !captions.includes("")) captions.push("");
   if (fs.existsSync(file)) {
     try {

@@ -10,6 +10,13 @@
 // With a trigger word, `[trigger]` in a caption is replaced by it, and a
 // caption that does not contain it gets `trigger, ` in front (ai-toolkit).
 //
+// Several captions per image (`multiCaption`, kohya's --enable_wildcard): each
+// non-empty line of the .txt is one caption, and every visit of the image
+// picks one of them with a generator seeded by (seed, step, micro-batch), so a
+// resumed run picks what an uninterrupted one would. Without it the whole file
+// is one caption, line breaks included (a pretty-printed JSON prompt stays
+// whole).
+//
 // Buckets (ai-toolkit): for each training resolution R (512, 768, 1024 …) an
 // image keeps its aspect ratio and is scaled to about R² pixels (never up),
 // then both sides are floored to multiples of 16 and the image is resized to
@@ -39,7 +46,10 @@ export class DataError extends Error {}
 
 export interface DataImage {
   file: string;
+  /** The caption (the first of `captions`). */
   caption: string;
+  /** Every caption of the image: one, or each line of its .txt with multiCaption. */
+  captions: string[];
   repeats: number;
   width: number;
   height: number;
@@ -72,7 +82,7 @@ export function applyTrigger(caption: string, trigger: string | undefined): stri
 }
 
 /** Read the image folder: captions, repeat counts, sizes; corrupt images are skipped with a warning. */
-export async function scanDataset(dir: string, opts: { trigger?: string; warn?: (s: string) => void } = {}): Promise<Dataset> {
+export async function scanDataset(dir: string, opts: { trigger?: string; multiCaption?: boolean; warn?: (s: string) => void } = {}): Promise<Dataset> {
   const warn = opts.warn ?? ((s: string) => console.error(s));
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     throw new DataError(`--data ${dir}: no such folder; give a folder of images with same-name .txt captions`);
@@ -115,7 +125,9 @@ export async function scanDataset(dir: string, opts: { trigger?: string; warn?: 
       caption = e.folderCaption;
       uncaptioned++;
     }
-    images.push({ file: e.file, caption: applyTrigger(caption, opts.trigger), repeats: e.repeats, ...size });
+    const lines = opts.multiCaption ? caption.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "") : [caption];
+    const captions = (lines.length ? lines : [""]).map((c) => applyTrigger(c, opts.trigger));
+    images.push({ file: e.file, caption: captions[0], captions, repeats: e.repeats, ...size });
   }
   if (images.length === 0) {
     const what = entries.length ? `none of its ${entries.length} image(s) could be read` : `it has no images (${IMAGE_EXTENSIONS.join(", ")})`;
@@ -243,6 +255,21 @@ export class EpochBatcher {
     if (this.current?.epoch !== epoch) this.current = { epoch, batches: epochBatches(this.samples, this.images, this.o.batchSize, this.o.seed, epoch, this.key) };
     return this.current.batches[m % this.perEpoch];
   }
+}
+
+// Stream id for streamSeed(seed, CAPTION, step, micro): the other tasks' streams are 1–4.
+const CAPTION = 5;
+
+/**
+ * The captions of micro-batch j of step k, one per sample: an image's only caption, or one of its
+ * several picked by a generator seeded by (seed, k, j) (see the file header).
+ */
+export function pickCaptions(images: DataImage[], samples: Sample[], batch: Batch, seed: number, step: number, micro: number): string[] {
+  const rng = new Xoshiro128(streamSeed(seed, CAPTION, step, micro));
+  return batch.map((s) => {
+    const c = images[samples[s].image].captions;
+    return c.length === 1 ? c[0] : c[Math.floor(rng.nextDouble() * c.length)];
+  });
 }
 
 /** Fisher–Yates with the run's generator. */

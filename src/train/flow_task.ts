@@ -6,7 +6,7 @@
 // floor(m / E), E the batches per epoch (src/train/data.ts epochBatches).
 
 import { randn, Xoshiro128 } from "../util/random.js";
-import { EpochBatcher, type Batch, type DataImage, type Sample } from "./data.js";
+import { EpochBatcher, pickCaptions, type Batch, type DataImage, type Sample } from "./data.js";
 import type { EncodedData } from "./cache.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { sampleSigmas, streamSeed, type SigmaSampling, type TrainSigmas } from "./schedule.js";
@@ -55,10 +55,11 @@ export class FlowMatchingTask implements TrainTask {
     const x0 = new Float32Array(B * per);
     const embeds = new Float32Array(B * L * J);
     const drop = new Xoshiro128(streamSeed(this.o.seed, DROPOUT, step, micro));
+    const captions = pickCaptions(this.images, this.samples, batch, this.o.seed, step, micro);
     batch.forEach((s, b) => {
       x0.set(this.data.latents[s], b * per);
       const dropped = this.o.captionDropout > 0 && drop.nextDouble() < this.o.captionDropout;
-      const caption = dropped ? "" : this.images[this.samples[s].image].caption;
+      const caption = dropped ? "" : captions[b];
       embeds.set(this.data.embeds.get(caption)!, b * L * J);
     });
     const noise = randn(streamSeed(this.o.seed, NOISE, step, micro), B * per);

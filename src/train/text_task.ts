@@ -2,10 +2,11 @@
 // step of src/train/text_align.ts over every captioned image, in a seeded order as the other
 // tasks. With attention pooling, batches hold captions of similar token length (so a batch of
 // short captions does not pay for a 128-token graph); with mean pooling, every batch is padded to
-// the maximum length.
+// the maximum length. An image with several captions (multiCaption) has one picked per visit, as
+// the transformer's task picks them (pickCaptions).
 
 import type { PromptEncoder } from "../pipeline/flux2.js";
-import { EpochBatcher, loadBucketed, type BatchKey, type DataImage, type Sample } from "./data.js";
+import { EpochBatcher, loadBucketed, pickCaptions, type BatchKey, type DataImage, type Sample } from "./data.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { pictureDescriptor, type TextAlignBatch } from "./text_align.js";
 
@@ -18,9 +19,9 @@ export interface TextAlignLike {
 }
 
 export interface CaptionData {
-  /** Per sample: its caption, tokenized again per batch by the pipeline's own tokenizer (which pads and truncates). */
-  captions: string[];
-  /** Per sample: its caption's token count (truncated to the maximum length), for the length buckets. */
+  /** Per sample: its captions, one tokenized per visit by the pipeline's own tokenizer (which pads and truncates). */
+  captions: string[][];
+  /** Per sample: its longest caption's token count (truncated to the maximum length), for the length buckets. */
   lengths: number[];
   /** Per sample: its picture descriptor. */
   descriptors: Float32Array[];
@@ -32,16 +33,19 @@ export function lengthBucket(n: number, maxLength: number): number {
 
 /** Every sample's caption, its token count (the pipeline's own prompt rendering) and its picture descriptor. */
 export async function loadCaptionData(samples: Sample[], images: DataImage[], tokenizer: PromptEncoder, maxLength: number, grid: number): Promise<CaptionData> {
-  const captions: string[] = [];
+  const captions: string[][] = [];
   const lengths: number[] = [];
   const descriptors: Float32Array[] = [];
   for (const s of samples) {
-    const caption = images[s.image].caption;
-    const enc = tokenizer.encode([caption], maxLength);
-    let n = 0;
-    for (const m of enc.attentionMask) n += Number(m);
-    captions.push(caption);
-    lengths.push(n);
+    let longest = 0;
+    for (const caption of images[s.image].captions) {
+      const enc = tokenizer.encode([caption], maxLength);
+      let n = 0;
+      for (const m of enc.attentionMask) n += Number(m);
+      longest = Math.max(longest, n);
+    }
+    captions.push(images[s.image].captions);
+    lengths.push(longest);
     const rgb = await loadBucketed(images[s.image].file, s.bucket);
     descriptors.push(pictureDescriptor(rgb, s.bucket.width, s.bucket.height, grid));
   }
@@ -54,7 +58,7 @@ export class TextAlignTask implements TrainTask {
   /** The padded lengths its batches use, ascending: one graph each (what the memory plan adds up). */
   readonly paddedLengths: number[];
 
-  constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], images: DataImage[], private data: CaptionData,
+  constructor(private trainer: TextAlignLike, private tokenizer: PromptEncoder, private samples: Sample[], private images: DataImage[], private data: CaptionData,
               private o: { seed: number; batchSize: number; gradAccum: number; maxLength: number; padToMax?: boolean }) {
     // "mean" pooling reads every position up to the maximum length, as the transformer does, so
     // its batches are all padded to it; "attention" pooling masks padding, so batching captions
@@ -73,7 +77,7 @@ export class TextAlignTask implements TrainTask {
     const B = batch.length;
     const L = Number(this.key(this.samples[batch[0]], batch[0]));
     const K = this.data.descriptors[batch[0]].length;
-    const { inputIds, attentionMask } = this.tokenizer.encode(batch.map((s) => this.data.captions[s]), L);
+    const { inputIds, attentionMask } = this.tokenizer.encode(pickCaptions(this.images, this.samples, batch, this.o.seed, step, micro), L);
     const targets = new Float32Array(B * K);
     batch.forEach((s, b) => targets.set(this.data.descriptors[s], b * K));
     const r = await this.trainer.lossAndGrads({ inputIds, attentionMask, B, L, targets });
