@@ -203,4 +203,10 @@ test("the training memory plan adds what training allocates to what the process 
   assert.ok(held.lines.some((l) => /process now +500\.0 MiB/.test(l)), held.lines.join("\n"));
   const ema = planTrainMemory(ck, cfg, { ...base, ema: true });
   assert.equal(ema.neededBytes - bare.neededBytes, 1_000_000 * 4, "--ema-decay: one float32 copy more");
+  // Planned after the data is encoded (as flux2 train does), the encoders' peak is behind it: at
+  // 512² the VAE's encode activations outweigh this tiny transformer's training.
+  const big = { ...base, trainableParams: 1000, width: 512, height: 512 };
+  const before = planTrainMemory(ck, cfg, big), after = planTrainMemory(ck, cfg, { ...big, encoded: true });
+  assert.ok(after.neededBytes < before.neededBytes / 2, `${after.neededBytes} vs ${before.neededBytes}`);
+  assert.ok(after.lines.some((l) => /encode data +done/.test(l)), after.lines.join("\n"));
 });

@@ -292,7 +292,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const largest = samples.reduce((a, s) => (s.bucket.width * s.bucket.height > a.bucket.width * a.bucket.height ? s : a), samples[0]);
   const plan = planTrainMemory(ck, transformerConfig(ck), {
     trainableParams: trainableCount, batch: batchSize, width: largest.bucket.width, height: largest.bucket.height,
-    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae", ema: emaDecay !== undefined, processBytes: process.memoryUsage().rss, textEncoder: mode === "text" ? readQwen3Config(ck.textEncoder.config!) : undefined, textLengths,
+    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae", ema: emaDecay !== undefined, processBytes: process.memoryUsage().rss, encoded: true, textEncoder: mode === "text" ? readQwen3Config(ck.textEncoder.config!) : undefined, textLengths,
   });
   log(`memory plan (${mode}, ${(trainableCount / 1e6).toFixed(2)} M trainable parameters):\n${plan.lines.join("\n")}`);
   if (plan.neededBytes > plan.availableBytes && !v.force) {

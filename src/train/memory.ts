@@ -43,6 +43,8 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
    * the whole run (flux2-mini: 0.6 GB), or the token ids and thumbnails. Training comes on top.
    */
   processBytes?: number;
+  /** The data is already encoded and the encoders released (flux2 train plans after its cache): only training is to come. */
+  encoded?: boolean;
   /** Training the text encoder (--text-encoder): its config and the padded lengths its batches use. */
   textEncoder?: { hidden_size: number; intermediate_size: number; num_hidden_layers: number; num_attention_heads: number; vocab_size: number };
   textLengths?: number[];
@@ -68,9 +70,11 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   const optimizer = o.trainableParams * 4 * copies;
   const train = frozen + optimizer + activations;
   const now = o.processBytes ?? 0;
-  const needed = Math.max(encode, train);
+  const needed = o.encoded ? train : Math.max(encode, train);
   const lines = [
-    t ? "  prepare data   token ids and an 8×8 thumbnail per caption (a few kB each; no encoder pass)" : `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
+    t ? "  prepare data   token ids and an 8×8 thumbnail per caption (a few kB each; no encoder pass)"
+      : o.encoded ? `  encode data    done (text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)}, released)`
+      : `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
     `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × ${copies} float32 copies${o.ema ? " (with the EMA)" : ""} ${formatBytes(optimizer)}, ` +
       `activations ~${formatBytes(activations)} (${t ? `${o.batch} captions, one graph per length ${(o.textLengths ?? [o.textLength]).join(", ")}` : `${o.batch}×${o.width}×${o.height}`}${o.checkpointActivations ? ", checkpointed" : ""})`,
     ...(o.processBytes !== undefined ? [`  process now    ${formatBytes(now)} (Node, ONNX Runtime and the data loaded for training)`] : []),
