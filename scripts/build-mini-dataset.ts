@@ -18,6 +18,9 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
   --size PX       image side: 64, 80, 96, 112 or 128 (default 64)
   --scenes N      number of generated scenes (default ${DEFAULT_SCENES})
   --no-emoji      leave out the emoji
+  --emoji-captions one|all
+                  one caption form per emoji (default; what versions 1-2 trained on) or all
+                  of them, one per line, the plain name first (train with --multi-caption)
   --no-style      leave out the LoRA style set
   --sheet FILE    also write a PNG overview of the set (docs/flux2-mini-data.png)
   -h, --help      this text`;
@@ -27,7 +30,7 @@ async function main(argv: string[]): Promise<number> {
     args: argv, allowPositionals: false,
     options: {
       out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" },
-      "no-emoji": { type: "boolean" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
+      "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
   if (v.help) {
@@ -41,10 +44,14 @@ async function main(argv: string[]): Promise<number> {
     if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${s}"`);
     return n;
   };
+  const emojiCaptionsOption = (s: string | undefined) => {
+    if (s === undefined || s === "one" || s === "all") return s;
+    throw new Error(`--emoji-captions must be one or all, got "${s}"`);
+  };
   const t0 = Date.now();
   const r = await buildMiniDataset({
     out: v.out, seed: num(v.seed, "seed"), size: num(v.size, "size"), scenes: num(v.scenes, "scenes"),
-    emoji: !v["no-emoji"], style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
+    emoji: !v["no-emoji"], emojiCaptions: emojiCaptionsOption(v["emoji-captions"] as string | undefined), style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);
   console.log(`${r.out}: ${r.counts.scenes} scenes, ${r.counts.emoji} emoji, ${r.counts.style} style images in ${((Date.now() - t0) / 1000).toFixed(1)} s; digest ${r.digest}`);

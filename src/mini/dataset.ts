@@ -4,7 +4,8 @@
 //   OUT/train/1_scenes/scene_000000.png|.txt   generated shapes (src/mini/scenes.ts)
 //   OUT/train/3_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts), 3 repeats
 //                                              per epoch: each emoji must be remembered, a scene only composed;
-//                                              one caption per line (train with flux2 train --multi-caption)
+//                                              with --emoji-captions all, every caption form on its own line
+//                                              (train with flux2 train --multi-caption)
 //   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
 //   OUT/eval.json                              what the eval holds out and asks for
 //   OUT/manifest.json                          seed, size, counts, SHA-256 of every file
@@ -19,7 +20,7 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { drawScene, sampleScene } from "./scenes.js";
-import { emojiCaptions, emojiRgb, listEmoji } from "./emoji.js";
+import { emojiCaption, emojiCaptions, emojiRgb, listEmoji } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
 
@@ -31,6 +32,11 @@ export interface BuildOptions {
   scenes?: number;
   /** Include the emoji (default true). */
   emoji?: boolean;
+  /**
+   * "one" (default, what versions 1–2 trained on): one caption form per emoji, chosen by its index;
+   * "all": every form, one per line, the plain name first (for flux2 train --multi-caption).
+   */
+  emojiCaptions?: "one" | "all";
   /** Include the LoRA style set (default true). */
   style?: boolean;
   log?: (s: string) => void;
@@ -98,7 +104,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
         write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
-        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaptions(e).join("\n") + "\n");
+        write(`train/3_emoji/emoji_${e.code}.txt`, (opts.emojiCaptions === "all" ? emojiCaptions(e).join("\n") : emojiCaption(e, i0 + k + seed)) + "\n");
       });
     }
     nEmoji = all.length;
