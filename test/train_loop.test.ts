@@ -111,7 +111,7 @@ test("dataset folder: --multi-caption reads one caption per line, and each visit
   const tokenized: string[][] = [];
   const tokenizer = { encode: (prompts: string[], L: number) => (tokenized.push(prompts), { inputIds: new BigInt64Array(prompts.length * L), attentionMask: new BigInt64Array(prompts.length * L).fill(1n) }) };
   const textTrainer = { params: new Map(), lossAndGrads: async () => ({ loss: 0, grads: new Map() }) };
-  const captionData = { captions: multi.images.map((i) => i.captions), lengths: [4, 4], descriptors: [new Float32Array(3), new Float32Array(3)] };
+  const captionData = { lengths: [4, 4], descriptors: [new Float32Array(3), new Float32Array(3)] };
   const text = new TextAlignTask(textTrainer, tokenizer as any, samples, multi.images, captionData, { seed: 7, batchSize: 2, gradAccum: 1, maxLength: 8, padToMax: true });
   for (let k = 0; k < 40; k++) {
     const batch = flow.batchOf(k, 0);

@@ -15,7 +15,7 @@ import type { Flux2Pipeline } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage } from "../pipeline/image.js";
 import { vaeScaleFactor, readVaeConfig } from "../models/vae.js";
-import { makeSamples, scanDataset, type DataImage, type Sample } from "../train/data.js";
+import { captionIdentity, makeSamples, scanDataset, type DataImage, type Sample } from "../train/data.js";
 import { encodeData } from "../train/cache.js";
 import { FlowMatchingTask } from "../train/flow_task.js";
 import { VaeTask, loadPixels } from "../train/vae_task.js";
@@ -413,10 +413,9 @@ function progress(s: StepLog, total: number, started: number, firstStep: number,
 /** Hash of what the batch order depends on: each sample's file, caption, repeats and bucket. */
 function dataFingerprint(images: DataImage[], samples: Sample[]): string {
   const h = createHash("sha256");
-  // One caption is written as a string, as before multi-caption data existed, so older runs still resume.
   h.update(JSON.stringify(samples.map((s) => {
     const img = images[s.image];
-    return [img.file, img.captions.length === 1 ? img.caption : img.captions, img.repeats, s.bucket.width, s.bucket.height];
+    return [img.file, captionIdentity(img), img.repeats, s.bucket.width, s.bucket.height];
   })));
   return h.digest("hex").slice(0, 16);
 }

@@ -21,7 +21,7 @@ import type { Checkpoint } from "../pipeline/checkpoint.js";
 import { toSignedUnit } from "../pipeline/conditioning.js";
 import { bnNormalize, patchify } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
-import { loadBucketed, type DataImage, type Sample } from "./data.js";
+import { captionIdentity, loadBucketed, type DataImage, type Sample } from "./data.js";
 import { loadPipeline } from "../loaders/pretrained.js";
 
 export interface EncodedData {
@@ -56,7 +56,7 @@ export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[],
   h.update(JSON.stringify({
     version: 1, vae: fileStamp(ck.vae.weights), te: fileStamp(ck.textEncoder.weights), tok: ck.tokenizer,
     L: o.maxSequenceLength, empty: o.withEmpty,
-    images: images.map((i) => [fileStamp(i.file), i.captions.length === 1 ? i.caption : i.captions]),
+    images: images.map((i) => [fileStamp(i.file), captionIdentity(i)]),
     samples: samples.map((s) => [s.image, s.bucket.width, s.bucket.height]),
   }));
   return h.digest("hex").slice(0, 16);

@@ -257,6 +257,15 @@ export class EpochBatcher {
   }
 }
 
+/**
+ * What a cache key or a run's data fingerprint hashes of an image's captions: a single caption as
+ * the string it was before multi-caption data existed (so older caches and runs stay valid), else
+ * the list.
+ */
+export function captionIdentity(img: DataImage): string | string[] {
+  return img.captions.length === 1 ? img.caption : img.captions;
+}
+
 // Stream id for streamSeed(seed, CAPTION, step, micro): the other tasks' streams are 1–4.
 const CAPTION = 5;
 

@@ -19,8 +19,6 @@ export interface TextAlignLike {
 }
 
 export interface CaptionData {
-  /** Per sample: its captions, one tokenized per visit by the pipeline's own tokenizer (which pads and truncates). */
-  captions: string[][];
   /** Per sample: its longest caption's token count (truncated to the maximum length), for the length buckets. */
   lengths: number[];
   /** Per sample: its picture descriptor. */
@@ -31,9 +29,12 @@ export function lengthBucket(n: number, maxLength: number): number {
   return Math.min(maxLength, LENGTH_BUCKETS.find((b) => b >= n) ?? maxLength);
 }
 
-/** Every sample's caption, its token count (the pipeline's own prompt rendering) and its picture descriptor. */
+/**
+ * Every sample's longest caption's token count (the pipeline's own prompt rendering) and its
+ * picture descriptor. The captions themselves are picked per visit from the images (pickCaptions)
+ * and tokenized again per batch by the pipeline's tokenizer, which pads and truncates.
+ */
 export async function loadCaptionData(samples: Sample[], images: DataImage[], tokenizer: PromptEncoder, maxLength: number, grid: number): Promise<CaptionData> {
-  const captions: string[][] = [];
   const lengths: number[] = [];
   const descriptors: Float32Array[] = [];
   for (const s of samples) {
@@ -44,12 +45,11 @@ export async function loadCaptionData(samples: Sample[], images: DataImage[], to
       for (const m of enc.attentionMask) n += Number(m);
       longest = Math.max(longest, n);
     }
-    captions.push(images[s.image].captions);
     lengths.push(longest);
     const rgb = await loadBucketed(images[s.image].file, s.bucket);
     descriptors.push(pictureDescriptor(rgb, s.bucket.width, s.bucket.height, grid));
   }
-  return { captions, lengths, descriptors };
+  return { lengths, descriptors };
 }
 
 export class TextAlignTask implements TrainTask {
