@@ -96,7 +96,9 @@ Optimization (AdamW, as diffusers' klein LoRA script):
                           diffusers' EMAModel warm-up: min(D, (1+k)/(10+k)) at step k) and export
                           it (model folder or LoRA) and sample with it; the last checkpoint also
                           holds the raw weights (param.*). Default: off
-  --timestep-sampling S   uniform (default) | logit_normal (--logit-mean 0, --logit-std 1)
+  --timestep-sampling S   uniform (default) | logit_normal (--logit-mean 0, --logit-std 1). As in
+                          diffusers, u = sigmoid(N(mean, std)) indexes the σ table from σ 1 down,
+                          so a NEGATIVE mean draws more high-noise σ (mean −1: average σ 0.70)
   --seed S                seed of the data order, noise, σ and LoRA init (default 0)
 
 Output:
