@@ -98,7 +98,8 @@ Optimization (AdamW, as diffusers' klein LoRA script):
                           holds the raw weights (param.*). Default: off
   --timestep-sampling S   uniform (default) | logit_normal (--logit-mean 0, --logit-std 1). As in
                           diffusers, u = sigmoid(N(mean, std)) indexes the σ table from σ 1 down,
-                          so a NEGATIVE mean draws more high-noise σ (mean −1: average σ 0.70)
+                          so a NEGATIVE mean draws more high-noise σ (--logit-mean=-1, with '=':
+                          average σ 0.70)
   --seed S                seed of the data order, noise, σ and LoRA init (default 0)
 
 Output:
