@@ -67,8 +67,9 @@ export function emojiPrompt(e: EmojiEntry): string {
 /**
  * The training captions, one per line of the emoji's .txt (read with flux2 train --multi-caption):
  * the plain name first, as a user writes it ("a red apple"), then the name with "emoji", with
- * keywords, and "an emoji of …". Up to version 2 each emoji had one of these, chosen by its index,
- * so three emoji in four were never trained on their plain name (docs/flux2-mini.md, session 12).
+ * keywords, and "an emoji of …". The shipped versions (1–3) were trained with one of these per emoji,
+ * chosen by its index (--emoji-captions one), so three emoji in four were never trained on their
+ * plain name (docs/flux2-mini.md, sessions 12–13).
  */
 export function emojiCaptions(e: EmojiEntry): string[] {
   return [...new Set([0, 1, 2, 3].map((v) => emojiCaption(e, v)))];
