@@ -14,12 +14,12 @@ if (!data || !models.length) { console.error("usage: node docs/probes/heldout_he
 const dist = new URL("../../dist/src/", import.meta.url);
 const { OrtBackend } = await import(new URL("backend/ort.js", dist));
 const { loadPipeline } = await import(new URL("loaders/pretrained.js", dist));
-const { deltaE, hexLab } = await import(new URL("mini/colour.js", dist));
+const { deltaE, hexLab, parseHex, rgbToLab } = await import(new URL("mini/colour.js", dist));
 const pat = /^a #([0-9A-F]{6}) (circle|square|triangle) on a white background$/;
 const dir = `${data}/train/1_scenes`;
 const train = fs.readdirSync(dir).filter((f) => f.endsWith(".txt")).map((f) => fs.readFileSync(`${dir}/${f}`, "utf8").trim()).filter((c) => pat.test(c));
 const held = JSON.parse(fs.readFileSync(`${data}/eval.json`, "utf8")).hex.map((h) => h.prompt);
-const rgbOf = (c) => { const h = pat.exec(c)[1]; return [0, 2, 4].map((k) => parseInt(h.slice(k, k + 2), 16)); };
+const hexOf = (c) => "#" + pat.exec(c)[1];
 async function feats(pipe, prompts) {
   const out = [];
   for (let i = 0; i < prompts.length; i += 64) {
@@ -38,15 +38,16 @@ function solve(A, y) { // Gaussian elimination, A n×n symmetric positive defini
 for (const model of models) {
   const pipe = loadPipeline(model, { backend: new OrtBackend({ threads: 1 }), keepLoaded: true });
   const X = await feats(pipe, train), Z = await feats(pipe, held); await pipe.release();
-  const Y = train.map(rgbOf), D = X[0].length;
+  const Y = train.map((c) => parseHex(hexOf(c))), D = X[0].length;
   const XtX = Array.from({ length: D }, () => new Float64Array(D)), XtY = Array.from({ length: D }, () => [0, 0, 0]);
   for (let s = 0; s < X.length; s++) for (let i = 0; i < D; i++) { const xi = X[s][i]; for (let j = 0; j < D; j++) XtX[i][j] += xi * X[s][j]; for (let c = 0; c < 3; c++) XtY[i][c] += xi * Y[s][c]; }
   let best = null;
   for (const lam of [1e-3, 1e-2, 1e-1, 1, 10, 100]) {
     const W = solve(XtX.map((r, i) => Array.from(r, (v, j) => v + (i === j ? lam : 0))), XtY);
-    const d = held.map((p, k) => { const rgb = [0, 1, 2].map((c) => Math.min(255, Math.max(0, Z[k].reduce((a, v, i) => a + v * W[i][c], 0)))); return deltaE(hexLab("#" + rgb.map((v) => Math.round(v).toString(16).padStart(2, "0")).join("")), hexLab("#" + pat.exec(p)[1])); });
+    // The prediction is rounded to 8-bit RGB, as a picture would hold it.
+    const d = held.map((p, k) => { const rgb = [0, 1, 2].map((c) => Math.round(Math.min(255, Math.max(0, Z[k].reduce((a, v, i) => a + v * W[i][c], 0))))); return deltaE(rgbToLab(rgb[0], rgb[1], rgb[2]), hexLab(hexOf(p))); });
     const mean = d.reduce((a, b) => a + b) / d.length, within = d.filter((x) => x <= 15).length;
-    if (!best || mean < best.mean) best = { lam, mean, within, median: [...d].sort((a, b) => a - b)[36] };
+    if (!best || mean < best.mean) best = { lam, mean, within, median: [...d].sort((a, b) => a - b)[Math.floor(d.length / 2)] };
   }
   console.log(`${model}: ${train.length} training captions → ${held.length} held-out: mean ΔE ${best.mean.toFixed(1)}, median ${best.median.toFixed(1)}, within 15: ${best.within}/${held.length} (λ ${best.lam})`);
 }

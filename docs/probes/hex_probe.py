@@ -3,6 +3,8 @@
 # Is a hex colour linearly readable from flux2-mini's frozen text features? Ridge regression from
 # the cached prompt embeddings (flux2 train's cache) of "a #RRGGBB <shape> on a white background"
 # captions to the colour, scored as CIELAB ΔE on a held-out split.
+# The split is of *training* captions: right for a frozen, never-trained encoder; for a trained one
+# (versions 2 and later) use heldout_hex_probe.mjs, which scores the eval's unseen colours.
 import json, struct, re, sys, numpy as np
 f = sys.argv[1]
 # The safetensors header is read by hand: numpy is the only dependency (the safetensors package is not installed here).
