@@ -59,6 +59,12 @@ def st_read(path):
     return out, meta
 
 
+def bf16_bits(x):
+    """float32 → the bf16 bit patterns (int64 in 0..65535), rounded to nearest even."""
+    bits = x.detach().float().cpu().contiguous().view(torch.int32).long() & 0xFFFFFFFF
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
 def st_write_bf16(path, tensors, metadata=None):
     _st_write(path, tensors, metadata, "BF16")
 
@@ -79,13 +85,11 @@ def _st_write(path, tensors, metadata, dtype):
             chunks.append(raw)
             offset += len(raw)
             continue
-        x = t.float().numpy()
         if dtype == "BF16":
-            bits = x.view(np.uint32).astype(np.uint64)
-            raw = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes()  # round to nearest even
+            raw = bf16_bits(t).numpy().astype(np.uint16).tobytes()
         else:
-            raw = x.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(x.shape), "data_offsets": [offset, offset + len(raw)]}
+            raw = t.float().numpy().tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
         offset += len(raw)
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -457,6 +461,36 @@ def descriptors(pixels, grid=8):
     return lab.reshape(N, -1).float()
 
 
+def train_loop(what, loss_of, params, opt, order_base, g, dev, steps, batch_size, lr, warmup, budget, log, measure_at, log_every, window):
+    """The loop both stages share: epochs of shuffled sample indices (repeats included), the cosine
+    schedule, clip 1, AdamW; the loss kept every 50 steps. When `budget` seconds cannot hold `steps`
+    (timed over the first `measure_at`), it trains as many as fit, the schedule stretched to them."""
+    total, k, order, pos, t0, losses = steps, 0, None, 0, time.time(), []
+    while k < total:
+        if order is None or pos + batch_size > len(order):
+            order, pos = order_base[torch.randperm(len(order_base), generator=g)], 0
+        idx = order[pos : pos + batch_size].to(dev)
+        pos += batch_size
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(lr, warmup, total, k)
+        loss = loss_of(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if k % 50 == 0:
+            losses.append(loss.item())
+        k += 1
+        if k == measure_at and budget:
+            fits = int(budget / ((time.time() - t0) / measure_at))
+            if fits < total:
+                log(f"{what}: {total} steps do not fit {budget}s; training {fits} instead (the cosine schedule is stretched to it)")
+                total = fits
+        if k % log_every == 0 or k == total:
+            log(f"{what} step {k}/{total} loss {sum(losses[-window:]) / len(losses[-window:]):.4f} {time.time() - t0:.0f}s")
+    return total, losses, time.time() - t0
+
+
 def train_text_encoder(te, ids, mask, targets, order_base, a, g, log):
     dev = te.device
     params = {k: torch.nn.Parameter(v) for k, v in te.w.items() if not k.startswith("model.norm") and not k.startswith(f"model.layers.{te.c['num_hidden_layers'] - 1}.")}
@@ -470,41 +504,22 @@ def train_text_encoder(te, ids, mask, targets, order_base, a, g, log):
     }
     every = list(params.values()) + list(head.values())
     opt = torch.optim.AdamW(every, lr=a.te_lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    total, k, order, pos, t0, losses = a.te_steps, 0, None, 0, time.time(), []
-    while k < total:
-        if order is None or pos + a.te_batch_size > len(order):
-            order, pos = order_base[torch.randperm(len(order_base), generator=g)], 0
-        idx = order[pos : pos + a.te_batch_size].to(dev)
-        pos += a.te_batch_size
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(a.te_lr, a.te_warmup, total, k)
+
+    def loss_of(idx):
         feats = te.prompt_embeds(ids[idx], mask[idx], [9, 18, 27]).mean(1)
         pred = F.silu(feats @ head["fc1.weight"].T + head["fc1.bias"]) @ head["fc2.weight"].T + head["fc2.bias"]
-        loss = ((pred - targets[idx]) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(every, 1.0)
-        opt.step()
-        if k % 50 == 0:
-            losses.append(loss.item())
-        k += 1
-        if k == 100 and a.te_budget:
-            fits = int(a.te_budget / ((time.time() - t0) / 100))
-            if fits < total:
-                log(f"text encoder: {total} steps do not fit {a.te_budget}s; training {fits} instead (the cosine schedule is stretched to it)")
-                total = fits
-        if k % 500 == 0 or k == total:
-            log(f"text encoder step {k}/{total} loss {sum(losses[-10:]) / len(losses[-10:]):.4f} {time.time() - t0:.0f}s")
+        return ((pred - targets[idx]) ** 2).mean()
+
+    result = train_loop("text encoder", loss_of, every, opt, order_base, g, dev, a.te_steps, a.te_batch_size, a.te_lr, a.te_warmup, a.te_budget, log,
+                        measure_at=100, log_every=500, window=10)
     # What ships is bf16: the transformer stage sees the embeddings of the rounded encoder.
     te.w = {n: bf16_round(v.detach()) for n, v in te.w.items()}
-    return total, losses, time.time() - t0
+    return result
 
 
 def bf16_round(x):
-    bits = x.float().contiguous().view(torch.int32).long() & 0xFFFFFFFF
-    r = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-    r = torch.where(r >= 2**31, r - 2**32, r)
-    return r.to(torch.int32).view(torch.float32)
+    r = bf16_bits(x) << 16
+    return torch.where(r >= 2**31, r - 2**32, r).to(torch.int32).view(torch.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,8 +606,13 @@ def check(golden, golden_train):
 # training
 
 
+def padding_mask(lengths, L):
+    """Right padding: 1 for the first lengths[i] of L positions."""
+    return (torch.arange(L)[None] < lengths[:, None]).long()
+
+
 def all_embeds(te, ids, lengths, device, layers=(9, 18, 27), chunk=512):
-    mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+    mask = padding_mask(lengths, ids.shape[1])
     out = []
     with torch.no_grad():
         for a in range(0, ids.shape[0], chunk):
@@ -644,7 +664,7 @@ def train(a):
     info = {"trained_by": "docs/probes/torch-scale/flux2_mini_torch.py", "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "seed": str(a.seed),
             "text_encoder_from": a.te, **passed}
     if a.te_steps:
-        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long().to(dev)
+        mask = padding_mask(lengths, ids.shape[1]).to(dev)
         sample_ids, sample_mask = ids.long().to(dev)[caption.to(dev)], mask[caption.to(dev)]
         targets = descriptors(data["pixels"]).to(dev)
         steps, te_losses, secs = train_text_encoder(te, sample_ids, sample_mask, targets, order_base, a, g, log)
@@ -653,53 +673,35 @@ def train(a):
         out["text_encoder.embed_rows"] = te.rows
         info.update({"te_steps": str(steps), "te_batch_size": str(a.te_batch_size), "te_lr": str(a.te_lr), "te_seconds": f"{secs:.0f}",
                      "te_loss_every_50": json.dumps([round(x, 5) for x in te_losses]), "te_config": json.dumps(te.c)})
-    used = torch.unique(torch.cat([caption, torch.tensor([int(meta["empty_caption"])])]))
+    empty = int(meta["empty_caption"])
+    used = torch.unique(torch.cat([caption, torch.tensor([empty])]))
     embeds = torch.zeros(ids.shape[0], ids.shape[1], 3 * te.c["hidden_size"], device=dev)
     embeds[used.to(dev)] = all_embeds(te, ids[used], lengths[used], dev)
-    empty = int(meta["empty_caption"])
     del te
-    log(f"{embeds.shape[0]} caption embeddings {tuple(embeds.shape[1:])}")
+    log(f"{len(used)} caption embeddings {tuple(embeds.shape[1:])}")
     caption = caption.to(dev)
     w, _ = st_read(f"{a.init}/diffusion_pytorch_model.safetensors")
     model = Flux2Transformer(json.load(open(f"{a.init}/config.json")), w).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
     sigma_table = torch.tensor([(1000 - i) / 1000 for i in range(1000)], dtype=torch.float32)
-    total, k, losses, order, pos = a.steps, 0, [], None, 0
-    t0 = time.time()
-    while k < total:
-        if order is None or pos + a.batch_size > len(order):
-            order, pos = order_base[torch.randperm(len(order_base), generator=g)], 0
-        idx = order[pos : pos + a.batch_size].to(dev)
-        pos += a.batch_size
+
+    def loss_of(idx):
         B = idx.shape[0]
         x0 = latents[idx]
         drop = (torch.rand(B, generator=g) < a.caption_dropout).to(dev)
         cap = torch.where(drop, torch.full_like(caption[idx], empty), caption[idx])
         noise = torch.randn(x0.shape, generator=g).to(dev)
         sig = sigma_table[torch.randint(0, 1000, (B,), generator=g)].to(dev)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(a.lr, a.warmup, total, k)
-        loss, _ = flow_loss(model, x0, embeds[cap], noise, sig)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if k % 50 == 0:
-            losses.append(loss.item())
-        k += 1
-        if k == 200 and a.time_budget:
-            fits = int(a.time_budget / ((time.time() - t0) / 200))
-            if fits < total:
-                log(f"transformer: {total} steps do not fit {a.time_budget}s; training {fits} instead (the cosine schedule is stretched to it)")
-                total = fits
-        if k % 2000 == 0 or k == total:
-            log(f"transformer step {k}/{total} loss {sum(losses[-40:]) / len(losses[-40:]):.4f} {time.time() - t0:.0f}s")
+        return flow_loss(model, x0, embeds[cap], noise, sig)[0]
+
+    total, losses, secs = train_loop("transformer", loss_of, list(model.parameters()), opt, order_base, g, dev, a.steps, a.batch_size, a.lr, a.warmup, a.time_budget, log,
+                                     measure_at=200, log_every=2000, window=40)
     for n, v in model.named_weights().items():
         out[n] = v
-    info.update({"steps": str(total), "batch_size": str(a.batch_size), "lr": str(a.lr), "seconds": f"{time.time() - t0:.0f}",
+    info.update({"steps": str(total), "batch_size": str(a.batch_size), "lr": str(a.lr), "seconds": f"{secs:.0f}",
                  "loss_every_50": json.dumps([round(x, 5) for x in losses]), "config": json.dumps(model.c), "wall_seconds": f"{time.time() - t_start:.0f}"})
     st_write_bf16(a.out, out, info)
-    log(f"wrote {a.out}: transformer {total} steps in {time.time() - t0:.0f}s; {time.time() - t_start:.0f}s in all")
+    log(f"wrote {a.out}: transformer {total} steps in {secs:.0f}s; {time.time() - t_start:.0f}s in all")
 
 
 def unpack_model(result, base_dir, full_te_dir, out_dir):
