@@ -1,6 +1,7 @@
-// `flux2 train --vae --freeze PREFIXES --color-weight W`: training the decoder alone keeps the
-// latent space (encoder, quant_conv and the latent batch-norm statistics stay bit for bit), and
-// the colour term is exactly W × the squared error of 8×8-block mean colours, computed here
+// `flux2 train --vae --freeze PREFIXES --color-weight W --chroma-weight W`: training the decoder
+// alone keeps the latent space (encoder, quant_conv and the latent batch-norm statistics stay bit
+// for bit); the colour term is exactly W × the squared error of 8×8-block mean colours and the
+// chroma term W × the squared error with each pixel's brightness taken out, both computed here
 // independently from the step's own reconstruction.
 
 import { test } from "node:test";
@@ -90,6 +91,37 @@ test("--color-weight adds W × the 8×8-block mean colour error; freezing the en
   }
 });
 
+/** Mean over pixels and channels of the squared error with each pixel's mean over R, G, B taken out. */
+function chromaError(rec: Float32Array, images: Float32Array, [B, C, H, W]: number[]): number {
+  let sum = 0;
+  for (let b = 0; b < B; b++) for (let p = 0; p < H * W; p++) {
+    const e: number[] = [];
+    for (let c = 0; c < C; c++) e.push(rec[(b * C + c) * H * W + p] - images[(b * C + c) * H * W + p]);
+    const grey = e.reduce((x, y) => x + y, 0) / C;
+    for (const v of e) sum += (v - grey) ** 2;
+  }
+  return sum / (B * C * H * W);
+}
+
+test("--chroma-weight adds W × the squared error of each pixel's colour apart from its brightness, and moves the gradients", async () => {
+  const trainer = await VaeTrainer.open(backend, VAE, path.join(VAE, "config.json"));
+  try {
+    const b = batch(11, 2, 16, 16, trainer.config.latent_channels, vaeScaleFactor(trainer.config));
+    const plain = await trainer.lossAndGrads(b);
+    const weighted = await trainer.lossAndGrads({ ...b, chromaWeight: 4 });
+    const expected = chromaError(plain.reconstruction, b.images, b.shape);
+    assert.ok(expected > 0 && expected < plain.reconLoss, `chroma error ${expected} is part of the pixel error ${plain.reconLoss}`);
+    assert.ok(Math.abs(plain.chromaLoss - expected) < 1e-5 * Math.max(1, expected), `chroma loss ${plain.chromaLoss} vs ${expected} computed here`);
+    assert.ok(Math.abs(weighted.loss - (plain.loss + 4 * expected)) < 1e-4 * weighted.loss, `loss ${weighted.loss} vs ${plain.loss} + 4 × ${expected}`);
+    const key = [...trainer.params.keys()].find((k) => k.startsWith("encoder.conv_in.weight"))!;
+    const moved = plain.grads.get(key)!.some((v, i) => Math.abs(v - weighted.grads.get(key)![i]) > 1e-6 * (Math.abs(v) + 1e-6));
+    assert.ok(moved, "the chroma term reaches the encoder's first layer");
+    await assert.rejects(trainer.lossAndGrads({ ...b, chromaWeight: -1 }), /chromaWeight must be a non-negative number/);
+  } finally {
+    await trainer.release();
+  }
+});
+
 test("flux2 train --vae --freeze encoder.,quant_conv.: the encoder side and the batch-norm statistics are kept bit for bit, the decoder is trained", async () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-vae-parts-"));
   const data = path.join(root, "data");
@@ -103,7 +135,7 @@ test("flux2 train --vae --freeze encoder.,quant_conv.: the encoder side and the 
   }
   const out = path.join(root, "run");
   const r = spawnSync(process.execPath, [CLI, "train", "--model", MODEL, "--data", data, "--out", out, "--vae", "--freeze", ENCODER_SIDE.join(","),
-    "--color-weight", "5", "--posterior", "mode", "--resolution", "64", "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--save-every", "0", "--threads", "1"], { encoding: "utf8" });
+    "--color-weight", "5", "--chroma-weight", "2", "--posterior", "mode", "--resolution", "64", "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--save-every", "0", "--threads", "1"], { encoding: "utf8" });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /the encoder is frozen: the latent space does not move/);
   assert.match(r.stderr, /statistics kept from the base/);
@@ -122,5 +154,5 @@ test("flux2 train --vae --freeze encoder.,quant_conv.: the encoder side and the 
   }
   const bad = spawnSync(process.execPath, [CLI, "train", "--model", MODEL, "--data", data, "--out", path.join(root, "run-b"), "--full", "--freeze", "encoder."], { encoding: "utf8" });
   assert.equal(bad.status, 1, bad.stderr);
-  assert.match(bad.stderr, /--color-weight, --freeze and --posterior are VAE settings; use them with --vae/);
+  assert.match(bad.stderr, /--color-weight, --chroma-weight, --freeze and --posterior are VAE settings; use them with --vae/);
 });

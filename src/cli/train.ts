@@ -67,6 +67,9 @@ What to train:
   --vae                   train the VAE as an autoencoder (MSE + --kl-weight · KL, default 1e-6)
   --color-weight W        with --vae: add W · the squared error of 8×8-block mean colours, which
                           weighs flat colours that pixel MSE lets drift (default 0)
+  --chroma-weight W       with --vae: add W · the squared error of each pixel's colour with its
+                          brightness taken out, so that hues rare in the data (greens, purples)
+                          are learned as early as brightness (default 0)
   --posterior P           with --vae: sample (default; z = mean + std·ε, as diffusers trains
                           an AutoencoderKL) or mode (z = mean, what the pipelines decode: for a
                           decoder fine-tune with the encoder frozen)
@@ -130,7 +133,7 @@ const OPTIONS = {
   "warmup-steps": { type: "string" }, trigger: { type: "string" }, "multi-caption": { type: "boolean" }, "caption-dropout": { type: "string" }, format: { type: "string" },
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
   "ema-decay": { type: "string" }, "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
-  "kl-weight": { type: "string" }, "color-weight": { type: "string" }, freeze: { type: "string" }, posterior: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
+  "kl-weight": { type: "string" }, "color-weight": { type: "string" }, "chroma-weight": { type: "string" }, freeze: { type: "string" }, posterior: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
   force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -141,7 +144,7 @@ type Mode = "lora" | "full" | "vae" | "text";
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
   "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
-  "kl-weight", "color-weight", "freeze", "posterior", "checkpoint-activations"];
+  "kl-weight", "color-weight", "chroma-weight", "freeze", "posterior", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: false });
@@ -187,10 +190,11 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (emaDecay !== undefined && !(emaDecay > 0 && emaDecay < 1)) throw new InvalidRequestError(`--ema-decay must be between 0 and 1 exclusive (e.g. 0.999), got ${emaDecay}`);
   const klWeight = numOption(v["kl-weight"] as string, "kl-weight", 0, 1e6) ?? 1e-6;
   const colorWeight = numOption(v["color-weight"] as string, "color-weight", 0, 1e6) ?? 0;
+  const chromaWeight = numOption(v["chroma-weight"] as string, "chroma-weight", 0, 1e6) ?? 0;
   const freeze = v.freeze ? (v.freeze as string).split(",").map((t) => t.trim()).filter(Boolean) : [];
   const posterior = ((v.posterior as string | undefined) ?? "sample") as "sample" | "mode";
   if (posterior !== "sample" && posterior !== "mode") throw new InvalidRequestError(`--posterior must be sample or mode, got "${posterior}"`);
-  if (mode !== "vae" && (v["color-weight"] !== undefined || freeze.length || v.posterior !== undefined)) throw new InvalidRequestError("--color-weight, --freeze and --posterior are VAE settings; use them with --vae");
+  if (mode !== "vae" && (v["color-weight"] !== undefined || v["chroma-weight"] !== undefined || freeze.length || v.posterior !== undefined)) throw new InvalidRequestError("--color-weight, --chroma-weight, --freeze and --posterior are VAE settings; use them with --vae");
   const scheduler = (v["lr-scheduler"] as string | undefined) ?? "constant";
   if (!LR_SCHEDULERS.includes(scheduler as LrScheduler)) throw new InvalidRequestError(`--lr-scheduler must be one of ${LR_SCHEDULERS.join(", ")}, got "${scheduler}"`);
   const format = ((v.format as string | undefined) ?? "peft") as LoraExportFormat;
@@ -275,7 +279,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!, { freeze });
     vaeTrainsEncoder = trainer.trainsEncoder;
     if (freeze.length) log(`frozen: ${freeze.join(", ")} (${trainer.trainsEncoder ? "the encoder still trains" : "the encoder is frozen: the latent space does not move"})`);
-    task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, colorWeight, posterior, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
+    task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, colorWeight, chromaWeight, posterior, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
     release = () => trainer.release();
   } else {
     const data = await encodeData(ck, ds.images, samples, { runDir, maxSequenceLength: maxLen, withEmpty: captionDropout > 0, backend, log });

@@ -65,6 +65,8 @@ export interface VaeBatch {
   klWeight: number;
   /** Weight of the colour term (see VaeTrainer.build); 0 or absent: plain MSE + KL. */
   colorWeight?: number;
+  /** Weight of the chroma term: the squared error of each pixel's colour apart from its brightness. */
+  chromaWeight?: number;
 }
 
 export interface VaeStepResult {
@@ -72,6 +74,7 @@ export interface VaeStepResult {
   reconLoss: number;
   kl: number;
   colorLoss: number;
+  chromaLoss: number;
   reconstruction: Float32Array;
   grads: Map<string, Float32Array>;
 }
@@ -358,6 +361,7 @@ export class VaeTrainer {
     const eps = g.input("eps", "F32", [B, Cl, H / fct, W / fct]);
     const klWeight = g.input("kl_weight", "F32", []);
     const colorWeight = g.input("color_weight", "F32", []);
+    const chromaWeight = g.input("chroma_weight", "F32", []);
     const moments = g.scope("encoder", () => encoder(ctx, image));
     const [mean, rawLogvar] = g.split(moments, 1, [Cl, Cl]);
     // diffusers' DiagonalGaussianDistribution: logvar clamped to [-30, 20], std = exp(logvar / 2), var = exp(logvar).
@@ -379,11 +383,19 @@ export class VaeTrainer {
     const blocks = g.reshape(diff, [B, c.out_channels, H / k, k, W / k, k]);
     const blockMean = g.op("ReduceMean", [blocks, g.constant([3, 5])], { keepdims: 0 })[0];
     const color = meanAll(g, g.mul(blockMean, blockMean));
-    const loss = g.add(g.add(recon, g.mul(klWeight, kl)), g.mul(colorWeight, color));
+    // The chroma term: the squared error of each pixel's colour with its brightness (the mean over
+    // R, G, B) taken out. Pixel MSE learns colour directions in the order of their variance in the
+    // data, and in flux2-mini's data the green–magenta direction carries a twelfth of the
+    // brightness variance: a VAE trained on MSE alone maps purples to grey and greens to teal
+    // (docs/flux2-mini.md, session 15). This term weighs every hue's error on its own.
+    const chromaErr = g.sub(diff, g.op("ReduceMean", [diff, g.constant([1])], { keepdims: 1 })[0]);
+    const chroma = meanAll(g, g.mul(chromaErr, chromaErr));
+    const loss = g.add(g.add(g.add(recon, g.mul(klWeight, kl)), g.mul(colorWeight, color)), g.mul(chromaWeight, chroma));
     g.output(loss, "loss", "F32", []);
     g.output(recon, "recon_loss", "F32", []);
     g.output(kl, "kl", "F32", []);
     g.output(color, "color_loss", "F32", []);
+    g.output(chroma, "chroma_loss", "F32", []);
     g.output(rec, "reconstruction", "F32", [B, c.out_channels, H, W]);
     promoteWeights(g, (name) => this.weights.shape(name), this.opts.frozen ? (name) => this.params.has(name) : undefined);
     // Segments: the blocks vae.ts scopes as down.N / mid / up.N, inside our encoder / decoder scopes.
@@ -410,6 +422,8 @@ export class VaeTrainer {
     if (!(b.klWeight >= 0)) throw new Error(`klWeight must be a non-negative number, got ${b.klWeight}`);
     const colorWeight = b.colorWeight ?? 0;
     if (!(colorWeight >= 0)) throw new Error(`colorWeight must be a non-negative number, got ${b.colorWeight}`);
+    const chromaWeight = b.chromaWeight ?? 0;
+    if (!(chromaWeight >= 0)) throw new Error(`chromaWeight must be a non-negative number, got ${b.chromaWeight}`);
     const step = await cached(this.graphs, `${B}x${H}x${W}`, async () => {
       const g = this.build(B, H, W);
       const grads = new Map([...this.params.keys()].map((k) => [k, `grad.${k}`] as [string, string]));
@@ -420,11 +434,12 @@ export class VaeTrainer {
       eps: { data: b.eps, shape: epsShape },
       kl_weight: { data: Float32Array.of(b.klWeight), shape: [] },
       color_weight: { data: Float32Array.of(colorWeight), shape: [] },
+      chroma_weight: { data: Float32Array.of(chromaWeight), shape: [] },
     };
     for (const [k, v] of this.params) feeds[k] = { data: v, shape: this.paramShape(k) };
     const out = await step.session.run(feeds);
     return {
-      loss: Number(out.loss.data[0]), reconLoss: Number(out.recon_loss.data[0]), kl: Number(out.kl.data[0]), colorLoss: Number(out.color_loss.data[0]),
+      loss: Number(out.loss.data[0]), reconLoss: Number(out.recon_loss.data[0]), kl: Number(out.kl.data[0]), colorLoss: Number(out.color_loss.data[0]), chromaLoss: Number(out.chroma_loss.data[0]),
       reconstruction: out.reconstruction.data as Float32Array, grads: collectGrads(out, step.grads),
     };
   }

@@ -22,7 +22,7 @@ export class VaeTask implements TrainTask {
 
   /** `pixels[i]`: sample i as (1, 3, H, W) in [-1, 1] (see loadPixels). */
   constructor(private trainer: VaeLikeTrainer, private samples: Sample[], images: DataImage[], private pixels: Float32Array[],
-              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; colorWeight?: number; posterior?: "sample" | "mode"; latentChannels: number; scaleFactor: number }) {
+              private o: { seed: number; batchSize: number; gradAccum: number; klWeight: number; colorWeight?: number; chromaWeight?: number; posterior?: "sample" | "mode"; latentChannels: number; scaleFactor: number }) {
     this.batches = new EpochBatcher(samples, images, o);
   }
 
@@ -41,7 +41,7 @@ export class VaeTask implements TrainTask {
     // "mode" decodes the posterior's mean (ε = 0), which is what the pipelines decode: a decoder
     // fine-tuned on it learns exact colours instead of colours averaged over the posterior noise.
     const eps = this.o.posterior === "mode" ? new Float32Array(count) : randn(streamSeed(this.o.seed, EPS, step, micro), count);
-    const r = await this.trainer.lossAndGrads({ images, shape: [B, 3, H, W], eps, klWeight: this.o.klWeight, colorWeight: this.o.colorWeight ?? 0 });
+    const r = await this.trainer.lossAndGrads({ images, shape: [B, 3, H, W], eps, klWeight: this.o.klWeight, colorWeight: this.o.colorWeight ?? 0, chromaWeight: this.o.chromaWeight ?? 0 });
     return { loss: r.loss, grads: r.grads };
   }
 }
