@@ -19,6 +19,7 @@ const { Flux2Vae } = await dist("models/vae.js");
 const { OrtBackend } = await dist("backend/ort.js");
 const { evalPlan, drawHexCase } = await dist("mini/eval_plan.js");
 const { hexAdherence } = await dist("eval/metrics.js");
+const { rgbToLab, deltaE } = await dist("mini/colour.js");
 
 const SIZE = 64, SHOWN = 24, S = 2 * SIZE, GAP = 4, LEFT = 170, TOP = 22;
 const cases = evalPlan().hex;
@@ -44,17 +45,23 @@ for (const spec of specs) {
   rows.push([spec.slice(0, i), await roundTrips(spec.slice(i + 1))]);
 }
 console.log(["case", ...rows.slice(1).map(([l]) => l)].join("\t"));
-const totals = rows.slice(1).map(() => ({ pass: 0, sum: 0 }));
+const totals = rows.slice(1).map(() => ({ pass: 0, sum: 0, ring: 0, ringN: 0 }));
 cases.forEach((c, j) => {
   const cells = rows.slice(1).map(([, imgs], r) => {
     const h = hexAdherence({ rgb: imgs[j], width: SIZE, height: SIZE }, c.hex);
     totals[r].pass += h.pass ? 1 : 0;
     totals[r].sum += h.deltaE ?? 100;
+    // The outermost pixel ring: how white the round trip keeps the picture's edge.
+    for (let y = 0; y < SIZE; y++) for (let x = 0; x < SIZE; x++) if (x === 0 || y === 0 || x === SIZE - 1 || y === SIZE - 1) {
+      const i = (y * SIZE + x) * 3;
+      totals[r].ring += deltaE(rgbToLab(imgs[j][i], imgs[j][i + 1], imgs[j][i + 2]), [100, 0, 0]);
+      totals[r].ringN++;
+    }
     return `ΔE ${h.deltaE === null ? "none" : h.deltaE.toFixed(1)}${h.whiteBackground ? "" : " (background not white)"}${h.pass ? " pass" : ""}`;
   });
   console.log([c.prompt, ...cells].join("\t"));
 });
-rows.slice(1).forEach(([label], r) => console.log(`${label}: ${totals[r].pass}/${cases.length} within ΔE 15 on white; mean ΔE ${(totals[r].sum / cases.length).toFixed(1)}`));
+rows.slice(1).forEach(([label], r) => console.log(`${label}: ${totals[r].pass}/${cases.length} within ΔE 15 on white; mean ΔE ${(totals[r].sum / cases.length).toFixed(1)}; outer pixel ring ΔE from white ${(totals[r].ring / totals[r].ringN).toFixed(2)}`));
 
 const text = (s, w, h, y, size) => Buffer.from(`<svg width="${w}" height="${h}"><text x="2" y="${y}" font-size="${size}" font-family="sans-serif">${s.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</text></svg>`);
 const perRow = 12, tiles = [];
