@@ -12,6 +12,7 @@ import { MINI_MAX_SEQUENCE_LENGTH, MINI_RESOLUTION, writeMiniModel } from "../sr
 import { SafetensorsFile, toFloat32, writeSafetensors } from "../src/io/safetensors.js";
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { repoRoot } from "./golden.js";
+import sharp from "sharp";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-recipe-"));
 
@@ -39,6 +40,84 @@ test("the recipe trains the VAE, the text encoder, then the transformer on both,
   const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, transformer/);
+});
+
+test("the next recipe (not yet run whole) pairs the VAE with the first text-encoder stage, continues the encoder, and gives the transformer the VAE stage's VAE", () => {
+  const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini-next.json"));
+  assert.match(String((r as unknown as { status: string }).status), /^NOT YET RUN AS A WHOLE/);
+  assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "text_encoder_2", "transformer"]);
+  const [vae, te, te2, tr] = r.stages;
+  assert.equal(vae.with_next, true);
+  assert.equal(Number(vae.args.threads), 1);
+  assert.equal(Number(te.args.threads), 1);
+  assert.equal(te.args.model, "runs/flux2-mini/init");
+  assert.equal(te2.args.model, `${te.args.out}/model`);
+  assert.equal(te2.args.seed, 1);
+  assert.equal(tr.args.model, `${te2.args.out}/model`);
+  assert.equal(tr.vae_from, `${vae.args.out}/model`);
+  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--recipe", path.join(repoRoot, "recipes", "flux2-mini-next.json"), "--dry-run"], { encoding: "utf8" });
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.match(dry.stdout, /\[vae\] .*\(at the same time as \[text_encoder\]\)/);
+  assert.match(dry.stdout, /\[transformer\] vae\/ from runs\/flux2-mini\/vae\/model into runs\/flux2-mini\/text_encoder_2\/model/);
+});
+
+test("train-mini runs a with_next pair at once and gives a stage another stage's VAE (vae_from); bad pairs are refused", { timeout: 240_000 }, async () => {
+  const model = path.join(repoRoot, "testdata", "golden", "checkpoints", "klein_base");
+  const dir = tmp(), data = path.join(dir, "data");
+  fs.mkdirSync(data);
+  for (const [i, rgb] of [[200, 40, 40], [40, 60, 210]].entries()) {
+    const px = new Uint8Array(64 * 64 * 3);
+    for (let k = 0; k < 64 * 64; k++) px.set(rgb, k * 3);
+    await sharp(px, { raw: { width: 64, height: 64, channels: 3 } }).png().toFile(path.join(data, `c${i}.png`));
+    fs.writeFileSync(path.join(data, `c${i}.txt`), `a picture number ${i}`);
+  }
+  const common = { data, resolution: "64", steps: 1, "batch-size": 2, "save-every": 0, threads: 1 };
+  const recipe = {
+    name: "tiny", resolution: 64, max_sequence_length: 16, prepare: [], evaluate: [],
+    stages: [
+      { name: "vae", with_next: true, args: { ...common, model, out: path.join(dir, "vae"), vae: true } },
+      { name: "text_encoder", args: { ...common, model, out: path.join(dir, "te"), "text-encoder": true, "max-sequence-length": 16 } },
+      { name: "transformer", vae_from: path.join(dir, "vae", "model"), args: { ...common, model: path.join(dir, "te", "model"), out: path.join(dir, "tr"), full: true, "max-sequence-length": 16 } },
+    ],
+  };
+  const file = path.join(dir, "recipe.json");
+  fs.writeFileSync(file, JSON.stringify(recipe));
+  const script = path.join(repoRoot, "dist", "scripts", "train-mini.js");
+  const r = spawnSync(process.execPath, [script, "--recipe", file, "--pack-to", path.join(dir, "packed")], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /running \[vae\] and \[text_encoder\] at once/);
+  assert.match(r.stdout, /\[transformer\] vae\/ from /);
+  // Each of the pair wrote its own log, and both finished.
+  for (const s of ["vae", "te"]) assert.match(fs.readFileSync(path.join(dir, `${s}.log`), "utf8"), /done: 1 steps/);
+  // The transformer stage started from the text encoder's folder with the VAE stage's trained VAE:
+  // its model folder carries that VAE byte for byte, and its text encoder is the trained one.
+  const weights = (d: string, part: string, f: string) => fs.readFileSync(path.join(d, part, f));
+  const vaeFile = "diffusion_pytorch_model.safetensors";
+  assert.ok(weights(path.join(dir, "tr", "model"), "vae", vaeFile).equals(weights(path.join(dir, "vae", "model"), "vae", vaeFile)));
+  assert.ok(!weights(path.join(dir, "vae", "model"), "vae", vaeFile).equals(weights(model, "vae", vaeFile)), "the VAE stage trained its VAE");
+  assert.ok(weights(path.join(dir, "tr", "model"), "text_encoder", "model.safetensors").equals(weights(path.join(dir, "te", "model"), "text_encoder", "model.safetensors")));
+  // The base checkpoint the text encoder's folder hard-links to is untouched.
+  assert.ok(weights(model, "vae", vaeFile).equals(fs.readFileSync(path.join(model, "vae", vaeFile))));
+  // The pack: float weights in bf16; the golden VAE's integer counter (bn.num_batches_tracked) kept as it is.
+  const packed = SafetensorsFile.open(path.join(dir, "packed", "vae", vaeFile)), trained = SafetensorsFile.open(path.join(dir, "tr", "model", "vae", vaeFile));
+  try {
+    assert.equal(packed.tensors.get("bn.num_batches_tracked")!.dtype, "I64");
+    assert.ok(Buffer.from(packed.bytes("bn.num_batches_tracked")).equals(Buffer.from(trained.bytes("bn.num_batches_tracked"))));
+    assert.equal(packed.tensors.get("decoder.conv_out.weight")!.dtype, "BF16");
+  } finally {
+    packed.close();
+    trained.close();
+  }
+  // Refused: a pair whose second stage reads the first's output, and a pair at the end.
+  const refuse = (stages: unknown[], why: RegExp) => {
+    fs.writeFileSync(file, JSON.stringify({ ...recipe, stages }));
+    const b = spawnSync(process.execPath, [script, "--recipe", file, "--dry-run"], { encoding: "utf8" });
+    assert.equal(b.status, 1, b.stdout);
+    assert.match(b.stderr, why);
+  };
+  const [v, t, x] = recipe.stages;
+  refuse([v, { ...t, args: { ...t.args, model: path.join(dir, "vae", "model") } }, x], /starts from "vae"'s output, so the two cannot run at the same time/);
+  refuse([v, t, { ...x, with_next: true }], /is the last one, so it has no next stage/);
 });
 
 test("packing turns float32 trained weights into bf16 within 40 MB, and refuses a model over budget", () => {

@@ -29,11 +29,20 @@ export function packMiniModel(src: string, dst: string, budget = MINI_BUDGET_BYT
     const f = SafetensorsFile.open(from);
     try {
       const names = [...f.tensors.keys()];
-      const w = new SafetensorsStreamWriter(to, names.map((name) => ({ name, dtype: "BF16" as const, shape: f.tensors.get(name)!.shape })), { format: "pt" });
+      // Float weights become bf16; an integer buffer (a batch-norm's num_batches_tracked, which
+      // diffusers checkpoints may carry) is kept as it is: it is a counter, not a weight.
+      const isFloat = (dtype: string) => ["F32", "F16", "BF16"].includes(dtype);
+      const w = new SafetensorsStreamWriter(to, names.map((name) => {
+        const info = f.tensors.get(name)!;
+        return { name, dtype: isFloat(info.dtype) ? "BF16" as const : info.dtype, shape: info.shape };
+      }), { format: "pt" });
       try {
         for (const name of names) {
           const info = f.tensors.get(name)!;
-          if (!["F32", "F16", "BF16"].includes(info.dtype)) throw new Error(`${from}: tensor ${name} is ${info.dtype}; only float weights can be packed`);
+          if (!isFloat(info.dtype)) {
+            w.write(name, f.bytes(name));
+            continue;
+          }
           const h = f32ArrayToBf16(toFloat32(info.dtype, f.bytes(name)));
           w.write(name, new Uint8Array(h.buffer, h.byteOffset, h.byteLength));
         }

@@ -9,6 +9,14 @@ export interface Stage {
   name: string;
   what?: string;
   budget_minutes?: number;
+  /**
+   * Run this stage at the same time as the next one (the runner waits for both). For two stages
+   * that do not read each other's output and run on one thread each, such as the VAE and the text
+   * encoder: on a 2-core machine the pair takes the time of the longer one.
+   */
+  with_next?: boolean;
+  /** A model folder whose `vae/` replaces the one in `args.model` before this stage runs. */
+  vae_from?: string;
   args: Record<string, ArgValue>;
 }
 
@@ -35,6 +43,16 @@ export function readRecipe(file: string): MiniRecipe {
     if (typeof s.name !== "string" || !s.args || typeof s.args !== "object") throw bad(`every stage needs a "name" and an "args" object`);
     for (const k of ["model", "data", "out"]) if (typeof s.args[k] !== "string") throw bad(`stage "${s.name}" needs args.${k}`);
   }
+  r.stages.forEach((s: Stage, i: number) => {
+    if (s.with_next === undefined) return;
+    if (typeof s.with_next !== "boolean") throw bad(`stage "${s.name}": "with_next" must be true or false`);
+    const next: Stage | undefined = r.stages[i + 1];
+    if (!s.with_next) return;
+    if (!next) throw bad(`stage "${s.name}" is the last one, so it has no next stage to run with`);
+    if (next.with_next) throw bad(`stages "${s.name}" and "${next.name}" both say "with_next": only two stages run at once`);
+    if (String(next.args.model).startsWith(String(s.args.out))) throw bad(`stage "${next.name}" starts from "${s.name}"'s output, so the two cannot run at the same time`);
+  });
+  for (const s of r.stages) if (s.vae_from !== undefined && typeof s.vae_from !== "string") throw bad(`stage "${s.name}": "vae_from" must be a model folder path`);
   if (!Array.isArray(r.prepare) || !Array.isArray(r.evaluate)) throw bad(`"prepare" and "evaluate" must be lists of commands`);
   return r as MiniRecipe;
 }
