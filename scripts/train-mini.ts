@@ -47,11 +47,16 @@ function run(s: Step, log?: string): Promise<number | null> {
     ? spawn(s.argv, { cwd: root, stdio: ["ignore", out, out], shell: true })
     : spawn(s.argv[0], s.argv.slice(1), { cwd: root, stdio: ["ignore", out, out] });
   return new Promise((resolve) => {
-    child.on("error", () => resolve(null));
-    child.on("close", (code) => {
+    // A child that fails to start emits "error" and may still emit "close": finish once.
+    let finished = false;
+    const done = (code: number | null) => {
+      if (finished) return;
+      finished = true;
       if (typeof out === "number") fs.closeSync(out);
       resolve(code);
-    });
+    };
+    child.once("error", () => done(null));
+    child.once("close", done);
   });
 }
 
@@ -92,9 +97,10 @@ async function main(argv: string[]): Promise<number> {
   for (let i = 0; i < todo.length; i++) {
     const s = todo[i];
     const pair = s.withNext && todo[i + 1] ? [s, todo[++i]] : [s];
-    for (const p of pair) {
+    for (const [k, p] of pair.entries()) {
       if (p.vaeFrom) console.log(`[${p.name}] vae/ from ${p.vaeFrom.from} into ${p.vaeFrom.into}`);
-      console.log(`[${p.name}] ${shown(p)}${pair.length > 1 ? `  (at the same time as [${pair[pair.length - 1 - pair.indexOf(p)].name}])` : ""}`);
+      const partner = pair.length > 1 ? pair[1 - k] : undefined;
+      console.log(`[${p.name}] ${shown(p)}${partner ? `  (at the same time as [${partner.name}])` : ""}`);
     }
     if (v["dry-run"]) continue;
     for (const p of pair) swapVae(p);

@@ -117,7 +117,11 @@ test("train-mini runs a with_next pair at once and gives a stage another stage's
   };
   const [v, t, x] = recipe.stages;
   refuse([v, { ...t, args: { ...t.args, model: path.join(dir, "vae", "model") } }, x], /starts from "vae"'s output, so the two cannot run at the same time/);
+  refuse([v, { ...t, vae_from: path.join(dir, "vae", "model") }, x], /starts from "vae"'s output, so the two cannot run at the same time/);
   refuse([v, t, { ...x, with_next: true }], /is the last one, so it has no next stage/);
+  // A sibling folder whose name merely starts with the first stage's output is not inside it.
+  fs.writeFileSync(file, JSON.stringify({ ...recipe, stages: [v, { ...t, args: { ...t.args, model: path.join(dir, "vae2") } }, x] }));
+  assert.equal(spawnSync(process.execPath, [script, "--recipe", file, "--dry-run"], { encoding: "utf8" }).status, 0);
 });
 
 test("packing turns float32 trained weights into bf16 within 40 MB, and refuses a model over budget", () => {

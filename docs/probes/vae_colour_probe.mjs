@@ -14,9 +14,7 @@ if (!outFile || !specs.length || specs.some((s) => !s.includes("="))) {
 }
 const dist = (p) => import(new URL(`../../dist/src/${p}`, import.meta.url));
 const sharp = createRequire(new URL("../../package.json", import.meta.url))("sharp");
-const { openCheckpoint } = await dist("pipeline/checkpoint.js");
-const { Flux2Vae } = await dist("models/vae.js");
-const { OrtBackend } = await dist("backend/ort.js");
+const { openVaeRoundTrip } = await dist("eval/run.js");
 const { evalPlan, drawHexCase } = await dist("mini/eval_plan.js");
 const { hexAdherence } = await dist("eval/metrics.js");
 const { rgbToLab, deltaE } = await dist("mini/colour.js");
@@ -25,17 +23,9 @@ const SIZE = 64, SHOWN = 24, S = 2 * SIZE, GAP = 4, LEFT = 170, TOP = 22;
 const cases = evalPlan().hex;
 
 async function roundTrips(dir) {
-  const ck = openCheckpoint(dir);
-  const vae = await Flux2Vae.fromFiles(new OrtBackend({ threads: 1 }), ck.vae.weights, ck.vae.config, ck.vae.format);
-  const n = SIZE * SIZE, out = [];
-  for (const c of cases) {
-    const rgb = drawHexCase(c, SIZE), x = new Float32Array(3 * n);
-    for (let i = 0; i < n; i++) for (let k = 0; k < 3; k++) x[k * n + i] = rgb[i * 3 + k] / 127.5 - 1;
-    const y = (await vae.decode((await vae.encode({ data: x, shape: [1, 3, SIZE, SIZE] })).mean)).data;
-    const o = new Uint8Array(n * 3);
-    for (let i = 0; i < n; i++) for (let k = 0; k < 3; k++) o[i * 3 + k] = Math.max(0, Math.min(255, Math.round((y[k * n + i] + 1) * 127.5)));
-    out.push(o);
-  }
+  const roundTrip = await openVaeRoundTrip(dir, SIZE, 1);
+  const out = [];
+  for (const c of cases) out.push((await roundTrip(drawHexCase(c, SIZE))).rgb);
   return out;
 }
 

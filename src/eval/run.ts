@@ -157,14 +157,14 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
 }
 
 /**
- * The eval's ideal pictures (the drawn shapes, the training emoji) encoded and decoded by the model's
- * VAE and scored like generated ones: the ceiling the VAE puts on the transformer's scores.
+ * The model's VAE as a picture-to-picture function: a size×size RGB picture encoded, its posterior
+ * mean decoded (what the pipelines decode), and rounded back to 8-bit RGB.
  */
-async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layoutCases: LayoutCase[], emojiCases: EmojiCase[], log: (s: string) => void, threads?: number): Promise<EvalReport["vaeCeiling"]> {
+export async function openVaeRoundTrip(model: string, size: number, threads?: number): Promise<(rgb: Uint8Array) => Promise<Img>> {
   const ck = openCheckpoint(model);
   if (!ck.vae.config) throw new Error(`${model}: the VAE has no config.json, so its round trip cannot be measured`);
   const vae = await Flux2Vae.fromFiles(new OrtBackend({ threads }), ck.vae.weights, ck.vae.config, ck.vae.format);
-  const roundTrip = async (rgb: Uint8Array): Promise<Img> => {
+  return async (rgb: Uint8Array): Promise<Img> => {
     const n = size * size, x = new Float32Array(3 * n);
     for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) x[c * n + i] = rgb[i * 3 + c] / 127.5 - 1;
     const y = (await vae.decode((await vae.encode({ data: x, shape: [1, 3, size, size] })).mean)).data as Float32Array;
@@ -172,6 +172,14 @@ async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layo
     for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.max(0, Math.min(255, Math.round((y[c * n + i] + 1) * 127.5)));
     return { rgb: out, width: size, height: size };
   };
+}
+
+/**
+ * The eval's ideal pictures (the drawn shapes, the training emoji) encoded and decoded by the model's
+ * VAE and scored like generated ones: the ceiling the VAE puts on the transformer's scores.
+ */
+async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layoutCases: LayoutCase[], emojiCases: EmojiCase[], log: (s: string) => void, threads?: number): Promise<EvalReport["vaeCeiling"]> {
+  const roundTrip = await openVaeRoundTrip(model, size, threads);
   log("VAE ceiling...");
   const hex: boolean[] = [], layout: boolean[] = [], emoji: boolean[] = [], hexDeltaE: number[] = [];
   for (const c of hexCases) {

@@ -2,6 +2,7 @@
 // flux2-mini is one command (scripts/train-mini.ts) and the docs' commands cannot drift from it.
 
 import * as fs from "node:fs";
+import * as path from "node:path";
 
 export type ArgValue = string | number | boolean | string[];
 
@@ -43,16 +44,19 @@ export function readRecipe(file: string): MiniRecipe {
     if (typeof s.name !== "string" || !s.args || typeof s.args !== "object") throw bad(`every stage needs a "name" and an "args" object`);
     for (const k of ["model", "data", "out"]) if (typeof s.args[k] !== "string") throw bad(`stage "${s.name}" needs args.${k}`);
   }
+  for (const s of r.stages) if (s.vae_from !== undefined && typeof s.vae_from !== "string") throw bad(`stage "${s.name}": "vae_from" must be a model folder path`);
   r.stages.forEach((s: Stage, i: number) => {
     if (s.with_next === undefined) return;
     if (typeof s.with_next !== "boolean") throw bad(`stage "${s.name}": "with_next" must be true or false`);
-    const next: Stage | undefined = r.stages[i + 1];
     if (!s.with_next) return;
+    const next: Stage | undefined = r.stages[i + 1];
     if (!next) throw bad(`stage "${s.name}" is the last one, so it has no next stage to run with`);
     if (next.with_next) throw bad(`stages "${s.name}" and "${next.name}" both say "with_next": only two stages run at once`);
-    if (String(next.args.model).startsWith(String(s.args.out))) throw bad(`stage "${next.name}" starts from "${s.name}"'s output, so the two cannot run at the same time`);
+    // Compared as paths, so that runs/x/vae2 is not taken for a folder inside runs/x/vae.
+    const out = path.resolve(String(s.args.out));
+    const inside = (p: string) => path.resolve(p) === out || path.resolve(p).startsWith(out + path.sep);
+    if ([String(next.args.model), next.vae_from ?? ""].some((p) => p && inside(p))) throw bad(`stage "${next.name}" starts from "${s.name}"'s output, so the two cannot run at the same time`);
   });
-  for (const s of r.stages) if (s.vae_from !== undefined && typeof s.vae_from !== "string") throw bad(`stage "${s.name}": "vae_from" must be a model folder path`);
   if (!Array.isArray(r.prepare) || !Array.isArray(r.evaluate)) throw bad(`"prepare" and "evaluate" must be lists of commands`);
   return r as MiniRecipe;
 }
