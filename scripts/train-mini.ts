@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { readRecipe, toArgv } from "../src/mini/recipe.js";
+import { readRecipe, recipeBudgetMinutes, toArgv } from "../src/mini/recipe.js";
 import { packMiniModel } from "../src/mini/pack.js";
 
 const HELP = `usage: node dist/scripts/train-mini.js [options]
@@ -94,6 +94,9 @@ async function main(argv: string[]): Promise<number> {
   if (from !== undefined && !names.includes(from)) throw new Error(`--from must be one of ${names.join(", ")}, got "${from}"`);
   const start = from === undefined ? 0 : from === "pack" ? steps.length : steps.findIndex((s) => s.name === from);
   const todo = steps.slice(start);
+  console.log(`recipe ${recipe.name}: stages budgeted ${recipeBudgetMinutes(recipe)} min of wall time (a with_next pair counts once)`);
+  const began = Date.now();
+  const minutes = (ms: number) => { const sec = Math.round(ms / 1000); return `${Math.floor(sec / 60)}m${String(sec % 60).padStart(2, "0")}s`; };
   for (let i = 0; i < todo.length; i++) {
     const s = todo[i];
     const pair = s.withNext && todo[i + 1] ? [s, todo[++i]] : [s];
@@ -109,7 +112,12 @@ async function main(argv: string[]): Promise<number> {
       for (const l of logs) fs.mkdirSync(path.dirname(l!), { recursive: true });
       console.log(`running ${pair.map((p) => `[${p.name}]`).join(" and ")} at once; their output: ${logs.join(", ")}`);
     }
-    const codes = await Promise.all(pair.map((p, k) => run(p, logs[k])));
+    const codes = await Promise.all(pair.map(async (p, k) => {
+      const t0 = Date.now();
+      const code = await run(p, logs[k]);
+      if (code === 0) console.log(`[${p.name}] done in ${minutes(Date.now() - t0)} (${minutes(Date.now() - began)} since the start)`);
+      return code;
+    }));
     const failed = pair.findIndex((_, k) => codes[k] !== 0);
     if (failed >= 0) {
       const f = pair[failed];

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { readRecipe, toArgv } from "../src/mini/recipe.js";
+import { readRecipe, recipeBudgetMinutes, toArgv, type MiniRecipe } from "../src/mini/recipe.js";
 import { packMiniModel } from "../src/mini/pack.js";
 import { MINI_MAX_SEQUENCE_LENGTH, MINI_RESOLUTION, writeMiniModel } from "../src/mini/model.js";
 import { SafetensorsFile, toFloat32, writeSafetensors } from "../src/io/safetensors.js";
@@ -16,49 +16,41 @@ import sharp from "sharp";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-recipe-"));
 
-test("the recipe trains the VAE, the text encoder, then the transformer on both, at the mini's resolution and text length, within 90 minutes", () => {
+test("the recipe trains the VAE beside a first text-encoder stage, continues the encoder, then the transformer on both, at the mini's resolution and text length, within 90 minutes", () => {
   const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini.json"));
-  assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "transformer"]);
-  const [vae, te, tr] = r.stages;
-  assert.equal(vae.args.vae, true);
-  assert.equal(te.args["text-encoder"], true);
-  assert.equal(te.args["align-pool"], "mean", "the encoder is aligned on what the transformer reads");
-  assert.equal(tr.args.full, true);
-  assert.equal(te.args.model, `${vae.args.out}/model`);
-  assert.equal(tr.args.model, `${te.args.out}/model`);
-  for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
-  for (const s of [te, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
-  assert.equal(r.resolution, MINI_RESOLUTION);
-  assert.equal(r.max_sequence_length, MINI_MAX_SEQUENCE_LENGTH);
-  assert.ok(r.stages.reduce((m, s) => m + (s.budget_minutes ?? 0), 0) <= 90);
-  assert.deepEqual(toArgv({ steps: 10, full: true, vae: false, "sample-prompt": ["a b", "c"] }), ["--steps", "10", "--full", "--sample-prompt", "a b", "--sample-prompt", "c"]);
-  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run"], { encoding: "utf8" });
-  assert.equal(dry.status, 0, dry.stderr);
-  const order = ["[prepare]", "[vae]", "[text_encoder]", "[transformer]", "[lora]", "[evaluate]", "[pack]"].map((t) => dry.stdout.indexOf(t));
-  assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])), dry.stdout);
-  assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder --align-pool mean/);
-  const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
-  assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, transformer/);
-});
-
-test("the next recipe (not yet run whole) pairs the VAE with the first text-encoder stage, continues the encoder, and gives the transformer the VAE stage's VAE", () => {
-  const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini-next.json"));
-  assert.match(String((r as unknown as { status: string }).status), /^NOT YET RUN AS A WHOLE/);
   assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "text_encoder_2", "transformer"]);
   const [vae, te, te2, tr] = r.stages;
-  assert.equal(vae.with_next, true);
-  assert.equal(Number(vae.args.threads), 1);
-  assert.equal(Number(te.args.threads), 1);
+  assert.equal(vae.args.vae, true);
+  assert.equal(vae.with_next, true, "the VAE stage runs beside the first text-encoder stage");
+  for (const s of [vae, te]) assert.equal(Number(s.args.threads), 1, `${s.name} runs on one thread of the two`);
+  for (const s of [te, te2]) {
+    assert.equal(s.args["text-encoder"], true);
+    assert.equal(s.args["align-pool"], "mean", "the encoder is aligned on what the transformer reads");
+  }
+  assert.equal(tr.args.full, true);
   assert.equal(te.args.model, "runs/flux2-mini/init");
   assert.equal(te2.args.model, `${te.args.out}/model`);
   assert.equal(te2.args.seed, 1);
   assert.equal(tr.args.model, `${te2.args.out}/model`);
-  assert.equal(tr.vae_from, `${vae.args.out}/model`);
-  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--recipe", path.join(repoRoot, "recipes", "flux2-mini-next.json"), "--dry-run"], { encoding: "utf8" });
+  assert.equal(tr.vae_from, `${vae.args.out}/model`, "the transformer is trained on the VAE stage's latents");
+  for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
+  for (const s of [te, te2, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
+  assert.equal(r.resolution, MINI_RESOLUTION);
+  assert.equal(r.max_sequence_length, MINI_MAX_SEQUENCE_LENGTH);
+  // The pair counts once: max(22, 35) + 27 + 28 (run whole in session 16: 81 minutes of stages).
+  assert.ok(recipeBudgetMinutes(r) <= 90, `the stages are budgeted ${recipeBudgetMinutes(r)} minutes`);
+  assert.deepEqual(toArgv({ steps: 10, full: true, vae: false, "sample-prompt": ["a b", "c"] }), ["--steps", "10", "--full", "--sample-prompt", "a b", "--sample-prompt", "c"]);
+  const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run"], { encoding: "utf8" });
   assert.equal(dry.status, 0, dry.stderr);
+  const order = ["[prepare]", "[vae]", "[text_encoder]", "[text_encoder_2]", "[transformer]", "[lora]", "[evaluate]", "[pack]"].map((t) => dry.stdout.indexOf(t));
+  assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])), dry.stdout);
+  assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder --align-pool mean/);
   assert.match(dry.stdout, /\[vae\] .*\(at the same time as \[text_encoder\]\)/);
   assert.match(dry.stdout, /\[transformer\] vae\/ from runs\/flux2-mini\/vae\/model into runs\/flux2-mini\/text_encoder_2\/model/);
+  assert.match(dry.stdout, /stages budgeted 90 min of wall time/);
+  const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, text_encoder_2, transformer/);
 });
 
 test("train-mini runs a with_next pair at once and gives a stage another stage's VAE (vae_from); bad pairs are refused", { timeout: 240_000 }, async () => {
@@ -87,6 +79,8 @@ test("train-mini runs a with_next pair at once and gives a stage another stage's
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /running \[vae\] and \[text_encoder\] at once/);
   assert.match(r.stdout, /\[transformer\] vae\/ from /);
+  // Each stage says how long it took, a pair's two included.
+  for (const s of ["vae", "text_encoder", "transformer"]) assert.match(r.stdout, new RegExp(`\\[${s}\\] done in \\d+m\\d\\ds \\(\\d+m\\d\\ds since the start\\)`));
   // Each of the pair wrote its own log, and both finished.
   for (const s of ["vae", "te"]) assert.match(fs.readFileSync(path.join(dir, `${s}.log`), "utf8"), /done: 1 steps/);
   // The transformer stage started from the text encoder's folder with the VAE stage's trained VAE:
@@ -122,6 +116,14 @@ test("train-mini runs a with_next pair at once and gives a stage another stage's
   // A sibling folder whose name merely starts with the first stage's output is not inside it.
   fs.writeFileSync(file, JSON.stringify({ ...recipe, stages: [v, { ...t, args: { ...t.args, model: path.join(dir, "vae2") } }, x] }));
   assert.equal(spawnSync(process.execPath, [script, "--recipe", file, "--dry-run"], { encoding: "utf8" }).status, 0);
+});
+
+test("a recipe's budget counts a with_next pair as the longer of the two", () => {
+  const stage = (name: string, budget_minutes?: number, with_next?: boolean) => ({ name, budget_minutes, with_next, args: {} });
+  const r = (stages: MiniRecipe["stages"]) => ({ name: "t", resolution: 64, max_sequence_length: 64, prepare: [], evaluate: [], stages });
+  assert.equal(recipeBudgetMinutes(r([stage("a", 20), stage("b", 35), stage("c", 30)])), 85);
+  assert.equal(recipeBudgetMinutes(r([stage("a", 20, true), stage("b", 35), stage("c", 30)])), 65);
+  assert.equal(recipeBudgetMinutes(r([stage("a", 40, true), stage("b", 35), stage("c")])), 40);
 });
 
 test("packing turns float32 trained weights into bf16 within 40 MB, and refuses a model over budget", () => {

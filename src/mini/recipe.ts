@@ -72,3 +72,19 @@ export function toArgv(args: Record<string, ArgValue>): string[] {
   }
   return out;
 }
+
+/**
+ * The wall-clock minutes the recipe's stages are budgeted: one after another, except that a
+ * "with_next" pair runs at once and so counts as the longer of its two. Stages without a budget
+ * count as 0.
+ */
+export function recipeBudgetMinutes(r: MiniRecipe): number {
+  let total = 0;
+  for (let i = 0; i < r.stages.length; i++) {
+    const s = r.stages[i];
+    const own = s.budget_minutes ?? 0;
+    if (s.with_next && r.stages[i + 1]) total += Math.max(own, r.stages[++i].budget_minutes ?? 0);
+    else total += own;
+  }
+  return total;
+}
