@@ -1,14 +1,15 @@
 #!/bin/bash
-# The session-14 run on the borrowed GPU (docs/flux2-mini.md, "What more compute buys"); run from the
+# The run prepared in session 14 (brought to version 5 in session 16) on the borrowed GPU (docs/flux2-mini.md, "What more compute buys"); run from the
 # repository root with the inputs in $GPU (default .gpu): data.safetensors.gz (export_data.mjs),
-# te_v3.safetensors and te_init.safetensors (flux2_mini_torch.py reduce-te of version 3's and the
+# te_v5.safetensors and te_init.safetensors (flux2_mini_torch.py reduce-te of version 5's and the
 # seeded initial text encoder) and init_tr/ (the seeded initial transformer, bf16). Results go to $OUT.
 #
 # Six runs at once on one GPU, all from the same initial weights and data as flux2 train's stages:
-#   A  version 3's text encoder, transformer stage as the recipe (3,500 steps × 16)   = 1× (control)
-#   B  version 3's text encoder, transformer 35,000 × 16                             = 10×
-#   C  version 3's text encoder, transformer 35,000 × 64                             = 40×
-#   D  text-encoder stage as the recipe (3,000 × 32), then transformer 1×            (control)
+#   A  version 5's text encoder, transformer stage as the recipe (3,500 steps × 16)   = 1× (control:
+#      the shipped version 5, since the VAE is models/flux2-mini's)
+#   B  version 5's text encoder, transformer 35,000 × 16                             = 10×
+#   C  version 5's text encoder, transformer 35,000 × 64                             = 40×
+#   D  one text-encoder stage (3,000 × 32, version 3-4's), then transformer 1×      (control)
 #   E  text-encoder stage 30,000 × 32 (10×), then transformer 10×
 #   F  E's text encoder, transformer 1×
 # A run whose steps do not fit its time budget trains fewer (the cosine schedule stretched to
@@ -27,9 +28,9 @@ grep -v "^  ok " $OUT/check.txt
 grep -q "^all match" $OUT/check.txt || { echo "the golden check failed: not training"; exit 1; }
 common="--vae models/flux2-mini/vae --init $G/init_tr --data $G/data.safetensors.gz --seed 0 --max-samples ${MAX_SAMPLES:-0}"
 train() { python3 $P train $common "$@" >> $LOG 2>&1 || echo "run $* failed" >> $LOG; }
-train --name A --te $G/te_v3.safetensors --steps $(steps 3500) --batch-size 16 --out $OUT/A.safetensors &
-train --name B --te $G/te_v3.safetensors --steps $(steps 35000) --batch-size 16 --time-budget 330 --out $OUT/B.safetensors &
-train --name C --te $G/te_v3.safetensors --steps $(steps 35000) --batch-size 64 --time-budget 330 --out $OUT/C.safetensors &
+train --name A --te $G/te_v5.safetensors --steps $(steps 3500) --batch-size 16 --out $OUT/A.safetensors &
+train --name B --te $G/te_v5.safetensors --steps $(steps 35000) --batch-size 16 --time-budget 330 --out $OUT/B.safetensors &
+train --name C --te $G/te_v5.safetensors --steps $(steps 35000) --batch-size 64 --time-budget 330 --out $OUT/C.safetensors &
 train --name D --te $G/te_init.safetensors --te-steps $(steps 3000) --steps $(steps 3500) --batch-size 16 --out $OUT/D.safetensors &
 (
   train --name E0 --te $G/te_init.safetensors --te-steps $(steps 30000) --te-budget 150 --steps 0 --out /tmp/te10.safetensors
