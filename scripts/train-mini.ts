@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { readRecipe, recipeBudgetMinutes, toArgv } from "../src/mini/recipe.js";
+import { readRecipe, recipeBudgetMinutes, runGroups, toArgv } from "../src/mini/recipe.js";
 import { packMiniModel } from "../src/mini/pack.js";
 
 const HELP = `usage: node dist/scripts/train-mini.js [options]
@@ -96,10 +96,9 @@ async function main(argv: string[]): Promise<number> {
   const todo = steps.slice(start);
   console.log(`recipe ${recipe.name}: stages budgeted ${recipeBudgetMinutes(recipe)} min of wall time (a with_next pair counts once)`);
   const began = Date.now();
-  const minutes = (ms: number) => { const sec = Math.round(ms / 1000); return `${Math.floor(sec / 60)}m${String(sec % 60).padStart(2, "0")}s`; };
-  for (let i = 0; i < todo.length; i++) {
-    const s = todo[i];
-    const pair = s.withNext && todo[i + 1] ? [s, todo[++i]] : [s];
+  // Always in minutes and seconds (0m03s, 81m03s), unlike the trainer's adaptive ETA, so that stage times line up in the log.
+  const since = (t: number) => { const sec = Math.round((Date.now() - t) / 1000); return `${Math.floor(sec / 60)}m${String(sec % 60).padStart(2, "0")}s`; };
+  for (const pair of runGroups(todo, (s) => s.withNext)) {
     for (const [k, p] of pair.entries()) {
       if (p.vaeFrom) console.log(`[${p.name}] vae/ from ${p.vaeFrom.from} into ${p.vaeFrom.into}`);
       const partner = pair.length > 1 ? pair[1 - k] : undefined;
@@ -115,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
     const codes = await Promise.all(pair.map(async (p, k) => {
       const t0 = Date.now();
       const code = await run(p, logs[k]);
-      if (code === 0) console.log(`[${p.name}] done in ${minutes(Date.now() - t0)} (${minutes(Date.now() - began)} since the start)`);
+      if (code === 0) console.log(`[${p.name}] done in ${since(t0)} (${since(began)} since the start)`);
       return code;
     }));
     const failed = pair.findIndex((_, k) => codes[k] !== 0);

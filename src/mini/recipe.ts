@@ -74,17 +74,21 @@ export function toArgv(args: Record<string, ArgValue>): string[] {
 }
 
 /**
+ * Items in the order they run: an item marked "with_next" together with the one after it, every
+ * other item alone. The recipe's stages for its budget, and the runner's steps, group the same way.
+ */
+export function runGroups<T>(items: readonly T[], withNext: (item: T) => boolean | undefined): T[][] {
+  const groups: T[][] = [];
+  for (let i = 0; i < items.length; i++) groups.push(withNext(items[i]) && i + 1 < items.length ? [items[i], items[++i]] : [items[i]]);
+  return groups;
+}
+
+/**
  * The wall-clock minutes the recipe's stages are budgeted: one after another, except that a
  * "with_next" pair runs at once and so counts as the longer of its two. Stages without a budget
  * count as 0.
  */
 export function recipeBudgetMinutes(r: MiniRecipe): number {
-  let total = 0;
-  for (let i = 0; i < r.stages.length; i++) {
-    const s = r.stages[i];
-    const own = s.budget_minutes ?? 0;
-    if (s.with_next && r.stages[i + 1]) total += Math.max(own, r.stages[++i].budget_minutes ?? 0);
-    else total += own;
-  }
-  return total;
+  return runGroups(r.stages, (s) => s.with_next)
+    .reduce((total, group) => total + Math.max(...group.map((s) => s.budget_minutes ?? 0)), 0);
 }
