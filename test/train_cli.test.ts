@@ -170,6 +170,22 @@ test("flux2 train --ema-decay: the LoRA written is the moving average kept in th
   assert.match(one.stderr, /--ema-decay must be between 0 and 1/);
 });
 
+test("flux2 train --adam-beta2: the setting reaches AdamW and the run's train.json; a decay of 1 is refused", async () => {
+  const data = await makeData();
+  const args = (out: string) => ["train", ...COMMON, "--data", data, "--out", out, "--steps", "3", "--lr", "1e-2", "--rank", "4", "--save-every", "0", "--json"];
+  const loraBytes = (file: string) => [...readAll(file).values()].map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString("base64")).join();
+  const plain = run(args(path.join(ROOT, "run-adam-default")));
+  assert.equal(plain.code, 0, plain.stderr);
+  const fast = run([...args(path.join(ROOT, "run-adam-05")), "--adam-beta2", "0.5"]);
+  assert.equal(fast.code, 0, fast.stderr);
+  // AdamW's first step is lr · sign(g) whatever the betas; from the second on beta2 weighs the history.
+  assert.notEqual(loraBytes(jsonLines(fast.stdout).at(-1).lora), loraBytes(jsonLines(plain.stdout).at(-1).lora));
+  assert.equal(JSON.parse(fs.readFileSync(path.join(ROOT, "run-adam-05", "train.json"), "utf8"))["adam-beta2"], "0.5", "a resumed run keeps the setting");
+  const one = run([...args(path.join(ROOT, "run-adam-bad")), "--adam-beta2", "1"]);
+  assert.equal(one.code, 1);
+  assert.match(one.stderr, /--adam-beta2 must be a number at least 0 and below 1 \(e\.g\. 0\.999\), got "1"/);
+});
+
 test("flux2 train --multi-caption: every line of a caption file is encoded, and the run trains on them", async () => {
   const src = await makeData();
   const data = path.join(ROOT, "data-multi");

@@ -95,6 +95,9 @@ Optimization (AdamW, as diffusers' klein LoRA script):
   --grad-accum N          micro-batches per optimizer step (default 1)
   --weight-decay W        AdamW decoupled weight decay (default 1e-4)
   --max-grad-norm X       clip the gradient's total norm (default 1; 0 = off)
+  --adam-beta1 B          AdamW's first-moment decay (default 0.9, as diffusers' scripts)
+  --adam-beta2 B          AdamW's second-moment decay (default 0.999)
+  --adam-epsilon E        AdamW's epsilon (default 1e-8)
   --ema-decay D           keep an exponential moving average of the trained weights (e.g. 0.999;
                           diffusers' EMAModel warm-up: min(D, (1+k)/(10+k)) at step k) and export
                           it (model folder or LoRA) and sample with it; the last checkpoint also
@@ -132,6 +135,7 @@ const OPTIONS = {
   seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
   "warmup-steps": { type: "string" }, trigger: { type: "string" }, "multi-caption": { type: "boolean" }, "caption-dropout": { type: "string" }, format: { type: "string" },
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
+  "adam-beta1": { type: "string" }, "adam-beta2": { type: "string" }, "adam-epsilon": { type: "string" },
   "ema-decay": { type: "string" }, "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
   "kl-weight": { type: "string" }, "color-weight": { type: "string" }, "chroma-weight": { type: "string" }, freeze: { type: "string" }, posterior: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
   force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
@@ -143,7 +147,7 @@ type Mode = "lora" | "full" | "vae" | "text";
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
-  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
+  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "adam-beta1", "adam-beta2", "adam-epsilon", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "color-weight", "chroma-weight", "freeze", "posterior", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
@@ -186,6 +190,8 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const maxLen = intOption(v["max-sequence-length"] as string, "max-sequence-length", 1, 4096) ?? 512;
   const weightDecay = numOption(v["weight-decay"] as string, "weight-decay", 0, 10) ?? 1e-4;
   const maxGradNorm = numOption(v["max-grad-norm"] as string, "max-grad-norm", 0, 1e9) ?? 1;
+  const adamBetas: [number, number] = [adamBeta(v["adam-beta1"] as string | undefined, "adam-beta1", 0.9), adamBeta(v["adam-beta2"] as string | undefined, "adam-beta2", 0.999)];
+  const adamEps = numOption(v["adam-epsilon"] as string, "adam-epsilon", 0, 1) ?? 1e-8;
   const emaDecay = numOption(v["ema-decay"] as string, "ema-decay", 0, 1);
   if (emaDecay !== undefined && !(emaDecay > 0 && emaDecay < 1)) throw new InvalidRequestError(`--ema-decay must be between 0 and 1 exclusive (e.g. 0.999), got ${emaDecay}`);
   const klWeight = numOption(v["kl-weight"] as string, "kl-weight", 0, 1e6) ?? 1e-6;
@@ -330,7 +336,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   let result: LoopResult;
   try {
     result = await trainLoop(task, {
-      steps, gradAccum, maxGradNorm, adam: { betas: [0.9, 0.999], eps: 1e-8, weightDecay },
+      steps, gradAccum, maxGradNorm, adam: { betas: adamBetas, eps: adamEps, weightDecay },
       schedule: { scheduler: scheduler as LrScheduler, lr, warmupSteps: warmup, totalSteps: steps },
       runDir, saveEvery, keepCheckpoints: keep, identity, dataFingerprint: dataFingerprint(ds.images, trainSamples), resume: v.resume as string | undefined, stopSignal: stop, log,
       emaDecay, onEma: (ema) => { sampleWeights = ema; },
@@ -464,4 +470,12 @@ async function writeSamples(ck: Checkpoint, runDir: string, params: Map<string, 
   }
   o.log(`samples at step ${step}: ${files.join(", ")}`);
   return files;
+}
+
+/** An AdamW decay rate: at least 0 and below 1 (1 would never forget, and its bias correction divides by 0). */
+function adamBeta(raw: string | undefined, name: string, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const b = Number(raw);
+  if (!(Number.isFinite(b) && b >= 0 && b < 1)) throw new InvalidRequestError(`--${name} must be a number at least 0 and below 1 (e.g. ${fallback}), got "${raw}"`);
+  return b;
 }
