@@ -1,14 +1,17 @@
-// Usage (after npm run build): node docs/probes/train_layout.mjs MODEL_DIR DATA_DIR [PER_SHAPE] [STRENGTHS]
+// Usage (after npm run build): node docs/probes/train_layout.mjs MODEL_DIR DATA_DIR [PER_SHAPE] [STRENGTHS] [GUIDANCE]
 // Layout adherence on *training* captions: for each shape, up to PER_SHAPE (default 8) captions of
 // the eval's form "a COLOUR SHAPE POSITION, on a white background" taken from DATA_DIR/1_scenes, the
 // training picture itself and the model's picture (seed 0) scored with flux2 eval's layoutAdherence.
 // Tells apart "the transformer cannot draw the shape" from "it cannot carry it to held-out pairs".
 // STRENGTHS (e.g. 0.5,0.7,0.9) also starts img2img from each training picture at those strengths
 // and scores the result: the noise level from which the model still keeps the shape it is shown.
+// GUIDANCE (default: the model's) is the CFG scale of every picture; 1 turns CFG off, for a model
+// trained without caption dropout (session 17's overfitting runs).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import sharp from "sharp";
-const [model, data, per = "8", strengthList = ""] = process.argv.slice(2);
+const [model, data, per = "8", strengthList = "", guidanceArg = ""] = process.argv.slice(2);
+const guidance = guidanceArg ? { guidance: Number(guidanceArg) } : {};
 const strengths = strengthList ? strengthList.split(",").map(Number) : [];
 if (!model || !data) { console.error("usage: node docs/probes/train_layout.mjs MODEL_DIR DATA_DIR [PER_SHAPE]"); process.exit(2); }
 const lib = await import("../../dist/src/index.js");
@@ -33,10 +36,10 @@ for (const [shape, list] of picked) {
     const picture = await read(c.png);
     if (layoutAdherence(picture, c.shape, c.position).pass) truth++;
     for (const [k, strength] of strengths.entries()) {
-      const im = (await lib.generate(pipe, { prompt: c.caption, seed: 0, init: { image: picture, strength } })).images[0];
+      const im = (await lib.generate(pipe, { prompt: c.caption, seed: 0, ...guidance, init: { image: picture, strength } })).images[0];
       if (layoutAdherence({ rgb: im.rgb, width: im.width, height: im.height }, c.shape, c.position).pass) kept[k]++;
     }
-    const r = await lib.generate(pipe, { prompt: c.caption, seed: 0 });
+    const r = await lib.generate(pipe, { prompt: c.caption, seed: 0, ...guidance });
     const im = r.images[0];
     const l = layoutAdherence({ rgb: im.rgb, width: im.width, height: im.height }, c.shape, c.position);
     if (l.pass) drawn++;
