@@ -34,6 +34,7 @@ import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/s
 import { LORA_INITS, type LoraInit } from "../train/lora.js";
 import { intOption, numOption } from "./common.js";
 import { loadPipeline } from "../loaders/pretrained.js";
+import { formatDuration } from "../util/duration.js";
 
 const HELP = `usage: flux2 train --model PATH --data DIR --out RUN_DIR [options]
 
@@ -431,12 +432,6 @@ function dataFingerprint(images: DataImage[], samples: Sample[]): string {
     return [img.file, captionIdentity(img), img.repeats, s.bucket.width, s.bucket.height];
   })));
   return h.digest("hex").slice(0, 16);
-}
-
-function formatDuration(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.round(s % 60);
-  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
 }
 
 /** Sample images with the current weights: the LoRA (or model) written to RUN_DIR/samples/, then the pipeline. */

@@ -3,6 +3,8 @@
 // log (not a TTY) plain lines: one when a file starts, one every few seconds
 // while it downloads, one when it is done.
 
+import { formatDuration } from "../util/duration.js";
+
 export interface ProgressOptions {
   /** Where to write; null: nothing at all. */
   out: NodeJS.WritableStream | null;
@@ -21,13 +23,6 @@ export function formatBytes(n: number): string {
     u++;
   }
   return u === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
-}
-
-function formatDuration(s: number): string {
-  if (!Number.isFinite(s) || s < 0) return "?";
-  if (s < 60) return `${Math.ceil(s)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.ceil(s % 60)).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
 export class Progress {
