@@ -16,8 +16,11 @@ const strengths = strengthList ? strengthList.split(",").map(Number) : [];
 if (!model || !data) { console.error("usage: node docs/probes/train_layout.mjs MODEL_DIR DATA_DIR [PER_SHAPE]"); process.exit(2); }
 const lib = await import("../../dist/src/index.js");
 const { layoutAdherence } = await import("../../dist/src/eval/metrics.js");
-const form = /^an? [a-z]+ (circle|square|triangle|star|ring) (on the left|on the right|at the top|at the bottom|in the centre), on a white background$/;
-const place = { "on the left": "left", "on the right": "right", "at the top": "top", "at the bottom": "bottom", "in the centre": "centre" };
+// The caption form as the data set builder writes it (src/mini/shapes.ts, src/mini/scenes.ts).
+const { SHAPES } = await import(new URL("../../dist/src/mini/shapes.js", import.meta.url));
+const { POSITION_PHRASE } = await import(new URL("../../dist/src/mini/scenes.js", import.meta.url));
+const form = new RegExp(`^an? [a-z]+ (${SHAPES.join("|")}) (${Object.values(POSITION_PHRASE).join("|")}), on a white background$`);
+const place = Object.fromEntries(Object.entries(POSITION_PHRASE).map(([position, phrase]) => [phrase, position]));
 const dir = path.join(data, "1_scenes");
 const picked = new Map();
 for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".txt")).sort()) {

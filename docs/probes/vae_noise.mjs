@@ -11,31 +11,29 @@ const { OrtBackend } = await import(new URL("backend/ort.js", dist));
 const { Flux2Vae } = await import(new URL("models/vae.js", dist));
 const L = await import(new URL("pipeline/latents.js", dist));
 const { tensor } = await import(new URL("util/tensor.js", dist));
+const { toSignedUnit } = await import(new URL("pipeline/conditioning.js", dist));
+const { toUint8Diffusers } = await import(new URL("pipeline/image.js", dist));
+const { randn } = await import(new URL("util/random.js", dist));
 const [model, out, stdList, ...pictures] = process.argv.slice(2);
 if (!model || !out || !stdList || !pictures.length) { console.error("usage: node docs/probes/vae_noise.mjs MODEL_DIR OUT.png 0.1,0.2,0.4 PICTURE..."); process.exit(2); }
 const stds = [0, ...stdList.split(",").map(Number)];
 const vae = await Flux2Vae.fromFiles(new OrtBackend({ threads: 1 }), path.join(model, "vae/diffusion_pytorch_model.safetensors"), path.join(model, "vae/config.json"));
 const { mean, std } = vae.bnStats();
-// A small seeded generator (not the pipeline's noise): the probe only needs repeatable Gaussian draws.
-let state = 1;
-const uniform = () => { state = (state * 1103515245 + 12345) % 2147483648; return state / 2147483648; };
-const gauss = () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 const tiles = [];
 let side = 0;
-for (const file of pictures) {
+for (const [k, file] of pictures.entries()) {
   const { data, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const H = info.height, W = info.width, px = new Float32Array(3 * H * W);
+  const H = info.height, W = info.width;
   side = Math.max(H, W) * 2;
-  for (let i = 0; i < H * W; i++) for (let c = 0; c < 3; c++) px[c * H * W + i] = data[i * 3 + c] / 127.5 - 1;
-  const enc = await vae.encode({ data: px, shape: [1, 3, H, W] });
+  const enc = await vae.encode(toSignedUnit({ rgb: new Uint8Array(data), width: W, height: H }));
   const z = L.bnNormalize(L.patchify(tensor(enc.mean.data, enc.mean.shape)), mean, std);
-  for (const s of stds) {
-    const noisy = tensor(Float32Array.from(z.data, (v) => v + s * gauss()), z.shape);
+  for (const [j, s] of stds.entries()) {
+    const noise = randn(k * stds.length + j, z.data.length); // seeded: the same picture gets the same noise each run
+    const noisy = tensor(Float32Array.from(z.data, (v, i) => v + s * noise[i]), z.shape);
     const lat = L.unpatchify(L.bnDenormalize(noisy, mean, std));
     const img = await vae.decode({ data: lat.data, shape: lat.shape });
-    const rgb = Buffer.alloc(H * W * 3);
-    for (let i = 0; i < H * W; i++) for (let c = 0; c < 3; c++) rgb[i * 3 + c] = Math.max(0, Math.min(255, Math.round((img.data[c * H * W + i] + 1) * 127.5)));
-    tiles.push(await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).resize(W * 2, H * 2, { kernel: "nearest" }).png().toBuffer());
+    const rgb = toUint8Diffusers(img.data, 1, H, W);
+    tiles.push(await sharp(Buffer.from(rgb), { raw: { width: W, height: H, channels: 3 } }).resize(W * 2, H * 2, { kernel: "nearest" }).png().toBuffer());
   }
 }
 const cell = side + 2;
