@@ -37,6 +37,9 @@ async function makeData(): Promise<string> {
   return dir;
 }
 
+/** A tensor's bytes as text, to compare weights exactly. */
+const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("base64");
+
 function run(args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -152,7 +155,6 @@ test("flux2 train --ema-decay: the LoRA written is the moving average kept in th
   assert.match(r.stderr, /× 6 float32 copies \(with the EMA\)/);
   const final = jsonLines(r.stdout).at(-1);
   assert.equal(final.ema_decay, 0.9);
-  const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("base64");
   const ck = readAll(final.checkpoint);
   const ema = new Set([...ck].filter(([k]) => k.startsWith("ema.")).map(([, t]) => bytes(t.data)));
   const raw = new Set([...ck].filter(([k]) => k.startsWith("param.")).map(([, t]) => bytes(t.data)));
@@ -173,7 +175,7 @@ test("flux2 train --ema-decay: the LoRA written is the moving average kept in th
 test("flux2 train --adam-beta2: the setting reaches AdamW and the run's train.json; a decay of 1 is refused", async () => {
   const data = await makeData();
   const args = (out: string) => ["train", ...COMMON, "--data", data, "--out", out, "--steps", "3", "--lr", "1e-2", "--rank", "4", "--save-every", "0", "--json"];
-  const loraBytes = (file: string) => [...readAll(file).values()].map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString("base64")).join();
+  const loraBytes = (file: string) => [...readAll(file).values()].map((t) => bytes(t.data)).join();
   const plain = run(args(path.join(ROOT, "run-adam-default")));
   assert.equal(plain.code, 0, plain.stderr);
   const fast = run([...args(path.join(ROOT, "run-adam-05")), "--adam-beta2", "0.5"]);
