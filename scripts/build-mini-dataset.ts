@@ -6,6 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_SCENES, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
+import { DEFAULT_SCENE_MIX, parseSceneMix } from "../src/mini/scenes.js";
 
 const HELP = `usage: node dist/scripts/build-mini-dataset.js --out DIR [options]
 
@@ -17,6 +18,9 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
   --seed S        0 to 2^31-1 (default 0)
   --size PX       image side: 64, 80, 96, 112 or 128 (default 64)
   --scenes N      number of generated scenes (default ${DEFAULT_SCENES})
+  --scene-mix H,S,P,R
+                  relative weights of the scene kinds: hex-form, single shape, pair, row of
+                  three (default ${Object.values(DEFAULT_SCENE_MIX).join(",")})
   --no-emoji      leave out the emoji
   --emoji-captions one|all
                   one caption form per emoji (default; what versions 1-2 trained on) or all
@@ -29,7 +33,7 @@ async function main(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv, allowPositionals: false,
     options: {
-      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" },
+      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" },
       "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
@@ -51,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
   const t0 = Date.now();
   const r = await buildMiniDataset({
     out: v.out, seed: num(v.seed, "seed"), size: num(v.size, "size"), scenes: num(v.scenes, "scenes"),
+    sceneMix: v["scene-mix"] === undefined ? undefined : parseSceneMix(v["scene-mix"] as string),
     emoji: !v["no-emoji"], emojiCaptions: emojiCaptionsOption(v["emoji-captions"] as string | undefined), style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);

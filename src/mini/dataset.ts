@@ -19,7 +19,7 @@ import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
-import { drawScene, sampleScene } from "./scenes.js";
+import { DEFAULT_SCENE_MIX, drawScene, isDefaultSceneMix, sampleScene, type SceneMix } from "./scenes.js";
 import { emojiCaption, emojiCaptions, emojiRgb, listEmoji } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
@@ -30,6 +30,8 @@ export interface BuildOptions {
   /** Image side in pixels, 64–128, a multiple of 16. */
   size?: number;
   scenes?: number;
+  /** Relative weights of the scene kinds (default DEFAULT_SCENE_MIX, what versions 1–5 trained on). */
+  sceneMix?: SceneMix;
   /** Include the emoji (default true). */
   emoji?: boolean;
   /**
@@ -68,6 +70,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const seed = opts.seed ?? 0;
   const size = opts.size ?? 64;
   const nScenes = opts.scenes ?? DEFAULT_SCENES;
+  const mix = opts.sceneMix ?? DEFAULT_SCENE_MIX;
   const log = opts.log ?? (() => {});
   checkSize(size);
   if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
@@ -87,11 +90,11 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const BATCH = 16;
   for (let i0 = 0; i0 < nScenes; i0 += BATCH) {
     const ids = Array.from({ length: Math.min(BATCH, nScenes - i0) }, (_, k) => i0 + k);
-    const pngs = await Promise.all(ids.map((i) => encodePng(drawScene(sampleScene(seed, i), size, seed, i), size)));
+    const pngs = await Promise.all(ids.map((i) => encodePng(drawScene(sampleScene(seed, i, mix), size, seed, i), size)));
     ids.forEach((i, k) => {
       const name = `train/1_scenes/scene_${String(i).padStart(6, "0")}`;
       write(`${name}.png`, pngs[k]);
-      write(`${name}.txt`, sampleScene(seed, i).caption + "\n");
+      write(`${name}.txt`, sampleScene(seed, i, mix).caption + "\n");
     });
     if ((i0 / BATCH) % 50 === 0) log(`scenes: ${i0 + ids.length} / ${nScenes}`);
   }
@@ -126,7 +129,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 

@@ -52,6 +52,37 @@ export interface Subject {
 
 export type SceneKind = "hex" | "single" | "pair" | "row";
 
+/**
+ * How often each kind of scene is drawn, as relative weights (hex, single, pair, row). The
+ * default is what versions 1–5 trained on. Thresholds are integer partial sums over the integer
+ * total, so 30/25/25/20 gives exactly the literals 0.3, 0.55 and 0.8 the sampler always used.
+ */
+export type SceneMix = Record<SceneKind, number>;
+export const DEFAULT_SCENE_MIX: SceneMix = { hex: 30, single: 25, pair: 25, row: 20 };
+const SCENE_KINDS: SceneKind[] = ["hex", "single", "pair", "row"];
+
+/** Parse `--scene-mix HEX,SINGLE,PAIR,ROW` (non-negative integers, not all zero). */
+export function parseSceneMix(text: string): SceneMix {
+  const parts = text.split(",").map((t) => t.trim());
+  const ok = parts.length === 4 && parts.every((t) => /^\d+$/.test(t)) && parts.some((t) => Number(t) > 0);
+  if (!ok) throw new Error(`--scene-mix must be four non-negative integer weights HEX,SINGLE,PAIR,ROW (not all 0), e.g. 30,25,25,20 (the default); got "${text}"`);
+  return Object.fromEntries(SCENE_KINDS.map((k, i) => [k, Number(parts[i])])) as SceneMix;
+}
+
+export function isDefaultSceneMix(mix: SceneMix): boolean {
+  return SCENE_KINDS.every((k) => mix[k] === DEFAULT_SCENE_MIX[k]);
+}
+
+function pickKind(u: number, mix: SceneMix): SceneKind {
+  const total = SCENE_KINDS.reduce((t, k) => t + mix[k], 0);
+  let sum = 0;
+  for (const k of SCENE_KINDS.slice(0, -1)) {
+    sum += mix[k];
+    if (u < sum / total) return k;
+  }
+  return "row";
+}
+
 export interface Scene {
   kind: SceneKind;
   subjects: Subject[];
@@ -146,17 +177,16 @@ function jsonCaption(scene: Omit<Scene, "caption" | "json">, plain: string): str
 }
 
 /** Scene `index` of the set built with `seed`. */
-export function sampleScene(seed: number, index: number): Scene {
+export function sampleScene(seed: number, index: number, mix: SceneMix = DEFAULT_SCENE_MIX): Scene {
   const p = new Picker(new Xoshiro128((BigInt(seed) << 32n) | BigInt(index)));
   for (;;) {
-    const s = trySample(p);
+    const s = trySample(p, mix);
     if (s) return s;
   }
 }
 
-function trySample(p: Picker): Scene | null {
-  const u = p.unit();
-  const kind: SceneKind = u < 0.3 ? "hex" : u < 0.55 ? "single" : u < 0.8 ? "pair" : "row";
+function trySample(p: Picker, mix: SceneMix): Scene | null {
+  const kind = pickKind(p.unit(), mix);
   let bg: Colour = { hex: WHITE, word: "white" };
   let relation: string | null = null;
   const subjects: Subject[] = [];
