@@ -126,6 +126,14 @@ test("flux2 generate and flux2 eval run on the folder", async () => {
     assert.equal(r[k].total, 2, k);
     assert.ok(r[k].score >= 0 && r[k].score <= 1, k);
   }
+  // Each hex case says which shape was drawn; hexShapes counts those that match the prompt's shape.
+  const hexCases = r.cases.filter((c: { measure: string }) => c.measure === "hex");
+  const matched = hexCases.filter((c: { prompt: string; detail: string }) => {
+    const drawn = /drawn as (circle|square|triangle|star|ring|nothing)$/.exec(c.detail);
+    assert.ok(drawn, c.detail);
+    return c.prompt.includes(` ${drawn[1]} on a white background`);
+  }).length;
+  assert.deepEqual([r.hexShapes.passed, r.hexShapes.total], [matched, 2]);
   assert.equal(r.style.total, 1);
   assert.equal(typeof r.style.withoutLora, "number");
   for (const k of ["hex", "layout", "emoji"]) assert.ok(r.vaeCeiling[k] >= 0 && r.vaeCeiling[k] <= 1, `VAE ceiling ${k}`);

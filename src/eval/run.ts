@@ -59,6 +59,8 @@ export interface EvalReport {
   size: number;
   steps: number | null;
   hex: Measure;
+  /** Of the hex cases, how many drew the shape their prompt names (not graded by the issue; a diagnostic). */
+  hexShapes: Measure;
   layout: Measure;
   emoji: Measure & { k: number; gallery: number };
   style: Measure & { withoutLora: number | null };
@@ -103,14 +105,20 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
   const open = (loras: LoraUse[]) => loadPipeline(o.model, { backend: new OrtBackend({ threads: o.threads }), loras, keepLoaded: true });
 
   const pipe = open(o.loras ?? []);
-  let hex: Measure, layout: Measure, emoji: EvalReport["emoji"], style: EvalReport["style"];
+  let hex: Measure, hexShapes: Measure, layout: Measure, emoji: EvalReport["emoji"], style: EvalReport["style"];
   try {
     const hexImgs = await render(pipe, hexCases.map((c) => c.prompt), "hex");
+    const drawnRight: boolean[] = [];
     hex = count(hexCases.map((c, i) => {
       const r = hexAdherence(hexImgs[i], c.hex);
-      cases.push({ measure: "hex", prompt: c.prompt, pass: r.pass, detail: `ΔE ${r.deltaE === null ? "no shape" : r.deltaE.toFixed(1)}, background ${r.whiteBackground ? "white" : "not white"}` });
+      // Which shape was drawn is not part of the hex score (the issue grades colour and
+      // background), but it says whether the model draws the shape it was asked for.
+      const drawn = layoutAdherence(hexImgs[i], c.shape, "centre").shape;
+      drawnRight.push(drawn === c.shape);
+      cases.push({ measure: "hex", prompt: c.prompt, pass: r.pass, detail: `ΔE ${r.deltaE === null ? "no shape" : r.deltaE.toFixed(1)}, background ${r.whiteBackground ? "white" : "not white"}, drawn as ${drawn ?? "nothing"}` });
       return r.pass;
     }));
+    hexShapes = count(drawnRight);
 
     const layoutImgs = await render(pipe, layoutCases.map((c) => c.prompt), "layout");
     layout = count(layoutCases.map((c, i) => {
@@ -153,7 +161,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
     }
   }
   const ceiling = o.vaeCeiling ? await vaeCeiling(o.model, size, hexCases, layoutCases, emojiCases, log, o.threads) : null;
-  return { model: o.model, size, steps: o.steps ?? null, hex, layout, emoji, style, vaeCeiling: ceiling, cases };
+  return { model: o.model, size, steps: o.steps ?? null, hex, hexShapes, layout, emoji, style, vaeCeiling: ceiling, cases };
 }
 
 /**
@@ -215,6 +223,7 @@ const pct = (x: number | null) => (x === null ? "skipped" : `${(100 * x).toFixed
 export function formatReport(r: EvalReport): string {
   return [
     `hex-colour adherence (held-out colours, ΔE ≤ 15 and white background): ${r.hex.passed}/${r.hex.total} = ${pct(r.hex.score)}`,
+    `  of these, drawn as the named shape (not graded):                    ${r.hexShapes.passed}/${r.hexShapes.total}`,
     `layout adherence (held-out shape/position pairs):                    ${r.layout.passed}/${r.layout.total} = ${pct(r.layout.score)}`,
     `emoji retrieval top-${r.emoji.k} (among ${r.emoji.gallery} training emoji, 16×16 Lab thumbnails):  ${r.emoji.passed}/${r.emoji.total} = ${pct(r.emoji.score)}`,
     `LoRA style (palette fraction of ${r.style.total} style prompts):                    ${pct(r.style.score)}` +
