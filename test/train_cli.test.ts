@@ -169,7 +169,7 @@ test("flux2 train --ema-decay: the LoRA written is the moving average kept in th
   assert.match(bad.stderr, /ema_decay: the checkpoint has 0.9, this run 0.99/);
   const one = run([...args.map((a) => (a === out ? path.join(ROOT, "run-ema-bad") : a)), "--ema-decay", "1"]);
   assert.equal(one.code, 1);
-  assert.match(one.stderr, /--ema-decay must be between 0 and 1/);
+  assert.match(one.stderr, /--ema-decay must be a number above 0 and below 1 \(e\.g\. 0\.999\), got "1"/);
 });
 
 test("flux2 train --adam-beta2: the setting reaches AdamW and the run's train.json; a decay of 1 is refused", async () => {

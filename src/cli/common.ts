@@ -203,11 +203,21 @@ export function intOption(v: string | undefined, name: string, lo: number, hi: n
   return n;
 }
 
-export function numOption(v: string | undefined, name: string, lo: number, hi: number): number | undefined {
+/** Bounds are inclusive unless `open` says otherwise (an AdamW beta may be 0 but not 1; an EMA decay neither). */
+export interface Openness {
+  lo?: boolean;
+  hi?: boolean;
+  /** A typical value, quoted in the error. */
+  example?: number;
+}
+
+export function numOption(v: string | undefined, name: string, lo: number, hi: number, open: Openness = {}): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < lo || n > hi) throw new InvalidRequestError(`--${name} must be a number from ${lo} to ${hi}, got "${v}"`);
-  return n;
+  const ok = Number.isFinite(n) && (open.lo ? n > lo : n >= lo) && (open.hi ? n < hi : n <= hi);
+  if (ok) return n;
+  const range = open.lo || open.hi ? `${open.lo ? "above" : "at least"} ${lo} and ${open.hi ? "below" : "at most"} ${hi}` : `from ${lo} to ${hi}`;
+  throw new InvalidRequestError(`--${name} must be a number ${range}${open.example === undefined ? "" : ` (e.g. ${open.example})`}, got "${v}"`);
 }
 
 export function outputFormat(file: string): ImageFormat {

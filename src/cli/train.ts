@@ -191,10 +191,11 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const maxLen = intOption(v["max-sequence-length"] as string, "max-sequence-length", 1, 4096) ?? 512;
   const weightDecay = numOption(v["weight-decay"] as string, "weight-decay", 0, 10) ?? 1e-4;
   const maxGradNorm = numOption(v["max-grad-norm"] as string, "max-grad-norm", 0, 1e9) ?? 1;
-  const adamBetas: [number, number] = [adamBeta(v["adam-beta1"] as string | undefined, "adam-beta1", 0.9), adamBeta(v["adam-beta2"] as string | undefined, "adam-beta2", 0.999)];
-  const adamEps = numOption(v["adam-epsilon"] as string, "adam-epsilon", 0, 1) ?? 1e-8;
-  const emaDecay = numOption(v["ema-decay"] as string, "ema-decay", 0, 1);
-  if (emaDecay !== undefined && !(emaDecay > 0 && emaDecay < 1)) throw new InvalidRequestError(`--ema-decay must be between 0 and 1 exclusive (e.g. 0.999), got ${emaDecay}`);
+  // AdamW decay rates may be 0 but not 1 (1 never forgets, and its bias correction divides by 0).
+  const adamBeta = (name: string, fallback: number) => numOption(v[name] as string | undefined, name, 0, 1, { hi: true, example: fallback }) ?? fallback;
+  const adamBetas: [number, number] = [adamBeta("adam-beta1", 0.9), adamBeta("adam-beta2", 0.999)];
+  const adamEps = numOption(v["adam-epsilon"] as string, "adam-epsilon", 0, 1, { lo: true, example: 1e-8 }) ?? 1e-8; // 0 would divide by 0 where a gradient has been 0
+  const emaDecay = numOption(v["ema-decay"] as string, "ema-decay", 0, 1, { lo: true, hi: true, example: 0.999 });
   const klWeight = numOption(v["kl-weight"] as string, "kl-weight", 0, 1e6) ?? 1e-6;
   const colorWeight = numOption(v["color-weight"] as string, "color-weight", 0, 1e6) ?? 0;
   const chromaWeight = numOption(v["chroma-weight"] as string, "chroma-weight", 0, 1e6) ?? 0;
@@ -467,10 +468,3 @@ async function writeSamples(ck: Checkpoint, runDir: string, params: Map<string, 
   return files;
 }
 
-/** An AdamW decay rate: at least 0 and below 1 (1 would never forget, and its bias correction divides by 0). */
-function adamBeta(raw: string | undefined, name: string, fallback: number): number {
-  if (raw === undefined) return fallback;
-  const b = Number(raw);
-  if (!(Number.isFinite(b) && b >= 0 && b < 1)) throw new InvalidRequestError(`--${name} must be a number at least 0 and below 1 (e.g. ${fallback}), got "${raw}"`);
-  return b;
-}
