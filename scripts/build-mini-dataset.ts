@@ -21,6 +21,9 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
   --scene-mix H,S,P,R
                   relative weights of the scene kinds: hex-form, single shape, pair, row of
                   three (default ${Object.values(DEFAULT_SCENE_MIX).join(",")})
+  --placement jitter|grid
+                  where shapes stand: the named place plus a small random offset (default), or
+                  exactly on the image-token grid (a quarter, half, three quarters of the side)
   --no-emoji      leave out the emoji
   --emoji-captions one|all
                   one caption form per emoji (default; what versions 1-2 trained on) or all
@@ -33,7 +36,7 @@ async function main(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv, allowPositionals: false,
     options: {
-      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" },
+      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" },
       "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
@@ -56,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
   const r = await buildMiniDataset({
     out: v.out, seed: num(v.seed, "seed"), size: num(v.size, "size"), scenes: num(v.scenes, "scenes"),
     sceneMix: v["scene-mix"] === undefined ? undefined : parseSceneMix(v["scene-mix"] as string),
+    placement: v.placement as "jitter" | "grid" | undefined,
     emoji: !v["no-emoji"], emojiCaptions: emojiCaptionsOption(v["emoji-captions"] as string | undefined), style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);

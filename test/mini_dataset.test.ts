@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { buildMiniDataset } from "../src/mini/dataset.js";
-import { DEFAULT_SCENE_MIX, HELD_OUT_LAYOUTS, parseSceneMix, sampleScene, SIZES } from "../src/mini/scenes.js";
+import { DEFAULT_SCENE_MIX, HELD_OUT_LAYOUTS, drawScene, parseSceneMix, placeScene, sampleScene, SIZES, type Position, type Scene } from "../src/mini/scenes.js";
 import { HELD_OUT_HEX } from "../src/mini/colour.js";
 import { SHAPES } from "../src/mini/shapes.js";
 import { emojiCaption, emojiCaptions, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
@@ -50,14 +50,19 @@ test("the script builds the same set from the command line, and refuses a non-em
   assert.match(full.stderr, /not empty/);
   // A scene mix is recorded in the manifest and gives another set; a bad one is refused.
   const mixed = path.join(tmp(), "mixed");
-  const m = run(["--out", mixed, "--seed", "7", "--scenes", "24", "--no-emoji", "--scene-mix", "0,1,0,0"]);
+  const m = run(["--out", mixed, "--seed", "7", "--scenes", "24", "--no-emoji", "--scene-mix", "0,1,0,0", "--placement", "grid"]);
   assert.equal(m.status, 0, m.stderr);
   assert.notEqual(/digest ([0-9a-f]{64})/.exec(m.stdout)?.[1], digest);
-  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(mixed, "manifest.json"), "utf8")).sceneMix, { hex: 0, single: 1, pair: 0, row: 0 });
-  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8")).sceneMix, undefined);
+  const manifest = JSON.parse(fs.readFileSync(path.join(mixed, "manifest.json"), "utf8"));
+  assert.deepEqual([manifest.sceneMix, manifest.placement], [{ hex: 0, single: 1, pair: 0, row: 0 }, "grid"]);
+  const plain = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
+  assert.deepEqual([plain.sceneMix, plain.placement], [undefined, undefined]);
   const badMix = run(["--out", path.join(tmp(), "y"), "--scene-mix", "1,2"]);
   assert.equal(badMix.status, 1);
   assert.match(badMix.stderr, /--scene-mix must be four/);
+  const badPlace = run(["--out", path.join(tmp(), "z"), "--placement", "snap"]);
+  assert.equal(badPlace.status, 1);
+  assert.match(badPlace.stderr, /--placement must be jitter or grid, got "snap"/);
   const bad = run(["--out", path.join(tmp(), "x"), "--size", "72"]);
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--size must be 64, 80, 96, 112 or 128/);
@@ -107,6 +112,30 @@ test("--scene-mix: the default is the sampler of versions 1-5; other weights cha
   assert.ok(singles.single > 1.7 * base.single && singles.pair < 0.5 * base.pair && singles.row < 0.5 * base.row, JSON.stringify({ base, singles }));
   assert.deepEqual(kinds(parseSceneMix("0,1,0,0")), { hex: 0, single: 2000, pair: 0, row: 0 });
   for (const bad of ["30,55,10", "30,55,10,-5", "0,0,0,0", "a,b,c,d", "30,55,10,5.5"]) assert.throws(() => parseSceneMix(bad), /--scene-mix must be four non-negative integer weights HEX,SINGLE,PAIR,ROW/);
+});
+
+test("--placement grid: shapes stand on the image-token grid, so a shape elsewhere is the same pixels moved", async () => {
+  const one = (shape: Scene["subjects"][0]["shape"], position: Position): Scene => ({
+    kind: "single", subjects: [{ shape, colour: { hex: "#D62020", word: "red" }, position, size: "medium", saySize: false }],
+    background: { hex: "#FFFFFF", word: "white" }, relation: null, json: false, caption: "",
+  });
+  const S = 64;
+  for (const [pos, cx, cy] of [["left", 16, 32], ["right", 48, 32], ["top", 32, 16], ["bottom", 32, 48], ["centre", 32, 32]] as const) {
+    const [p] = placeScene(one("star", pos), S, 0, 5, "grid");
+    assert.deepEqual([p.cx, p.cy], [cx, cy], pos);
+    const [j] = placeScene(one("star", pos), S, 0, 5);
+    assert.ok(j.cx !== cx || j.cy !== cy, `the default placement still jitters (${pos})`);
+  }
+  // The star on the left is the star in the centre moved 16 pixels (two tokens of 8) to the left, pixel for pixel.
+  const left = drawScene(one("star", "left"), S, 0, 1, "grid"), centre = drawScene(one("star", "centre"), S, 0, 2, "grid");
+  let differ = 0, ink = 0;
+  for (let y = 0; y < S; y++) for (let x = 0; x < S - 16; x++) for (let c = 0; c < 3; c++) {
+    differ += Number(left[(y * S + x) * 3 + c] !== centre[(y * S + x + 16) * 3 + c]);
+    ink += Number(left[(y * S + x) * 3 + c] !== 255);
+  }
+  assert.equal(differ, 0);
+  assert.ok(ink > 300, "the star was drawn");
+  await assert.rejects(buildMiniDataset({ out: path.join(tmp(), "p"), scenes: 1, emoji: false, style: false, placement: "snap" as "grid" }), /--placement must be jitter or grid, got "snap"/);
 });
 
 test("emoji: Noto images with emojibase names, no skin-tone components", () => {

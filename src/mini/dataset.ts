@@ -19,7 +19,7 @@ import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
-import { DEFAULT_SCENE_MIX, drawScene, isDefaultSceneMix, sampleScene, type SceneMix } from "./scenes.js";
+import { DEFAULT_SCENE_MIX, PLACEMENTS, drawScene, isDefaultSceneMix, sampleScene, type Placement, type SceneMix } from "./scenes.js";
 import { emojiCaption, emojiCaptions, emojiRgb, listEmoji } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
@@ -32,6 +32,8 @@ export interface BuildOptions {
   scenes?: number;
   /** Relative weights of the scene kinds (default DEFAULT_SCENE_MIX, what versions 1–5 trained on). */
   sceneMix?: SceneMix;
+  /** Where shapes stand (default "jitter", what versions 1–5 trained on; see Placement). */
+  placement?: Placement;
   /** Include the emoji (default true). */
   emoji?: boolean;
   /**
@@ -71,6 +73,8 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const size = opts.size ?? 64;
   const nScenes = opts.scenes ?? DEFAULT_SCENES;
   const mix = opts.sceneMix ?? DEFAULT_SCENE_MIX;
+  const placement = opts.placement ?? "jitter";
+  if (!PLACEMENTS.includes(placement)) throw new Error(`--placement must be ${PLACEMENTS.join(" or ")}, got "${placement}"`);
   const log = opts.log ?? (() => {});
   checkSize(size);
   if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
@@ -90,7 +94,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const BATCH = 16;
   for (let i0 = 0; i0 < nScenes; i0 += BATCH) {
     const ids = Array.from({ length: Math.min(BATCH, nScenes - i0) }, (_, k) => i0 + k);
-    const pngs = await Promise.all(ids.map((i) => encodePng(drawScene(sampleScene(seed, i, mix), size, seed, i), size)));
+    const pngs = await Promise.all(ids.map((i) => encodePng(drawScene(sampleScene(seed, i, mix), size, seed, i, placement), size)));
     ids.forEach((i, k) => {
       const name = `train/1_scenes/scene_${String(i).padStart(6, "0")}`;
       write(`${name}.png`, pngs[k]);
@@ -129,7 +133,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 

@@ -222,19 +222,33 @@ function trySample(p: Picker, mix: SceneMix): Scene | null {
   return { ...base, json, caption: json ? jsonCaption(base, plain) : plain };
 }
 
-/** Pixel placement of a scene's subjects on a `size`-pixel canvas (small deterministic jitter from the seed). */
-export function placeScene(scene: Scene, size: number, seed: number, index: number): PlacedShape[] {
+/**
+ * Where shapes go. "jitter" (what versions 1–5 trained on): the named position's centre plus a
+ * small random offset. "grid": exactly a quarter, half or three quarters of the side, no offset,
+ * so every centre lies on a boundary between the transformer's image tokens (16 pixels apart at
+ * 64 px: 4× VAE downsampling, then 2×2 patches). A shape then makes the same tokens wherever it
+ * stands, only moved, and what the model learns drawing it in one place holds in the others.
+ */
+export type Placement = "jitter" | "grid";
+export const PLACEMENTS: Placement[] = ["jitter", "grid"];
+
+export const GRID_CENTRE: Record<Position, [number, number]> = {
+  left: [0.25, 0.5], right: [0.75, 0.5], top: [0.5, 0.25], bottom: [0.5, 0.75], centre: [0.5, 0.5],
+};
+
+/** Pixel placement of a scene's subjects on a `size`-pixel canvas. */
+export function placeScene(scene: Scene, size: number, seed: number, index: number, placement: Placement = "jitter"): PlacedShape[] {
   const p = new Picker(new Xoshiro128((BigInt(seed) << 32n) | BigInt(index) | (1n << 63n)));
   return scene.subjects.map((s) => {
-    const [fx, fy] = POSITION_CENTRE[s.position];
-    const j = () => (p.unit() - 0.5) * 0.06 * size;
+    const [fx, fy] = (placement === "grid" ? GRID_CENTRE : POSITION_CENTRE)[s.position];
+    const j = () => (placement === "grid" ? 0 : (p.unit() - 0.5) * 0.06 * size);
     return { kind: s.shape, cx: fx * size + j(), cy: fy * size + j(), r: SIZES[s.size] * size, colour: parseHex(s.colour.hex) };
   });
 }
 
 /** Scene `index` drawn at `size`×`size`: packed RGB. */
-export function drawScene(scene: Scene, size: number, seed: number, index: number): Uint8Array {
-  return renderScene(size, parseHex(scene.background.hex), placeScene(scene, size, seed, index));
+export function drawScene(scene: Scene, size: number, seed: number, index: number, placement: Placement = "jitter"): Uint8Array {
+  return renderScene(size, parseHex(scene.background.hex), placeScene(scene, size, seed, index, placement));
 }
 
 /** A prompt of the exact hex form, for the eval. */
