@@ -33,6 +33,10 @@ test("the recipe trains the VAE beside a first text-encoder stage, continues the
   assert.equal(te2.args.seed, 1);
   assert.equal(tr.args.model, `${te2.args.out}/model`);
   assert.equal(tr.vae_from, `${vae.args.out}/model`, "the transformer is trained on the VAE stage's latents");
+  // Version 6: the transformer reads the same set with its shapes on the image-token grid, which a prepare command builds.
+  assert.equal(tr.args.data, "data/flux2-mini-grid/train");
+  assert.ok(r.prepare.some((c) => c.includes("build-mini-dataset.js --out data/flux2-mini-grid ") && c.includes("--placement grid")), r.prepare.join("\n"));
+  for (const s of [vae, te, te2]) assert.equal(s.args.data, "data/flux2-mini/train", `${s.name} reads the jittered set it was trained on`);
   for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
   for (const s of [te, te2, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
   assert.equal(r.resolution, MINI_RESOLUTION);
