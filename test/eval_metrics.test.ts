@@ -27,7 +27,11 @@ const plan = evalPlan();
 test("hex adherence: 100% on drawn held-out cases, 0 on noise, blank, wrong colour or coloured background", () => {
   assert.equal(plan.hex.length, 72);
   assert.equal(new Set(plan.hex.slice(0, 24).map((c) => c.hex)).size, 24);
-  for (const c of plan.hex) assert.ok(hexAdherence(img(drawHexCase(c, S)), c.hex).pass, c.prompt);
+  for (const c of plan.hex) {
+    const r = hexAdherence(img(drawHexCase(c, S)), c.hex);
+    assert.ok(r.pass, c.prompt);
+    assert.equal(r.shape, c.shape, `${c.prompt}: the drawn shape is reported`);
+  }
   for (let i = 0; i < 20; i++) assert.equal(hexAdherence(noise(i), "#2D5A8E").pass, false);
   assert.equal(hexAdherence(img(new Uint8Array(S * S * 3).fill(255)), "#2D5A8E").pass, false);
   // #2D5A8E (navy blue) drawn, #F39C12 (orange) asked.

@@ -159,13 +159,16 @@ export interface HexResult {
   pass: boolean;
   deltaE: number | null;
   whiteBackground: boolean;
+  /** Which shape was drawn (the layout measure's classifier; not part of the pass). */
+  shape: ShapeKind | null;
 }
 
 /** Hex-colour adherence of one image: white background and shape mean colour within ΔE 15 of `hex`. */
 export function hexAdherence(img: Img, hex: string): HexResult {
   const f = findShape(img);
   const d = f.meanColour ? deltaE(f.meanColour, hexLab(hex)) : null;
-  return { pass: f.whiteBackground && d !== null && d <= HEX_TOLERANCE, deltaE: d, whiteBackground: f.whiteBackground };
+  const shape = f.region ? classifyShape(f.region, img.width, img.height, f.box).shape : null;
+  return { pass: f.whiteBackground && d !== null && d <= HEX_TOLERANCE, deltaE: d, whiteBackground: f.whiteBackground, shape };
 }
 
 /**

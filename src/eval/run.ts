@@ -113,9 +113,8 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
       const r = hexAdherence(hexImgs[i], c.hex);
       // Which shape was drawn is not part of the hex score (the issue grades colour and
       // background), but it says whether the model draws the shape it was asked for.
-      const drawn = layoutAdherence(hexImgs[i], c.shape, "centre").shape;
-      drawnRight.push(drawn === c.shape);
-      cases.push({ measure: "hex", prompt: c.prompt, pass: r.pass, detail: `ΔE ${r.deltaE === null ? "no shape" : r.deltaE.toFixed(1)}, background ${r.whiteBackground ? "white" : "not white"}, drawn as ${drawn ?? "nothing"}` });
+      drawnRight.push(r.shape === c.shape);
+      cases.push({ measure: "hex", prompt: c.prompt, pass: r.pass, detail: `ΔE ${r.deltaE === null ? "no shape" : r.deltaE.toFixed(1)}, background ${r.whiteBackground ? "white" : "not white"}, drawn as ${r.shape ?? "nothing"}` });
       return r.pass;
     }));
     hexShapes = count(drawnRight);

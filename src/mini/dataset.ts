@@ -94,11 +94,12 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const BATCH = 16;
   for (let i0 = 0; i0 < nScenes; i0 += BATCH) {
     const ids = Array.from({ length: Math.min(BATCH, nScenes - i0) }, (_, k) => i0 + k);
-    const pngs = await Promise.all(ids.map((i) => encodePng(drawScene(sampleScene(seed, i, mix), size, seed, i, placement), size)));
+    const scenes = ids.map((i) => sampleScene(seed, i, mix));
+    const pngs = await Promise.all(ids.map((i, k) => encodePng(drawScene(scenes[k], size, seed, i, placement), size)));
     ids.forEach((i, k) => {
       const name = `train/1_scenes/scene_${String(i).padStart(6, "0")}`;
       write(`${name}.png`, pngs[k]);
-      write(`${name}.txt`, sampleScene(seed, i, mix).caption + "\n");
+      write(`${name}.txt`, scenes[k].caption + "\n");
     });
     if ((i0 / BATCH) % 50 === 0) log(`scenes: ${i0 + ids.length} / ${nScenes}`);
   }
