@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { drawHexCase, drawLayoutCase, evalPlan } from "../src/mini/eval_plan.js";
-import { WHITE, parseHex } from "../src/mini/colour.js";
+import { WHITE, hexLab, hueChroma, hueDifference, parseHex } from "../src/mini/colour.js";
 import { SIZES } from "../src/mini/scenes.js";
 import { renderScene, type ShapeKind } from "../src/mini/shapes.js";
 import { emojiRgb, listEmoji } from "../src/mini/emoji.js";
@@ -132,4 +132,17 @@ test("style measure: ~1 on the style set, low on the same emoji unstyled, ~0 on 
   let n = 0;
   for (let i = 0; i < 10; i++) n += paletteFraction(noise(300 + i).rgb) / 10;
   assert.ok(n < 0.1, `noise ${n}`);
+});
+
+test("hue and chroma: CIELAB angles from 0 to 360, differences the short way round", () => {
+  const grey = hueChroma(hexLab("#808080"));
+  assert.ok(grey.chroma < 0.01, `grey has no chroma (${grey.chroma})`);
+  const red = hueChroma(hexLab("#FF0000")), blue = hueChroma(hexLab("#0000FF")), dodger = hueChroma(hexLab("#1E90FF"));
+  assert.ok(red.hue > 30 && red.hue < 50, `red's CIELAB hue is about 40 degrees (${red.hue})`);
+  assert.ok(blue.hue > 295 && blue.hue < 315, `blue's is about 306 (${blue.hue})`);
+  assert.ok(dodger.hue > 270 && dodger.hue < 290 && dodger.chroma > 15, `#1E90FF's is about 279 (${dodger.hue})`);
+  assert.equal(hueDifference(350, 10), 20);
+  assert.equal(hueDifference(10, 350), 20);
+  assert.equal(hueDifference(0, 180), 180);
+  assert.equal(hueDifference(-170, 170), 20, "angles outside 0-360 work too");
 });

@@ -14,7 +14,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import sharp from "sharp";
 import { chromium, type BrowserContext } from "playwright-core";
-import { deltaE, hexLab } from "../src/mini/colour.js";
+import { deltaE, hexLab, hueChroma, hueDifference } from "../src/mini/colour.js";
 import { findShape } from "../src/eval/metrics.js";
 import { SafetensorsFile } from "../src/io/safetensors.js";
 import { DEFAULT_MODEL_ID } from "../src/pipeline/default_model.js";
@@ -29,11 +29,6 @@ const cli = path.join(repoRoot, "dist", "src", "cli", "main.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** Hue angle (degrees) and chroma of a CIELAB colour. */
-function hueChroma(lab: readonly number[]): { hue: number; chroma: number } {
-  return { hue: (Math.atan2(lab[2], lab[1]) * 180) / Math.PI, chroma: Math.hypot(lab[1], lab[2]) };
-}
-
 /**
  * The eval's reading of a picture (white background; the shape's mean colour), and whether that
  * colour is the prompted blue's hue: within HUE_TOLERANCE degrees of it, with chroma ≥ 15.
@@ -44,7 +39,7 @@ async function judge(png: Buffer | string): Promise<{ white: boolean; deltaE: nu
   const f = findShape({ rgb: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height });
   if (!f.meanColour) return { white: f.whiteBackground, deltaE: null, hueOff: null, blue: false };
   const got = hueChroma(f.meanColour), want = hueChroma(hexLab(BLUE));
-  const hueOff = Math.abs(((got.hue - want.hue + 540) % 360) - 180);
+  const hueOff = hueDifference(got.hue, want.hue);
   return { white: f.whiteBackground, deltaE: deltaE(f.meanColour, hexLab(BLUE)), hueOff, blue: hueOff <= HUE_TOLERANCE && got.chroma >= 15 };
 }
 

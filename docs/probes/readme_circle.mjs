@@ -8,15 +8,13 @@
 const dist = new URL("../../dist/src/", import.meta.url);
 const lib = await import(new URL("index.js", dist));
 const { findShape } = await import(new URL("eval/metrics.js", dist));
-const { deltaE, hexLab } = await import(new URL("mini/colour.js", dist));
+const { deltaE, hexLab, hueChroma, hueDifference } = await import(new URL("mini/colour.js", dist));
 const [model, seedsArg = "8"] = process.argv.slice(2);
 if (!model) throw new Error("usage: node docs/probes/readme_circle.mjs MODEL [SEEDS]");
 const seeds = Number(seedsArg);
 if (!Number.isInteger(seeds) || seeds < 1) throw new Error(`SEEDS must be a positive integer, got "${seedsArg}"`);
 const PROMPT = "a #1E90FF circle on a white background";
-const hueOf = (lab) => ((Math.atan2(lab[2], lab[1]) * 180) / Math.PI + 360) % 360;
-const chromaOf = (lab) => Math.hypot(lab[1], lab[2]);
-const want = hexLab("#1E90FF");
+const want = hueChroma(hexLab("#1E90FF"));
 const pipe = await lib.load(model, { threads: 2 });
 let blue = 0;
 const lines = [];
@@ -27,12 +25,13 @@ for (let seed = 0; seed < seeds; seed++) {
     lines.push(`seed ${seed}: no shape found`);
     continue;
   }
-  const off = Math.abs(((hueOf(f.meanColour) - hueOf(want) + 540) % 360) - 180);
-  const ok = f.whiteBackground && off <= 40 && chromaOf(f.meanColour) >= 15;
+  const got = hueChroma(f.meanColour);
+  const off = hueDifference(got.hue, want.hue);
+  const ok = f.whiteBackground && off <= 40 && got.chroma >= 15;
   if (ok) blue++;
-  lines.push(`seed ${seed}: hue ${hueOf(f.meanColour).toFixed(0)}° (${off.toFixed(0)}° off), ΔE ${deltaE(f.meanColour, want).toFixed(1)}` +
+  lines.push(`seed ${seed}: hue ${got.hue.toFixed(0)}° (${off.toFixed(0)}° off), ΔE ${deltaE(f.meanColour, hexLab("#1E90FF")).toFixed(1)}` +
     `${f.whiteBackground ? "" : ", background not white"}${ok ? ", BLUE" : ""}`);
 }
 await pipe.release();
 console.log(lines.join("\n"));
-console.log(`${blue}/${seeds} blue on white; #1E90FF is at hue ${hueOf(want).toFixed(0)}°, the named colour blue (#0000FF) at ${hueOf(hexLab("#0000FF")).toFixed(0)}°`);
+console.log(`${blue}/${seeds} blue on white; #1E90FF is at hue ${want.hue.toFixed(0)}°, the named colour blue (#0000FF) at ${hueChroma(hexLab("#0000FF")).hue.toFixed(0)}°`);

@@ -24,6 +24,16 @@ export function hexLab(hex: string): Lab {
   return rgbToLab(...parseHex(hex));
 }
 
+/** CIELAB hue angle (degrees, 0–360) and chroma of a colour: what the README test and its probe read. */
+export function hueChroma(lab: Lab): { hue: number; chroma: number } {
+  return { hue: ((Math.atan2(lab[2], lab[1]) * 180) / Math.PI + 360) % 360, chroma: Math.hypot(lab[1], lab[2]) };
+}
+
+/** The angle between two hues in degrees (0–180), the short way round the circle. */
+export function hueDifference(a: number, b: number): number {
+  return Math.abs(((a - b + 540) % 360) - 180);
+}
+
 export const WHITE = "#FFFFFF";
 
 /** Colour names used in captions, with the hex code drawn for each (CSS values where CSS has the name). */
