@@ -6,6 +6,7 @@
 
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { OrtBackend } from "../backend/ort.js";
@@ -24,6 +25,8 @@ import { TextAlignTask, loadCaptionData } from "../train/text_task.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { VARIANT_CARDS } from "../pipeline/variants.js";
 import { readQwen3Config } from "../models/qwen3.js";
+import { ParallelTask } from "../train/parallel.js";
+import { setupTask, type TaskSettings } from "../train/setup.js";
 import { trainLoop, type LoopResult, type RunIdentity, type StepLog, type TrainTask } from "../train/loop.js";
 import { LR_SCHEDULERS, readTrainSigmas, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
@@ -122,6 +125,12 @@ Output:
   --sample-steps N        denoising steps of the samples (default: the model's)
   --device D              cpu (default) | webgpu | cuda
   --threads N             ONNX Runtime intra-op threads (default: one per core; 1 keeps a shared machine usable)
+  --workers N             compute N micro-batches of a step at once, each in its own thread with
+                          --threads/N threads (default 1). Needs --grad-accum N (or a multiple):
+                          --batch-size 8 --grad-accum 2 --workers 2 trains on 16 images a step, as
+                          --batch-size 8 --grad-accum 2 does, and computes the same numbers. For small
+                          models, whose operations are too narrow to share out (flux2-mini); each
+                          worker holds its own copy of the data and the model
   --json                  one JSON line per step {"step","loss","lr"}, then the outputs
   --force                 run even if the memory plan says it will not fit
   --quiet                 no progress output
@@ -138,7 +147,7 @@ const OPTIONS = {
   "max-sequence-length": { type: "string" }, "weight-decay": { type: "string" }, "max-grad-norm": { type: "string" },
   "adam-beta1": { type: "string" }, "adam-beta2": { type: "string" }, "adam-epsilon": { type: "string" },
   "ema-decay": { type: "string" }, "timestep-sampling": { type: "string" }, "logit-mean": { type: "string" }, "logit-std": { type: "string" },
-  "kl-weight": { type: "string" }, "color-weight": { type: "string" }, "chroma-weight": { type: "string" }, freeze: { type: "string" }, posterior: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" },
+  "kl-weight": { type: "string" }, "color-weight": { type: "string" }, "chroma-weight": { type: "string" }, freeze: { type: "string" }, posterior: { type: "string" }, "checkpoint-activations": { type: "boolean" }, device: { type: "string" }, threads: { type: "string" }, workers: { type: "string" },
   force: { type: "boolean" }, quiet: { type: "boolean" }, help: { type: "boolean", short: "h" },
 } as const;
 
@@ -231,6 +240,14 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const threads = numOption(v.threads as string | undefined, "threads", 1, 1024);
   if (threads !== undefined && !Number.isInteger(threads)) throw new InvalidRequestError(`--threads must be a whole number, got "${v.threads}"`);
 
+  const workers = intOption(v.workers as string | undefined, "workers", 1, 256) ?? 1;
+  if (workers > 1 && device && device !== "cpu") throw new InvalidRequestError(`--workers is for training on the CPU (each worker a one-core session); with --device ${device} leave it out`);
+  if (workers > gradAccum) {
+    throw new InvalidRequestError(`--workers ${workers} computes ${workers} micro-batches of a step at once, but a step has --grad-accum ${gradAccum}: ` +
+      `give --grad-accum ${workers} (or a multiple) and divide --batch-size by it for the same images per step, e.g. --batch-size ${Math.max(1, Math.floor(batchSize / workers))} --grad-accum ${workers} --workers ${workers}`);
+  }
+  // The cores shared out: each session gets its share of --threads (default: every core).
+  const threadsPerWorker = Math.max(1, Math.floor((threads ?? os.availableParallelism()) / workers));
   const ck = openCheckpoint(v.model as string);
   if (!v.resume && fs.existsSync(path.join(runDir, "checkpoints")) && fs.readdirSync(path.join(runDir, "checkpoints")).length) {
     throw new InvalidRequestError(`${runDir} already holds checkpoints of a run: continue it with --resume ${runDir}, or choose another --out`);
@@ -239,17 +256,22 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const toSave = Object.fromEntries(SAVED.filter((k) => v[k] !== undefined).map((k) => [k, v[k]]));
   fs.writeFileSync(settingsFile, JSON.stringify(toSave, null, 2) + "\n");
 
-  // Data.
-  const ds = await scanDataset(v.data as string, { trigger: v.trigger as string | undefined, multiCaption: !!v["multi-caption"], warn: (s) => process.stderr.write(s + "\n") });
-  const samples = makeSamples(ds, resolutions);
+  const backend = new OrtBackend({ device, threads: workers > 1 ? threadsPerWorker : threads });
+  const settings: TaskSettings = {
+    mode, model: v.model as string, data: v.data as string, runDir, trigger: v.trigger as string | undefined, multiCaption: !!v["multi-caption"], resolutions, seed,
+    batchSize, gradAccum, maxLen, captionDropout, sampling, rank, alpha, targets, loraInit, checkpointActivations: !!v["checkpoint-activations"],
+    klWeight, colorWeight, chromaWeight, posterior, freeze, alignPool,
+  };
+  // Data, trainer and task (src/train/setup.ts; --workers builds the same in every worker thread).
+  const setup = await setupTask(settings, backend, log);
+  const { images, samples, trainSamples, vaePixels, vaeTrainsEncoder, textParams, textLengths } = setup;
   const buckets = new Map<string, number>();
   for (const s of samples) buckets.set(`${s.bucket.width}×${s.bucket.height}`, (buckets.get(`${s.bucket.width}×${s.bucket.height}`) ?? 0) + 1);
-  const nCaptions = ds.images.reduce((n, img) => n + img.captions.length, 0);
-  log(`data: ${ds.images.length} image(s) in ${v.data}${ds.skipped.length ? ` (${ds.skipped.length} skipped)` : ""}, ${samples.length} sample(s)` +
-    `${nCaptions > ds.images.length ? `, ${nCaptions} captions (--multi-caption)` : ""}; ` +
-    `buckets ${[...buckets].map(([b, n]) => `${b}: ${n}`).join(", ")}${ds.uncaptioned ? `; ${ds.uncaptioned} without a .txt caption` : ""}`);
+  const nCaptions = images.reduce((n, img) => n + img.captions.length, 0);
+  log(`data: ${images.length} image(s) in ${v.data}${setup.skipped ? ` (${setup.skipped} skipped)` : ""}, ${samples.length} sample(s)` +
+    `${nCaptions > images.length ? `, ${nCaptions} captions (--multi-caption)` : ""}; ` +
+    `buckets ${[...buckets].map(([b, n]) => `${b}: ${n}`).join(", ")}${setup.uncaptioned ? `; ${setup.uncaptioned} without a .txt caption` : ""}`);
 
-  const backend = new OrtBackend({ device, threads });
   const identity: RunIdentity = {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(emaDecay !== undefined ? { ema_decay: emaDecay } : {}),
@@ -258,62 +280,38 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen, ...(alignPool !== "attention" ? { align_pool: alignPool } : {}) } : {}),
   };
 
-  let task: TrainTask;
-  let release: () => Promise<void>;
+  let task: TrainTask = setup.task;
+  let release = setup.release;
   let trainableCount = 0;
-  let vaePixels: Float32Array[] = [];
-  let vaeTrainsEncoder = true;
   const stop = { stop: false };
-  let textParams: (from?: Map<string, Float32Array>) => Map<string, Float32Array> = () => new Map();
-  let trainSamples = samples;
-  let textLengths: number[] | undefined;
-  if (mode === "text") {
-    if (ck.textEncoder.kind !== "qwen3") throw new InvalidRequestError("--text-encoder trains a Qwen3 text encoder (klein checkpoints); this checkpoint's is Mistral");
-    trainSamples = samples.filter((s) => ds.images[s.image].caption.trim() !== "");
-    if (!trainSamples.length) throw new InvalidRequestError(`--text-encoder needs captioned images; none of the ${ds.images.length} in ${v.data} has a caption`);
-    if (trainSamples.length < samples.length) log(`text encoder: ${samples.length - trainSamples.length} sample(s) without a caption are left out`);
-    const tokenizer = await PromptTokenizer.load(ck.tokenizer);
-    log(`tokenizing ${trainSamples.length} caption(s) and drawing their ${ALIGN_GRID}×${ALIGN_GRID} thumbnails`);
-    const data = await loadCaptionData(trainSamples, ds.images, tokenizer, maxLen, ALIGN_GRID);
-    const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID, alignPool), seed);
-    const textTask = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed, batchSize, gradAccum, maxLength: maxLen, padToMax: alignPool === "mean" });
-    task = textTask;
-    textLengths = textTask.paddedLengths;
-    textParams = (from) => trainer.encoderParams(from);
-    release = () => trainer.release();
-  } else if (mode === "vae") {
-    const pixels = (vaePixels = await loadPixels(samples, ds.images));
-    const vcfg = readVaeConfig(ck.vae.config!);
-    const trainer = await VaeTrainer.open(backend, ck.vae.weights, ck.vae.config!, { freeze });
-    vaeTrainsEncoder = trainer.trainsEncoder;
-    if (freeze.length) log(`frozen: ${freeze.join(", ")} (${trainer.trainsEncoder ? "the encoder still trains" : "the encoder is frozen: the latent space does not move"})`);
-    task = new VaeTask(trainer, samples, ds.images, pixels, { seed, batchSize, gradAccum, klWeight, colorWeight, chromaWeight, posterior, latentChannels: vcfg.latent_channels, scaleFactor: vaeScaleFactor(vcfg) });
-    release = () => trainer.release();
-  } else {
-    const data = await encodeData(ck, ds.images, samples, { runDir, maxSequenceLength: maxLen, withEmpty: captionDropout > 0, backend, log });
-    const trainer = await TransformerTrainer.open(backend, ck.transformer.weights, ck.transformer.config,
-      mode === "lora" ? { kind: "lora", targets, rank, alpha, initMethod: loraInit } : { kind: "full" }, { checkpointActivations: !!v["checkpoint-activations"], seed });
-    if (mode === "lora" && trainer.params.size === 0) {
-      await trainer.release();
-      throw new InvalidRequestError(`--targets ${targets.join(",")} matches no Linear layer of the transformer; use module suffixes such as to_q, to_k, to_v, to_out.0`);
-    }
-    const sigmas = readTrainSigmas(path.join(ck.source, "scheduler", "scheduler_config.json"));
-    task = new FlowMatchingTask(trainer, samples, ds.images, data, { seed, batchSize, gradAccum, captionDropout, sigmas, sampling });
-    release = () => trainer.release();
-  }
   for (const p of task.params.values()) trainableCount += p.length;
 
   // Memory plan, before the first step.
   const largest = samples.reduce((a, s) => (s.bucket.width * s.bucket.height > a.bucket.width * a.bucket.height ? s : a), samples[0]);
   const plan = planTrainMemory(ck, transformerConfig(ck), {
     trainableParams: trainableCount, batch: batchSize, width: largest.bucket.width, height: largest.bucket.height,
-    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae", ema: emaDecay !== undefined, processBytes: process.memoryUsage().rss, encoded: true, textEncoder: mode === "text" ? readQwen3Config(ck.textEncoder.config!) : undefined, textLengths,
+    textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae", ema: emaDecay !== undefined, processBytes: process.memoryUsage().rss, encoded: true, textEncoder: mode === "text" ? readQwen3Config(ck.textEncoder.config!) : undefined, textLengths, workers,
   });
   log(`memory plan (${mode}, ${(trainableCount / 1e6).toFixed(2)} M trainable parameters):\n${plan.lines.join("\n")}`);
   if (plan.neededBytes > plan.availableBytes && !v.force) {
     await release();
     throw new InvalidRequestError(`this run needs about ${(plan.neededBytes / 2 ** 30).toFixed(1)} GiB more but ${(plan.availableBytes / 2 ** 30).toFixed(1)} GiB is free: ` +
-      "use a smaller --resolution or --batch-size, --checkpoint-activations, or --force to try anyway");
+      `use a smaller --resolution or --batch-size, --checkpoint-activations${workers > 1 ? ", fewer --workers" : ""}, or --force to try anyway`);
+  }
+  if (workers > 1) {
+    log(`starting ${workers - 1} worker thread(s): ${workers} micro-batches at once, ${threadsPerWorker} thread(s) each; each worker reads the data and builds the graph again`);
+    let parallel: ParallelTask;
+    try {
+      parallel = await ParallelTask.start(setup.task, settings, workers, { threads: threadsPerWorker, device });
+    } catch (e) {
+      await setup.release();
+      throw e;
+    }
+    task = parallel;
+    release = async () => {
+      await parallel.release();
+      await setup.release();
+    };
   }
 
   // Ctrl-C: finish the step, save a resumable checkpoint; a second Ctrl-C quits at once.
@@ -333,14 +331,14 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   // Samples show what the run would export: the moving average when there is one.
   let sampleWeights = task.params;
   const sampleFn = async (step: number) => samplesWritten.push(...await writeSamples(ck, runDir, sampleWeights, mode, { rank, alpha, targets }, step, {
-    prompts: (v["sample-prompt"] as string[] | undefined) ?? [ds.images[0].caption], steps: sampleSteps, seed, size: largest.bucket, maxSequenceLength: maxLen, backend, log,
+    prompts: (v["sample-prompt"] as string[] | undefined) ?? [images[0].caption], steps: sampleSteps, seed, size: largest.bucket, maxSequenceLength: maxLen, backend, log,
   }));
   let result: LoopResult;
   try {
     result = await trainLoop(task, {
       steps, gradAccum, maxGradNorm, adam: { betas: adamBetas, eps: adamEps, weightDecay },
       schedule: { scheduler: scheduler as LrScheduler, lr, warmupSteps: warmup, totalSteps: steps },
-      runDir, saveEvery, keepCheckpoints: keep, identity, dataFingerprint: dataFingerprint(ds.images, trainSamples), resume: v.resume as string | undefined, stopSignal: stop, log,
+      runDir, saveEvery, keepCheckpoints: keep, identity, parallel: workers, dataFingerprint: dataFingerprint(images, trainSamples), resume: v.resume as string | undefined, stopSignal: stop, log,
       emaDecay, onEma: (ema) => { sampleWeights = ema; },
       onStep: async (s: StepLog) => {
         firstStep ??= s.step - 1;
@@ -356,6 +354,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
         if (sampleEvery && s.step % sampleEvery === 0) await sampleFn(s.step);
       },
     });
+  } catch (e) {
+    await release();
+    throw e;
   } finally {
     process.off("SIGINT", onSigint);
   }

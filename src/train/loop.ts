@@ -71,6 +71,12 @@ export interface LoopOptions {
   emaDecay?: number;
   /** Given the moving average once it exists (updated in place after each step), e.g. to sample with it. */
   onEma?: (ema: Map<string, Float32Array>) => void;
+  /**
+   * Ask for this many micro-batches of a step at once (default 1: one after another): a task that
+   * computes them side by side (src/train/parallel.ts) then keeps every worker busy. The gradients
+   * are still summed in micro-batch order, so the result does not depend on it.
+   */
+  parallel?: number;
   /** Called after every optimizer step. */
   onStep?: (info: StepLog) => void | Promise<void>;
   /** Set to make the loop stop after the current step and save (Ctrl-C). */
@@ -151,21 +157,13 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
     const lr = learningRate(o.schedule, k);
     let sum: Map<string, Float32Array> | null = null;
     let lossSum = 0;
-    for (let j = 0; j < o.gradAccum; j++) {
-      const r = await task.microBatch(k, j);
-      lossSum += r.loss;
-      if (o.gradAccum === 1) {
-        // One micro-batch: its gradients are the sum; clipping scales them in place (no copy).
-        sum = r.grads;
-      } else if (!sum) {
-        sum = new Map();
-        for (const [name, g] of r.grads) sum.set(name, scaled(g, 1 / o.gradAccum));
-      } else {
-        for (const [name, g] of r.grads) {
-          const s = sum.get(name);
-          if (!s) throw new Error(`micro-batch ${j} has a gradient for "${name}" that micro-batch 0 lacks`);
-          for (let i = 0; i < s.length; i++) s[i] += g[i] / o.gradAccum;
-        }
+    const wave = Math.max(1, o.parallel ?? 1);
+    for (let j0 = 0; j0 < o.gradAccum; j0 += wave) {
+      const count = Math.min(wave, o.gradAccum - j0);
+      const results = await Promise.all(Array.from({ length: count }, (_, i) => task.microBatch(k, j0 + i)));
+      for (const [i, r] of results.entries()) {
+        lossSum += r.loss;
+        sum = accumulate(sum, r.grads, o.gradAccum, j0 + i);
       }
     }
     const loss = lossSum / o.gradAccum;
@@ -199,6 +197,19 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
   }
   if (!lastCheckpoint || !lastCheckpoint.endsWith(checkpointName(step))) save();
   return { status: "done", step, lastCheckpoint, losses, ema };
+}
+
+/** Adds micro-batch j's gradients, divided by G, to the running sum (accelerate's accumulation). */
+function accumulate(sum: Map<string, Float32Array> | null, grads: Map<string, Float32Array>, G: number, j: number): Map<string, Float32Array> {
+  // One micro-batch: its gradients are the sum; clipping scales them in place (no copy).
+  if (G === 1) return grads;
+  if (!sum) return new Map([...grads].map(([name, g]) => [name, scaled(g, 1 / G)] as [string, Float32Array]));
+  for (const [name, g] of grads) {
+    const s = sum.get(name);
+    if (!s) throw new Error(`micro-batch ${j} has a gradient for "${name}" that micro-batch 0 lacks`);
+    for (let i = 0; i < s.length; i++) s[i] += g[i] / G;
+  }
+  return sum;
 }
 
 function scaled(g: Float32Array, s: number): Float32Array {

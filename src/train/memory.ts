@@ -33,6 +33,9 @@ export interface TrainMemoryPlan {
   availableBytes: number;
 }
 
+/** What a bare Node process with ONNX Runtime loaded holds; a worker thread shares it. */
+const NODE_BASELINE_BYTES = 120 * 2 ** 20;
+
 export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   trainableParams: number; batch: number; width: number; height: number; textLength: number; checkpointActivations: boolean; vae: boolean;
   /** --ema-decay: one more float32 copy of every trainable tensor. */
@@ -48,6 +51,12 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   /** Training the text encoder (--text-encoder): its config and the padded lengths its batches use. */
   textEncoder?: { hidden_size: number; intermediate_size: number; num_hidden_layers: number; num_attention_heads: number; vocab_size: number };
   textLengths?: number[];
+  /**
+   * --workers N: N − 1 worker threads beside the main one, each with its own copy of the data
+   * (the process's share above Node's own), the frozen weights, the trainable tensors and their
+   * gradients, and the activations of one micro-batch.
+   */
+  workers?: number;
 }): TrainMemoryPlan {
   const te = residentWeightBytes(ck.textEncoder.weights);
   const vae = residentWeightBytes(ck.vae.weights);
@@ -68,7 +77,9 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   const frozen = o.vae || t ? 0 : residentWeightBytes(ck.transformer.weights);
   const copies = o.ema ? 6 : 5;
   const optimizer = o.trainableParams * 4 * copies;
-  const train = frozen + optimizer + activations;
+  const extraWorkers = Math.max(0, (o.workers ?? 1) - 1);
+  const perWorker = Math.max(0, (o.processBytes ?? 0) - NODE_BASELINE_BYTES) + frozen + o.trainableParams * 4 * 2 + activations;
+  const train = frozen + optimizer + activations + extraWorkers * perWorker;
   const now = o.processBytes ?? 0;
   const needed = o.encoded ? train : Math.max(encode, train);
   const lines = [
@@ -77,6 +88,7 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
       : `  encode data    text encoder ${formatBytes(te)} then VAE ${formatBytes(vae)} (released before training)`,
     `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × ${copies} float32 copies${o.ema ? " (with the EMA)" : ""} ${formatBytes(optimizer)}, ` +
       `activations ~${formatBytes(activations)} (${t ? `${o.batch} captions, one graph per length ${(o.textLengths ?? [o.textLength]).join(", ")}` : `${o.batch}×${o.width}×${o.height}`}${o.checkpointActivations ? ", checkpointed" : ""})`,
+    ...(extraWorkers ? [`  workers        ${extraWorkers} more thread(s), each ~${formatBytes(perWorker)} (its own data, weights, gradients and activations)`] : []),
     ...(o.processBytes !== undefined ? [`  process now    ${formatBytes(now)} (Node, ONNX Runtime and the data loaded for training)`] : []),
     `  peak ~${formatBytes(now + needed)}; available ${formatBytes(os.freemem())}`,
   ];
