@@ -2,7 +2,8 @@
 // training (--vae) of a FLUX.2 diffusers checkpoint on a folder of captioned
 // images. The parts: src/train/data.ts (folder, buckets, order), cache.ts
 // (latents + text embeddings, once), flow_task.ts / vae_task.ts (what a
-// micro-batch is), loop.ts (optimizer, checkpoints, resume), export.ts (files).
+// micro-batch is), setup.ts (the data, trainer and task of a run's settings),
+// parallel.ts (--workers), loop.ts (optimizer, checkpoints, resume), export.ts (files).
 
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
@@ -15,25 +16,18 @@ import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/
 import type { Flux2Pipeline } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage } from "../pipeline/image.js";
-import { vaeScaleFactor, readVaeConfig } from "../models/vae.js";
-import { captionIdentity, makeSamples, scanDataset, type DataImage, type Sample } from "../train/data.js";
-import { encodeData } from "../train/cache.js";
-import { FlowMatchingTask } from "../train/flow_task.js";
-import { VaeTask, loadPixels } from "../train/vae_task.js";
-import { ALIGN_GRID, ALIGN_POOLINGS, TextEncoderAligner, alignHead, type AlignPooling } from "../train/text_align.js";
-import { TextAlignTask, loadCaptionData } from "../train/text_task.js";
-import { PromptTokenizer } from "../text/tokenizer.js";
-import { VARIANT_CARDS } from "../pipeline/variants.js";
+import { captionIdentity, type DataImage, type Sample } from "../train/data.js";
+import { ALIGN_POOLINGS, type AlignPooling } from "../train/text_align.js";
 import { readQwen3Config } from "../models/qwen3.js";
 import { ParallelTask } from "../train/parallel.js";
 import { setupTask, type TaskSettings } from "../train/setup.js";
 import { trainLoop, type LoopResult, type RunIdentity, type StepLog, type TrainTask } from "../train/loop.js";
-import { LR_SCHEDULERS, readTrainSigmas, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
+import { LR_SCHEDULERS, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
 import { LossPlotter, smoothed } from "../train/loss_plot.js";
 import { planTrainMemory } from "../train/memory.js";
 import { writeLatentStats } from "../train/vae_stats.js";
-import { DEFAULT_LORA_TARGETS, TransformerTrainer, VaeTrainer } from "../train/step.js";
+import { DEFAULT_LORA_TARGETS } from "../train/step.js";
 import { LORA_INITS, type LoraInit } from "../train/lora.js";
 import { intOption, numOption } from "./common.js";
 import { loadPipeline } from "../loaders/pretrained.js";
