@@ -122,9 +122,9 @@ Output:
   --workers N             compute N micro-batches of a step at once, each in its own thread with
                           --threads/N threads (default 1). Needs --grad-accum N (or a multiple):
                           --batch-size 8 --grad-accum 2 --workers 2 trains on 16 images a step, as
-                          --batch-size 8 --grad-accum 2 does, and computes the same numbers. For small
-                          models, whose operations are too narrow to share out (flux2-mini); each
-                          worker holds its own copy of the data and the model
+                          --batch-size 8 --grad-accum 2 does, and computes the same numbers. It pays
+                          where operations are too narrow for threads to share (flux2-mini's VAE:
+                          1.9x); each worker holds its own copy of the data and the model
   --json                  one JSON line per step {"step","loss","lr"}, then the outputs
   --force                 run even if the memory plan says it will not fit
   --quiet                 no progress output
