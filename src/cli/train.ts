@@ -20,7 +20,7 @@ import { captionIdentity, type DataImage, type Sample } from "../train/data.js";
 import { ALIGN_POOLINGS, type AlignPooling } from "../train/text_align.js";
 import { readQwen3Config } from "../models/qwen3.js";
 import { ParallelTask } from "../train/parallel.js";
-import { setupTask, type TaskSettings } from "../train/setup.js";
+import { setupTask, type TaskSettings, type TrainModeName } from "../train/setup.js";
 import { trainLoop, type LoopResult, type RunIdentity, type StepLog, type TrainTask } from "../train/loop.js";
 import { LR_SCHEDULERS, type LrScheduler, type SigmaSampling } from "../train/schedule.js";
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
@@ -146,7 +146,6 @@ const OPTIONS = {
 } as const;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
-type Mode = "lora" | "full" | "vae" | "text";
 
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
@@ -176,7 +175,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const say = (s: string) => (json ? process.stderr.write(s + "\n") : console.log(s));
 
   // Settings.
-  const mode: Mode = v["text-encoder"] ? "text" : v.vae ? "vae" : v.full ? "full" : "lora";
+  const mode: TrainModeName = v["text-encoder"] ? "text" : v.vae ? "vae" : v.full ? "full" : "lora";
   if ([v.full, v.vae, v["text-encoder"]].filter(Boolean).length > 1) throw new InvalidRequestError("--full, --vae and --text-encoder train different models; give one of them");
   const steps = intOption(v.steps as string, "steps", 1, 10_000_000) ?? 1000;
   const rank = intOption(v.rank as string, "rank", 1, 4096) ?? 16;
@@ -431,7 +430,7 @@ function dataFingerprint(images: DataImage[], samples: Sample[]): string {
 }
 
 /** Sample images with the current weights: the LoRA (or model) written to RUN_DIR/samples/, then the pipeline. */
-async function writeSamples(ck: Checkpoint, runDir: string, params: Map<string, Float32Array>, mode: Mode, lora: { rank: number; alpha: number; targets: string[] }, step: number,
+async function writeSamples(ck: Checkpoint, runDir: string, params: Map<string, Float32Array>, mode: TrainModeName, lora: { rank: number; alpha: number; targets: string[] }, step: number,
                             o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; maxSequenceLength: number; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
   const dir = path.join(runDir, "samples");
   fs.mkdirSync(dir, { recursive: true });

@@ -41,7 +41,7 @@ export interface WorkerInit {
 }
 
 type Reply =
-  | { type: "ready"; count: number }
+  | { type: "ready" }
   | { type: "result"; id: number; loss: number; grads: [string, Float32Array][] }
   | { type: "error"; id: number; message: string };
 

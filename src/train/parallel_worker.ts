@@ -34,4 +34,4 @@ port.on("message", async (m: { type: "run"; id: number; step: number; micro: num
     port.postMessage({ type: "error", id: m.id, message: (e as Error).message });
   }
 });
-port.postMessage({ type: "ready", count: params.size });
+port.postMessage({ type: "ready" });
