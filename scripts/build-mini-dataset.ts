@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_SCENES, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
 import { DEFAULT_SCENE_MIX, parseSceneMix } from "../src/mini/scenes.js";
+import { EMOJI_CAPTION_FORMS, type EmojiCaptionForms } from "../src/mini/emoji.js";
 
 const HELP = `usage: node dist/scripts/build-mini-dataset.js --out DIR [options]
 
@@ -25,9 +26,10 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
                   where shapes stand: the named place plus a small random offset (default), or
                   exactly on the image-token grid (a quarter, half, three quarters of the side)
   --no-emoji      leave out the emoji
-  --emoji-captions one|all
-                  one caption form per emoji (default; what versions 1-2 trained on) or all
-                  of them, one per line, the plain name first (train with --multi-caption)
+  --emoji-captions one|all|plain
+                  one caption form per emoji, chosen by its index (default; what versions 1-6
+                  trained on), all of them, one per line, the plain name first (train with
+                  --multi-caption), or the plain name alone ("a red apple")
   --no-style      leave out the LoRA style set
   --sheet FILE    also write a PNG overview of the set (docs/flux2-mini-data.png)
   -h, --help      this text`;
@@ -52,8 +54,8 @@ async function main(argv: string[]): Promise<number> {
     return n;
   };
   const emojiCaptionsOption = (s: string | undefined) => {
-    if (s === undefined || s === "one" || s === "all") return s;
-    throw new Error(`--emoji-captions must be one or all, got "${s}"`);
+    if (s === undefined || (EMOJI_CAPTION_FORMS as string[]).includes(s)) return s as EmojiCaptionForms | undefined;
+    throw new Error(`--emoji-captions must be one, all or plain, got "${s}"`);
   };
   const t0 = Date.now();
   const r = await buildMiniDataset({

@@ -10,7 +10,7 @@ import { buildMiniDataset } from "../src/mini/dataset.js";
 import { DEFAULT_SCENE_MIX, HELD_OUT_LAYOUTS, drawScene, parseSceneMix, placeScene, sampleScene, SIZES, type Position, type Scene } from "../src/mini/scenes.js";
 import { HELD_OUT_HEX } from "../src/mini/colour.js";
 import { SHAPES } from "../src/mini/shapes.js";
-import { emojiCaption, emojiCaptions, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
+import { emojiCaption, emojiCaptionFile, emojiCaptions, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
 import { repoRoot } from "./golden.js";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-data-"));
@@ -63,6 +63,9 @@ test("the script builds the same set from the command line, and refuses a non-em
   const badPlace = run(["--out", path.join(tmp(), "z"), "--placement", "snap"]);
   assert.equal(badPlace.status, 1);
   assert.match(badPlace.stderr, /--placement must be jitter or grid, got "snap"/);
+  const badCaptions = run(["--out", path.join(tmp(), "w"), "--emoji-captions", "some"]);
+  assert.equal(badCaptions.status, 1);
+  assert.match(badCaptions.stderr, /--emoji-captions must be one, all or plain, got "some"/);
   const bad = run(["--out", path.join(tmp(), "x"), "--size", "72"]);
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--size must be 64, 80, 96, 112 or 128/);
@@ -148,6 +151,12 @@ test("emoji: Noto images with emojibase names, no skin-tone components", () => {
   // Every form is a line of the emoji's caption file, the plain name (what a user types) first.
   assert.deepEqual(emojiCaptions(apple), ["a red apple", "a red apple, emoji", "a red apple, diet, food, fruit, health", "an emoji of a red apple"]);
   assert.ok(all.every((e) => emojiCaptions(e)[0] === emojiPrompt(e) && emojiCaptions(e).length >= 3 && emojiCaptions(e).every((c) => !c.includes("\n"))));
+  // The caption file of each --emoji-captions choice: one form by index, every form, or the plain name.
+  assert.equal(emojiCaptionFile(apple, "one", 3), "an emoji of a red apple");
+  assert.equal(emojiCaptionFile(apple, "one", 4), "a red apple");
+  assert.equal(emojiCaptionFile(apple, "all", 3), emojiCaptions(apple).join("\n"));
+  assert.equal(emojiCaptionFile(apple, "plain", 3), "a red apple");
+  assert.ok(all.every((e, i) => emojiCaptionFile(e, "plain", i) === emojiPrompt(e)));
   assert.ok(!all.some((e) => e.group === "component"));
   assert.equal(new Set(all.map((e) => e.code)).size, all.length);
 });

@@ -5,7 +5,7 @@
 //   OUT/train/3_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts), 3 repeats
 //                                              per epoch: each emoji must be remembered, a scene only composed;
 //                                              with --emoji-captions all, every caption form on its own line
-//                                              (train with flux2 train --multi-caption)
+//                                              (train with flux2 train --multi-caption); with plain, the name alone
 //   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
 //   OUT/eval.json                              what the eval holds out and asks for
 //   OUT/manifest.json                          seed, size, counts, SHA-256 of every file
@@ -20,7 +20,7 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { DEFAULT_SCENE_MIX, PLACEMENTS, drawScene, isDefaultSceneMix, sampleScene, type Placement, type SceneMix } from "./scenes.js";
-import { emojiCaption, emojiCaptions, emojiRgb, listEmoji } from "./emoji.js";
+import { emojiCaptionFile, emojiRgb, listEmoji, type EmojiCaptionForms } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
 
@@ -38,9 +38,10 @@ export interface BuildOptions {
   emoji?: boolean;
   /**
    * "one" (default, what versions 1–2 trained on): one caption form per emoji, chosen by its index;
-   * "all": every form, one per line, the plain name first (for flux2 train --multi-caption).
+   * "all": every form, one per line, the plain name first (for flux2 train --multi-caption);
+   * "plain": the plain name alone ("a red apple"), what the eval and a user type.
    */
-  emojiCaptions?: "one" | "all";
+  emojiCaptions?: EmojiCaptionForms;
   /** Include the LoRA style set (default true). */
   style?: boolean;
   log?: (s: string) => void;
@@ -112,7 +113,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
         write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
-        write(`train/3_emoji/emoji_${e.code}.txt`, (opts.emojiCaptions === "all" ? emojiCaptions(e).join("\n") : emojiCaption(e, i0 + k + seed)) + "\n");
+        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaptionFile(e, opts.emojiCaptions ?? "one", i0 + k + seed) + "\n");
       });
     }
     nEmoji = all.length;
@@ -134,7 +135,8 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  const emojiCaptionForms = opts.emojiCaptions ?? "one";
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 

@@ -75,6 +75,24 @@ export function emojiCaptions(e: EmojiEntry): string[] {
   return [...new Set([0, 1, 2, 3].map((v) => emojiCaption(e, v)))];
 }
 
+/**
+ * Which captions an emoji's .txt holds (build-mini-dataset --emoji-captions): "one" form chosen by
+ * the emoji's index (versions 1–6), "all" of them one per line (for flux2 train --multi-caption), or
+ * the "plain" name alone, the caption the eval and a user type. Session 22 (docs/flux2-mini.md)
+ * trained the transformer stage alone on "all" and on "plain" and both lost emoji passes: the
+ * picture reaches the transformer through the text encoder's alignment on its own captions, so
+ * "plain" is for the text-encoder and transformer stages together.
+ */
+export type EmojiCaptionForms = "one" | "all" | "plain";
+export const EMOJI_CAPTION_FORMS: EmojiCaptionForms[] = ["one", "all", "plain"];
+
+/** The text of an emoji's caption file (without the final newline); `index` picks the "one" form. */
+export function emojiCaptionFile(e: EmojiEntry, forms: EmojiCaptionForms, index: number): string {
+  if (forms === "all") return emojiCaptions(e).join("\n");
+  if (forms === "plain") return emojiPrompt(e);
+  return emojiCaption(e, index);
+}
+
 /** One training caption: the name, with "emoji" or keywords, or "an emoji of …" (by `variant` mod 4). */
 export function emojiCaption(e: EmojiEntry, variant: number): string {
   const name = emojiPrompt(e);
