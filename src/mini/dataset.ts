@@ -20,7 +20,7 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { DEFAULT_SCENE_MIX, PLACEMENTS, drawScene, isDefaultSceneMix, sampleScene, type Placement, type SceneMix } from "./scenes.js";
-import { emojiCaptionFile, emojiRgb, listEmoji, type EmojiCaptionForms } from "./emoji.js";
+import { EMOJI_CAPTION_FORMS, emojiCaptionFile, emojiRgb, listEmoji, type EmojiCaptionForms } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
 
@@ -37,7 +37,7 @@ export interface BuildOptions {
   /** Include the emoji (default true). */
   emoji?: boolean;
   /**
-   * "one" (default, what versions 1–2 trained on): one caption form per emoji, chosen by its index;
+   * "one" (default, what versions 1–6 trained on): one caption form per emoji, chosen by its index;
    * "all": every form, one per line, the plain name first (for flux2 train --multi-caption);
    * "plain": the plain name alone ("a red apple"), what the eval and a user type.
    */
@@ -75,7 +75,9 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const nScenes = opts.scenes ?? DEFAULT_SCENES;
   const mix = opts.sceneMix ?? DEFAULT_SCENE_MIX;
   const placement = opts.placement ?? "jitter";
+  const emojiCaptionForms = opts.emojiCaptions ?? "one";
   if (!PLACEMENTS.includes(placement)) throw new Error(`--placement must be ${PLACEMENTS.join(" or ")}, got "${placement}"`);
+  if (!EMOJI_CAPTION_FORMS.includes(emojiCaptionForms)) throw new Error(`--emoji-captions must be ${EMOJI_CAPTION_FORMS.slice(0, -1).join(", ")} or ${EMOJI_CAPTION_FORMS.at(-1)}, got "${emojiCaptionForms}"`);
   const log = opts.log ?? (() => {});
   checkSize(size);
   if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
@@ -113,7 +115,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
         write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
-        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaptionFile(e, opts.emojiCaptions ?? "one", i0 + k + seed) + "\n");
+        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
       });
     }
     nEmoji = all.length;
@@ -135,7 +137,6 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  const emojiCaptionForms = opts.emojiCaptions ?? "one";
   fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
