@@ -6,7 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_SCENES, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
-import { DEFAULT_SCENE_MIX, parseSceneMix } from "../src/mini/scenes.js";
+import { DEFAULT_SCENE_MIX, parseSceneMix, type HexCodes } from "../src/mini/scenes.js";
 import type { EmojiCaptionForms } from "../src/mini/emoji.js";
 
 const HELP = `usage: node dist/scripts/build-mini-dataset.js --out DIR [options]
@@ -25,6 +25,10 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
   --placement jitter|grid
                   where shapes stand: the named place plus a small random offset (default), or
                   exactly on the image-token grid (a quarter, half, three quarters of the side)
+  --hex-codes uniform|token-runs
+                  training hex codes uniformly random (default; what versions 1-6 trained on),
+                  or half of them built around one of the 105 letter runs the tokenizer reads
+                  as one token ("ACE" in #34ACE0), each drawn as often, so that all are learned
   --no-emoji      leave out the emoji
   --emoji-captions one|all|plain
                   one caption form per emoji, chosen by its index (default; what versions 1-6
@@ -38,7 +42,7 @@ async function main(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv, allowPositionals: false,
     options: {
-      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" },
+      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" }, "hex-codes": { type: "string" },
       "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
@@ -57,7 +61,7 @@ async function main(argv: string[]): Promise<number> {
   const r = await buildMiniDataset({
     out: v.out, seed: num(v.seed, "seed"), size: num(v.size, "size"), scenes: num(v.scenes, "scenes"),
     sceneMix: v["scene-mix"] === undefined ? undefined : parseSceneMix(v["scene-mix"] as string),
-    placement: v.placement as "jitter" | "grid" | undefined,
+    placement: v.placement as "jitter" | "grid" | undefined, hexCodes: v["hex-codes"] as HexCodes | undefined,
     emoji: !v["no-emoji"], emojiCaptions: v["emoji-captions"] as EmojiCaptionForms | undefined, style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);

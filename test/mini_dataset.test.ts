@@ -7,8 +7,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { buildMiniDataset } from "../src/mini/dataset.js";
-import { DEFAULT_SCENE_MIX, HELD_OUT_LAYOUTS, drawScene, parseSceneMix, placeScene, sampleScene, SIZES, type Position, type Scene } from "../src/mini/scenes.js";
-import { HELD_OUT_HEX } from "../src/mini/colour.js";
+import { DEFAULT_SCENE_MIX, HELD_OUT_LAYOUTS, HEX_CODES, drawScene, parseSceneMix, placeScene, sampleScene, SIZES, type Position, type Scene } from "../src/mini/scenes.js";
+import { HELD_OUT_HEX, HELD_OUT_MARGIN, HEX_LETTER_RUN_TOKENS, distanceToHeldOut, hexLab } from "../src/mini/colour.js";
+import { PromptTokenizer } from "../src/text/tokenizer.js";
 import { SHAPES } from "../src/mini/shapes.js";
 import { emojiCaption, emojiCaptionFile, emojiCaptions, emojiPrompt, listEmoji } from "../src/mini/emoji.js";
 import { repoRoot } from "./golden.js";
@@ -50,13 +51,13 @@ test("the script builds the same set from the command line, and refuses a non-em
   assert.match(full.stderr, /not empty/);
   // A scene mix is recorded in the manifest and gives another set; a bad one is refused.
   const mixed = path.join(tmp(), "mixed");
-  const m = run(["--out", mixed, "--seed", "7", "--scenes", "24", "--no-emoji", "--scene-mix", "0,1,0,0", "--placement", "grid"]);
+  const m = run(["--out", mixed, "--seed", "7", "--scenes", "24", "--no-emoji", "--scene-mix", "0,1,0,0", "--placement", "grid", "--hex-codes", "token-runs"]);
   assert.equal(m.status, 0, m.stderr);
   assert.notEqual(/digest ([0-9a-f]{64})/.exec(m.stdout)?.[1], digest);
   const manifest = JSON.parse(fs.readFileSync(path.join(mixed, "manifest.json"), "utf8"));
-  assert.deepEqual([manifest.sceneMix, manifest.placement], [{ hex: 0, single: 1, pair: 0, row: 0 }, "grid"]);
+  assert.deepEqual([manifest.sceneMix, manifest.placement, manifest.hexCodes], [{ hex: 0, single: 1, pair: 0, row: 0 }, "grid", "token-runs"]);
   const plain = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
-  assert.deepEqual([plain.sceneMix, plain.placement], [undefined, undefined]);
+  assert.deepEqual([plain.sceneMix, plain.placement, plain.hexCodes], [undefined, undefined, undefined]);
   const badMix = run(["--out", path.join(tmp(), "y"), "--scene-mix", "1,2"]);
   assert.equal(badMix.status, 1);
   assert.match(badMix.stderr, /--scene-mix must be four/);
@@ -66,6 +67,11 @@ test("the script builds the same set from the command line, and refuses a non-em
   const badCaptions = run(["--out", path.join(tmp(), "w"), "--emoji-captions", "some"]);
   assert.equal(badCaptions.status, 1);
   assert.match(badCaptions.stderr, /--emoji-captions must be one, all or plain, got "some"/);
+  const badHexDir = path.join(tmp(), "v");
+  const badHex = run(["--out", badHexDir, "--hex-codes", "even"]);
+  assert.equal(badHex.status, 1);
+  assert.match(badHex.stderr, /--hex-codes must be uniform or token-runs, got "even"/);
+  assert.ok(!fs.existsSync(badHexDir), "a refused build wrote files");
   const bad = run(["--out", path.join(tmp(), "x"), "--size", "72"]);
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--size must be 64, 80, 96, 112 or 128/);
@@ -115,6 +121,55 @@ test("--scene-mix: the default is the sampler of versions 1-5; other weights cha
   assert.ok(singles.single > 1.7 * base.single && singles.pair < 0.5 * base.pair && singles.row < 0.5 * base.row, JSON.stringify({ base, singles }));
   assert.deepEqual(kinds(parseSceneMix("0,1,0,0")), { hex: 0, single: 2000, pair: 0, row: 0 });
   for (const bad of ["30,55,10", "30,55,10,-5", "0,0,0,0", "a,b,c,d", "30,55,10,5.5"]) assert.throws(() => parseSceneMix(bad), /--scene-mix must be four non-negative integer weights HEX,SINGLE,PAIR,ROW/);
+});
+
+test("HEX_LETTER_RUN_TOKENS is every run of A-F (1 to 6 letters) that the mini's tokenizer reads as one token", async () => {
+  const tok = await PromptTokenizer.load(path.join(repoRoot, "models", "flux2-mini", "tokenizer"));
+  const digit = tok.tokenize("1");
+  assert.equal(digit.length, 1);
+  const single: string[] = [];
+  const grow = (run: string): void => {
+    if (run) {
+      // Between two decimal digits, as in a code: "#1" + run + "1" is #, 1, the run's tokens, 1.
+      const ids = tok.tokenize(`#1${run}1`);
+      assert.deepEqual([ids[1], ids.at(-1)], [digit[0], digit[0]], `a digit beside "${run}" merged with it`);
+      if (ids.length === 4) single.push(run);
+    }
+    if (run.length < 6) for (const c of "ABCDEF") grow(run + c);
+  };
+  grow("");
+  single.sort((a, b) => a.length - b.length || (a < b ? -1 : 1));
+  assert.deepEqual(single, [...HEX_LETTER_RUN_TOKENS]);
+});
+
+test("--hex-codes token-runs: every letter-run token is drawn about equally often as a whole run; uniform is versions 1-6's sampler", () => {
+  const N = 3000;
+  const codesOf = (s: Scene) => [...s.caption.matchAll(/#([0-9A-F]{6})/g)].map((m) => m[1]);
+  const wholeRuns = (codes: string[]) => {
+    const n = new Map<string, number>();
+    for (const c of codes) for (const r of c.match(/[A-F]+/g) ?? []) n.set(r, (n.get(r) ?? 0) + 1);
+    return n;
+  };
+  const uniform = Array.from({ length: N }, (_, i) => sampleScene(0, i));
+  for (let i = 0; i < 200; i++) assert.equal(sampleScene(0, i, DEFAULT_SCENE_MIX, "uniform").caption, uniform[i].caption);
+  const balanced = Array.from({ length: N }, (_, i) => sampleScene(0, i, DEFAULT_SCENE_MIX, "token-runs"));
+  assert.deepEqual(HEX_CODES, ["uniform", "token-runs"]);
+  const before = wholeRuns(uniform.flatMap(codesOf)), after = wholeRuns(balanced.flatMap(codesOf));
+  const longRuns = HEX_LETTER_RUN_TOKENS.filter((t) => t.length >= 3);
+  const total = (n: Map<string, number>) => longRuns.reduce((t, r) => t + (n.get(r) ?? 0), 0);
+  // Uniform codes hold a given three-letter token as a whole run about 1 time in 2,000: in these
+  // ~4,900 codes (seed 0) 26 of the 63 tokens of three or more letters never occur.
+  assert.ok(longRuns.filter((t) => !before.has(t)).length >= 15, `uniform: ${longRuns.filter((t) => !before.has(t)).length} of ${longRuns.length} long tokens unseen`);
+  // Balanced: about half of the codes carry one of the 105 tokens, ~23 each; pale or grey ones
+  // (CCCCCC, EEEE) are often refused for contrast with white and come out fewer (4 and 11 here).
+  assert.ok(HEX_LETTER_RUN_TOKENS.every((t) => (after.get(t) ?? 0) >= 3), `a token drawn under 3 times: ${HEX_LETTER_RUN_TOKENS.filter((t) => (after.get(t) ?? 0) < 3)}`);
+  assert.ok(total(after) > 2.5 * total(before), `long tokens: ${total(after)} against ${total(before)} uniform`);
+  for (const s of balanced) {
+    for (const h of HELD_OUT_HEX) assert.ok(!s.caption.includes(h), `held-out ${h} in "${s.caption}"`);
+    // Codes written as codes (not the palette's values of named colours) keep their distance from the held-out ones.
+    for (const w of [...s.subjects.map((x) => x.colour.word), s.background.word].filter((x) => x.startsWith("#"))) assert.ok(distanceToHeldOut(hexLab(w)) >= HELD_OUT_MARGIN, w);
+  }
+  assert.notEqual(balanced.map((s) => s.caption).join(), uniform.map((s) => s.caption).join());
 });
 
 test("--placement grid: shapes stand on the image-token grid, so a shape elsewhere is the same pixels moved", async () => {

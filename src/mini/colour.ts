@@ -48,6 +48,26 @@ export const NAMED_COLOURS: { name: string; hex: string }[] = [
 ];
 
 /**
+ * The 105 runs of the letters A-F that the mini's tokenizer (Qwen3's, models/flux2-mini/tokenizer)
+ * reads as one token, shortest first, then in alphabetical order. Qwen3 splits digits one by one,
+ * so a hex code is read as its digits and the tokens of its letter runs: "#34ACE0" is
+ * `# 3 4 ACE 0`. In uniformly random codes the long runs are rare (a given three-letter run is
+ * a whole run in about 1 code in 2,000), so the text encoder sees some tokens a handful of times
+ * and 12 of them never in 13,199 codes. test/mini_dataset.test.ts checks this list against the
+ * tokenizer. Written out rather than derived at build time so that the data builder does not read
+ * a model folder.
+ */
+export const HEX_LETTER_RUN_TOKENS: readonly string[] = [
+  "A", "B", "C", "D", "E", "F", "AA", "AB", "AC", "AD", "AE", "AF", "BA", "BB", "BC", "BD", "BE", "BF", "CA", "CB",
+  "CC", "CD", "CE", "CF", "DA", "DB", "DC", "DD", "DE", "DF", "EA", "EB", "EC", "ED", "EE", "EF", "FA", "FB", "FC",
+  "FD", "FE", "FF", "AAA", "AAC", "AAD", "AAF", "ABA", "ABB", "ABC", "ACA", "ACC", "ACE", "ADA", "ADB", "ADC", "ADD",
+  "ADE", "ADF", "AEA", "AFE", "AFF", "BAB", "BAD", "BBC", "BED", "CAA", "CAC", "CAD", "CAF", "CBC", "CBD", "CCA",
+  "CCC", "CDC", "CDF", "CED", "CEE", "CEF", "DAC", "DBC", "DCF", "DDD", "DEC", "DED", "DEF", "EDA", "EEE", "EFF",
+  "FDA", "FFE", "FFF", "AAAA", "ADED", "BBBB", "CADE", "CCCC", "CEED", "EEEE", "FACE", "FFFF", "ABCDE", "EEDED",
+  "CCCCCC", "CEEDED", "FFFFFF",
+];
+
+/**
  * Hex colours that never appear in the training captions (nor any colour within ΔE 8 of one):
  * the eval asks for `a #RRGGBB circle on a white background` with these. All are at least ΔE 30
  * from white so that a shape of the colour is distinguishable from the background.

@@ -19,7 +19,7 @@ import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
-import { DEFAULT_SCENE_MIX, PLACEMENTS, drawScene, isDefaultSceneMix, sampleScene, type Placement, type SceneMix } from "./scenes.js";
+import { DEFAULT_SCENE_MIX, HEX_CODES, PLACEMENTS, drawScene, isDefaultSceneMix, sampleScene, type HexCodes, type Placement, type SceneMix } from "./scenes.js";
 import { EMOJI_CAPTION_FORMS, emojiCaptionFile, emojiRgb, listEmoji, type EmojiCaptionForms } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
@@ -34,6 +34,8 @@ export interface BuildOptions {
   sceneMix?: SceneMix;
   /** Where shapes stand (default "jitter", what versions 1–5 trained on; see Placement). */
   placement?: Placement;
+  /** How training hex codes are drawn (default "uniform", what versions 1–6 trained on; see HexCodes). */
+  hexCodes?: HexCodes;
   /** Include the emoji (default true). */
   emoji?: boolean;
   /**
@@ -76,7 +78,9 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const mix = opts.sceneMix ?? DEFAULT_SCENE_MIX;
   const placement = opts.placement ?? "jitter";
   const emojiCaptionForms = opts.emojiCaptions ?? "one";
+  const hexCodes = opts.hexCodes ?? "uniform";
   if (!PLACEMENTS.includes(placement)) throw new Error(`--placement must be ${PLACEMENTS.join(" or ")}, got "${placement}"`);
+  if (!HEX_CODES.includes(hexCodes)) throw new Error(`--hex-codes must be ${HEX_CODES.join(" or ")}, got "${hexCodes}"`);
   if (!EMOJI_CAPTION_FORMS.includes(emojiCaptionForms)) throw new Error(`--emoji-captions must be ${EMOJI_CAPTION_FORMS.slice(0, -1).join(", ")} or ${EMOJI_CAPTION_FORMS.at(-1)}, got "${emojiCaptionForms}"`);
   const log = opts.log ?? (() => {});
   checkSize(size);
@@ -97,7 +101,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const BATCH = 16;
   for (let i0 = 0; i0 < nScenes; i0 += BATCH) {
     const ids = Array.from({ length: Math.min(BATCH, nScenes - i0) }, (_, k) => i0 + k);
-    const scenes = ids.map((i) => sampleScene(seed, i, mix));
+    const scenes = ids.map((i) => sampleScene(seed, i, mix, hexCodes));
     const pngs = await Promise.all(ids.map((i, k) => encodePng(drawScene(scenes[k], size, seed, i, placement), size)));
     ids.forEach((i, k) => {
       const name = `train/1_scenes/scene_${String(i).padStart(6, "0")}`;
@@ -137,7 +141,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 

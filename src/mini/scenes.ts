@@ -7,7 +7,7 @@
 
 import { Xoshiro128 } from "../util/random.js";
 import {
-  HELD_OUT_HEX, HELD_OUT_MARGIN, MIN_CONTRAST, NAMED_COLOURS, WHITE, deltaE, distanceToHeldOut, hexLab, parseHex, rgbToLab, toHex,
+  HELD_OUT_HEX, HELD_OUT_MARGIN, HEX_LETTER_RUN_TOKENS, MIN_CONTRAST, NAMED_COLOURS, WHITE, deltaE, distanceToHeldOut, hexLab, parseHex, rgbToLab, toHex,
 } from "./colour.js";
 import { SHAPES, renderScene, type PlacedShape, type ShapeKind } from "./shapes.js";
 
@@ -97,17 +97,45 @@ const isHeldOutLayout = (shape: ShapeKind, position: Position) =>
   HELD_OUT_LAYOUTS.some((h) => h.shape === shape && h.position === position);
 
 class Picker {
-  constructor(readonly rng: Xoshiro128) {}
+  constructor(readonly rng: Xoshiro128, readonly hexCodes: HexCodes = "uniform") {}
   unit(): number { return this.rng.nextDouble(); }
   int(n: number): number { return Math.floor(this.rng.nextDouble() * n); }
-  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]; }
+  pick<T>(xs: ArrayLike<T>): T { return xs[this.int(xs.length)]; }
   chance(p: number): boolean { return this.rng.nextDouble() < p; }
+}
+
+/**
+ * How training hex codes are drawn. "uniform" (what versions 1–6 trained on): uniformly random
+ * RGB. "token-runs": half of them uniform, half built around one of the tokenizer's 105 letter-run
+ * tokens (HEX_LETTER_RUN_TOKENS), drawn with equal chance, so that every token is seen often.
+ */
+export type HexCodes = "uniform" | "token-runs";
+export const HEX_CODES: HexCodes[] = ["uniform", "token-runs"];
+
+const HEX_DIGITS = "0123456789ABCDEF";
+const DECIMAL_DIGITS = "0123456789";
+
+/**
+ * A code that holds `run` (a letter-run token, drawn uniformly) as a whole run at a random place:
+ * a decimal digit on each side of it, so that the tokenizer reads the run as that one token; the
+ * other characters are random hex digits.
+ */
+function tokenRunRgb(p: Picker): [number, number, number] {
+  const run = p.pick(HEX_LETTER_RUN_TOKENS);
+  const start = p.int(7 - run.length);
+  let code = "";
+  for (let i = 0; i < 6; i++) {
+    if (i >= start && i < start + run.length) code += run[i - start];
+    else if (i === start - 1 || i === start + run.length) code += p.pick(DECIMAL_DIGITS);
+    else code += p.pick(HEX_DIGITS);
+  }
+  return [0, 2, 4].map((k) => parseInt(code.slice(k, k + 2), 16)) as [number, number, number];
 }
 
 /** A random training hex colour: not within HELD_OUT_MARGIN of a held-out colour, contrasting with `against`. */
 function trainingHex(p: Picker, against: string[]): string {
   for (;;) {
-    const rgb: [number, number, number] = [p.int(256), p.int(256), p.int(256)];
+    const rgb: [number, number, number] = p.hexCodes === "token-runs" && p.chance(0.5) ? tokenRunRgb(p) : [p.int(256), p.int(256), p.int(256)];
     const lab = rgbToLab(...rgb);
     if (distanceToHeldOut(lab) < HELD_OUT_MARGIN) continue;
     if (against.some((a) => deltaE(lab, hexLab(a)) < MIN_CONTRAST)) continue;
@@ -177,8 +205,8 @@ function jsonCaption(scene: Omit<Scene, "caption" | "json">, plain: string): str
 }
 
 /** Scene `index` of the set built with `seed`. */
-export function sampleScene(seed: number, index: number, mix: SceneMix = DEFAULT_SCENE_MIX): Scene {
-  const p = new Picker(new Xoshiro128((BigInt(seed) << 32n) | BigInt(index)));
+export function sampleScene(seed: number, index: number, mix: SceneMix = DEFAULT_SCENE_MIX, hexCodes: HexCodes = "uniform"): Scene {
+  const p = new Picker(new Xoshiro128((BigInt(seed) << 32n) | BigInt(index)), hexCodes);
   for (;;) {
     const s = trySample(p, mix);
     if (s) return s;
