@@ -5,7 +5,8 @@
 // features are the mean over the 64 positions of the klein text path (hidden states 9, 18, 27), the
 // sequence the transformer attends to.
 //   hex:    ridge regression from the training captions "a #RRGGBB <shape> on a white background" to
-//           their RGB, scored as CIELAB ΔE on the eval's 72 held-out hex prompts.
+//           their RGB, scored as CIELAB ΔE on the eval's 72 held-out hex prompts; lists the held-out
+//           codes read more than ΔE 15 off, with how many of their three shapes (session 23).
 //   layout: ridge regression from the training captions "a [size] <colour> <shape> <place>, on a
 //           <colour> background" to one-hot shape and one-hot place, scored as the arg-max's accuracy
 //           on the eval's 30 held-out (colour, shape, place) prompts.
@@ -74,7 +75,9 @@ for (const model of models) {
     // The prediction is rounded to 8-bit RGB, as a picture would hold it.
     const d = hexHeld.map((p, k) => { const rgb = predict(Zh[k]).map((v) => Math.round(Math.min(255, Math.max(0, v)))); return deltaE(rgbToLab(rgb[0], rgb[1], rgb[2]), hexLab(hexOf(p))); });
     const mean = d.reduce((a, b) => a + b) / d.length;
-    return { key: -mean, mean, within: d.filter((x) => x <= 15).length, median: [...d].sort((a, b) => a - b)[Math.floor(d.length / 2)] };
+    const misses = {};
+    hexHeld.forEach((p, k) => { if (d[k] > 15) misses[hexOf(p)] = (misses[hexOf(p)] ?? 0) + 1; });
+    return { key: -mean, mean, within: d.filter((x) => x <= 15).length, median: [...d].sort((a, b) => a - b)[Math.floor(d.length / 2)], misses };
   });
   const layout = bestRidge(Xl, layoutTrain.map((c) => { const m = layoutPattern.exec(c); return oneHot(m[1], PLACES[m[2]]); }), (predict) => {
     let shape = 0, place = 0, both = 0;
@@ -87,5 +90,6 @@ for (const model of models) {
   });
   console.log(`${model}:`);
   console.log(`  hex: ${hexTrain.length} training captions → ${hexHeld.length} held-out: mean ΔE ${hex.mean.toFixed(1)}, median ${hex.median.toFixed(1)}, within 15: ${hex.within}/${hexHeld.length} (λ ${hex.lam})`);
+  console.log(`  hex misses (code × shapes): ${Object.entries(hex.misses).map(([h, n]) => `${h}×${n}`).join(" ") || "none"}`);
   console.log(`  layout: ${layoutTrain.length} training captions → ${layoutHeld.length} held-out: shape ${layout.shape}/${layoutHeld.length}, place ${layout.place}/${layoutHeld.length}, both ${layout.both}/${layoutHeld.length} (λ ${layout.lam})`);
 }
