@@ -71,6 +71,13 @@ export async function encodePng(rgb: Uint8Array, size: number): Promise<Buffer> 
     .toBuffer();
 }
 
+/** Refuses a value outside `choices`, naming them: "--placement must be jitter or grid, got "snap"". */
+function checkChoice(option: string, value: string, choices: readonly string[]): void {
+  if (choices.includes(value)) return;
+  const list = choices.length > 1 ? `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}` : choices[0];
+  throw new Error(`${option} must be ${list}, got "${value}"`);
+}
+
 export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult> {
   const seed = opts.seed ?? 0;
   const size = opts.size ?? 64;
@@ -79,9 +86,9 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const placement = opts.placement ?? "jitter";
   const emojiCaptionForms = opts.emojiCaptions ?? "one";
   const hexCodes = opts.hexCodes ?? "uniform";
-  if (!PLACEMENTS.includes(placement)) throw new Error(`--placement must be ${PLACEMENTS.join(" or ")}, got "${placement}"`);
-  if (!HEX_CODES.includes(hexCodes)) throw new Error(`--hex-codes must be ${HEX_CODES.join(" or ")}, got "${hexCodes}"`);
-  if (!EMOJI_CAPTION_FORMS.includes(emojiCaptionForms)) throw new Error(`--emoji-captions must be ${EMOJI_CAPTION_FORMS.slice(0, -1).join(", ")} or ${EMOJI_CAPTION_FORMS.at(-1)}, got "${emojiCaptionForms}"`);
+  checkChoice("--placement", placement, PLACEMENTS);
+  checkChoice("--hex-codes", hexCodes, HEX_CODES);
+  checkChoice("--emoji-captions", emojiCaptionForms, EMOJI_CAPTION_FORMS);
   const log = opts.log ?? (() => {});
   checkSize(size);
   if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
