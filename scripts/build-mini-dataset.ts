@@ -29,6 +29,9 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
                   training hex codes uniformly random (default; what versions 1-6 trained on),
                   or half of them built around one of the 105 letter runs the tokenizer reads
                   as one token ("ACE" in #34ACE0), each drawn as often, so that all are learned
+  --hex-token-share F
+                  with --hex-codes token-runs: the share of codes built around a letter run,
+                  above 0 and at most 1 (default 0.5; the rest uniform)
   --no-emoji      leave out the emoji
   --emoji-captions one|all|plain
                   one caption form per emoji, chosen by its index (default; what versions 1-6
@@ -42,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args: argv, allowPositionals: false,
     options: {
-      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" }, "hex-codes": { type: "string" },
+      out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" }, "hex-codes": { type: "string" }, "hex-token-share": { type: "string" },
       "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
@@ -57,11 +60,18 @@ async function main(argv: string[]): Promise<number> {
     if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${s}"`);
     return n;
   };
+  const share = (s: string | undefined) => {
+    if (s === undefined) return undefined;
+    const n = Number(s);
+    if (s.trim() === "" || !Number.isFinite(n)) throw new Error(`--hex-token-share must be a number above 0 and at most 1, got "${s}"`);
+    return n;
+  };
   const t0 = Date.now();
   const r = await buildMiniDataset({
     out: v.out, seed: num(v.seed, "seed"), size: num(v.size, "size"), scenes: num(v.scenes, "scenes"),
     sceneMix: v["scene-mix"] === undefined ? undefined : parseSceneMix(v["scene-mix"] as string),
     placement: v.placement as "jitter" | "grid" | undefined, hexCodes: v["hex-codes"] as HexCodes | undefined,
+    hexTokenShare: share(v["hex-token-share"]),
     emoji: !v["no-emoji"], emojiCaptions: v["emoji-captions"] as EmojiCaptionForms | undefined, style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);

@@ -170,6 +170,36 @@ test("--hex-codes token-runs: every letter-run token is drawn about equally ofte
     for (const w of [...s.subjects.map((x) => x.colour.word), s.background.word].filter((x) => x.startsWith("#"))) assert.ok(distanceToHeldOut(hexLab(w)) >= HELD_OUT_MARGIN, w);
   }
   assert.notEqual(balanced.map((s) => s.caption).join(), uniform.map((s) => s.caption).join());
+  // --hex-token-share: 0.5 is the default share, the same scenes; a quarter gives about half the token runs.
+  for (let i = 0; i < 200; i++) assert.equal(sampleScene(0, i, DEFAULT_SCENE_MIX, "token-runs", 0.5).caption, balanced[i].caption);
+  const quarter = wholeRuns(Array.from({ length: N }, (_, i) => sampleScene(0, i, DEFAULT_SCENE_MIX, "token-runs", 0.25)).flatMap(codesOf));
+  const extra = (n: Map<string, number>) => total(n) - total(before);
+  assert.ok(extra(quarter) > 0.35 * extra(after) && extra(quarter) < 0.65 * extra(after), `long tokens beyond uniform: a quarter ${extra(quarter)}, half ${extra(after)}`);
+});
+
+test("--hex-token-share is checked and recorded; it is refused without --hex-codes token-runs", () => {
+  const script = path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js");
+  const run = (args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
+  const dir = path.join(tmp(), "quarter");
+  const r = run(["--out", dir, "--scenes", "8", "--no-emoji", "--no-style", "--hex-codes", "token-runs", "--hex-token-share", "0.25"]);
+  assert.equal(r.status, 0, r.stderr);
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
+  assert.deepEqual([manifest.hexCodes, manifest.hexTokenShare], ["token-runs", 0.25]);
+  const half = path.join(tmp(), "half");
+  assert.equal(run(["--out", half, "--scenes", "8", "--no-emoji", "--no-style", "--hex-codes", "token-runs", "--hex-token-share", "0.5"]).status, 0);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(half, "manifest.json"), "utf8")).hexTokenShare, undefined, "the default share is not recorded");
+  for (const [args, message] of [
+    [["--hex-token-share", "0.25"], /--hex-token-share only applies to --hex-codes token-runs/],
+    [["--hex-codes", "token-runs", "--hex-token-share", "0"], /--hex-token-share must be a number above 0 and at most 1 .*got 0/],
+    [["--hex-codes", "token-runs", "--hex-token-share", "1.5"], /--hex-token-share must be a number above 0 and at most 1/],
+    [["--hex-codes", "token-runs", "--hex-token-share", "quarter"], /--hex-token-share must be a number above 0 and at most 1, got "quarter"/],
+  ] as [string[], RegExp][]) {
+    const out = path.join(tmp(), "refused");
+    const bad = run(["--out", out, "--scenes", "8", ...args]);
+    assert.equal(bad.status, 1, args.join(" "));
+    assert.match(bad.stderr, message);
+    assert.ok(!fs.existsSync(out), "a refused build wrote files");
+  }
 });
 
 test("--placement grid: shapes stand on the image-token grid, so a shape elsewhere is the same pixels moved", async () => {

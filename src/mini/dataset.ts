@@ -19,7 +19,7 @@ import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
-import { DEFAULT_SCENE_MIX, HEX_CODES, PLACEMENTS, drawScene, isDefaultSceneMix, sampleScene, type HexCodes, type Placement, type SceneMix } from "./scenes.js";
+import { DEFAULT_HEX_TOKEN_SHARE, DEFAULT_SCENE_MIX, HEX_CODES, PLACEMENTS, checkHexTokenShare, drawScene, isDefaultSceneMix, sampleScene, type HexCodes, type Placement, type SceneMix } from "./scenes.js";
 import { EMOJI_CAPTION_FORMS, emojiCaptionFile, emojiRgb, listEmoji, type EmojiCaptionForms } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
@@ -36,6 +36,8 @@ export interface BuildOptions {
   placement?: Placement;
   /** How training hex codes are drawn (default "uniform", what versions 1–6 trained on; see HexCodes). */
   hexCodes?: HexCodes;
+  /** With hexCodes "token-runs": the share of codes built around a letter-run token (default DEFAULT_HEX_TOKEN_SHARE, 0.5). */
+  hexTokenShare?: number;
   /** Include the emoji (default true). */
   emoji?: boolean;
   /**
@@ -88,6 +90,8 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const hexCodes = opts.hexCodes ?? "uniform";
   checkChoice("--placement", placement, PLACEMENTS);
   checkChoice("--hex-codes", hexCodes, HEX_CODES);
+  checkHexTokenShare(hexCodes, opts.hexTokenShare);
+  const hexTokenShare = opts.hexTokenShare ?? DEFAULT_HEX_TOKEN_SHARE;
   checkChoice("--emoji-captions", emojiCaptionForms, EMOJI_CAPTION_FORMS);
   const log = opts.log ?? (() => {});
   checkSize(size);
@@ -108,7 +112,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const BATCH = 16;
   for (let i0 = 0; i0 < nScenes; i0 += BATCH) {
     const ids = Array.from({ length: Math.min(BATCH, nScenes - i0) }, (_, k) => i0 + k);
-    const scenes = ids.map((i) => sampleScene(seed, i, mix, hexCodes));
+    const scenes = ids.map((i) => sampleScene(seed, i, mix, hexCodes, hexTokenShare));
     const pngs = await Promise.all(ids.map((i, k) => encodePng(drawScene(scenes[k], size, seed, i, placement), size)));
     ids.forEach((i, k) => {
       const name = `train/1_scenes/scene_${String(i).padStart(6, "0")}`;
@@ -148,7 +152,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(hexTokenShare === DEFAULT_HEX_TOKEN_SHARE ? {} : { hexTokenShare }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 

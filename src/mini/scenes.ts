@@ -97,7 +97,7 @@ const isHeldOutLayout = (shape: ShapeKind, position: Position) =>
   HELD_OUT_LAYOUTS.some((h) => h.shape === shape && h.position === position);
 
 class Picker {
-  constructor(readonly rng: Xoshiro128, readonly hexCodes: HexCodes = "uniform") {}
+  constructor(readonly rng: Xoshiro128, readonly hexCodes: HexCodes = "uniform", readonly hexTokenShare = DEFAULT_HEX_TOKEN_SHARE) {}
   unit(): number { return this.rng.nextDouble(); }
   int(n: number): number { return Math.floor(this.rng.nextDouble() * n); }
   pick<T>(xs: ArrayLike<T>): T { return xs[this.int(xs.length)]; }
@@ -106,11 +106,24 @@ class Picker {
 
 /**
  * How training hex codes are drawn. "uniform" (what versions 1–6 trained on): uniformly random
- * RGB. "token-runs": half of them uniform, half built around one of the tokenizer's 105 letter-run
- * tokens (HEX_LETTER_RUN_TOKENS), drawn with equal chance, so that every token is seen often.
+ * RGB. "token-runs": a share of them (hexTokenShare, default half) built around one of the
+ * tokenizer's 105 letter-run tokens (HEX_LETTER_RUN_TOKENS), drawn with equal chance, so that every
+ * token is seen often; the rest uniform.
  */
 export type HexCodes = "uniform" | "token-runs";
 export const HEX_CODES: HexCodes[] = ["uniform", "token-runs"];
+/**
+ * Session 23's token-run share. A smaller one keeps more of the uniform codes that cover the whole
+ * colour space (letter-run codes lean to bright channels: A–F are the top 6 of each digit's 16 values).
+ */
+export const DEFAULT_HEX_TOKEN_SHARE = 0.5;
+
+/** Refuses a token-run share outside (0, 1], or one given without token-run codes, which would ignore it. */
+export function checkHexTokenShare(hexCodes: HexCodes, share: number | undefined): void {
+  if (share === undefined) return;
+  if (hexCodes !== "token-runs") throw new Error(`--hex-token-share only applies to --hex-codes token-runs (got --hex-codes ${hexCodes}): add --hex-codes token-runs or leave the share out`);
+  if (!(share > 0 && share <= 1)) throw new Error(`--hex-token-share must be a number above 0 and at most 1 (the share of hex codes built around a letter-run token), got ${share}`);
+}
 
 const HEX_DIGITS = "0123456789ABCDEF";
 const DECIMAL_DIGITS = "0123456789";
@@ -135,7 +148,7 @@ function tokenRunRgb(p: Picker): [number, number, number] {
 /** A random training hex colour: not within HELD_OUT_MARGIN of a held-out colour, contrasting with `against`. */
 function trainingHex(p: Picker, against: string[]): string {
   for (;;) {
-    const rgb: [number, number, number] = p.hexCodes === "token-runs" && p.chance(0.5) ? tokenRunRgb(p) : [p.int(256), p.int(256), p.int(256)];
+    const rgb: [number, number, number] = p.hexCodes === "token-runs" && p.chance(p.hexTokenShare) ? tokenRunRgb(p) : [p.int(256), p.int(256), p.int(256)];
     const lab = rgbToLab(...rgb);
     if (distanceToHeldOut(lab) < HELD_OUT_MARGIN) continue;
     if (against.some((a) => deltaE(lab, hexLab(a)) < MIN_CONTRAST)) continue;
@@ -205,8 +218,8 @@ function jsonCaption(scene: Omit<Scene, "caption" | "json">, plain: string): str
 }
 
 /** Scene `index` of the set built with `seed`. */
-export function sampleScene(seed: number, index: number, mix: SceneMix = DEFAULT_SCENE_MIX, hexCodes: HexCodes = "uniform"): Scene {
-  const p = new Picker(new Xoshiro128((BigInt(seed) << 32n) | BigInt(index)), hexCodes);
+export function sampleScene(seed: number, index: number, mix: SceneMix = DEFAULT_SCENE_MIX, hexCodes: HexCodes = "uniform", hexTokenShare = DEFAULT_HEX_TOKEN_SHARE): Scene {
+  const p = new Picker(new Xoshiro128((BigInt(seed) << 32n) | BigInt(index)), hexCodes, hexTokenShare);
   for (;;) {
     const s = trySample(p, mix);
     if (s) return s;
