@@ -37,6 +37,10 @@ test("the recipe trains the VAE beside a first text-encoder stage, continues the
   assert.equal(tr.args.data, "data/flux2-mini-grid/train");
   assert.ok(r.prepare.some((c) => c.includes("build-mini-dataset.js --out data/flux2-mini-grid ") && c.includes("--placement grid")), r.prepare.join("\n"));
   for (const s of [vae, te, te2]) assert.equal(s.args.data, "data/flux2-mini/train", `${s.name} reads the jittered set it was trained on`);
+  // Version 7: both sets caption each emoji with its plain name alone ("a red apple"), what the eval and a user type.
+  const builds = r.prepare.filter((c) => c.includes("build-mini-dataset.js"));
+  assert.equal(builds.length, 2, r.prepare.join("\n"));
+  for (const c of builds) assert.match(c, / --emoji-captions plain( |$)/, c);
   for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
   for (const s of [te, te2, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
   assert.equal(r.resolution, MINI_RESOLUTION);
