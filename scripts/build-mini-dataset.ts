@@ -27,8 +27,9 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
                   exactly on the image-token grid (a quarter, half, three quarters of the side)
   --hex-codes uniform|token-runs
                   training hex codes uniformly random (default; what versions 1-6 trained on),
-                  or half of them built around one of the 105 letter runs the tokenizer reads
-                  as one token ("ACE" in #34ACE0), each drawn as often, so that all are learned
+                  or a share of them (--hex-token-share, default half) built around one of the
+                  105 letter runs the tokenizer reads as one token ("ACE" in #34ACE0), each drawn
+                  as often, so that all are learned
   --hex-token-share F
                   with --hex-codes token-runs: the share of codes built around a letter run,
                   above 0 and at most 1 (default 0.5; the rest uniform)
