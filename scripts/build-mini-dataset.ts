@@ -5,7 +5,7 @@
 // The same seed, size and counts give the same bytes; the digest printed at the end says so.
 
 import { parseArgs } from "node:util";
-import { DEFAULT_SCENES, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
+import { DEFAULT_EMOJI_REPEATS, DEFAULT_SCENES, MAX_EMOJI_REPEATS, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
 import { DEFAULT_SCENE_MIX, parseSceneMix, type HexCodes } from "../src/mini/scenes.js";
 import type { EmojiCaptionForms } from "../src/mini/emoji.js";
 
@@ -38,6 +38,9 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
                   one caption form per emoji, chosen by its index (default; what versions 1-6
                   trained on), all of them, one per line, the plain name first (train with
                   --multi-caption), or the plain name alone ("a red apple")
+  --emoji-repeats N
+                  times each emoji is read per epoch, 1 to ${MAX_EMOJI_REPEATS}: the emoji folder becomes
+                  train/N_emoji (default ${DEFAULT_EMOJI_REPEATS}; what versions 1-7 trained on)
   --no-style      leave out the LoRA style set
   --sheet FILE    also write a PNG overview of the set (docs/flux2-mini-data.png)
   -h, --help      this text`;
@@ -47,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
     args: argv, allowPositionals: false,
     options: {
       out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" }, "hex-codes": { type: "string" }, "hex-token-share": { type: "string" },
-      "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
+      "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "emoji-repeats": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
   if (v.help) {
@@ -73,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
     sceneMix: v["scene-mix"] === undefined ? undefined : parseSceneMix(v["scene-mix"] as string),
     placement: v.placement as "jitter" | "grid" | undefined, hexCodes: v["hex-codes"] as HexCodes | undefined,
     hexTokenShare: share(v["hex-token-share"]),
-    emoji: !v["no-emoji"], emojiCaptions: v["emoji-captions"] as EmojiCaptionForms | undefined, style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
+    emoji: !v["no-emoji"], emojiCaptions: v["emoji-captions"] as EmojiCaptionForms | undefined, emojiRepeats: num(v["emoji-repeats"], "emoji-repeats"), style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);
   console.log(`${r.out}: ${r.counts.scenes} scenes, ${r.counts.emoji} emoji, ${r.counts.style} style images in ${((Date.now() - t0) / 1000).toFixed(1)} s; digest ${r.digest}`);

@@ -202,6 +202,36 @@ test("--hex-token-share is checked and recorded; it is refused without --hex-cod
   }
 });
 
+test("--emoji-repeats N names the emoji folder N_emoji, the repeat count flux2 train reads; it is checked and recorded", () => {
+  const script = path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js");
+  const run = (args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
+  const six = path.join(tmp(), "six"), three = path.join(tmp(), "three");
+  for (const [dir, extra] of [[six, ["--emoji-repeats", "6"]], [three, []]] as [string, string[]][]) {
+    const r = run(["--out", dir, "--scenes", "0", "--no-style", "--emoji-captions", "plain", ...extra]);
+    assert.equal(r.status, 0, r.stderr);
+  }
+  assert.deepEqual(fs.readdirSync(path.join(six, "train")), ["6_emoji"]);
+  assert.deepEqual(fs.readdirSync(path.join(three, "train")), ["3_emoji"]);
+  // Only the folder's name changes: the same pictures and captions, file for file.
+  const names = fs.readdirSync(path.join(three, "train", "3_emoji")).sort();
+  assert.deepEqual(fs.readdirSync(path.join(six, "train", "6_emoji")).sort(), names);
+  for (const f of names) assert.ok(fs.readFileSync(path.join(six, "train", "6_emoji", f)).equals(fs.readFileSync(path.join(three, "train", "3_emoji", f))), f);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(six, "manifest.json"), "utf8")).emojiRepeats, 6);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(three, "manifest.json"), "utf8")).emojiRepeats, undefined, "the default count is not recorded");
+  for (const [args, message] of [
+    [["--emoji-repeats", "0"], /--emoji-repeats must be an integer from 1 to 20 .*got 0/],
+    [["--emoji-repeats", "21"], /--emoji-repeats must be an integer from 1 to 20/],
+    [["--emoji-repeats", "2.5"], /--emoji-repeats must be an integer, got "2.5"/],
+    [["--emoji-repeats", "6", "--no-emoji"], /--emoji-repeats needs the emoji/],
+  ] as [string[], RegExp][]) {
+    const out = path.join(tmp(), "refused");
+    const bad = run(["--out", out, "--scenes", "8", ...args]);
+    assert.equal(bad.status, 1, args.join(" "));
+    assert.match(bad.stderr, message);
+    assert.ok(!fs.existsSync(out), "a refused build wrote files");
+  }
+});
+
 test("--placement grid: shapes stand on the image-token grid, so a shape elsewhere is the same pixels moved", async () => {
   const one = (shape: Scene["subjects"][0]["shape"], position: Position): Scene => ({
     kind: "single", subjects: [{ shape, colour: { hex: "#D62020", word: "red" }, position, size: "medium", saySize: false }],

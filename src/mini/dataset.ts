@@ -3,7 +3,8 @@
 //
 //   OUT/train/1_scenes/scene_000000.png|.txt   generated shapes (src/mini/scenes.ts)
 //   OUT/train/3_emoji/emoji_1f34e.png|.txt     Noto emoji with emojibase names (src/mini/emoji.ts), 3 repeats
-//                                              per epoch: each emoji must be remembered, a scene only composed;
+//                                              per epoch (--emoji-repeats N names the folder N_emoji):
+//                                              each emoji must be remembered, a scene only composed;
 //                                              with --emoji-captions all, every caption form on its own line
 //                                              (train with flux2 train --multi-caption); with plain, the name alone
 //   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
@@ -46,6 +47,11 @@ export interface BuildOptions {
    * "plain": the plain name alone ("a red apple"), what the eval and a user type.
    */
   emojiCaptions?: EmojiCaptionForms;
+  /**
+   * How many times `flux2 train` reads each emoji per epoch: the kohya repeat count in the folder's
+   * name, N_emoji (default DEFAULT_EMOJI_REPEATS, 3, what versions 1–7 trained on).
+   */
+  emojiRepeats?: number;
   /** Include the LoRA style set (default true). */
   style?: boolean;
   log?: (s: string) => void;
@@ -59,6 +65,18 @@ export interface BuildResult {
 }
 
 export const DEFAULT_SCENES = 8000;
+export const DEFAULT_EMOJI_REPEATS = 3;
+/** More repeats than this would drown the scenes (8,000 of them against 1,906 emoji per repeat). */
+export const MAX_EMOJI_REPEATS = 20;
+
+/** Refuses a repeat count the trainer would not read as asked, or one given with --no-emoji (which would ignore it). */
+export function checkEmojiRepeats(repeats: number | undefined, emoji: boolean): void {
+  if (repeats === undefined) return;
+  if (!emoji) throw new Error("--emoji-repeats needs the emoji: drop --no-emoji, or drop --emoji-repeats");
+  if (!Number.isInteger(repeats) || repeats < 1 || repeats > MAX_EMOJI_REPEATS) {
+    throw new Error(`--emoji-repeats must be an integer from 1 to ${MAX_EMOJI_REPEATS} (times each emoji is read per epoch), got ${repeats}`);
+  }
+}
 
 export function checkSize(size: number): void {
   if (!Number.isInteger(size) || size < 64 || size > 128 || size % 16 !== 0) {
@@ -93,6 +111,9 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   checkHexTokenShare(hexCodes, opts.hexTokenShare);
   const hexTokenShare = opts.hexTokenShare ?? DEFAULT_HEX_TOKEN_SHARE;
   checkChoice("--emoji-captions", emojiCaptionForms, EMOJI_CAPTION_FORMS);
+  checkEmojiRepeats(opts.emojiRepeats, opts.emoji !== false);
+  const emojiRepeats = opts.emojiRepeats ?? DEFAULT_EMOJI_REPEATS;
+  const emojiDir = `train/${emojiRepeats}_emoji`;
   const log = opts.log ?? (() => {});
   checkSize(size);
   if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
@@ -129,8 +150,8 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
       const part = all.slice(i0, i0 + BATCH);
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
-        write(`train/3_emoji/emoji_${e.code}.png`, pngs[k]);
-        write(`train/3_emoji/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
+        write(`${emojiDir}/emoji_${e.code}.png`, pngs[k]);
+        write(`${emojiDir}/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
       });
     }
     nEmoji = all.length;
@@ -152,7 +173,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(hexTokenShare === DEFAULT_HEX_TOKEN_SHARE ? {} : { hexTokenShare }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(hexTokenShare === DEFAULT_HEX_TOKEN_SHARE ? {} : { hexTokenShare }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), ...(emojiRepeats === DEFAULT_EMOJI_REPEATS ? {} : { emojiRepeats }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 
@@ -176,7 +197,9 @@ export async function writeContactSheet(setDir: string, file: string): Promise<v
     return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(d, f)) : [];
   };
   const scenes = list("train/1_scenes").slice(0, 32);
-  const emoji = list("train/3_emoji");
+  const trainDir = path.join(setDir, "train");
+  const emojiDir = fs.existsSync(trainDir) ? fs.readdirSync(trainDir).find((d) => /^\d+_emoji$/.test(d)) : undefined;
+  const emoji = emojiDir ? list(`train/${emojiDir}`) : [];
   const picked = Array.from({ length: Math.min(16, emoji.length) }, (_, k) => emoji[Math.floor((k * emoji.length) / 16)]);
   const files = [...scenes, ...picked, ...list("style/1_style").slice(0, 8)];
   if (!files.length) throw new Error(`${setDir}: no images to show`);
