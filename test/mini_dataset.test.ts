@@ -15,6 +15,19 @@ import { emojiCaption, emojiCaptionFile, emojiCaptions, emojiPrompt, listEmoji }
 import { repoRoot } from "./golden.js";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-data-"));
+/** Runs scripts/build-mini-dataset.js (built) with `args`. */
+const runBuild = (args: string[]) =>
+  spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js"), ...args], { encoding: "utf8", timeout: 120_000 });
+/** Each option set must be refused with its message, before anything is written. */
+function assertRefused(cases: [string[], RegExp][]): void {
+  for (const [args, message] of cases) {
+    const out = path.join(tmp(), "refused");
+    const bad = runBuild(["--out", out, "--scenes", "8", ...args]);
+    assert.equal(bad.status, 1, args.join(" "));
+    assert.match(bad.stderr, message);
+    assert.ok(!fs.existsSync(out), "a refused build wrote files");
+  }
+}
 
 test("the same seed gives the same bytes; another seed gives another set", async () => {
   const a = path.join(tmp(), "a"), b = path.join(tmp(), "b"), c = path.join(tmp(), "c");
@@ -38,41 +51,39 @@ test("the same seed gives the same bytes; another seed gives another set", async
 });
 
 test("the script builds the same set from the command line, and refuses a non-empty folder or a bad size", () => {
-  const script = path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js");
   const dir = path.join(tmp(), "set");
-  const run = (args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
-  const r = run(["--out", dir, "--seed", "7", "--scenes", "24", "--no-emoji"]);
+  const r = runBuild(["--out", dir, "--seed", "7", "--scenes", "24", "--no-emoji"]);
   assert.equal(r.status, 0, r.stderr);
   const digest = /digest ([0-9a-f]{64})/.exec(r.stdout)?.[1];
-  const again = run(["--out", path.join(tmp(), "set"), "--seed", "7", "--scenes", "24", "--no-emoji"]);
+  const again = runBuild(["--out", path.join(tmp(), "set"), "--seed", "7", "--scenes", "24", "--no-emoji"]);
   assert.equal(/digest ([0-9a-f]{64})/.exec(again.stdout)?.[1], digest);
-  const full = run(["--out", dir, "--scenes", "2", "--no-emoji"]);
+  const full = runBuild(["--out", dir, "--scenes", "2", "--no-emoji"]);
   assert.equal(full.status, 1);
   assert.match(full.stderr, /not empty/);
   // A scene mix is recorded in the manifest and gives another set; a bad one is refused.
   const mixed = path.join(tmp(), "mixed");
-  const m = run(["--out", mixed, "--seed", "7", "--scenes", "24", "--no-emoji", "--scene-mix", "0,1,0,0", "--placement", "grid", "--hex-codes", "token-runs"]);
+  const m = runBuild(["--out", mixed, "--seed", "7", "--scenes", "24", "--no-emoji", "--scene-mix", "0,1,0,0", "--placement", "grid", "--hex-codes", "token-runs"]);
   assert.equal(m.status, 0, m.stderr);
   assert.notEqual(/digest ([0-9a-f]{64})/.exec(m.stdout)?.[1], digest);
   const manifest = JSON.parse(fs.readFileSync(path.join(mixed, "manifest.json"), "utf8"));
   assert.deepEqual([manifest.sceneMix, manifest.placement, manifest.hexCodes], [{ hex: 0, single: 1, pair: 0, row: 0 }, "grid", "token-runs"]);
   const plain = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
   assert.deepEqual([plain.sceneMix, plain.placement, plain.hexCodes], [undefined, undefined, undefined]);
-  const badMix = run(["--out", path.join(tmp(), "y"), "--scene-mix", "1,2"]);
+  const badMix = runBuild(["--out", path.join(tmp(), "y"), "--scene-mix", "1,2"]);
   assert.equal(badMix.status, 1);
   assert.match(badMix.stderr, /--scene-mix must be four/);
-  const badPlace = run(["--out", path.join(tmp(), "z"), "--placement", "snap"]);
+  const badPlace = runBuild(["--out", path.join(tmp(), "z"), "--placement", "snap"]);
   assert.equal(badPlace.status, 1);
   assert.match(badPlace.stderr, /--placement must be jitter or grid, got "snap"/);
-  const badCaptions = run(["--out", path.join(tmp(), "w"), "--emoji-captions", "some"]);
+  const badCaptions = runBuild(["--out", path.join(tmp(), "w"), "--emoji-captions", "some"]);
   assert.equal(badCaptions.status, 1);
   assert.match(badCaptions.stderr, /--emoji-captions must be one, all or plain, got "some"/);
   const badHexDir = path.join(tmp(), "v");
-  const badHex = run(["--out", badHexDir, "--hex-codes", "even"]);
+  const badHex = runBuild(["--out", badHexDir, "--hex-codes", "even"]);
   assert.equal(badHex.status, 1);
   assert.match(badHex.stderr, /--hex-codes must be uniform or token-runs, got "even"/);
   assert.ok(!fs.existsSync(badHexDir), "a refused build wrote files");
-  const bad = run(["--out", path.join(tmp(), "x"), "--size", "72"]);
+  const bad = runBuild(["--out", path.join(tmp(), "x"), "--size", "72"]);
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--size must be 64, 80, 96, 112 or 128/);
 });
@@ -178,36 +189,26 @@ test("--hex-codes token-runs: every letter-run token is drawn about equally ofte
 });
 
 test("--hex-token-share is checked and recorded; it is refused without --hex-codes token-runs", () => {
-  const script = path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js");
-  const run = (args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
   const dir = path.join(tmp(), "quarter");
-  const r = run(["--out", dir, "--scenes", "8", "--no-emoji", "--no-style", "--hex-codes", "token-runs", "--hex-token-share", "0.25"]);
+  const r = runBuild(["--out", dir, "--scenes", "8", "--no-emoji", "--no-style", "--hex-codes", "token-runs", "--hex-token-share", "0.25"]);
   assert.equal(r.status, 0, r.stderr);
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
   assert.deepEqual([manifest.hexCodes, manifest.hexTokenShare], ["token-runs", 0.25]);
   const half = path.join(tmp(), "half");
-  assert.equal(run(["--out", half, "--scenes", "8", "--no-emoji", "--no-style", "--hex-codes", "token-runs", "--hex-token-share", "0.5"]).status, 0);
+  assert.equal(runBuild(["--out", half, "--scenes", "8", "--no-emoji", "--no-style", "--hex-codes", "token-runs", "--hex-token-share", "0.5"]).status, 0);
   assert.equal(JSON.parse(fs.readFileSync(path.join(half, "manifest.json"), "utf8")).hexTokenShare, undefined, "the default share is not recorded");
-  for (const [args, message] of [
+  assertRefused([
     [["--hex-token-share", "0.25"], /--hex-token-share only applies to --hex-codes token-runs/],
     [["--hex-codes", "token-runs", "--hex-token-share", "0"], /--hex-token-share must be a number above 0 and at most 1 .*got 0/],
     [["--hex-codes", "token-runs", "--hex-token-share", "1.5"], /--hex-token-share must be a number above 0 and at most 1/],
     [["--hex-codes", "token-runs", "--hex-token-share", "quarter"], /--hex-token-share must be a number above 0 and at most 1, got "quarter"/],
-  ] as [string[], RegExp][]) {
-    const out = path.join(tmp(), "refused");
-    const bad = run(["--out", out, "--scenes", "8", ...args]);
-    assert.equal(bad.status, 1, args.join(" "));
-    assert.match(bad.stderr, message);
-    assert.ok(!fs.existsSync(out), "a refused build wrote files");
-  }
+  ]);
 });
 
 test("--emoji-repeats N names the emoji folder N_emoji, the repeat count flux2 train reads; it is checked and recorded", () => {
-  const script = path.join(repoRoot, "dist", "scripts", "build-mini-dataset.js");
-  const run = (args: string[]) => spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 120_000 });
   const six = path.join(tmp(), "six"), three = path.join(tmp(), "three");
   for (const [dir, extra] of [[six, ["--emoji-repeats", "6"]], [three, []]] as [string, string[]][]) {
-    const r = run(["--out", dir, "--scenes", "0", "--no-style", "--emoji-captions", "plain", ...extra]);
+    const r = runBuild(["--out", dir, "--scenes", "0", "--no-style", "--emoji-captions", "plain", ...extra]);
     assert.equal(r.status, 0, r.stderr);
   }
   assert.deepEqual(fs.readdirSync(path.join(six, "train")), ["6_emoji"]);
@@ -218,18 +219,12 @@ test("--emoji-repeats N names the emoji folder N_emoji, the repeat count flux2 t
   for (const f of names) assert.ok(fs.readFileSync(path.join(six, "train", "6_emoji", f)).equals(fs.readFileSync(path.join(three, "train", "3_emoji", f))), f);
   assert.equal(JSON.parse(fs.readFileSync(path.join(six, "manifest.json"), "utf8")).emojiRepeats, 6);
   assert.equal(JSON.parse(fs.readFileSync(path.join(three, "manifest.json"), "utf8")).emojiRepeats, undefined, "the default count is not recorded");
-  for (const [args, message] of [
+  assertRefused([
     [["--emoji-repeats", "0"], /--emoji-repeats must be an integer from 1 to 20 .*got 0/],
     [["--emoji-repeats", "21"], /--emoji-repeats must be an integer from 1 to 20/],
     [["--emoji-repeats", "2.5"], /--emoji-repeats must be an integer, got "2.5"/],
     [["--emoji-repeats", "6", "--no-emoji"], /--emoji-repeats needs the emoji/],
-  ] as [string[], RegExp][]) {
-    const out = path.join(tmp(), "refused");
-    const bad = run(["--out", out, "--scenes", "8", ...args]);
-    assert.equal(bad.status, 1, args.join(" "));
-    assert.match(bad.stderr, message);
-    assert.ok(!fs.existsSync(out), "a refused build wrote files");
-  }
+  ]);
 });
 
 test("--placement grid: shapes stand on the image-token grid, so a shape elsewhere is the same pixels moved", async () => {

@@ -24,6 +24,7 @@ import { DEFAULT_HEX_TOKEN_SHARE, DEFAULT_SCENE_MIX, HEX_CODES, PLACEMENTS, chec
 import { EMOJI_CAPTION_FORMS, emojiCaptionFile, emojiRgb, listEmoji, type EmojiCaptionForms } from "./emoji.js";
 import { restyle, styleCaption, styleSplit } from "./style.js";
 import { evalPlan } from "./eval_plan.js";
+import { parseFolderName } from "../train/data.js";
 
 export interface BuildOptions {
   out: string;
@@ -197,8 +198,9 @@ export async function writeContactSheet(setDir: string, file: string): Promise<v
     return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith(".png")).sort().map((f) => path.join(d, f)) : [];
   };
   const scenes = list("train/1_scenes").slice(0, 32);
+  // The emoji folder under any repeat count, read as flux2 train reads it (--emoji-repeats).
   const trainDir = path.join(setDir, "train");
-  const emojiDir = fs.existsSync(trainDir) ? fs.readdirSync(trainDir).find((d) => /^\d+_emoji$/.test(d)) : undefined;
+  const emojiDir = fs.existsSync(trainDir) ? fs.readdirSync(trainDir).find((d) => parseFolderName(d)?.name === "emoji") : undefined;
   const emoji = emojiDir ? list(`train/${emojiDir}`) : [];
   const picked = Array.from({ length: Math.min(16, emoji.length) }, (_, k) => emoji[Math.floor((k * emoji.length) / 16)]);
   const files = [...scenes, ...picked, ...list("style/1_style").slice(0, 8)];
