@@ -69,23 +69,13 @@ test("the script builds the same set from the command line, and refuses a non-em
   assert.deepEqual([manifest.sceneMix, manifest.placement, manifest.hexCodes], [{ hex: 0, single: 1, pair: 0, row: 0 }, "grid", "token-runs"]);
   const plain = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
   assert.deepEqual([plain.sceneMix, plain.placement, plain.hexCodes], [undefined, undefined, undefined]);
-  const badMix = runBuild(["--out", path.join(tmp(), "y"), "--scene-mix", "1,2"]);
-  assert.equal(badMix.status, 1);
-  assert.match(badMix.stderr, /--scene-mix must be four/);
-  const badPlace = runBuild(["--out", path.join(tmp(), "z"), "--placement", "snap"]);
-  assert.equal(badPlace.status, 1);
-  assert.match(badPlace.stderr, /--placement must be jitter or grid, got "snap"/);
-  const badCaptions = runBuild(["--out", path.join(tmp(), "w"), "--emoji-captions", "some"]);
-  assert.equal(badCaptions.status, 1);
-  assert.match(badCaptions.stderr, /--emoji-captions must be one, all or plain, got "some"/);
-  const badHexDir = path.join(tmp(), "v");
-  const badHex = runBuild(["--out", badHexDir, "--hex-codes", "even"]);
-  assert.equal(badHex.status, 1);
-  assert.match(badHex.stderr, /--hex-codes must be uniform or token-runs, got "even"/);
-  assert.ok(!fs.existsSync(badHexDir), "a refused build wrote files");
-  const bad = runBuild(["--out", path.join(tmp(), "x"), "--size", "72"]);
-  assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /--size must be 64, 80, 96, 112 or 128/);
+  assertRefused([
+    [["--scene-mix", "1,2"], /--scene-mix must be four/],
+    [["--placement", "snap"], /--placement must be jitter or grid, got "snap"/],
+    [["--emoji-captions", "some"], /--emoji-captions must be one, all or plain, got "some"/],
+    [["--hex-codes", "even"], /--hex-codes must be uniform or token-runs, got "even"/],
+    [["--size", "72"], /--size must be 64, 80, 96, 112 or 128/],
+  ]);
 });
 
 test("captions: the exact hex form for circle, square and triangle, plain and JSON forms, no held-out colour or layout", () => {
