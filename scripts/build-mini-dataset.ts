@@ -5,7 +5,7 @@
 // The same seed, size and counts give the same bytes; the digest printed at the end says so.
 
 import { parseArgs } from "node:util";
-import { DEFAULT_EMOJI_REPEATS, DEFAULT_SCENES, MAX_EMOJI_REPEATS, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
+import { DEFAULT_EMOJI_REPEATS, DEFAULT_SCENES, MAX_EMOJI_REPEATS, MAX_FOCUS_REPEATS, buildMiniDataset, writeContactSheet } from "../src/mini/dataset.js";
 import { DEFAULT_SCENE_MIX, parseSceneMix, type HexCodes } from "../src/mini/scenes.js";
 import type { EmojiCaptionForms } from "../src/mini/emoji.js";
 
@@ -41,6 +41,10 @@ DIR/train/1_scenes (generated shapes), DIR/train/3_emoji (Noto emoji), DIR/style
   --emoji-repeats N
                   times each emoji is read per epoch, 1 to ${MAX_EMOJI_REPEATS}: the emoji folder becomes
                   train/N_emoji (default ${DEFAULT_EMOJI_REPEATS}; what versions 1-7 trained on)
+  --focus-group G --focus-repeats N
+                  also write the emoji of emojibase group G (food-drink, animals-nature, ...)
+                  to train/N_focus, so that flux2 train reads each of them N more times per
+                  epoch than the rest (1 to ${MAX_FOCUS_REPEATS}; version 8: food-drink, 105)
   --no-style      leave out the LoRA style set
   --sheet FILE    also write a PNG overview of the set (docs/flux2-mini-data.png)
   -h, --help      this text`;
@@ -50,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
     args: argv, allowPositionals: false,
     options: {
       out: { type: "string" }, seed: { type: "string" }, size: { type: "string" }, scenes: { type: "string" }, "scene-mix": { type: "string" }, placement: { type: "string" }, "hex-codes": { type: "string" }, "hex-token-share": { type: "string" },
-      "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "emoji-repeats": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
+      "no-emoji": { type: "boolean" }, "emoji-captions": { type: "string" }, "emoji-repeats": { type: "string" }, "focus-group": { type: "string" }, "focus-repeats": { type: "string" }, "no-style": { type: "boolean" }, sheet: { type: "string" }, help: { type: "boolean", short: "h" },
     },
   });
   if (v.help) {
@@ -76,7 +80,8 @@ async function main(argv: string[]): Promise<number> {
     sceneMix: v["scene-mix"] === undefined ? undefined : parseSceneMix(v["scene-mix"] as string),
     placement: v.placement as "jitter" | "grid" | undefined, hexCodes: v["hex-codes"] as HexCodes | undefined,
     hexTokenShare: share(v["hex-token-share"]),
-    emoji: !v["no-emoji"], emojiCaptions: v["emoji-captions"] as EmojiCaptionForms | undefined, emojiRepeats: num(v["emoji-repeats"], "emoji-repeats"), style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
+    emoji: !v["no-emoji"], emojiCaptions: v["emoji-captions"] as EmojiCaptionForms | undefined, emojiRepeats: num(v["emoji-repeats"], "emoji-repeats"),
+    focusGroup: v["focus-group"] as string | undefined, focusRepeats: num(v["focus-repeats"], "focus-repeats"), style: !v["no-style"], log: (s) => process.stderr.write(s + "\n"),
   });
   if (v.sheet) await writeContactSheet(r.out, v.sheet);
   console.log(`${r.out}: ${r.counts.scenes} scenes, ${r.counts.emoji} emoji, ${r.counts.style} style images in ${((Date.now() - t0) / 1000).toFixed(1)} s; digest ${r.digest}`);

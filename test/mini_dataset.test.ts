@@ -217,6 +217,28 @@ test("--emoji-repeats N names the emoji folder N_emoji, the repeat count flux2 t
   ]);
 });
 
+test("--focus-group G --focus-repeats N writes that group's emoji again to N_focus, file for file; it is checked and recorded", () => {
+  const dir = path.join(tmp(), "focus");
+  const r = runBuild(["--out", dir, "--scenes", "0", "--no-style", "--emoji-captions", "plain", "--focus-group", "food-drink", "--focus-repeats", "105"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(fs.readdirSync(path.join(dir, "train")).sort(), ["105_focus", "3_emoji"]);
+  const focus = fs.readdirSync(path.join(dir, "train", "105_focus")).sort();
+  assert.equal(focus.length, 2 * 131, "the 131 food-drink emoji, picture and caption");
+  assert.ok(focus.includes("emoji_1f34e.png"), "the red apple is a food-drink emoji");
+  assert.ok(!focus.includes("emoji_1f600.png"), "the grinning face is not");
+  for (const f of focus) assert.ok(fs.readFileSync(path.join(dir, "train", "105_focus", f)).equals(fs.readFileSync(path.join(dir, "train", "3_emoji", f))), f);
+  const m = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
+  assert.deepEqual([m.focusGroup, m.focusRepeats], ["food-drink", 105]);
+  assertRefused([
+    [["--focus-group", "food", "--focus-repeats", "3"], /--focus-group must be smileys-emotion, .*food-drink.* got "food"/],
+    [["--focus-group", "food-drink"], /--focus-group and --focus-repeats go together/],
+    [["--focus-repeats", "3"], /--focus-group and --focus-repeats go together/],
+    [["--focus-group", "food-drink", "--focus-repeats", "0"], /--focus-repeats must be an integer from 1 to 200 .*got 0/],
+    [["--focus-group", "food-drink", "--focus-repeats", "201"], /--focus-repeats must be an integer from 1 to 200/],
+    [["--focus-group", "food-drink", "--focus-repeats", "3", "--no-emoji"], /--focus-group needs the emoji/],
+  ]);
+});
+
 test("--placement grid: shapes stand on the image-token grid, so a shape elsewhere is the same pixels moved", async () => {
   const one = (shape: Scene["subjects"][0]["shape"], position: Position): Scene => ({
     kind: "single", subjects: [{ shape, colour: { hex: "#D62020", word: "red" }, position, size: "medium", saySize: false }],

@@ -218,3 +218,27 @@ export function layoutAdherence(img: Img, shape: ShapeKind, position: Position):
   const where = nearestPosition(f.centroid[0] / img.width, f.centroid[1] / img.height);
   return { pass: f.whiteBackground && got === shape && where === position, shape: got, position: where };
 }
+
+/** Leaf green in CIELAB: hue 100–160° (the Noto apple's leaf is at about 130°), chroma at least 20. */
+const LEAF_HUE: [number, number] = [100, 160];
+const LEAF_MIN_CHROMA = 20;
+
+/**
+ * The share of the picture's top third that is leaf green. The apple emoji's training picture has its
+ * stem and leaf there (14% of the top third at 64²); a red blob, what flux2-mini drew for
+ * `a red apple` up to version 7, has none. Used by the README apple test (test/flux2_mini.test.ts)
+ * beside the eval's retrieval rank, which a red blob can also win.
+ */
+export function leafShare(img: Img): number {
+  const rows = Math.floor(img.height / 3);
+  let leaf = 0;
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < img.width; x++) {
+      const i = 3 * (y * img.width + x);
+      const [, a, b] = rgbToLab(img.rgb[i], img.rgb[i + 1], img.rgb[i + 2]);
+      const hue = ((Math.atan2(b, a) * 180) / Math.PI + 360) % 360;
+      if (Math.hypot(a, b) >= LEAF_MIN_CHROMA && hue >= LEAF_HUE[0] && hue <= LEAF_HUE[1]) leaf++;
+    }
+  }
+  return leaf / (rows * img.width);
+}

@@ -7,6 +7,8 @@
 //                                              each emoji must be remembered, a scene only composed;
 //                                              with --emoji-captions all, every caption form on its own line
 //                                              (train with flux2 train --multi-caption); with plain, the name alone
+//   OUT/train/105_focus/emoji_1f34e.png|.txt   with --focus-group food-drink --focus-repeats 105: that group's
+//                                              emoji again, read 105 more times per epoch (version 8's last stage)
 //   OUT/style/1_style/style_1f34e.png|.txt     25 emoji in the LoRA demo's palette style
 //   OUT/eval.json                              what the eval holds out and asks for
 //   OUT/manifest.json                          seed, size, counts, SHA-256 of every file
@@ -53,6 +55,15 @@ export interface BuildOptions {
    * name, N_emoji (default DEFAULT_EMOJI_REPEATS, 3, what versions 1–7 trained on).
    */
   emojiRepeats?: number;
+  /**
+   * An emoji group (emojibase's name, "food-drink") whose pictures are written a second time, to
+   * train/N_focus with N = focusRepeats, so that `flux2 train` reads them N more times per epoch
+   * than the rest (version 8's last stage: a picture needs about 250 passes before its details
+   * are drawn, docs/flux2-mini.md session 27, which all 1,906 emoji cannot get on this CPU).
+   */
+  focusGroup?: string;
+  /** With focusGroup: the repeat count of train/N_focus, 1 to MAX_FOCUS_REPEATS. */
+  focusRepeats?: number;
   /** Include the LoRA style set (default true). */
   style?: boolean;
   log?: (s: string) => void;
@@ -69,6 +80,20 @@ export const DEFAULT_SCENES = 8000;
 export const DEFAULT_EMOJI_REPEATS = 3;
 /** More repeats than this would drown the scenes (8,000 of them against 1,906 emoji per repeat). */
 export const MAX_EMOJI_REPEATS = 20;
+
+/** A focus folder read more often than this would be most of every batch (131 food emoji × 200 against 13,718 other pictures an epoch). */
+export const MAX_FOCUS_REPEATS = 200;
+
+/** Refuses a focus group that is not an emoji group, a repeat count out of range, or one without the other. */
+export function checkFocus(group: string | undefined, repeats: number | undefined, emoji: boolean, groups: string[]): void {
+  if (group === undefined && repeats === undefined) return;
+  if (group === undefined || repeats === undefined) throw new Error("--focus-group and --focus-repeats go together: give both, or neither");
+  if (!emoji) throw new Error("--focus-group needs the emoji: drop --no-emoji, or drop --focus-group");
+  checkChoice("--focus-group", group, groups);
+  if (!Number.isInteger(repeats) || repeats < 1 || repeats > MAX_FOCUS_REPEATS) {
+    throw new Error(`--focus-repeats must be an integer from 1 to ${MAX_FOCUS_REPEATS} (times each picture of the group is read per epoch, besides the emoji folder), got ${repeats}`);
+  }
+}
 
 /** Refuses a repeat count the trainer would not read as asked, or one given with --no-emoji (which would ignore it). */
 export function checkEmojiRepeats(repeats: number | undefined, emoji: boolean): void {
@@ -115,6 +140,8 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   checkEmojiRepeats(opts.emojiRepeats, opts.emoji !== false);
   const emojiRepeats = opts.emojiRepeats ?? DEFAULT_EMOJI_REPEATS;
   const emojiDir = `train/${emojiRepeats}_emoji`;
+  const allEmoji = opts.emoji !== false ? listEmoji() : [];
+  checkFocus(opts.focusGroup, opts.focusRepeats, opts.emoji !== false, [...new Set(allEmoji.map((e) => e.group))]);
   const log = opts.log ?? (() => {});
   checkSize(size);
   if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 31) throw new Error(`--seed must be an integer from 0 to 2^31-1, got ${seed}`);
@@ -146,13 +173,19 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
 
   let nEmoji = 0;
   if (opts.emoji !== false) {
-    const all = listEmoji();
+    const all = allEmoji;
+    const focusDir = opts.focusGroup !== undefined ? `train/${opts.focusRepeats}_focus` : undefined;
     for (let i0 = 0; i0 < all.length; i0 += BATCH) {
       const part = all.slice(i0, i0 + BATCH);
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
         write(`${emojiDir}/emoji_${e.code}.png`, pngs[k]);
         write(`${emojiDir}/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
+        if (focusDir && e.group === opts.focusGroup) {
+          // The same picture and caption, file for file: only how often it is read changes.
+          write(`${focusDir}/emoji_${e.code}.png`, pngs[k]);
+          write(`${focusDir}/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
+        }
       });
     }
     nEmoji = all.length;
@@ -174,7 +207,7 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
   const digest = createHash("sha256").update(list.map(([f, h]) => `${h}  ${f}\n`).join("")).digest("hex");
   const counts = { scenes: nScenes, emoji: nEmoji, style: nStyle };
-  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(hexTokenShare === DEFAULT_HEX_TOKEN_SHARE ? {} : { hexTokenShare }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), ...(emojiRepeats === DEFAULT_EMOJI_REPEATS ? {} : { emojiRepeats }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
+  fs.writeFileSync(path.join(opts.out, "manifest.json"), JSON.stringify({ seed, size, ...(isDefaultSceneMix(mix) ? {} : { sceneMix: mix }), ...(placement === "jitter" ? {} : { placement }), ...(hexCodes === "uniform" ? {} : { hexCodes }), ...(hexTokenShare === DEFAULT_HEX_TOKEN_SHARE ? {} : { hexTokenShare }), ...(emojiCaptionForms === "one" ? {} : { emojiCaptions: emojiCaptionForms }), ...(emojiRepeats === DEFAULT_EMOJI_REPEATS ? {} : { emojiRepeats }), ...(opts.focusGroup === undefined ? {} : { focusGroup: opts.focusGroup, focusRepeats: opts.focusRepeats }), counts, digest, files: Object.fromEntries(list) }, null, 1) + "\n");
   return { out: opts.out, counts, digest };
 }
 
