@@ -16,10 +16,10 @@ import sharp from "sharp";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-recipe-"));
 
-test("the recipe trains the VAE beside a first text-encoder stage, continues the encoder, then the transformer on both, at the mini's resolution and text length, within 90 minutes", () => {
+test("the recipe trains the VAE beside a first text-encoder stage, continues the encoder, then the transformer on both and its focus stage, at the mini's resolution and text length, budgeted 120 minutes", () => {
   const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini.json"));
-  assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "text_encoder_2", "transformer"]);
-  const [vae, te, te2, tr] = r.stages;
+  assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "text_encoder_2", "transformer", "focus"]);
+  const [vae, te, te2, tr, focus] = r.stages;
   assert.equal(vae.args.vae, true);
   assert.equal(vae.with_next, true, "the VAE stage runs beside the first text-encoder stage");
   for (const s of [vae, te]) assert.equal(Number(s.args.threads), 1, `${s.name} runs on one thread of the two`);
@@ -39,26 +39,37 @@ test("the recipe trains the VAE beside a first text-encoder stage, continues the
   for (const s of [vae, te, te2]) assert.equal(s.args.data, "data/flux2-mini/train", `${s.name} reads the jittered set it was trained on`);
   // Version 7: both sets caption each emoji with its plain name alone ("a red apple"), what the eval and a user type.
   const builds = r.prepare.filter((c) => c.includes("build-mini-dataset.js"));
-  assert.equal(builds.length, 2, r.prepare.join("\n"));
+  assert.equal(builds.length, 3, r.prepare.join("\n"));
   for (const c of builds) assert.match(c, / --emoji-captions plain( |$)/, c);
+  // Version 8: the focus stage continues the transformer on the grid set plus the food-drink emoji
+  // read 105 more times an epoch (their details need about 250 passes: docs/flux2-mini.md, session 27).
+  assert.equal(focus.args.full, true);
+  assert.equal(focus.args.model, `${tr.args.out}/model`);
+  assert.equal(focus.args.data, "data/flux2-mini-focus/train");
+  const focusBuild = builds.find((c) => c.includes("--out data/flux2-mini-focus "));
+  assert.ok(focusBuild, r.prepare.join("\n"));
+  assert.match(focusBuild, / --placement grid .*--focus-group food-drink --focus-repeats 105( |$)/, "the grid set, plus the focus folder");
+  assert.equal(r.lora_demo?.args.model, `${focus.args.out}/model`, "the LoRA demo is trained on the shipped transformer");
+  for (const c of r.evaluate) assert.ok(c.includes(`--model ${focus.args.out}/model`), c);
   for (const s of r.stages) assert.equal(Number(s.args.resolution), MINI_RESOLUTION);
-  for (const s of [te, te2, tr]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
+  for (const s of [te, te2, tr, focus]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
   assert.equal(r.resolution, MINI_RESOLUTION);
   assert.equal(r.max_sequence_length, MINI_MAX_SEQUENCE_LENGTH);
-  // The pair counts once: max(22, 35) + 27 + 28 (run whole in session 16: 81 minutes of stages).
-  assert.ok(recipeBudgetMinutes(r) <= 90, `the stages are budgeted ${recipeBudgetMinutes(r)} minutes`);
+  // The pair counts once: max(22, 35) + 27 + 28 (run whole in session 16: 81 minutes of stages), + 30 for
+  // version 8's focus stage: 120, over the issue's "about 90" (docs/flux2-mini.md, session 28, says why).
+  assert.equal(recipeBudgetMinutes(r), 120, `the stages are budgeted ${recipeBudgetMinutes(r)} minutes`);
   assert.deepEqual(toArgv({ steps: 10, full: true, vae: false, "sample-prompt": ["a b", "c"] }), ["--steps", "10", "--full", "--sample-prompt", "a b", "--sample-prompt", "c"]);
   const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run"], { encoding: "utf8" });
   assert.equal(dry.status, 0, dry.stderr);
-  const order = ["[prepare]", "[vae]", "[text_encoder]", "[text_encoder_2]", "[transformer]", "[lora]", "[evaluate]", "[pack]"].map((t) => dry.stdout.indexOf(t));
+  const order = ["[prepare]", "[vae]", "[text_encoder]", "[text_encoder_2]", "[transformer]", "[focus]", "[lora]", "[evaluate]", "[pack]"].map((t) => dry.stdout.indexOf(t));
   assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])), dry.stdout);
   assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder --align-pool mean/);
   assert.match(dry.stdout, /\[vae\] .*\(at the same time as \[text_encoder\]\)/);
   assert.match(dry.stdout, /\[transformer\] vae\/ from runs\/flux2-mini\/vae\/model into runs\/flux2-mini\/text_encoder_2\/model/);
-  assert.match(dry.stdout, /stages budgeted 90 min of wall time/);
+  assert.match(dry.stdout, /stages budgeted 120 min of wall time/);
   const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
   assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, text_encoder_2, transformer/);
+  assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, text_encoder_2, transformer, focus/);
 });
 
 test("train-mini runs a with_next pair at once and gives a stage another stage's VAE (vae_from); bad pairs are refused", { timeout: 240_000 }, async () => {
