@@ -7,14 +7,13 @@
 // training picture has its stem and leaf and a red blob has none.
 const dist = new URL("../../dist/src/", import.meta.url);
 const lib = await import(new URL("index.js", dist));
-const { thumbnailFeature, rankOf } = await import(new URL("eval/retrieval.js", dist));
+const { emojiGallery, thumbnailFeature, rankOf } = await import(new URL("eval/retrieval.js", dist));
 const { listEmoji, emojiRgb } = await import(new URL("mini/emoji.js", dist));
 const { leafShare } = await import(new URL("eval/metrics.js", dist));
 const [model, seedsArg = "8"] = process.argv.slice(2);
 if (!model) throw new Error("usage: node docs/probes/apple_probe.mjs MODEL [SEEDS]");
 const all = listEmoji();
-const gallery = [];
-for (const e of all) gallery.push(thumbnailFeature({ rgb: await emojiRgb(e, 64), width: 64, height: 64 }));
+const gallery = await emojiGallery(all, 64);
 const target = all.findIndex((e) => e.code === "1f34e");
 const truth = await emojiRgb(all[target], 64);
 console.log(`the training picture: leaf share ${(100 * leafShare({ rgb: truth, width: 64, height: 64 })).toFixed(1)}%`);

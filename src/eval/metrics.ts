@@ -12,7 +12,7 @@
 // its interior (region pixels whose four neighbours are in the region), so anti-aliased edges do
 // not pull the mean towards the background.
 
-import { WHITE, deltaE, hexLab, rgbToLab, type Lab } from "../mini/colour.js";
+import { WHITE, deltaE, hexLab, hueChroma, rgbToLab, type Lab } from "../mini/colour.js";
 import { POSITIONS, POSITION_CENTRE, type Position } from "../mini/scenes.js";
 import { SHAPES, shapeMaskInBox, type ShapeKind } from "../mini/shapes.js";
 
@@ -235,9 +235,8 @@ export function leafShare(img: Img): number {
   for (let y = 0; y < rows; y++) {
     for (let x = 0; x < img.width; x++) {
       const i = 3 * (y * img.width + x);
-      const [, a, b] = rgbToLab(img.rgb[i], img.rgb[i + 1], img.rgb[i + 2]);
-      const hue = ((Math.atan2(b, a) * 180) / Math.PI + 360) % 360;
-      if (Math.hypot(a, b) >= LEAF_MIN_CHROMA && hue >= LEAF_HUE[0] && hue <= LEAF_HUE[1]) leaf++;
+      const { hue, chroma } = hueChroma(rgbToLab(img.rgb[i], img.rgb[i + 1], img.rgb[i + 2]));
+      if (chroma >= LEAF_MIN_CHROMA && hue >= LEAF_HUE[0] && hue <= LEAF_HUE[1]) leaf++;
     }
   }
   return leaf / (rows * img.width);

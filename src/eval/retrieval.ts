@@ -6,6 +6,7 @@
 // is mostly its silhouette and its colours, which a 16×16 Lab thumbnail keeps.
 
 import { rgbToLab } from "../mini/colour.js";
+import { emojiRgb, type EmojiEntry } from "../mini/emoji.js";
 import type { Img } from "./metrics.js";
 
 export const THUMB = 16;
@@ -38,6 +39,13 @@ function dist2(a: Float32Array, b: Float32Array): number {
     s += d * d;
   }
   return s;
+}
+
+/** The features of the training emoji drawn at size×size, in the order of `emoji`: the gallery rankOf searches. */
+export async function emojiGallery(emoji: EmojiEntry[], size: number): Promise<Float32Array[]> {
+  const gallery: Float32Array[] = [];
+  for (const e of emoji) gallery.push(thumbnailFeature({ rgb: await emojiRgb(e, size), width: size, height: size }));
+  return gallery;
 }
 
 /** Rank (0 = nearest) of `target` among `gallery` for a query feature (ties count against the target). */

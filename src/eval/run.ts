@@ -21,7 +21,7 @@ import { readFolderHints, type FolderHints } from "../pipeline/model_defaults.js
 import { emojiRgb, listEmoji } from "../mini/emoji.js";
 import { paletteFraction } from "../mini/style.js";
 import { hexAdherence, layoutAdherence, type Img } from "./metrics.js";
-import { rankOf, thumbnailFeature } from "./retrieval.js";
+import { emojiGallery, rankOf, thumbnailFeature } from "./retrieval.js";
 import { loadPipeline, type LoraUse } from "../loaders/pretrained.js";
 
 export interface EvalOptions {
@@ -130,8 +130,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
     let gallerySize = 0;
     if (emojiCases.length) {
       const all = listEmoji();
-      const gallery: Float32Array[] = [];
-      for (const e of all) gallery.push(thumbnailFeature({ rgb: await emojiRgb(e, size), width: size, height: size }));
+      const gallery = await emojiGallery(all, size);
       gallerySize = gallery.length;
       const imgs = await render(pipe, emojiCases.map((c) => c.prompt), "emoji");
       emoji = { ...count(emojiCases.map((c, i) => {
@@ -197,8 +196,7 @@ async function vaeCeiling(model: string, size: number, hexCases: HexCase[], layo
   for (const c of layoutCases) layout.push(layoutAdherence(await roundTrip(drawLayoutCase(c, size)), c.shape, c.position).pass);
   if (emojiCases.length) {
     const all = listEmoji();
-    const gallery: Float32Array[] = [];
-    for (const e of all) gallery.push(thumbnailFeature({ rgb: await emojiRgb(e, size), width: size, height: size }));
+    const gallery = await emojiGallery(all, size);
     for (const c of emojiCases) {
       const t = all.findIndex((e) => e.code === c.code);
       emoji.push(rankOf(thumbnailFeature(await roundTrip(await emojiRgb(all[t], size))), gallery, t) < 5);

@@ -173,22 +173,20 @@ export async function buildMiniDataset(opts: BuildOptions): Promise<BuildResult>
 
   let nEmoji = 0;
   if (opts.emoji !== false) {
-    const all = allEmoji;
     const focusDir = opts.focusGroup !== undefined ? `train/${opts.focusRepeats}_focus` : undefined;
-    for (let i0 = 0; i0 < all.length; i0 += BATCH) {
-      const part = all.slice(i0, i0 + BATCH);
+    for (let i0 = 0; i0 < allEmoji.length; i0 += BATCH) {
+      const part = allEmoji.slice(i0, i0 + BATCH);
       const pngs = await Promise.all(part.map(async (e) => encodePng(await emojiRgb(e, size), size)));
       part.forEach((e, k) => {
-        write(`${emojiDir}/emoji_${e.code}.png`, pngs[k]);
-        write(`${emojiDir}/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
-        if (focusDir && e.group === opts.focusGroup) {
-          // The same picture and caption, file for file: only how often it is read changes.
-          write(`${focusDir}/emoji_${e.code}.png`, pngs[k]);
-          write(`${focusDir}/emoji_${e.code}.txt`, emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n");
+        const caption = emojiCaptionFile(e, emojiCaptionForms, i0 + k + seed) + "\n";
+        // A focus-group emoji goes to the focus folder too, file for file: only how often it is read changes.
+        for (const dir of focusDir && e.group === opts.focusGroup ? [emojiDir, focusDir] : [emojiDir]) {
+          write(`${dir}/emoji_${e.code}.png`, pngs[k]);
+          write(`${dir}/emoji_${e.code}.txt`, caption);
         }
       });
     }
-    nEmoji = all.length;
+    nEmoji = allEmoji.length;
     log(`emoji: ${nEmoji}`);
   }
 
