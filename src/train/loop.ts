@@ -30,12 +30,15 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { readAll, SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
-import { AdamW, clipGradNorm, type AdamWOptions } from "./optim.js";
+import { AdamW, clipGradNorm, gradNorm, type AdamWOptions } from "./optim.js";
+import { RowSparseSum, type RowHint, type RowSparseGrad } from "./row_sparse.js";
 import { learningRate, type LrSchedule } from "./schedule.js";
 
 export interface MicroBatchResult {
   loss: number;
   grads: Map<string, Float32Array>;
+  /** Gradients given by their nonzero rows (a token-embedding table's): not also in `grads`. */
+  sparse?: Map<string, RowSparseGrad>;
 }
 
 export interface TrainTask {
@@ -152,11 +155,14 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
     return lastCheckpoint;
   };
 
+  // Row-sparse gradients are summed in buffers kept from step to step (src/train/row_sparse.ts).
+  const sparseSums = new Map<string, RowSparseSum>();
   while (step < o.steps) {
     const k = step;
     const lr = learningRate(o.schedule, k);
     let sum: Map<string, Float32Array> | null = null;
     let lossSum = 0;
+    for (const s of sparseSums.values()) s.clear();
     const wave = Math.max(1, o.parallel ?? 1);
     for (let j0 = 0; j0 < o.gradAccum; j0 += wave) {
       const count = Math.min(wave, o.gradAccum - j0);
@@ -164,12 +170,28 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
       for (const [i, r] of results.entries()) {
         lossSum += r.loss;
         sum = accumulate(sum, r.grads, o.gradAccum, j0 + i);
+        for (const [name, g] of r.sparse ?? []) {
+          if (r.grads.has(name)) throw new Error(`micro-batch ${j0 + i} gives "${name}" both dense and by rows`);
+          let s = sparseSums.get(name);
+          if (!s) sparseSums.set(name, (s = new RowSparseSum(task.params.get(name)?.length ?? g.values.length, g.width)));
+          s.add(g, o.gradAccum, j0 + i);
+        }
       }
     }
     const loss = lossSum / o.gradAccum;
-    const gradNorm = o.maxGradNorm > 0 ? clipGradNorm(sum!, o.maxGradNorm) : normOf(sum!);
-    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-      const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${gradNorm}`;
+    let hints: Map<string, RowHint> | undefined;
+    if (sparseSums.size) {
+      // The gradients in the parameters' order, as a dense run has them (the norm's summation order).
+      const dense = sum!;
+      sum = new Map([...task.params.keys()].flatMap((name) => {
+        const g = sparseSums.get(name)?.dense ?? dense.get(name);
+        return g ? [[name, g] as [string, Float32Array]] : [];
+      }));
+      hints = new Map([...sparseSums].map(([name, s]) => [name, s.hint()] as [string, RowHint]));
+    }
+    const gradNormValue = o.maxGradNorm > 0 ? clipGradNorm(sum!, o.maxGradNorm, hints) : gradNorm(sum!, hints);
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNormValue)) {
+      const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${gradNormValue}`;
       // A checkpoint of this very state produces the NaN: set it aside (renamed, not deleted) so that
       // --resume RUN_DIR picks the last good one.
       let aside = "";
@@ -184,11 +206,11 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
       const message = `training stopped at step ${k + 1}: ${what} (lr ${lr.toExponential(2)}); ${kept}. Lower --lr, keep gradient clipping on, or check the data`;
       return { status: "nan", step, lastCheckpoint, message, losses, ema };
     }
-    opt.step(sum!, lr);
+    opt.step(sum!, lr, hints);
     if (ema) updateEma(ema, task.params, emaDecayAt(o.emaDecay!, k));
     step = k + 1;
     losses.push(loss);
-    await o.onStep?.({ step, loss, lr, gradNorm, losses });
+    await o.onStep?.({ step, loss, lr, gradNorm: gradNormValue, losses });
     if (o.stopSignal?.stop) {
       const file = save();
       return { status: "interrupted", step, lastCheckpoint: file, losses, ema, message: `interrupted at step ${step}: resumable checkpoint ${file}` };
@@ -216,12 +238,6 @@ function scaled(g: Float32Array, s: number): Float32Array {
   const out = new Float32Array(g.length);
   for (let i = 0; i < g.length; i++) out[i] = g[i] * s;
   return out;
-}
-
-function normOf(grads: Map<string, Float32Array>): number {
-  let sq = 0;
-  for (const g of grads.values()) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
-  return Math.sqrt(sq);
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,13 @@
 // step), so the update is a plain loop. Each element is computed in float64 and
 // stored as float32: torch does the arithmetic in float32, which differs from this
 // by rounding only (well inside the golden set's tolerances).
+//
+// A gradient may come with a row hint (src/train/row_sparse.ts: a token-embedding table's
+// gradient is zero outside the batch's tokens). The optimizer then steps only the rows that have
+// ever had a gradient, and the clipping sums only the hinted rows: the same numbers as the dense
+// loops, without their cost.
+
+import type { RowHint } from "./row_sparse.js";
 
 export interface AdamWOptions {
   lr: number;
@@ -19,10 +26,18 @@ export interface AdamWState {
   v: Map<string, Float32Array>;
 }
 
+/** The rows of a row-hinted parameter that have ever had a gradient: only these have moments. */
+interface LiveRows {
+  width: number;
+  marked: Uint8Array;
+  rows: number[];
+}
+
 export class AdamW {
   private t = 0;
   private m = new Map<string, Float32Array>();
   private v = new Map<string, Float32Array>();
+  private live = new Map<string, LiveRows>();
 
   /** Updates `params` in place on every step(). */
   constructor(private params: Map<string, Float32Array>, private opts: AdamWOptions) {
@@ -41,8 +56,10 @@ export class AdamW {
    * One step: p ← p − lr·wd·p (decoupled decay), m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g²,
    * p ← p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps). `lr` overrides opts.lr (schedules).
    * Every parameter needs a gradient of its own size; a missing one is an error, not a skip.
+   * `hints`: for some parameters, the rows outside which the gradient is exactly zero. Such a
+   * parameter must be hinted on every step once it has been (the optimizer tracks its live rows).
    */
-  step(grads: Map<string, Float32Array>, lr = this.opts.lr): void {
+  step(grads: Map<string, Float32Array>, lr = this.opts.lr, hints?: Map<string, RowHint>): void {
     for (const [name, p] of this.params) {
       const g = grads.get(name);
       if (!g) throw new Error(`AdamW.step: no gradient for parameter "${name}"`);
@@ -56,11 +73,8 @@ export class AdamW {
     const stepSize = lr / bc1;
     const bc2Sqrt = Math.sqrt(bc2);
     const decay = 1 - lr * weightDecay;
-    for (const [name, p] of this.params) {
-      const g = grads.get(name)!;
-      const m = this.m.get(name)!;
-      const v = this.v.get(name)!;
-      for (let i = 0; i < p.length; i++) {
+    const update = (p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, from: number, to: number) => {
+      for (let i = from; i < to; i++) {
         const gi = g[i];
         const mi = b1 * m[i] + (1 - b1) * gi;
         const vi = b2 * v[i] + (1 - b2) * gi * gi;
@@ -69,7 +83,50 @@ export class AdamW {
         // torch: denom = sqrt(v)/sqrt(bc2) + eps; p -= (lr/bc1) * m / denom.
         p[i] = p[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
       }
+    };
+    for (const [name, p] of this.params) {
+      const g = grads.get(name)!;
+      const m = this.m.get(name)!;
+      const v = this.v.get(name)!;
+      const hint = hints?.get(name);
+      let live = this.live.get(name);
+      if (!hint && !live) {
+        update(p, g, m, v, 0, p.length);
+        continue;
+      }
+      if (!hint) throw new Error(`AdamW.step: parameter "${name}" had a row hint before and has none now`);
+      live ??= this.startLive(name, hint.width);
+      if (hint.width !== live.width) throw new Error(`AdamW.step: rows of "${name}" hinted ${hint.width} wide, before ${live.width}`);
+      for (const r of hint.rows) {
+        if (!live.marked[r]) {
+          live.marked[r] = 1;
+          live.rows.push(r);
+        }
+      }
+      const w = live.width;
+      for (const r of live.rows) update(p, g, m, v, r * w, (r + 1) * w);
+      // A row that never had a gradient has m = v = 0: its step is exactly 0, leaving the decay.
+      if (decay !== 1) for (let r = 0; r < live.marked.length; r++) if (!live.marked[r]) for (let i = r * w; i < (r + 1) * w; i++) p[i] = p[i] * decay;
     }
+  }
+
+  /** Live rows of a newly hinted parameter: those whose moments are not all zero (a resumed state). */
+  private startLive(name: string, width: number): LiveRows {
+    const p = this.params.get(name)!;
+    if (!(Number.isInteger(width) && width >= 1 && p.length % width === 0)) throw new Error(`AdamW.step: "${name}" (${p.length} values) does not split into rows of ${width}`);
+    const m = this.m.get(name)!, v = this.v.get(name)!;
+    const live: LiveRows = { width, marked: new Uint8Array(p.length / width), rows: [] };
+    for (let r = 0; r < live.marked.length; r++) {
+      for (let i = r * width; i < (r + 1) * width; i++) {
+        if (m[i] !== 0 || v[i] !== 0) {
+          live.marked[r] = 1;
+          live.rows.push(r);
+          break;
+        }
+      }
+    }
+    this.live.set(name, live);
+    return live;
   }
 
   /** The step count and copies of the moments (for checkpoints). */
@@ -90,6 +147,7 @@ export class AdamW {
     }
     for (const k of state.m.keys()) if (!this.params.has(k)) throw new Error(`AdamW.load: the state has moments for "${k}", which is not a parameter here`);
     this.t = state.step;
+    this.live.clear();
     for (const name of this.params.keys()) {
       this.m.set(name, state.m.get(name)!.slice());
       this.v.set(name, state.v.get(name)!.slice());
@@ -100,15 +158,35 @@ export class AdamW {
 /**
  * torch.nn.utils.clip_grad_norm_: returns the total L2 norm of all gradients before clipping;
  * when it exceeds maxNorm, scales every gradient in place by maxNorm / (norm + 1e-6).
- * The norm is accumulated in float64.
+ * The norm is accumulated in float64. `hints`: rows outside which a gradient is zero (skipped).
  */
-export function clipGradNorm(grads: Map<string, Float32Array>, maxNorm: number): number {
+export function clipGradNorm(grads: Map<string, Float32Array>, maxNorm: number, hints?: Map<string, RowHint>): number {
   if (!(maxNorm > 0)) throw new Error(`clipGradNorm: maxNorm must be a positive number, got ${maxNorm}`);
-  let sq = 0;
-  for (const g of grads.values()) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
-  const norm = Math.sqrt(sq);
+  const norm = gradNorm(grads, hints);
   // torch clamps the coefficient at 1 (no scaling up); a NaN norm scales by NaN, as torch does.
   const coef = maxNorm / (norm + 1e-6);
-  if (coef < 1 || Number.isNaN(coef)) for (const g of grads.values()) for (let i = 0; i < g.length; i++) g[i] *= coef;
+  if (coef < 1 || Number.isNaN(coef)) {
+    forEachRange(grads, hints, (g, from, to) => {
+      for (let i = from; i < to; i++) g[i] *= coef;
+    });
+  }
   return norm;
+}
+
+/** The total L2 norm of all gradients (float64), visiting only the hinted rows of hinted ones. */
+export function gradNorm(grads: Map<string, Float32Array>, hints?: Map<string, RowHint>): number {
+  let sq = 0;
+  forEachRange(grads, hints, (g, from, to) => {
+    for (let i = from; i < to; i++) sq += g[i] * g[i];
+  });
+  return Math.sqrt(sq);
+}
+
+/** Calls `f` on each gradient's whole range, or on each hinted row's range in ascending order. */
+function forEachRange(grads: Map<string, Float32Array>, hints: Map<string, RowHint> | undefined, f: (g: Float32Array, from: number, to: number) => void): void {
+  for (const [name, g] of grads) {
+    const hint = hints?.get(name);
+    if (!hint) f(g, 0, g.length);
+    else for (const r of hint.rows) f(g, r * hint.width, (r + 1) * hint.width);
+  }
 }

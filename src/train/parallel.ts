@@ -17,6 +17,7 @@
 
 import { Worker } from "node:worker_threads";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
+import type { RowSparseGrad } from "./row_sparse.js";
 import type { TaskSettings } from "./setup.js";
 
 /** Where each trainable tensor lives in the shared buffer (float32 offsets). */
@@ -42,7 +43,7 @@ export interface WorkerInit {
 
 type Reply =
   | { type: "ready" }
-  | { type: "result"; id: number; loss: number; grads: [string, Float32Array][] }
+  | { type: "result"; id: number; loss: number; grads: [string, Float32Array][]; sparse?: [string, RowSparseGrad][] }
   | { type: "error"; id: number; message: string };
 
 interface Pending {
@@ -67,7 +68,7 @@ class TaskWorker {
         if (!p) return;
         this.pending.delete(m.id);
         if (m.type === "error") p.reject(new Error(`training worker ${this.index}: ${m.message}`));
-        else p.resolve({ loss: m.loss, grads: new Map(m.grads) });
+        else p.resolve({ loss: m.loss, grads: new Map(m.grads), ...(m.sparse ? { sparse: new Map(m.sparse) } : {}) });
       });
       const fail = (e: Error) => {
         this.failure = e;

@@ -29,7 +29,10 @@ port.on("message", async (m: { type: "run"; id: number; step: number; micro: num
       syncedStep = m.step;
     }
     const r = await setup.task.microBatch(m.step, m.micro);
-    port.postMessage({ type: "result", id: m.id, loss: r.loss, grads: [...r.grads] });
+    // Row-sparse gradients are fresh arrays of this micro-batch: moved, not copied.
+    const sparse = r.sparse ? [...r.sparse] : undefined;
+    const moved = sparse?.flatMap(([, g]) => [g.rows.buffer, g.values.buffer] as ArrayBuffer[]) ?? [];
+    port.postMessage({ type: "result", id: m.id, loss: r.loss, grads: [...r.grads], sparse }, moved);
   } catch (e) {
     port.postMessage({ type: "error", id: m.id, message: (e as Error).message });
   }

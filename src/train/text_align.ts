@@ -123,6 +123,8 @@ export class TextEncoderAligner {
   private shapes = new Map<string, number[]>();
   private sessions = new Map<string, Promise<{ session: Session; grads: Map<string, string> }>>();
   readonly embedWidth: number;
+  /** The token-embedding table (name → row width): its gradient is zero outside the batch's tokens (src/train/row_sparse.ts). */
+  readonly rowSparse = new Map<string, number>();
 
   private constructor(private backend: Backend, readonly config: Qwen3Config, private weights: Qwen3Weights,
                       readonly layers: number[], readonly head: AlignHeadShape, headParams: Map<string, Float32Array>) {
@@ -133,7 +135,9 @@ export class TextEncoderAligner {
     const probe = this.graphFor(1, 1, false);
     for (const name of probe.trainable) {
       this.params.set(name, weights.set.float32(name));
-      this.shapes.set(name, weights.set.info(name).shape);
+      const shape = weights.set.info(name).shape;
+      this.shapes.set(name, shape);
+      if (name === weights.key("embed_tokens.weight")) this.rowSparse.set(name, shape[1]);
     }
     for (const [k, v] of headParams) this.params.set(k, v);
     for (const [k, dims] of alignHeadShapes(head, this.embedWidth)) this.shapes.set(k, dims);

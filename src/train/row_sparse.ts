@@ -1,0 +1,94 @@
+// Row-sparse gradients: a token-embedding table's gradient is zero outside the rows of the
+// tokens in the batch. flux2-mini's Qwen3 table has 151,936 rows of 64 values (9.7 M, 88% of
+// the text encoder), of which a batch of captions touches a few hundred. Summing, clipping and
+// AdamW-stepping it densely cost about as much main-thread time per step as the whole encoder's
+// forward and backward, and --workers posted the 39 MB table between threads on every
+// micro-batch (docs/flux2-mini.md, session 29).
+//
+// Everything here computes what the dense code computes, bit for bit:
+// - a zero row adds nothing to a sum of gradients or of squares (x + 0 = x), so those sums visit
+//   the nonzero rows only, in ascending order (the dense order with the zeros left out);
+// - AdamW moves a row whose gradient has always been zero only by weight decay: its moments stay
+//   0, so its step, m / (sqrt(v) + eps), is exactly 0. The optimizer therefore keeps the set of
+//   rows that have ever had a gradient ("live" rows) and steps those alone (src/train/optim.ts).
+
+/** The nonzero rows of a gradient of `width`-wide rows, ascending, with their values. */
+export interface RowSparseGrad {
+  width: number;
+  rows: Int32Array;
+  values: Float32Array;
+}
+
+/** Which rows of a dense gradient may be nonzero (ascending); the others are exactly zero. */
+export interface RowHint {
+  width: number;
+  rows: Int32Array;
+}
+
+/** The rows of `dense` (rows of `width` values) holding any nonzero value (NaN counts as nonzero). */
+export function toRowSparse(dense: Float32Array, width: number): RowSparseGrad {
+  if (!(Number.isInteger(width) && width >= 1 && dense.length % width === 0)) throw new Error(`toRowSparse: ${dense.length} values do not split into rows of ${width}`);
+  const n = dense.length / width;
+  const rows: number[] = [];
+  for (let r = 0; r < n; r++) {
+    const o = r * width;
+    for (let i = 0; i < width; i++) {
+      if (dense[o + i] !== 0) {
+        rows.push(r);
+        break;
+      }
+    }
+  }
+  const values = new Float32Array(rows.length * width);
+  rows.forEach((r, k) => values.set(dense.subarray(r * width, (r + 1) * width), k * width));
+  return { width, rows: Int32Array.from(rows), values };
+}
+
+/**
+ * The sum of a step's row-sparse micro-batch gradients, in a dense buffer kept from step to step
+ * (only the rows written last step are cleared), as the loop's accumulate() sums dense ones.
+ */
+export class RowSparseSum {
+  readonly dense: Float32Array;
+  private readonly marked: Uint8Array;
+  private touched: number[] = [];
+
+  constructor(readonly length: number, readonly width: number) {
+    this.dense = new Float32Array(length);
+    this.marked = new Uint8Array(length / width);
+  }
+
+  /** Forget the last step's sum. */
+  clear(): void {
+    for (const r of this.touched) {
+      this.dense.fill(0, r * this.width, (r + 1) * this.width);
+      this.marked[r] = 0;
+    }
+    this.touched = [];
+  }
+
+  /**
+   * Adds micro-batch j's gradient divided by G, with accumulate()'s arithmetic: micro-batch 0
+   * is multiplied by 1/G, the others divided by G; with G = 1 the values are taken as they are.
+   */
+  add(g: RowSparseGrad, G: number, j: number): void {
+    if (g.width !== this.width) throw new Error(`RowSparseSum: rows of ${g.width}, expected ${this.width}`);
+    const w = this.width, d = this.dense, inv = 1 / G;
+    for (let k = 0; k < g.rows.length; k++) {
+      const r = g.rows[k];
+      if (!this.marked[r]) {
+        this.marked[r] = 1;
+        this.touched.push(r);
+      }
+      const o = r * w, src = k * w;
+      if (G === 1) for (let i = 0; i < w; i++) d[o + i] += g.values[src + i];
+      else if (j === 0) for (let i = 0; i < w; i++) d[o + i] += g.values[src + i] * inv;
+      else for (let i = 0; i < w; i++) d[o + i] += g.values[src + i] / G;
+    }
+  }
+
+  /** The rows written since clear(), ascending. */
+  hint(): RowHint {
+    return { width: this.width, rows: Int32Array.from(this.touched).sort() };
+  }
+}
