@@ -124,7 +124,8 @@ Output:
                           --batch-size 8 --grad-accum 2 --workers 2 trains on 16 images a step, as
                           --batch-size 8 --grad-accum 2 does, and computes the same numbers. It pays
                           where operations are too narrow for threads to share (flux2-mini's VAE:
-                          1.9x); each worker holds its own copy of the data and the model
+                          1.9x over one thread; its text encoder: 1.07x over two threads); each
+                          worker holds its own copy of the data and the model
   --json                  one JSON line per step {"step","loss","lr"}, then the outputs
   --force                 run even if the memory plan says it will not fit
   --quiet                 no progress output
