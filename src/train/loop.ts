@@ -173,7 +173,11 @@ export async function trainLoop(task: TrainTask, o: LoopOptions): Promise<LoopRe
         for (const [name, g] of r.sparse ?? []) {
           if (r.grads.has(name)) throw new Error(`micro-batch ${j0 + i} gives "${name}" both dense and by rows`);
           let s = sparseSums.get(name);
-          if (!s) sparseSums.set(name, (s = new RowSparseSum(task.params.get(name)?.length ?? g.values.length, g.width)));
+          if (!s) {
+            const p = task.params.get(name);
+            if (!p) throw new Error(`micro-batch ${j0 + i} has a gradient by rows for "${name}", which is not a trainable tensor`);
+            sparseSums.set(name, (s = new RowSparseSum(p.length, g.width)));
+          }
           s.add(g, o.gradAccum, j0 + i);
         }
       }

@@ -11,7 +11,7 @@
 // ever had a gradient, and the clipping sums only the hinted rows: the same numbers as the dense
 // loops, without their cost.
 
-import type { RowHint } from "./row_sparse.js";
+import { RowSet, rowHasNonzero, type RowHint } from "./row_sparse.js";
 
 export interface AdamWOptions {
   lr: number;
@@ -29,8 +29,7 @@ export interface AdamWState {
 /** The rows of a row-hinted parameter that have ever had a gradient: only these have moments. */
 interface LiveRows {
   width: number;
-  marked: Uint8Array;
-  rows: number[];
+  rows: RowSet;
 }
 
 export class AdamW {
@@ -97,16 +96,16 @@ export class AdamW {
       if (!hint) throw new Error(`AdamW.step: parameter "${name}" had a row hint before and has none now`);
       live ??= this.startLive(name, hint.width);
       if (hint.width !== live.width) throw new Error(`AdamW.step: rows of "${name}" hinted ${hint.width} wide, before ${live.width}`);
-      for (const r of hint.rows) {
-        if (!live.marked[r]) {
-          live.marked[r] = 1;
-          live.rows.push(r);
+      for (const r of hint.rows) live.rows.add(r);
+      const w = live.width;
+      for (const r of live.rows.rows) update(p, g, m, v, r * w, (r + 1) * w);
+      // A row that never had a gradient has m = v = 0: its step is exactly 0, leaving the decay.
+      if (decay !== 1) {
+        for (let r = 0; r < live.rows.count; r++) {
+          if (live.rows.has(r)) continue;
+          for (let i = r * w; i < (r + 1) * w; i++) p[i] = p[i] * decay;
         }
       }
-      const w = live.width;
-      for (const r of live.rows) update(p, g, m, v, r * w, (r + 1) * w);
-      // A row that never had a gradient has m = v = 0: its step is exactly 0, leaving the decay.
-      if (decay !== 1) for (let r = 0; r < live.marked.length; r++) if (!live.marked[r]) for (let i = r * w; i < (r + 1) * w; i++) p[i] = p[i] * decay;
     }
   }
 
@@ -115,16 +114,8 @@ export class AdamW {
     const p = this.params.get(name)!;
     if (!(Number.isInteger(width) && width >= 1 && p.length % width === 0)) throw new Error(`AdamW.step: "${name}" (${p.length} values) does not split into rows of ${width}`);
     const m = this.m.get(name)!, v = this.v.get(name)!;
-    const live: LiveRows = { width, marked: new Uint8Array(p.length / width), rows: [] };
-    for (let r = 0; r < live.marked.length; r++) {
-      for (let i = r * width; i < (r + 1) * width; i++) {
-        if (m[i] !== 0 || v[i] !== 0) {
-          live.marked[r] = 1;
-          live.rows.push(r);
-          break;
-        }
-      }
-    }
+    const live: LiveRows = { width, rows: new RowSet(p.length / width) };
+    for (let r = 0; r < live.rows.count; r++) if (rowHasNonzero(m, r, width) || rowHasNonzero(v, r, width)) live.rows.add(r);
     this.live.set(name, live);
     return live;
   }

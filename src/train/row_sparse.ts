@@ -25,23 +25,46 @@ export interface RowHint {
   rows: Int32Array;
 }
 
-/** The rows of `dense` (rows of `width` values) holding any nonzero value (NaN counts as nonzero). */
+/** Whether row r (of `width` values) of `a` holds a nonzero value (NaN counts as nonzero). */
+export function rowHasNonzero(a: Float32Array, r: number, width: number): boolean {
+  for (let i = r * width; i < (r + 1) * width; i++) if (a[i] !== 0) return true;
+  return false;
+}
+
+/** The rows of `dense` (rows of `width` values) holding any nonzero value (NaN included). */
 export function toRowSparse(dense: Float32Array, width: number): RowSparseGrad {
   if (!(Number.isInteger(width) && width >= 1 && dense.length % width === 0)) throw new Error(`toRowSparse: ${dense.length} values do not split into rows of ${width}`);
-  const n = dense.length / width;
   const rows: number[] = [];
-  for (let r = 0; r < n; r++) {
-    const o = r * width;
-    for (let i = 0; i < width; i++) {
-      if (dense[o + i] !== 0) {
-        rows.push(r);
-        break;
-      }
-    }
-  }
+  for (let r = 0; r < dense.length / width; r++) if (rowHasNonzero(dense, r, width)) rows.push(r);
   const values = new Float32Array(rows.length * width);
   rows.forEach((r, k) => values.set(dense.subarray(r * width, (r + 1) * width), k * width));
   return { width, rows: Int32Array.from(rows), values };
+}
+
+/** A set of row indices of a table: a mark per row for membership, and the members in insertion order. */
+export class RowSet {
+  private readonly marked: Uint8Array;
+  /** The members, in the order they were added. */
+  rows: number[] = [];
+
+  constructor(readonly count: number) {
+    this.marked = new Uint8Array(count);
+  }
+
+  add(r: number): void {
+    if (this.marked[r]) return;
+    this.marked[r] = 1;
+    this.rows.push(r);
+  }
+
+  has(r: number): boolean {
+    return this.marked[r] === 1;
+  }
+
+  clear(): void {
+    for (const r of this.rows) this.marked[r] = 0;
+    this.rows = [];
+  }
 }
 
 /**
@@ -50,21 +73,17 @@ export function toRowSparse(dense: Float32Array, width: number): RowSparseGrad {
  */
 export class RowSparseSum {
   readonly dense: Float32Array;
-  private readonly marked: Uint8Array;
-  private touched: number[] = [];
+  private readonly touched: RowSet;
 
   constructor(readonly length: number, readonly width: number) {
     this.dense = new Float32Array(length);
-    this.marked = new Uint8Array(length / width);
+    this.touched = new RowSet(length / width);
   }
 
   /** Forget the last step's sum. */
   clear(): void {
-    for (const r of this.touched) {
-      this.dense.fill(0, r * this.width, (r + 1) * this.width);
-      this.marked[r] = 0;
-    }
-    this.touched = [];
+    for (const r of this.touched.rows) this.dense.fill(0, r * this.width, (r + 1) * this.width);
+    this.touched.clear();
   }
 
   /**
@@ -76,10 +95,7 @@ export class RowSparseSum {
     const w = this.width, d = this.dense, inv = 1 / G;
     for (let k = 0; k < g.rows.length; k++) {
       const r = g.rows[k];
-      if (!this.marked[r]) {
-        this.marked[r] = 1;
-        this.touched.push(r);
-      }
+      this.touched.add(r);
       const o = r * w, src = k * w;
       if (G === 1) for (let i = 0; i < w; i++) d[o + i] += g.values[src + i];
       else if (j === 0) for (let i = 0; i < w; i++) d[o + i] += g.values[src + i] * inv;
@@ -89,6 +105,6 @@ export class RowSparseSum {
 
   /** The rows written since clear(), ascending. */
   hint(): RowHint {
-    return { width: this.width, rows: Int32Array.from(this.touched).sort() };
+    return { width: this.width, rows: Int32Array.from(this.touched.rows).sort() };
   }
 }
