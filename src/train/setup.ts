@@ -109,7 +109,7 @@ export async function setupTask(s: TaskSettings, backend: Backend, log: (s: stri
     });
     return { ...base, trainSamples: samples, task, release: () => trainer.release(), vaePixels: pixels, vaeTrainsEncoder: trainer.trainsEncoder, textParams: noText };
   }
-  const data = await encodeData(ck, ds.images, samples, { runDir: s.runDir, maxSequenceLength: s.maxLen, withEmpty: s.captionDropout > 0, backend, log });
+  const data = await encodeData(ck, ds.images, samples, { runDir: s.runDir, maxSequenceLength: s.maxLen, withEmpty: s.captionDropout > 0, batchSize: s.batchSize, backend, log });
   const trainer = await TransformerTrainer.open(backend, ck.transformer.weights, ck.transformer.config,
     s.mode === "lora" ? { kind: "lora", targets: s.targets, rank: s.rank, alpha: s.alpha, initMethod: s.loraInit } : { kind: "full" },
     { checkpointActivations: s.checkpointActivations, seed: s.seed });
