@@ -9,8 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import sharp from "sharp";
 import { OrtBackend } from "../src/backend/ort.js";
-import { encodeData, vaeBatches } from "../src/train/cache.js";
-import { makeSamples, scanDataset, loadBucketed, type Sample } from "../src/train/data.js";
+import { encodeData } from "../src/train/cache.js";
+import { groupIntoBatches, makeSamples, scanDataset, loadBucketed, type Sample } from "../src/train/data.js";
 import { openCheckpoint } from "../src/pipeline/checkpoint.js";
 import { loadPipeline } from "../src/loaders/pretrained.js";
 import { Flux2Vae } from "../src/models/vae.js";
@@ -21,13 +21,16 @@ import { tensor } from "../src/util/tensor.js";
 
 const MODEL = "testdata/golden/checkpoints/klein_base";
 
-test("vaeBatches groups samples by bucket in first-seen order and cuts each group into runs of the batch size", () => {
+test("groupIntoBatches (the cache's VAE runs and every epoch's batches) groups samples by bucket in first-seen order and cuts each group into batches", () => {
   const s = (width: number, height: number): Sample => ({ image: 0, resolution: 64, bucket: { width, height } } as Sample);
   const samples = [s(64, 64), s(512, 512), s(64, 64), s(96, 64), s(512, 512), s(64, 64)];
-  assert.deepEqual(vaeBatches(samples, 4), [[0, 2, 5], [1, 4], [3]]);
-  assert.deepEqual(vaeBatches(samples, 2), [[0, 2], [5], [1, 4], [3]]);
-  assert.deepEqual(vaeBatches(samples, 1), [[0], [2], [5], [1], [4], [3]]);
-  assert.deepEqual(vaeBatches(Array.from({ length: 35 }, () => s(64, 64)), 16).map((g) => g.length), [16, 16, 3]);
+  const inOrder = samples.map((_, i) => i);
+  assert.deepEqual(groupIntoBatches(inOrder, samples, 4), [[0, 2, 5], [1, 4], [3]]);
+  assert.deepEqual(groupIntoBatches(inOrder, samples, 2), [[0, 2], [5], [1, 4], [3]]);
+  assert.deepEqual(groupIntoBatches(inOrder, samples, 1), [[0], [2], [5], [1], [4], [3]]);
+  assert.deepEqual(groupIntoBatches([5, 4, 3, 2, 1, 0], samples, 4), [[5, 2, 0], [4, 1], [3]], "each group keeps the given order");
+  const many = Array.from({ length: 35 }, () => s(64, 64));
+  assert.deepEqual(groupIntoBatches(many.map((_, i) => i), many, 16).map((g) => g.length), [16, 16, 3]);
 });
 
 test("batched caching gives every caption and image the embeddings and latents it gets alone", async () => {

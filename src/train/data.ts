@@ -205,16 +205,25 @@ export function epochBatches(samples: Sample[], images: DataImage[], batchSize: 
   const order: number[] = [];
   samples.forEach((s, i) => { for (let r = 0; r < images[s.image].repeats; r++) order.push(i); });
   shuffle(order, rng);
-  const byBucket = new Map<string, number[]>();
+  const batches = groupIntoBatches(order, samples, batchSize, key);
+  shuffle(batches, rng);
+  return batches;
+}
+
+/**
+ * The sample indices of `order` grouped by `key` (default: the bucket), groups in first-seen
+ * order and each in `order`'s order, cut into batches of at most batchSize.
+ */
+export function groupIntoBatches(order: number[], samples: Sample[], batchSize: number, key: BatchKey = bucketKey): Batch[] {
+  const byKey = new Map<string, number[]>();
   for (const i of order) {
     const k = key(samples[i], i);
-    let list = byBucket.get(k);
-    if (!list) byBucket.set(k, (list = []));
+    let list = byKey.get(k);
+    if (!list) byKey.set(k, (list = []));
     list.push(i);
   }
   const batches: Batch[] = [];
-  for (const list of byBucket.values()) for (let k = 0; k < list.length; k += batchSize) batches.push(list.slice(k, k + batchSize));
-  shuffle(batches, rng);
+  for (const list of byKey.values()) for (let k = 0; k < list.length; k += batchSize) batches.push(list.slice(k, k + batchSize));
   return batches;
 }
 
