@@ -113,7 +113,7 @@ test("flux2 train --text-encoder --align-pool mean: every batch is padded to the
   const r = run(["train", "--text-encoder", "--align-pool", "mean", "--model", MODEL, "--data", data, "--out", out, "--resolution", "64",
     "--max-sequence-length", "40", "--steps", "40", "--batch-size", "8", "--lr", "3e-3", "--save-every", "0", "--threads", "1", "--json"]);
   assert.equal(r.code, 0, r.stderr);
-  // The captions are under 32 tokens, so attention pooling would use the 32 bucket: mean pooling pads to 40.
+  // Mean pooling pads every batch to the maximum length, 40 (the captions are 33–34 tokens with the chat template).
   assert.match(r.stderr, /one graph per length 40\b/);
   const steps = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => "loss" in l);
   const mean = (a: any[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
@@ -141,6 +141,24 @@ test("flux2 train --text-encoder --align-pool mean: every batch is padded to the
   assert.ok(after > 6 * before, `relative distance of the mean embeddings ${before.toFixed(4)} → ${after.toFixed(4)}`);
 });
 
+test("flux2 train --text-encoder --align-pool mean --align-padding bucket: batches are padded to their length bucket, and the loss falls", async () => {
+  const data = await makeData();
+  const out = path.join(ROOT, "run-mean-bucket");
+  const r = run(["train", "--text-encoder", "--align-pool", "mean", "--align-padding", "bucket", "--model", MODEL, "--data", data, "--out", out, "--resolution", "64",
+    "--max-sequence-length", "64", "--steps", "40", "--batch-size", "8", "--lr", "3e-3", "--save-every", "0", "--threads", "1", "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  // The captions are 33–34 tokens with the chat template: the 48 bucket, where --align-padding max would pad to 64.
+  assert.match(r.stderr, /one graph per length 48\b/);
+  assert.doesNotMatch(r.stderr, /length 64\b/);
+  const steps = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => "loss" in l);
+  const mean = (a: any[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
+  const first = mean(steps.slice(0, 5)), last = mean(steps.slice(-5));
+  assert.ok(last < first / 3, `loss ${first} → ${last}: did not fall to a third`);
+  // The setting is saved with the run, so that --resume trains on as it started.
+  const settings = JSON.parse(fs.readFileSync(path.join(out, "train.json"), "utf8"));
+  assert.equal(settings["align-padding"], "bucket");
+});
+
 test("flux2 train --text-encoder refuses settings it cannot honour", async () => {
   const data = await makeData();
   const refuse = (extra: string[], re: RegExp) => {
@@ -155,6 +173,8 @@ test("flux2 train --text-encoder refuses settings it cannot honour", async () =>
   refuse(["--timestep-sampling", "logit_normal"], /no timesteps/);
   refuse(["--checkpoint-activations"], /not implemented for --text-encoder/);
   refuse(["--align-pool", "max"], /--align-pool must be attention or mean/);
+  refuse(["--align-pool", "mean", "--align-padding", "short"], /--align-padding must be max or bucket/);
+  refuse(["--align-padding", "bucket"], /--align-padding is a setting of --text-encoder --align-pool mean/);
   const r = run(["train", "--full", "--align-pool", "mean", "--model", MODEL, "--data", data, "--out", path.join(ROOT, "bad-pool-full"), "--steps", "1"]);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--align-pool is a --text-encoder setting/);

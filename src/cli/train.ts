@@ -82,6 +82,10 @@ What to train:
                           (default: learned queries over the caption's tokens) or mean (the
                           average over all --max-sequence-length positions, padding included,
                           the sequence the transformer attends to; docs/flux2-mini.md, session 10)
+  --align-padding P       with --align-pool mean: max (default: every batch padded to
+                          --max-sequence-length) or bucket (batches of captions of similar
+                          length, each padded to its length bucket, 32/48/64/…, and the mean
+                          taken over those positions: cheaper when most captions are short)
   --checkpoint-activations recompute each block in the backward (less memory, slower)
 
 Optimization (AdamW, as diffusers' klein LoRA script):
@@ -134,7 +138,7 @@ Output:
 const OPTIONS = {
   model: { type: "string" }, data: { type: "string" }, out: { type: "string" }, steps: { type: "string" },
   rank: { type: "string" }, alpha: { type: "string" }, "lora-init": { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
-  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" }, "align-pool": { type: "string" },
+  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" }, "align-pool": { type: "string" }, "align-padding": { type: "string" },
   "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
   "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
   seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
@@ -151,7 +155,7 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
-  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "weight-decay", "max-grad-norm", "adam-beta1", "adam-beta2", "adam-epsilon", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
+  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "align-padding", "weight-decay", "max-grad-norm", "adam-beta1", "adam-beta2", "adam-epsilon", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "color-weight", "chroma-weight", "freeze", "posterior", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
@@ -227,6 +231,11 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const alignPool = ((v["align-pool"] as string | undefined) ?? "attention") as AlignPooling;
   if (!ALIGN_POOLINGS.includes(alignPool)) throw new InvalidRequestError(`--align-pool must be ${ALIGN_POOLINGS.join(" or ")}, got "${alignPool}"`);
   if (mode !== "text" && v["align-pool"] !== undefined) throw new InvalidRequestError("--align-pool is a --text-encoder setting");
+  const alignPadding = (v["align-padding"] as string | undefined) ?? (alignPool === "mean" ? "max" : "bucket");
+  if (alignPadding !== "max" && alignPadding !== "bucket") throw new InvalidRequestError(`--align-padding must be max or bucket, got "${alignPadding}"`);
+  if (v["align-padding"] !== undefined && (mode !== "text" || alignPool !== "mean")) {
+    throw new InvalidRequestError("--align-padding is a setting of --text-encoder --align-pool mean (attention pooling masks the padding and always pads a batch to its length bucket)");
+  }
   if (mode === "text" && v["checkpoint-activations"]) throw new InvalidRequestError("--checkpoint-activations is not implemented for --text-encoder (its graphs are small: lower --batch-size or --max-sequence-length to save memory)");
   const device = v.device as Device | undefined;
   if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
@@ -254,7 +263,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const settings: TaskSettings = {
     mode, model: v.model as string, data: v.data as string, runDir, trigger: v.trigger as string | undefined, multiCaption: !!v["multi-caption"], resolutions, seed,
     batchSize, gradAccum, maxLen, captionDropout, sampling, rank, alpha, targets, loraInit, checkpointActivations: !!v["checkpoint-activations"],
-    klWeight, colorWeight, chromaWeight, posterior, freeze, alignPool,
+    klWeight, colorWeight, chromaWeight, posterior, freeze, alignPool, alignPadToMax: alignPadding === "max",
   };
   // Data, trainer and task (src/train/setup.ts; --workers builds the same in every worker thread).
   const setup = await setupTask(settings, backend, log);
@@ -271,7 +280,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     ...(emaDecay !== undefined ? { ema_decay: emaDecay } : {}),
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
     ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights), ...(freeze.length ? { freeze } : {}) } : {}),
-    ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen, ...(alignPool !== "attention" ? { align_pool: alignPool } : {}) } : {}),
+    ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen, ...(alignPool !== "attention" ? { align_pool: alignPool } : {}), ...(alignPool === "mean" && alignPadding === "bucket" ? { align_padding: alignPadding } : {}) } : {}),
   };
 
   let task: TrainTask = setup.task;
