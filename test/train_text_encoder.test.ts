@@ -49,6 +49,16 @@ test("lengthBucket: the smallest bucket that holds the caption, never past the m
   assert.equal(lengthBucket(600, 512), 512);
 });
 
+/** The --json lines of a run's stdout that report a step. */
+const stepLines = (stdout: string) => stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => "loss" in l);
+
+/** The mean loss of the last five steps must be under a third of the first five's. */
+function assertLossFellToAThird(steps: { loss: number }[]): void {
+  const mean = (a: { loss: number }[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
+  const first = mean(steps.slice(0, 5)), last = mean(steps.slice(-5));
+  assert.ok(last < first / 3, `loss ${first} → ${last}: did not fall to a third`);
+}
+
 /** 8 flat-colour pictures captioned with their colour's name (the names differ in their tokens). */
 async function makeData(): Promise<string> {
   const dir = path.join(ROOT, "data");
@@ -76,9 +86,7 @@ test("flux2 train --text-encoder: the loss falls, only the tensors the prompt em
   const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
   const steps = lines.filter((l) => "loss" in l);
   assert.equal(steps.length, 40);
-  const mean = (a: any[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
-  const first = mean(steps.slice(0, 5)), last = mean(steps.slice(-5));
-  assert.ok(last < first / 3, `loss ${first} → ${last}: did not fall to a third`);
+  assertLossFellToAThird(steps);
   const final = lines[lines.length - 1];
   assert.equal(final.status, "done");
   assert.equal(final.model, path.join(out, "model"));
@@ -115,10 +123,8 @@ test("flux2 train --text-encoder --align-pool mean: every batch is padded to the
   assert.equal(r.code, 0, r.stderr);
   // Mean pooling pads every batch to the maximum length, 40 (the captions are 33–34 tokens with the chat template).
   assert.match(r.stderr, /one graph per length 40\b/);
-  const steps = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => "loss" in l);
-  const mean = (a: any[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
-  const first = mean(steps.slice(0, 5)), last = mean(steps.slice(-5));
-  assert.ok(last < first / 3, `loss ${first} → ${last}: did not fall to a third`);
+  const steps = stepLines(r.stdout);
+  assertLossFellToAThird(steps);
   // What the head read (the average prompt embedding over all 40 positions) must now differ more
   // between "red" and "green" captions, relative to its size, than the untrained encoder's did.
   const { OrtBackend } = await import("../src/backend/ort.js");
@@ -150,10 +156,8 @@ test("flux2 train --text-encoder --align-pool mean --align-padding bucket: batch
   // The captions are 33–34 tokens with the chat template: the 48 bucket, where --align-padding max would pad to 64.
   assert.match(r.stderr, /one graph per length 48\b/);
   assert.doesNotMatch(r.stderr, /length 64\b/);
-  const steps = r.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => "loss" in l);
-  const mean = (a: any[]) => a.reduce((s, l) => s + l.loss, 0) / a.length;
-  const first = mean(steps.slice(0, 5)), last = mean(steps.slice(-5));
-  assert.ok(last < first / 3, `loss ${first} → ${last}: did not fall to a third`);
+  const steps = stepLines(r.stdout);
+  assertLossFellToAThird(steps);
   // The setting is saved with the run, so that --resume trains on as it started.
   const settings = JSON.parse(fs.readFileSync(path.join(out, "train.json"), "utf8"));
   assert.equal(settings["align-padding"], "bucket");

@@ -231,6 +231,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const alignPool = ((v["align-pool"] as string | undefined) ?? "attention") as AlignPooling;
   if (!ALIGN_POOLINGS.includes(alignPool)) throw new InvalidRequestError(`--align-pool must be ${ALIGN_POOLINGS.join(" or ")}, got "${alignPool}"`);
   if (mode !== "text" && v["align-pool"] !== undefined) throw new InvalidRequestError("--align-pool is a --text-encoder setting");
+  // Attention pooling masks the padding, so it always pads to the length bucket; mean pooling pads to the maximum unless told.
   const alignPadding = (v["align-padding"] as string | undefined) ?? (alignPool === "mean" ? "max" : "bucket");
   if (alignPadding !== "max" && alignPadding !== "bucket") throw new InvalidRequestError(`--align-padding must be max or bucket, got "${alignPadding}"`);
   if (v["align-padding"] !== undefined && (mode !== "text" || alignPool !== "mean")) {

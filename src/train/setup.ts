@@ -51,8 +51,8 @@ export interface TaskSettings {
   posterior: "sample" | "mode";
   freeze: string[];
   alignPool: AlignPooling;
-  /** With mean pooling: pad every batch to maxLen (the default) rather than to its length bucket. */
-  alignPadToMax?: boolean;
+  /** Text-encoder batches padded to maxLen (mean pooling's default) rather than to their length bucket. */
+  alignPadToMax: boolean;
 }
 
 export interface TaskSetup {
@@ -93,7 +93,7 @@ export async function setupTask(s: TaskSettings, backend: Backend, log: (s: stri
     log(`tokenizing ${trainSamples.length} caption(s) and drawing their ${ALIGN_GRID}×${ALIGN_GRID} thumbnails`);
     const data = await loadCaptionData(trainSamples, ds.images, tokenizer, s.maxLen, ALIGN_GRID);
     const trainer = TextEncoderAligner.open(backend, ck.textEncoder.weights, ck.textEncoder.config, [...VARIANT_CARDS[ck.variant].textLayers], alignHead(ALIGN_GRID, s.alignPool), s.seed);
-    const task = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed: s.seed, batchSize: s.batchSize, gradAccum: s.gradAccum, maxLength: s.maxLen, padToMax: s.alignPool === "mean" && s.alignPadToMax !== false });
+    const task = new TextAlignTask(trainer, tokenizer, trainSamples, ds.images, data, { seed: s.seed, batchSize: s.batchSize, gradAccum: s.gradAccum, maxLength: s.maxLen, padToMax: s.alignPadToMax });
     return {
       ...base, trainSamples, task, release: () => trainer.release(), vaePixels: [], vaeTrainsEncoder: false,
       textParams: (from) => trainer.encoderParams(from), textLengths: task.paddedLengths,
