@@ -110,7 +110,7 @@ test("dataset folder: --multi-caption reads one caption per line, and each visit
 
   // Both tasks train on the picked caption: the transformer gets its cached embedding, the text encoder its tokens.
   const embeds = new Map<string, Float32Array>(multi.images.flatMap((i) => i.captions).map((c, j) => [c, new Float32Array([j])]));
-  const data = { latents: [new Float32Array(4), new Float32Array(4)], latentShapes: [[4, 1, 1], [4, 1, 1]] as [number, number, number][], embeds, embedShape: [1, 1] as [number, number], file: "", reused: false };
+  const data = { latents: [new Float32Array(4), new Float32Array(4)], latentShapes: [[4, 1, 1], [4, 1, 1]] as [number, number, number][], embeds, embedLengths: new Map([...embeds.keys()].map((c) => [c, 1])), emptyByLength: new Map(), embedDim: 1, file: "", reused: false };
   const seen: number[][] = [];
   const flowTrainer = { params: new Map(), lossAndGrads: async (b: { embeds: Float32Array }) => (seen.push([...b.embeds]), { loss: 0, grads: new Map() }) };
   const flow = new FlowMatchingTask(flowTrainer as any, samples, multi.images, data, { seed: 7, batchSize: 2, gradAccum: 1, captionDropout: 0, sigmas: trainSigmas(), sampling: { kind: "uniform" } });

@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { OrtBackend } from "../backend/ort.js";
 import type { Device } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/checkpoint.js";
+import { modelDefaults, TEXT_PADDINGS, type TextPadding } from "../pipeline/model_defaults.js";
 import type { Flux2Pipeline } from "../pipeline/flux2.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { encodeImage } from "../pipeline/image.js";
@@ -86,6 +87,12 @@ What to train:
                           --max-sequence-length) or bucket (batches of captions of similar
                           length, each padded to its length bucket, 32/48/64/…, and the mean
                           taken over those positions: cheaper when most captions are short)
+  --text-padding P        with --full or a LoRA: how captions are padded for the transformer:
+                          max (FLUX.2's rule: every caption to --max-sequence-length) or bucket
+                          (each to its length bucket, 32/48/64/…: fewer text tokens when most
+                          captions are short); default: the model's "text_padding" (model_index.json
+                          "flux2ts"), else max. A --full run records it in its model folder, so that
+                          generating pads prompts the way the transformer was trained
   --checkpoint-activations recompute each block in the backward (less memory, slower)
 
 Optimization (AdamW, as diffusers' klein LoRA script):
@@ -138,7 +145,7 @@ Output:
 const OPTIONS = {
   model: { type: "string" }, data: { type: "string" }, out: { type: "string" }, steps: { type: "string" },
   rank: { type: "string" }, alpha: { type: "string" }, "lora-init": { type: "string" }, lr: { type: "string" }, "batch-size": { type: "string" },
-  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" }, "align-pool": { type: "string" }, "align-padding": { type: "string" },
+  resolution: { type: "string" }, targets: { type: "string" }, full: { type: "boolean" }, vae: { type: "boolean" }, "text-encoder": { type: "boolean" }, "align-pool": { type: "string" }, "align-padding": { type: "string" }, "text-padding": { type: "string" },
   "save-every": { type: "string" }, "keep-checkpoints": { type: "string" }, "sample-every": { type: "string" },
   "sample-prompt": { type: "string", multiple: true }, "sample-steps": { type: "string" }, resume: { type: "string" },
   seed: { type: "string" }, json: { type: "boolean" }, "grad-accum": { type: "string" }, "lr-scheduler": { type: "string" },
@@ -155,7 +162,7 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 /** Settings that a resumed run takes from RUN_DIR/train.json unless given again. */
 const SAVED = ["model", "data", "steps", "rank", "alpha", "lora-init", "lr", "batch-size", "resolution", "targets", "full", "vae", "text-encoder", "save-every",
   "keep-checkpoints", "sample-every", "sample-prompt", "sample-steps", "seed", "grad-accum", "lr-scheduler", "warmup-steps", "trigger",
-  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "align-padding", "weight-decay", "max-grad-norm", "adam-beta1", "adam-beta2", "adam-epsilon", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
+  "multi-caption", "caption-dropout", "format", "max-sequence-length", "align-pool", "align-padding", "text-padding", "weight-decay", "max-grad-norm", "adam-beta1", "adam-beta2", "adam-epsilon", "ema-decay", "timestep-sampling", "logit-mean", "logit-std",
   "kl-weight", "color-weight", "chroma-weight", "freeze", "posterior", "checkpoint-activations"];
 
 export async function runTrainCommand(argv: string[]): Promise<number> {
@@ -237,6 +244,16 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (v["align-padding"] !== undefined && (mode !== "text" || alignPool !== "mean")) {
     throw new InvalidRequestError("--align-padding is a setting of --text-encoder --align-pool mean (attention pooling masks the padding and always pads a batch to its length bucket)");
   }
+  const ck = openCheckpoint(v.model as string);
+  // The transformer's text padding: the model's own (a model trained with bucket padding has only seen that), unless told.
+  const textPadding = ((v["text-padding"] as string | undefined) ?? (mode === "full" || mode === "lora" ? modelDefaults(ck).textPadding : "max")) as TextPadding;
+  if (!TEXT_PADDINGS.includes(textPadding)) throw new InvalidRequestError(`--text-padding must be ${TEXT_PADDINGS.join(" or ")}, got "${textPadding}"`);
+  if (v["text-padding"] !== undefined && mode !== "full" && mode !== "lora") {
+    throw new InvalidRequestError(`--text-padding is a transformer setting (--full or a LoRA); ${mode === "vae" ? "--vae reads no text" : "for --text-encoder see --align-padding"}`);
+  }
+  if (textPadding === "bucket" && v["multi-caption"]) {
+    throw new InvalidRequestError("--text-padding bucket needs one caption per image (a batch shares one text length), so it cannot be used with --multi-caption; use --text-padding max");
+  }
   if (mode === "text" && v["checkpoint-activations"]) throw new InvalidRequestError("--checkpoint-activations is not implemented for --text-encoder (its graphs are small: lower --batch-size or --max-sequence-length to save memory)");
   const device = v.device as Device | undefined;
   if (device && !["cpu", "webgpu", "cuda"].includes(device)) throw new InvalidRequestError(`--device must be cpu, webgpu or cuda, got "${device}"`);
@@ -252,7 +269,6 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   }
   // The cores shared out: each session gets its share of --threads (default: every core).
   const threadsPerWorker = Math.max(1, Math.floor((threads ?? os.availableParallelism()) / workers));
-  const ck = openCheckpoint(v.model as string);
   if (!v.resume && fs.existsSync(path.join(runDir, "checkpoints")) && fs.readdirSync(path.join(runDir, "checkpoints")).length) {
     throw new InvalidRequestError(`${runDir} already holds checkpoints of a run: continue it with --resume ${runDir}, or choose another --out`);
   }
@@ -264,7 +280,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const settings: TaskSettings = {
     mode, model: v.model as string, data: v.data as string, runDir, trigger: v.trigger as string | undefined, multiCaption: !!v["multi-caption"], resolutions, seed,
     batchSize, gradAccum, maxLen, captionDropout, sampling, rank, alpha, targets, loraInit, checkpointActivations: !!v["checkpoint-activations"],
-    klWeight, colorWeight, chromaWeight, posterior, freeze, alignPool, alignPadToMax: alignPadding === "max",
+    klWeight, colorWeight, chromaWeight, posterior, freeze, alignPool, alignPadToMax: alignPadding === "max", textPadding,
   };
   // Data, trainer and task (src/train/setup.ts; --workers builds the same in every worker thread).
   const setup = await setupTask(settings, backend, log);
@@ -280,6 +296,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     model: path.resolve(ck.transformer.weights), mode, seed, resolution: resolutions.join(","), batch_size: batchSize, grad_accum: gradAccum,
     ...(emaDecay !== undefined ? { ema_decay: emaDecay } : {}),
     ...(mode === "lora" ? { rank, alpha, targets } : {}),
+    ...((mode === "lora" || mode === "full") && textPadding === "bucket" ? { text_padding: textPadding } : {}),
     ...(mode === "vae" ? { vae: path.resolve(ck.vae.weights), ...(freeze.length ? { freeze } : {}) } : {}),
     ...(mode === "text" ? { text_encoder: path.resolve(ck.textEncoder.weights), max_sequence_length: maxLen, ...(alignPool !== "attention" ? { align_pool: alignPool } : {}), ...(alignPool === "mean" && alignPadding === "bucket" ? { align_padding: alignPadding } : {}) } : {}),
   };
@@ -335,7 +352,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   // Samples show what the run would export: the moving average when there is one.
   let sampleWeights = task.params;
   const sampleFn = async (step: number) => samplesWritten.push(...await writeSamples(ck, runDir, sampleWeights, mode, { rank, alpha, targets }, step, {
-    prompts: (v["sample-prompt"] as string[] | undefined) ?? [images[0].caption], steps: sampleSteps, seed, size: largest.bucket, maxSequenceLength: maxLen, backend, log,
+    prompts: (v["sample-prompt"] as string[] | undefined) ?? [images[0].caption], steps: sampleSteps, seed, size: largest.bucket, maxSequenceLength: maxLen, textPadding, backend, log,
   }));
   let result: LoopResult;
   try {
@@ -391,7 +408,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     saveLora(file, trained, { rank, alpha, targets }, format);
     outputs.lora = file;
   } else if (mode === "full") {
-    saveModelFolder(path.join(runDir, "model"), ck.source, "transformer", trained, ck.transformer.weights, { maxSequenceLength: maxLen });
+    saveModelFolder(path.join(runDir, "model"), ck.source, "transformer", trained, ck.transformer.weights, { maxSequenceLength: maxLen, textPadding });
     outputs.model = path.join(runDir, "model");
   } else if (mode === "text") {
     saveModelFolder(path.join(runDir, "model"), ck.source, "text_encoder", textParams(result.ema), ck.textEncoder.weights, { maxSequenceLength: maxLen });
@@ -442,7 +459,7 @@ function dataFingerprint(images: DataImage[], samples: Sample[]): string {
 
 /** Sample images with the current weights: the LoRA (or model) written to RUN_DIR/samples/, then the pipeline. */
 async function writeSamples(ck: Checkpoint, runDir: string, params: Map<string, Float32Array>, mode: TrainModeName, lora: { rank: number; alpha: number; targets: string[] }, step: number,
-                            o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; maxSequenceLength: number; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
+                            o: { prompts: string[]; steps?: number; seed: number; size: Sample["bucket"]; maxSequenceLength: number; textPadding: TextPadding; backend: OrtBackend; log: (s: string) => void }): Promise<string[]> {
   const dir = path.join(runDir, "samples");
   fs.mkdirSync(dir, { recursive: true });
   let pipe: Flux2Pipeline;
@@ -460,7 +477,7 @@ async function writeSamples(ck: Checkpoint, runDir: string, params: Map<string, 
   try {
     for (const [i, prompt] of o.prompts.entries()) {
       // At the text length being trained, not the folder's default: the model has seen no other.
-      const r = await pipe.generate({ prompt, width: o.size.width, height: o.size.height, steps: o.steps, seed: o.seed + i, maxSequenceLength: o.maxSequenceLength });
+      const r = await pipe.generate({ prompt, width: o.size.width, height: o.size.height, steps: o.steps, seed: o.seed + i, maxSequenceLength: o.maxSequenceLength, textPadding: o.textPadding });
       const file = path.join(dir, `${tag}-${i}.png`);
       const img = r.images[0];
       fs.writeFileSync(file, await encodeImage(img.rgb, img.width, img.height, "png", `${prompt}\nSteps: ${r.steps}, Seed: ${o.seed + i}, training step ${step}`));

@@ -19,10 +19,11 @@ import { Flux2Vae, readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { DecoderEncoder } from "../models/decoder.js";
 import { VARIANT_CARDS } from "./variants.js";
 import type { EncodedPrompts } from "../text/tokenizer.js";
+import { lengthBucket } from "../text/length.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { randn } from "../util/random.js";
 import { tensor, type Tensor } from "../util/tensor.js";
-import { defaultsFor, modelDefaults, sizeFromReference, type ModelDefaults } from "./model_defaults.js";
+import { defaultsFor, modelDefaults, sizeFromReference, type ModelDefaults, type TextPadding } from "./model_defaults.js";
 import type { Checkpoint, Variant } from "./checkpoint.js";
 import { InpaintMask, encodeInit, encodeReferences, repeatBatch, withInitReference, type InitImage, type ReferenceTokens } from "./conditioning.js";
 import { denoise, guided, kvVelocity, transformerVelocity, type Velocity } from "./denoise.js";
@@ -66,6 +67,8 @@ export interface GenerateOptions {
   init?: InitImage;
   /** Text tokens; default: the model folder's max_sequence_length, else 512. */
   maxSequenceLength?: number;
+  /** Prompts padded to maxSequenceLength or to their length bucket; default: the model folder's text_padding, else "max". */
+  textPadding?: TextPadding;
   textEncoderLayers?: number[];
   /** Called after every denoising step. */
   onStep?: (info: StepInfo) => void;
@@ -274,17 +277,35 @@ export class Flux2Pipeline {
     };
   }
 
+  /**
+   * The text length prompts are padded to: `maxLength` (FLUX.2's rule), or for a model that
+   * records "text_padding": "bucket" the length bucket of the longest prompt, up to `maxLength`
+   * (the padding its transformer was trained on; src/pipeline/model_defaults.ts).
+   */
+  private async paddedLength(prompts: string[], maxLength: number, padding: TextPadding): Promise<number> {
+    if (padding !== "bucket") return maxLength;
+    const enc = (await this.component("tokenizer")).encode(prompts, maxLength);
+    let longest = 0;
+    for (let b = 0; b < enc.batch; b++) {
+      let n = 0;
+      for (let i = b * enc.length; i < (b + 1) * enc.length; i++) n += Number(enc.attentionMask[i]);
+      longest = Math.max(longest, n);
+    }
+    return lengthBucket(longest, maxLength);
+  }
+
   /** Prompt (and, with CFG, negative prompt) embeddings, repeated per image; the text encoder is released after. */
   private async encodeText(opts: GenerateOptions, run: RunSettings, tap: Tap): Promise<TextConditioning> {
     const L = opts.maxSequenceLength ?? this.defaults.maxSequenceLength;
+    const padding = opts.textPadding ?? this.defaults.textPadding;
     const layers = opts.textEncoderLayers ?? [...VARIANT_CARDS[this.variant].textLayers];
-    const given = opts.promptEmbeds ?? (run.prompts ? await this.encodePrompts(run.prompts, L, layers, tap) : null);
+    const given = opts.promptEmbeds ?? (run.prompts ? await this.encodePrompts(run.prompts, await this.paddedLength(run.prompts, L, padding), layers, tap) : null);
     if (!given) throw new InvalidRequestError("give a prompt (or prompt embeddings)");
     let negEmbeds: F32 | null = null;
     if (run.cfg) {
       const neg = opts.negativePrompt ?? "";
       const negs = Array.isArray(neg) ? neg : new Array(given.shape[0]).fill(neg);
-      negEmbeds = opts.negativePromptEmbeds ?? await this.encodePrompts(negs, L, layers, tap, "negative");
+      negEmbeds = opts.negativePromptEmbeds ?? await this.encodePrompts(negs, await this.paddedLength(negs, L, padding), layers, tap, "negative");
     }
     if (this.sources.textEncoder) await this.done("textEncoder");
     const embeds = repeatRows(given, run.perPrompt);

@@ -3,13 +3,16 @@
 //
 // A model trained by this project at a small size (flux2-mini, docs/flux2-mini.md) records
 //   "flux2ts": {"resolution": 64, "max_sequence_length": 128}
-// and may add "max_resolution", "steps" and "guidance". The CLI, the server, /v1/models and the
+// and may add "max_resolution", "steps", "guidance" and "text_padding". The CLI, the server, /v1/models and the
 // pipeline all take their defaults from here, so the rules live in one place:
 //   - width and height default to `resolution` (else 1024);
 //   - text length defaults to `max_sequence_length` (else 512);
 //   - the sizes the model is made for hold up to `max_resolution`² pixels (else (2 × resolution)²;
 //     no limit beyond FLUX.2's 4 MP when no resolution is recorded): the server's max_pixels;
-//   - steps and guidance default to the recorded values, else the variant's.
+//   - steps and guidance default to the recorded values, else the variant's;
+//   - prompts are padded to the text length ("text_padding": "max", FLUX.2's own rule and the
+//     default) or to their length bucket, 32/48/64/… up to it ("bucket": a model trained so,
+//     `flux2 train --text-padding bucket`, whose transformer has only seen that padding).
 
 import * as fs from "../platform/fs.js";
 import * as path from "../platform/path.js";
@@ -22,7 +25,12 @@ export interface ModelDefaults extends VariantDefaults {
   maxSequenceLength: number;
   /** Largest side the model is made for (null: FLUX.2's own limits only). */
   maxSide: number | null;
+  /** Prompts padded to maxSequenceLength ("max") or to their length bucket up to it ("bucket"). */
+  textPadding: TextPadding;
 }
+
+export type TextPadding = "max" | "bucket";
+export const TEXT_PADDINGS: readonly TextPadding[] = ["max", "bucket"];
 
 /** The "flux2ts" section of model_index.json, checked. */
 export interface FolderHints {
@@ -31,9 +39,10 @@ export interface FolderHints {
   max_resolution?: number;
   steps?: number;
   guidance?: number;
+  text_padding?: TextPadding;
 }
 
-const HINT_RANGES: Record<keyof FolderHints, { lo: number; hi: number; integer: boolean }> = {
+const HINT_RANGES: Record<Exclude<keyof FolderHints, "text_padding">, { lo: number; hi: number; integer: boolean }> = {
   resolution: { lo: 64, hi: 4096, integer: true },
   max_resolution: { lo: 64, hi: 4096, integer: true },
   max_sequence_length: { lo: 1, hi: 4096, integer: true },
@@ -50,12 +59,17 @@ export function readFolderHints(source: string): FolderHints {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new CheckpointError(`${file}: "flux2ts" must be an object`);
   const hints: FolderHints = {};
   for (const [k, v] of Object.entries(raw)) {
-    const r = HINT_RANGES[k as keyof FolderHints];
+    if (k === "text_padding") {
+      if (!TEXT_PADDINGS.includes(v as TextPadding)) throw new CheckpointError(`${file}: flux2ts.text_padding must be one of ${TEXT_PADDINGS.join(", ")}, got ${JSON.stringify(v)}; fix or remove it`);
+      hints.text_padding = v as TextPadding;
+      continue;
+    }
+    const r = HINT_RANGES[k as keyof typeof HINT_RANGES];
     if (!r) continue; // later versions may record more; they do not change sampling here
     if (typeof v !== "number" || !Number.isFinite(v) || (r.integer && !Number.isInteger(v)) || v < r.lo || v > r.hi) {
       throw new CheckpointError(`${file}: flux2ts.${k} must be ${r.integer ? "an integer" : "a number"} from ${r.lo} to ${r.hi}, got ${JSON.stringify(v)}; fix or remove it`);
     }
-    hints[k as keyof FolderHints] = v;
+    hints[k as keyof typeof HINT_RANGES] = v;
   }
   if (hints.resolution !== undefined && hints.max_resolution !== undefined && hints.max_resolution < hints.resolution) {
     throw new CheckpointError(`${file}: flux2ts.max_resolution (${hints.max_resolution}) is below flux2ts.resolution (${hints.resolution})`);
@@ -75,6 +89,7 @@ export function defaultsFor(variant: Variant, hints: FolderHints = {}): ModelDef
     height: res ?? 1024,
     maxSequenceLength: hints.max_sequence_length ?? 512,
     maxSide: hints.max_resolution ?? (res !== undefined ? 2 * res : null),
+    textPadding: hints.text_padding ?? "max",
   };
 }
 

@@ -7,8 +7,12 @@
 // RUN_DIR/cache/<key>.safetensors, and both models are released before the
 // transformer is opened. The key hashes everything the tensors depend on (the
 // model's VAE and text-encoder files, the images' paths, sizes and times, the
-// buckets, the captions and the text length), so a changed image or caption
+// buckets, the captions, the text length and its padding), so a changed image or caption
 // computes a new cache and an unchanged run reuses it.
+//
+// Text padding "max" (FLUX.2's rule) pads every caption to the maximum length; "bucket" pads
+// each to its own length bucket (32/48/64/…, src/text/length.ts), as the pipeline then pads the
+// prompts of a model trained so, and the caption-dropout embedding is kept once per bucket.
 
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
@@ -23,14 +27,22 @@ import { bnNormalize, patchify } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { captionIdentity, groupIntoBatches, loadBucketed, type DataImage, type Sample } from "./data.js";
 import { loadPipeline } from "../loaders/pretrained.js";
+import type { TextPadding } from "../pipeline/model_defaults.js";
+import { lengthBucket } from "../text/length.js";
+import { PromptTokenizer } from "../text/tokenizer.js";
 
 export interface EncodedData {
   /** Per sample: (1, C, h, w) normalized latents. */
   latents: Float32Array[];
   latentShapes: [number, number, number][];
-  /** Per distinct caption: (1, L, J) prompt embeddings; "" is the caption-dropout embedding. */
+  /** Per distinct caption: (1, L, J) prompt embeddings, L its padded length; with "max" padding, "" is the caption-dropout embedding. */
   embeds: Map<string, Float32Array>;
-  embedShape: [number, number];
+  /** Per distinct caption: its padded length L (the maximum length with "max" padding). */
+  embedLengths: Map<string, number>;
+  /** With "bucket" padding: the caption-dropout embedding (1, L, J) per padded length in use. */
+  emptyByLength: Map<number, Float32Array>;
+  /** J: the prompt embeddings' features. */
+  embedDim: number;
   file: string;
   reused: boolean;
 }
@@ -38,6 +50,8 @@ export interface EncodedData {
 export interface CacheOptions {
   runDir: string;
   maxSequenceLength: number;
+  /** How captions are padded: to maxSequenceLength, or each to its length bucket (default "max"). */
+  textPadding?: TextPadding;
   /** Also encode the empty caption (caption dropout). */
   withEmpty: boolean;
   /**
@@ -56,11 +70,12 @@ function fileStamp(p: string): string {
   return `${path.resolve(p)}:${st.size}:${st.mtimeMs}`;
 }
 
-export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[], o: { maxSequenceLength: number; withEmpty: boolean }): string {
+export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[], o: { maxSequenceLength: number; withEmpty: boolean; textPadding?: TextPadding }): string {
   const h = crypto.createHash("sha256");
   h.update(JSON.stringify({
     version: 1, vae: fileStamp(ck.vae.weights), te: fileStamp(ck.textEncoder.weights), tok: ck.tokenizer,
     L: o.maxSequenceLength, empty: o.withEmpty,
+    ...(o.textPadding === "bucket" ? { padding: "bucket" } : {}), // absent for "max": older caches stay valid
     images: images.map((i) => [fileStamp(i.file), captionIdentity(i)]),
     samples: samples.map((s) => [s.image, s.bucket.width, s.bucket.height]),
   }));
@@ -71,11 +86,12 @@ export function cacheKey(ck: Checkpoint, images: DataImage[], samples: Sample[],
 export async function encodeData(ck: Checkpoint, images: DataImage[], samples: Sample[], o: CacheOptions): Promise<EncodedData> {
   const key = cacheKey(ck, images, samples, o);
   const file = path.join(o.runDir, "cache", `${key}.safetensors`);
+  const bucketed = o.textPadding === "bucket";
   const captions = [...new Set(samples.flatMap((s) => images[s.image].captions))];
-  if (o.withEmpty && !captions.includes("")) captions.push("");
+  if (o.withEmpty && !bucketed && !captions.includes("")) captions.push("");
   if (fs.existsSync(file)) {
     try {
-      const got = readCache(file, samples.length, captions);
+      const got = readCache(file, samples.length, captions, o.maxSequenceLength);
       o.log(`reusing the latent and text cache ${file}`);
       return { ...got, file, reused: true };
     } catch (e) {
@@ -88,18 +104,31 @@ export async function encodeData(ck: Checkpoint, images: DataImage[], samples: S
   const pipe = loadPipeline(ck.source, { backend: o.backend, keepLoaded: true });
   const layers = [...VARIANT_CARDS[ck.variant].textLayers];
   const embeds = new Map<string, Float32Array>();
-  let embedShape: [number, number] = [0, 0];
+  const embedLengths = new Map<string, number>();
+  const emptyByLength = new Map<number, Float32Array>();
+  let embedDim = 0;
   try {
+    // Each caption's padded length; captions are encoded in groups of one length.
+    const byLength = new Map<number, string[]>();
+    const tokenizer = bucketed ? await PromptTokenizer.load(ck.tokenizer) : null;
+    for (const c of captions) {
+      const L = tokenizer ? lengthBucket(Math.min(tokenizer.tokenCount(c), o.maxSequenceLength), o.maxSequenceLength) : o.maxSequenceLength;
+      embedLengths.set(c, L);
+      byLength.set(L, [...(byLength.get(L) ?? []), c]);
+    }
     // Batched: one run per caption left most of a small encoder's time in per-run cost (flux2-mini's
-    // 9,833 captions on two threads: 73 s one by one, 47 s 16 at a time). Every prompt is padded to exactly
-    // maxSequenceLength, so a caption's embeddings do not depend on its batch-mates.
+    // 9,833 captions on two threads: 73 s one by one, 47 s 16 at a time). Every prompt of a run is
+    // padded to exactly its group's length, so a caption's embeddings do not depend on its batch-mates.
     const per = Math.max(1, o.batchSize);
-    for (let start = 0; start < captions.length; start += per) {
-      const chunk = captions.slice(start, start + per);
-      const e = await pipe.encodePrompts(chunk, o.maxSequenceLength, layers);
-      const size = e.shape[1] * e.shape[2];
-      chunk.forEach((c, b) => embeds.set(c, e.data.slice(b * size, (b + 1) * size)));
-      embedShape = [e.shape[1], e.shape[2]];
+    for (const [L, group] of byLength) {
+      for (let start = 0; start < group.length; start += per) {
+        const chunk = group.slice(start, start + per);
+        const e = await pipe.encodePrompts(chunk, L, layers);
+        const size = e.shape[1] * e.shape[2];
+        chunk.forEach((c, b) => embeds.set(c, e.data.slice(b * size, (b + 1) * size)));
+        embedDim = e.shape[2];
+      }
+      if (bucketed && o.withEmpty) emptyByLength.set(L, (await pipe.encodePrompts([""], L, layers)).data.slice());
     }
   } finally {
     await pipe.release();
@@ -134,12 +163,13 @@ export async function encodeData(ck: Checkpoint, images: DataImage[], samples: S
 
   const tensors: Record<string, TensorToWrite> = {};
   latents.forEach((l, i) => (tensors[`latent.${i}`] = { dtype: "F32", shape: [1, ...latentShapes[i]], data: l }));
-  captions.forEach((c, j) => (tensors[`embed.${j}`] = { dtype: "F32", shape: [1, ...embedShape], data: embeds.get(c)! }));
+  captions.forEach((c, j) => (tensors[`embed.${j}`] = { dtype: "F32", shape: [1, embedLengths.get(c)!, embedDim], data: embeds.get(c)! }));
+  for (const [L, e] of emptyByLength) tensors[`empty.${L}`] = { dtype: "F32", shape: [1, L, embedDim], data: e };
   writeSafetensors(file, tensors, { flux2_train_cache: JSON.stringify({ captions }) });
-  return { latents, latentShapes, embeds, embedShape, file, reused: false };
+  return { latents, latentShapes, embeds, embedLengths, emptyByLength, embedDim, file, reused: false };
 }
 
-function readCache(file: string, nSamples: number, captions: string[]) {
+function readCache(file: string, nSamples: number, captions: string[], maxLength: number) {
   const all = readAll(file);
   const latents: Float32Array[] = [];
   const latentShapes: [number, number, number][] = [];
@@ -150,14 +180,22 @@ function readCache(file: string, nSamples: number, captions: string[]) {
     latentShapes.push([t.shape[1], t.shape[2], t.shape[3]]);
   }
   const embeds = new Map<string, Float32Array>();
-  let embedShape: [number, number] = [0, 0];
+  const embedLengths = new Map<string, number>();
+  let embedDim = 0;
   captions.forEach((c, j) => {
     const t = all.get(`embed.${j}`);
     if (!t) throw new Error(`it lacks embed.${j}`);
+    if (t.shape[1] > maxLength) throw new Error(`embed.${j} has ${t.shape[1]} tokens, over the maximum ${maxLength}`);
     embeds.set(c, t.data as Float32Array);
-    embedShape = [t.shape[1], t.shape[2]];
+    embedLengths.set(c, t.shape[1]);
+    embedDim = t.shape[2];
   });
-  return { latents, latentShapes, embeds, embedShape };
+  const emptyByLength = new Map<number, Float32Array>();
+  for (const [name, t] of all) {
+    const m = /^empty\.(\d+)$/.exec(name);
+    if (m) emptyByLength.set(Number(m[1]), t.data as Float32Array);
+  }
+  return { latents, latentShapes, embeds, embedLengths, emptyByLength, embedDim };
 }
 
 function requireConfig(p: string | null): string {

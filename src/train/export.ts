@@ -24,6 +24,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { WeightSet, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import type { TextPadding } from "../pipeline/model_defaults.js";
 
 export type LoraExportFormat = "peft" | "comfyui";
 
@@ -171,9 +172,11 @@ export function saveLora(file: string, params: Map<string, Float32Array>, info: 
  * `maxSequenceLength`: the text length the component was trained at, written to the folder's
  * model_index.json (`flux2ts.max_sequence_length`) so that the folder generates at that length by
  * default: a transformer trained on L text tokens has never seen the padding past L.
+ * `textPadding` (a transformer): how its captions were padded (`flux2ts.text_padding`, absent
+ * for "max"), so that generating pads prompts the same way (src/pipeline/model_defaults.ts).
  */
 export function saveModelFolder(outDir: string, baseDir: string, component: "transformer" | "vae" | "text_encoder", params: Map<string, Float32Array>, baseWeights: string,
-                                opts: { maxSequenceLength?: number } = {}): void {
+                                opts: { maxSequenceLength?: number; textPadding?: TextPadding } = {}): void {
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
@@ -185,9 +188,12 @@ export function saveModelFolder(outDir: string, baseDir: string, component: "tra
       }
     }
     const index = path.join(tmp, "model_index.json");
-    if (opts.maxSequenceLength !== undefined && fs.existsSync(index)) {
+    if ((opts.maxSequenceLength !== undefined || opts.textPadding !== undefined) && fs.existsSync(index)) {
       const j = JSON.parse(fs.readFileSync(index, "utf8"));
-      j.flux2ts = { ...(j.flux2ts ?? {}), max_sequence_length: opts.maxSequenceLength };
+      j.flux2ts = { ...(j.flux2ts ?? {}), ...(opts.maxSequenceLength !== undefined ? { max_sequence_length: opts.maxSequenceLength } : {}) };
+      // "max" is the rule without a hint: written as no hint, so a max-padded folder reads as before.
+      if (opts.textPadding === "bucket") j.flux2ts.text_padding = "bucket";
+      else if (opts.textPadding === "max") delete j.flux2ts.text_padding;
       fs.rmSync(index); // a hard link to the base's file: replace it, never write through it
       fs.writeFileSync(index, JSON.stringify(j, null, 2) + "\n");
     }

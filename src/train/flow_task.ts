@@ -4,6 +4,9 @@
 //
 // Micro-batch m = k·G + j of the whole run is batch (m mod E) of epoch
 // floor(m / E), E the batches per epoch (src/train/data.ts epochBatches).
+//
+// With captions padded to their length bucket (EncodedData, src/train/cache.ts), a batch holds
+// samples of one image size and one padded text length, so its embeddings stack.
 
 import { randn, Xoshiro128 } from "../util/random.js";
 import { EpochBatcher, pickCaptions, type Batch, type DataImage, type Sample } from "./data.js";
@@ -34,7 +37,12 @@ export class FlowMatchingTask implements TrainTask {
   private readonly batches: EpochBatcher;
 
   constructor(private trainer: FlowTrainer, private samples: Sample[], private images: DataImage[], private data: EncodedData, private o: FlowTaskOptions) {
-    this.batches = new EpochBatcher(samples, images, o);
+    // One caption per image when lengths differ (setup refuses --multi-caption then), so the
+    // sample's text length is its caption's.
+    const bucketed = data.emptyByLength.size > 0 || new Set(data.embedLengths.values()).size > 1;
+    this.batches = bucketed
+      ? new EpochBatcher(samples, images, o, (s) => `${s.bucket.width}x${s.bucket.height}:${data.embedLengths.get(images[s.image].caption)}`)
+      : new EpochBatcher(samples, images, o);
   }
 
   get params(): Map<string, Float32Array> {
@@ -50,17 +58,19 @@ export class FlowMatchingTask implements TrainTask {
     const batch = this.batchOf(step, micro);
     const B = batch.length;
     const [C, h, w] = this.data.latentShapes[batch[0]];
-    const [L, J] = this.data.embedShape;
     const per = C * h * w;
     const x0 = new Float32Array(B * per);
-    const embeds = new Float32Array(B * L * J);
     const drop = new Xoshiro128(streamSeed(this.o.seed, DROPOUT, step, micro));
     const captions = pickCaptions(this.images, this.samples, batch, this.o.seed, step, micro);
+    const J = this.data.embedDim;
+    const L = this.data.embedLengths.get(captions[0])!;
+    const embeds = new Float32Array(B * L * J);
     batch.forEach((s, b) => {
       x0.set(this.data.latents[s], b * per);
       const dropped = this.o.captionDropout > 0 && drop.nextDouble() < this.o.captionDropout;
-      const caption = dropped ? "" : captions[b];
-      embeds.set(this.data.embeds.get(caption)!, b * L * J);
+      const embed = dropped ? (this.data.emptyByLength.get(L) ?? this.data.embeds.get(""))! : this.data.embeds.get(captions[b])!;
+      if (embed.length !== L * J) throw new Error(`internal: caption "${captions[b]}" has ${embed.length / J} cached tokens, its batch ${L}`);
+      embeds.set(embed, b * L * J);
     });
     const noise = randn(streamSeed(this.o.seed, NOISE, step, micro), B * per);
     const sigmas = sampleSigmas(this.o.sigmas, this.o.sampling, new Xoshiro128(streamSeed(this.o.seed, SIGMA, step, micro)), B);

@@ -9,6 +9,7 @@ import * as path from "node:path";
 import type { Backend } from "../backend/backend.js";
 import { openCheckpoint, type Checkpoint } from "../pipeline/checkpoint.js";
 import { VARIANT_CARDS } from "../pipeline/variants.js";
+import type { TextPadding } from "../pipeline/model_defaults.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { InvalidRequestError } from "../util/errors.js";
@@ -53,6 +54,8 @@ export interface TaskSettings {
   alignPool: AlignPooling;
   /** Text-encoder batches padded to maxLen (mean pooling's default) rather than to their length bucket. */
   alignPadToMax: boolean;
+  /** --full / LoRA: captions padded to maxLen ("max") or each to its length bucket ("bucket"). */
+  textPadding: TextPadding;
 }
 
 export interface TaskSetup {
@@ -111,7 +114,7 @@ export async function setupTask(s: TaskSettings, backend: Backend, log: (s: stri
     });
     return { ...base, trainSamples: samples, task, release: () => trainer.release(), vaePixels: pixels, vaeTrainsEncoder: trainer.trainsEncoder, textParams: noText };
   }
-  const data = await encodeData(ck, ds.images, samples, { runDir: s.runDir, maxSequenceLength: s.maxLen, withEmpty: s.captionDropout > 0, batchSize: s.batchSize, backend, log });
+  const data = await encodeData(ck, ds.images, samples, { runDir: s.runDir, maxSequenceLength: s.maxLen, textPadding: s.textPadding, withEmpty: s.captionDropout > 0, batchSize: s.batchSize, backend, log });
   const trainer = await TransformerTrainer.open(backend, ck.transformer.weights, ck.transformer.config,
     s.mode === "lora" ? { kind: "lora", targets: s.targets, rank: s.rank, alpha: s.alpha, initMethod: s.loraInit } : { kind: "full" },
     { checkpointActivations: s.checkpointActivations, seed: s.seed });

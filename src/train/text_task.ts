@@ -11,8 +11,8 @@ import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { toRowSparse, type RowSparseGrad } from "./row_sparse.js";
 import { pictureDescriptor, type TextAlignBatch } from "./text_align.js";
 
-/** Token-length buckets: a batch is padded to the smallest of these that holds its longest caption. */
-export const LENGTH_BUCKETS = [32, 48, 64, 96, 128, 192, 256, 384, 512];
+import { lengthBucket } from "../text/length.js";
+export { LENGTH_BUCKETS, lengthBucket } from "../text/length.js";
 
 export interface TextAlignLike {
   readonly params: Map<string, Float32Array>;
@@ -26,10 +26,6 @@ export interface CaptionData {
   lengths: number[];
   /** Per sample: its picture descriptor. */
   descriptors: Float32Array[];
-}
-
-export function lengthBucket(n: number, maxLength: number): number {
-  return Math.min(maxLength, LENGTH_BUCKETS.find((b) => b >= n) ?? maxLength);
 }
 
 /**
