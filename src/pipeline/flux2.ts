@@ -19,11 +19,11 @@ import { Flux2Vae, readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { DecoderEncoder } from "../models/decoder.js";
 import { VARIANT_CARDS } from "./variants.js";
 import type { EncodedPrompts } from "../text/tokenizer.js";
-import { lengthBucket } from "../text/length.js";
+import { lengthBucket, type TextPadding } from "../text/length.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { randn } from "../util/random.js";
 import { tensor, type Tensor } from "../util/tensor.js";
-import { defaultsFor, modelDefaults, sizeFromReference, type ModelDefaults, type TextPadding } from "./model_defaults.js";
+import { defaultsFor, modelDefaults, sizeFromReference, type ModelDefaults } from "./model_defaults.js";
 import type { Checkpoint, Variant } from "./checkpoint.js";
 import { InpaintMask, encodeInit, encodeReferences, repeatBatch, withInitReference, type InitImage, type ReferenceTokens } from "./conditioning.js";
 import { denoise, guided, kvVelocity, transformerVelocity, type Velocity } from "./denoise.js";
@@ -67,7 +67,7 @@ export interface GenerateOptions {
   init?: InitImage;
   /** Text tokens; default: the model folder's max_sequence_length, else 512. */
   maxSequenceLength?: number;
-  /** Prompts padded to maxSequenceLength or to their length bucket; default: the model folder's text_padding, else "max". */
+  /** Prompts padded to maxSequenceLength or to their length bucket; default: the model folder's text_padding, else FLUX.2's rule (to maxSequenceLength). */
   textPadding?: TextPadding;
   textEncoderLayers?: number[];
   /** Called after every denoising step. */

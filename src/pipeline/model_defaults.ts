@@ -18,6 +18,7 @@ import * as fs from "../platform/fs.js";
 import * as path from "../platform/path.js";
 import { CheckpointError, VARIANT_DEFAULTS, type Checkpoint, type Variant, type VariantDefaults } from "./checkpoint.js";
 import { GUIDANCE_RANGE, STEPS_RANGE } from "./variants.js";
+import { DEFAULT_TEXT_PADDING, TEXT_PADDINGS, type TextPadding } from "../text/length.js";
 
 export interface ModelDefaults extends VariantDefaults {
   width: number;
@@ -25,12 +26,11 @@ export interface ModelDefaults extends VariantDefaults {
   maxSequenceLength: number;
   /** Largest side the model is made for (null: FLUX.2's own limits only). */
   maxSide: number | null;
-  /** Prompts padded to maxSequenceLength ("max") or to their length bucket up to it ("bucket"). */
+  /** Prompts padded to maxSequenceLength (FLUX.2's rule) or to their length bucket up to it ("bucket"). */
   textPadding: TextPadding;
 }
 
-export type TextPadding = "max" | "bucket";
-export const TEXT_PADDINGS: readonly TextPadding[] = ["max", "bucket"];
+export { DEFAULT_TEXT_PADDING, TEXT_PADDINGS, type TextPadding } from "../text/length.js";
 
 /** The "flux2ts" section of model_index.json, checked. */
 export interface FolderHints {
@@ -89,7 +89,7 @@ export function defaultsFor(variant: Variant, hints: FolderHints = {}): ModelDef
     height: res ?? 1024,
     maxSequenceLength: hints.max_sequence_length ?? 512,
     maxSide: hints.max_resolution ?? (res !== undefined ? 2 * res : null),
-    textPadding: hints.text_padding ?? "max",
+    textPadding: hints.text_padding ?? DEFAULT_TEXT_PADDING,
   };
 }
 

@@ -12,3 +12,14 @@ export const LENGTH_BUCKETS = [32, 48, 64, 96, 128, 192, 256, 384, 512];
 export function lengthBucket(n: number, maxLength: number): number {
   return Math.min(maxLength, LENGTH_BUCKETS.find((b) => b >= n) ?? maxLength);
 }
+
+/**
+ * How prompts are padded for the transformer: to the maximum length (FLUX.2's rule, what real
+ * checkpoints were trained on, the default) or each batch to its length bucket (a model trained
+ * so: `flux2 train --text-padding bucket`). Kept here, beside the buckets, rather than in
+ * src/pipeline/, whose files must not name BFL's hosted models (test/pipeline_shape.test.ts looks
+ * for the word as a string).
+ */
+export type TextPadding = "max" | "bucket";
+export const TEXT_PADDINGS: readonly TextPadding[] = ["max", "bucket"];
+export const DEFAULT_TEXT_PADDING: TextPadding = "max";
