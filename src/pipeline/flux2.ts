@@ -19,7 +19,7 @@ import { Flux2Vae, readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import type { DecoderEncoder } from "../models/decoder.js";
 import { VARIANT_CARDS } from "./variants.js";
 import type { EncodedPrompts } from "../text/tokenizer.js";
-import { lengthBucket, type TextPadding } from "../text/length.js";
+import { lengthBucket, tokenLengths, type TextPadding } from "../text/length.js";
 import { InvalidRequestError } from "../util/errors.js";
 import { randn } from "../util/random.js";
 import { tensor, type Tensor } from "../util/tensor.js";
@@ -285,13 +285,7 @@ export class Flux2Pipeline {
   private async paddedLength(prompts: string[], maxLength: number, padding: TextPadding): Promise<number> {
     if (padding !== "bucket") return maxLength;
     const enc = (await this.component("tokenizer")).encode(prompts, maxLength);
-    let longest = 0;
-    for (let b = 0; b < enc.batch; b++) {
-      let n = 0;
-      for (let i = b * enc.length; i < (b + 1) * enc.length; i++) n += Number(enc.attentionMask[i]);
-      longest = Math.max(longest, n);
-    }
-    return lengthBucket(longest, maxLength);
+    return lengthBucket(Math.max(...tokenLengths(enc)), maxLength);
   }
 
   /** Prompt (and, with CFG, negative prompt) embeddings, repeated per image; the text encoder is released after. */

@@ -9,6 +9,17 @@
  */
 export const LENGTH_BUCKETS = [32, 48, 64, 96, 128, 192, 256, 384, 512];
 
+/** Each prompt's token count in an encoded batch (its attention mask's ones: after truncation, before padding). */
+export function tokenLengths(enc: { attentionMask: BigInt64Array; batch: number; length: number }): number[] {
+  const lengths: number[] = [];
+  for (let b = 0; b < enc.batch; b++) {
+    let n = 0;
+    for (let i = b * enc.length; i < (b + 1) * enc.length; i++) n += Number(enc.attentionMask[i]);
+    lengths.push(n);
+  }
+  return lengths;
+}
+
 export function lengthBucket(n: number, maxLength: number): number {
   return Math.min(maxLength, LENGTH_BUCKETS.find((b) => b >= n) ?? maxLength);
 }

@@ -37,12 +37,10 @@ export class FlowMatchingTask implements TrainTask {
   private readonly batches: EpochBatcher;
 
   constructor(private trainer: FlowTrainer, private samples: Sample[], private images: DataImage[], private data: EncodedData, private o: FlowTaskOptions) {
-    // One caption per image when lengths differ (setup refuses --multi-caption then), so the
-    // sample's text length is its caption's.
-    const bucketed = data.emptyByLength.size > 0 || new Set(data.embedLengths.values()).size > 1;
-    this.batches = bucketed
-      ? new EpochBatcher(samples, images, o, (s) => `${s.bucket.width}x${s.bucket.height}:${data.embedLengths.get(images[s.image].caption)}`)
-      : new EpochBatcher(samples, images, o);
+    // Batched by image size and text length. With "max" padding every caption has the same length,
+    // so the groups are the image sizes'; with "bucket" padding an image has one caption (setup
+    // refuses --multi-caption then), so the sample's text length is its caption's.
+    this.batches = new EpochBatcher(samples, images, o, (s) => `${s.bucket.width}x${s.bucket.height}:${data.embedLengths.get(images[s.image].caption)}`);
   }
 
   get params(): Map<string, Float32Array> {

@@ -11,7 +11,7 @@ import type { MicroBatchResult, TrainTask } from "./loop.js";
 import { toRowSparse, type RowSparseGrad } from "./row_sparse.js";
 import { pictureDescriptor, type TextAlignBatch } from "./text_align.js";
 
-import { lengthBucket } from "../text/length.js";
+import { lengthBucket, tokenLengths } from "../text/length.js";
 export { LENGTH_BUCKETS, lengthBucket } from "../text/length.js";
 
 export interface TextAlignLike {
@@ -39,10 +39,7 @@ export async function loadCaptionData(samples: Sample[], images: DataImage[], to
   for (const s of samples) {
     let longest = 0;
     for (const caption of images[s.image].captions) {
-      const enc = tokenizer.encode([caption], maxLength);
-      let n = 0;
-      for (const m of enc.attentionMask) n += Number(m);
-      longest = Math.max(longest, n);
+      longest = Math.max(longest, tokenLengths(tokenizer.encode([caption], maxLength))[0]);
     }
     lengths.push(longest);
     const rgb = await loadBucketed(images[s.image].file, s.bucket);
