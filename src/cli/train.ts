@@ -239,8 +239,9 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   if (!ALIGN_POOLINGS.includes(alignPool)) throw new InvalidRequestError(`--align-pool must be ${ALIGN_POOLINGS.join(" or ")}, got "${alignPool}"`);
   if (mode !== "text" && v["align-pool"] !== undefined) throw new InvalidRequestError("--align-pool is a --text-encoder setting");
   // Attention pooling masks the padding, so it always pads to the length bucket; mean pooling pads to the maximum unless told.
-  const alignPadding = (v["align-padding"] as string | undefined) ?? (alignPool === "mean" ? "max" : "bucket");
-  if (alignPadding !== "max" && alignPadding !== "bucket") throw new InvalidRequestError(`--align-padding must be max or bucket, got "${alignPadding}"`);
+  // The same two paddings as the transformer's --text-padding: to the maximum length or to the batch's length bucket.
+  const alignPadding = ((v["align-padding"] as string | undefined) ?? (alignPool === "mean" ? "max" : "bucket")) as TextPadding;
+  if (!TEXT_PADDINGS.includes(alignPadding)) throw new InvalidRequestError(`--align-padding must be ${TEXT_PADDINGS.join(" or ")}, got "${alignPadding}"`);
   if (v["align-padding"] !== undefined && (mode !== "text" || alignPool !== "mean")) {
     throw new InvalidRequestError("--align-padding is a setting of --text-encoder --align-pool mean (attention pooling masks the padding and always pads a batch to its length bucket)");
   }
