@@ -30,8 +30,6 @@ export interface ModelDefaults extends VariantDefaults {
   textPadding: TextPadding;
 }
 
-export { DEFAULT_TEXT_PADDING, TEXT_PADDINGS, type TextPadding } from "../text/length.js";
-
 /** The "flux2ts" section of model_index.json, checked. */
 export interface FolderHints {
   resolution?: number;

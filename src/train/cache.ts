@@ -27,7 +27,7 @@ import { bnNormalize, patchify } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { captionIdentity, groupIntoBatches, loadBucketed, type DataImage, type Sample } from "./data.js";
 import { loadPipeline } from "../loaders/pretrained.js";
-import type { TextPadding } from "../pipeline/model_defaults.js";
+import type { TextPadding } from "../text/length.js";
 import { lengthBucket } from "../text/length.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 

@@ -24,7 +24,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { WeightSet, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
-import type { TextPadding } from "../pipeline/model_defaults.js";
+import type { TextPadding } from "../text/length.js";
 
 export type LoraExportFormat = "peft" | "comfyui";
 

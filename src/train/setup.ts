@@ -9,7 +9,7 @@ import * as path from "node:path";
 import type { Backend } from "../backend/backend.js";
 import { openCheckpoint, type Checkpoint } from "../pipeline/checkpoint.js";
 import { VARIANT_CARDS } from "../pipeline/variants.js";
-import type { TextPadding } from "../pipeline/model_defaults.js";
+import type { TextPadding } from "../text/length.js";
 import { readVaeConfig, vaeScaleFactor } from "../models/vae.js";
 import { PromptTokenizer } from "../text/tokenizer.js";
 import { InvalidRequestError } from "../util/errors.js";
