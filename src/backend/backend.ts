@@ -50,5 +50,11 @@ export interface Session {
 export interface Backend {
   readonly name: string;
   readonly device: Device;
+  /**
+   * How training steps should take their matrix products. "bf16" (NativeOrtBackend, `flux2 train
+   * --matmul bf16`): the backend runs ai.flux2ts::BfMatMul, and the trainers rewrite their step
+   * graphs' large products into it (src/train/bf16.ts). Absent: float32.
+   */
+  readonly trainingMatmul?: "fp32" | "bf16";
   createSession(graph: Graph, options?: SessionOptions): Promise<Session>;
 }

@@ -37,6 +37,8 @@ export interface WorkerInit {
   settings: TaskSettings;
   device?: string;
   threads: number;
+  /** the training step's matrix products (--matmul) */
+  matmul?: "fp32" | "bf16";
   shared: SharedArrayBuffer;
   layout: ParamLayout;
 }
@@ -115,12 +117,12 @@ export class ParallelTask implements TrainTask {
    * `settings` with a `threads`-thread session, and waits until all are ready (each reads the data
    * and builds its graph, as the main thread did).
    */
-  static async start(local: TrainTask, settings: TaskSettings, workers: number, o: { threads: number; device?: string }): Promise<ParallelTask> {
+  static async start(local: TrainTask, settings: TaskSettings, workers: number, o: { threads: number; device?: string; matmul?: "fp32" | "bf16" }): Promise<ParallelTask> {
     if (!(Number.isInteger(workers) && workers >= 2)) throw new Error(`a parallel task needs at least 2 workers, got ${workers}`);
     const layout = paramLayout(local.params);
     const total = layout.reduce((n, [, , len]) => n + len, 0);
     const t = new ParallelTask(local, new SharedArrayBuffer(total * 4), layout);
-    const init: Omit<WorkerInit, "shared"> = { settings, device: o.device, threads: o.threads, layout };
+    const init: Omit<WorkerInit, "shared"> = { settings, device: o.device, threads: o.threads, matmul: o.matmul, layout };
     t.workers = Array.from({ length: workers - 1 }, (_, i) => new TaskWorker({ ...init, shared: t.shared.buffer as SharedArrayBuffer }, i + 1));
     try {
       await Promise.all(t.workers.map((w) => w.ready));

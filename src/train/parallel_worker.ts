@@ -3,7 +3,7 @@
 // tensors the main thread has published for that step.
 
 import { parentPort, workerData } from "node:worker_threads";
-import { OrtBackend } from "../backend/ort.js";
+import { openTrainingBackend } from "../backend/ort_native.js";
 import type { Device } from "../backend/backend.js";
 import type { WorkerInit } from "./parallel.js";
 import { setupTask } from "./setup.js";
@@ -12,7 +12,7 @@ const init = workerData as WorkerInit;
 const port = parentPort!;
 const shared = new Float32Array(init.shared);
 
-const backend = new OrtBackend({ device: init.device as Device | undefined, threads: init.threads });
+const backend = await openTrainingBackend({ device: init.device as Device | undefined, threads: init.threads, matmul: init.matmul });
 const setup = await setupTask(init.settings, backend, () => {}, true);
 const params = setup.task.params;
 for (const [name, , length] of init.layout) {

@@ -19,6 +19,7 @@ import { VaeWeights, expectedVaeShapes } from "../models/vae_weights.js";
 import { latentIds, pack, textIds, unpack } from "../pipeline/latents.js";
 import { tensor } from "../util/tensor.js";
 import { appendGradients } from "./autodiff.js";
+import { useTrainingMatmul } from "./bf16.js";
 import { TrainableLora, initLora, loraKeys, selectModules, type LoraInit } from "./lora.js";
 import { promoteWeights } from "./params.js";
 
@@ -221,6 +222,7 @@ export class TransformerTrainer {
     if (c.guidance_embeds) shapes.guidance_features = [B, T];
     const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(double|single)\.\d+(?=\/)/)?.[0] ?? null : undefined;
     appendGradients(g, loss, [...this.params.keys()], shapes, { checkpoint, reconvertWeights: this.opts.reconvertWeights, attentionChunkBytes: this.opts.attentionChunkBytes });
+    useTrainingMatmul(this.backend, g, shapes);
     return g;
   }
 
@@ -401,6 +403,7 @@ export class VaeTrainer {
     // Segments: the blocks vae.ts scopes as down.N / mid / up.N, inside our encoder / decoder scopes.
     const checkpoint = this.opts.checkpointActivations ? (n: { name: string }) => n.name.match(/^(encoder|decoder)\/(down\.\d+|mid|up\.\d+)(?=\/)/)?.[0] ?? null : undefined;
     appendGradients(g, loss, [...this.params.keys()], {}, { checkpoint });
+    useTrainingMatmul(this.backend, g, {});
     return g;
   }
 

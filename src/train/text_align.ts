@@ -30,6 +30,7 @@ import { decoderFeeds } from "../models/decoder.js";
 import { rgbToLab } from "../util/colour.js";
 import { Xoshiro128 } from "../util/random.js";
 import { appendGradients } from "./autodiff.js";
+import { useTrainingMatmul } from "./bf16.js";
 import { promoteWeights } from "./params.js";
 
 export type AlignPooling = "attention" | "mean";
@@ -197,6 +198,7 @@ export class TextEncoderAligner {
       ...(this.head.pooling === "attention" ? { token_bias: [B, L, 1] } : {}), target: [B, K],
     };
     appendGradients(g, loss, [...trainable, ...this.params.keys()].filter((v, i, a) => a.indexOf(v) === i), shapes);
+    useTrainingMatmul(this.backend, g, shapes);
     return { graph: g, trainable };
   }
 
