@@ -2,6 +2,7 @@
 //
 //   node dist/src/bench/memory_probe.js wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N]
 //        [--double N --single N --side N --text N] [--no-arena] [--mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]
+//        [--matmul bf16]
 //
 // Run each variant in a fresh process (maxRSS only grows). "wide": 157M parameters (2 double
 // + 6 single blocks, 8 heads) at 1,088 tokens, where weights dominate; "long": 16 blocks of
@@ -13,12 +14,15 @@
 // 512² with 512 text tokens, --double / --single blocks (default 2 + 2), for measuring per block
 // and extrapolating to the whole model. --no-arena / --opt set ORT's session options and
 // --mem-pattern turns ORT's memory pattern back on (the trainer turns it off); --steps N runs N steps in one session; --trace prints resident memory while the graph
-// is built; --profile writes ORT's profile to /tmp. The random checkpoints
+// is built; --profile writes ORT's profile to /tmp; --matmul bf16 trains through NativeOrtBackend with
+// bf16 products (`flux2 train --matmul bf16`; the inference forwards of --ratio stay float32). The random checkpoints
 // (bf16, src/bench/make_model.ts) are written once under $FLUX2_CACHE/random/.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { Backend } from "../backend/backend.js";
 import { OrtBackend, cacheRoot } from "../backend/ort.js";
+import { NativeOrtBackend } from "../backend/ort_native.js";
 import { MODEL_SPECS, makeRandomModel } from "./make_model.js";
 import { randn } from "../util/random.js";
 import { Flux2Transformer } from "../models/transformer.js";
@@ -46,7 +50,7 @@ function intFlag(flags: string[], name: string): number | undefined {
 async function main(): Promise<void> {
   const [which, ...flags] = process.argv.slice(2);
   const probe = SHAPES[which as keyof typeof SHAPES];
-  if (!probe) throw new Error("usage: memory_probe wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N] [--double N --single N --side N --text N] [--no-arena] [--mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile]");
+  if (!probe) throw new Error("usage: memory_probe wide|long|heads|klein [--checkpoint] [--keep-conversions] [--attention-mb N] [--ratio N] [--double N --single N --side N --text N] [--no-arena] [--mem-pattern] [--opt LEVEL] [--steps N] [--trace] [--profile] [--matmul bf16]");
   const mb = flags.indexOf("--attention-mb");
   const attentionChunkBytes = mb >= 0 ? Number(flags[mb + 1]) * 2 ** 20 : undefined;
   const quick = MODEL_SPECS.quick;
@@ -70,7 +74,8 @@ async function main(): Promise<void> {
     const mb = (k: string) => Math.round(Number(st.match(new RegExp(`${k}:\\s+(\\d+)`))?.[1] ?? 0) / 1024);
     console.error(`t=${((performance.now() - t00) / 1000).toFixed(0)}s anon ${mb("RssAnon")} MB file ${mb("RssFile")} MB`);
   }, 2000) : undefined;
-  const backend = new OrtBackend(ort);
+  const bf16 = flags[flags.indexOf("--matmul") + 1] === "bf16" && flags.includes("--matmul");
+  const backend: Backend = bf16 ? new NativeOrtBackend({ trainingMatmul: "bf16", optimization: ort.optimization }) : new OrtBackend(ort);
   if (trace) {
     const create = backend.createSession.bind(backend);
     backend.createSession = async (g, o) => {
@@ -125,7 +130,7 @@ async function main(): Promise<void> {
   }
   await trainer.release();
   if (trace) clearInterval(trace);
-  console.log(JSON.stringify({ probe: which, blocks: [layers.num_layers, layers.num_single_layers], ort, checkpointActivations, reconvertWeights, attentionMB: attentionChunkBytes ? attentionChunkBytes / 2 ** 20 : 256, loss: r.loss, tokens: side * side + L,
+  console.log(JSON.stringify({ probe: which, matmul: bf16 ? "bf16" : "fp32", blocks: [layers.num_layers, layers.num_single_layers], ort, checkpointActivations, reconvertWeights, attentionMB: attentionChunkBytes ? attentionChunkBytes / 2 ** 20 : 256, loss: r.loss, tokens: side * side + L,
     peakRssMB, ...afterStep, firstStepSeconds: +seconds.toFixed(1), ...(more.length ? { moreSteps: more } : {}), ...timing }));
 }
 
