@@ -15,6 +15,7 @@
 //   release(handle)
 #include <node_api.h>
 
+#include <array>
 #include <climits>
 #include <mutex>
 #include <cstring>
@@ -246,11 +247,18 @@ napi_value stringArray(napi_env e, const std::vector<std::string>& xs) {
   return arr;
 }
 
+// The first N arguments of a call; fewer is an error that shows the call's form.
+template <size_t N>
+std::array<napi_value, N> args(napi_env e, napi_callback_info cb, const char* usage) {
+  size_t argc = N;
+  std::array<napi_value, N> argv{};
+  checkNapi(e, napi_get_cb_info(e, cb, &argc, argv.data(), nullptr, nullptr), "arguments");
+  if (argc < N) throw JsError{std::string("flux2 native: ") + usage};
+  return argv;
+}
+
 napi_value createSession(napi_env e, napi_callback_info cb) {
-  size_t argc = 2;
-  napi_value argv[2];
-  checkNapi(e, napi_get_cb_info(e, cb, &argc, argv, nullptr, nullptr), "arguments");
-  if (argc < 2) throw JsError{"createSession(model, options)"};
+  const auto argv = args<2>(e, cb, "createSession(model, options)");
   // The model: its bytes (a Uint8Array), or the path of an .onnx file (external weights beside it).
   napi_valuetype modelType;
   checkNapi(e, napi_typeof(e, argv[0], &modelType), "typeof");
@@ -458,10 +466,7 @@ void completeRun(napi_env e, napi_status, void* data) {
 
 // run(handle, names, tensors, outputNames) -> Promise<{data, shape}[]>
 napi_value run(napi_env e, napi_callback_info cb) {
-  size_t argc = 4;
-  napi_value argv[4];
-  checkNapi(e, napi_get_cb_info(e, cb, &argc, argv, nullptr, nullptr), "arguments");
-  if (argc < 4) throw JsError{"run(handle, names, tensors, outputNames)"};
+  const auto argv = args<4>(e, cb, "run(handle, names, tensors, outputNames)");
   auto* job = new RunJob();
   try {
     job->session = sessionOf(e, argv[0]);
@@ -516,9 +521,7 @@ napi_value run(napi_env e, napi_callback_info cb) {
 }
 
 napi_value release(napi_env e, napi_callback_info cb) {
-  size_t argc = 1;
-  napi_value argv[1];
-  checkNapi(e, napi_get_cb_info(e, cb, &argc, argv, nullptr, nullptr), "arguments");
+  const auto argv = args<1>(e, cb, "release(handle)");
   void* p = nullptr;
   checkNapi(e, napi_get_value_external(e, argv[0], &p), "session handle");
   auto* s = static_cast<Session*>(p);
