@@ -1,4 +1,4 @@
-// ONNX Runtime through flux2.ts's own native addon (native/, built by scripts/build-native.mjs),
+// ONNX Runtime through flux2.ts's own native addon (native/, built by scripts/build-native.ts),
 // for one thing onnxruntime-node cannot do: run the trainer's matrix products in bfloat16.
 //
 // ONNX Runtime's CPU provider has no bfloat16 MatMul on x86, and its float32 MatMul already runs
@@ -38,12 +38,12 @@ let loaded: { addon: NativeAddon } | { error: string } | undefined;
 function loadAddon(): { addon: NativeAddon } | { error: string } {
   if (loaded) return loaded;
   if (!fs.existsSync(NATIVE_ADDON_PATH)) {
-    loaded = { error: `the native addon is not built (${NATIVE_ADDON_PATH} is missing): run \`node scripts/build-native.mjs\` (needs g++ and Node's headers), which \`npm install\` also runs` };
+    loaded = { error: `the native addon is not built (${NATIVE_ADDON_PATH} is missing): run \`npm run build\` (it builds the addon with g++ and Node's headers; \`node dist/scripts/build-native.js --strict\` says why it cannot)` };
   } else {
     try {
       loaded = { addon: createRequire(import.meta.url)(NATIVE_ADDON_PATH) as NativeAddon };
     } catch (e) {
-      loaded = { error: `the native addon did not load (${(e as Error).message.split("\n")[0]}): rebuild it with \`node scripts/build-native.mjs\`` };
+      loaded = { error: `the native addon did not load (${(e as Error).message.split("\n")[0]}): rebuild it with \`node dist/scripts/build-native.js --force\`` };
     }
   }
   return loaded;
