@@ -3,7 +3,7 @@
 // The backend (NativeOrtBackend) runs ai.flux2ts::BfMatMul; this decides where it pays. Measured on
 // the 2 vCPU Zen 4 (docs/training.md, "bf16 matrix products"): a product with a 2-D right operand
 // (a Linear layer's forward and input gradient, and its weight gradient, which autodiff takes on
-// flattened 2-D operands) runs 1.6-1.7x faster; a batched product of small matrices (attention's
+// flattened 2-D operands) runs 1.6-1.8x faster on one thread; a batched product of small matrices (attention's
 // [B, heads, L, L] scores) runs 0.8-1.25x, its packing costing about what its arithmetic saves;
 // and a product under about a million multiply-adds (the modulation layers, one row per image)
 // gains nothing. So only the first kind is rewritten.
