@@ -42,7 +42,7 @@ struct Job {
   size_t sA, sB, sC;   // float strides per batch (0: shared)
   uint32_t* Ap;        // (sA ? batches : 1) × M × Kp
   uint32_t* Bp;        // (sB ? batches : 1) × panels × Kp × NR
-  size_t bBatches;
+  size_t aBatches, bBatches;  // how many packed copies of each operand (1: shared by every batch)
   bool simd;
 };
 
@@ -183,15 +183,10 @@ void kernelScalar(int rows, const uint32_t* Ap, int Kp, const uint32_t* Bp, floa
 
 // ---- tasks -----------------------------------------------------------------------------------
 
-struct PackPlan {
-  const Job* job;
-  size_t aBatches, bBatches;
-};
-
+// Tasks: every packed A's row chunks, then every packed B's panels.
 void packAny(void* data, size_t i) {
-  const PackPlan& plan = *static_cast<const PackPlan*>(data);
-  const Job& j = *plan.job;
-  const size_t aTasks = plan.aBatches * size_t(j.aChunks);
+  const Job& j = *static_cast<const Job*>(data);
+  const size_t aTasks = j.aBatches * size_t(j.aChunks);
   if (i < aTasks) {
     const size_t b = i / j.aChunks;
     const int chunk = int(i % j.aChunks);
@@ -253,13 +248,12 @@ void gemmBf16(const GemmShape& s, const float* A, size_t strideA, const float* B
   j.A = A; j.B = B; j.C = C;
   j.sA = strideA; j.sB = strideB; j.sC = strideC;
   j.simd = cpuHasBf16();
-  const size_t aBatches = strideA ? batches : 1;
+  j.aBatches = strideA ? batches : 1;
   j.bBatches = strideB ? batches : 1;
-  std::vector<uint32_t> Ap(aBatches * size_t(s.M) * j.Kp), Bp(j.bBatches * size_t(j.panels) * j.Kp * NR);
+  std::vector<uint32_t> Ap(j.aBatches * size_t(s.M) * j.Kp), Bp(j.bBatches * size_t(j.panels) * j.Kp * NR);
   j.Ap = Ap.data();
   j.Bp = Bp.data();
-  PackPlan plan{&j, aBatches, j.bBatches};
-  runTasks(parallel, ctx, aBatches * j.aChunks + j.bBatches * j.panels, packAny, &plan);
+  runTasks(parallel, ctx, j.aBatches * j.aChunks + j.bBatches * j.panels, packAny, &j);
   runTasks(parallel, ctx, batches * j.mblocks, computeTask, &j);
 }
 

@@ -43,9 +43,8 @@ void check(OrtStatus* status) {
   throw JsError{message};
 }
 
-void checkNapi(napi_env e, napi_status status, const char* what) {
+void checkNapi(napi_status status, const char* what) {
   if (status != napi_ok) throw JsError{std::string("flux2 native: ") + what + " failed"};
-  (void)e;
 }
 
 // ---- the BfMatMul custom op ------------------------------------------------------------------
@@ -57,10 +56,6 @@ void checkNapi(napi_env e, napi_status status, const char* what) {
 struct BfMatMulKernel {
   int64_t transA = 0, transB = 0;
   float alpha = 1.f;
-};
-
-struct OpShapes {
-  std::vector<int64_t> a, b;
 };
 
 std::vector<int64_t> shapeOf(const OrtValue* v) {
@@ -206,44 +201,44 @@ struct Session {
 
 napi_value str(napi_env e, const std::string& s) {
   napi_value v;
-  checkNapi(e, napi_create_string_utf8(e, s.c_str(), s.size(), &v), "string");
+  checkNapi(napi_create_string_utf8(e, s.c_str(), s.size(), &v), "string");
   return v;
 }
 
 std::string getString(napi_env e, napi_value v) {
   size_t n = 0;
-  checkNapi(e, napi_get_value_string_utf8(e, v, nullptr, 0, &n), "string argument");
+  checkNapi(napi_get_value_string_utf8(e, v, nullptr, 0, &n), "string argument");
   std::string s(n, '\0');
-  checkNapi(e, napi_get_value_string_utf8(e, v, s.data(), n + 1, &n), "string argument");
+  checkNapi(napi_get_value_string_utf8(e, v, s.data(), n + 1, &n), "string argument");
   return s;
 }
 
 bool getProp(napi_env e, napi_value obj, const char* key, napi_value* out) {
   bool has = false;
-  checkNapi(e, napi_has_named_property(e, obj, key, &has), "property");
+  checkNapi(napi_has_named_property(e, obj, key, &has), "property");
   if (!has) return false;
-  checkNapi(e, napi_get_named_property(e, obj, key, out), "property");
+  checkNapi(napi_get_named_property(e, obj, key, out), "property");
   napi_valuetype t;
-  checkNapi(e, napi_typeof(e, *out, &t), "typeof");
+  checkNapi(napi_typeof(e, *out, &t), "typeof");
   return t != napi_undefined && t != napi_null;
 }
 
 int64_t getInt(napi_env e, napi_value v) {
   int64_t x = 0;
-  checkNapi(e, napi_get_value_int64(e, v, &x), "number argument");
+  checkNapi(napi_get_value_int64(e, v, &x), "number argument");
   return x;
 }
 
 bool getBool(napi_env e, napi_value v) {
   bool x = false;
-  checkNapi(e, napi_get_value_bool(e, v, &x), "boolean argument");
+  checkNapi(napi_get_value_bool(e, v, &x), "boolean argument");
   return x;
 }
 
 napi_value stringArray(napi_env e, const std::vector<std::string>& xs) {
   napi_value arr;
-  checkNapi(e, napi_create_array_with_length(e, xs.size(), &arr), "array");
-  for (size_t i = 0; i < xs.size(); i++) checkNapi(e, napi_set_element(e, arr, i, str(e, xs[i])), "array");
+  checkNapi(napi_create_array_with_length(e, xs.size(), &arr), "array");
+  for (size_t i = 0; i < xs.size(); i++) checkNapi(napi_set_element(e, arr, i, str(e, xs[i])), "array");
   return arr;
 }
 
@@ -252,7 +247,7 @@ template <size_t N>
 std::array<napi_value, N> args(napi_env e, napi_callback_info cb, const char* usage) {
   size_t argc = N;
   std::array<napi_value, N> argv{};
-  checkNapi(e, napi_get_cb_info(e, cb, &argc, argv.data(), nullptr, nullptr), "arguments");
+  checkNapi(napi_get_cb_info(e, cb, &argc, argv.data(), nullptr, nullptr), "arguments");
   if (argc < N) throw JsError{std::string("flux2 native: ") + usage};
   return argv;
 }
@@ -261,7 +256,7 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
   const auto argv = args<2>(e, cb, "createSession(model, options)");
   // The model: its bytes (a Uint8Array), or the path of an .onnx file (external weights beside it).
   napi_valuetype modelType;
-  checkNapi(e, napi_typeof(e, argv[0], &modelType), "typeof");
+  checkNapi(napi_typeof(e, argv[0], &modelType), "typeof");
   std::string modelPath;
   void* bytes = nullptr;
   size_t length = 0;
@@ -271,7 +266,7 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
     napi_typedarray_type type;
     napi_value ab;
     size_t offset = 0;
-    checkNapi(e, napi_get_typedarray_info(e, argv[0], &type, &length, &bytes, &ab, &offset), "model (a Uint8Array or a path)");
+    checkNapi(napi_get_typedarray_info(e, argv[0], &type, &length, &bytes, &ab, &offset), "model (a Uint8Array or a path)");
   }
   init();
   OrtSessionOptions* so = nullptr;
@@ -292,12 +287,12 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
     if (getProp(e, argv[1], "config", &v)) {
       napi_value keys;
       uint32_t n = 0;
-      checkNapi(e, napi_get_property_names(e, v, &keys), "config");
-      checkNapi(e, napi_get_array_length(e, keys, &n), "config");
+      checkNapi(napi_get_property_names(e, v, &keys), "config");
+      checkNapi(napi_get_array_length(e, keys, &n), "config");
       for (uint32_t i = 0; i < n; i++) {
         napi_value key, value;
-        checkNapi(e, napi_get_element(e, keys, i, &key), "config");
-        checkNapi(e, napi_get_property(e, v, key, &value), "config");
+        checkNapi(napi_get_element(e, keys, i, &key), "config");
+        checkNapi(napi_get_property(e, v, key, &value), "config");
         check(ort->AddSessionConfigEntry(so, getString(e, key).c_str(), getString(e, value).c_str()));
       }
     }
@@ -323,11 +318,11 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
       check(ort->AllocatorFree(alloc, name));
     }
     napi_value result, handle;
-    checkNapi(e, napi_create_object(e, &result), "object");
-    checkNapi(e, napi_create_external(e, s, nullptr, nullptr, &handle), "handle");
-    checkNapi(e, napi_set_named_property(e, result, "handle", handle), "object");
-    checkNapi(e, napi_set_named_property(e, result, "inputNames", stringArray(e, s->inputs)), "object");
-    checkNapi(e, napi_set_named_property(e, result, "outputNames", stringArray(e, s->outputs)), "object");
+    checkNapi(napi_create_object(e, &result), "object");
+    checkNapi(napi_create_external(e, s, nullptr, nullptr, &handle), "handle");
+    checkNapi(napi_set_named_property(e, result, "handle", handle), "object");
+    checkNapi(napi_set_named_property(e, result, "inputNames", stringArray(e, s->inputs)), "object");
+    checkNapi(napi_set_named_property(e, result, "outputNames", stringArray(e, s->outputs)), "object");
     return result;
   } catch (...) {
     if (so) ort->ReleaseSessionOptions(so);
@@ -337,7 +332,7 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
 
 Session* sessionOf(napi_env e, napi_value v) {
   void* p = nullptr;
-  checkNapi(e, napi_get_value_external(e, v, &p), "session handle");
+  checkNapi(napi_get_value_external(e, v, &p), "session handle");
   auto* s = static_cast<Session*>(p);
   if (!s->session) throw JsError{"flux2 native: the session was released"};
   return s;
@@ -358,11 +353,11 @@ const TypeMap TYPES[] = {
 
 std::vector<int64_t> getShape(napi_env e, napi_value arr) {
   uint32_t n = 0;
-  checkNapi(e, napi_get_array_length(e, arr, &n), "shape (an array)");
+  checkNapi(napi_get_array_length(e, arr, &n), "shape (an array)");
   std::vector<int64_t> dims(n);
   for (uint32_t i = 0; i < n; i++) {
     napi_value d;
-    checkNapi(e, napi_get_element(e, arr, i, &d), "shape");
+    checkNapi(napi_get_element(e, arr, i, &d), "shape");
     dims[i] = getInt(e, d);
   }
   return dims;
@@ -392,7 +387,7 @@ struct RunJob {
 
 napi_value outputsToJs(napi_env e, RunJob& job) {
   napi_value result;
-  checkNapi(e, napi_create_array_with_length(e, job.outputs.size(), &result), "array");
+  checkNapi(napi_create_array_with_length(e, job.outputs.size(), &result), "array");
   for (size_t i = 0; i < job.outputs.size(); i++) {
     OrtTensorTypeAndShapeInfo* info = nullptr;
     check(ort->GetTensorTypeAndShape(job.outputs[i], &info));
@@ -412,19 +407,19 @@ napi_value outputsToJs(napi_env e, RunJob& job) {
     check(ort->GetTensorMutableData(job.outputs[i], &src));
     void* dst = nullptr;
     napi_value buffer, array, shape, t;
-    checkNapi(e, napi_create_arraybuffer(e, count * tm->bytes, &dst, &buffer), "output buffer");
+    checkNapi(napi_create_arraybuffer(e, count * tm->bytes, &dst, &buffer), "output buffer");
     if (count) std::memcpy(dst, src, count * tm->bytes);
-    checkNapi(e, napi_create_typedarray(e, tm->js, count, buffer, 0, &array), "output array");
-    checkNapi(e, napi_create_array_with_length(e, nd, &shape), "shape");
+    checkNapi(napi_create_typedarray(e, tm->js, count, buffer, 0, &array), "output array");
+    checkNapi(napi_create_array_with_length(e, nd, &shape), "shape");
     for (size_t d = 0; d < nd; d++) {
       napi_value x;
-      checkNapi(e, napi_create_int64(e, dims[d], &x), "shape");
-      checkNapi(e, napi_set_element(e, shape, d, x), "shape");
+      checkNapi(napi_create_int64(e, dims[d], &x), "shape");
+      checkNapi(napi_set_element(e, shape, d, x), "shape");
     }
-    checkNapi(e, napi_create_object(e, &t), "object");
-    checkNapi(e, napi_set_named_property(e, t, "data", array), "object");
-    checkNapi(e, napi_set_named_property(e, t, "shape", shape), "object");
-    checkNapi(e, napi_set_element(e, result, i, t), "array");
+    checkNapi(napi_create_object(e, &t), "object");
+    checkNapi(napi_set_named_property(e, t, "data", array), "object");
+    checkNapi(napi_set_named_property(e, t, "shape", shape), "object");
+    checkNapi(napi_set_element(e, result, i, t), "array");
   }
   return result;
 }
@@ -471,8 +466,8 @@ napi_value run(napi_env e, napi_callback_info cb) {
   try {
     job->session = sessionOf(e, argv[0]);
     uint32_t nIn = 0, nOut = 0;
-    checkNapi(e, napi_get_array_length(e, argv[1], &nIn), "input names");
-    checkNapi(e, napi_get_array_length(e, argv[3], &nOut), "output names");
+    checkNapi(napi_get_array_length(e, argv[1], &nIn), "input names");
+    checkNapi(napi_get_array_length(e, argv[3], &nOut), "output names");
     check(ort->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &job->mem));
     job->inNames.resize(nIn);
     job->outNames.resize(nOut);
@@ -480,22 +475,22 @@ napi_value run(napi_env e, napi_callback_info cb) {
     job->outputs.assign(nOut, nullptr);
     for (uint32_t i = 0; i < nIn; i++) {
       napi_value name, t, data, shape;
-      checkNapi(e, napi_get_element(e, argv[1], i, &name), "input names");
+      checkNapi(napi_get_element(e, argv[1], i, &name), "input names");
       job->inNames[i] = getString(e, name);
-      checkNapi(e, napi_get_element(e, argv[2], i, &t), "tensors");
-      checkNapi(e, napi_get_named_property(e, t, "data", &data), "tensor.data");
-      checkNapi(e, napi_get_named_property(e, t, "shape", &shape), "tensor.shape");
+      checkNapi(napi_get_element(e, argv[2], i, &t), "tensors");
+      checkNapi(napi_get_named_property(e, t, "data", &data), "tensor.data");
+      checkNapi(napi_get_named_property(e, t, "shape", &shape), "tensor.shape");
       napi_typedarray_type type;
       size_t length = 0, offset = 0;
       void* ptr = nullptr;
       napi_value ab;
-      checkNapi(e, napi_get_typedarray_info(e, data, &type, &length, &ptr, &ab, &offset), "tensor.data (a typed array)");
+      checkNapi(napi_get_typedarray_info(e, data, &type, &length, &ptr, &ab, &offset), "tensor.data (a typed array)");
       const TypeMap* tm = nullptr;
       for (const TypeMap& m : TYPES) if (m.js == type) tm = &m;
       if (!tm) throw JsError{"flux2 native: input " + job->inNames[i] + " has an unsupported element type"};
       const std::vector<int64_t> dims = getShape(e, shape);
       napi_ref ref;
-      checkNapi(e, napi_create_reference(e, data, 1, &ref), "reference");
+      checkNapi(napi_create_reference(e, data, 1, &ref), "reference");
       job->keepAlive.push_back(ref);
       // ORT wants a non-null pointer even for an empty tensor.
       static float empty = 0;
@@ -503,14 +498,14 @@ napi_value run(napi_env e, napi_callback_info cb) {
     }
     for (uint32_t i = 0; i < nOut; i++) {
       napi_value name;
-      checkNapi(e, napi_get_element(e, argv[3], i, &name), "output names");
+      checkNapi(napi_get_element(e, argv[3], i, &name), "output names");
       job->outNames[i] = getString(e, name);
     }
     napi_value promise, resource;
-    checkNapi(e, napi_create_promise(e, &job->deferred, &promise), "promise");
-    checkNapi(e, napi_create_string_utf8(e, "flux2.native.run", NAPI_AUTO_LENGTH, &resource), "string");
-    checkNapi(e, napi_create_async_work(e, nullptr, resource, executeRun, completeRun, job, &job->work), "async work");
-    checkNapi(e, napi_queue_async_work(e, job->work), "async work");
+    checkNapi(napi_create_promise(e, &job->deferred, &promise), "promise");
+    checkNapi(napi_create_string_utf8(e, "flux2.native.run", NAPI_AUTO_LENGTH, &resource), "string");
+    checkNapi(napi_create_async_work(e, nullptr, resource, executeRun, completeRun, job, &job->work), "async work");
+    checkNapi(napi_queue_async_work(e, job->work), "async work");
     job->session->running++;
     return promise;
   } catch (...) {
@@ -523,7 +518,7 @@ napi_value run(napi_env e, napi_callback_info cb) {
 napi_value release(napi_env e, napi_callback_info cb) {
   const auto argv = args<1>(e, cb, "release(handle)");
   void* p = nullptr;
-  checkNapi(e, napi_get_value_external(e, argv[0], &p), "session handle");
+  checkNapi(napi_get_value_external(e, argv[0], &p), "session handle");
   auto* s = static_cast<Session*>(p);
   if (s->running) throw JsError{"flux2 native: the session is still running; await its runs before releasing it"};
   if (s->session) ort->ReleaseSession(s->session);
@@ -533,12 +528,12 @@ napi_value release(napi_env e, napi_callback_info cb) {
 
 napi_value info(napi_env e, napi_callback_info) {
   napi_value result, bf16, version;
-  checkNapi(e, napi_create_object(e, &result), "object");
-  checkNapi(e, napi_get_boolean(e, flux2::cpuHasBf16(), &bf16), "boolean");
-  checkNapi(e, napi_create_int32(e, ORT_API_VERSION, &version), "number");
-  checkNapi(e, napi_set_named_property(e, result, "bf16", bf16), "object");
-  checkNapi(e, napi_set_named_property(e, result, "apiVersion", version), "object");
-  checkNapi(e, napi_set_named_property(e, result, "ortVersion", str(e, OrtGetApiBase()->GetVersionString())), "object");
+  checkNapi(napi_create_object(e, &result), "object");
+  checkNapi(napi_get_boolean(e, flux2::cpuHasBf16(), &bf16), "boolean");
+  checkNapi(napi_create_int32(e, ORT_API_VERSION, &version), "number");
+  checkNapi(napi_set_named_property(e, result, "bf16", bf16), "object");
+  checkNapi(napi_set_named_property(e, result, "apiVersion", version), "object");
+  checkNapi(napi_set_named_property(e, result, "ortVersion", str(e, OrtGetApiBase()->GetVersionString())), "object");
   return result;
 }
 
