@@ -8,14 +8,15 @@
 //
 // The addon is optional: without it `flux2 train --matmul bf16` says what is missing and every
 // other command is unaffected. So a machine without g++ or Node's headers gets a warning and exit
-// code 0, unless --strict is given. (test/native_bf16.test.ts fails on x86-64 Linux when it is
-// missing, so CI notices a build that stopped working.)
+// code 0, unless --strict is given. (test/native_bf16.test.ts fails where the addon could be built
+// but is missing, so CI notices a build that stopped working.)
 
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { NODE_HEADER_DIRS, nodeHeaderDir } from "./native-inputs.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const strict = process.argv.includes("--strict");
@@ -33,9 +34,8 @@ function skip(reason: string): never {
 
 if (process.platform !== "linux" || process.arch !== "x64") skip(`its kernels are for x86-64 Linux (this is ${process.platform}-${process.arch})`);
 
-const headerDirs = [path.resolve(path.dirname(process.execPath), "../include/node"), "/usr/include/node", "/usr/local/include/node"];
-const nodeHeaders = headerDirs.find((d) => fs.existsSync(path.join(d, "node_api.h")));
-if (!nodeHeaders) skip(`Node's headers (node_api.h) are not in ${headerDirs.join(", ")}`);
+const nodeHeaders = nodeHeaderDir();
+if (!nodeHeaders) skip(`Node's headers (node_api.h) are not in ${NODE_HEADER_DIRS.join(", ")}`);
 
 const ortPackage = path.dirname(createRequire(import.meta.url).resolve("onnxruntime-node/package.json"));
 const ortBin = path.join(ortPackage, "bin");

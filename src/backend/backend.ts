@@ -47,6 +47,10 @@ export interface Session {
   release(): Promise<void>;
 }
 
+/** How a training step takes its matrix products (`flux2 train --matmul`). */
+export const MATMUL_PRECISIONS = ["fp32", "bf16"] as const;
+export type MatmulPrecision = (typeof MATMUL_PRECISIONS)[number];
+
 export interface Backend {
   readonly name: string;
   readonly device: Device;
@@ -55,6 +59,6 @@ export interface Backend {
    * --matmul bf16`): the backend runs ai.flux2ts::BfMatMul, and the trainers rewrite their step
    * graphs' large products into it (src/train/bf16.ts). Absent: float32.
    */
-  readonly trainingMatmul?: "fp32" | "bf16";
+  readonly trainingMatmul?: MatmulPrecision;
   createSession(graph: Graph, options?: SessionOptions): Promise<Session>;
 }

@@ -125,13 +125,8 @@ export class OrtBackend implements Backend {
   }
 
   async createSession(graph: Graph, options: SessionOptions = {}): Promise<Session> {
-    const fold = { foldConversions: !!this.options.foldWeightConversions };
-    if (!options.external && graph.weightBytes() < INLINE_LIMIT) {
-      const bytes = graph.serialize(() => null, undefined, fold);
-      return new OrtSession(await this.create(bytes, false, options));
-    }
-    const modelPath = writeExternalModel(graph, options.cacheKey, fold);
-    return new OrtSession(await this.create(modelPath, true, options));
+    const model = ortModel(graph, options, { foldConversions: !!this.options.foldWeightConversions });
+    return new OrtSession(await this.create(model, typeof model === "string", options));
   }
 
   private async create(model: Uint8Array | string, external: boolean, session: SessionOptions): Promise<ort.InferenceSession> {
@@ -166,6 +161,15 @@ function nestConfig(config: Record<string, string>): Record<string, unknown> {
     o[parts[parts.length - 1]] = value;
   }
   return out;
+}
+
+/**
+ * What ONNX Runtime loads for `graph`: its bytes with the weights inline, or (a large graph, or
+ * options.external) the path of a model file whose weights stay in their files.
+ */
+export function ortModel(graph: Graph, options: SessionOptions = {}, opts: { foldConversions?: boolean } = {}): Uint8Array | string {
+  if (!options.external && graph.weightBytes() < INLINE_LIMIT) return graph.serialize(() => null, undefined, opts);
+  return writeExternalModel(graph, options.cacheKey, opts);
 }
 
 /**

@@ -14,8 +14,8 @@ import { createRequire } from "node:module";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Graph } from "../onnx/graph.js";
-import { ortTypeOf, type Backend, type Device, type HostTensor, type Session, type SessionOptions } from "./backend.js";
-import { writeExternalModel } from "./ort.js";
+import { ortTypeOf, type Backend, type Device, type HostTensor, type MatmulPrecision, type Session, type SessionOptions } from "./backend.js";
+import { OrtBackend, ortModel } from "./ort.js";
 
 interface NativeTensor {
   data: HostTensor["data"];
@@ -64,8 +64,6 @@ function addon(): NativeAddon {
 }
 
 const OPTIMIZATION = { disabled: 0, basic: 1, extended: 2, all: 99 } as const;
-/** Inline weights below this size, as OrtBackend does. */
-const INLINE_LIMIT = 512 * 1024 * 1024;
 
 class NativeSession implements Session {
   constructor(private handle: unknown, readonly inputNames: readonly string[], readonly outputNames: readonly string[]) {}
@@ -87,13 +85,13 @@ export interface NativeOrtBackendOptions {
   threads?: number;
   optimization?: keyof typeof OPTIMIZATION;
   /** Tell the trainers to take their steps' matrix products in bfloat16 (the reason this backend exists). */
-  trainingMatmul?: "fp32" | "bf16";
+  trainingMatmul?: MatmulPrecision;
 }
 
 export class NativeOrtBackend implements Backend {
   readonly name = "onnxruntime-native";
   readonly device: Device = "cpu";
-  readonly trainingMatmul: "fp32" | "bf16";
+  readonly trainingMatmul: MatmulPrecision;
 
   constructor(private options: NativeOrtBackendOptions = {}) {
     addon(); // fail at construction, with the reason, rather than at the first session
@@ -104,14 +102,10 @@ export class NativeOrtBackend implements Backend {
     const sessionOptions: Record<string, unknown> = { optimization: OPTIMIZATION[this.options.optimization ?? "all"] };
     if (this.options.threads) sessionOptions.threads = this.options.threads;
     if (options.memPattern !== undefined) sessionOptions.memPattern = options.memPattern;
-    const model = !options.external && graph.weightBytes() < INLINE_LIMIT ? graph.serialize(() => null) : writeExternalModel(graph, options.cacheKey);
-    const s = addon().createSession(model, sessionOptions);
+    const s = addon().createSession(ortModel(graph, options), sessionOptions);
     return new NativeSession(s.handle, s.inputNames, s.outputNames);
   }
 }
-
-export const MATMUL_PRECISIONS = ["fp32", "bf16"] as const;
-export type MatmulPrecision = (typeof MATMUL_PRECISIONS)[number];
 
 /**
  * The backend a training run uses: OrtBackend, or with matmul "bf16" a NativeOrtBackend whose
@@ -119,8 +113,7 @@ export type MatmulPrecision = (typeof MATMUL_PRECISIONS)[number];
  * the addon is missing, on a GPU, or on a CPU without AVX-512 BF16, where the portable kernel
  * would be slower than float32 and so defeat the option's only purpose.
  */
-export async function openTrainingBackend(o: { device?: Device; threads?: number; matmul?: MatmulPrecision }): Promise<Backend> {
-  const { OrtBackend } = await import("./ort.js");
+export function openTrainingBackend(o: { device?: Device; threads?: number; matmul?: MatmulPrecision }): Backend {
   if ((o.matmul ?? "fp32") === "fp32") return new OrtBackend({ device: o.device, threads: o.threads });
   if (o.device && o.device !== "cpu") throw new Error(`--matmul bf16 is for training on the CPU; with --device ${o.device} leave it out (the GPU providers choose their own precision)`);
   const st = nativeBf16Status();

@@ -10,8 +10,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { MATMUL_PRECISIONS, openTrainingBackend, type MatmulPrecision } from "../backend/ort_native.js";
-import type { Backend, Device } from "../backend/backend.js";
+import { openTrainingBackend } from "../backend/ort_native.js";
+import { MATMUL_PRECISIONS, type Backend, type Device, type MatmulPrecision } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/checkpoint.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
 import { TEXT_PADDINGS, type TextPadding } from "../text/length.js";
@@ -269,8 +269,8 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const threads = numOption(v.threads as string | undefined, "threads", 1, 1024);
   if (threads !== undefined && !Number.isInteger(threads)) throw new InvalidRequestError(`--threads must be a whole number, got "${v.threads}"`);
 
-  const matmul = (v.matmul as string | undefined) ?? "fp32";
-  if (!(MATMUL_PRECISIONS as readonly string[]).includes(matmul)) throw new InvalidRequestError(`--matmul must be ${MATMUL_PRECISIONS.join(" or ")}, got "${matmul}"`);
+  const matmul = ((v.matmul as string | undefined) ?? "fp32") as MatmulPrecision;
+  if (!MATMUL_PRECISIONS.includes(matmul)) throw new InvalidRequestError(`--matmul must be ${MATMUL_PRECISIONS.join(" or ")}, got "${matmul}"`);
   const workers = intOption(v.workers as string | undefined, "workers", 1, 256) ?? 1;
   if (workers > 1 && device && device !== "cpu") throw new InvalidRequestError(`--workers is for training on the CPU (each worker a one-core session); with --device ${device} leave it out`);
   if (workers > gradAccum) {
@@ -286,9 +286,12 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const toSave = Object.fromEntries(SAVED.filter((k) => v[k] !== undefined).map((k) => [k, v[k]]));
   fs.writeFileSync(settingsFile, JSON.stringify(toSave, null, 2) + "\n");
 
-  const backend = await openTrainingBackend({ device, threads: workers > 1 ? threadsPerWorker : threads, matmul: matmul as MatmulPrecision }).catch((e: Error) => {
-    throw new InvalidRequestError(e.message);
-  });
+  let backend: Backend;
+  try {
+    backend = openTrainingBackend({ device, threads: workers > 1 ? threadsPerWorker : threads, matmul });
+  } catch (e) {
+    throw new InvalidRequestError((e as Error).message);
+  }
   const settings: TaskSettings = {
     mode, model: v.model as string, data: v.data as string, runDir, trigger: v.trigger as string | undefined, multiCaption: !!v["multi-caption"], resolutions, seed,
     batchSize, gradAccum, maxLen, captionDropout, sampling, rank, alpha, targets, loraInit, checkpointActivations: !!v["checkpoint-activations"],
@@ -335,7 +338,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
     log(`starting ${workers - 1} worker thread(s): ${workers} micro-batches at once, ${threadsPerWorker} thread(s) each; each worker reads the data and builds the graph again`);
     let parallel: ParallelTask;
     try {
-      parallel = await ParallelTask.start(setup.task, settings, workers, { threads: threadsPerWorker, device, matmul: matmul as MatmulPrecision });
+      parallel = await ParallelTask.start(setup.task, settings, workers, { threads: threadsPerWorker, device, matmul });
     } catch (e) {
       await setup.release();
       throw e;

@@ -19,6 +19,7 @@ import { Worker } from "node:worker_threads";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
 import type { RowSparseGrad } from "./row_sparse.js";
 import type { TaskSettings } from "./setup.js";
+import type { MatmulPrecision } from "../backend/backend.js";
 
 /** Where each trainable tensor lives in the shared buffer (float32 offsets). */
 export type ParamLayout = [name: string, offset: number, length: number][];
@@ -38,7 +39,7 @@ export interface WorkerInit {
   device?: string;
   threads: number;
   /** the training step's matrix products (--matmul) */
-  matmul?: "fp32" | "bf16";
+  matmul?: MatmulPrecision;
   shared: SharedArrayBuffer;
   layout: ParamLayout;
 }
@@ -117,7 +118,7 @@ export class ParallelTask implements TrainTask {
    * `settings` with a `threads`-thread session, and waits until all are ready (each reads the data
    * and builds its graph, as the main thread did).
    */
-  static async start(local: TrainTask, settings: TaskSettings, workers: number, o: { threads: number; device?: string; matmul?: "fp32" | "bf16" }): Promise<ParallelTask> {
+  static async start(local: TrainTask, settings: TaskSettings, workers: number, o: { threads: number; device?: string; matmul?: MatmulPrecision }): Promise<ParallelTask> {
     if (!(Number.isInteger(workers) && workers >= 2)) throw new Error(`a parallel task needs at least 2 workers, got ${workers}`);
     const layout = paramLayout(local.params);
     const total = layout.reduce((n, [, , len]) => n + len, 0);

@@ -12,7 +12,7 @@ const init = workerData as WorkerInit;
 const port = parentPort!;
 const shared = new Float32Array(init.shared);
 
-const backend = await openTrainingBackend({ device: init.device as Device | undefined, threads: init.threads, matmul: init.matmul });
+const backend = openTrainingBackend({ device: init.device as Device | undefined, threads: init.threads, matmul: init.matmul });
 const setup = await setupTask(init.settings, backend, () => {}, true);
 const params = setup.task.params;
 for (const [name, , length] of init.layout) {
