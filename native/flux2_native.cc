@@ -17,6 +17,7 @@
 
 #include <array>
 #include <climits>
+#include <memory>
 #include <mutex>
 #include <cstring>
 #include <string>
@@ -197,7 +198,16 @@ struct Session {
   OrtSession* session = nullptr;
   int running = 0;  // runs queued or in flight: the session is not released under them
   std::vector<std::string> inputs, outputs;
+  ~Session() {
+    if (session) ort->ReleaseSession(session);
+  }
 };
+
+// Runs when a session's handle is garbage-collected, so that a session JavaScript dropped without
+// release() (a trainer that threw between createSession and release) does not keep its weights
+// until exit. A queued run holds a reference to the handle (RunJob's keepAlive), so this never
+// frees a session under a run.
+void finalizeSession(napi_env, void* data, void*) { delete static_cast<Session*>(data); }
 
 napi_value str(napi_env e, const std::string& s) {
   napi_value v;
@@ -297,15 +307,13 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
       }
     }
     check(ort->AddCustomOpDomain(so, domain));
-    auto* s = new Session();
+    auto owned = std::make_unique<Session>();  // freed here on any error until the handle owns it
+    Session* s = owned.get();
     OrtStatus* st = modelPath.empty() ? ort->CreateSessionFromArray(env, bytes, length, so, &s->session)
                                       : ort->CreateSession(env, modelPath.c_str(), so, &s->session);
     ort->ReleaseSessionOptions(so);
     so = nullptr;
-    if (st) {
-      delete s;
-      check(st);
-    }
+    check(st);
     OrtAllocator* alloc = nullptr;
     check(ort->GetAllocatorWithDefaultOptions(&alloc));
     size_t ni = 0, no = 0;
@@ -319,7 +327,8 @@ napi_value createSession(napi_env e, napi_callback_info cb) {
     }
     napi_value result, handle;
     checkNapi(napi_create_object(e, &result), "object");
-    checkNapi(napi_create_external(e, s, nullptr, nullptr, &handle), "handle");
+    checkNapi(napi_create_external(e, s, finalizeSession, nullptr, &handle), "handle");
+    owned.release();
     checkNapi(napi_set_named_property(e, result, "handle", handle), "object");
     checkNapi(napi_set_named_property(e, result, "inputNames", stringArray(e, s->inputs)), "object");
     checkNapi(napi_set_named_property(e, result, "outputNames", stringArray(e, s->outputs)), "object");
@@ -371,7 +380,7 @@ struct RunJob {
   OrtMemoryInfo* mem = nullptr;
   std::vector<std::string> inNames, outNames;
   std::vector<OrtValue*> inputs, outputs;
-  std::vector<napi_ref> keepAlive;  // the input arrays ORT reads in place
+  std::vector<napi_ref> keepAlive;  // the session's handle, and the input arrays ORT reads in place
   std::string error;
   napi_deferred deferred = nullptr;
   napi_async_work work = nullptr;
@@ -465,6 +474,9 @@ napi_value run(napi_env e, napi_callback_info cb) {
   auto* job = new RunJob();
   try {
     job->session = sessionOf(e, argv[0]);
+    napi_ref handleRef;
+    checkNapi(napi_create_reference(e, argv[0], 1, &handleRef), "reference");
+    job->keepAlive.push_back(handleRef);
     uint32_t nIn = 0, nOut = 0;
     checkNapi(napi_get_array_length(e, argv[1], &nIn), "input names");
     checkNapi(napi_get_array_length(e, argv[3], &nOut), "output names");
@@ -522,7 +534,7 @@ napi_value release(napi_env e, napi_callback_info cb) {
   auto* s = static_cast<Session*>(p);
   if (s->running) throw JsError{"flux2 native: the session is still running; await its runs before releasing it"};
   if (s->session) ort->ReleaseSession(s->session);
-  s->session = nullptr;  // the Session struct itself stays (the handle may be used again: a clear error)
+  s->session = nullptr;  // the Session struct stays until the handle's finalizer (a later use gets a clear error)
   return nullptr;
 }
 
