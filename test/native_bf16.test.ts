@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import sharp from "sharp";
 import { OrtBackend } from "../src/backend/ort.js";
-import { NativeOrtBackend, nativeBf16Status, openTrainingBackend } from "../src/backend/ort_native.js";
+import { NativeOrtBackend, autoTrainingMatmul, nativeBf16Status, openTrainingBackend } from "../src/backend/ort_native.js";
 import { Graph, Value } from "../src/onnx/graph.js";
 import { appendGradients } from "../src/train/autodiff.js";
 import { useTrainingMatmul } from "../src/train/bf16.js";
@@ -181,6 +181,22 @@ test("openTrainingBackend: fp32 is onnxruntime-node; bf16 is refused on a GPU", 
   if (st.ok && !st.fast) assert.throws(() => openTrainingBackend({ matmul: "bf16" }), /no AVX-512 BF16/);
 });
 
+test("--matmul auto: bf16 exactly where openTrainingBackend accepts bf16, float32 elsewhere, with the reason", async () => {
+  assert.deepEqual(autoTrainingMatmul("cuda"), { matmul: "fp32", reason: "--device cuda" });
+  const st = nativeBf16Status();
+  const auto = autoTrainingMatmul();
+  assert.equal(auto.matmul, st.ok && st.fast ? "bf16" : "fp32", auto.reason);
+  if (auto.matmul === "fp32") assert.throws(() => openTrainingBackend({ matmul: "bf16" }));
+  else assert.equal(openTrainingBackend({ matmul: "bf16" }).trainingMatmul, "bf16");
+  // In a run: says what it chose, and train.json records that (not "auto"), so --resume takes the same.
+  const data = await makeData();
+  const out = path.join(ROOT, "full-auto");
+  const r = run(["train", "--full", "--model", MODEL, "--data", data, "--out", out, "--resolution", "64", "--steps", "2", "--batch-size", "2", "--save-every", "0", "--threads", "1", "--matmul", "auto"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`--matmul auto: ${auto.matmul} \\(`));
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, "train.json"), "utf8")).matmul, auto.matmul);
+});
+
 async function makeData(): Promise<string> {
   const dir = fs.mkdtempSync(path.join(ROOT, "data-"));
   for (const [i, caption] of ["red", "a blue square", "green"].entries()) {
@@ -201,7 +217,7 @@ test("flux2 train --matmul: checked, saved with the run's settings, and a --full
   const data = await makeData();
   const bad = run(["train", "--full", "--model", MODEL, "--data", data, "--out", path.join(ROOT, "bad"), "--steps", "1", "--matmul", "fp16"]);
   assert.notEqual(bad.code, 0);
-  assert.match(bad.stderr, /--matmul must be fp32 or bf16, got "fp16"/);
+  assert.match(bad.stderr, /--matmul must be fp32, bf16 or auto, got "fp16"/);
   const st = nativeBf16Status();
   const out = path.join(ROOT, "full-bf16");
   const r = run(["train", "--full", "--model", MODEL, "--data", data, "--out", out, "--resolution", "64", "--steps", "3", "--batch-size", "2", "--save-every", "0", "--threads", "1", "--matmul", "bf16"]);

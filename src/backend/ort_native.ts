@@ -108,6 +108,19 @@ export class NativeOrtBackend implements Backend {
 }
 
 /**
+ * What `--matmul auto` trains with here: bf16 where openTrainingBackend would accept it (the CPU,
+ * the addon built, AVX-512 BF16), float32 elsewhere, with the reason, so that one recipe runs on
+ * every machine and takes the faster products where they exist.
+ */
+export function autoTrainingMatmul(device?: Device): { matmul: MatmulPrecision; reason: string } {
+  if (device && device !== "cpu") return { matmul: "fp32", reason: `--device ${device}` };
+  const st = nativeBf16Status();
+  if (!st.ok) return { matmul: "fp32", reason: st.reason };
+  if (!st.fast) return { matmul: "fp32", reason: "this CPU has no AVX-512 BF16 instructions" };
+  return { matmul: "bf16", reason: "this CPU has AVX-512 BF16 and the native addon is built" };
+}
+
+/**
  * The backend a training run uses: OrtBackend, or with matmul "bf16" a NativeOrtBackend whose
  * training graphs take their matrix products in bfloat16. Refuses bf16 (with what to do) where
  * the addon is missing, on a GPU, or on a CPU without AVX-512 BF16, where the portable kernel

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { openTrainingBackend } from "../backend/ort_native.js";
+import { autoTrainingMatmul, openTrainingBackend } from "../backend/ort_native.js";
 import { MATMUL_PRECISIONS, type Backend, type Device, type MatmulPrecision } from "../backend/backend.js";
 import { openCheckpoint, transformerConfig, type Checkpoint } from "../pipeline/checkpoint.js";
 import { modelDefaults } from "../pipeline/model_defaults.js";
@@ -131,11 +131,12 @@ Output:
   --sample-steps N        denoising steps of the samples (default: the model's)
   --device D              cpu (default) | webgpu | cuda
   --threads N             ONNX Runtime intra-op threads (default: one per core; 1 keeps a shared machine usable)
-  --matmul P              fp32 (default) | bf16: the training step's matrix products in bfloat16
+  --matmul P              fp32 (default) | bf16 | auto: the training step's matrix products in bfloat16
                           (inputs rounded, float32 sums, as PyTorch's bf16 autocast), through
                           flux2.ts's native addon; on CPUs with AVX-512 BF16 (Zen 4, Sapphire
                           Rapids) the products run 1.5-1.9x faster and a step 1.1-1.3x; refused
-                          elsewhere. Samples, caches and saved weights stay float32
+                          elsewhere; auto takes bf16 where it is accepted and fp32 elsewhere.
+                          Samples, caches and saved weights stay float32
                           (docs/training.md, "bf16 matrix products")
   --workers N             compute N micro-batches of a step at once, each in its own thread with
                           --threads/N threads (default 1). Needs --grad-accum N (or a multiple):
@@ -269,8 +270,17 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const threads = numOption(v.threads as string | undefined, "threads", 1, 1024);
   if (threads !== undefined && !Number.isInteger(threads)) throw new InvalidRequestError(`--threads must be a whole number, got "${v.threads}"`);
 
-  const matmul = ((v.matmul as string | undefined) ?? "fp32") as MatmulPrecision;
-  if (!MATMUL_PRECISIONS.includes(matmul)) throw new InvalidRequestError(`--matmul must be ${MATMUL_PRECISIONS.join(" or ")}, got "${matmul}"`);
+  const matmulAsked = (v.matmul as string | undefined) ?? "fp32";
+  if (matmulAsked !== "auto" && !MATMUL_PRECISIONS.includes(matmulAsked as MatmulPrecision)) {
+    throw new InvalidRequestError(`--matmul must be ${MATMUL_PRECISIONS.join(", ")} or auto, got "${matmulAsked}"`);
+  }
+  let matmul = matmulAsked as MatmulPrecision;
+  if (matmulAsked === "auto") {
+    const auto = autoTrainingMatmul(device);
+    matmul = auto.matmul;
+    v.matmul = matmul; // train.json records what ran, so --resume on this machine takes the same products
+    say(`--matmul auto: ${matmul} (${auto.reason})`);
+  }
   const workers = intOption(v.workers as string | undefined, "workers", 1, 256) ?? 1;
   if (workers > 1 && device && device !== "cpu") throw new InvalidRequestError(`--workers is for training on the CPU (each worker a one-core session); with --device ${device} leave it out`);
   if (workers > gradAccum) {
