@@ -137,6 +137,22 @@ test("train-mini runs a with_next pair at once and gives a stage another stage's
   assert.equal(spawnSync(process.execPath, [script, "--recipe", file, "--dry-run"], { encoding: "utf8" }).status, 0);
 });
 
+test("every recipe in recipes/ is one train-mini reads: each stage budgeted, a flux2 train mode, at the mini's resolution and text length", () => {
+  const files = fs.readdirSync(path.join(repoRoot, "recipes")).filter((f) => f.endsWith(".json"));
+  assert.ok(files.includes("flux2-mini.json") && files.length >= 2, files.join(", "));
+  for (const f of files) {
+    const r = readRecipe(path.join(repoRoot, "recipes", f));
+    assert.equal(r.resolution, MINI_RESOLUTION, f);
+    assert.equal(r.max_sequence_length, MINI_MAX_SEQUENCE_LENGTH, f);
+    for (const s of r.stages) {
+      assert.ok((s.budget_minutes ?? 0) > 0, `${f}: stage ${s.name} has no budget`);
+      assert.equal(["vae", "text-encoder", "full"].filter((m) => s.args[m] === true).length, 1, `${f}: stage ${s.name} trains one part`);
+      if (s.args.matmul !== undefined) assert.ok(["fp32", "bf16", "auto"].includes(String(s.args.matmul)), `${f}: stage ${s.name} matmul ${s.args.matmul}`);
+    }
+    assert.ok(recipeBudgetMinutes(r) <= 120, `${f}: ${recipeBudgetMinutes(r)} minutes`);
+  }
+});
+
 test("a recipe's budget counts a with_next pair as the longer of the two", () => {
   const stage = (name: string, budget_minutes?: number, with_next?: boolean) => ({ name, budget_minutes, with_next, args: {} });
   const r = (stages: MiniRecipe["stages"]) => ({ name: "t", resolution: 64, max_sequence_length: 64, prepare: [], evaluate: [], stages });
