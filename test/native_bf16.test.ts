@@ -182,7 +182,7 @@ test("openTrainingBackend: fp32 is onnxruntime-node; bf16 is refused on a GPU", 
 });
 
 test("--matmul auto: bf16 exactly where openTrainingBackend accepts bf16, float32 elsewhere, with the reason", async () => {
-  assert.deepEqual(autoTrainingMatmul("cuda"), { matmul: "fp32", reason: "--device cuda" });
+  assert.deepEqual(autoTrainingMatmul("cuda"), { matmul: "fp32", reason: "--matmul bf16 is for training on the CPU; with --device cuda leave it out (the GPU providers choose their own precision)" });
   const st = nativeBf16Status();
   const auto = autoTrainingMatmul();
   assert.equal(auto.matmul, st.ok && st.fast ? "bf16" : "fp32", auto.reason);

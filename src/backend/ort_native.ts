@@ -108,29 +108,38 @@ export class NativeOrtBackend implements Backend {
 }
 
 /**
- * What `--matmul auto` trains with here: bf16 where openTrainingBackend would accept it (the CPU,
- * the addon built, AVX-512 BF16), float32 elsewhere, with the reason, so that one recipe runs on
- * every machine and takes the faster products where they exist.
+ * Why bf16 training products cannot run here (a sentence that says what to do), or undefined
+ * where they can: not on a GPU, not without the addon, and not on a CPU without AVX-512 BF16,
+ * where the portable kernel would be slower than float32 and so defeat the option's only purpose.
+ * One rule for both `--matmul bf16` (refused with it) and `--matmul auto` (float32 with it).
+ */
+function bf16Refusal(device?: Device): string | undefined {
+  if (device && device !== "cpu") return `--matmul bf16 is for training on the CPU; with --device ${device} leave it out (the GPU providers choose their own precision)`;
+  const st = nativeBf16Status();
+  if (!st.ok) return `--matmul bf16: ${st.reason}`;
+  if (!st.fast) return "--matmul bf16: this CPU has no AVX-512 BF16 instructions (lscpu: avx512_bf16), so bfloat16 products would run slower than float32 ones; leave --matmul out";
+  return undefined;
+}
+
+/**
+ * What `--matmul auto` trains with here: bf16 where openTrainingBackend would accept it, float32
+ * elsewhere, with the reason, so that one recipe runs on every machine and takes the faster
+ * products where they exist.
  */
 export function autoTrainingMatmul(device?: Device): { matmul: MatmulPrecision; reason: string } {
-  if (device && device !== "cpu") return { matmul: "fp32", reason: `--device ${device}` };
-  const st = nativeBf16Status();
-  if (!st.ok) return { matmul: "fp32", reason: st.reason };
-  if (!st.fast) return { matmul: "fp32", reason: "this CPU has no AVX-512 BF16 instructions" };
+  const refusal = bf16Refusal(device);
+  if (refusal) return { matmul: "fp32", reason: refusal };
   return { matmul: "bf16", reason: "this CPU has AVX-512 BF16 and the native addon is built" };
 }
 
 /**
  * The backend a training run uses: OrtBackend, or with matmul "bf16" a NativeOrtBackend whose
- * training graphs take their matrix products in bfloat16. Refuses bf16 (with what to do) where
- * the addon is missing, on a GPU, or on a CPU without AVX-512 BF16, where the portable kernel
- * would be slower than float32 and so defeat the option's only purpose.
+ * training graphs take their matrix products in bfloat16 (refused, with what to do, where
+ * bf16Refusal says so).
  */
 export function openTrainingBackend(o: { device?: Device; threads?: number; matmul?: MatmulPrecision }): Backend {
   if ((o.matmul ?? "fp32") === "fp32") return new OrtBackend({ device: o.device, threads: o.threads });
-  if (o.device && o.device !== "cpu") throw new Error(`--matmul bf16 is for training on the CPU; with --device ${o.device} leave it out (the GPU providers choose their own precision)`);
-  const st = nativeBf16Status();
-  if (!st.ok) throw new Error(`--matmul bf16: ${st.reason}`);
-  if (!st.fast) throw new Error("--matmul bf16: this CPU has no AVX-512 BF16 instructions (lscpu: avx512_bf16), so bfloat16 products would run slower than float32 ones; leave --matmul out");
+  const refusal = bf16Refusal(o.device);
+  if (refusal) throw new Error(refusal);
   return new NativeOrtBackend({ threads: o.threads, trainingMatmul: "bf16" });
 }
