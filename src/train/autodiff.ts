@@ -20,7 +20,7 @@
 import type { Graph } from "../onnx/graph.js";
 import { Value } from "../onnx/graph.js";
 import type { AttrValue, NodeProto } from "../onnx/proto.js";
-import { inferNode, inferShapes, type Elem, type Metas, type ValueMeta } from "./shapes.js";
+import { attrOf, inferNode, inferShapes, type Elem, type Metas, type ValueMeta } from "./shapes.js";
 import { GRAD_RULES } from "./grad_rules.js";
 
 export interface GradientOptions {
@@ -36,11 +36,31 @@ export interface GradientOptions {
    * processed in groups that fit (default 256 MiB; at least one head per group).
    */
   attentionChunkBytes?: number;
+  /**
+   * Trainable tables read by one Gather each (axis 0), whose gradient is returned by the rows
+   * looked up instead of as a dense table: the output `grad_rows.<name>` holds the gradient of
+   * each lookup (the indices' shape plus the row width), and `rowOutputs` says which indices
+   * they belong to. Why: a 151,936-row token table's dense gradient is a scatter into 39 MB of
+   * zeros that the caller then scans back into a few hundred rows, a quarter of a small text
+   * encoder's training step (docs/flux2-mini.md, session 36). sumLookupRows()
+   * (src/train/row_sparse.ts) turns the rows into the same row-sparse gradient, bit for bit.
+   */
+  gatherRows?: ReadonlySet<string>;
+}
+
+/** A table's gradient by lookup (GradientOptions.gatherRows). */
+export interface LookupRowsOutput {
+  /** Graph output holding one gradient row per lookup: shape [...indices, width]. */
+  rows: string;
+  /** The graph value the Gather read its row indices from. */
+  indices: string;
 }
 
 export interface GradientResult {
-  /** Trainable input name → graph output name holding its gradient. */
+  /** Trainable input name → graph output name holding its gradient (tables of gatherRows excepted). */
   outputs: Map<string, string>;
+  /** Tables of GradientOptions.gatherRows → their gradient by lookup. */
+  rowOutputs: Map<string, LookupRowsOutput>;
   /** Every value's static shape (forward and backward). */
   metas: Metas;
 }
@@ -196,6 +216,8 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
 
   const forward = [...g.nodes];
   const trainable = new Set(wrt);
+  const lookups = findTableLookups(forward, opts.gatherRows ?? new Set(), trainable, metas);
+  const lookupRows = new Map<string, Value>();
   // Which values depend on a trainable input (and are float: indices and shapes never do).
   const live = new Set<string>(wrt);
   for (const n of forward) {
@@ -233,6 +255,13 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
     const node = forward[idx];
     if (!node.outputs.some((o) => contributions.has(o))) continue;
     if (!node.inputs.some((i) => live.has(i))) continue;
+    const table = lookups.get(node);
+    if (table !== undefined) {
+      // The lookup's output gradient is the table's gradient by row: returned as it is.
+      const dy = total(node.outputs[0]);
+      if (dy) lookupRows.set(table, dy);
+      continue;
+    }
     const rule = GRAD_RULES[node.opType];
     if (!rule) throw new Error(`autodiff: no gradient rule for op ${node.opType} (node ${node.name})`);
     const dys = node.outputs.map((o) => total(o));
@@ -263,13 +292,38 @@ export function appendGradients(g: Graph, loss: Value, wrt: string[], inputShape
   }
 
   const outputs = new Map<string, string>();
+  const rowOutputs = new Map<string, LookupRowsOutput>();
+  for (const [node, w] of lookups) {
+    const out = metas.get(node.outputs[0])!;
+    const rows = lookupRows.get(w) ?? b.zeros(out.shape, out.elem);
+    const name = `grad_rows.${w}`;
+    g.output(rows, name, "F32", out.shape);
+    rowOutputs.set(w, { rows: name, indices: node.inputs[1] });
+  }
   for (const w of wrt) {
+    if (rowOutputs.has(w)) continue;
     const d = total(w) ?? b.zeros(metas.get(w)!.shape, metas.get(w)!.elem);
     const name = `grad.${w}`;
     g.output(d, name, metas.get(w)!.elem === "F64" ? "F64" : "F32", metas.get(w)!.shape);
     outputs.set(w, name);
   }
-  return { outputs, metas };
+  return { outputs, rowOutputs, metas };
+}
+
+/** The Gather node of each table of `tables` (GradientOptions.gatherRows), checked to be its only reader. */
+function findTableLookups(forward: NodeProto[], tables: ReadonlySet<string>, trainable: ReadonlySet<string>, metas: Metas): Map<NodeProto, string> {
+  const found = new Map<NodeProto, string>();
+  for (const t of tables) {
+    if (!trainable.has(t)) throw new Error(`appendGradients: gatherRows table "${t}" is not among the trainable inputs`);
+    const readers = forward.filter((n) => n.inputs.includes(t));
+    const n = readers[0];
+    if (readers.length !== 1 || n.opType !== "Gather" || n.inputs[0] !== t || n.inputs.indexOf(t, 1) !== -1 || Number(attrOf(n, "axis", 0)) !== 0) {
+      throw new Error(`appendGradients: gatherRows table "${t}" must be read by exactly one Gather on axis 0 (found ${readers.map((r) => r.opType).join(", ") || "no reader"})`);
+    }
+    if (FLOAT.has(metas.get(n.inputs[1])!.elem)) throw new Error(`appendGradients: gatherRows table "${t}" is indexed by a float value`);
+    found.set(n, t);
+  }
+  return found;
 }
 
 /**

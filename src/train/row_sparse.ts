@@ -41,6 +41,37 @@ export function toRowSparse(dense: Float32Array, width: number): RowSparseGrad {
   return { width, rows: Int32Array.from(rows), values };
 }
 
+/**
+ * The row-sparse gradient of a table from the gradients of its lookups (GradientOptions.gatherRows):
+ * lookup k read row `ids[k]` and received gradient row k of `lookupGrads`. Each table row sums
+ * its lookups' rows in lookup order, starting from zero, one float32 rounding per addition: what
+ * ONNX Runtime's ScatterND (reduction "add") into a zero table computes, so the result equals
+ * toRowSparse() of the dense gradient bit for bit (rows whose sum is exactly zero are left out,
+ * as there).
+ */
+export function sumLookupRows(lookupGrads: Float32Array, ids: ArrayLike<bigint | number>, width: number, tableRows: number): RowSparseGrad {
+  if (lookupGrads.length !== ids.length * width) throw new Error(`sumLookupRows: ${ids.length} lookups of width ${width} need ${ids.length * width} values, got ${lookupGrads.length}`);
+  const slot = new Map<number, number>();
+  for (let k = 0; k < ids.length; k++) {
+    const r = Number(ids[k]);
+    if (!(Number.isInteger(r) && r >= 0 && r < tableRows)) throw new Error(`sumLookupRows: lookup ${k} reads row ${r}, outside the table's ${tableRows} rows`);
+    if (!slot.has(r)) slot.set(r, 0);
+  }
+  const sorted = Int32Array.from(slot.keys()).sort();
+  sorted.forEach((r, i) => slot.set(r, i));
+  const sums = new Float32Array(sorted.length * width);
+  for (let k = 0; k < ids.length; k++) {
+    const at = slot.get(Number(ids[k]))! * width;
+    for (let i = 0; i < width; i++) sums[at + i] += lookupGrads[k * width + i];
+  }
+  const keep: number[] = [];
+  for (let i = 0; i < sorted.length; i++) if (rowHasNonzero(sums, i, width)) keep.push(i);
+  if (keep.length === sorted.length) return { width, rows: sorted, values: sums };
+  const values = new Float32Array(keep.length * width);
+  keep.forEach((i, k) => values.set(sums.subarray(i * width, (i + 1) * width), k * width));
+  return { width, rows: Int32Array.from(keep, (i) => sorted[i]), values };
+}
+
 /** A set of row indices of a table: a mark per row for membership, and the members in insertion order. */
 export class RowSet {
   private readonly marked: Uint8Array;

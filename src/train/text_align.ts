@@ -32,6 +32,7 @@ import { Xoshiro128 } from "../util/random.js";
 import { appendGradients } from "./autodiff.js";
 import { useTrainingMatmul } from "./bf16.js";
 import { promoteWeights } from "./params.js";
+import { sumLookupRows, type RowSparseGrad } from "./row_sparse.js";
 
 export type AlignPooling = "attention" | "mean";
 export const ALIGN_POOLINGS: AlignPooling[] = ["attention", "mean"];
@@ -60,7 +61,10 @@ export interface TextAlignResult {
   loss: number;
   /** (B, outputs) the head's predictions. */
   predictions: Float32Array;
+  /** Dense gradients of the trained tensors, the token table excepted. */
   grads: Map<string, Float32Array>;
+  /** The token table's gradient by its nonzero rows (src/train/row_sparse.ts). */
+  sparse: Map<string, RowSparseGrad>;
 }
 
 /** The thumbnail's side in cells (8 × 8 × 3 numbers) and the head that reads it: what `flux2 train --text-encoder` uses. */
@@ -197,7 +201,12 @@ export class TextEncoderAligner {
       input_ids: [B, L], position_ids: [B, L], rope_cos: [L, half], rope_sin: [L, half], attention_bias: [B, 1, L, L],
       ...(this.head.pooling === "attention" ? { token_bias: [B, L, 1] } : {}), target: [B, K],
     };
-    appendGradients(g, loss, [...trainable, ...this.params.keys()].filter((v, i, a) => a.indexOf(v) === i), shapes);
+    // The token table's gradient leaves the graph by lookup (a few thousand rows), not as a 39 MB
+    // dense table (GradientOptions.gatherRows); the lookup indices are the caption's token ids.
+    const grads = appendGradients(g, loss, [...trainable, ...this.params.keys()].filter((v, i, a) => a.indexOf(v) === i), shapes, { gatherRows: new Set(this.rowSparse.keys()) });
+    for (const [table, o] of grads.rowOutputs) {
+      if (o.indices !== "input_ids") throw new Error(`text alignment: the token table ${table} is read by ${o.indices}, not by input_ids`);
+    }
     useTrainingMatmul(this.backend, g, shapes);
     return { graph: g, trainable };
   }
@@ -211,7 +220,7 @@ export class TextEncoderAligner {
     if (!p) {
       p = (async () => {
         const { graph } = this.graphFor(B, L, true);
-        const grads = new Map([...this.params.keys()].map((k) => [k, `grad.${k}`] as [string, string]));
+        const grads = new Map([...this.params.keys()].filter((k) => !this.rowSparse.has(k)).map((k) => [k, `grad.${k}`] as [string, string]));
         return { session: await this.backend.createSession(graph, { memPattern: false }), grads };
       })();
       this.sessions.set(key, p);
@@ -230,7 +239,11 @@ export class TextEncoderAligner {
     const out = await step.session.run(feeds);
     const grads = new Map<string, Float32Array>();
     for (const [k, o] of step.grads) grads.set(k, out[o].data as Float32Array);
-    return { loss: Number(out.loss.data[0]), predictions: out.prediction.data as Float32Array, grads };
+    const sparse = new Map<string, RowSparseGrad>();
+    for (const [k, width] of this.rowSparse) {
+      sparse.set(k, sumLookupRows(out[`grad_rows.${k}`].data as Float32Array, b.inputIds, width, this.paramShape(k)[0]));
+    }
+    return { loss: Number(out.loss.data[0]), predictions: out.prediction.data as Float32Array, grads, sparse };
   }
 
   async release(): Promise<void> {

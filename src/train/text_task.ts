@@ -8,7 +8,7 @@
 import type { PromptEncoder } from "../pipeline/flux2.js";
 import { EpochBatcher, loadBucketed, pickCaptions, type BatchKey, type DataImage, type Sample } from "./data.js";
 import type { MicroBatchResult, TrainTask } from "./loop.js";
-import { toRowSparse, type RowSparseGrad } from "./row_sparse.js";
+import type { RowSparseGrad } from "./row_sparse.js";
 import { pictureDescriptor, type TextAlignBatch } from "./text_align.js";
 
 import { lengthBucket, tokenLengths } from "../text/length.js";
@@ -16,9 +16,8 @@ export { LENGTH_BUCKETS, lengthBucket } from "../text/length.js";
 
 export interface TextAlignLike {
   readonly params: Map<string, Float32Array>;
-  /** Parameters whose gradients are passed on by their nonzero rows (name → row width). */
-  readonly rowSparse?: Map<string, number>;
-  lossAndGrads(b: TextAlignBatch): Promise<{ loss: number; grads: Map<string, Float32Array> }>;
+  /** `sparse`: gradients passed on by their nonzero rows (the token table), absent from `grads`. */
+  lossAndGrads(b: TextAlignBatch): Promise<{ loss: number; grads: Map<string, Float32Array>; sparse?: Map<string, RowSparseGrad> }>;
 }
 
 export interface CaptionData {
@@ -77,17 +76,8 @@ export class TextAlignTask implements TrainTask {
     const targets = new Float32Array(B * K);
     batch.forEach((s, b) => targets.set(this.data.descriptors[s], b * K));
     const r = await this.trainer.lossAndGrads({ inputIds, attentionMask, B, L, targets });
-    if (!this.trainer.rowSparse?.size) return { loss: r.loss, grads: r.grads };
-    // The token table's gradient by its rows: the loop and the workers then handle a few hundred
+    // The token table's gradient comes by its rows: the loop and the workers handle a few hundred
     // rows instead of 151,936 (the same numbers; src/train/row_sparse.ts).
-    const grads = new Map(r.grads);
-    const sparse = new Map<string, RowSparseGrad>();
-    for (const [name, width] of this.trainer.rowSparse) {
-      const g = grads.get(name);
-      if (!g) continue;
-      sparse.set(name, toRowSparse(g, width));
-      grads.delete(name);
-    }
-    return { loss: r.loss, grads, sparse };
+    return { loss: r.loss, grads: r.grads, ...(r.sparse?.size ? { sparse: r.sparse } : {}) };
   }
 }
