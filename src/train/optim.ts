@@ -166,11 +166,22 @@ export function clipGradNorm(grads: Map<string, Float32Array>, maxNorm: number, 
 
 /** The total L2 norm of all gradients (float64), visiting only the hinted rows of hinted ones. */
 export function gradNorm(grads: Map<string, Float32Array>, hints?: Map<string, RowHint>): number {
+  // The running sum is passed through addSquares() rather than captured by a forEachRange()
+  // callback: a captured float is boxed anew on every addition, and those boxes (about 700 MB a
+  // second of flux2-mini's text-encoder training) made V8 collect garbage once a step (session 36).
   let sq = 0;
-  forEachRange(grads, hints, (g, from, to) => {
-    for (let i = from; i < to; i++) sq += g[i] * g[i];
-  });
+  for (const [name, g] of grads) {
+    const hint = hints?.get(name);
+    if (!hint) sq = addSquares(sq, g, 0, g.length);
+    else for (const r of hint.rows) sq = addSquares(sq, g, r * hint.width, (r + 1) * hint.width);
+  }
   return Math.sqrt(sq);
+}
+
+/** sum + g[from]² + … + g[to − 1]², added in that order (float64). */
+function addSquares(sum: number, g: Float32Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) sum += g[i] * g[i];
+  return sum;
 }
 
 /** Calls `f` on each gradient's whole range, or on each hinted row's range in ascending order. */
