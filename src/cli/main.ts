@@ -3,6 +3,7 @@
 // `run(argv)`; this file only dispatches and prints errors the same way.
 
 import { runConformanceCommand } from "./conformance.js";
+import { runWithTrainingHeap } from "./training_heap.js";
 import { runEvalCommand } from "./eval.js";
 import { runGenerateCommand } from "./generate.js";
 import { runEditCommand } from "./edit.js";
@@ -51,6 +52,10 @@ async function main(argv: string[]): Promise<number> {
   if (!c) {
     console.error(`flux2: unknown command "${cmd}"\n\n${usage()}`);
     return 2;
+  }
+  if (cmd === "train") {
+    const code = await runWithTrainingHeap();
+    if (code !== null) return code;
   }
   return c.run(rest);
 }
