@@ -221,6 +221,11 @@ test("the training memory plan adds what training allocates to what the process 
   assert.ok(held.lines.some((l) => /process now +500\.0 MiB/.test(l)), held.lines.join("\n"));
   const ema = planTrainMemory(ck, cfg, { ...base, ema: true });
   assert.equal(ema.neededBytes - bare.neededBytes, 1_000_000 * 4, "--ema-decay: one float32 copy more");
+  // The training heap's garbage allowance counts once per thread (src/cli/training_heap.ts).
+  const heap = planTrainMemory(ck, cfg, { ...base, jsHeapBytes: 100 * 2 ** 20, workers: 2 });
+  const noHeap = planTrainMemory(ck, cfg, { ...base, workers: 2 });
+  assert.equal(heap.neededBytes - noHeap.neededBytes, 2 * 100 * 2 ** 20);
+  assert.ok(heap.lines.some((l) => /JS heap +up to 100\.0 MiB of garbage a thread/.test(l)), heap.lines.join("\n"));
   // Planned after the data is encoded (as flux2 train does), the encoders' peak is behind it: at
   // 512² the VAE's encode activations outweigh this tiny transformer's training.
   const big = { ...base, trainableParams: 1000, width: 512, height: 512 };

@@ -28,6 +28,7 @@ import { LR_SCHEDULERS, type LrScheduler, type SigmaSampling } from "../train/sc
 import { saveLora, saveModelFolder, type LoraExportFormat } from "../train/export.js";
 import { LossPlotter, smoothed } from "../train/loss_plot.js";
 import { planTrainMemory } from "../train/memory.js";
+import { trainingHeapBytes } from "./training_heap.js";
 import { writeLatentStats } from "../train/vae_stats.js";
 import { DEFAULT_LORA_TARGETS } from "../train/step.js";
 import { LORA_INITS, type LoraInit } from "../train/lora.js";
@@ -337,6 +338,7 @@ export async function runTrainCommand(argv: string[]): Promise<number> {
   const plan = planTrainMemory(ck, transformerConfig(ck), {
     trainableParams: trainableCount, batch: batchSize, width: largest.bucket.width, height: largest.bucket.height,
     textLength: maxLen, checkpointActivations: !!v["checkpoint-activations"], vae: mode === "vae", ema: emaDecay !== undefined, processBytes: process.memoryUsage().rss, encoded: true, textEncoder: mode === "text" ? readQwen3Config(ck.textEncoder.config!) : undefined, textLengths, workers,
+    jsHeapBytes: Math.max(0, trainingHeapBytes() - process.memoryUsage().heapUsed),
   });
   log(`memory plan (${mode}, ${(trainableCount / 1e6).toFixed(2)} M trainable parameters):\n${plan.lines.join("\n")}`);
   if (plan.neededBytes > plan.availableBytes && !v.force) {

@@ -17,6 +17,12 @@ import * as os from "node:os";
 export const TRAINING_HEAP_MB = 256;
 const FLAG = "--initial-old-space-size";
 
+/** The initial old-generation size this process was started with (bytes), or 0 without the flag. */
+export function trainingHeapBytes(): number {
+  const flag = process.execArgv.find((a) => a.startsWith(`${FLAG}=`));
+  return flag ? Number(flag.slice(FLAG.length + 1)) * 2 ** 20 : 0;
+}
+
 /**
  * Runs this command line again in a child process with the training heap, forwarding its exit
  * code and the signals sent to this process (Ctrl-C included); null when this process is that

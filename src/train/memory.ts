@@ -61,6 +61,11 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
    * gradients, and the activations of one micro-batch.
    */
   workers?: number;
+  /**
+   * How far each thread's JavaScript heap may grow with garbage before its first full collection:
+   * the training process's initial old-generation size less what is live (src/cli/training_heap.ts).
+   */
+  jsHeapBytes?: number;
 }): TrainMemoryPlan {
   const te = residentWeightBytes(ck.textEncoder.weights);
   const vae = residentWeightBytes(ck.vae.weights);
@@ -71,19 +76,21 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
   const perBlock = o.batch * tokens * (3 * D + 2 * M + 6 * D) * 4;
   const t = o.textEncoder;
   // Per layer and token: the residual, the norms, q/k/v/attention output, the MLP's three
-  // intermediates, and a (heads × L) row of attention scores; plus the vocabulary-sized gradient
-  // of the embedding table (a dense scatter, and its sum). Each padded length has its own graph,
+  // intermediates, and a (heads × L) row of attention scores; plus the loop's vocabulary-sized sum
+  // of the embedding table's gradient rows (the graph gives them by lookup since session 36; it
+  // scattered them into a dense table before). Each padded length has its own graph,
   // and ONNX Runtime keeps each graph's arena at its peak, so the lengths add up (measured: 5.2 GB
   // peak RSS for batch 32 over lengths 32–128 on flux2-mini, where this gives 4.9 GB + the process).
   const textActivations = (enc: NonNullable<typeof t>) => (o.textLengths ?? [o.textLength]).reduce((a, L) =>
-    a + ACTIVATION_FACTOR * o.batch * L * enc.num_hidden_layers * (8 * enc.hidden_size + 3 * enc.intermediate_size + enc.num_attention_heads * L) * 4, 0) + 2 * enc.vocab_size * enc.hidden_size * 4;
+    a + ACTIVATION_FACTOR * o.batch * L * enc.num_hidden_layers * (8 * enc.hidden_size + 3 * enc.intermediate_size + enc.num_attention_heads * L) * 4, 0) + enc.vocab_size * enc.hidden_size * 4;
   const activations = t ? textActivations(t) : o.vae ? o.batch * o.width * o.height * 128 * 4 * 12 : ACTIVATION_FACTOR * (o.checkpointActivations ? 2 * perBlock + blocks * o.batch * tokens * D * 4 : blocks * perBlock);
   const frozen = o.vae || t ? 0 : residentWeightBytes(ck.transformer.weights);
   const copies = o.ema ? 6 : 5;
   const optimizer = o.trainableParams * 4 * copies;
   const extraWorkers = Math.max(0, (o.workers ?? 1) - 1);
   const perWorker = Math.max(0, (o.processBytes ?? 0) - NODE_BASELINE_BYTES) + frozen + o.trainableParams * 4 * 2 + activations;
-  const train = frozen + optimizer + activations + extraWorkers * perWorker;
+  const heap = (1 + extraWorkers) * (o.jsHeapBytes ?? 0);
+  const train = frozen + optimizer + activations + extraWorkers * perWorker + heap;
   const now = o.processBytes ?? 0;
   const needed = o.encoded ? train : Math.max(encode, train);
   const lines = [
@@ -93,6 +100,7 @@ export function planTrainMemory(ck: Checkpoint, cfg: TransformerConfig, o: {
     `  train          ${o.vae || t ? "" : `frozen weights ${formatBytes(frozen)}, `}${(o.trainableParams / 1e6).toFixed(2)} M trainable × ${copies} float32 copies${o.ema ? " (with the EMA)" : ""} ${formatBytes(optimizer)}, ` +
       `activations ~${formatBytes(activations)} (${t ? `${o.batch} captions, one graph per length ${(o.textLengths ?? [o.textLength]).join(", ")}` : `${o.batch}×${o.width}×${o.height}`}${o.checkpointActivations ? ", checkpointed" : ""})`,
     ...(extraWorkers ? [`  workers        ${extraWorkers} more thread(s), each ~${formatBytes(perWorker)} (its own data, weights, gradients and activations)`] : []),
+    ...(heap ? [`  JS heap        up to ${formatBytes(o.jsHeapBytes!)} of garbage a thread before V8's first full collection (FLUX2_TRAIN_HEAP_MB)`] : []),
     ...(o.processBytes !== undefined ? [`  process now    ${formatBytes(now)} (Node, ONNX Runtime and the data loaded for training)`] : []),
     `  peak ~${formatBytes(now + needed)}; available ${formatBytes(os.freemem())}`,
   ];
