@@ -16,7 +16,7 @@ import sharp from "sharp";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "flux2-mini-recipe-"));
 
-test("the recipe trains the VAE beside a first text-encoder stage, continues the encoder, then the transformer on both and its focus stage, at the mini's resolution and text length, budgeted 120 minutes", () => {
+test("the recipe trains the VAE beside a first text-encoder stage, continues the encoder, then the transformer on both and its focus stage, at the mini's resolution and text length, budgeted 86 minutes", () => {
   const r = readRecipe(path.join(repoRoot, "recipes", "flux2-mini.json"));
   assert.deepEqual(r.stages.map((s) => s.name), ["vae", "text_encoder", "text_encoder_2", "transformer", "focus"]);
   const [vae, te, te2, tr, focus] = r.stages;
@@ -55,9 +55,15 @@ test("the recipe trains the VAE beside a first text-encoder stage, continues the
   for (const s of [te, te2, tr, focus]) assert.equal(Number(s.args["max-sequence-length"]), MINI_MAX_SEQUENCE_LENGTH);
   assert.equal(r.resolution, MINI_RESOLUTION);
   assert.equal(r.max_sequence_length, MINI_MAX_SEQUENCE_LENGTH);
-  // The pair counts once: max(22, 35) + 27 + 28 (run whole in session 16: 81 minutes of stages), + 30 for
-  // version 8's focus stage: 120, over the issue's "about 90" (docs/flux2-mini.md, session 28, says why).
-  assert.equal(recipeBudgetMinutes(r), 120, `the stages are budgeted ${recipeBudgetMinutes(r)} minutes`);
+  // Session 36: bf16 products where the CPU has them after the VAE, and the second encoder stage as
+  // two one-thread workers of half its batch of 32 each (the same batch as the first stage's).
+  for (const s of [te, te2, tr, focus]) assert.equal(s.args.matmul, "auto", `${s.name} takes bf16 products where the CPU has them`);
+  assert.equal(vae.args.matmul, undefined, "the VAE's convolutions stay float32");
+  assert.equal(Number(te2.args["batch-size"]) * Number(te2.args["grad-accum"]), Number(te.args["batch-size"]));
+  assert.equal(Number(te2.args.workers), 2);
+  // The pair counts once: max(20, 24) + 16 + 21 + 25 = 86, within the issue's "about 90" (run whole in
+  // session 36: 80.9 minutes of stages, 83.6 with the prepare commands; docs/flux2-mini.md).
+  assert.equal(recipeBudgetMinutes(r), 86, `the stages are budgeted ${recipeBudgetMinutes(r)} minutes`);
   assert.deepEqual(toArgv({ steps: 10, full: true, vae: false, "sample-prompt": ["a b", "c"] }), ["--steps", "10", "--full", "--sample-prompt", "a b", "--sample-prompt", "c"]);
   const dry = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run"], { encoding: "utf8" });
   assert.equal(dry.status, 0, dry.stderr);
@@ -66,7 +72,7 @@ test("the recipe trains the VAE beside a first text-encoder stage, continues the
   assert.match(dry.stdout, /\[text_encoder\] .* train .*--text-encoder --align-pool mean/);
   assert.match(dry.stdout, /\[vae\] .*\(at the same time as \[text_encoder\]\)/);
   assert.match(dry.stdout, /\[transformer\] vae\/ from runs\/flux2-mini\/vae\/model into runs\/flux2-mini\/text_encoder_2\/model/);
-  assert.match(dry.stdout, /stages budgeted 120 min of wall time/);
+  assert.match(dry.stdout, /stages budgeted 86 min of wall time/);
   const bad = spawnSync(process.execPath, [path.join(repoRoot, "dist", "scripts", "train-mini.js"), "--dry-run", "--from", "nope"], { encoding: "utf8" });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--from must be one of prepare, vae, text_encoder, text_encoder_2, transformer, focus/);
