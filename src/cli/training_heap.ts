@@ -17,10 +17,13 @@ import * as os from "node:os";
 export const TRAINING_HEAP_MB = 256;
 const FLAG = "--initial-old-space-size";
 
+/** The flag as node was started with it, if it was. */
+const startedWith = () => process.execArgv.find((a) => a.startsWith(FLAG));
+
 /** The initial old-generation size this process was started with (bytes), or 0 without the flag. */
 export function trainingHeapBytes(): number {
-  const flag = process.execArgv.find((a) => a.startsWith(`${FLAG}=`));
-  return flag ? Number(flag.slice(FLAG.length + 1)) * 2 ** 20 : 0;
+  const flag = startedWith();
+  return flag?.startsWith(`${FLAG}=`) ? Number(flag.slice(FLAG.length + 1)) * 2 ** 20 : 0;
 }
 
 /**
@@ -32,7 +35,7 @@ export async function runWithTrainingHeap(): Promise<number | null> {
   const setting = process.env.FLUX2_TRAIN_HEAP_MB;
   const mb = setting === undefined || setting === "" ? TRAINING_HEAP_MB : Number(setting);
   if (!(Number.isInteger(mb) && mb >= 0)) throw new Error(`FLUX2_TRAIN_HEAP_MB must be a whole number of megabytes (0 turns the training heap off), got "${setting}"`);
-  if (mb === 0 || process.execArgv.some((a) => a.startsWith(FLAG))) return null;
+  if (mb === 0 || startedWith()) return null;
   const child = spawn(process.execPath, [...process.execArgv, `${FLAG}=${mb}`, process.argv[1], ...process.argv.slice(2)], {
     stdio: "inherit",
     // Its own process group: a Ctrl-C at the terminal reaches this process only, which passes it

@@ -317,7 +317,7 @@ function findTableLookups(forward: NodeProto[], tables: ReadonlySet<string>, tra
     if (!trainable.has(t)) throw new Error(`appendGradients: gatherRows table "${t}" is not among the trainable inputs`);
     const readers = forward.filter((n) => n.inputs.includes(t));
     const n = readers[0];
-    if (readers.length !== 1 || n.opType !== "Gather" || n.inputs[0] !== t || n.inputs.indexOf(t, 1) !== -1 || Number(attrOf(n, "axis", 0)) !== 0) {
+    if (readers.length !== 1 || n.opType !== "Gather" || n.inputs[0] !== t || Number(attrOf(n, "axis", 0)) !== 0) {
       throw new Error(`appendGradients: gatherRows table "${t}" must be read by exactly one Gather on axis 0 (found ${readers.map((r) => r.opType).join(", ") || "no reader"})`);
     }
     if (FLOAT.has(metas.get(n.inputs[1])!.elem)) throw new Error(`appendGradients: gatherRows table "${t}" is indexed by a float value`);
